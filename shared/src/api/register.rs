@@ -1,0 +1,89 @@
+//! `POST /auth/register`
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    App,
+    http::{ApiError, ApiResponse, FieldError, parse_json, serve},
+    identity::{Email, Password, Registration, register},
+};
+
+#[derive(Debug, Deserialize)]
+struct RegisterBody {
+    email: Option<String>,
+    password: Option<String>,
+    full_name: Option<String>,
+    org_name: Option<String>,
+    invitation_token: Option<String>,
+}
+
+const MAX_NAME_CHARS: usize = 200;
+
+fn optional_text(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())?;
+    if value.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new(field, "must be at most 200 characters"));
+    } else if value.chars().any(char::is_control) {
+        errors.push(FieldError::new(field, "must not contain control characters"));
+    }
+    Some(value)
+}
+
+impl RegisterBody {
+    /// Checks every field and reports all problems at once.
+    fn validate(self) -> Result<Registration, ApiError> {
+        let mut errors = Vec::new();
+        let email = match self.email.as_deref().map(Email::parse) {
+            None => {
+                errors.push(FieldError::new("email", "is required"));
+                None
+            }
+            Some(Err(message)) => {
+                errors.push(FieldError::new("email", message));
+                None
+            }
+            Some(Ok(email)) => Some(email),
+        };
+        let full_name = optional_text("full_name", self.full_name, &mut errors);
+        let org_name = optional_text("org_name", self.org_name, &mut errors);
+        let invitation_token = self.invitation_token.filter(|t| !t.is_empty());
+        if invitation_token.as_ref().is_some_and(|t| t.len() > 256) {
+            errors.push(FieldError::new("invitation_token", "is too long"));
+        }
+        let mut context: Vec<&str> = Vec::new();
+        if let Some(email) = &email {
+            context.extend([email.as_str(), email.local_part()]);
+        }
+        if let Some(name) = &full_name {
+            context.extend(name.split_whitespace());
+        }
+        let password = match self.password.as_deref().map(|p| Password::parse(p, &context)) {
+            None => {
+                errors.push(FieldError::new("password", "is required"));
+                None
+            }
+            Some(Err(message)) => {
+                errors.push(FieldError::new("password", message));
+                None
+            }
+            Some(Ok(password)) => Some(password),
+        };
+        match (email, password) {
+            (Some(email), Some(password)) if errors.is_empty() => {
+                Ok(Registration { email, password, full_name, org_name, invitation_token })
+            }
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        let input = parse_json::<RegisterBody>(&req)?.validate()?;
+        register(app, input, &meta).await?;
+        Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "pending_verification" })))
+    })
+    .await
+}

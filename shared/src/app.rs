@@ -1,0 +1,100 @@
+//! What a function builds once per cold start and borrows for every request: settings, the
+//! AWS SDK configuration, and the clients built from it. Clients are built on first use,
+//! so a function pays only for the services it touches.
+
+use std::{future::Future, sync::OnceLock};
+
+use lambda_http::{Body, Request, Response, service_fn};
+
+use crate::{
+    audit::AuditLog,
+    config::{ConfigError, SecretsStore, Settings},
+    notify::{EventPublisher, Mailer},
+    store::Table,
+};
+
+pub struct App {
+    settings: Settings,
+    sdk: aws_config::SdkConfig,
+    table: OnceLock<Table>,
+    mailer: OnceLock<Mailer>,
+    events: OnceLock<EventPublisher>,
+    secrets: OnceLock<SecretsStore>,
+}
+
+impl App {
+    /// Reads settings and the SDK configuration (which honours `AWS_ENDPOINT_URL` and the
+    /// per-service `AWS_ENDPOINT_URL_*` variables). In production the secret is read and
+    /// checked here, so a function with a missing or weak secret fails its init.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let settings = Settings::from_env()?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let app = Self::new(settings, sdk);
+        if app.settings.environment.is_production() {
+            app.secrets().get().await?;
+        }
+        Ok(app)
+    }
+
+    pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
+        Self {
+            settings,
+            sdk,
+            table: OnceLock::new(),
+            mailer: OnceLock::new(),
+            events: OnceLock::new(),
+            secrets: OnceLock::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn table(&self) -> &Table {
+        self.table
+            .get_or_init(|| Table::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.settings.table_name))
+    }
+
+    pub fn audit(&self) -> AuditLog {
+        AuditLog::new(self.table().clone())
+    }
+
+    pub fn mailer(&self) -> &Mailer {
+        self.mailer
+            .get_or_init(|| Mailer::new(aws_sdk_sesv2::Client::new(&self.sdk), &self.settings.email_from))
+    }
+
+    pub fn events(&self) -> &EventPublisher {
+        self.events.get_or_init(|| {
+            EventPublisher::new(aws_sdk_sns::Client::new(&self.sdk), self.settings.events_topic_arn.clone())
+        })
+    }
+
+    pub fn secrets(&self) -> &SecretsStore {
+        self.secrets.get_or_init(|| {
+            SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings)
+        })
+    }
+}
+
+/// The whole `main` of an HTTP function: logging, the app, and the Lambda loop.
+pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(&'static App, Request) -> Fut,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    crate::telemetry::init();
+    let app: &'static App = match App::from_env().await {
+        Ok(app) => Box::leak(Box::new(app)),
+        Err(error) => {
+            tracing::error!(%error, "function init failed");
+            return Err(error.into());
+        }
+    };
+    lambda_http::run(service_fn(|req| {
+        let response = handler(app, req);
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
+    }))
+    .await
+}

@@ -1,0 +1,367 @@
+//! Configuration: non-secret settings from the environment, secrets from one Secrets
+//! Manager secret (JSON), cached in-process and refreshed on a TTL.
+//!
+//! `ENVIRONMENT=production` turns on the guards: a missing, placeholder or weak secret is
+//! an init error, so the function never serves a request in that state.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("secret {secret_id} could not be read: {reason}")]
+    SecretUnavailable { secret_id: String, reason: String },
+    #[error("secret {secret_id} is not valid JSON of the expected shape: {reason}")]
+    SecretMalformed { secret_id: String, reason: String },
+    #[error("secret field {field} is unusable in production: {reason}")]
+    WeakSecret { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "production" | "prod" => Ok(Self::Production),
+            "development" | "dev" | "local" | "test" | "staging" => Ok(Self::Development),
+            other => Err(ConfigError::Invalid {
+                name: "ENVIRONMENT",
+                reason: format!("unknown environment {other:?}"),
+            }),
+        }
+    }
+
+    pub fn is_production(self) -> bool {
+        self == Self::Production
+    }
+}
+
+/// Settings every function reads from its environment (set in `template.yaml`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub table_name: String,
+    /// Base of links in emails; never derived from request headers.
+    pub frontend_url: String,
+    pub email_from: String,
+    /// SNS topic for domain events. Optional outside production.
+    pub events_topic_arn: Option<String>,
+    pub secret_id: String,
+    pub secret_refresh: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let require = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+
+        let environment = Environment::parse(&get("ENVIRONMENT").unwrap_or_else(|| "development".into()))?;
+        let frontend_url = require("FRONTEND_URL")?.trim_end_matches('/').to_owned();
+        if !(frontend_url.starts_with("https://")
+            || (!environment.is_production() && frontend_url.starts_with("http://")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "FRONTEND_URL",
+                reason: "must be an absolute https URL (http allowed outside production)".into(),
+            });
+        }
+        // Links built from it are inserted into email HTML unescaped (escaping would mangle
+        // them), so it may only hold plain URL characters.
+        if frontend_url.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\')) {
+            return Err(ConfigError::Invalid {
+                name: "FRONTEND_URL",
+                reason: "must not contain spaces, quotes or angle brackets".into(),
+            });
+        }
+        let events_topic_arn = get("EVENTS_TOPIC_ARN");
+        if environment.is_production() && events_topic_arn.is_none() {
+            return Err(ConfigError::Missing("EVENTS_TOPIC_ARN"));
+        }
+        let secret_refresh = match get("SECRET_REFRESH_SECONDS") {
+            None => Duration::from_secs(300),
+            Some(v) => Duration::from_secs(v.parse().map_err(|_| ConfigError::Invalid {
+                name: "SECRET_REFRESH_SECONDS",
+                reason: "must be a whole number of seconds".into(),
+            })?),
+        };
+        Ok(Self {
+            environment,
+            table_name: require("TABLE_NAME")?,
+            frontend_url,
+            email_from: require("EMAIL_FROM")?,
+            events_topic_arn,
+            secret_id: require("SECRET_ID")?,
+            secret_refresh,
+        })
+    }
+}
+
+/// One RSA signing key for access tokens. The first key in the secret signs; the others
+/// stay published in the JWKS so tokens they signed keep verifying during rotation.
+#[derive(Clone, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    pub private_key_pem: SecretString,
+}
+
+/// The JSON document stored in the Secrets Manager secret.
+#[derive(Clone, Deserialize)]
+pub struct Secrets {
+    #[serde(default)]
+    pub jwt_signing_keys: Vec<SigningKey>,
+    #[serde(default)]
+    pub stripe_secret_key: Option<SecretString>,
+    /// Several during rotation; any of them may sign a delivery.
+    #[serde(default)]
+    pub stripe_webhook_secrets: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("jwt_signing_keys", &self.jwt_signing_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "[redacted]"))
+            .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
+            .finish()
+    }
+}
+
+const PLACEHOLDERS: &[&str] = &["placeholder", "changeme", "change-me", "replace", "todo", "xxxx", "example", "dummy"];
+
+fn looks_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    PLACEHOLDERS.iter().any(|p| lower.contains(p))
+}
+
+impl Secrets {
+    pub fn parse(secret_id: &str, json: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(json).map_err(|e| ConfigError::SecretMalformed {
+            secret_id: secret_id.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The production guards. Each field that is present must also be strong; the signing
+    /// key and webhook secret must be present.
+    pub fn check_production(&self) -> Result<(), ConfigError> {
+        let weak = |field, reason: &str| Err(ConfigError::WeakSecret { field, reason: reason.into() });
+        if self.jwt_signing_keys.is_empty() {
+            return weak("jwt_signing_keys", "missing");
+        }
+        for key in &self.jwt_signing_keys {
+            let pem = key.private_key_pem.expose_secret();
+            if looks_placeholder(pem) {
+                return weak("jwt_signing_keys", "placeholder value");
+            }
+            // A 2048-bit RSA key is about 1190 bytes of DER; anything much smaller is weaker.
+            match pem_der_len(pem) {
+                Some(len) if len >= 1100 => {}
+                Some(_) => return weak("jwt_signing_keys", "RSA key shorter than 2048 bits"),
+                None => return weak("jwt_signing_keys", "not a PEM private key"),
+            }
+            if jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).is_err() {
+                return weak("jwt_signing_keys", "not an RSA private key");
+            }
+        }
+        if self.stripe_webhook_secrets.is_empty() {
+            return weak("stripe_webhook_secrets", "missing");
+        }
+        for secret in &self.stripe_webhook_secrets {
+            let s = secret.expose_secret();
+            if looks_placeholder(s) || s.len() < 32 {
+                return weak("stripe_webhook_secrets", "placeholder or shorter than 32 characters");
+            }
+        }
+        if let Some(key) = &self.stripe_secret_key {
+            let k = key.expose_secret();
+            if looks_placeholder(k) || k.len() < 24 || !(k.starts_with("sk_") || k.starts_with("rk_")) {
+                return weak("stripe_secret_key", "placeholder or not a Stripe secret key");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pem_der_len(pem: &str) -> Option<usize> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    if !pem.contains("-----BEGIN") {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD.decode(body).ok().map(|d| d.len())
+}
+
+/// Reads the secret once, serves it from memory, and re-reads it after `refresh`.
+pub struct SecretsStore {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    refresh: Duration,
+    production: bool,
+    cached: RwLock<Option<(std::time::Instant, Arc<Secrets>)>>,
+}
+
+impl SecretsStore {
+    pub fn new(client: aws_sdk_secretsmanager::Client, settings: &Settings) -> Self {
+        Self {
+            client,
+            secret_id: settings.secret_id.clone(),
+            refresh: settings.secret_refresh,
+            production: settings.environment.is_production(),
+            cached: RwLock::new(None),
+        }
+    }
+
+    pub async fn get(&self) -> Result<Arc<Secrets>, ConfigError> {
+        if let Some((at, secrets)) = self.cached.read().await.as_ref()
+            && at.elapsed() < self.refresh
+        {
+            return Ok(secrets.clone());
+        }
+        let mut slot = self.cached.write().await;
+        if let Some((at, secrets)) = slot.as_ref()
+            && at.elapsed() < self.refresh
+        {
+            return Ok(secrets.clone());
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *slot = Some((std::time::Instant::now(), fresh.clone()));
+                Ok(fresh)
+            }
+            // A refresh that fails keeps serving the last good value rather than failing
+            // every request while Secrets Manager is briefly unavailable.
+            Err(error) => match slot.as_ref() {
+                Some((_, stale)) => {
+                    tracing::warn!(%error, "secret refresh failed; serving cached value");
+                    Ok(stale.clone())
+                }
+                None => Err(error),
+            },
+        }
+    }
+
+    async fn fetch(&self) -> Result<Secrets, ConfigError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|e| ConfigError::SecretUnavailable {
+                secret_id: self.secret_id.clone(),
+                reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        let json = out.secret_string().ok_or_else(|| ConfigError::SecretMalformed {
+            secret_id: self.secret_id.clone(),
+            reason: "secret has no string value".into(),
+        })?;
+        let secrets = Secrets::parse(&self.secret_id, json)?;
+        if self.production {
+            secrets.check_production()?;
+        }
+        Ok(secrets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("TABLE_NAME", "t"),
+        ("FRONTEND_URL", "http://localhost:3000/"),
+        ("EMAIL_FROM", "no-reply@example.com"),
+        ("SECRET_ID", "s"),
+    ];
+
+    #[test]
+    fn development_settings_parse_and_trim_the_frontend_url() {
+        let s = Settings::from_lookup(env(BASE)).unwrap();
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.frontend_url, "http://localhost:3000");
+        assert!(s.events_topic_arn.is_none());
+    }
+
+    #[test]
+    fn production_requires_https_and_a_topic() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ENVIRONMENT", "production"));
+        assert!(matches!(
+            Settings::from_lookup(env(&pairs)),
+            Err(ConfigError::Invalid { name: "FRONTEND_URL", .. })
+        ));
+        pairs[1] = ("FRONTEND_URL", "https://app.example.com");
+        assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Missing("EVENTS_TOPIC_ARN"))));
+        pairs.push(("EVENTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:events"));
+        assert!(Settings::from_lookup(env(&pairs)).is_ok());
+    }
+
+    #[test]
+    fn frontend_url_must_be_plain() {
+        let mut pairs = BASE.to_vec();
+        pairs[1] = ("FRONTEND_URL", "https://app.example.com/\"><script>");
+        assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Invalid { name: "FRONTEND_URL", .. })));
+    }
+
+    #[test]
+    fn missing_required_setting_is_named() {
+        let err = Settings::from_lookup(env(&BASE[1..])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing("TABLE_NAME")));
+    }
+
+    #[test]
+    fn production_guard_rejects_missing_placeholder_and_weak_secrets() {
+        let empty = Secrets::parse("s", "{}").unwrap();
+        assert!(matches!(empty.check_production(), Err(ConfigError::WeakSecret { field: "jwt_signing_keys", .. })));
+
+        let placeholder = Secrets::parse(
+            "s",
+            r#"{"jwt_signing_keys":[{"kid":"k","private_key_pem":"PLACEHOLDER"}]}"#,
+        )
+        .unwrap();
+        assert!(placeholder.check_production().is_err());
+
+        let short_pem = "-----BEGIN PRIVATE KEY-----\nMIIBVAIBADANBgkqhkiG9w0BAQEFAASCAT4wggE6AgEAAkEA\n-----END PRIVATE KEY-----";
+        let short = Secrets::parse(
+            "s",
+            &serde_json::json!({"jwt_signing_keys":[{"kid":"k","private_key_pem":short_pem}]}).to_string(),
+        )
+        .unwrap();
+        assert!(matches!(short.check_production(), Err(ConfigError::WeakSecret { field: "jwt_signing_keys", .. })));
+    }
+
+    #[test]
+    fn secrets_debug_output_redacts_values() {
+        let s = Secrets::parse("s", r#"{"stripe_secret_key":"sk_test_supersecretvalue123456","stripe_webhook_secrets":["whsec_abc"]}"#).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("supersecret"));
+        assert!(!shown.contains("whsec_abc"));
+    }
+}

@@ -1,0 +1,11 @@
+//! HTTP plumbing shared by every handler: request metadata and ids, JSON parsing into
+//! validated input, problem+json errors, and the wrapper that turns a handler's
+//! `Result` into a response with `X-Request-Id`.
+
+mod problem;
+mod request;
+mod response;
+
+pub use problem::{ApiError, FieldError};
+pub use request::{RequestMeta, parse_json};
+pub use response::{ApiResponse, serve};

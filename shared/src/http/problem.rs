@@ -1,0 +1,191 @@
+//! Errors as RFC 9457 problem documents. This is the one place where errors become HTTP:
+//! every domain error converts into [`ApiError`], and only `ApiError` knows statuses.
+
+use lambda_http::{Body, Response, http::StatusCode};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Every error a client can see. `code` strings are part of the contract (API.md).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the token is invalid, expired or already used")]
+    TokenInvalid,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("a valid access token is required")]
+    Unauthorized,
+    #[error("this refresh token was already used; the session has been revoked")]
+    TokenReused,
+    #[error("the email address has not been verified")]
+    EmailNotVerified,
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    #[error("cross-site request check failed")]
+    CsrfFailed,
+    #[error("signature verification failed")]
+    SignatureInvalid,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("payments are not available")]
+    PaymentsUnavailable,
+    /// Never shown to the client beyond a generic message; logged with the request id.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        Self::Internal(error.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::MalformedJson(_) | Self::TokenInvalid => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials | Self::Unauthorized | Self::TokenReused => StatusCode::UNAUTHORIZED,
+            Self::EmailNotVerified | Self::Forbidden | Self::CsrfFailed | Self::SignatureInvalid => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PaymentsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "validation_failed",
+            Self::MalformedJson(_) => "malformed_json",
+            Self::TokenInvalid => "token_invalid",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenReused => "token_reused",
+            Self::EmailNotVerified => "email_not_verified",
+            Self::Forbidden => "forbidden",
+            Self::CsrfFailed => "csrf_failed",
+            Self::SignatureInvalid => "signature_invalid",
+            Self::NotFound => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::PaymentsUnavailable => "payments_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "Validation failed",
+            Self::MalformedJson(_) => "Malformed JSON",
+            Self::TokenInvalid => "Invalid token",
+            Self::InvalidCredentials => "Invalid credentials",
+            Self::Unauthorized => "Unauthorized",
+            Self::TokenReused => "Token reused",
+            Self::EmailNotVerified => "Email not verified",
+            Self::Forbidden => "Forbidden",
+            Self::CsrfFailed => "CSRF check failed",
+            Self::SignatureInvalid => "Invalid signature",
+            Self::NotFound => "Not found",
+            Self::Conflict(_) => "Conflict",
+            Self::RateLimited { .. } => "Too many requests",
+            Self::PaymentsUnavailable => "Payments unavailable",
+            Self::Internal(_) => "Internal error",
+        }
+    }
+
+    /// What the client reads in `detail`. Internal details stay in the logs.
+    fn detail(&self) -> String {
+        match self {
+            Self::Internal(_) => "An unexpected error occurred. Quote the request id if you contact support.".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn to_response(&self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        match self {
+            Self::Internal(detail) => tracing::error!(code = self.code(), %detail, "request failed"),
+            _ => tracing::info!(code = self.code(), status = status.as_u16(), "request rejected"),
+        }
+        let mut doc = serde_json::json!({
+            "type": format!("https://errors.serverless-backend.dev/{}", self.code()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+            "code": self.code(),
+            "request_id": request_id,
+        });
+        if let Self::Validation(errors) = self {
+            doc["errors"] = serde_json::to_value(errors).expect("field errors serialize");
+        }
+        let mut builder = Response::builder()
+            .status(status)
+            .header("content-type", "application/problem+json")
+            .header("cache-control", "no-store");
+        if let Self::RateLimited { retry_after_seconds } = self {
+            builder = builder.header("retry-after", retry_after_seconds.to_string());
+        }
+        builder
+            .body(Body::from(doc.to_string()))
+            .expect("static headers are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_json(resp: &Response<Body>) -> serde_json::Value {
+        serde_json::from_slice(resp.body().as_ref()).unwrap()
+    }
+
+    #[test]
+    fn validation_problem_lists_fields() {
+        let resp = ApiError::Validation(vec![FieldError::new("email", "is not a valid email address")])
+            .to_response("req-1");
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let doc = body_json(&resp);
+        assert_eq!(doc["code"], "validation_failed");
+        assert_eq!(doc["request_id"], "req-1");
+        assert_eq!(doc["errors"][0]["field"], "email");
+        for key in ["type", "title", "status", "detail"] {
+            assert!(doc.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let resp = ApiError::internal("dynamodb said: table arn:aws:... missing").to_response("r");
+        assert_eq!(resp.status(), 500);
+        let text = String::from_utf8(resp.body().as_ref().to_vec()).unwrap();
+        assert!(!text.contains("dynamodb"));
+        assert!(text.contains("\"code\":\"internal\""));
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let resp = ApiError::RateLimited { retry_after_seconds: 42 }.to_response("r");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "42");
+    }
+}

@@ -1,0 +1,85 @@
+//! Successful responses, and [`serve`]: the wrapper every route handler runs inside.
+
+use std::future::Future;
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::{ApiError, RequestMeta};
+
+#[derive(Debug)]
+pub struct ApiResponse {
+    status: StatusCode,
+    body: Option<serde_json::Value>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl ApiResponse {
+    pub fn json(status: StatusCode, body: impl Serialize) -> Self {
+        Self {
+            status,
+            body: Some(serde_json::to_value(body).expect("response bodies serialize")),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn no_content() -> Self {
+        Self { status: StatusCode::NO_CONTENT, body: None, headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut builder = Response::builder().status(self.status).header("cache-control", "no-store");
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        match self.body {
+            Some(body) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => builder.body(Body::Empty),
+        }
+        .expect("handler headers are valid")
+    }
+}
+
+/// Runs `handler` inside a span carrying the request ids, renders its result (errors as
+/// problem+json) and stamps `X-Request-Id` on whatever comes out. Never fails: a Lambda
+/// error would turn into API Gateway's opaque 500.
+pub async fn serve<F, Fut>(req: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Request, RequestMeta) -> Fut,
+    Fut: Future<Output = Result<ApiResponse, ApiError>>,
+{
+    let meta = RequestMeta::from_request(&req);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %meta.request_id,
+        apigw_request_id = meta.apigw_request_id.as_deref().unwrap_or(""),
+        lambda_request_id = meta.lambda_request_id.as_deref().unwrap_or(""),
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let request_id = meta.request_id.clone();
+    async move {
+        let mut response = match handler(req, meta).await {
+            Ok(ok) => {
+                tracing::info!(status = ok.status.as_u16(), "request handled");
+                ok.into_response()
+            }
+            Err(error) => error.to_response(&request_id),
+        };
+        response.headers_mut().insert(
+            "x-request-id",
+            request_id.parse().expect("request ids are sanitised header values"),
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,13 @@
+//! Users, organisations, passwords and one-time tokens.
+
+mod email;
+mod model;
+mod password;
+mod register;
+mod token;
+
+pub use email::Email;
+pub use model::{EmailGuard, Membership, Org, OneTimeToken, Role, TokenKind, User};
+pub use password::{Password, PasswordError, PasswordHash};
+pub use register::{RegisterError, Registration, register};
+pub use token::{OpaqueToken, TokenHash};

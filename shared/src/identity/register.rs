@@ -1,0 +1,228 @@
+//! Registration: a user, their email guard, their org membership and a verification token
+//! written in one transaction, so a half-registered account cannot exist.
+//!
+//! The answer never says whether the address was already registered: the winner gets a
+//! verification email, everyone else with that address gets an "account exists" email.
+
+use serde_json::json;
+
+use super::{
+    Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordError, PasswordHash, Role,
+    TokenKind, User,
+};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, RequestMeta},
+    notify::{DomainEvent, EmailKind, render},
+    store::{StoreError, keys},
+    time,
+};
+
+pub const VERIFY_TOKEN_HOURS: i64 = 24;
+
+/// Input that has passed validation.
+#[derive(Debug)]
+pub struct Registration {
+    pub email: Email,
+    pub password: Password,
+    pub full_name: Option<String>,
+    pub org_name: Option<String>,
+    pub invitation_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the invitation is invalid, expired, used, or for another address")]
+    InvitationInvalid,
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(error: RegisterError) -> Self {
+        match error {
+            RegisterError::InvitationInvalid => ApiError::TokenInvalid,
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Where the new user lands: a fresh org they administer, or the org of an invitation.
+enum Placement {
+    NewOrg(Org),
+    Invited { org_id: String, role: Role, token_pk: String },
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Result<(), RegisterError> {
+    let now = time::now();
+    let created_at = time::rfc3339(now);
+    let user_id = uuid::Uuid::new_v4().to_string();
+
+    let placement = match &input.invitation_token {
+        Some(token) => invitation_placement(app, token, &input.email).await?,
+        None => {
+            let org_id = uuid::Uuid::new_v4().to_string();
+            Placement::NewOrg(Org {
+                pk: keys::org(&org_id),
+                sk: keys::ORG.to_owned(),
+                name: input.org_name.clone().unwrap_or_else(|| "My organisation".to_owned()),
+                org_id,
+                admin_count: 1,
+                created_at: created_at.clone(),
+            })
+        }
+    };
+    let (org_id, role) = match &placement {
+        Placement::NewOrg(org) => (org.org_id.clone(), Role::Admin),
+        Placement::Invited { org_id, role, .. } => (org_id.clone(), *role),
+    };
+
+    // Hash before looking at whether the address is taken, so both paths cost the same.
+    let password_hash = PasswordHash::compute(input.password).await?;
+    let verify_token = OpaqueToken::generate();
+    let verify_hash = verify_token.hash();
+
+    let user = User {
+        pk: keys::user(&user_id),
+        sk: keys::PROFILE.to_owned(),
+        user_id: user_id.clone(),
+        email: input.email.as_str().to_owned(),
+        password_hash: password_hash.as_str().to_owned(),
+        full_name: input.full_name.clone(),
+        org_id: org_id.clone(),
+        role,
+        email_verified: false,
+        verify_token_hash: Some(verify_hash.as_str().to_owned()),
+        created_at: created_at.clone(),
+        updated_at: created_at.clone(),
+        deletion_scheduled_at: None,
+    };
+    let expires = now + time::hours(VERIFY_TOKEN_HOURS);
+    let token_item = OneTimeToken {
+        pk: keys::token(verify_hash.as_str()),
+        sk: keys::TOKEN.to_owned(),
+        kind: TokenKind::VerifyEmail,
+        user_id: user_id.clone(),
+        org_id: None,
+        role: None,
+        email: None,
+        expires_at: time::rfc3339(expires),
+        ttl: time::epoch_seconds(expires),
+        created_at: created_at.clone(),
+    };
+    let membership = Membership {
+        pk: keys::org(&org_id),
+        sk: keys::member(&user_id),
+        org_id: org_id.clone(),
+        user_id: user_id.clone(),
+        role,
+        joined_at: created_at.clone(),
+    };
+    let audit = AuditEntry::new("auth.register", AuditStatus::Success, &org_id, meta)
+        .actor(&user_id)
+        .target(&user_id)
+        .details(json!({
+            "via": if input.invitation_token.is_some() { "invitation" } else { "signup" },
+            "role": role.as_str(),
+        }));
+
+    let table = app.table();
+    // The email guard goes first: a failed condition at index 0 means "address taken".
+    let mut items = vec![
+        table.put_new(&EmailGuard::new(input.email.as_str(), &user_id))?,
+        table.put_new(&user)?,
+        table.put_new(&membership)?,
+        table.put_new(&token_item)?,
+        app.audit().put(&audit)?,
+    ];
+    match &placement {
+        Placement::NewOrg(org) => items.push(table.put_new(org)?),
+        Placement::Invited { token_pk, role, org_id } => {
+            items.push(super::model::consume_invitation(table, token_pk, &created_at)?);
+            if *role == Role::Admin {
+                items.push(super::model::adjust_admin_count(table, org_id, 1)?);
+            }
+        }
+    }
+
+    match table.transact(items).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => {
+            return notify_existing_account(app, &input.email, meta).await;
+        }
+        // Any other failed condition is the invitation having been used concurrently.
+        Err(StoreError::TransactionConditionsFailed(_)) if input.invitation_token.is_some() => {
+            return Err(RegisterError::InvitationInvalid);
+        }
+        Err(other) => return Err(other.into()),
+    }
+    tracing::info!(%user_id, %org_id, "user registered");
+
+    let link = format!("{}/verify-email?token={}", app.settings().frontend_url, verify_token.expose());
+    send_or_log(app, EmailKind::VerifyEmail, &input.email, json!({ "link": link, "name": input.full_name })).await;
+    app.events()
+        .publish_or_log(DomainEvent::new(
+            "user.registered",
+            json!({ "user_id": user_id, "org_id": org_id, "role": role.as_str() }),
+        ))
+        .await;
+    Ok(())
+}
+
+async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<Placement, RegisterError> {
+    let hash = OpaqueToken::from_presented(token).hash();
+    let pk = keys::token(hash.as_str());
+    let Some(item) = app.table().get::<OneTimeToken>(&pk, keys::TOKEN).await? else {
+        return Err(RegisterError::InvitationInvalid);
+    };
+    let live = time::parse_rfc3339(&item.expires_at).is_some_and(|at| at > time::now());
+    match (item.kind, item.org_id, item.role, item.email) {
+        (TokenKind::Invitation, Some(org_id), Some(role), Some(invited)) if live && invited == email.as_str() => {
+            Ok(Placement::Invited { org_id, role, token_pk: pk })
+        }
+        _ => Err(RegisterError::InvitationInvalid),
+    }
+}
+
+/// The address is taken: tell its owner, record the attempt, answer exactly as for a new
+/// registration.
+async fn notify_existing_account(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), RegisterError> {
+    let existing = match app.table().get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await? {
+        Some(guard) => {
+            let (pk, sk) = User::key(&guard.user_id);
+            app.table().get::<User>(&pk, &sk).await?
+        }
+        None => None,
+    };
+    if let Some(user) = &existing {
+        let entry = AuditEntry::new("auth.register", AuditStatus::Failure, &user.org_id, meta)
+            .target(&user.user_id)
+            .details(json!({ "reason": "email_already_registered" }));
+        app.audit().record_or_log(&entry).await;
+    }
+    let base = &app.settings().frontend_url;
+    send_or_log(
+        app,
+        EmailKind::AccountExists,
+        email,
+        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
+    )
+    .await;
+    Ok(())
+}
+
+/// The account is committed by now; a mail failure must not turn that into an error the
+/// client would retry into an "account exists" email. `resend-verification` recovers.
+async fn send_or_log(app: &App, kind: EmailKind, to: &Email, context: serde_json::Value) {
+    let result = match render(kind, to.as_str(), context) {
+        Ok(email) => app.mailer().send(&email).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(error) = result {
+        tracing::error!(%error, ?kind, "email could not be sent");
+    }
+}

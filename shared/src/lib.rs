@@ -1,0 +1,16 @@
+//! Everything the Lambda functions share: configuration, HTTP plumbing, the table, the
+//! mailer and event publisher, and the domain modules. Function binaries stay tiny: they
+//! build an [`App`] once per cold start and hand each request to a handler in [`api`].
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod notify;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+pub use app::App;

@@ -1,0 +1,81 @@
+//! Domain events on SNS: a JSON message with an `event_type` message attribute so that
+//! subscribers can filter without parsing bodies.
+
+use aws_sdk_sns::{Client, error::DisplayErrorContext, types::MessageAttributeValue};
+use serde::Serialize;
+
+use super::NotifyError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainEvent {
+    pub event_id: String,
+    pub event_type: &'static str,
+    pub occurred_at: String,
+    pub data: serde_json::Value,
+}
+
+impl DomainEvent {
+    pub fn new(event_type: &'static str, data: serde_json::Value) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type,
+            occurred_at: crate::time::rfc3339(crate::time::now()),
+            data,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EventPublisher {
+    client: Client,
+    topic_arn: Option<String>,
+}
+
+impl EventPublisher {
+    pub fn new(client: Client, topic_arn: Option<String>) -> Self {
+        Self { client, topic_arn }
+    }
+
+    #[tracing::instrument(skip_all, fields(event_type = event.event_type))]
+    pub async fn publish(&self, event: &DomainEvent) -> Result<(), NotifyError> {
+        let Some(topic_arn) = &self.topic_arn else {
+            // Only possible outside production (the config refuses it there).
+            tracing::warn!("no EVENTS_TOPIC_ARN configured; event not published");
+            return Ok(());
+        };
+        let attribute = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(event.event_type)
+            .build()
+            .map_err(|e| NotifyError::Build(e.to_string()))?;
+        self.client
+            .publish()
+            .topic_arn(topic_arn)
+            .message(serde_json::to_string(event).expect("events serialize"))
+            .message_attributes("event_type", attribute)
+            .send()
+            .await
+            .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+
+    /// Publishes, logging instead of failing: events are notifications about a change that
+    /// has already been committed, and must not turn a done action into an error.
+    pub async fn publish_or_log(&self, event: DomainEvent) {
+        if let Err(error) = self.publish(&event).await {
+            tracing::error!(%error, event_type = event.event_type, event_id = %event.event_id, "event publish failed");
+        }
+    }
+
+    /// Sends an SMS through SNS (e.g. to a provider when a payment is released).
+    pub async fn send_sms(&self, phone_number: &str, message: &str) -> Result<(), NotifyError> {
+        self.client
+            .publish()
+            .phone_number(phone_number)
+            .message(message)
+            .send()
+            .await
+            .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+}

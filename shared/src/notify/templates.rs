@@ -1,0 +1,90 @@
+//! Email templates: one subject, text and HTML template per kind, compiled into the binary
+//! and rendered with minijinja (HTML auto-escaped).
+
+use std::sync::OnceLock;
+
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::Email;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailKind {
+    VerifyEmail,
+    AccountExists,
+}
+
+impl EmailKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::AccountExists => "account_exists",
+        }
+    }
+}
+
+macro_rules! templates {
+    ($env:ident; $($name:literal),* $(,)?) => {
+        $(
+            $env.add_template(concat!($name, ".subject.txt"), include_str!(concat!("templates/", $name, ".subject.txt"))).expect("subject template compiles");
+            $env.add_template(concat!($name, ".txt"), include_str!(concat!("templates/", $name, ".txt"))).expect("text template compiles");
+            $env.add_template(concat!($name, ".html"), include_str!(concat!("templates/", $name, ".html"))).expect("html template compiles");
+        )*
+    };
+}
+
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.add_template("layout.html", include_str!("templates/layout.html")).expect("layout compiles");
+        templates!(env; "verify_email", "account_exists");
+        env
+    })
+}
+
+/// Renders `kind` for `to` with `context` into a ready-to-send email.
+pub fn render(kind: EmailKind, to: &str, context: impl Serialize) -> Result<Email, minijinja::Error> {
+    let env = environment();
+    let ctx = minijinja::Value::from_serialize(&context);
+    let name = kind.name();
+    let subject = env.get_template(&format!("{name}.subject.txt"))?.render(&ctx)?;
+    Ok(Email {
+        to: to.to_owned(),
+        subject: subject.trim().to_owned(),
+        text: env.get_template(&format!("{name}.txt"))?.render(&ctx)?,
+        html: env.get_template(&format!("{name}.html"))?.render(&ctx)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_email_has_the_link_in_both_parts_and_escapes_html() {
+        let link = "https://app.example.com/verify-email?token=abc_DEF-123";
+        let email = render(
+            EmailKind::VerifyEmail,
+            "a@example.com",
+            serde_json::json!({"link": link, "name": "<script>x</script>"}),
+        )
+        .unwrap();
+        assert!(email.text.contains(link));
+        assert!(email.html.contains(link));
+        assert!(!email.html.contains("<script>x"));
+        assert!(!email.subject.is_empty());
+    }
+
+    #[test]
+    fn account_exists_email_renders() {
+        let email = render(
+            EmailKind::AccountExists,
+            "a@example.com",
+            serde_json::json!({"login_link": "https://x/login", "reset_link": "https://x/forgot-password"}),
+        )
+        .unwrap();
+        assert!(email.text.contains("https://x/forgot-password"));
+        assert!(email.html.contains("https://x/login"));
+    }
+}

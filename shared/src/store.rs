@@ -1,0 +1,172 @@
+//! The single DynamoDB table: key builders, item (de)serialisation and the conditional and
+//! transactional write helpers the domain modules use to let the database decide races.
+//!
+//! Layout (all keys are strings, `PK`/`SK`; `ttl` is epoch seconds with TTL enabled):
+//!
+//! | item                | PK                   | SK                   |
+//! |---------------------|----------------------|----------------------|
+//! | user                | `USER#{user_id}`     | `PROFILE`            |
+//! | email guard         | `EMAIL#{email}`      | `EMAIL`              |
+//! | organisation        | `ORG#{org_id}`       | `ORG`                |
+//! | membership          | `ORG#{org_id}`       | `MEMBER#{user_id}`   |
+//! | one-time token      | `TOKEN#{sha256}`     | `TOKEN`              |
+//! | audit entry         | `AUDIT#{org_id}`     | `{at}#{audit_id}`    |
+//!
+//! Later modules add sessions, payments, providers, webhook events, idempotency records and
+//! rate-limit counters under their own prefixes (see DESIGN.md).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    Client,
+    error::{DisplayErrorContext, SdkError},
+    types::{AttributeValue, Put, TransactWriteItem},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub mod keys {
+    pub const PROFILE: &str = "PROFILE";
+    pub const EMAIL: &str = "EMAIL";
+    pub const ORG: &str = "ORG";
+    pub const TOKEN: &str = "TOKEN";
+
+    pub fn user(user_id: &str) -> String {
+        format!("USER#{user_id}")
+    }
+    pub fn email(email: &str) -> String {
+        format!("EMAIL#{email}")
+    }
+    pub fn org(org_id: &str) -> String {
+        format!("ORG#{org_id}")
+    }
+    pub fn member(user_id: &str) -> String {
+        format!("MEMBER#{user_id}")
+    }
+    pub fn token(token_hash: &str) -> String {
+        format!("TOKEN#{token_hash}")
+    }
+    pub fn audit(org_id: &str) -> String {
+        format!("AUDIT#{org_id}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A condition of a single write failed.
+    #[error("conditional check failed")]
+    ConditionFailed,
+    /// A transaction was cancelled because the conditions at these positions failed.
+    #[error("transaction cancelled: conditions failed at {0:?}")]
+    TransactionConditionsFailed(Vec<usize>),
+    #[error("item could not be (de)serialised: {0}")]
+    Serde(#[from] serde_dynamo::Error),
+    #[error("dynamodb: {0}")]
+    Dynamo(String),
+}
+
+fn dynamo_error<E, R>(error: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Dynamo(DisplayErrorContext(&error).to_string())
+}
+
+/// How many times a transaction that lost only to a concurrent transaction is retried.
+/// Such conflicts are transient: the retry sees the winner's write and fails or succeeds
+/// on its conditions alone.
+const TRANSACTION_CONFLICT_RETRIES: u32 = 8;
+
+#[derive(Clone, Debug)]
+pub struct Table {
+    client: Client,
+    name: String,
+}
+
+impl Table {
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self { client, name: name.into() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A `Put` of `item` for use in a transaction, optionally under a condition.
+    pub fn put(&self, item: &impl Serialize, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.name)
+            .set_item(Some(serde_dynamo::to_item(item)?))
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// A `Put` that only succeeds when no item with the same key exists yet.
+    pub fn put_new(&self, item: &impl Serialize) -> Result<TransactWriteItem, StoreError> {
+        self.put(item, Some("attribute_not_exists(PK)"))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key("PK", AttributeValue::S(pk.to_owned()))
+            .key("SK", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.item.map(serde_dynamo::from_item).transpose().map_err(StoreError::from)
+    }
+
+    /// Writes `items` all or nothing. Fails with the positions of the failed conditions.
+    pub async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let reasons: Vec<String> = match error.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None").to_owned())
+                    .collect(),
+                _ => return Err(dynamo_error(error)),
+            };
+            let failed: Vec<usize> = reasons
+                .iter()
+                .enumerate()
+                .filter(|(_, code)| code.as_str() == "ConditionalCheckFailed")
+                .map(|(i, _)| i)
+                .collect();
+            if !failed.is_empty() {
+                return Err(StoreError::TransactionConditionsFailed(failed));
+            }
+            let conflicted = reasons.iter().any(|c| c == "TransactionConflict" || c == "ThrottlingError");
+            if conflicted && attempt < TRANSACTION_CONFLICT_RETRIES {
+                attempt += 1;
+                let jitter = rand::random::<u64>() % 20;
+                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+                continue;
+            }
+            return Err(StoreError::Dynamo(format!("transaction cancelled: {reasons:?}")));
+        }
+    }
+}
