@@ -24,16 +24,20 @@ pub struct App {
 
 impl App {
     /// Reads settings and the SDK configuration (which honours `AWS_ENDPOINT_URL` and the
-    /// per-service `AWS_ENDPOINT_URL_*` variables). In production the secret is read and
-    /// checked here, so a function with a missing or weak secret fails its init.
+    /// per-service `AWS_ENDPOINT_URL_*` variables). Makes no network calls.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let settings = Settings::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let app = Self::new(settings, sdk);
-        if app.settings.environment.is_production() {
-            app.secrets().get().await?;
+        Ok(Self::new(settings, sdk))
+    }
+
+    /// For functions that use the secret: in production, reads and checks it now, so a
+    /// missing, placeholder or weak secret fails the function's init instead of a request.
+    pub async fn check_secrets(&self) -> Result<(), ConfigError> {
+        if self.settings.environment.is_production() {
+            self.secrets().get().await?;
         }
-        Ok(app)
+        Ok(())
     }
 
     pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
@@ -78,14 +82,29 @@ impl App {
     }
 }
 
+/// Whether a function reads the Secrets Manager secret (and so is guarded by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    Unused,
+    Required,
+}
+
 /// The whole `main` of an HTTP function: logging, the app, and the Lambda loop.
-pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+pub async fn run_http<F, Fut>(secrets: Secrets, handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(&'static App, Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send,
 {
     crate::telemetry::init();
-    let app: &'static App = match App::from_env().await {
+    let app = async {
+        let app = App::from_env().await?;
+        if secrets == Secrets::Required {
+            app.check_secrets().await?;
+        }
+        Ok::<_, ConfigError>(app)
+    };
+    // Leaked on purpose: it lives as long as the process, and handlers borrow it freely.
+    let app: &'static App = match app.await {
         Ok(app) => Box::leak(Box::new(app)),
         Err(error) => {
             tracing::error!(%error, "function init failed");

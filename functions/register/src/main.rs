@@ -1,6 +1,8 @@
 //! `register`: POST /auth/register.
 
+use shared::{api, app::Secrets};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(shared::api::register::handle).await
+    shared::app::run_http(Secrets::Unused, api::register::handle).await
 }

