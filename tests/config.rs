@@ -1,0 +1,61 @@
+//! The production guards against a real Secrets Manager (moto): a production function
+//! that uses the secret must not start with a missing, placeholder or weak one.
+
+mod common;
+
+use shared::{App, config::Settings};
+
+async fn production_app_with_secret(secret: Option<&str>) -> App {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let name = format!("guard-test/{}", uuid::Uuid::new_v4().simple());
+    if let Some(value) = secret {
+        aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(&name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("moto creates the secret");
+    }
+    let settings = Settings::from_lookup(|key| match key {
+        "ENVIRONMENT" => Some("production".into()),
+        "FRONTEND_URL" => Some("https://app.example.com".into()),
+        "EVENTS_TOPIC_ARN" => std::env::var("EVENTS_TOPIC_ARN").ok(),
+        "SECRET_ID" => Some(name.clone()),
+        other => std::env::var(other).ok(),
+    })
+    .expect("production settings");
+    App::new(settings, sdk)
+}
+
+#[tokio::test]
+async fn production_refuses_a_missing_placeholder_or_weak_secret() {
+    let _ = common::TestApp::new().await; // checks the stack is there
+    let cases = [
+        None,
+        Some("{}"),
+        Some(r#"{"jwt_signing_keys":[{"kid":"k1","private_key_pem":"CHANGEME"}],"stripe_webhook_secrets":["whsec_CHANGEME"]}"#),
+    ];
+    for secret in cases {
+        let app = production_app_with_secret(secret).await;
+        assert!(app.check_secrets().await.is_err(), "{secret:?} must be refused");
+    }
+}
+
+#[tokio::test]
+async fn production_accepts_the_strong_secret_the_stack_generated() {
+    let _ = common::TestApp::new().await;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let generated = aws_sdk_secretsmanager::Client::new(&sdk)
+        .get_secret_value()
+        .secret_id(std::env::var("SECRET_ID").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let app = production_app_with_secret(Some(&generated)).await;
+    app.check_secrets().await.expect("a 2048-bit key and a long webhook secret pass");
+    let secrets = app.secrets().get().await.unwrap();
+    assert_eq!(secrets.jwt_signing_keys.len(), 1);
+}
