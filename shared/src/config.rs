@@ -60,6 +60,7 @@ pub struct Settings {
     pub events_topic_arn: Option<String>,
     pub secret_id: String,
     pub secret_refresh: Duration,
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 impl Settings {
@@ -109,6 +110,7 @@ impl Settings {
             events_topic_arn,
             secret_id: require("SECRET_ID")?,
             secret_refresh,
+            rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,
         })
     }
 }

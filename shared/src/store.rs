@@ -20,11 +20,67 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{
     Client,
     error::{DisplayErrorContext, SdkError},
-    types::{AttributeValue, Put, TransactWriteItem},
+    types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
 pub type Item = HashMap<String, AttributeValue>;
+
+/// Attribute value shorthands for expression values.
+pub mod av {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    pub fn s(value: impl Into<String>) -> AttributeValue {
+        AttributeValue::S(value.into())
+    }
+    pub fn n(value: impl std::fmt::Display) -> AttributeValue {
+        AttributeValue::N(value.to_string())
+    }
+    pub fn b(value: bool) -> AttributeValue {
+        AttributeValue::Bool(value)
+    }
+}
+
+/// An update or delete: the key, the expressions and their values.
+#[derive(Debug, Clone, Default)]
+pub struct Change<'a> {
+    pub pk: &'a str,
+    pub sk: &'a str,
+    /// `SET ...`/`REMOVE ...`/`ADD ...`; ignored for deletes.
+    pub update: &'a str,
+    pub condition: Option<&'a str>,
+    pub values: Vec<(&'a str, AttributeValue)>,
+    /// `#placeholder` → attribute name, for reserved words such as `ttl`.
+    pub names: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Change<'a> {
+    pub fn new(pk: &'a str, sk: &'a str) -> Self {
+        Self { pk, sk, ..Default::default() }
+    }
+    pub fn update(mut self, expression: &'a str) -> Self {
+        self.update = expression;
+        self
+    }
+    pub fn condition(mut self, expression: &'a str) -> Self {
+        self.condition = Some(expression);
+        self
+    }
+    pub fn value(mut self, name: &'a str, value: AttributeValue) -> Self {
+        self.values.push((name, value));
+        self
+    }
+    pub fn name(mut self, placeholder: &'a str, attribute: &'a str) -> Self {
+        self.names.push((placeholder, attribute));
+        self
+    }
+    fn names_map(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+    fn values_map(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+    }
+}
 
 pub mod keys {
     pub const PROFILE: &str = "PROFILE";
@@ -112,6 +168,59 @@ impl Table {
     /// A `Put` that only succeeds when no item with the same key exists yet.
     pub fn put_new(&self, item: &impl Serialize) -> Result<TransactWriteItem, StoreError> {
         self.put(item, Some("attribute_not_exists(PK)"))
+    }
+
+    /// A conditional update for use in a transaction.
+    pub fn update(&self, change: Change<'_>) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.name)
+            .key("PK", av::s(change.pk))
+            .key("SK", av::s(change.sk))
+            .update_expression(change.update)
+            .set_condition_expression(change.condition.map(str::to_owned))
+            .set_expression_attribute_values(change.values_map())
+            .set_expression_attribute_names(change.names_map())
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// A (conditional) delete for use in a transaction.
+    pub fn delete(&self, change: Change<'_>) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.name)
+            .key("PK", av::s(change.pk))
+            .key("SK", av::s(change.sk))
+            .set_condition_expression(change.condition.map(str::to_owned))
+            .set_expression_attribute_values(change.values_map())
+            .set_expression_attribute_names(change.names_map())
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// A single conditional update, outside a transaction; returns the item as it is after.
+    pub async fn update_item(&self, change: Change<'_>) -> Result<Item, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key("PK", av::s(change.pk))
+            .key("SK", av::s(change.sk))
+            .update_expression(change.update)
+            .set_condition_expression(change.condition.map(str::to_owned))
+            .set_expression_attribute_values(change.values_map())
+            .set_expression_attribute_names(change.names_map())
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes.unwrap_or_default()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(error) => Err(dynamo_error(error)),
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, StoreError> {

@@ -35,8 +35,19 @@ pub fn unique_email(tag: &str) -> String {
 
 pub const STRONG_PASSWORD: &str = "correct horse battery staple";
 
-/// An API Gateway HTTP API (payload 2.0) event, as API Gateway would send it.
+/// A client address of its own, so per-address rate limits of parallel tests don't meet.
+pub fn random_ip() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("10.{}.{}.{}", b[0], b[1], b[2])
+}
+
+/// An API Gateway HTTP API (payload 2.0) event from a random client address.
 pub fn http_event(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> String {
+    http_event_from(&random_ip(), method, path, headers, body)
+}
+
+/// An API Gateway HTTP API (payload 2.0) event, as API Gateway would send it.
+pub fn http_event_from(ip: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> String {
     let mut header_map: serde_json::Map<String, Value> =
         headers.iter().map(|(k, v)| (k.to_lowercase(), json!(v))).collect();
     header_map.entry("content-type").or_insert(json!("application/json"));
@@ -55,7 +66,7 @@ pub fn http_event(method: &str, path: &str, headers: &[(&str, &str)], body: Opti
                 "method": method,
                 "path": path,
                 "protocol": "HTTP/1.1",
-                "sourceIp": "198.51.100.23",
+                "sourceIp": ip,
                 "userAgent": "backend-tests"
             },
             "requestId": format!("apigw-{}", uuid::Uuid::new_v4().simple()),
@@ -72,11 +83,23 @@ pub fn http_event(method: &str, path: &str, headers: &[(&str, &str)], body: Opti
 
 impl TestApp {
     pub async fn new() -> Self {
+        Self::with_env(&[]).await
+    }
+
+    /// An app whose settings are the stack's environment with `overrides` on top.
+    pub async fn with_env(overrides: &[(&str, &str)]) -> Self {
         if std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_err() {
             panic!("the black-box tests need the local stack: run them with infra/test.sh");
         }
         shared::telemetry::init();
-        let app = App::from_env().await.expect("the test stack's settings are complete");
+        let overrides: HashMap<String, String> =
+            overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let settings = shared::config::Settings::from_lookup(|key| {
+            overrides.get(key).cloned().or_else(|| std::env::var(key).ok())
+        })
+        .expect("the test stack's settings are complete");
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let app = App::new(settings, sdk);
         Self {
             app: Box::leak(Box::new(app)),
             moto_url: std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL points at moto"),
@@ -106,6 +129,29 @@ impl TestApp {
     pub async fn register(&self, body: Value) -> TestResponse {
         let event = http_event("POST", "/auth/register", &[], Some(&body.to_string()));
         self.invoke(shared::api::register::handle, &event).await
+    }
+
+    pub async fn post<F, Fut>(&self, handler: F, path: &str, body: Value) -> TestResponse
+    where
+        F: Fn(&'static App, Request) -> Fut,
+        Fut: Future<Output = Response<Body>>,
+    {
+        let event = http_event("POST", path, &[], Some(&body.to_string()));
+        self.invoke(handler, &event).await
+    }
+
+    /// Registers a fresh address and returns it with the verification token from its email.
+    pub async fn registered(&self, tag: &str) -> (String, String) {
+        let email = unique_email(tag);
+        let response = self.register(json!({"email": email, "password": STRONG_PASSWORD})).await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+        let token = self.emails_to(&email).await[0].token_for("/verify-email").expect("verification link");
+        (email, token)
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> HashMap<String, AttributeValue> {
+        let guard = self.item(&format!("EMAIL#{email}"), "EMAIL").await.expect("email guard");
+        self.item(&format!("USER#{}", s(&guard, "user_id")), "PROFILE").await.expect("user")
     }
 
     pub async fn item(&self, pk: &str, sk: &str) -> Option<HashMap<String, AttributeValue>> {

@@ -1,3 +1,28 @@
-//! Route handlers: parse the request, call one domain function, render the answer.
+//! Route handlers, one module per function: parse the request, call one domain function,
+//! render the answer.
 
 pub mod register;
+pub mod verify;
+
+use crate::{
+    http::{ApiError, FieldError},
+    identity::Email,
+};
+
+/// A required email field.
+pub(crate) fn email_field(value: Option<String>) -> Result<Email, ApiError> {
+    match value.as_deref().map(Email::parse) {
+        None => Err(ApiError::Validation(vec![FieldError::new("email", "is required")])),
+        Some(Err(message)) => Err(ApiError::Validation(vec![FieldError::new("email", message)])),
+        Some(Ok(email)) => Ok(email),
+    }
+}
+
+/// A required opaque token field. Anything that can't be one of ours is simply invalid.
+pub(crate) fn token_field(field: &str, value: Option<String>) -> Result<String, ApiError> {
+    match value {
+        None => Err(ApiError::Validation(vec![FieldError::new(field, "is required")])),
+        Some(token) if token.is_empty() || token.len() > 256 => Err(ApiError::TokenInvalid),
+        Some(token) => Ok(token),
+    }
+}

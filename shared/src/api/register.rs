@@ -8,6 +8,7 @@ use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, parse_json, serve},
     identity::{Email, Password, Registration, register},
+    rate_limit::Rule,
 };
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,7 @@ impl RegisterBody {
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
+        app.rate_limit(Rule::Register, meta.client_key()).await?;
         let input = parse_json::<RegisterBody>(&req)?.validate()?;
         register(app, input, &meta).await?;
         Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "pending_verification" })))

@@ -26,6 +26,11 @@ fn sane_request_id(value: &str) -> bool {
 }
 
 impl RequestMeta {
+    /// The client address for per-address rate limits.
+    pub fn client_key(&self) -> &str {
+        self.source_ip.as_deref().unwrap_or("unknown")
+    }
+
     pub fn from_request(req: &Request) -> Self {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (apigw_request_id, source_ip, context_user_agent) = match req.request_context_ref() {

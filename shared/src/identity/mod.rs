@@ -5,9 +5,11 @@ mod model;
 mod password;
 mod register;
 mod token;
+mod verify;
 
 pub use email::Email;
 pub use model::{EmailGuard, Membership, Org, OneTimeToken, Role, TokenKind, User};
 pub use password::{Password, PasswordError, PasswordHash};
 pub use register::{RegisterError, Registration, register};
 pub use token::{OpaqueToken, TokenHash};
+pub use verify::{resend_verification, verify_email};

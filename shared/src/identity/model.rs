@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::keys;
+use aws_sdk_dynamodb::types::TransactWriteItem;
+
+use crate::store::{Change, StoreError, Table, av, keys};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,47 +127,50 @@ pub struct OneTimeToken {
     pub created_at: String,
 }
 
+impl OneTimeToken {
+    /// A token of `kind` for `user_id`, valid for `lifetime` from now.
+    pub fn new(kind: TokenKind, hash: &super::TokenHash, user_id: &str, lifetime: time::Duration) -> Self {
+        let now = crate::time::now();
+        let expires = now + lifetime;
+        Self {
+            pk: keys::token(hash.as_str()),
+            sk: keys::TOKEN.to_owned(),
+            kind,
+            user_id: user_id.to_owned(),
+            org_id: None,
+            role: None,
+            email: None,
+            expires_at: crate::time::rfc3339(expires),
+            ttl: crate::time::epoch_seconds(expires),
+            created_at: crate::time::rfc3339(now),
+        }
+    }
+
+    pub fn is_live(&self, kind: TokenKind) -> bool {
+        self.kind == kind && crate::time::parse_rfc3339(&self.expires_at).is_some_and(|at| at > crate::time::now())
+    }
+}
+
 /// Marks an invitation used: fails (as a transaction condition) if it already was, or has
 /// expired, so one invitation admits exactly one user.
-pub(crate) fn consume_invitation(
-    table: &crate::store::Table,
-    token_pk: &str,
-    now: &str,
-) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, crate::store::StoreError> {
-    use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
-    let update = Update::builder()
-        .table_name(table.name())
-        .key("PK", AttributeValue::S(token_pk.to_owned()))
-        .key("SK", AttributeValue::S(keys::TOKEN.to_owned()))
-        .update_expression("SET used_at = :now")
-        .condition_expression("attribute_exists(PK) AND attribute_not_exists(used_at) AND expires_at > :now")
-        .expression_attribute_values(":now", AttributeValue::S(now.to_owned()))
-        .build()
-        .map_err(|e| crate::store::StoreError::Dynamo(e.to_string()))?;
-    Ok(TransactWriteItem::builder().update(update).build())
+pub(crate) fn consume_invitation(table: &Table, token_pk: &str, now: &str) -> Result<TransactWriteItem, StoreError> {
+    table.update(
+        Change::new(token_pk, keys::TOKEN)
+            .update("SET used_at = :now")
+            .condition("attribute_exists(PK) AND attribute_not_exists(used_at) AND expires_at > :now")
+            .value(":now", av::s(now)),
+    )
 }
 
 /// Adds `delta` to an org's admin count; a decrement is conditional on another admin
-/// remaining.
-pub(crate) fn adjust_admin_count(
-    table: &crate::store::Table,
-    org_id: &str,
-    delta: i32,
-) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, crate::store::StoreError> {
-    use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
-    let mut update = Update::builder()
-        .table_name(table.name())
-        .key("PK", AttributeValue::S(keys::org(org_id)))
-        .key("SK", AttributeValue::S(keys::ORG.to_owned()))
-        .update_expression("ADD admin_count :delta")
-        .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()));
-    update = if delta < 0 {
-        update
-            .condition_expression("attribute_exists(PK) AND admin_count > :one")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+/// remaining, which is what keeps every org with at least one admin under races.
+pub(crate) fn adjust_admin_count(table: &Table, org_id: &str, delta: i32) -> Result<TransactWriteItem, StoreError> {
+    let pk = keys::org(org_id);
+    let change = Change::new(&pk, keys::ORG).update("ADD admin_count :delta").value(":delta", av::n(delta));
+    let change = if delta < 0 {
+        change.condition("attribute_exists(PK) AND admin_count > :one").value(":one", av::n(1))
     } else {
-        update.condition_expression("attribute_exists(PK)")
+        change.condition("attribute_exists(PK)")
     };
-    let update = update.build().map_err(|e| crate::store::StoreError::Dynamo(e.to_string()))?;
-    Ok(TransactWriteItem::builder().update(update).build())
+    table.update(change)
 }

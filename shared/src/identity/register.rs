@@ -14,7 +14,7 @@ use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
-    notify::{DomainEvent, EmailKind, render},
+    notify::{DomainEvent, EmailKind},
     store::{StoreError, keys},
     time,
 };
@@ -101,19 +101,7 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         updated_at: created_at.clone(),
         deletion_scheduled_at: None,
     };
-    let expires = now + time::hours(VERIFY_TOKEN_HOURS);
-    let token_item = OneTimeToken {
-        pk: keys::token(verify_hash.as_str()),
-        sk: keys::TOKEN.to_owned(),
-        kind: TokenKind::VerifyEmail,
-        user_id: user_id.clone(),
-        org_id: None,
-        role: None,
-        email: None,
-        expires_at: time::rfc3339(expires),
-        ttl: time::epoch_seconds(expires),
-        created_at: created_at.clone(),
-    };
+    let token_item = OneTimeToken::new(TokenKind::VerifyEmail, &verify_hash, &user_id, time::hours(VERIFY_TOKEN_HOURS));
     let membership = Membership {
         pk: keys::org(&org_id),
         sk: keys::member(&user_id),
@@ -163,7 +151,11 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
     tracing::info!(%user_id, %org_id, "user registered");
 
     let link = format!("{}/verify-email?token={}", app.settings().frontend_url, verify_token.expose());
-    send_or_log(app, EmailKind::VerifyEmail, &input.email, json!({ "link": link, "name": input.full_name })).await;
+    // The account is committed: a mail failure must not turn that into an error the client
+    // would retry into an "account exists" email. `resend-verification` recovers.
+    app.mailer()
+        .send_template_or_log(EmailKind::VerifyEmail, input.email.as_str(), json!({ "link": link, "name": input.full_name }))
+        .await;
     app.events()
         .publish_or_log(DomainEvent::new(
             "user.registered",
@@ -179,9 +171,9 @@ async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<P
     let Some(item) = app.table().get::<OneTimeToken>(&pk, keys::TOKEN).await? else {
         return Err(RegisterError::InvitationInvalid);
     };
-    let live = time::parse_rfc3339(&item.expires_at).is_some_and(|at| at > time::now());
-    match (item.kind, item.org_id, item.role, item.email) {
-        (TokenKind::Invitation, Some(org_id), Some(role), Some(invited)) if live && invited == email.as_str() => {
+    let live = item.is_live(TokenKind::Invitation);
+    match (item.org_id, item.role, item.email) {
+        (Some(org_id), Some(role), Some(invited)) if live && invited == email.as_str() => {
             Ok(Placement::Invited { org_id, role, token_pk: pk })
         }
         _ => Err(RegisterError::InvitationInvalid),
@@ -205,24 +197,12 @@ async fn notify_existing_account(app: &App, email: &Email, meta: &RequestMeta) -
         app.audit().record_or_log(&entry).await;
     }
     let base = &app.settings().frontend_url;
-    send_or_log(
-        app,
-        EmailKind::AccountExists,
-        email,
-        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
-    )
-    .await;
+    app.mailer()
+        .send_template_or_log(
+            EmailKind::AccountExists,
+            email.as_str(),
+            json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
+        )
+        .await;
     Ok(())
-}
-
-/// The account is committed by now; a mail failure must not turn that into an error the
-/// client would retry into an "account exists" email. `resend-verification` recovers.
-async fn send_or_log(app: &App, kind: EmailKind, to: &Email, context: serde_json::Value) {
-    let result = match render(kind, to.as_str(), context) {
-        Ok(email) => app.mailer().send(&email).await,
-        Err(e) => Err(e.into()),
-    };
-    if let Err(error) = result {
-        tracing::error!(%error, ?kind, "email could not be sent");
-    }
 }

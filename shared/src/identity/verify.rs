@@ -1,0 +1,110 @@
+//! Email verification and re-sending the verification email.
+
+use serde_json::json;
+
+use super::{Email, EmailGuard, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, RequestMeta},
+    notify::{DomainEvent, EmailKind},
+    store::{Change, StoreError, av, keys},
+    time,
+};
+
+/// Verifies the address the token was sent to. Single use: the token item is deleted in the
+/// same transaction that marks the user verified, under conditions, so of N concurrent calls
+/// exactly one succeeds. Only the newest token of a user works.
+#[tracing::instrument(skip_all)]
+pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+    let hash = OpaqueToken::from_presented(presented).hash();
+    let token_pk = keys::token(hash.as_str());
+    let table = app.table();
+    let token = match table.get::<OneTimeToken>(&token_pk, keys::TOKEN).await.map_err(ApiError::internal)? {
+        Some(token) if token.is_live(TokenKind::VerifyEmail) => token,
+        _ => return Err(ApiError::TokenInvalid),
+    };
+    let (user_pk, user_sk) = User::key(&token.user_id);
+    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
+        return Err(ApiError::TokenInvalid);
+    };
+    let now = time::rfc3339(time::now());
+    let audit = AuditEntry::new("auth.verify_email", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .target(&user.user_id);
+    let items = vec![
+        table.delete(
+            Change::new(&token_pk, keys::TOKEN)
+                .condition("attribute_exists(PK) AND expires_at > :now")
+                .value(":now", av::s(&now)),
+        ),
+        table.update(
+            Change::new(&user_pk, &user_sk)
+                .update("SET email_verified = :true, updated_at = :now REMOVE verify_token_hash")
+                .condition("verify_token_hash = :hash")
+                .value(":true", av::b(true))
+                .value(":now", av::s(&now))
+                .value(":hash", av::s(hash.as_str())),
+        ),
+        app.audit().put(&audit),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(ApiError::internal)?;
+    match table.transact(items).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionConditionsFailed(_)) => return Err(ApiError::TokenInvalid),
+        Err(other) => return Err(ApiError::internal(other)),
+    }
+    tracing::info!(user_id = %user.user_id, "email verified");
+    app.events()
+        .publish_or_log(DomainEvent::new("user.verified", json!({ "user_id": user.user_id, "org_id": user.org_id })))
+        .await;
+    Ok(())
+}
+
+/// Sends a fresh verification email if `email` belongs to an account that still needs one.
+/// The caller answers the same whatever happens here. The new token replaces the user's
+/// current one, so older links stop working.
+#[tracing::instrument(skip_all)]
+pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiError> {
+    let table = app.table();
+    let Some(guard) = table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)?
+    else {
+        return Ok(());
+    };
+    let (user_pk, user_sk) = User::key(&guard.user_id);
+    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
+        return Ok(());
+    };
+    if user.email_verified || user.deletion_scheduled_at.is_some() {
+        return Ok(());
+    }
+    let token = OpaqueToken::generate();
+    let hash = token.hash();
+    let item = OneTimeToken::new(TokenKind::VerifyEmail, &hash, &user.user_id, time::hours(VERIFY_TOKEN_HOURS));
+    let items = vec![
+        table.put_new(&item),
+        table.update(
+            Change::new(&user_pk, &user_sk)
+                .update("SET verify_token_hash = :hash")
+                .condition("attribute_exists(PK) AND email_verified = :false")
+                .value(":hash", av::s(hash.as_str()))
+                .value(":false", av::b(false)),
+        ),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(ApiError::internal)?;
+    match table.transact(items).await {
+        Ok(()) => {}
+        // Verified in the meantime: nothing to send.
+        Err(StoreError::TransactionConditionsFailed(_)) => return Ok(()),
+        Err(other) => return Err(ApiError::internal(other)),
+    }
+    let link = format!("{}/verify-email?token={}", app.settings().frontend_url, token.expose());
+    app.mailer()
+        .send_template_or_log(EmailKind::VerifyEmail, &user.email, json!({ "link": link, "name": user.full_name }))
+        .await;
+    Ok(())
+}

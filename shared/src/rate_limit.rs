@@ -1,0 +1,211 @@
+//! Rate limits that hold across every concurrent function instance: fixed-window counters
+//! in the table, bumped with one atomic `ADD` and dropped by TTL.
+//!
+//! Each rule is `RATE_LIMIT_<RULE>=<count>/<seconds>` in the environment (defaults below);
+//! `RATE_LIMIT_ENABLED=false` turns them all off. Keys (addresses, emails) are stored
+//! hashed, so the counters hold no personal data.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    config::ConfigError,
+    http::ApiError,
+    store::{Change, StoreError, Table, av},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// Registrations per client address.
+    Register,
+    /// Login attempts per client address.
+    Login,
+    /// Login attempts per account (email), whichever address they come from.
+    LoginAccount,
+    Refresh,
+    VerifyEmail,
+    /// Verification emails per address asked for.
+    ResendVerification,
+    /// Reset emails per address asked for.
+    ForgotPassword,
+    ResetPassword,
+    Restore,
+    /// Invitations sent per admin.
+    Invite,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 10] = [
+        Rule::Register,
+        Rule::Login,
+        Rule::LoginAccount,
+        Rule::Refresh,
+        Rule::VerifyEmail,
+        Rule::ResendVerification,
+        Rule::ForgotPassword,
+        Rule::ResetPassword,
+        Rule::Restore,
+        Rule::Invite,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Register => "register",
+            Rule::Login => "login",
+            Rule::LoginAccount => "login_account",
+            Rule::Refresh => "refresh",
+            Rule::VerifyEmail => "verify_email",
+            Rule::ResendVerification => "resend_verification",
+            Rule::ForgotPassword => "forgot_password",
+            Rule::ResetPassword => "reset_password",
+            Rule::Restore => "restore",
+            Rule::Invite => "invite",
+        }
+    }
+
+    /// (count, window seconds).
+    pub fn default_limit(self) -> Limit {
+        let (count, window_seconds) = match self {
+            Rule::Register => (3, 3600),
+            Rule::Login => (20, 60),
+            Rule::LoginAccount => (5, 60),
+            Rule::Refresh => (60, 60),
+            Rule::VerifyEmail => (10, 3600),
+            Rule::ResendVerification => (3, 3600),
+            Rule::ForgotPassword => (3, 3600),
+            Rule::ResetPassword => (10, 3600),
+            Rule::Restore => (5, 3600),
+            Rule::Invite => (50, 3600),
+        };
+        Limit { count, window_seconds }
+    }
+
+    pub fn env_var(self) -> String {
+        format!("RATE_LIMIT_{}", self.name().to_ascii_uppercase())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub count: u32,
+    pub window_seconds: u64,
+}
+
+impl Limit {
+    fn parse(value: &str) -> Option<Self> {
+        let (count, window) = value.split_once('/')?;
+        let limit = Self { count: count.trim().parse().ok()?, window_seconds: window.trim().parse().ok()? };
+        (limit.count > 0 && limit.window_seconds > 0).then_some(limit)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    enabled: bool,
+    limits: HashMap<Rule, Limit>,
+}
+
+impl RateLimits {
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let enabled = match lookup("RATE_LIMIT_ENABLED").as_deref().map(str::trim) {
+            None | Some("") | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "RATE_LIMIT_ENABLED",
+                    reason: format!("{other:?} is not true or false"),
+                });
+            }
+        };
+        let mut limits = HashMap::new();
+        for rule in Rule::ALL {
+            let limit = match lookup(&rule.env_var()) {
+                None => rule.default_limit(),
+                Some(value) => Limit::parse(&value).ok_or_else(|| ConfigError::Invalid {
+                    name: "RATE_LIMIT_*",
+                    reason: format!("{}={value:?} is not <count>/<seconds>", rule.env_var()),
+                })?,
+            };
+            limits.insert(rule, limit);
+        }
+        Ok(Self { enabled, limits })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn limit(&self, rule: Rule) -> Limit {
+        self.limits.get(&rule).copied().unwrap_or_else(|| rule.default_limit())
+    }
+
+    /// Counts one request for `key` under `rule`; 429 once the window's count is spent.
+    pub async fn check(&self, table: &Table, rule: Rule, key: &str) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let limit = self.limit(rule);
+        let now = crate::time::now().unix_timestamp();
+        let window = limit.window_seconds as i64;
+        let window_start = now - now.rem_euclid(window);
+        let window_end = window_start + window;
+        let hashed = hex::encode(&Sha256::digest(key.as_bytes())[..16]);
+        let pk = format!("RATE#{}#{hashed}", rule.name());
+        let sk = window_start.to_string();
+        let item = table
+            .update_item(
+                Change::new(&pk, &sk)
+                    .update("ADD hits :one SET #ttl = :ttl")
+                    .value(":one", av::n(1))
+                    .value(":ttl", av::n(window_end + 60))
+                    .name("#ttl", "ttl"),
+            )
+            .await;
+        let item = match item {
+            Ok(item) => item,
+            // A limiter that cannot count must not take the service down with it.
+            Err(error @ StoreError::Dynamo(_)) => {
+                tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; allowing");
+                return Ok(());
+            }
+            Err(other) => return Err(ApiError::internal(other)),
+        };
+        let hits: u64 = match item.get("hits") {
+            Some(aws_sdk_dynamodb::types::AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        if hits > u64::from(limit.count) {
+            let retry_after_seconds = (window_end - now).max(1) as u64;
+            tracing::warn!(rule = rule.name(), hits, "rate limited");
+            return Err(ApiError::RateLimited { retry_after_seconds });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let limits = RateLimits::from_lookup(&lookup(&[("RATE_LIMIT_LOGIN_ACCOUNT", "7/30")])).unwrap();
+        assert!(limits.enabled());
+        assert_eq!(limits.limit(Rule::LoginAccount), Limit { count: 7, window_seconds: 30 });
+        assert_eq!(limits.limit(Rule::Register), Limit { count: 3, window_seconds: 3600 });
+    }
+
+    #[test]
+    fn can_be_switched_off_and_rejects_nonsense() {
+        assert!(!RateLimits::from_lookup(&lookup(&[("RATE_LIMIT_ENABLED", "false")])).unwrap().enabled());
+        assert!(RateLimits::from_lookup(&lookup(&[("RATE_LIMIT_ENABLED", "maybe")])).is_err());
+        assert!(RateLimits::from_lookup(&lookup(&[("RATE_LIMIT_LOGIN", "5 per minute")])).is_err());
+        assert!(RateLimits::from_lookup(&lookup(&[("RATE_LIMIT_LOGIN", "0/60")])).is_err());
+    }
+}
