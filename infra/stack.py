@@ -41,6 +41,8 @@ FUNCTION_DEFAULTS = {
     "FRONTEND_URL": "http://localhost:3000",
     "EMAIL_FROM": EMAIL_FROM,
     "RUST_LOG": "info",
+    "JWT_AUDIENCE": "backend-api",
+    "ALLOWED_ORIGINS": "http://localhost:3000",
 }
 
 
@@ -222,7 +224,7 @@ def provision_aws(moto: str, name: str) -> dict:
             "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0]}
 
 
-def start_services(stack: Stack, ddb_port: int, moto_port: int) -> dict:
+def start_services(stack: Stack, ddb_port: int, moto_port: int, api_port: int) -> dict:
     ddb = start_dynamodb(stack, ddb_port)
     moto = start_moto(stack, moto_port)
     wait_until(stack, "DynamoDB Local", lambda: client("dynamodb", ddb).list_tables())
@@ -236,6 +238,8 @@ def start_services(stack: Stack, ddb_port: int, moto_port: int) -> dict:
         "AWS_ENDPOINT_URL": moto,
         "AWS_ENDPOINT_URL_DYNAMODB": ddb,
         "TABLE_NAME": table_name,
+        # Access tokens name the API that issued them; the JWKS is served under it.
+        "JWT_ISSUER": f"http://127.0.0.1:{api_port}",
     }
     env.update(provision_aws(moto, stack.name))
     return env
@@ -282,8 +286,9 @@ def start_api(stack: Stack, env: dict, api_port: int) -> tuple[str, subprocess.P
 def serve(args) -> int:
     stack = Stack("dev")
     try:
-        env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000))
-        api_url, watch = start_api(stack, env, port_from_env("API_PORT", 9000))
+        api_port = port_from_env("API_PORT", 9000)
+        env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000), api_port)
+        api_url, watch = start_api(stack, env, api_port)
         write_env_file(LOCAL / "stack.env",
                        {**env, "API_URL": api_url, "WEBHOOK_URL": f"{api_url}/lambda-url/webhook"})
         log(f"ready: API_URL={api_url}; settings in .local/stack.env; Ctrl-C stops everything")
@@ -301,8 +306,9 @@ def smoke() -> None:
     registration is answered 202 with its email visible in moto."""
     stack = Stack("smoke")
     try:
-        env = start_services(stack, free_port(), free_port())
-        api_url, _ = start_api(stack, env, free_port())
+        api_port = free_port()
+        env = start_services(stack, free_port(), free_port(), api_port)
+        api_url, _ = start_api(stack, env, api_port)
         email = f"smoke-{secrets.token_hex(6)}@example.com"
         body = json.dumps({"email": email, "password": "correct horse battery staple"}).encode()
         req = urllib.request.Request(f"{api_url}/auth/register", data=body, method="POST",
@@ -328,7 +334,7 @@ def run(cmd: list[str], env: dict) -> None:
 def test(args) -> int:
     stack = Stack("test")
     try:
-        env = start_services(stack, free_port(), free_port())
+        env = start_services(stack, free_port(), free_port(), free_port())
         tenv = function_env(env)
         write_env_file(LOCAL / "test-stack.env", env)
         venv_bin = str(LOCAL / "venv" / "bin")

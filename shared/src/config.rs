@@ -61,6 +61,14 @@ pub struct Settings {
     pub secret_id: String,
     pub secret_refresh: Duration,
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// `iss` of access tokens, and the base of the JWKS URL (the API's public base URL).
+    pub jwt_issuer: String,
+    /// `aud` of access tokens (the API Gateway JWT authorizer's audience).
+    pub jwt_audience: String,
+    /// Access token lifetime; at most 15 minutes.
+    pub access_token_ttl: Duration,
+    /// Browser origins allowed to make credentialed unsafe requests (CSRF check).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Settings {
@@ -102,6 +110,28 @@ impl Settings {
                 reason: "must be a whole number of seconds".into(),
             })?),
         };
+        let jwt_issuer = require("JWT_ISSUER")?.trim_end_matches('/').to_owned();
+        if environment.is_production() && !jwt_issuer.starts_with("https://") {
+            return Err(ConfigError::Invalid { name: "JWT_ISSUER", reason: "must be an https URL in production".into() });
+        }
+        let access_token_ttl = match get("ACCESS_TOKEN_TTL_SECONDS") {
+            None => Duration::from_secs(900),
+            Some(v) => match v.parse::<u64>() {
+                Ok(secs) if (1..=900).contains(&secs) => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "ACCESS_TOKEN_TTL_SECONDS",
+                        reason: "must be between 1 and 900 seconds".into(),
+                    });
+                }
+            },
+        };
+        let allowed_origins = get("ALLOWED_ORIGINS")
+            .unwrap_or_else(|| frontend_origin(&frontend_url))
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         Ok(Self {
             environment,
             table_name: require("TABLE_NAME")?,
@@ -111,7 +141,20 @@ impl Settings {
             secret_id: require("SECRET_ID")?,
             secret_refresh,
             rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,
+            jwt_issuer,
+            jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "backend-api".into()),
+            access_token_ttl,
+            allowed_origins,
         })
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn frontend_origin(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => url[..after_scheme + i].to_owned(),
+        None => url.to_owned(),
     }
 }
 
@@ -301,6 +344,7 @@ mod tests {
         ("FRONTEND_URL", "http://localhost:3000/"),
         ("EMAIL_FROM", "no-reply@example.com"),
         ("SECRET_ID", "s"),
+        ("JWT_ISSUER", "http://127.0.0.1:9000"),
     ];
 
     #[test]
@@ -309,6 +353,19 @@ mod tests {
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.frontend_url, "http://localhost:3000");
         assert!(s.events_topic_arn.is_none());
+        assert_eq!(s.allowed_origins, ["http://localhost:3000"]);
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn access_tokens_live_at_most_fifteen_minutes() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ACCESS_TOKEN_TTL_SECONDS", "901"));
+        assert!(Settings::from_lookup(env(&pairs)).is_err());
+        pairs.pop();
+        pairs.push(("ALLOWED_ORIGINS", "https://a.example.com, https://b.example.com/"));
+        let s = Settings::from_lookup(env(&pairs)).unwrap();
+        assert_eq!(s.allowed_origins, ["https://a.example.com", "https://b.example.com"]);
     }
 
     #[test]
@@ -322,6 +379,8 @@ mod tests {
         pairs[1] = ("FRONTEND_URL", "https://app.example.com");
         assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Missing("EVENTS_TOPIC_ARN"))));
         pairs.push(("EVENTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:events"));
+        assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Invalid { name: "JWT_ISSUER", .. })));
+        pairs[4] = ("JWT_ISSUER", "https://api.example.com");
         assert!(Settings::from_lookup(env(&pairs)).is_ok());
     }
 
