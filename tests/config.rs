@@ -20,6 +20,7 @@ async fn production_app_with_secret(secret: Option<&str>) -> App {
     let settings = Settings::from_lookup(|key| match key {
         "ENVIRONMENT" => Some("production".into()),
         "FRONTEND_URL" => Some("https://app.example.com".into()),
+        "JWT_ISSUER" => Some("https://api.example.com".into()),
         "EVENTS_TOPIC_ARN" => std::env::var("EVENTS_TOPIC_ARN").ok(),
         "SECRET_ID" => Some(name.clone()),
         other => std::env::var(other).ok(),

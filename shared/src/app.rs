@@ -2,13 +2,17 @@
 //! AWS SDK configuration, and the clients built from it. Clients are built on first use,
 //! so a function pays only for the services it touches.
 
-use std::{future::Future, sync::OnceLock};
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+};
 
 use lambda_http::{Body, Request, Response, service_fn};
 
 use crate::{
     audit::AuditLog,
     config::{ConfigError, SecretsStore, Settings},
+    identity::jwt::KeySet,
     notify::{EventPublisher, Mailer},
     store::Table,
 };
@@ -20,6 +24,8 @@ pub struct App {
     mailer: OnceLock<Mailer>,
     events: OnceLock<EventPublisher>,
     secrets: OnceLock<SecretsStore>,
+    /// Keys derived from the secret, rebuilt when the secret is re-read.
+    keys: tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, Arc<KeySet>)>>,
 }
 
 impl App {
@@ -48,6 +54,7 @@ impl App {
             mailer: OnceLock::new(),
             events: OnceLock::new(),
             secrets: OnceLock::new(),
+            keys: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -78,6 +85,20 @@ impl App {
         self.events.get_or_init(|| {
             EventPublisher::new(aws_sdk_sns::Client::new(&self.sdk), self.settings.events_topic_arn.clone())
         })
+    }
+
+    /// The JWT key set for the current secret.
+    pub async fn keys(&self) -> Result<Arc<KeySet>, crate::http::ApiError> {
+        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
+        let mut slot = self.keys.lock().await;
+        if let Some((from, keys)) = slot.as_ref()
+            && Arc::ptr_eq(from, &secrets)
+        {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(KeySet::from_secrets(&secrets).map_err(crate::http::ApiError::internal)?);
+        *slot = Some((secrets, keys.clone()));
+        Ok(keys)
     }
 
     pub fn secrets(&self) -> &SecretsStore {

@@ -1,7 +1,8 @@
 //! Wall-clock helpers. Timestamps leave the system as RFC 3339 UTC strings and are stored
 //! the same way (they sort lexically); TTLs are epoch seconds as DynamoDB expects.
 
-use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
+pub use time::Duration;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()

@@ -149,6 +149,52 @@ impl TestApp {
         (email, token)
     }
 
+    /// A registered, verified user; returns the address.
+    pub async fn verified_user(&self, tag: &str) -> String {
+        let (email, token) = self.registered(tag).await;
+        let verified = self.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": token})).await;
+        assert_eq!(verified.status, 200, "{:?}", verified.body);
+        email
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> TestResponse {
+        self.post(shared::api::login::handle, "/auth/login", json!({"email": email, "password": password})).await
+    }
+
+    /// A verified user's login answer (tokens).
+    pub async fn logged_in(&self, tag: &str) -> (String, Value) {
+        let email = self.verified_user(tag).await;
+        let response = self.login(&email, STRONG_PASSWORD).await;
+        assert_eq!(response.status, 200, "{:?}", response.body);
+        (email, response.body)
+    }
+
+    /// Sends a request with a bearer token (and any extra headers) through `handler`.
+    pub async fn authed<F, Fut>(
+        &self,
+        handler: F,
+        method: &str,
+        path: &str,
+        access_token: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> TestResponse
+    where
+        F: Fn(&'static App, Request) -> Fut,
+        Fut: Future<Output = Response<Body>>,
+    {
+        let auth = format!("Bearer {access_token}");
+        let mut all: Vec<(&str, &str)> = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        let body = body.map(|b| b.to_string());
+        let event = http_event(method, path, &all, body.as_deref());
+        self.invoke(handler, &event).await
+    }
+
+    pub async fn me(&self, access_token: &str) -> TestResponse {
+        self.authed(shared::api::login::handle, "GET", "/auth/me", access_token, &[], None).await
+    }
+
     pub async fn user_by_email(&self, email: &str) -> HashMap<String, AttributeValue> {
         let guard = self.item(&format!("EMAIL#{email}"), "EMAIL").await.expect("email guard");
         self.item(&format!("USER#{}", s(&guard, "user_id")), "PROFILE").await.expect("user")

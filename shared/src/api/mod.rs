@@ -1,13 +1,28 @@
 //! Route handlers, one module per function: parse the request, call one domain function,
 //! render the answer.
 
+pub mod login;
 pub mod register;
 pub mod verify;
 
 use crate::{
     http::{ApiError, FieldError},
-    identity::Email,
+    identity::{Email, User},
 };
+
+/// The body of `GET /auth/me`.
+pub(crate) fn me_body(user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": user.user_id,
+        "email": user.email,
+        "email_verified": user.email_verified,
+        "full_name": user.full_name,
+        "org_id": user.org_id,
+        "role": user.role,
+        "created_at": user.created_at,
+        "deletion_scheduled_at": user.deletion_scheduled_at,
+    })
+}
 
 /// A required email field.
 pub(crate) fn email_field(value: Option<String>) -> Result<Email, ApiError> {

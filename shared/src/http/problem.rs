@@ -35,6 +35,9 @@ pub enum ApiError {
     EmailNotVerified,
     #[error("you are not allowed to do this")]
     Forbidden,
+    /// `forbidden`, with a reason the caller may be told.
+    #[error("{0}")]
+    ForbiddenBecause(&'static str),
     #[error("cross-site request check failed")]
     CsrfFailed,
     #[error("signature verification failed")]
@@ -61,7 +64,11 @@ impl ApiError {
         match self {
             Self::Validation(_) | Self::MalformedJson(_) | Self::TokenInvalid => StatusCode::BAD_REQUEST,
             Self::InvalidCredentials | Self::Unauthorized | Self::TokenReused => StatusCode::UNAUTHORIZED,
-            Self::EmailNotVerified | Self::Forbidden | Self::CsrfFailed | Self::SignatureInvalid => {
+            Self::EmailNotVerified
+            | Self::Forbidden
+            | Self::ForbiddenBecause(_)
+            | Self::CsrfFailed
+            | Self::SignatureInvalid => {
                 StatusCode::FORBIDDEN
             }
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -81,7 +88,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::TokenReused => "token_reused",
             Self::EmailNotVerified => "email_not_verified",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::ForbiddenBecause(_) => "forbidden",
             Self::CsrfFailed => "csrf_failed",
             Self::SignatureInvalid => "signature_invalid",
             Self::NotFound => "not_found",
@@ -101,7 +108,7 @@ impl ApiError {
             Self::Unauthorized => "Unauthorized",
             Self::TokenReused => "Token reused",
             Self::EmailNotVerified => "Email not verified",
-            Self::Forbidden => "Forbidden",
+            Self::Forbidden | Self::ForbiddenBecause(_) => "Forbidden",
             Self::CsrfFailed => "CSRF check failed",
             Self::SignatureInvalid => "Invalid signature",
             Self::NotFound => "Not found",

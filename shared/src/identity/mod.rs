@@ -1,9 +1,13 @@
 //! Users, organisations, passwords and one-time tokens.
 
+pub mod auth;
 mod email;
+pub mod jwt;
+pub mod login;
 mod model;
 mod password;
 mod register;
+pub mod session;
 mod token;
 mod verify;
 

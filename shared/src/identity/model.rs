@@ -46,6 +46,10 @@ pub struct User {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_scheduled_at: Option<String>,
+    /// Every access and refresh token carries the version it was issued under; bumping it
+    /// (password reset, deletion) ends every session of the user at once.
+    #[serde(default)]
+    pub session_version: u32,
 }
 
 impl User {

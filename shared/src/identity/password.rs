@@ -55,7 +55,35 @@ pub enum PasswordError {
 #[serde(transparent)]
 pub struct PasswordHash(String);
 
+/// The hash of a random password nobody knows, with the current parameters. Login verifies
+/// it for unknown emails so they cost the same time as wrong passwords.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ";
+
 impl PasswordHash {
+    pub fn from_stored(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Stands in for a user's hash when there is no user.
+    pub fn dummy() -> Self {
+        Self(DUMMY_HASH.to_owned())
+    }
+
+    /// True when the hash was made with other parameters (or algorithm) than we use now,
+    /// so a successful login should replace it.
+    pub fn needs_rehash(&self) -> bool {
+        let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(&self.0) else {
+            return true;
+        };
+        let current = argon2::Params::default();
+        let param = |name: &str| parsed.params.get_decimal(name);
+        parsed.algorithm.as_str() != "argon2id"
+            || parsed.version != Some(0x13)
+            || param("m") != Some(current.m_cost())
+            || param("t") != Some(current.t_cost())
+            || param("p") != Some(current.p_cost())
+    }
+
     /// Argon2id with the crate defaults, which are OWASP's (m=19456 KiB, t=2, p=1).
     pub async fn compute(password: Password) -> Result<Self, PasswordError> {
         tokio::task::spawn_blocking(move || {
@@ -119,6 +147,23 @@ mod tests {
         assert!(!hash.verify(Password::presented("correct horse battery stable")).await.unwrap());
         let again = PasswordHash::compute(Password::presented("correct horse battery staple")).await.unwrap();
         assert_ne!(hash, again, "salts must differ");
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_is_current_and_matches_nothing_obvious() {
+        let dummy = PasswordHash::dummy();
+        assert!(!dummy.needs_rehash());
+        assert!(!dummy.verify(Password::presented("")).await.unwrap());
+        assert!(!dummy.verify(Password::presented("correct horse battery staple")).await.unwrap());
+    }
+
+    #[test]
+    fn outdated_parameters_need_a_rehash() {
+        let old = PasswordHash::from_stored("$argon2id$v=19$m=4096,t=3,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ");
+        assert!(old.needs_rehash());
+        let argon2i = PasswordHash::from_stored("$argon2i$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ");
+        assert!(argon2i.needs_rehash());
+        assert!(PasswordHash::from_stored("garbage").needs_rehash());
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         created_at: created_at.clone(),
         updated_at: created_at.clone(),
         deletion_scheduled_at: None,
+        session_version: 0,
     };
     let token_item = OneTimeToken::new(TokenKind::VerifyEmail, &verify_hash, &user_id, time::hours(VERIFY_TOKEN_HOURS));
     let membership = Membership {

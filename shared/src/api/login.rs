@@ -1,0 +1,110 @@
+//! `login` function: `POST /auth/login`, `POST /auth/refresh`, `POST /auth/logout`,
+//! `GET /auth/me`, `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{email_field, me_body, token_field};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    identity::{auth::authenticate, login, session},
+    rate_limit::Rule,
+};
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+async fn login_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let body = parse_json::<LoginBody>(req)?;
+    let email = email_field(body.email)?;
+    let password = match body.password {
+        Some(p) if !p.is_empty() && p.chars().count() <= 128 => p,
+        Some(p) if !p.is_empty() => return Err(ApiError::InvalidCredentials),
+        _ => return Err(ApiError::Validation(vec![FieldError::new("password", "is required")])),
+    };
+    let tokens = login::login(app, &email, &password, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, tokens))
+}
+
+async fn refresh_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::Refresh, meta.client_key()).await?;
+    let token = token_field("refresh_token", parse_json::<RefreshBody>(req)?.refresh_token).map_err(|e| match e {
+        ApiError::TokenInvalid => ApiError::Unauthorized,
+        other => other,
+    })?;
+    let tokens = session::refresh(app, &token, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, tokens))
+}
+
+async fn logout_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    session::revoke(app, principal.user_id(), principal.session_id()).await?;
+    // A refresh token in the body names the session to end, if it is another of this user's.
+    if !req.body().is_empty() {
+        let body = parse_json::<RefreshBody>(req)?;
+        if let Some(token) = body.refresh_token.filter(|t| !t.is_empty() && t.len() <= 256) {
+            session::revoke_by_refresh_token(app, principal.user_id(), &token).await?;
+        }
+    }
+    let entry = AuditEntry::new("auth.logout", AuditStatus::Success, principal.org_id(), meta)
+        .actor(principal.user_id())
+        .details(json!({ "session_id": principal.session_id() }));
+    app.audit().record_or_log(&entry).await;
+    Ok(ApiResponse::no_content())
+}
+
+async fn me_route(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    Ok(ApiResponse::json(StatusCode::OK, me_body(&principal.user)))
+}
+
+async fn jwks_route(app: &App) -> Result<ApiResponse, ApiError> {
+    let keys = app.keys().await?;
+    Ok(ApiResponse::json(StatusCode::OK, keys.jwks()).with_header("cache-control", "public, max-age=300"))
+}
+
+fn openid_configuration(app: &App) -> ApiResponse {
+    let issuer = &app.settings().jwt_issuer;
+    ApiResponse::json(
+        StatusCode::OK,
+        json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+            "token_endpoint": format!("{issuer}/auth/login"),
+            "userinfo_endpoint": format!("{issuer}/auth/me"),
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "grant_types_supported": ["password", "refresh_token"],
+            "claims_supported": ["iss", "aud", "sub", "org", "role", "iat", "exp", "jti", "token_use", "csrf", "sid"],
+        }),
+    )
+    .with_header("cache-control", "public, max-age=3600")
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        match (req.method().as_str(), req.uri().path()) {
+            ("POST", "/auth/login") => login_route(app, &req, &meta).await,
+            ("POST", "/auth/refresh") => refresh_route(app, &req, &meta).await,
+            ("POST", "/auth/logout") => logout_route(app, &req, &meta).await,
+            ("GET", "/auth/me") => me_route(app, &req).await,
+            ("GET", "/.well-known/jwks.json") => jwks_route(app).await,
+            ("GET", "/.well-known/openid-configuration") => Ok(openid_configuration(app)),
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}

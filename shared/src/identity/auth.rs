@@ -1,0 +1,84 @@
+//! Who is calling: the bearer access token, checked against the live session, and the CSRF
+//! rule for browser requests.
+
+use lambda_http::{Request, http::Method};
+use subtle::ConstantTimeEq;
+
+use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
+use crate::{App, http::ApiError};
+
+/// An authenticated caller. `user` is read fresh, so role changes and revocations apply
+/// to live access tokens immediately.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub claims: AccessClaims,
+}
+
+impl Principal {
+    pub fn user_id(&self) -> &str {
+        &self.user.user_id
+    }
+    pub fn org_id(&self) -> &str {
+        &self.user.org_id
+    }
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+    pub fn session_id(&self) -> &str {
+        &self.claims.sid
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role() == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden) }
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
+
+/// A browser request (it has an `Origin`) that changes state must come from an allowed
+/// origin and prove it read the CSRF token issued with the access token.
+fn check_csrf(app: &App, req: &Request, claims: &AccessClaims) -> Result<(), ApiError> {
+    if !is_unsafe(req.method()) {
+        return Ok(());
+    }
+    let Some(origin) = req.headers().get("origin") else {
+        return Ok(());
+    };
+    let origin = origin.to_str().map_err(|_| ApiError::CsrfFailed)?.trim_end_matches('/');
+    if !app.settings().allowed_origins.iter().any(|allowed| allowed == origin) {
+        return Err(ApiError::CsrfFailed);
+    }
+    let presented = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(claims.csrf.as_bytes())) {
+        return Err(ApiError::CsrfFailed);
+    }
+    Ok(())
+}
+
+pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
+    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
+    let claims = app.keys().await?.verify(token, app.settings()).ok_or(ApiError::Unauthorized)?;
+    check_csrf(app, req, &claims)?;
+    let table = app.table();
+    let (pk, sk) = User::key(&claims.sub);
+    let family_sk = SessionFamily::sort_key(&claims.sid);
+    let (user, family) = tokio::try_join!(table.get::<User>(&pk, &sk), table.get::<SessionFamily>(&pk, &family_sk))
+        .map_err(ApiError::internal)?;
+    match (user, family) {
+        (Some(user), Some(family))
+            if family.is_live(&user) && user.session_version == claims.sv && user.deletion_scheduled_at.is_none() =>
+        {
+            Ok(Principal { user, claims })
+        }
+        _ => Err(ApiError::Unauthorized),
+    }
+}

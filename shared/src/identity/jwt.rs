@@ -1,0 +1,205 @@
+//! RS256 access tokens: signing with the current key, verification against every published
+//! key, and the JWKS that lets any standard JWT library (or API Gateway's JWT authorizer)
+//! verify them.
+//!
+//! Verification allow-lists RS256, requires a known `kid`, and checks `iss`, `aud`, `exp`,
+//! `iat`, `token_use` and a lifetime of at most 15 minutes. `alg: none`, HS256 keyed with
+//! the public key, and foreign keys all fail here.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation,
+    jwk::{Jwk, JwkSet, PublicKeyUse},
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use super::Role;
+use crate::config::{Secrets, Settings};
+
+pub const TOKEN_USE_ACCESS: &str = "access";
+const MAX_LIFETIME_SECONDS: i64 = 900;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub org: String,
+    pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub token_use: String,
+    pub csrf: String,
+    /// The session (refresh-token family) the token belongs to.
+    pub sid: String,
+    /// The user's session version when issued; bumping it revokes every session at once.
+    pub sv: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the secret holds no JWT signing key")]
+    NoSigningKey,
+    #[error("signing key {kid} is unusable: {reason}")]
+    BadKey { kid: String, reason: String },
+}
+
+/// The keys derived from the secret: the first signs, all verify.
+pub struct KeySet {
+    signing_kid: String,
+    signing: EncodingKey,
+    verifying: HashMap<String, DecodingKey>,
+    jwks: JwkSet,
+}
+
+impl KeySet {
+    pub fn from_secrets(secrets: &Secrets) -> Result<Self, KeyError> {
+        let mut verifying = HashMap::new();
+        let mut jwks = Vec::new();
+        let mut signing = None;
+        for key in &secrets.jwt_signing_keys {
+            let bad = |reason: String| KeyError::BadKey { kid: key.kid.clone(), reason };
+            let encoding =
+                EncodingKey::from_rsa_pem(key.private_key_pem.expose_secret().as_bytes()).map_err(|e| bad(e.to_string()))?;
+            let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| bad(e.to_string()))?;
+            jwk.common.key_id = Some(key.kid.clone());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+            verifying.insert(key.kid.clone(), decoding);
+            jwks.push(jwk);
+            if signing.is_none() {
+                signing = Some((key.kid.clone(), encoding));
+            }
+        }
+        let (signing_kid, signing) = signing.ok_or(KeyError::NoSigningKey)?;
+        Ok(Self { signing_kid, signing, verifying, jwks: JwkSet { keys: jwks } })
+    }
+
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.signing_kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.signing)
+    }
+
+    /// The claims of a valid access token, or `None` for anything else.
+    pub fn verify(&self, token: &str, settings: &Settings) -> Option<AccessClaims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::RS256 {
+            return None;
+        }
+        let key = self.verifying.get(header.kid.as_deref()?)?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&settings.jwt_issuer]);
+        validation.set_audience(&[&settings.jwt_audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).ok()?.claims;
+        let lifetime = claims.exp - claims.iat;
+        let now = crate::time::now().unix_timestamp();
+        if claims.token_use != TOKEN_USE_ACCESS || !(1..=MAX_LIFETIME_SECONDS).contains(&lifetime) || claims.iat > now + 30 {
+            return None;
+        }
+        Some(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh 2048-bit key per test run, so no private key lives in the repository.
+    pub(crate) fn test_key_pem() -> String {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        use base64::Engine as _;
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der: Pkcs8V1Der = key.as_der().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))
+    }
+
+    fn secrets(keys: &[(&str, &str)]) -> Secrets {
+        let keys: Vec<_> = keys.iter().map(|(kid, pem)| serde_json::json!({"kid": kid, "private_key_pem": pem})).collect();
+        Secrets::parse("t", &serde_json::json!({ "jwt_signing_keys": keys }).to_string()).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings::from_lookup(|k| {
+            Some(
+                match k {
+                    "TABLE_NAME" => "t",
+                    "FRONTEND_URL" => "http://localhost:3000",
+                    "EMAIL_FROM" => "a@example.com",
+                    "SECRET_ID" => "s",
+                    "JWT_ISSUER" => "http://issuer.test",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        })
+        .unwrap()
+    }
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "http://issuer.test".into(),
+            aud: "backend-api".into(),
+            sub: "u1".into(),
+            org: "o1".into(),
+            role: Role::Admin,
+            iat: now,
+            exp: now + 900,
+            jti: "j".into(),
+            token_use: TOKEN_USE_ACCESS.into(),
+            csrf: "c".into(),
+            sid: "s".into(),
+            sv: 0,
+        }
+    }
+
+    #[test]
+    fn signs_with_kid_and_verifies_and_publishes_the_public_key() {
+        let pem = test_key_pem();
+        let keys = KeySet::from_secrets(&secrets(&[("k1", &pem)])).unwrap();
+        let now = crate::time::now().unix_timestamp();
+        let token = keys.sign(&claims(now)).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(), Some("k1"));
+        assert_eq!(keys.verify(&token, &settings()), Some(claims(now)));
+        let jwks = serde_json::to_value(keys.jwks()).unwrap();
+        let key = &jwks["keys"][0];
+        assert_eq!((key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str(), key["kid"].as_str()),
+            (Some("RSA"), Some("RS256"), Some("sig"), Some("k1")));
+        assert!(key.get("d").is_none(), "no private parts");
+    }
+
+    #[test]
+    fn rejects_wrong_claims_long_lifetimes_and_unknown_kids() {
+        let pem = test_key_pem();
+        let keys = KeySet::from_secrets(&secrets(&[("k1", &pem)])).unwrap();
+        let now = crate::time::now().unix_timestamp();
+        let s = settings();
+        let mut c = claims(now);
+        c.token_use = "refresh".into();
+        assert!(keys.verify(&keys.sign(&c).unwrap(), &s).is_none());
+        let mut c = claims(now);
+        c.exp = now + 3600;
+        assert!(keys.verify(&keys.sign(&c).unwrap(), &s).is_none());
+        let mut c = claims(now);
+        c.aud = "other".into();
+        assert!(keys.verify(&keys.sign(&c).unwrap(), &s).is_none());
+        let mut c = claims(now - 2000);
+        c.exp = now - 1100;
+        assert!(keys.verify(&keys.sign(&c).unwrap(), &s).is_none());
+        // Same key published under another kid is not the key the verifier knows.
+        let other = KeySet::from_secrets(&secrets(&[("k2", &pem)])).unwrap();
+        assert!(keys.verify(&other.sign(&claims(now)).unwrap(), &s).is_none());
+        assert!(keys.verify("not.a.jwt", &s).is_none());
+    }
+}

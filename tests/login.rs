@@ -1,0 +1,362 @@
+//! Login, tokens, sessions, JWKS and CSRF.
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::{STRONG_PASSWORD, TestApp, s, unique_email};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use serde_json::{Value, json};
+use shared::api::login::handle;
+
+async fn get(t: &TestApp, path: &str) -> common::TestResponse {
+    let event = common::http_event("GET", path, &[], None);
+    t.invoke(handle, &event).await
+}
+
+async fn refresh(t: &TestApp, token: &str) -> common::TestResponse {
+    t.post(handle, "/auth/refresh", json!({"refresh_token": token})).await
+}
+
+async fn set_attribute(t: &TestApp, pk: &str, sk: &str, name: &str, value: AttributeValue) {
+    t.app
+        .table()
+        .client()
+        .update_item()
+        .table_name(t.app.table().name())
+        .key("PK", AttributeValue::S(pk.into()))
+        .key("SK", AttributeValue::S(sk.into()))
+        .update_expression("SET #n = :v")
+        .expression_attribute_names("#n", name)
+        .expression_attribute_values(":v", value)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn login_issues_rs256_tokens_that_verify_with_only_the_published_jwks() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("login").await;
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["expires_in"].as_u64().unwrap() <= 900);
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(tokens["refresh_token"].as_str().unwrap().len() >= 43);
+
+    let jwks = get(&t, "/.well-known/jwks.json").await;
+    assert_eq!(jwks.status, 200);
+    let set: JwkSet = serde_json::from_value(jwks.body.clone()).unwrap();
+    for key in &jwks.body["keys"].as_array().unwrap()[..] {
+        assert_eq!((key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str()), (Some("RSA"), Some("RS256"), Some("sig")));
+        assert!(key["kid"].is_string() && key.get("d").is_none());
+    }
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(header.alg, Algorithm::RS256);
+    let jwk = set.find(header.kid.as_deref().unwrap()).expect("kid is published");
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[std::env::var("JWT_ISSUER").unwrap()]);
+    validation.set_audience(&["backend-api"]);
+    let claims = jsonwebtoken::decode::<Value>(access, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
+    let user = t.user_by_email(&email).await;
+    assert_eq!(claims["sub"], s(&user, "user_id").as_str());
+    assert_eq!(claims["org"], s(&user, "org_id").as_str());
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["token_use"], "access");
+    assert_eq!(claims["csrf"], tokens["csrf_token"]);
+    assert!(claims["jti"].is_string());
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(lifetime > 0 && lifetime <= 900);
+
+    let oidc = get(&t, "/.well-known/openid-configuration").await;
+    assert_eq!(oidc.body["issuer"], std::env::var("JWT_ISSUER").unwrap().as_str());
+    assert_eq!(oidc.body["jwks_uri"], format!("{}/.well-known/jwks.json", std::env::var("JWT_ISSUER").unwrap()).as_str());
+
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.login" && s(e, "status") == "success"));
+}
+
+#[tokio::test]
+async fn me_describes_the_caller() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("me").await;
+    let me = t.me(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(me.status, 200);
+    for key in ["user_id", "email", "email_verified", "full_name", "org_id", "role", "created_at", "deletion_scheduled_at"] {
+        assert!(me.body.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(me.body["email"], email.as_str());
+    assert_eq!(me.body["email_verified"], true);
+    assert_eq!(me.body["deletion_scheduled_at"], Value::Null);
+    assert_eq!(t.me("not-a-token").await.status, 401);
+    let no_auth = get(&t, "/auth/me").await;
+    assert_eq!((no_auth.status, no_auth.body["code"].as_str()), (401, Some("unauthorized")));
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_look_the_same() {
+    let t = TestApp::new().await;
+    let email = t.verified_user("wrong").await;
+    let unknown = t.login(&unique_email("nobody"), STRONG_PASSWORD).await;
+    let wrong = t.login(&email, "not the right password at all").await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(wrong.status, 401);
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("request_id");
+        v
+    };
+    assert_eq!(strip(unknown.body.clone()), strip(wrong.body.clone()));
+    assert_eq!(unknown.body["code"], "invalid_credentials");
+    let user = t.user_by_email(&email).await;
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.login" && s(e, "status") == "failure"));
+}
+
+#[tokio::test]
+async fn unverified_accounts_learn_it_only_with_the_right_password() {
+    let t = TestApp::new().await;
+    let (email, _) = t.registered("unverified").await;
+    let wrong = t.login(&email, "not the right password at all").await;
+    assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
+    let right = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!((right.status, right.body["code"].as_str()), (403, Some("email_not_verified")));
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_progressively_and_the_lock_releases() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let email = t.verified_user("lockout").await;
+    for _ in 0..5 {
+        assert_eq!(t.login(&email, "wrong password, definitely").await.status, 401);
+    }
+    // Locked now: even the right password is refused, with a Retry-After.
+    let locked = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!((locked.status, locked.body["code"].as_str()), (429, Some("rate_limited")));
+    let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "first lock is 30 s: {retry}");
+
+    let user = t.user_by_email(&email).await;
+    let user_pk = format!("USER#{}", s(&user, "user_id"));
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.lockout"));
+
+    // Once the window has passed (simulated), the right password works and clears the count.
+    set_attribute(&t, &user_pk, "LOCKOUT", "locked_until", AttributeValue::N("0".into())).await;
+    let after = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!(after.status, 200, "{:?}", after.body);
+    assert!(t.item(&user_pk, "LOCKOUT").await.is_none());
+}
+
+#[tokio::test]
+async fn login_attempts_per_account_are_rate_limited() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_LOGIN_ACCOUNT", "2/60")]).await;
+    let email = unique_email("login-limit");
+    for _ in 0..2 {
+        assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 401);
+    }
+    let limited = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
+    let t = TestApp::new().await;
+    let (_, tokens) = t.logged_in("rotate").await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    let rotated = refresh(&t, first).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let second = rotated.body["refresh_token"].as_str().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(t.me(rotated.body["access_token"].as_str().unwrap()).await.status, 200);
+
+    // Replaying the first token: reuse. The family dies, newest token and access tokens too.
+    let replay = refresh(&t, first).await;
+    assert_eq!((replay.status, replay.body["code"].as_str()), (401, Some("token_reused")));
+    let newest = refresh(&t, second).await;
+    assert_eq!(newest.status, 401);
+    assert_eq!(t.me(rotated.body["access_token"].as_str().unwrap()).await.status, 401);
+    assert_eq!(t.me(tokens["access_token"].as_str().unwrap()).await.status, 401);
+
+    let unknown = refresh(&t, "unknown-refresh-token").await;
+    assert_eq!((unknown.status, unknown.body["code"].as_str()), (401, Some("unauthorized")));
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_give_one_success_and_leave_the_family_revoked() {
+    let t = TestApp::new().await;
+    let (_, tokens) = t.logged_in("refresh-race").await;
+    let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let tasks = (0..10).map(|_| {
+        let app = t.app;
+        let event = common::http_event("POST", "/auth/refresh", &[], Some(&json!({"refresh_token": token}).to_string()));
+        tokio::spawn(async move {
+            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
+            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            (response.status().as_u16(), body)
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<_> = results.iter().filter(|(status, _)| *status == 200).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(results.iter().filter(|(st, _)| *st != 200).all(|(st, b)| *st == 401 && b["code"] == "token_reused"));
+    let winner_refresh = winners[0].1["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&t, winner_refresh).await.status, 401, "the family is revoked");
+}
+
+#[tokio::test]
+async fn families_end_absolutely() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("absolute").await;
+    let user = t.user_by_email(&email).await;
+    let pk = format!("USER#{}", s(&user, "user_id"));
+    let family = t.partition(&pk).await.into_iter().find(|i| s(i, "SK").starts_with("SESSION#")).unwrap();
+    let created = shared::time::parse_rfc3339(&s(&family, "created_at")).unwrap();
+    let expires = shared::time::parse_rfc3339(&s(&family, "expires_at")).unwrap();
+    assert_eq!((expires - created).whole_days(), 30);
+    set_attribute(&t, &pk, &s(&family, "SK"), "expires_at", AttributeValue::S("2020-01-01T00:00:00.000000Z".into())).await;
+    assert_eq!(refresh(&t, tokens["refresh_token"].as_str().unwrap()).await.status, 401);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("logout").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let out = t.authed(handle, "POST", "/auth/logout", access, &[], Some(json!({"refresh_token": tokens["refresh_token"]}))).await;
+    assert_eq!(out.status, 204);
+    assert_eq!(t.me(access).await.status, 401);
+    assert_eq!(refresh(&t, tokens["refresh_token"].as_str().unwrap()).await.status, 401);
+    let user = t.user_by_email(&email).await;
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.logout"));
+    // Other sessions of the user are untouched.
+    let other = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!(t.me(other.body["access_token"].as_str().unwrap()).await.status, 200);
+}
+
+fn pem_of(key: &aws_lc_rs::rsa::KeyPair) -> String {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use base64::Engine as _;
+    let der: Pkcs8V1Der = key.as_der().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let body: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+    format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", body.join("\n"))
+}
+
+#[tokio::test]
+async fn forged_expired_and_mismatched_tokens_are_rejected() {
+    let t = TestApp::new().await;
+    let (_, tokens) = t.logged_in("forgery").await;
+    let genuine = tokens["access_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(genuine).unwrap();
+    let kid = header.kid.clone().unwrap();
+    let payload = genuine.split('.').nth(1).unwrap();
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(t.me(genuine).await.status, 200);
+
+    // Signed with a key of our own, under the real kid.
+    let other_key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some(kid.clone());
+    let foreign = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_rsa_pem(pem_of(&other_key).as_bytes()).unwrap()).unwrap();
+
+    // alg: none.
+    let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string());
+    let alg_none = format!("{none_header}.{payload}.");
+
+    // HS256 keyed with the published public key.
+    let jwks = get(&t, "/.well-known/jwks.json").await.body;
+    let public = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap().to_string();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    let hs256 = jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(public.as_bytes())).unwrap();
+
+    // Genuinely signed (through the app's own key set) but with bad claims.
+    let keys = t.app.keys().await.unwrap();
+    let resign = |change: &dyn Fn(&mut shared::identity::jwt::AccessClaims)| {
+        let mut c: shared::identity::jwt::AccessClaims = serde_json::from_value(claims.clone()).unwrap();
+        change(&mut c);
+        keys.sign(&c).unwrap()
+    };
+    let now = shared::time::now().unix_timestamp();
+    let expired = resign(&|c| {
+        c.iat = now - 2000;
+        c.exp = now - 1100;
+    });
+    let wrong_iss = resign(&|c| c.iss = "https://evil.example.com".into());
+    let wrong_aud = resign(&|c| c.aud = "another-api".into());
+    let wrong_use = resign(&|c| c.token_use = "refresh".into());
+    let too_long = resign(&|c| c.exp = c.iat + 86_400);
+    let sanity = resign(&|_| {});
+    assert_eq!(t.me(&sanity).await.status, 200, "re-signing untouched claims still works");
+
+    for (name, token) in [
+        ("foreign key", foreign),
+        ("alg none", alg_none),
+        ("HS256 with public key", hs256),
+        ("expired", expired),
+        ("wrong iss", wrong_iss),
+        ("wrong aud", wrong_aud),
+        ("wrong token_use", wrong_use),
+        ("lifetime over 15 min", too_long),
+    ] {
+        let response = t.me(&token).await;
+        assert_eq!((response.status, response.body["code"].as_str()), (401, Some("unauthorized")), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn browser_requests_need_an_allowed_origin_and_the_csrf_token() {
+    let t = TestApp::new().await;
+    let (_, tokens) = t.logged_in("csrf").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let csrf = tokens["csrf_token"].as_str().unwrap();
+    let allowed = "http://localhost:3000";
+    let cases: [(&[(&str, &str)], u16); 4] = [
+        (&[("origin", allowed)], 403),
+        (&[("origin", allowed), ("x-csrf-token", "wrong")], 403),
+        (&[("origin", "https://evil.example.com"), ("x-csrf-token", csrf)], 403),
+        (&[("origin", allowed), ("x-csrf-token", csrf)], 204),
+    ];
+    for (headers, expected) in cases {
+        let response = t.authed(handle, "POST", "/auth/logout", access, headers, None).await;
+        assert_eq!(response.status, expected, "{headers:?}");
+        if expected == 403 {
+            assert_eq!(response.body["code"], "csrf_failed");
+        }
+    }
+    // Safe methods and requests without Origin (servers, CLIs) are not CSRF-checked.
+    let (_, tokens) = t.logged_in("csrf-cli").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let me = t.authed(handle, "GET", "/auth/me", access, &[("origin", "https://evil.example.com")], None).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(t.authed(handle, "POST", "/auth/logout", access, &[], None).await.status, 204);
+}
+
+#[tokio::test]
+async fn a_hash_with_outdated_parameters_is_replaced_on_login() {
+    use argon2::{Argon2, Params, PasswordHasher};
+    let t = TestApp::new().await;
+    let email = t.verified_user("rehash").await;
+    let user = t.user_by_email(&email).await;
+    let old = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, Params::new(4096, 3, 1, None).unwrap())
+        .hash_password(STRONG_PASSWORD.as_bytes())
+        .unwrap()
+        .to_string();
+    let pk = format!("USER#{}", s(&user, "user_id"));
+    set_attribute(&t, &pk, "PROFILE", "password_hash", AttributeValue::S(old.clone())).await;
+    assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 200);
+    let hash = s(&t.item(&pk, "PROFILE").await.unwrap(), "password_hash");
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 200, "the new hash verifies");
+}
+
+#[tokio::test]
+async fn malformed_login_requests_are_rejected_cleanly() {
+    let t = TestApp::new().await;
+    let missing = t.post(handle, "/auth/login", json!({"email": unique_email("x")})).await;
+    assert_eq!((missing.status, missing.body["code"].as_str()), (400, Some("validation_failed")));
+    let event = common::http_event("POST", "/auth/login", &[], Some("{nope"));
+    assert_eq!(t.invoke(handle, &event).await.body["code"], "malformed_json");
+    assert_eq!(get(&t, "/auth/nothing-here").await.status, 404);
+}
