@@ -3,6 +3,7 @@
 
 pub mod login;
 pub mod register;
+pub mod reset;
 pub mod verify;
 
 use crate::{

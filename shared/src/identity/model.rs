@@ -42,6 +42,9 @@ pub struct User {
     /// Hash of the newest verification token: older tokens stop working when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_token_hash: Option<String>,
+    /// Hash of the newest password-reset token, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_token_hash: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

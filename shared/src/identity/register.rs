@@ -97,6 +97,7 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         role,
         email_verified: false,
         verify_token_hash: Some(verify_hash.as_str().to_owned()),
+        reset_token_hash: None,
         created_at: created_at.clone(),
         updated_at: created_at.clone(),
         deletion_scheduled_at: None,

@@ -12,6 +12,10 @@ use super::Email;
 pub enum EmailKind {
     VerifyEmail,
     AccountExists,
+    ResetPassword,
+    PasswordChanged,
+    Invitation,
+    DeletionScheduled,
 }
 
 impl EmailKind {
@@ -19,6 +23,10 @@ impl EmailKind {
         match self {
             Self::VerifyEmail => "verify_email",
             Self::AccountExists => "account_exists",
+            Self::ResetPassword => "reset_password",
+            Self::PasswordChanged => "password_changed",
+            Self::Invitation => "invitation",
+            Self::DeletionScheduled => "deletion_scheduled",
         }
     }
 }
@@ -38,7 +46,7 @@ fn environment() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.add_template("layout.html", include_str!("templates/layout.html")).expect("layout compiles");
-        templates!(env; "verify_email", "account_exists");
+        templates!(env; "verify_email", "account_exists", "reset_password", "password_changed", "invitation", "deletion_scheduled");
         env
     })
 }
@@ -74,6 +82,20 @@ mod tests {
         assert!(email.html.contains(link));
         assert!(!email.html.contains("<script>x"));
         assert!(!email.subject.is_empty());
+    }
+
+    #[test]
+    fn every_kind_renders_both_parts() {
+        let ctx = serde_json::json!({"link": "https://x/p?token=t", "org_name": "Acme & Co", "role": "member",
+            "deletion_date": "2026-12-21", "restore_link": "https://x/restore", "login_link": "https://x/login",
+            "reset_link": "https://x/forgot-password", "name": "Ada"});
+        for kind in [EmailKind::VerifyEmail, EmailKind::AccountExists, EmailKind::ResetPassword, EmailKind::PasswordChanged,
+            EmailKind::Invitation, EmailKind::DeletionScheduled] {
+            let email = render(kind, "a@example.com", &ctx).unwrap();
+            assert!(!email.subject.is_empty() && !email.text.trim().is_empty() && email.html.contains("</html>"), "{kind:?}");
+        }
+        let invite = render(EmailKind::Invitation, "a@example.com", &ctx).unwrap();
+        assert!(invite.html.contains("Acme &amp; Co") && invite.text.contains("https://x/p?token=t"));
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! `reset` function: `POST /auth/forgot-password`, `POST /auth/reset-password`.
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{email_field, token_field};
+use crate::{
+    App,
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    identity,
+    rate_limit::Rule,
+};
+
+#[derive(Deserialize)]
+struct ForgotBody {
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    token: Option<String>,
+    new_password: Option<String>,
+}
+
+async fn forgot(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let email = email_field(parse_json::<ForgotBody>(req)?.email)?;
+    app.rate_limit(Rule::ForgotPassword, email.as_str()).await?;
+    identity::forgot_password(app, &email, meta).await?;
+    Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "sent_if_registered" })))
+}
+
+async fn reset(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::ResetPassword, meta.client_key()).await?;
+    let body = parse_json::<ResetBody>(req)?;
+    let Some(new_password) = body.new_password else {
+        return Err(ApiError::Validation(vec![FieldError::new("new_password", "is required")]));
+    };
+    let token = token_field("token", body.token)?;
+    identity::reset_password(app, &token, &new_password, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "password_reset" })))
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        match (req.method().as_str(), req.uri().path()) {
+            ("POST", "/auth/forgot-password") => forgot(app, &req, &meta).await,
+            ("POST", "/auth/reset-password") => reset(app, &req, &meta).await,
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}

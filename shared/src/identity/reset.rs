@@ -1,0 +1,124 @@
+//! Forgotten passwords: a one-hour, single-use reset link by email, and the reset itself,
+//! which ends every session of the user and tells them by email.
+
+use serde_json::json;
+
+use super::{Email, EmailGuard, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, FieldError, RequestMeta},
+    notify::EmailKind,
+    store::{Change, StoreError, av, keys},
+    time,
+};
+
+pub const RESET_TOKEN_HOURS: i64 = 1;
+
+/// Emails a reset link if `email` has an account. The caller answers the same either way.
+#[tracing::instrument(skip_all)]
+pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+    let table = app.table();
+    let Some(guard) = table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)?
+    else {
+        return Ok(());
+    };
+    let (user_pk, user_sk) = User::key(&guard.user_id);
+    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
+        return Ok(());
+    };
+    if user.deletion_scheduled_at.is_some() {
+        return Ok(());
+    }
+    let token = OpaqueToken::generate();
+    let hash = token.hash();
+    let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
+    let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, meta).target(&user.user_id);
+    let items = vec![
+        table.put_new(&item),
+        // Only the newest link works.
+        table.update(
+            Change::new(&user_pk, &user_sk)
+                .update("SET reset_token_hash = :hash")
+                .condition("attribute_exists(PK)")
+                .value(":hash", av::s(hash.as_str())),
+        ),
+        app.audit().put(&audit),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(ApiError::internal)?;
+    table.transact(items).await.map_err(ApiError::internal)?;
+    let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
+    app.mailer().send_template_or_log(EmailKind::ResetPassword, &user.email, json!({ "link": link })).await;
+    Ok(())
+}
+
+/// Sets a new password with a reset token. Single use; bumps the session version so every
+/// access and refresh token issued before stops working; marks the address verified (the
+/// token proves the user reads it).
+#[tracing::instrument(skip_all)]
+pub async fn reset_password(app: &App, presented: &str, new_password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+    let hash = OpaqueToken::from_presented(presented).hash();
+    let token_pk = keys::token(hash.as_str());
+    let table = app.table();
+    let token = match table.get::<OneTimeToken>(&token_pk, keys::TOKEN).await.map_err(ApiError::internal)? {
+        Some(token) if token.is_live(TokenKind::ResetPassword) => token,
+        _ => return Err(ApiError::TokenInvalid),
+    };
+    let (user_pk, user_sk) = User::key(&token.user_id);
+    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
+        return Err(ApiError::TokenInvalid);
+    };
+    if user.reset_token_hash.as_deref() != Some(hash.as_str()) {
+        return Err(ApiError::TokenInvalid);
+    }
+    let email = Email::parse(&user.email).map_err(ApiError::internal)?;
+    let mut context = vec![email.as_str(), email.local_part()];
+    if let Some(name) = &user.full_name {
+        context.extend(name.split_whitespace());
+    }
+    let password = Password::parse(new_password, &context)
+        .map_err(|message| ApiError::Validation(vec![FieldError::new("new_password", message)]))?;
+    let password_hash = PasswordHash::compute(password).await.map_err(ApiError::internal)?;
+
+    let now = time::rfc3339(time::now());
+    let audit = AuditEntry::new("auth.password_reset", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .target(&user.user_id);
+    let items = vec![
+        table.delete(
+            Change::new(&token_pk, keys::TOKEN)
+                .condition("attribute_exists(PK) AND expires_at > :now")
+                .value(":now", av::s(&now)),
+        ),
+        table.update(
+            Change::new(&user_pk, &user_sk)
+                .update(
+                    "SET password_hash = :hash, email_verified = :true, updated_at = :now, \
+                     session_version = if_not_exists(session_version, :zero) + :one REMOVE reset_token_hash",
+                )
+                .condition("reset_token_hash = :token")
+                .value(":hash", av::s(password_hash.as_str()))
+                .value(":true", av::b(true))
+                .value(":now", av::s(&now))
+                .value(":zero", av::n(0))
+                .value(":one", av::n(1))
+                .value(":token", av::s(hash.as_str())),
+        ),
+        table.delete(Change::new(&user_pk, "LOCKOUT")),
+        app.audit().put(&audit),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(ApiError::internal)?;
+    match table.transact(items).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionConditionsFailed(_)) => return Err(ApiError::TokenInvalid),
+        Err(other) => return Err(ApiError::internal(other)),
+    }
+    tracing::info!(user_id = %user.user_id, "password reset; all sessions revoked");
+    let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
+    app.mailer().send_template_or_log(EmailKind::PasswordChanged, &user.email, json!({ "reset_link": reset_link })).await;
+    Ok(())
+}
