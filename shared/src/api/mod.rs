@@ -1,6 +1,7 @@
 //! Route handlers, one module per function: parse the request, call one domain function,
 //! render the answer.
 
+pub mod account;
 pub mod login;
 pub mod register;
 pub mod reset;

@@ -1,5 +1,6 @@
 //! Users, organisations, passwords and one-time tokens.
 
+pub mod account;
 pub mod auth;
 mod email;
 pub mod jwt;

@@ -1,0 +1,106 @@
+//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `POST /orgs/invitations`,
+//! `PATCH /orgs/members/{user_id}`.
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::email_field;
+use crate::{
+    App,
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    identity::{Role, account, auth::authenticate},
+    rate_limit::Rule,
+};
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RestoreBody {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    email: Option<String>,
+    role: Option<Role>,
+}
+
+#[derive(Deserialize)]
+struct RoleBody {
+    role: Option<Role>,
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::Validation(vec![FieldError::new(field, "is required")]))
+}
+
+fn password(value: Option<String>) -> Result<String, ApiError> {
+    match value {
+        Some(p) if p.chars().count() > 128 => Err(ApiError::InvalidCredentials),
+        Some(p) if !p.is_empty() => Ok(p),
+        _ => Err(ApiError::Validation(vec![FieldError::new("password", "is required")])),
+    }
+}
+
+async fn delete_me(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let password = password(parse_json::<PasswordBody>(req)?.password)?;
+    let scheduled = account::schedule_deletion(app, &principal, &password, meta).await?;
+    Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "deletion_scheduled_at": scheduled })))
+}
+
+async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::Restore, meta.client_key()).await?;
+    let body = parse_json::<RestoreBody>(req)?;
+    let email = email_field(body.email)?;
+    let password = password(body.password)?;
+    account::restore(app, &email, &password, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "restored" })))
+}
+
+async fn invite(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    principal.require_admin()?;
+    app.rate_limit(Rule::Invite, principal.user_id()).await?;
+    let body = parse_json::<InviteBody>(req)?;
+    let email = email_field(body.email)?;
+    let role = required("role", body.role)?;
+    account::invite(app, &principal, &email, role, meta).await?;
+    Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "invited" })))
+}
+
+async fn change_role(app: &App, req: &Request, meta: &RequestMeta, user_id: &str) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    principal.require_admin()?;
+    let role = required("role", parse_json::<RoleBody>(req)?.role)?;
+    let member = account::change_role(app, &principal, user_id, role, meta).await?;
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        json!({ "user_id": member.user_id, "org_id": member.org_id, "role": member.role, "joined_at": member.joined_at }),
+    ))
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        let path = req.uri().path().to_owned();
+        match (req.method().as_str(), path.as_str()) {
+            ("DELETE", "/auth/me") => delete_me(app, &req, &meta).await,
+            ("POST", "/auth/me/restore") => restore(app, &req, &meta).await,
+            ("POST", "/orgs/invitations") => invite(app, &req, &meta).await,
+            ("PATCH", member) if member.starts_with("/orgs/members/") => {
+                let user_id = &member["/orgs/members/".len()..];
+                if user_id.is_empty() || user_id.contains('/') || user_id.len() > 64 {
+                    return Err(ApiError::NotFound);
+                }
+                change_role(app, &req, &meta, user_id).await
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}

@@ -1,0 +1,236 @@
+//! Account lifecycle and organisation administration: scheduled deletion and restore,
+//! invitations, and role changes that never leave an organisation without an admin.
+
+use serde_json::json;
+
+use super::{
+    Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User,
+    auth::Principal,
+    model::adjust_admin_count,
+};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, RequestMeta},
+    notify::{DomainEvent, EmailKind},
+    store::{Change, StoreError, av, keys},
+    time,
+};
+
+pub const DELETION_GRACE_DAYS: i64 = 30;
+pub const INVITATION_DAYS: i64 = 7;
+/// `GSI1PK` of users awaiting erasure; `GSI1SK` is the erasure date, so the cleanup job
+/// finds the due ones with one Query.
+pub const DELETION_INDEX_KEY: &str = "DELETION";
+
+/// Schedules the caller's account for erasure in 30 days and ends all their sessions.
+pub async fn schedule_deletion(app: &App, principal: &Principal, password: &str, meta: &RequestMeta) -> Result<String, ApiError> {
+    let user = &principal.user;
+    let stored = PasswordHash::from_stored(&user.password_hash);
+    if !stored.verify(Password::presented(password)).await.map_err(ApiError::internal)? {
+        let entry = AuditEntry::new("account.deletion_scheduled", AuditStatus::Failure, &user.org_id, meta)
+            .actor(&user.user_id)
+            .details(json!({ "reason": "invalid_credentials" }));
+        app.audit().record_or_log(&entry).await;
+        return Err(ApiError::InvalidCredentials);
+    }
+    let now = time::now();
+    let scheduled_at = time::rfc3339(now + time::Duration::days(DELETION_GRACE_DAYS));
+    let (pk, sk) = User::key(&user.user_id);
+    let audit = AuditEntry::new("account.deletion_scheduled", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .target(&user.user_id)
+        .details(json!({ "deletion_scheduled_at": scheduled_at }));
+    let table = app.table();
+    let items = vec![
+        table.update(
+            Change::new(&pk, &sk)
+                .update(
+                    "SET deletion_scheduled_at = :at, GSI1PK = :index, GSI1SK = :at, updated_at = :now, \
+                     session_version = if_not_exists(session_version, :zero) + :one",
+                )
+                .condition("attribute_exists(PK) AND attribute_not_exists(deletion_scheduled_at)")
+                .value(":at", av::s(&scheduled_at))
+                .value(":index", av::s(DELETION_INDEX_KEY))
+                .value(":now", av::s(time::rfc3339(now)))
+                .value(":zero", av::n(0))
+                .value(":one", av::n(1)),
+        ),
+        app.audit().put(&audit),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(ApiError::internal)?;
+    match table.transact(items).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionConditionsFailed(_)) => {
+            return Err(ApiError::Conflict("the account is already scheduled for deletion".into()));
+        }
+        Err(other) => return Err(ApiError::internal(other)),
+    }
+    app.events()
+        .publish_or_log(DomainEvent::new(
+            "account.deletion_scheduled",
+            json!({ "user_id": user.user_id, "org_id": user.org_id, "deletion_scheduled_at": scheduled_at }),
+        ))
+        .await;
+    let base = &app.settings().frontend_url;
+    app.mailer()
+        .send_template_or_log(
+            EmailKind::DeletionScheduled,
+            &user.email,
+            json!({ "deletion_date": &scheduled_at[..10], "restore_link": format!("{base}/restore-account") }),
+        )
+        .await;
+    Ok(scheduled_at)
+}
+
+/// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong
+/// passwords answer alike, after the same Argon2 work.
+pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+    let table = app.table();
+    let user = match table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)? {
+        Some(guard) => {
+            let (pk, sk) = User::key(&guard.user_id);
+            table.get::<User>(&pk, &sk).await.map_err(ApiError::internal)?
+        }
+        None => None,
+    };
+    let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
+    let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
+    let (Some(user), true) = (user, matches) else {
+        return Err(ApiError::InvalidCredentials);
+    };
+    let now = time::rfc3339(time::now());
+    let Some(scheduled) = user.deletion_scheduled_at.clone().filter(|at| *at > now) else {
+        return Err(ApiError::Conflict("the account is not scheduled for deletion".into()));
+    };
+    let (pk, sk) = User::key(&user.user_id);
+    let audit = AuditEntry::new("account.restored", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .target(&user.user_id);
+    let items = vec![
+        table.update(
+            Change::new(&pk, &sk)
+                .update("SET updated_at = :now REMOVE deletion_scheduled_at, GSI1PK, GSI1SK")
+                .condition("deletion_scheduled_at = :scheduled AND deletion_scheduled_at > :now")
+                .value(":scheduled", av::s(&scheduled))
+                .value(":now", av::s(&now)),
+        ),
+        app.audit().put(&audit),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(ApiError::internal)?;
+    match table.transact(items).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::TransactionConditionsFailed(_)) => {
+            Err(ApiError::Conflict("the account is not scheduled for deletion".into()))
+        }
+        Err(other) => Err(ApiError::internal(other)),
+    }
+}
+
+/// Emails a 7-day, single-use invitation to join the caller's organisation with `role`.
+pub async fn invite(app: &App, principal: &Principal, email: &Email, role: Role, meta: &RequestMeta) -> Result<(), ApiError> {
+    principal.require_admin()?;
+    let table = app.table();
+    let org = table
+        .get::<Org>(&keys::org(principal.org_id()), keys::ORG)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("the caller's organisation is missing"))?;
+    let token = OpaqueToken::generate();
+    let hash = token.hash();
+    let mut item = OneTimeToken::new(TokenKind::Invitation, &hash, principal.user_id(), time::Duration::days(INVITATION_DAYS));
+    item.org_id = Some(org.org_id.clone());
+    item.role = Some(role);
+    item.email = Some(email.as_str().to_owned());
+    let audit = AuditEntry::new("org.invitation_sent", AuditStatus::Success, &org.org_id, meta)
+        .actor(principal.user_id())
+        .details(json!({ "role": role.as_str(), "expires_at": item.expires_at }));
+    let items = vec![table.put_new(&item), app.audit().put(&audit)]
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    table.transact(items).await.map_err(ApiError::internal)?;
+    let link = format!("{}/accept-invitation?token={}", app.settings().frontend_url, token.expose());
+    app.mailer()
+        .send_template_or_log(
+            EmailKind::Invitation,
+            email.as_str(),
+            json!({ "link": link, "org_name": org.name, "role": role.as_str() }),
+        )
+        .await;
+    Ok(())
+}
+
+/// Changes a member's role. The admin count moves in the same transaction, conditioned on
+/// staying at least one, so concurrent demotions can never empty an organisation of admins.
+pub async fn change_role(
+    app: &App,
+    principal: &Principal,
+    target_user_id: &str,
+    role: Role,
+    meta: &RequestMeta,
+) -> Result<Membership, ApiError> {
+    principal.require_admin()?;
+    let table = app.table();
+    let org_pk = keys::org(principal.org_id());
+    let member_sk = keys::member(target_user_id);
+    let mut member = table.get::<Membership>(&org_pk, &member_sk).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
+    let previous = member.role;
+    if previous == role {
+        return Ok(member);
+    }
+    let (user_pk, user_sk) = User::key(target_user_id);
+    let audit = AuditEntry::new("org.role_changed", AuditStatus::Success, principal.org_id(), meta)
+        .actor(principal.user_id())
+        .target(target_user_id)
+        .details(json!({ "from": previous.as_str(), "to": role.as_str() }));
+    let mut items = vec![
+        table.update(
+            Change::new(&org_pk, &member_sk)
+                .update("SET #role = :new")
+                .condition("#role = :old")
+                .name("#role", "role")
+                .value(":new", av::s(role.as_str()))
+                .value(":old", av::s(previous.as_str())),
+        ),
+        table.update(
+            Change::new(&user_pk, &user_sk)
+                .update("SET #role = :new")
+                .condition("org_id = :org")
+                .name("#role", "role")
+                .value(":new", av::s(role.as_str()))
+                .value(":org", av::s(principal.org_id())),
+        ),
+        app.audit().put(&audit),
+    ];
+    let demotes_admin = previous == Role::Admin;
+    if demotes_admin {
+        items.push(adjust_admin_count(table, principal.org_id(), -1));
+    } else if role == Role::Admin {
+        items.push(adjust_admin_count(table, principal.org_id(), 1));
+    }
+    let items = items.into_iter().collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
+    match table.transact(items).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionConditionsFailed(failed)) => {
+            let message = if demotes_admin && failed.contains(&3) {
+                "an organisation must keep at least one admin"
+            } else {
+                "the member's role changed concurrently; read it again and retry"
+            };
+            let entry = AuditEntry::new("org.role_changed", AuditStatus::Failure, principal.org_id(), meta)
+                .actor(principal.user_id())
+                .target(target_user_id)
+                .details(json!({ "from": previous.as_str(), "to": role.as_str(), "reason": message }));
+            app.audit().record_or_log(&entry).await;
+            return Err(ApiError::Conflict(message.into()));
+        }
+        Err(other) => return Err(ApiError::internal(other)),
+    }
+    member.role = role;
+    Ok(member)
+}

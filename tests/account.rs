@@ -1,0 +1,187 @@
+//! Account deletion and restore; invitations and roles.
+
+mod common;
+
+use common::{STRONG_PASSWORD, TestApp, s, unique_email};
+use serde_json::{Value, json};
+use shared::api::account::handle;
+
+fn token_of(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
+}
+
+async fn invite(t: &TestApp, admin: &Value, email: &str, role: &str) -> common::TestResponse {
+    t.authed(handle, "POST", "/orgs/invitations", token_of(admin), &[], Some(json!({"email": email, "role": role}))).await
+}
+
+async fn set_role(t: &TestApp, admin: &Value, user_id: &str, role: &str) -> common::TestResponse {
+    t.authed(handle, "PATCH", &format!("/orgs/members/{user_id}"), token_of(admin), &[], Some(json!({"role": role}))).await
+}
+
+/// An admin, and a second user who joined the admin's org by invitation with `role`.
+async fn org_with_member(t: &TestApp, role: &str) -> (Value, String, Value, String) {
+    let (admin_email, admin) = t.logged_in("admin").await;
+    let member_email = unique_email("member");
+    assert_eq!(invite(t, &admin, &member_email, role).await.status, 202);
+    let invitation = t.emails_to(&member_email).await[0].token_for("/accept-invitation").expect("invitation link");
+    let joined = t.register(json!({"email": member_email, "password": STRONG_PASSWORD, "invitation_token": invitation})).await;
+    assert_eq!(joined.status, 202, "{:?}", joined.body);
+    let verify = t.emails_to(&member_email).await.last().unwrap().token_for("/verify-email").unwrap();
+    assert_eq!(t.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": verify})).await.status, 200);
+    let member = t.login(&member_email, STRONG_PASSWORD).await.body;
+    let member_id = s(&t.user_by_email(&member_email).await, "user_id");
+    let admin_org = s(&t.user_by_email(&admin_email).await, "org_id");
+    assert_eq!(s(&t.user_by_email(&member_email).await, "org_id"), admin_org);
+    (admin, member_email, member, member_id)
+}
+
+#[tokio::test]
+async fn deletion_is_scheduled_30_days_out_and_ends_every_session() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("delete").await;
+    let wrong = t.authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": "not my password at all"}))).await;
+    assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
+    assert_eq!(t.me(token_of(&tokens)).await.status, 200, "a wrong password changes nothing");
+
+    let done = t.authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": STRONG_PASSWORD}))).await;
+    assert_eq!(done.status, 202, "{:?}", done.body);
+    let at = shared::time::parse_rfc3339(done.body["deletion_scheduled_at"].as_str().unwrap()).unwrap();
+    let days = (at - shared::time::now()).whole_hours();
+    assert!((30 * 24 - 1..=30 * 24).contains(&days), "{days}");
+
+    assert_eq!(t.me(token_of(&tokens)).await.status, 401);
+    let refresh = t.post(shared::api::login::handle, "/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    assert_eq!(refresh.status, 401);
+    let login = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!((login.status, login.body["code"].as_str()), (403, Some("forbidden")));
+
+    let user = t.user_by_email(&email).await;
+    assert_eq!(s(&user, "GSI1PK"), "DELETION");
+    assert_eq!(t.emails_to(&email).await.last().unwrap().subject, "Your account is scheduled for deletion");
+    let user_id = s(&user, "user_id");
+    assert!(t.published_events().await.iter().any(|(k, m)| k == "account.deletion_scheduled" && m["data"]["user_id"] == user_id.as_str()));
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "account.deletion_scheduled" && s(e, "status") == "success"));
+}
+
+#[tokio::test]
+async fn restore_cancels_a_scheduled_deletion_once() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("restore").await;
+    let not_scheduled = t.post(handle, "/auth/me/restore", json!({"email": email, "password": STRONG_PASSWORD})).await;
+    assert_eq!((not_scheduled.status, not_scheduled.body["code"].as_str()), (409, Some("conflict")));
+    t.authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": STRONG_PASSWORD}))).await;
+
+    let wrong = t.post(handle, "/auth/me/restore", json!({"email": email, "password": "not my password at all"})).await;
+    assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
+    let unknown = t.post(handle, "/auth/me/restore", json!({"email": unique_email("ghost"), "password": STRONG_PASSWORD})).await;
+    assert_eq!(unknown.body["code"], "invalid_credentials");
+
+    let restored = t.post(handle, "/auth/me/restore", json!({"email": email, "password": STRONG_PASSWORD})).await;
+    assert_eq!((restored.status, &restored.body), (200, &json!({"status": "restored"})));
+    let user = t.user_by_email(&email).await;
+    assert!(!user.contains_key("deletion_scheduled_at") && !user.contains_key("GSI1PK"));
+    assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 200);
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "account.restored"));
+}
+
+#[tokio::test]
+async fn an_invitation_admits_one_user_to_the_org_with_its_role() {
+    let t = TestApp::new().await;
+    let (admin, member_email, member, member_id) = org_with_member(&t, "viewer").await;
+    let me = t.me(token_of(&member)).await;
+    assert_eq!(me.body["role"], "viewer");
+    let admin_me = t.me(token_of(&admin)).await;
+    assert_eq!(me.body["org_id"], admin_me.body["org_id"]);
+    let org_id = admin_me.body["org_id"].as_str().unwrap();
+    let membership = t.item(&format!("ORG#{org_id}"), &format!("MEMBER#{member_id}")).await.unwrap();
+    assert_eq!(s(&membership, "role"), "viewer");
+    let invitation_email = &t.emails_to(&member_email).await[0];
+    assert!(invitation_email.body.contains(&format!("{}/accept-invitation?token=", std::env::var("FRONTEND_URL").unwrap())));
+
+    // Used once; unusable again, and unusable for another address.
+    let token = invitation_email.token_for("/accept-invitation").unwrap();
+    let again = t.register(json!({"email": unique_email("second"), "password": STRONG_PASSWORD, "invitation_token": token})).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (400, Some("token_invalid")));
+    let other = unique_email("invited");
+    invite(&t, &admin, &other, "member").await;
+    let other_token = t.emails_to(&other).await[0].token_for("/accept-invitation").unwrap();
+    let thief = t.register(json!({"email": unique_email("thief"), "password": STRONG_PASSWORD, "invitation_token": other_token})).await;
+    assert_eq!(thief.body["code"], "token_invalid");
+
+    let audit = t.partition(&format!("AUDIT#{org_id}")).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "org.invitation_sent"));
+}
+
+#[tokio::test]
+async fn members_and_viewers_cannot_invite_or_change_roles() {
+    let t = TestApp::new().await;
+    for role in ["member", "viewer"] {
+        let (_, _, member, member_id) = org_with_member(&t, role).await;
+        let invited = invite(&t, &member, &unique_email("nope"), "member").await;
+        assert_eq!((invited.status, invited.body["code"].as_str()), (403, Some("forbidden")), "{role}");
+        let promoted = set_role(&t, &member, &member_id, "admin").await;
+        assert_eq!((promoted.status, promoted.body["code"].as_str()), (403, Some("forbidden")), "{role}");
+    }
+}
+
+#[tokio::test]
+async fn admins_change_roles_but_never_remove_the_last_admin() {
+    let t = TestApp::new().await;
+    let (admin, _, member, member_id) = org_with_member(&t, "member").await;
+    let admin_id = t.me(token_of(&admin)).await.body["user_id"].as_str().unwrap().to_owned();
+
+    let last = set_role(&t, &admin, &admin_id, "member").await;
+    assert_eq!((last.status, last.body["code"].as_str()), (409, Some("conflict")));
+
+    let promoted = set_role(&t, &admin, &member_id, "admin").await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.body);
+    assert_eq!(promoted.body["role"], "admin");
+    assert_eq!(promoted.body["user_id"], member_id.as_str());
+    // The promotion applies to the member's live token at once.
+    assert_eq!(t.me(token_of(&member)).await.body["role"], "admin");
+
+    let invalid = set_role(&t, &admin, &member_id, "owner").await;
+    assert_eq!((invalid.status, invalid.body["code"].as_str()), (400, Some("validation_failed")));
+    let stranger = set_role(&t, &admin, "00000000-0000-0000-0000-000000000000", "member").await;
+    assert_eq!(stranger.status, 404);
+    // A user of another org is invisible.
+    let (_, outsider) = t.logged_in("outsider").await;
+    let outsider_id = t.me(token_of(&outsider)).await.body["user_id"].as_str().unwrap().to_owned();
+    assert_eq!(set_role(&t, &admin, &outsider_id, "viewer").await.status, 404);
+}
+
+#[tokio::test]
+async fn concurrent_demotions_of_two_admins_leave_one_admin() {
+    let t = TestApp::new().await;
+    for _ in 0..3 {
+        let (admin, _, member, member_id) = org_with_member(&t, "admin").await;
+        let admin_id = t.me(token_of(&admin)).await.body["user_id"].as_str().unwrap().to_owned();
+        let org_id = t.me(token_of(&admin)).await.body["org_id"].as_str().unwrap().to_owned();
+        // Each admin demotes the other at the same moment.
+        let a = {
+            let event = common::http_event("PATCH", &format!("/orgs/members/{member_id}"),
+                &[("authorization", &format!("Bearer {}", token_of(&admin)))], Some(&json!({"role": "member"}).to_string()));
+            let app = t.app;
+            tokio::spawn(async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() })
+        };
+        let b = {
+            let event = common::http_event("PATCH", &format!("/orgs/members/{admin_id}"),
+                &[("authorization", &format!("Bearer {}", token_of(&member)))], Some(&json!({"role": "member"}).to_string()));
+            let app = t.app;
+            tokio::spawn(async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() })
+        };
+        let mut statuses = [a.await.unwrap(), b.await.unwrap()];
+        statuses.sort();
+        // One wins; the other is refused, either as the last admin (409) or because the
+        // winner already demoted it (403).
+        assert_eq!(statuses[0], 200, "{statuses:?}");
+        assert!(statuses[1] == 409 || statuses[1] == 403, "{statuses:?}");
+        let org = t.item(&format!("ORG#{org_id}"), "ORG").await.unwrap();
+        assert_eq!(s(&org, "admin_count"), "1");
+        let admins = t.partition(&format!("ORG#{org_id}")).await.into_iter()
+            .filter(|i| s(i, "SK").starts_with("MEMBER#") && s(i, "role") == "admin").count();
+        assert_eq!(admins, 1);
+    }
+}
