@@ -344,6 +344,7 @@ def test(args) -> int:
         tenv["RUST_LOG"] = os.environ.get("RUST_LOG", "error")
         run(["cfn-lint", "template.yaml"], tenv)
         run(["sam", "validate", "--lint", "--template", "template.yaml"], tenv)
+        run(["openapi-spec-validator", "openapi.yaml"], tenv)
         run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-fail-fast"], tenv)
         smoke()
         return 0

@@ -1,0 +1,85 @@
+//! The sample events in `events/` are real API Gateway v2 events that reach a route (not a
+//! 404), and every route is wired in template.yaml, the local router and the OpenAPI document.
+
+mod common;
+
+use std::path::Path;
+
+use common::TestApp;
+use lambda_http::{Body, Request, Response};
+use shared::App;
+
+type Handler = fn(&'static App, Request) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+fn handler_for(function: &str) -> Handler {
+    match function {
+        "register" => |a, r| Box::pin(shared::api::register::handle(a, r)),
+        "verify" => |a, r| Box::pin(shared::api::verify::handle(a, r)),
+        "login" => |a, r| Box::pin(shared::api::login::handle(a, r)),
+        "reset" => |a, r| Box::pin(shared::api::reset::handle(a, r)),
+        "account" => |a, r| Box::pin(shared::api::account::handle(a, r)),
+        other => panic!("no handler for function {other}"),
+    }
+}
+
+/// (event file, function, route key as in template.yaml)
+const EVENTS: &[(&str, &str, &str)] = &[
+    ("register.json", "register", "POST /auth/register"),
+    ("verify-email.json", "verify", "POST /auth/verify-email"),
+    ("resend-verification.json", "verify", "POST /auth/resend-verification"),
+    ("login.json", "login", "POST /auth/login"),
+    ("refresh.json", "login", "POST /auth/refresh"),
+    ("logout.json", "login", "POST /auth/logout"),
+    ("me.json", "login", "GET /auth/me"),
+    ("jwks.json", "login", "GET /.well-known/jwks.json"),
+    ("openid-configuration.json", "login", "GET /.well-known/openid-configuration"),
+    ("forgot-password.json", "reset", "POST /auth/forgot-password"),
+    ("reset-password.json", "reset", "POST /auth/reset-password"),
+    ("delete-me.json", "account", "DELETE /auth/me"),
+    ("restore-me.json", "account", "POST /auth/me/restore"),
+    ("invite.json", "account", "POST /orgs/invitations"),
+    ("change-role.json", "account", "PATCH /orgs/members/{user_id}"),
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn every_sample_event_reaches_its_route() {
+    let t = TestApp::new().await;
+    let mut listed: Vec<String> = std::fs::read_dir(root().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    listed.sort();
+    let mut known: Vec<String> = EVENTS.iter().map(|(f, _, _)| f.to_string()).collect();
+    known.sort();
+    assert_eq!(listed, known, "every file in events/ is listed here");
+
+    for (file, function, _) in EVENTS {
+        let event = std::fs::read_to_string(root().join("events").join(file)).unwrap();
+        let response = t.invoke(handler_for(function), &event).await;
+        assert_ne!(response.status, 404, "{file} did not reach a route: {:?}", response.body);
+        assert!(response.status < 500, "{file}: {:?}", response.body);
+    }
+}
+
+#[test]
+fn every_route_is_in_the_template_the_router_and_the_openapi_document() {
+    let template = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let openapi = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
+    for (_, function, route) in EVENTS {
+        let (method, path) = route.split_once(' ').unwrap();
+        assert!(template.contains(&format!("Method: {method}\n            Path: {path}\n")), "{route} in template.yaml");
+        assert!(template.contains(&format!("Binary: {function}\n")), "{function} in template.yaml");
+        let router_line = cargo.lines().find(|l| l.starts_with(&format!("\"{path}\" = "))).unwrap_or_else(|| panic!("{path} in the router"));
+        assert!(router_line.contains(&format!("{{ method = \"{method}\", function = \"{function}\" }}")), "{route} → {function}");
+        assert!(openapi.contains(&format!("  {path}:\n")), "{path} in openapi.yaml");
+        let section = openapi.split(&format!("  {path}:\n")).nth(1).unwrap();
+        let section = section.split("\n  /").next().unwrap();
+        assert!(section.contains(&format!("    {}:", method.to_lowercase())), "{route} in openapi.yaml");
+    }
+}
