@@ -289,8 +289,9 @@ def serve(args) -> int:
         api_port = port_from_env("API_PORT", 9000)
         env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000), api_port)
         api_url, watch = start_api(stack, env, api_port)
+        settings = {k: v for k, v in function_env(env).items() if k in FUNCTION_DEFAULTS}
         write_env_file(LOCAL / "stack.env",
-                       {**env, "API_URL": api_url, "WEBHOOK_URL": f"{api_url}/lambda-url/webhook"})
+                       {**settings, **env, "API_URL": api_url, "WEBHOOK_URL": f"{api_url}/lambda-url/webhook"})
         log(f"ready: API_URL={api_url}; settings in .local/stack.env; Ctrl-C stops everything")
         return watch.wait()
     except KeyboardInterrupt:
@@ -299,6 +300,13 @@ def serve(args) -> int:
         log("stopping")
         stack.stop()
         (LOCAL / "stack.env").unlink(missing_ok=True)
+
+
+def post(api_url: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.load(resp)
 
 
 def smoke() -> None:
@@ -321,7 +329,15 @@ def smoke() -> None:
         sent = [m for m in data["ses"]["Message"] if email in m["destinations"]["ToAddresses"]]
         if len(sent) != 1 or "/verify-email?token=" not in sent[0]["body"]:
             raise SystemExit(f"smoke: expected one verification email to {email}, moto has {sent}")
-        log("smoke: POST /auth/register through the emulator answered 202 and the email is in moto")
+        token = sent[0]["body"].split("/verify-email?token=", 1)[1].split('"', 1)[0]
+        post(api_url, "/auth/verify-email", {"token": token})
+        tokens = post(api_url, "/auth/login", {"email": email, "password": "correct horse battery staple"})
+        me_req = urllib.request.Request(f"{api_url}/auth/me", headers={"authorization": f"Bearer {tokens['access_token']}"})
+        with urllib.request.urlopen(me_req, timeout=60) as resp:
+            me = json.load(resp)
+        if me.get("email") != email or not me.get("email_verified"):
+            raise SystemExit(f"smoke: /auth/me answered {me}")
+        log("smoke: register, verify, login and me through the emulator work; the email is in moto")
     finally:
         stack.stop()
 

@@ -197,7 +197,7 @@ async fn concurrent_refreshes_of_one_token_give_one_success_and_leave_the_family
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let winners: Vec<_> = results.iter().filter(|(status, _)| *status == 200).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
-    assert!(results.iter().filter(|(st, _)| *st != 200).all(|(st, b)| *st == 401 && b["code"] == "token_reused"));
+    assert!(results.iter().filter(|(st, _)| *st != 200).all(|(st, b)| *st == 401 && b["code"] == "token_reused"), "{results:?}");
     let winner_refresh = winners[0].1["refresh_token"].as_str().unwrap();
     assert_eq!(refresh(&t, winner_refresh).await.status, 401, "the family is revoked");
 }
@@ -359,4 +359,21 @@ async fn malformed_login_requests_are_rejected_cleanly() {
     let event = common::http_event("POST", "/auth/login", &[], Some("{nope"));
     assert_eq!(t.invoke(handle, &event).await.body["code"], "malformed_json");
     assert_eq!(get(&t, "/auth/nothing-here").await.status, 404);
+}
+
+#[tokio::test]
+async fn unknown_addresses_lock_out_exactly_like_known_ones() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let known = t.verified_user("lock-known").await;
+    let unknown = unique_email("lock-unknown");
+    for email in [&known, &unknown] {
+        let statuses: Vec<u16> = {
+            let mut v = Vec::new();
+            for _ in 0..6 {
+                v.push(t.login(email, "wrong password, definitely").await.status);
+            }
+            v
+        };
+        assert_eq!(statuses, [401, 401, 401, 401, 401, 429], "{email}");
+    }
 }

@@ -112,7 +112,7 @@ impl AuditLog {
     /// Records an entry on its own, for actions that are not themselves a table write
     /// (failures, external calls).
     pub async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.table.transact(vec![self.put(entry)?]).await
+        self.table.put_item(entry).await
     }
 
     /// Like [`record`](Self::record) but never fails the request: used on paths that are

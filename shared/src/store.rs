@@ -122,6 +122,12 @@ pub enum StoreError {
     Dynamo(String),
 }
 
+impl From<StoreError> for crate::http::ApiError {
+    fn from(error: StoreError) -> Self {
+        crate::http::ApiError::internal(error)
+    }
+}
+
 fn dynamo_error<E, R>(error: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
@@ -168,6 +174,18 @@ impl Table {
     /// A `Put` that only succeeds when no item with the same key exists yet.
     pub fn put_new(&self, item: &impl Serialize) -> Result<TransactWriteItem, StoreError> {
         self.put(item, Some("attribute_not_exists(PK)"))
+    }
+
+    /// A plain, unconditional put outside a transaction.
+    pub async fn put_item(&self, item: &impl Serialize) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(serde_dynamo::to_item(item)?))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
     }
 
     /// A conditional update for use in a transaction.

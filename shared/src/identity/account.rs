@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User,
+    Email, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User,
     auth::Principal,
     model::adjust_admin_count,
 };
@@ -59,8 +59,7 @@ pub async fn schedule_deletion(app: &App, principal: &Principal, password: &str,
         app.audit().put(&audit),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
+    .collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(_)) => {
@@ -89,13 +88,7 @@ pub async fn schedule_deletion(app: &App, principal: &Principal, password: &str,
 /// passwords answer alike, after the same Argon2 work.
 pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
     let table = app.table();
-    let user = match table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)? {
-        Some(guard) => {
-            let (pk, sk) = User::key(&guard.user_id);
-            table.get::<User>(&pk, &sk).await.map_err(ApiError::internal)?
-        }
-        None => None,
-    };
+    let user = User::find_by_email(table, email.as_str()).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
     let (Some(user), true) = (user, matches) else {
@@ -120,8 +113,7 @@ pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMet
         app.audit().put(&audit),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
+    .collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
         Ok(()) => Ok(()),
         Err(StoreError::TransactionConditionsFailed(_)) => {
@@ -151,8 +143,7 @@ pub async fn invite(app: &App, principal: &Principal, email: &Email, role: Role,
         .details(json!({ "role": role.as_str(), "expires_at": item.expires_at }));
     let items = vec![table.put_new(&item), app.audit().put(&audit)]
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+        .collect::<Result<Vec<_>, _>>()?;
     table.transact(items).await.map_err(ApiError::internal)?;
     let link = format!("{}/accept-invitation?token={}", app.settings().frontend_url, token.expose());
     app.mailer()
@@ -213,7 +204,7 @@ pub async fn change_role(
     } else if role == Role::Admin {
         items.push(adjust_admin_count(table, principal.org_id(), 1));
     }
-    let items = items.into_iter().collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
+    let items = items.into_iter().collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(failed)) => {

@@ -8,9 +8,10 @@
 //! but never lock them out for good. The counter item expires a day after the last failure.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use serde_json::json;
 
-use super::{Email, EmailGuard, Password, PasswordHash, User, session};
+use super::{Email, Password, PasswordHash, User, session};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -50,30 +51,33 @@ pub async fn login(app: &App, email: &Email, password: &str, meta: &RequestMeta)
     app.rate_limit(Rule::Login, meta.client_key()).await?;
     app.rate_limit(Rule::LoginAccount, email.as_str()).await?;
     let table = app.table();
-    let user = match table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)? {
-        Some(guard) => {
-            let (pk, sk) = User::key(&guard.user_id);
-            table.get::<User>(&pk, &sk).await.map_err(ApiError::internal)?
+    let user = User::find_by_email(table, email.as_str()).await?;
+    // Unknown addresses take the same path as known ones, against a stand-in subject: the
+    // same reads, the same Argon2 work, the same failure counting and lockout. Neither the
+    // timing nor a lockout tells an attacker whether the address has an account.
+    let subject = match &user {
+        Some(user) => user.user_id.clone(),
+        None => {
+            let stand_in = format!("unknown-{}", hex::encode(&Sha256::digest(email.as_str().as_bytes())[..16]));
+            User::find(table, &stand_in).await?;
+            stand_in
         }
-        None => None,
     };
     let now = time::now().unix_timestamp();
-    if let Some(user) = &user {
-        let lockout = table.get::<Lockout>(&keys::user(&user.user_id), LOCKOUT_SK).await.map_err(ApiError::internal)?;
-        if let Some(lockout) = lockout.filter(|l| l.locked_until > now) {
-            return Err(ApiError::RateLimited { retry_after_seconds: (lockout.locked_until - now) as u64 });
-        }
+    let lockout = table.get::<Lockout>(&keys::user(&subject), LOCKOUT_SK).await?;
+    if let Some(lockout) = lockout.filter(|l| l.locked_until > now) {
+        return Err(ApiError::RateLimited { retry_after_seconds: (lockout.locked_until - now) as u64 });
     }
 
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
-    let Some(user) = user else {
-        return Err(ApiError::InvalidCredentials);
+    let user = match user {
+        Some(user) if matches => user,
+        user => {
+            record_failure(app, &subject, user.as_ref(), now, meta).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
     };
-    if !matches {
-        record_failure(app, &user, now, meta).await?;
-        return Err(ApiError::InvalidCredentials);
-    }
 
     clear_failures(app, &user).await;
     if !user.email_verified {
@@ -98,11 +102,42 @@ pub async fn login(app: &App, email: &Email, password: &str, meta: &RequestMeta)
     Ok(tokens)
 }
 
-async fn record_failure(app: &App, user: &User, now: i64, meta: &RequestMeta) -> Result<(), ApiError> {
+/// Counts a failed attempt against `subject` (a user id, or the stand-in of an unknown
+/// address), locking it once the count reaches [`LOCK_AFTER`]. Real users' failures are
+/// audited, concurrently with the count so both paths cost about the same.
+async fn record_failure(app: &App, subject: &str, user: Option<&User>, now: i64, meta: &RequestMeta) -> Result<(), ApiError> {
+    let audit_failure = async {
+        if let Some(user) = user {
+            let entry = AuditEntry::new("auth.login", AuditStatus::Failure, &user.org_id, meta)
+                .target(&user.user_id)
+                .details(json!({ "reason": "invalid_credentials" }));
+            app.audit().record_or_log(&entry).await;
+        }
+    };
+    let (failures, ()) = tokio::join!(count_failure(app, subject, now), audit_failure);
+    let Some(seconds) = lock_seconds(failures?) else {
+        return Ok(());
+    };
+    let pk = keys::user(subject);
+    app.table()
+        .update_item(Change::new(&pk, LOCKOUT_SK).update("SET locked_until = :until").value(":until", av::n(now + seconds)))
+        .await?;
+    if let Some(user) = user {
+        let entry = AuditEntry::new("auth.lockout", AuditStatus::Success, &user.org_id, meta)
+            .target(&user.user_id)
+            .details(json!({ "locked_seconds": seconds }));
+        app.audit().record_or_log(&entry).await;
+        tracing::warn!(user_id = %user.user_id, seconds, "account locked after repeated failures");
+    }
+    Ok(())
+}
+
+/// Adds one to the subject's consecutive failures and returns the count; a count whose last
+/// failure is more than a day old starts over.
+async fn count_failure(app: &App, subject: &str, now: i64) -> Result<u32, ApiError> {
     let table = app.table();
-    let pk = keys::user(&user.user_id);
+    let pk = keys::user(subject);
     let ttl = now + FAILURE_MEMORY_SECONDS;
-    // Count the failure atomically; a count older than a day starts over.
     let item = table
         .update_item(
             Change::new(&pk, LOCKOUT_SK)
@@ -116,33 +151,17 @@ async fn record_failure(app: &App, user: &User, now: i64, meta: &RequestMeta) ->
                 .name("#ttl", "ttl"),
         )
         .await;
-    let failures = match item {
-        Ok(item) => serde_dynamo::from_item::<_, Lockout>(item).map_err(ApiError::internal)?.failures,
+    match item {
+        Ok(item) => Ok(serde_dynamo::from_item::<_, Lockout>(item).map_err(ApiError::internal)?.failures),
         Err(StoreError::ConditionFailed) => {
-            let fresh = Lockout { pk: pk.clone(), sk: LOCKOUT_SK.to_owned(), failures: 1, locked_until: 0, last_failure: now };
+            let fresh = Lockout { pk, sk: LOCKOUT_SK.to_owned(), failures: 1, locked_until: 0, last_failure: now };
             let mut item = serde_dynamo::to_item::<_, crate::store::Item>(&fresh).map_err(ApiError::internal)?;
             item.insert("ttl".into(), av::n(ttl));
             table.client().put_item().table_name(table.name()).set_item(Some(item)).send().await.map_err(ApiError::internal)?;
-            1
+            Ok(1)
         }
-        Err(other) => return Err(ApiError::internal(other)),
-    };
-    let entry = AuditEntry::new("auth.login", AuditStatus::Failure, &user.org_id, meta)
-        .target(&user.user_id)
-        .details(json!({ "reason": "invalid_credentials", "consecutive_failures": failures }));
-    app.audit().record_or_log(&entry).await;
-    if let Some(seconds) = lock_seconds(failures) {
-        table
-            .update_item(Change::new(&pk, LOCKOUT_SK).update("SET locked_until = :until").value(":until", av::n(now + seconds)))
-            .await
-            .map_err(ApiError::internal)?;
-        let entry = AuditEntry::new("auth.lockout", AuditStatus::Success, &user.org_id, meta)
-            .target(&user.user_id)
-            .details(json!({ "locked_seconds": seconds, "consecutive_failures": failures }));
-        app.audit().record_or_log(&entry).await;
-        tracing::warn!(user_id = %user.user_id, seconds, "account locked after repeated failures");
+        Err(other) => Err(other.into()),
     }
-    Ok(())
 }
 
 async fn clear_failures(app: &App, user: &User) {

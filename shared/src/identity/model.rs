@@ -59,6 +59,19 @@ impl User {
     pub fn key(user_id: &str) -> (String, String) {
         (keys::user(user_id), keys::PROFILE.to_owned())
     }
+
+    pub async fn find(table: &Table, user_id: &str) -> Result<Option<User>, StoreError> {
+        let (pk, sk) = Self::key(user_id);
+        table.get(&pk, &sk).await
+    }
+
+    /// The user an address belongs to, through its email guard.
+    pub async fn find_by_email(table: &Table, email: &str) -> Result<Option<User>, StoreError> {
+        match table.get::<EmailGuard>(&keys::email(email), keys::EMAIL).await? {
+            Some(guard) => Self::find(table, &guard.user_id).await,
+            None => Ok(None),
+        }
+    }
 }
 
 /// Holds an email address for exactly one user; written with `attribute_not_exists`.
@@ -151,6 +164,28 @@ impl OneTimeToken {
             ttl: crate::time::epoch_seconds(expires),
             created_at: crate::time::rfc3339(now),
         }
+    }
+
+    /// The live token of `kind` with this value, and its user; `token_invalid` otherwise.
+    pub async fn find_live(table: &Table, presented: &str, kind: TokenKind) -> Result<(Self, User), crate::http::ApiError> {
+        use crate::http::ApiError;
+        let hash = super::OpaqueToken::from_presented(presented).hash();
+        let token = match table.get::<Self>(&keys::token(hash.as_str()), keys::TOKEN).await? {
+            Some(token) if token.is_live(kind) => token,
+            _ => return Err(ApiError::TokenInvalid),
+        };
+        let user = User::find(table, &token.user_id).await?.ok_or(ApiError::TokenInvalid)?;
+        Ok((token, user))
+    }
+
+    /// Deletes this token in a transaction, on condition it still exists unexpired: of
+    /// concurrent uses, exactly one commits.
+    pub fn consume(&self, table: &Table, now: &str) -> Result<TransactWriteItem, StoreError> {
+        table.delete(
+            Change::new(&self.pk, keys::TOKEN)
+                .condition("attribute_exists(PK) AND expires_at > :now")
+                .value(":now", av::s(now)),
+        )
     }
 
     pub fn is_live(&self, kind: TokenKind) -> bool {

@@ -185,13 +185,7 @@ async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<P
 /// The address is taken: tell its owner, record the attempt, answer exactly as for a new
 /// registration.
 async fn notify_existing_account(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), RegisterError> {
-    let existing = match app.table().get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await? {
-        Some(guard) => {
-            let (pk, sk) = User::key(&guard.user_id);
-            app.table().get::<User>(&pk, &sk).await?
-        }
-        None => None,
-    };
+    let existing = User::find_by_email(app.table(), email.as_str()).await?;
     if let Some(user) = &existing {
         let entry = AuditEntry::new("auth.register", AuditStatus::Failure, &user.org_id, meta)
             .target(&user.user_id)

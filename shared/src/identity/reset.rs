@@ -3,13 +3,13 @@
 
 use serde_json::json;
 
-use super::{Email, EmailGuard, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
+use super::{Email, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::EmailKind,
-    store::{Change, StoreError, av, keys},
+    store::{Change, StoreError, av},
     time,
 };
 
@@ -19,14 +19,10 @@ pub const RESET_TOKEN_HOURS: i64 = 1;
 #[tracing::instrument(skip_all)]
 pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
     let table = app.table();
-    let Some(guard) = table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)?
-    else {
+    let Some(user) = User::find_by_email(table, email.as_str()).await? else {
         return Ok(());
     };
-    let (user_pk, user_sk) = User::key(&guard.user_id);
-    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
-        return Ok(());
-    };
+    let (user_pk, user_sk) = User::key(&user.user_id);
     if user.deletion_scheduled_at.is_some() {
         return Ok(());
     }
@@ -46,9 +42,8 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
         app.audit().put(&audit),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
-    table.transact(items).await.map_err(ApiError::internal)?;
+    .collect::<Result<Vec<_>, _>>()?;
+    table.transact(items).await?;
     let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
     app.mailer().send_template_or_log(EmailKind::ResetPassword, &user.email, json!({ "link": link })).await;
     Ok(())
@@ -59,17 +54,10 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
 /// token proves the user reads it).
 #[tracing::instrument(skip_all)]
 pub async fn reset_password(app: &App, presented: &str, new_password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
-    let hash = OpaqueToken::from_presented(presented).hash();
-    let token_pk = keys::token(hash.as_str());
     let table = app.table();
-    let token = match table.get::<OneTimeToken>(&token_pk, keys::TOKEN).await.map_err(ApiError::internal)? {
-        Some(token) if token.is_live(TokenKind::ResetPassword) => token,
-        _ => return Err(ApiError::TokenInvalid),
-    };
-    let (user_pk, user_sk) = User::key(&token.user_id);
-    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
-        return Err(ApiError::TokenInvalid);
-    };
+    let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::ResetPassword).await?;
+    let hash = OpaqueToken::from_presented(presented).hash();
+    let (user_pk, user_sk) = User::key(&user.user_id);
     if user.reset_token_hash.as_deref() != Some(hash.as_str()) {
         return Err(ApiError::TokenInvalid);
     }
@@ -87,11 +75,7 @@ pub async fn reset_password(app: &App, presented: &str, new_password: &str, meta
         .actor(&user.user_id)
         .target(&user.user_id);
     let items = vec![
-        table.delete(
-            Change::new(&token_pk, keys::TOKEN)
-                .condition("attribute_exists(PK) AND expires_at > :now")
-                .value(":now", av::s(&now)),
-        ),
+        token.consume(table, &now),
         table.update(
             Change::new(&user_pk, &user_sk)
                 .update(
@@ -110,8 +94,7 @@ pub async fn reset_password(app: &App, presented: &str, new_password: &str, meta
         app.audit().put(&audit),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
+    .collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(_)) => return Err(ApiError::TokenInvalid),

@@ -199,7 +199,8 @@ pub async fn refresh(app: &App, presented: &str, meta: &RequestMeta) -> Result<I
     let (Some(user), Some(family)) = (user, family) else {
         return Err(ApiError::Unauthorized);
     };
-    if record.used_at.is_some() {
+    // Used, or already superseded by a concurrent refresh: either way, a replay.
+    if record.used_at.is_some() || family.current_hash != hash.as_str() {
         return reuse_detected(app, &user, &record.session_id, meta).await;
     }
     if !family.is_live(&user) || user.deletion_scheduled_at.is_some() {

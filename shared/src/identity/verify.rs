@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use super::{Email, EmailGuard, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
+use super::{Email, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
-    store::{Change, StoreError, av, keys},
+    store::{Change, StoreError, av},
     time,
 };
 
@@ -17,27 +17,16 @@ use crate::{
 /// exactly one succeeds. Only the newest token of a user works.
 #[tracing::instrument(skip_all)]
 pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
-    let hash = OpaqueToken::from_presented(presented).hash();
-    let token_pk = keys::token(hash.as_str());
     let table = app.table();
-    let token = match table.get::<OneTimeToken>(&token_pk, keys::TOKEN).await.map_err(ApiError::internal)? {
-        Some(token) if token.is_live(TokenKind::VerifyEmail) => token,
-        _ => return Err(ApiError::TokenInvalid),
-    };
-    let (user_pk, user_sk) = User::key(&token.user_id);
-    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
-        return Err(ApiError::TokenInvalid);
-    };
+    let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::VerifyEmail).await?;
+    let hash = OpaqueToken::from_presented(presented).hash();
+    let (user_pk, user_sk) = User::key(&user.user_id);
     let now = time::rfc3339(time::now());
     let audit = AuditEntry::new("auth.verify_email", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id);
     let items = vec![
-        table.delete(
-            Change::new(&token_pk, keys::TOKEN)
-                .condition("attribute_exists(PK) AND expires_at > :now")
-                .value(":now", av::s(&now)),
-        ),
+        token.consume(table, &now),
         table.update(
             Change::new(&user_pk, &user_sk)
                 .update("SET email_verified = :true, updated_at = :now REMOVE verify_token_hash")
@@ -49,8 +38,7 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
         app.audit().put(&audit),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
+    .collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(_)) => return Err(ApiError::TokenInvalid),
@@ -69,14 +57,10 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
 #[tracing::instrument(skip_all)]
 pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiError> {
     let table = app.table();
-    let Some(guard) = table.get::<EmailGuard>(&keys::email(email.as_str()), keys::EMAIL).await.map_err(ApiError::internal)?
-    else {
+    let Some(user) = User::find_by_email(table, email.as_str()).await? else {
         return Ok(());
     };
-    let (user_pk, user_sk) = User::key(&guard.user_id);
-    let Some(user) = table.get::<User>(&user_pk, &user_sk).await.map_err(ApiError::internal)? else {
-        return Ok(());
-    };
+    let (user_pk, user_sk) = User::key(&user.user_id);
     if user.email_verified || user.deletion_scheduled_at.is_some() {
         return Ok(());
     }
@@ -94,8 +78,7 @@ pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiErro
         ),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
+    .collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
         Ok(()) => {}
         // Verified in the meantime: nothing to send.
