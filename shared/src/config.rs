@@ -69,6 +69,17 @@ pub struct Settings {
     pub access_token_ttl: Duration,
     /// Browser origins allowed to make credentialed unsafe requests (CSRF check).
     pub allowed_origins: Vec<String>,
+    pub stripe: StripeSettings,
+}
+
+/// How we talk to Stripe. The API key itself is in the secret.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    /// Another base URL (the local stand-in); `None` is Stripe itself.
+    pub api_base: Option<String>,
+    pub timeout: Duration,
+    /// Attempts per call, all with the same idempotency key.
+    pub max_attempts: u32,
 }
 
 impl Settings {
@@ -110,6 +121,14 @@ impl Settings {
                 reason: "must be a whole number of seconds".into(),
             })?),
         };
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            get(name).map_or(Ok(default), |v| {
+                v.parse().map_err(|_| ConfigError::Invalid { name, reason: "must be a whole number".into() })
+            })
+        };
+        if environment.is_production() && get("STRIPE_API_BASE").is_some() {
+            return Err(ConfigError::Invalid { name: "STRIPE_API_BASE", reason: "must not be set in production".into() });
+        }
         let jwt_issuer = require("JWT_ISSUER")?.trim_end_matches('/').to_owned();
         if environment.is_production() && !jwt_issuer.starts_with("https://") {
             return Err(ConfigError::Invalid { name: "JWT_ISSUER", reason: "must be an https URL in production".into() });
@@ -145,6 +164,11 @@ impl Settings {
             jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "backend-api".into()),
             access_token_ttl,
             allowed_origins,
+            stripe: StripeSettings {
+                api_base: get("STRIPE_API_BASE").map(|b| if b.ends_with('/') { b } else { format!("{b}/") }),
+                timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 10_000)?),
+                max_attempts: number("STRIPE_MAX_ATTEMPTS", 3)?.clamp(1, 10) as u32,
+            },
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod notify;
+pub mod payments;
 pub mod rate_limit;
 pub mod store;
 pub mod telemetry;

@@ -46,6 +46,19 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    #[error("the payment is being released by another request")]
+    ReleaseInProgress,
+    #[error("the payment has not succeeded yet")]
+    PaymentNotSucceeded,
+    #[error("the provider has not finished onboarding (payouts are not enabled)")]
+    OnboardingRequired,
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyMismatch,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    IdempotencyInProgress,
+    /// Stripe refused or failed the call; nothing was left half-done.
+    #[error("the payment provider could not complete the request: {0}")]
+    PaymentProvider(String),
     #[error("too many requests")]
     RateLimited { retry_after_seconds: u64 },
     #[error("payments are not available")]
@@ -72,7 +85,13 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_)
+            | Self::ReleaseInProgress
+            | Self::PaymentNotSucceeded
+            | Self::OnboardingRequired
+            | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PaymentsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +112,12 @@ impl ApiError {
             Self::SignatureInvalid => "signature_invalid",
             Self::NotFound => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::ReleaseInProgress => "release_in_progress",
+            Self::PaymentNotSucceeded => "payment_not_succeeded",
+            Self::OnboardingRequired => "onboarding_required",
+            Self::IdempotencyMismatch => "idempotency_mismatch",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::PaymentProvider(_) => "payment_provider_error",
             Self::RateLimited { .. } => "rate_limited",
             Self::PaymentsUnavailable => "payments_unavailable",
             Self::Internal(_) => "internal",
@@ -113,6 +138,12 @@ impl ApiError {
             Self::SignatureInvalid => "Invalid signature",
             Self::NotFound => "Not found",
             Self::Conflict(_) => "Conflict",
+            Self::ReleaseInProgress => "Release in progress",
+            Self::PaymentNotSucceeded => "Payment not succeeded",
+            Self::OnboardingRequired => "Onboarding required",
+            Self::IdempotencyMismatch => "Idempotency key reused",
+            Self::IdempotencyInProgress => "Idempotent request in progress",
+            Self::PaymentProvider(_) => "Payment provider error",
             Self::RateLimited { .. } => "Too many requests",
             Self::PaymentsUnavailable => "Payments unavailable",
             Self::Internal(_) => "Internal error",

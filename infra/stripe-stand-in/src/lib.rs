@@ -1,0 +1,256 @@
+#![recursion_limit = "256"]
+//! A **stand-in** for the Stripe API, for tests and the local stack only.
+//!
+//! There is no offline Stripe, so this answers the calls the backend makes with
+//! current-format Stripe JSON (objects async-stripe parses), honours `Idempotency-Key` the
+//! way Stripe does (same key, same result), records every request (path, form body,
+//! idempotency key) so tests can check what Stripe was asked, and can be told to fail.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+/// How an injected failure looks to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A 500 before Stripe did anything (nothing is created, nothing cached).
+    ServerError,
+    /// Stripe does the work, but the answer arrives after the client gave up.
+    Timeout(Duration),
+}
+
+/// One request Stripe received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub form: HashMap<String, String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (method, path, key) → the response first given for it.
+    idempotent: HashMap<(String, String, String), (u16, Value)>,
+    objects: HashMap<String, Value>,
+    /// path prefix → failures still to inject.
+    failures: Vec<(String, Failure, u32)>,
+    received: Vec<Received>,
+}
+
+#[derive(Clone)]
+pub struct StripeStandIn {
+    server: Arc<MockServer>,
+    state: Arc<Mutex<State>>,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..24])
+}
+
+fn form_of(request: &Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&request.body).into_owned().collect()
+}
+
+fn metadata(form: &HashMap<String, String>) -> Value {
+    let map: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')).map(|k| (k.to_owned(), json!(v))))
+        .collect();
+    Value::Object(map)
+}
+
+fn int(form: &HashMap<String, String>, key: &str) -> i64 {
+    form.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn error(status: u16, kind: &str, message: &str) -> (u16, Value) {
+    (status, json!({"error": {"type": kind, "message": message}}))
+}
+
+impl State {
+    fn create(&mut self, method: &str, path: &str, form: &HashMap<String, String>) -> (u16, Value) {
+        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        let created = now();
+        let object = match (method, segments.as_slice()) {
+            ("POST", ["accounts"]) => json!({
+                "id": new_id("acct"), "object": "account", "type": "express",
+                "country": form.get("country").cloned().unwrap_or_else(|| "US".into()),
+                "business_type": form.get("business_type"), "email": form.get("email"),
+                "charges_enabled": false, "payouts_enabled": false, "details_submitted": false,
+                "created": created, "metadata": metadata(form)
+            }),
+            ("POST", ["account_links"]) => json!({
+                "object": "account_link", "created": created, "expires_at": created + 300,
+                "url": format!("https://connect.stripe.com/setup/e/{}/{}", form.get("account").cloned().unwrap_or_default(), new_id("link"))
+            }),
+            ("POST", ["customers"]) => json!({
+                "id": new_id("cus"), "object": "customer", "created": created, "livemode": false,
+                "email": form.get("email"), "metadata": metadata(form)
+            }),
+            ("POST", ["payment_intents"]) => {
+                let id = new_id("pi");
+                json!({
+                    "id": id, "object": "payment_intent", "amount": int(form, "amount"), "amount_capturable": 0,
+                    "amount_received": 0, "capture_method": "automatic_async", "confirmation_method": "automatic",
+                    "client_secret": format!("{id}_secret_{}", new_id("s")), "created": created,
+                    "currency": form.get("currency").cloned().unwrap_or_else(|| "usd".into()),
+                    "customer": form.get("customer"), "description": form.get("description"), "livemode": false,
+                    "metadata": metadata(form), "payment_method_types": ["card"], "status": "requires_payment_method",
+                    "transfer_group": form.get("transfer_group")
+                })
+            }
+            ("POST", ["transfers"]) => json!({
+                "id": new_id("tr"), "object": "transfer", "amount": int(form, "amount"), "amount_reversed": 0,
+                "created": created, "currency": form.get("currency").cloned().unwrap_or_else(|| "usd".into()),
+                "destination": form.get("destination"), "livemode": false, "metadata": metadata(form),
+                "reversals": {"object": "list", "data": [], "has_more": false, "url": "/v1/transfers/reversals"},
+                "reversed": false, "transfer_group": form.get("transfer_group")
+            }),
+            ("POST", ["refunds"]) => {
+                let pi = form.get("payment_intent").cloned().unwrap_or_default();
+                let amount = self.objects.get(&pi).and_then(|p| p["amount"].as_i64()).unwrap_or(0);
+                json!({
+                    "id": new_id("re"), "object": "refund", "amount": amount, "created": created,
+                    "currency": "usd", "payment_intent": pi, "status": "succeeded", "metadata": metadata(form)
+                })
+            }
+            ("POST", ["subscriptions"]) => {
+                let id = new_id("sub");
+                let price = form.get("items[0][price]").cloned().unwrap_or_default();
+                let pi = new_id("pi");
+                json!({
+                    "id": id, "object": "subscription", "automatic_tax": {"enabled": false, "liability": null},
+                    "billing_cycle_anchor": created, "billing_mode": {"type": "classic"}, "billing_schedules": [],
+                    "cancel_at_period_end": false, "collection_method": "charge_automatically", "created": created,
+                    "currency": "usd", "customer": form.get("customer"), "discounts": [],
+                    "invoice_settings": {"issuer": {"type": "self"}},
+                    "items": {"object": "list", "has_more": false, "url": format!("/v1/subscription_items?subscription={id}"),
+                        "data": [{"id": new_id("si"), "object": "subscription_item", "created": created, "discounts": [],
+                            "current_period_start": created, "current_period_end": created + 30 * 86400,
+                            "metadata": {}, "price": {"id": price, "object": "price", "active": true, "billing_scheme": "per_unit",
+                                "created": created, "currency": "usd", "livemode": false, "metadata": {}, "product": "prod_standin",
+                                "tax_behavior": "unspecified", "type": "recurring", "unit_amount": 1000,
+                                "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}},
+                            "quantity": 1, "subscription": id, "tax_rates": []}]},
+                    "latest_invoice": {"id": new_id("in"), "object": "invoice", "confirmation_secret": {"client_secret": format!("{pi}_secret_{}", new_id("s")), "type": "payment_intent"}},
+                    "livemode": false, "metadata": metadata(form), "start_date": created, "status": "incomplete"
+                })
+            }
+            ("POST", ["subscriptions", id]) | ("DELETE", ["subscriptions", id]) => {
+                let Some(existing) = self.objects.get(*id).cloned() else {
+                    return error(404, "invalid_request_error", "No such subscription");
+                };
+                let mut sub = existing;
+                if method == "DELETE" {
+                    sub["status"] = json!("canceled");
+                    sub["canceled_at"] = json!(created);
+                } else if let Some(flag) = form.get("cancel_at_period_end") {
+                    sub["cancel_at_period_end"] = json!(flag == "true");
+                }
+                sub
+            }
+            _ => return error(404, "invalid_request_error", &format!("Unrecognized request URL ({method} {path})")),
+        };
+        if let Some(id) = object["id"].as_str() {
+            self.objects.insert(id.to_owned(), object.clone());
+        }
+        (200, object)
+    }
+
+    fn take_failure(&mut self, path: &str) -> Option<Failure> {
+        let slot = self.failures.iter_mut().find(|(prefix, _, left)| path.starts_with(prefix.as_str()) && *left > 0)?;
+        slot.2 -= 1;
+        Some(slot.1)
+    }
+}
+
+struct Responder(Arc<Mutex<State>>);
+
+impl Respond for Responder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let method = request.method.to_string();
+        let path = request.url.path().to_owned();
+        let form = form_of(request);
+        let key = request.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut state = self.0.lock().expect("stand-in state");
+        state.received.push(Received { method: method.clone(), path: path.clone(), form: form.clone(), idempotency_key: key.clone() });
+        let failure = state.take_failure(&path);
+        if failure == Some(Failure::ServerError) {
+            let (status, body) = error(500, "api_error", "stand-in: injected server error");
+            return ResponseTemplate::new(status).set_body_json(body);
+        }
+        let (status, body) = match &key {
+            Some(key) => {
+                let slot = (method.clone(), path.clone(), key.clone());
+                match state.idempotent.get(&slot) {
+                    Some(cached) => cached.clone(),
+                    None => {
+                        let result = state.create(&method, &path, &form);
+                        state.idempotent.insert(slot, result.clone());
+                        result
+                    }
+                }
+            }
+            None => state.create(&method, &path, &form),
+        };
+        let mut template = ResponseTemplate::new(status).set_body_json(body);
+        if let Some(Failure::Timeout(delay)) = failure {
+            template = template.set_delay(delay);
+        }
+        template.append_header("request-id", new_id("req").as_str())
+    }
+}
+
+impl StripeStandIn {
+    /// Starts on a random loopback port.
+    pub async fn start() -> Self {
+        Self::serve(MockServer::start().await).await
+    }
+
+    /// Starts on `127.0.0.1:port` (for the local stack).
+    pub async fn start_on(port: u16) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        Ok(Self::serve(MockServer::builder().listener(listener).start().await).await)
+    }
+
+    async fn serve(server: MockServer) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        Mock::given(any()).respond_with(Responder(state.clone())).mount(&server).await;
+        Self { server: Arc::new(server), state }
+    }
+
+    /// The base URL to give async-stripe (`ClientBuilder::url`), with a trailing slash.
+    pub fn url(&self) -> String {
+        format!("{}/", self.server.uri())
+    }
+
+    /// Every request received so far whose path starts with `path` (e.g. `/v1/transfers`).
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.state.lock().expect("stand-in state").received.iter().filter(|r| r.path.starts_with(path)).cloned().collect()
+    }
+
+    /// The next `times` requests to paths starting with `path` fail as `failure`.
+    pub fn fail(&self, path: &str, failure: Failure, times: u32) {
+        self.state.lock().expect("stand-in state").failures.push((path.to_owned(), failure, times));
+    }
+
+    /// Stops injecting failures.
+    pub fn heal(&self) {
+        self.state.lock().expect("stand-in state").failures.clear();
+    }
+
+    /// Distinct objects created with ids starting `prefix` (e.g. `tr_`).
+    pub fn created(&self, prefix: &str) -> Vec<Value> {
+        self.state.lock().expect("stand-in state").objects.iter().filter(|(id, _)| id.starts_with(prefix)).map(|(_, v)| v.clone()).collect()
+    }
+}

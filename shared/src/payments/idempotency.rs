@@ -1,0 +1,170 @@
+//! `Idempotency-Key` for create routes, the way Stripe and Powertools do it.
+//!
+//! The first request with a key takes a record with a conditional put (`in_progress`, with
+//! a lock expiry). When it finishes, the record keeps the response status and body and a
+//! SHA-256 of the request. A repeat with the same request replays that response
+//! (`Idempotent-Replayed: true`); with another request it is 422 `idempotency_mismatch`;
+//! while the first still runs, 409 `idempotency_in_progress`. A request that fails gives
+//! its key back, and a crashed one's lock expires, so the client can retry either.
+//! Records live 24 hours. Keys are scoped to the caller and the route.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    http::{ApiError, FieldError},
+    store::{Change, StoreError, Table, av},
+    time,
+};
+
+const SK: &str = "IDEMPOTENCY";
+/// How long an in-progress record holds its key before another attempt may take it over.
+pub const LOCK_SECONDS: i64 = 60;
+pub const RECORD_HOURS: i64 = 24;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    status: String,
+    request_hash: String,
+    lock_expires: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_body: Option<String>,
+    ttl: i64,
+}
+
+/// A key taken by this request; finish it with [`Claim::complete`] or [`Claim::release`].
+#[derive(Debug)]
+pub struct Claim {
+    pk: String,
+    request_hash: String,
+}
+
+pub enum Begin {
+    /// First time (or a takeover after a crash): do the work.
+    Proceed(Claim),
+    /// Done before: answer this.
+    Replay { status: u16, body: serde_json::Value },
+}
+
+/// Validates the header value: 1 to 255 printable ASCII characters.
+pub fn parse_key(value: Option<&str>) -> Result<String, ApiError> {
+    match value {
+        Some(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(key.to_owned()),
+        Some(_) => Err(ApiError::Validation(vec![FieldError::new("Idempotency-Key", "must be 1 to 255 printable ASCII characters")])),
+        None => Err(ApiError::Validation(vec![FieldError::new("Idempotency-Key", "header is required")])),
+    }
+}
+
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
+    // Hash the parsed JSON, not the bytes, so whitespace and key order don't matter.
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+    hex::encode(Sha256::digest(format!("{method} {path}\n{canonical}").as_bytes()))
+}
+
+pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) -> Result<Begin, ApiError> {
+    let key_hash = hex::encode(Sha256::digest(key.as_bytes()));
+    let pk = format!("IDEMP#{scope}#{key_hash}");
+    let now = time::now().unix_timestamp();
+    let record = Record {
+        pk: pk.clone(),
+        sk: SK.to_owned(),
+        status: "in_progress".into(),
+        request_hash: request_hash.to_owned(),
+        lock_expires: now + LOCK_SECONDS,
+        response_status: None,
+        response_body: None,
+        ttl: now + RECORD_HOURS * 3600,
+    };
+    let put = table
+        .client()
+        .put_item()
+        .table_name(table.name())
+        .set_item(Some(serde_dynamo::to_item(&record).map_err(StoreError::from)?))
+        .condition_expression("attribute_not_exists(PK) OR (#status = :in_progress AND lock_expires < :now)")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":in_progress", av::s("in_progress"))
+        .expression_attribute_values(":now", av::n(now))
+        .send()
+        .await;
+    match put {
+        Ok(_) => return Ok(Begin::Proceed(Claim { pk, request_hash: request_hash.to_owned() })),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+        Err(e) => return Err(ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e))),
+    }
+    let existing = table.get::<Record>(&pk, SK).await?.ok_or(ApiError::IdempotencyInProgress)?;
+    if existing.request_hash != request_hash {
+        return Err(ApiError::IdempotencyMismatch);
+    }
+    match (existing.status.as_str(), existing.response_status, existing.response_body) {
+        ("completed", Some(status), Some(body)) => {
+            Ok(Begin::Replay { status, body: serde_json::from_str(&body).map_err(ApiError::internal)? })
+        }
+        _ => Err(ApiError::IdempotencyInProgress),
+    }
+}
+
+impl Claim {
+    /// Stores the response for replays.
+    pub async fn complete(self, table: &Table, status: u16, body: &serde_json::Value) -> Result<(), ApiError> {
+        table
+            .update_item(
+                Change::new(&self.pk, SK)
+                    .update("SET #status = :completed, response_status = :code, response_body = :body")
+                    .condition("request_hash = :hash")
+                    .name("#status", "status")
+                    .value(":completed", av::s("completed"))
+                    .value(":code", av::n(status))
+                    .value(":body", av::s(body.to_string()))
+                    .value(":hash", av::s(&self.request_hash)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the key back after a failure, so the client may retry with it.
+    pub async fn release(self, table: &Table) {
+        let result = table
+            .client()
+            .delete_item()
+            .table_name(table.name())
+            .key("PK", av::s(&self.pk))
+            .key("SK", av::s(SK))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", av::s("in_progress"))
+            .send()
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "idempotency key not released; it expires");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated() {
+        assert!(parse_key(None).is_err());
+        assert!(parse_key(Some("")).is_err());
+        assert!(parse_key(Some("has space")).is_err());
+        assert!(parse_key(Some(&"k".repeat(256))).is_err());
+        assert_eq!(parse_key(Some("order-42")).unwrap(), "order-42");
+    }
+
+    #[test]
+    fn request_hash_ignores_formatting_but_not_content() {
+        let a = request_hash("POST", "/payments", br#"{"amount":100,"currency":"usd"}"#);
+        let b = request_hash("POST", "/payments", b"{ \"currency\": \"usd\", \"amount\": 100 }");
+        let c = request_hash("POST", "/payments", br#"{"amount":101,"currency":"usd"}"#);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -1,0 +1,10 @@
+//! Payments on Stripe Connect ("separate charges and transfers"): providers, payments held
+//! on the platform, release to the provider, refunds; plus the `Idempotency-Key` building
+//! block the create routes use.
+
+pub mod gateway;
+pub mod idempotency;
+pub mod money;
+
+pub use gateway::{Gateway, GatewayError};
+pub use money::{Amount, Currency};
