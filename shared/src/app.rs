@@ -13,6 +13,7 @@ use crate::{
     audit::AuditLog,
     config::{ConfigError, SecretsStore, Settings},
     identity::jwt::KeySet,
+    payments::Gateway,
     notify::{EventPublisher, Mailer},
     store::Table,
 };
@@ -26,6 +27,8 @@ pub struct App {
     secrets: OnceLock<SecretsStore>,
     /// Keys derived from the secret, rebuilt when the secret is re-read.
     keys: tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, Arc<KeySet>)>>,
+    /// The Stripe client for the current secret (`None` inside: no Stripe key).
+    gateway: tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, Option<Arc<Gateway>>)>>,
 }
 
 impl App {
@@ -55,6 +58,7 @@ impl App {
             events: OnceLock::new(),
             secrets: OnceLock::new(),
             keys: tokio::sync::Mutex::new(None),
+            gateway: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -101,6 +105,22 @@ impl App {
         Ok(keys)
     }
 
+    /// The Stripe client. Without a Stripe key in the secret: 503 `payments_unavailable`
+    /// (production functions that take payments refuse to start instead).
+    pub async fn payments(&self) -> Result<Arc<Gateway>, crate::http::ApiError> {
+        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
+        let mut slot = self.gateway.lock().await;
+        let gateway = match slot.as_ref() {
+            Some((from, gateway)) if Arc::ptr_eq(from, &secrets) => gateway.clone(),
+            _ => {
+                let gateway = Gateway::from_config(&self.settings, &secrets).map_err(crate::http::ApiError::internal)?.map(Arc::new);
+                *slot = Some((secrets, gateway.clone()));
+                gateway
+            }
+        };
+        gateway.ok_or(crate::http::ApiError::PaymentsUnavailable)
+    }
+
     pub fn secrets(&self) -> &SecretsStore {
         self.secrets.get_or_init(|| {
             SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings)
@@ -113,6 +133,8 @@ impl App {
 pub enum Secrets {
     Unused,
     Required,
+    /// The secret, including the Stripe API key.
+    RequiredWithStripe,
 }
 
 /// The whole `main` of an HTTP function: logging, the app, and the Lambda loop.
@@ -124,8 +146,14 @@ where
     crate::telemetry::init();
     let app = async {
         let app = App::from_env().await?;
-        if secrets == Secrets::Required {
+        if secrets != Secrets::Unused {
             app.check_secrets().await?;
+        }
+        if secrets == Secrets::RequiredWithStripe && app.settings.environment.is_production() {
+            let loaded = app.secrets().get().await?;
+            if loaded.stripe_secret_key.is_none() {
+                return Err(ConfigError::WeakSecret { field: "stripe_secret_key", reason: "missing".into() });
+            }
         }
         Ok::<_, ConfigError>(app)
     };

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod login;
+pub mod pay;
 pub mod register;
 pub mod reset;
 pub mod verify;

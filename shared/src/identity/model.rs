@@ -53,6 +53,9 @@ pub struct User {
     /// (password reset, deletion) ends every session of the user at once.
     #[serde(default)]
     pub session_version: u32,
+    /// Created on the user's first payment or subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_customer_id: Option<String>,
 }
 
 impl User {

@@ -102,6 +102,7 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         updated_at: created_at.clone(),
         deletion_scheduled_at: None,
         session_version: 0,
+        stripe_customer_id: None,
     };
     let token_item = OneTimeToken::new(TokenKind::VerifyEmail, &verify_hash, &user_id, time::hours(VERIFY_TOKEN_HOURS));
     let membership = Membership {

@@ -5,6 +5,8 @@
 pub mod gateway;
 pub mod idempotency;
 pub mod money;
+pub mod payment;
+pub mod provider;
 
 pub use gateway::{Gateway, GatewayError};
 pub use money::{Amount, Currency};

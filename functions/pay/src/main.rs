@@ -1,0 +1,8 @@
+//! `pay`: providers, payments and refunds.
+
+use shared::{api, app::Secrets};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::app::run_http(Secrets::RequiredWithStripe, api::pay::handle).await
+}

@@ -1,0 +1,187 @@
+//! `pay` function: `POST /providers`, `GET /providers/{id}`, `POST /payments`,
+//! `GET /payments/{id}`, `POST /payments/{id}/refund`; and the `release` function's
+//! `POST /payments/{id}/release`.
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    App,
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    identity::auth::authenticate,
+    payments::{
+        Amount, Currency, idempotency,
+        payment::{self, NewPayment},
+        provider::{self, ProviderInput},
+    },
+};
+
+#[derive(Deserialize, Default)]
+struct ProviderBody {
+    country: Option<String>,
+    business_type: Option<String>,
+    phone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PaymentBody {
+    amount: Option<i64>,
+    currency: Option<String>,
+    provider_id: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RefundBody {
+    reason: Option<String>,
+}
+
+impl PaymentBody {
+    fn validate(self) -> Result<NewPayment, ApiError> {
+        let mut errors = Vec::new();
+        let amount = match self.amount.map(Amount::parse) {
+            None => {
+                errors.push(FieldError::new("amount", "is required"));
+                None
+            }
+            Some(Err(m)) => {
+                errors.push(FieldError::new("amount", m));
+                None
+            }
+            Some(Ok(a)) => Some(a),
+        };
+        let currency = match self.currency.as_deref().map(Currency::parse) {
+            None => {
+                errors.push(FieldError::new("currency", "is required"));
+                None
+            }
+            Some(Err(m)) => {
+                errors.push(FieldError::new("currency", m));
+                None
+            }
+            Some(Ok(c)) => Some(c),
+        };
+        let provider_id = self.provider_id.filter(|p| !p.is_empty() && p.len() <= 64);
+        if provider_id.is_none() {
+            errors.push(FieldError::new("provider_id", "is required"));
+        }
+        let description = self.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+        if description.as_ref().is_some_and(|d| d.chars().count() > 500) {
+            errors.push(FieldError::new("description", "must be at most 500 characters"));
+        }
+        match (amount, currency, provider_id) {
+            (Some(amount), Some(currency), Some(provider_id)) if errors.is_empty() => {
+                Ok(NewPayment { amount, currency, provider_id, description })
+            }
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
+}
+
+/// An optional JSON body: empty is the default.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(req: &Request) -> Result<T, ApiError> {
+    if req.body().iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(req) }
+}
+
+async fn create_provider(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let body: ProviderBody = optional_body(req)?;
+    let input = ProviderInput::parse(body.country, body.business_type, body.phone)?;
+    let (provider, url) = provider::create_or_refresh(app, &principal, input, meta).await?;
+    Ok(ApiResponse::json(StatusCode::CREATED, provider.body(Some(&url))))
+}
+
+async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let key = idempotency::parse_key(req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()))?;
+    let input = parse_json::<PaymentBody>(req)?.validate()?;
+    let hash = idempotency::request_hash("POST", "/payments", req.body().as_ref());
+    let table = app.table();
+    let claim = match idempotency::begin(table, &format!("payments#{}", principal.user_id()), &key, &hash).await? {
+        idempotency::Begin::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
+            return Ok(ApiResponse::json(status, body).with_header("idempotent-replayed", "true"));
+        }
+        idempotency::Begin::Proceed(claim) => claim,
+    };
+    match payment::create(app, &principal, input, meta).await {
+        Ok((payment, client_secret)) => {
+            let body = json!({
+                "payment_id": payment.payment_id,
+                "status": payment.status,
+                "client_secret": client_secret,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "provider_id": payment.provider_id,
+                "stripe_payment_intent_id": payment.stripe_payment_intent_id,
+                "created_at": payment.created_at,
+            });
+            claim.complete(table, StatusCode::CREATED.as_u16(), &body).await?;
+            Ok(ApiResponse::json(StatusCode::CREATED, body))
+        }
+        Err(error) => {
+            claim.release(table).await;
+            Err(error)
+        }
+    }
+}
+
+/// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).
+fn split_id<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>)> {
+    let rest = path.strip_prefix(prefix)?;
+    let mut parts = rest.splitn(2, '/');
+    let id = parts.next().filter(|id| !id.is_empty() && id.len() <= 64)?;
+    Some((id, parts.next()))
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/providers") => create_provider(app, &req, &meta).await,
+            ("POST", "/payments") => create_payment(app, &req, &meta).await,
+            ("GET", p) if split_id(p, "/providers/").is_some_and(|(_, a)| a.is_none()) => {
+                let (id, _) = split_id(p, "/providers/").expect("matched");
+                let principal = authenticate(app, &req).await?;
+                let provider = provider::get(app, &principal, id).await?;
+                Ok(ApiResponse::json(StatusCode::OK, provider.body(None)))
+            }
+            ("GET", p) if split_id(p, "/payments/").is_some_and(|(_, a)| a.is_none()) => {
+                let (id, _) = split_id(p, "/payments/").expect("matched");
+                let principal = authenticate(app, &req).await?;
+                Ok(ApiResponse::json(StatusCode::OK, payment::get(app, &principal, id).await?.body()))
+            }
+            ("POST", p) if split_id(p, "/payments/").is_some_and(|(_, a)| a == Some("refund")) => {
+                let (id, _) = split_id(p, "/payments/").expect("matched");
+                let principal = authenticate(app, &req).await?;
+                let body: RefundBody = optional_body(&req)?;
+                let reason = body.reason.filter(|r| matches!(r.as_str(), "duplicate" | "fraudulent" | "requested_by_customer"));
+                let refunded = payment::refund(app, &principal, id, reason.as_deref(), &meta).await?;
+                Ok(ApiResponse::json(StatusCode::OK, json!({ "payment_id": refunded.payment_id, "status": refunded.status })))
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}
+
+/// `POST /payments/{id}/release`
+pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        let path = req.uri().path().to_owned();
+        match (req.method().as_str(), split_id(&path, "/payments/")) {
+            ("POST", Some((id, Some("release")))) => {
+                let principal = authenticate(app, &req).await?;
+                let released = payment::release(app, &principal, id, &meta).await?;
+                Ok(ApiResponse::json(
+                    StatusCode::OK,
+                    json!({ "payment_id": id, "status": "released", "transfer_id": released.transfer_id, "already_released": released.already_released }),
+                ))
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}

@@ -1,0 +1,215 @@
+//! Providers: users paid through a Stripe Express connected account.
+//!
+//! One provider per user, held by a `USER#{id}` / `PROVIDER` guard item. The account is
+//! created with the idempotency key `account:{provider_id}`, so concurrent or retried
+//! calls all end with the same Stripe account. Onboarding flags are written by the
+//! webhook (`account.updated`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, FieldError, RequestMeta},
+    identity::{Role, auth::Principal},
+    store::{Change, StoreError, av, keys},
+    time,
+};
+
+const SK: &str = "PROVIDER";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Provider {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub provider_id: String,
+    pub user_id: String,
+    pub org_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_account_id: Option<String>,
+    pub charges_enabled: bool,
+    pub payouts_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_type: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProviderGuard {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    provider_id: String,
+}
+
+/// Validated input of `POST /providers`.
+#[derive(Debug, Default)]
+pub struct ProviderInput {
+    pub country: Option<String>,
+    pub business_type: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl ProviderInput {
+    pub fn parse(country: Option<String>, business_type: Option<String>, phone: Option<String>) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        if let Some(c) = &country
+            && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            errors.push(FieldError::new("country", "must be an ISO 3166-1 alpha-2 code such as \"US\""));
+        }
+        if let Some(b) = &business_type
+            && !matches!(b.as_str(), "individual" | "company" | "non_profit" | "government_entity")
+        {
+            errors.push(FieldError::new("business_type", "must be individual, company, non_profit or government_entity"));
+        }
+        if let Some(p) = &phone
+            && !(p.starts_with('+') && (8..=16).contains(&p.len()) && p[1..].bytes().all(|b| b.is_ascii_digit()) && !p[1..].starts_with('0'))
+        {
+            errors.push(FieldError::new("phone", "must be an E.164 number such as +14155550123"));
+        }
+        if errors.is_empty() { Ok(Self { country, business_type, phone }) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+impl Provider {
+    pub fn key(provider_id: &str) -> String {
+        format!("PROVIDER#{provider_id}")
+    }
+
+    pub async fn find(app: &App, provider_id: &str) -> Result<Option<Provider>, StoreError> {
+        app.table().get(&Self::key(provider_id), SK).await
+    }
+
+    pub fn body(&self, onboarding_url: Option<&str>) -> serde_json::Value {
+        let mut body = json!({
+            "provider_id": self.provider_id,
+            "user_id": self.user_id,
+            "stripe_account_id": self.stripe_account_id,
+            "charges_enabled": self.charges_enabled,
+            "payouts_enabled": self.payouts_enabled,
+            "country": self.country,
+            "business_type": self.business_type,
+            "phone": self.phone,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        });
+        if let Some(url) = onboarding_url {
+            body["onboarding_url"] = json!(url);
+        }
+        body
+    }
+}
+
+/// Creates the caller's provider and connected account, or finds them; either way with a
+/// fresh onboarding link.
+pub async fn create_or_refresh(app: &App, principal: &Principal, input: ProviderInput, meta: &RequestMeta) -> Result<(Provider, String), ApiError> {
+    let gateway = app.payments().await?;
+    let table = app.table();
+    let user_pk = keys::user(principal.user_id());
+    let provider_id = match table.get::<ProviderGuard>(&user_pk, SK).await? {
+        Some(guard) => guard.provider_id,
+        None => {
+            let now = time::rfc3339(time::now());
+            let provider = Provider {
+                pk: Provider::key(&uuid::Uuid::new_v4().to_string()),
+                sk: SK.to_owned(),
+                provider_id: String::new(),
+                user_id: principal.user_id().to_owned(),
+                org_id: principal.org_id().to_owned(),
+                stripe_account_id: None,
+                charges_enabled: false,
+                payouts_enabled: false,
+                phone: input.phone.clone(),
+                country: input.country.clone(),
+                business_type: input.business_type.clone(),
+                created_at: now.clone(),
+                updated_at: now,
+            };
+            let provider_id = provider.pk.trim_start_matches("PROVIDER#").to_owned();
+            let provider = Provider { provider_id: provider_id.clone(), ..provider };
+            let guard = ProviderGuard { pk: user_pk.clone(), sk: SK.to_owned(), provider_id: provider_id.clone() };
+            let audit = AuditEntry::new("provider.created", AuditStatus::Success, principal.org_id(), meta)
+                .actor(principal.user_id())
+                .details(json!({ "provider_id": provider_id }));
+            let items = vec![table.put_new(&guard)?, table.put_new(&provider)?, app.audit().put(&audit)?];
+            match table.transact(items).await {
+                Ok(()) => provider_id,
+                // Another request made it first: use theirs.
+                Err(StoreError::TransactionConditionsFailed(_)) => {
+                    table.get::<ProviderGuard>(&user_pk, SK).await?.ok_or_else(|| ApiError::internal("provider guard vanished"))?.provider_id
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    };
+    let mut provider = Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
+    if provider.stripe_account_id.is_none() {
+        let account = gateway
+            .create_account(
+                &format!("account:{provider_id}"),
+                provider.country.as_deref(),
+                provider.business_type.as_deref(),
+                &principal.user.email,
+                &provider_id,
+            )
+            .await?;
+        let pk = Provider::key(&provider_id);
+        let gsi = format!("ACCOUNT#{account}");
+        match table
+            .update_item(
+                Change::new(&pk, SK)
+                    .update("SET stripe_account_id = :account, GSI1PK = :gsi, GSI1SK = :sk, updated_at = :now")
+                    .condition("attribute_not_exists(stripe_account_id) OR stripe_account_id = :account")
+                    .value(":account", av::s(&account))
+                    .value(":gsi", av::s(&gsi))
+                    .value(":sk", av::s(SK))
+                    .value(":now", av::s(time::rfc3339(time::now()))),
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::ConditionFailed) => {}
+            Err(other) => return Err(other.into()),
+        }
+        provider = Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
+    }
+    let account = provider.stripe_account_id.clone().ok_or_else(|| ApiError::internal("provider without account"))?;
+    let base = &app.settings().frontend_url;
+    let url = gateway
+        .create_account_link(&account, &format!("{base}/providers/onboarding/refresh"), &format!("{base}/providers/onboarding/return"))
+        .await?;
+    Ok((provider, url))
+}
+
+/// A provider as its owner or an admin of the owner's organisation sees it; anyone else
+/// gets 404.
+pub async fn get(app: &App, principal: &Principal, provider_id: &str) -> Result<Provider, ApiError> {
+    let provider = Provider::find(app, provider_id).await?.ok_or(ApiError::NotFound)?;
+    let owner = provider.user_id == principal.user_id();
+    let org_admin = provider.org_id == principal.org_id() && principal.role() == Role::Admin;
+    if owner || org_admin { Ok(provider) } else { Err(ApiError::NotFound) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_input_is_validated() {
+        assert!(ProviderInput::parse(Some("US".into()), Some("individual".into()), Some("+14155550123".into())).is_ok());
+        assert!(ProviderInput::parse(None, None, None).is_ok());
+        match ProviderInput::parse(Some("usa".into()), Some("llc".into()), Some("555-0123".into())) {
+            Err(ApiError::Validation(errors)) => assert_eq!(errors.len(), 3),
+            other => panic!("{other:?}"),
+        }
+    }
+}
