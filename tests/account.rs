@@ -18,21 +18,8 @@ async fn set_role(t: &TestApp, admin: &Value, user_id: &str, role: &str) -> comm
     t.authed(handle, "PATCH", &format!("/orgs/members/{user_id}"), token_of(admin), &[], Some(json!({"role": role}))).await
 }
 
-/// An admin, and a second user who joined the admin's org by invitation with `role`.
 async fn org_with_member(t: &TestApp, role: &str) -> (Value, String, Value, String) {
-    let (admin_email, admin) = t.logged_in("admin").await;
-    let member_email = unique_email("member");
-    assert_eq!(invite(t, &admin, &member_email, role).await.status, 202);
-    let invitation = t.emails_to(&member_email).await[0].token_for("/accept-invitation").expect("invitation link");
-    let joined = t.register(json!({"email": member_email, "password": STRONG_PASSWORD, "invitation_token": invitation})).await;
-    assert_eq!(joined.status, 202, "{:?}", joined.body);
-    let verify = t.emails_to(&member_email).await.last().unwrap().token_for("/verify-email").unwrap();
-    assert_eq!(t.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": verify})).await.status, 200);
-    let member = t.login(&member_email, STRONG_PASSWORD).await.body;
-    let member_id = s(&t.user_by_email(&member_email).await, "user_id");
-    let admin_org = s(&t.user_by_email(&admin_email).await, "org_id");
-    assert_eq!(s(&t.user_by_email(&member_email).await, "org_id"), admin_org);
-    (admin, member_email, member, member_id)
+    t.org_with_member(role).await
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ use shared::App;
 
 pub struct TestApp {
     pub app: &'static App,
+    /// The Stripe stand-in this app talks to, for apps made by [`TestApp::with_stripe`].
+    pub stripe: Option<stripe_stand_in::StripeStandIn>,
     moto_url: String,
     http: reqwest::Client,
 }
@@ -102,9 +104,45 @@ impl TestApp {
         let app = App::new(settings, sdk);
         Self {
             app: Box::leak(Box::new(app)),
+            stripe: None,
             moto_url: std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL points at moto"),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// An app wired to a fresh Stripe stand-in: the stack's secret plus a Stripe key, with
+    /// short timeouts so failure tests stay quick.
+    pub async fn with_stripe(overrides: &[(&str, &str)]) -> Self {
+        let stand_in = stripe_stand_in::StripeStandIn::start().await;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+        let stack_secret = sm
+            .get_secret_value()
+            .secret_id(std::env::var("SECRET_ID").expect("SECRET_ID"))
+            .send()
+            .await
+            .expect("stack secret")
+            .secret_string
+            .unwrap();
+        let mut secret: Value = serde_json::from_str(&stack_secret).unwrap();
+        secret["stripe_secret_key"] = json!("sk_test_standin_0000000000000000000000");
+        let name = format!("stripe-test/{}", uuid::Uuid::new_v4().simple());
+        sm.create_secret().name(&name).secret_string(secret.to_string()).send().await.expect("secret");
+        let url = stand_in.url();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("SECRET_ID", name.as_str()),
+            ("STRIPE_API_BASE", url.as_str()),
+            ("STRIPE_TIMEOUT_MS", "1000"),
+            ("STRIPE_MAX_ATTEMPTS", "2"),
+        ];
+        all.extend_from_slice(overrides);
+        let mut t = Self::with_env(&all).await;
+        t.stripe = Some(stand_in);
+        t
+    }
+
+    pub fn stand_in(&self) -> &stripe_stand_in::StripeStandIn {
+        self.stripe.as_ref().expect("made with TestApp::with_stripe")
     }
 
     /// Sends an API Gateway v2 event (JSON text) through `handler`.
@@ -193,6 +231,46 @@ impl TestApp {
 
     pub async fn me(&self, access_token: &str) -> TestResponse {
         self.authed(shared::api::login::handle, "GET", "/auth/me", access_token, &[], None).await
+    }
+
+    /// An admin, and a second user who joined the admin's org by invitation with `role`:
+    /// (admin tokens, member email, member tokens, member user id).
+    pub async fn org_with_member(&self, role: &str) -> (Value, String, Value, String) {
+        let (_, admin) = self.logged_in("admin").await;
+        let member_email = unique_email("member");
+        let invited = self
+            .authed(
+                shared::api::account::handle,
+                "POST",
+                "/orgs/invitations",
+                admin["access_token"].as_str().unwrap(),
+                &[],
+                Some(json!({"email": member_email, "role": role})),
+            )
+            .await;
+        assert_eq!(invited.status, 202);
+        let invitation = self.emails_to(&member_email).await[0].token_for("/accept-invitation").expect("invitation link");
+        let joined = self.register(json!({"email": member_email, "password": STRONG_PASSWORD, "invitation_token": invitation})).await;
+        assert_eq!(joined.status, 202, "{:?}", joined.body);
+        let verify = self.emails_to(&member_email).await.last().unwrap().token_for("/verify-email").unwrap();
+        assert_eq!(self.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": verify})).await.status, 200);
+        let member = self.login(&member_email, STRONG_PASSWORD).await.body;
+        let member_id = s(&self.user_by_email(&member_email).await, "user_id");
+        (admin, member_email, member, member_id)
+    }
+
+    /// Sets attributes of an item directly, standing in for what another component
+    /// (the webhook, Stripe onboarding) would write.
+    pub async fn set(&self, pk: &str, sk: &str, values: &[(&str, AttributeValue)]) {
+        let mut expression = Vec::new();
+        let mut request = self.app.table().client().update_item().table_name(self.app.table().name())
+            .key("PK", AttributeValue::S(pk.into()))
+            .key("SK", AttributeValue::S(sk.into()));
+        for (i, (name, value)) in values.iter().enumerate() {
+            expression.push(format!("#n{i} = :v{i}"));
+            request = request.expression_attribute_names(format!("#n{i}"), *name).expression_attribute_values(format!(":v{i}"), value.clone());
+        }
+        request.update_expression(format!("SET {}", expression.join(", "))).send().await.expect("update");
     }
 
     pub async fn user_by_email(&self, email: &str) -> HashMap<String, AttributeValue> {

@@ -1,0 +1,328 @@
+//! Providers, payments, Idempotency-Key, release and refunds, against the Stripe stand-in.
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::{TestApp, TestResponse, s};
+use serde_json::{Value, json};
+use shared::api::pay::{handle, handle_release};
+use stripe_stand_in::Failure;
+
+fn token(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
+}
+
+/// A logged-in provider with a connected account; onboarded (payouts on) if asked.
+async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
+    let (_, tokens) = t.logged_in("provider").await;
+    let created = t.authed(handle, "POST", "/providers", token(&tokens), &[], Some(json!({"country": "US", "phone": "+14155550123"}))).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let provider_id = created.body["provider_id"].as_str().unwrap().to_owned();
+    if onboarded {
+        t.set(&format!("PROVIDER#{provider_id}"), "PROVIDER", &[("charges_enabled", AttributeValue::Bool(true)), ("payouts_enabled", AttributeValue::Bool(true))]).await;
+    }
+    (tokens, provider_id)
+}
+
+async fn pay(t: &TestApp, payer: &Value, provider_id: &str, key: &str, amount: i64) -> TestResponse {
+    let body = json!({"amount": amount, "currency": "usd", "provider_id": provider_id, "description": "Lesson"});
+    t.authed(handle, "POST", "/payments", token(payer), &[("idempotency-key", key)], Some(body)).await
+}
+
+/// What the webhook does when Stripe reports the charge: the payment is held.
+async fn mark_succeeded(t: &TestApp, payment_id: &str) {
+    t.set(&format!("PAYMENT#{payment_id}"), "PAYMENT", &[("status", AttributeValue::S("succeeded".into()))]).await;
+}
+
+async fn release(t: &TestApp, tokens: &Value, payment_id: &str) -> TestResponse {
+    t.authed(handle_release, "POST", &format!("/payments/{payment_id}/release"), token(tokens), &[], None).await
+}
+
+async fn status_of(t: &TestApp, payment_id: &str) -> String {
+    s(&t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap(), "status")
+}
+
+/// A held (succeeded) payment from a fresh payer to a fresh provider.
+async fn held_payment(t: &TestApp, onboarded: bool) -> (Value, Value, String, String) {
+    let (provider_tokens, provider_id) = provider(t, onboarded).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let created = pay(t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 2500).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(t, &payment_id).await;
+    (payer, provider_tokens, provider_id, payment_id)
+}
+
+#[tokio::test]
+async fn without_stripe_configured_payment_routes_answer_503() {
+    let t = TestApp::new().await; // the stack's secret has no Stripe key
+    let (_, tokens) = t.logged_in("no-stripe").await;
+    let response = t.authed(handle, "POST", "/providers", token(&tokens), &[], None).await;
+    assert_eq!((response.status, response.body["code"].as_str()), (503, Some("payments_unavailable")));
+}
+
+#[tokio::test]
+async fn a_provider_gets_one_connected_account_and_a_fresh_link_each_time() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (tokens, provider_id) = provider(&t, false).await;
+    let again = t.authed(handle, "POST", "/providers", token(&tokens), &[], None).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.body["provider_id"], provider_id.as_str());
+    assert_eq!(again.body["charges_enabled"], false);
+    assert_eq!(again.body["payouts_enabled"], false);
+    let accounts = t.stand_in().created("acct_");
+    assert_eq!(accounts.len(), 1, "one connected account");
+    assert_eq!(again.body["stripe_account_id"], accounts[0]["id"]);
+    let links = t.stand_in().received("/v1/account_links");
+    assert_eq!(links.len(), 2);
+    assert_ne!(links[0].idempotency_key, links[1].idempotency_key, "links are fresh");
+    let account_request = &t.stand_in().received("/v1/accounts")[0];
+    assert_eq!(account_request.idempotency_key.as_deref(), Some(format!("account:{provider_id}").as_str()));
+    assert_eq!(account_request.form.get("type").map(String::as_str), Some("express"));
+
+    let own = t.authed(handle, "GET", &format!("/providers/{provider_id}"), token(&tokens), &[], None).await;
+    assert_eq!(own.status, 200);
+    let (_, stranger) = t.logged_in("stranger").await;
+    let other = t.authed(handle, "GET", &format!("/providers/{provider_id}"), token(&stranger), &[], None).await;
+    assert_eq!(other.status, 404);
+
+    let invalid = t.authed(handle, "POST", "/providers", token(&stranger), &[], Some(json!({"country": "usa", "phone": "12"}))).await;
+    assert_eq!((invalid.status, invalid.body["code"].as_str()), (400, Some("validation_failed")));
+}
+
+#[tokio::test]
+async fn concurrent_provider_creation_makes_one_account() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, tokens) = t.logged_in("provider-race").await;
+    let access = token(&tokens).to_owned();
+    let tasks = (0..8).map(|_| {
+        let event = common::http_event("POST", "/providers", &[("authorization", &format!("Bearer {access}"))], None);
+        let app = t.app;
+        tokio::spawn(async move {
+            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
+            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            (response.status().as_u16(), body["provider_id"].as_str().map(str::to_owned))
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    assert!(results.iter().all(|(status, _)| *status == 201), "{results:?}");
+    assert!(results.iter().all(|(_, id)| id == &results[0].1));
+    assert_eq!(t.stand_in().created("acct_").len(), 1);
+}
+
+#[tokio::test]
+async fn a_payment_is_created_once_per_idempotency_key() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+
+    let missing = t.authed(handle, "POST", "/payments", token(&payer), &[], Some(json!({"amount": 2500, "currency": "usd", "provider_id": provider_id}))).await;
+    assert_eq!((missing.status, missing.body["code"].as_str()), (400, Some("validation_failed")));
+
+    let first = pay(&t, &payer, &provider_id, "order-1", 2500).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["status"], "requires_payment");
+    assert_eq!(first.body["amount"], 2500);
+    assert_eq!(first.body["currency"], "usd");
+    assert_eq!(first.body["provider_id"], provider_id.as_str());
+    assert!(first.body["client_secret"].as_str().unwrap().contains("_secret_"));
+    assert!(first.header("idempotent-replayed").is_none());
+    let payment_id = first.body["payment_id"].as_str().unwrap();
+
+    let intents = t.stand_in().received("/v1/payment_intents");
+    assert_eq!(intents.len(), 1);
+    assert_eq!(intents[0].form.get("transfer_group").map(String::as_str), Some(payment_id));
+    assert_eq!(intents[0].form.get("metadata[payment_id]").map(String::as_str), Some(payment_id));
+    assert_eq!(intents[0].form.get("amount").map(String::as_str), Some("2500"));
+    assert!(intents[0].form.get("customer").is_some_and(|c| c.starts_with("cus_")));
+
+    let replay = pay(&t, &payer, &provider_id, "order-1", 2500).await;
+    assert_eq!(replay.status, 201);
+    assert_eq!(replay.body, first.body);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(t.stand_in().received("/v1/payment_intents").len(), 1, "a replay asks Stripe nothing");
+
+    let mismatch = pay(&t, &payer, &provider_id, "order-1", 9999).await;
+    assert_eq!((mismatch.status, mismatch.body["code"].as_str()), (422, Some("idempotency_mismatch")));
+
+    // A second payment reuses the customer.
+    assert_eq!(pay(&t, &payer, &provider_id, "order-2", 1000).await.status, 201);
+    assert_eq!(t.stand_in().created("cus_").len(), 1);
+
+    let stored = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!(s(&stored, "status"), "requires_payment");
+    let audit = t.partition(&format!("AUDIT#{}", t.me(token(&payer)).await.body["org_id"].as_str().unwrap())).await;
+    assert_eq!(audit.iter().filter(|e| s(e, "action") == "payment.created").count(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_of_one_key_create_one_payment() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer-race").await;
+    let access = token(&payer).to_owned();
+    let body = json!({"amount": 1500, "currency": "usd", "provider_id": provider_id}).to_string();
+    let tasks = (0..10).map(|_| {
+        let event = common::http_event("POST", "/payments", &[("authorization", &format!("Bearer {access}")), ("idempotency-key", "dup-key")], Some(&body));
+        let app = t.app;
+        tokio::spawn(async move {
+            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
+            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            (response.status().as_u16(), body)
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let created: Vec<_> = results.iter().filter(|(status, _)| *status == 201).collect();
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|(_, b)| b["payment_id"] == created[0].1["payment_id"]), "{results:?}");
+    assert!(results.iter().filter(|(st, _)| *st != 201).all(|(st, b)| *st == 409 && b["code"] == "idempotency_in_progress"), "{results:?}");
+    assert_eq!(t.stand_in().received("/v1/payment_intents").len(), 1);
+}
+
+#[tokio::test]
+async fn viewers_cannot_pay_and_strangers_cannot_see_payments() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (provider_tokens, provider_id) = provider(&t, true).await;
+    let (admin, _, viewer, _) = t.org_with_member("viewer").await;
+    let denied = pay(&t, &viewer, &provider_id, "viewer-key", 1000).await;
+    assert_eq!((denied.status, denied.body["code"].as_str()), (403, Some("forbidden")));
+
+    // A member pays; the member, the provider and the member's org admin can see it.
+    let (member_admin, _, member, _) = t.org_with_member("member").await;
+    let created = pay(&t, &member, &provider_id, "member-key", 1000).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let path = format!("/payments/{}", created.body["payment_id"].as_str().unwrap());
+    for (who, tokens, expected) in [("payer", &member, 200), ("provider", &provider_tokens, 200), ("payer's admin", &member_admin, 200), ("other org's admin", &admin, 404), ("viewer elsewhere", &viewer, 404)] {
+        let response = t.authed(handle, "GET", &path, token(tokens), &[], None).await;
+        assert_eq!(response.status, expected, "{who}");
+        if expected == 200 {
+            for key in ["payment_id", "status", "amount", "currency", "provider_id", "payer_user_id", "stripe_payment_intent_id", "created_at", "updated_at"] {
+                assert!(response.body.get(key).is_some(), "{key}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn release_needs_a_succeeded_payment_and_an_onboarded_provider() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (provider_tokens, provider_id) = provider(&t, false).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let created = pay(&t, &payer, &provider_id, "k", 2500).await;
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+
+    let early = release(&t, &payer, &payment_id).await;
+    assert_eq!((early.status, early.body["code"].as_str()), (409, Some("payment_not_succeeded")));
+    mark_succeeded(&t, &payment_id).await;
+    let not_onboarded = release(&t, &payer, &payment_id).await;
+    assert_eq!((not_onboarded.status, not_onboarded.body["code"].as_str()), (409, Some("onboarding_required")));
+    assert!(t.stand_in().received("/v1/transfers").is_empty(), "no transfer was attempted");
+    assert_eq!(status_of(&t, &payment_id).await, "succeeded");
+
+    let by_provider = release(&t, &provider_tokens, &payment_id).await;
+    assert_eq!(by_provider.status, 403, "the provider can see but not release");
+    let (_, stranger) = t.logged_in("stranger").await;
+    assert_eq!(release(&t, &stranger, &payment_id).await.status, 404);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_releases_make_exactly_one_transfer() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, provider_id, payment_id) = held_payment(&t, true).await;
+    let access = token(&payer).to_owned();
+    let tasks = (0..50).map(|_| {
+        let event = common::http_event("POST", &format!("/payments/{payment_id}/release"), &[("authorization", &format!("Bearer {access}"))], None);
+        let app = t.app;
+        tokio::spawn(async move {
+            let response = handle_release(app, lambda_http::request::from_str(&event).unwrap()).await;
+            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            (response.status().as_u16(), body)
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let fresh: Vec<_> = results.iter().filter(|(st, b)| *st == 200 && b["already_released"] == false).collect();
+    assert_eq!(fresh.len(), 1, "{results:?}");
+    let transfer_id = fresh[0].1["transfer_id"].as_str().unwrap();
+    for (status, body) in &results {
+        match status {
+            200 => assert_eq!(body["transfer_id"], transfer_id, "no other success with another transfer"),
+            409 => assert_eq!(body["code"], "release_in_progress"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let transfers = t.stand_in().received("/v1/transfers");
+    assert_eq!(transfers.len(), 1, "exactly one transfer request");
+    assert_eq!(transfers[0].idempotency_key.as_deref(), Some(format!("release:{payment_id}").as_str()));
+    assert_eq!(transfers[0].form.get("amount").map(String::as_str), Some("2500"));
+    assert_eq!(transfers[0].form.get("transfer_group").map(String::as_str), Some(payment_id.as_str()));
+    let provider = t.item(&format!("PROVIDER#{provider_id}"), "PROVIDER").await.unwrap();
+    assert_eq!(transfers[0].form.get("destination"), Some(&s(&provider, "stripe_account_id")));
+
+    let stored = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!(s(&stored, "status"), "released");
+    assert_eq!(s(&stored, "transfer_id"), transfer_id);
+    assert!(!stored.contains_key("GSI2PK"), "off the releasing queue");
+
+    let again = release(&t, &payer, &payment_id).await;
+    assert_eq!((again.status, again.body["already_released"].as_bool()), (200, Some(true)));
+    assert_eq!(again.body["transfer_id"], transfer_id);
+
+    // Told about it: an event, an SMS to the provider, an audit entry.
+    assert!(t.published_events().await.iter().any(|(k, m)| k == "payment.released" && m["data"]["payment_id"] == payment_id.as_str()));
+    let payer_org = t.me(token(&payer)).await.body["org_id"].as_str().unwrap().to_owned();
+    let audit = t.partition(&format!("AUDIT#{payer_org}")).await;
+    assert_eq!(audit.iter().filter(|e| s(e, "action") == "payment.released" && s(e, "status") == "success").count(), 1);
+}
+
+async fn release_survives(t: &TestApp, failure: Failure) {
+    let (payer, _, _, payment_id) = held_payment(t, true).await;
+    t.stand_in().fail("/v1/transfers", failure, 100);
+    let failed = release(t, &payer, &payment_id).await;
+    assert_eq!((failed.status, failed.body["code"].as_str()), (503, Some("payments_unavailable")), "{:?}", failed.body);
+    assert_eq!(status_of(t, &payment_id).await, "succeeded", "back to succeeded");
+    let stored = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert!(!stored.contains_key("GSI2PK"));
+
+    t.stand_in().heal();
+    let ok = release(t, &payer, &payment_id).await;
+    assert_eq!((ok.status, ok.body["already_released"].as_bool()), (200, Some(false)), "{:?}", ok.body);
+    let keys: Vec<_> = t.stand_in().received("/v1/transfers").into_iter().map(|r| r.idempotency_key).collect();
+    assert!(keys.iter().all(|k| k.as_deref() == Some(format!("release:{payment_id}").as_str())), "one key throughout");
+    assert_eq!(t.stand_in().created("tr_").len(), 1, "one transfer in all");
+    assert_eq!(status_of(t, &payment_id).await, "released");
+}
+
+#[tokio::test]
+async fn a_stripe_server_error_leaves_the_payment_succeeded_and_a_later_release_works() {
+    let t = TestApp::with_stripe(&[]).await;
+    release_survives(&t, Failure::ServerError).await;
+}
+
+#[tokio::test]
+async fn a_stripe_timeout_leaves_the_payment_succeeded_and_a_later_release_pays_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    release_survives(&t, Failure::Timeout(std::time::Duration::from_millis(2500))).await;
+}
+
+#[tokio::test]
+async fn refunds_work_only_before_release() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, provider_tokens, _, payment_id) = held_payment(&t, true).await;
+    let path = format!("/payments/{payment_id}/refund");
+    let by_provider = t.authed(handle, "POST", &path, token(&provider_tokens), &[], None).await;
+    assert_eq!(by_provider.status, 403);
+    let refunded = t.authed(handle, "POST", &path, token(&payer), &[], Some(json!({"reason": "requested_by_customer"}))).await;
+    assert_eq!((refunded.status, &refunded.body), (200, &json!({"payment_id": payment_id, "status": "refunded"})));
+    let refunds = t.stand_in().received("/v1/refunds");
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].idempotency_key.as_deref(), Some(format!("refund:{payment_id}").as_str()));
+    assert_eq!(status_of(&t, &payment_id).await, "refunded");
+    assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "payment_not_succeeded");
+
+    // After release, no refund.
+    let (payer, _, _, released) = held_payment(&t, true).await;
+    assert_eq!(release(&t, &payer, &released).await.status, 200);
+    let late = t.authed(handle, "POST", &format!("/payments/{released}/refund"), token(&payer), &[], None).await;
+    assert_eq!((late.status, late.body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(t.stand_in().received("/v1/refunds").len(), 1, "no second refund request");
+}
