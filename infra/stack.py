@@ -206,13 +206,16 @@ def machine_secrets() -> dict:
     return values
 
 
-def provision_aws(moto: str, name: str) -> dict:
-    """The SES sender identity, the SNS topic and the Secrets Manager secret."""
+def provision_aws(moto: str, name: str, stripe_api_base: str | None) -> dict:
+    """The SES sender identity, the SNS topic and the Secrets Manager secret (with a Stripe
+    key for the stand-in when there is one, so the payment routes work offline)."""
     sesv2 = client("sesv2", moto)
     sesv2.create_email_identity(EmailIdentity=EMAIL_FROM)
     sesv2.create_email_identity(EmailIdentity=EMAIL_FROM.split("@", 1)[1])
     topic_arn = client("sns", moto).create_topic(Name=f"{name}-events")["TopicArn"]
-    values = machine_secrets()
+    values = dict(machine_secrets())
+    if stripe_api_base:
+        values["stripe_secret_key"] = "sk_test_local_stand_in_not_a_real_key"
     sm = client("secretsmanager", moto)
     secret_name = f"{name}/app"
     try:
@@ -220,11 +223,32 @@ def provision_aws(moto: str, name: str) -> dict:
     except sm.exceptions.ResourceExistsException:
         secret_arn = sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(values))["ARN"]
     log("SES identity, SNS topic and secret provisioned")
-    return {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn,
-            "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0]}
+    env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn,
+           "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0]}
+    if stripe_api_base:
+        env["STRIPE_API_BASE"] = stripe_api_base
+    return env
 
 
-def start_services(stack: Stack, ddb_port: int, moto_port: int, api_port: int) -> dict:
+def start_stripe_stand_in(stack: Stack, port: int) -> str:
+    """The Stripe STAND-IN (tests' wiremock fixtures served on a port): Stripe has no
+    offline server, and this keeps the payment routes usable locally."""
+    url = f"http://127.0.0.1:{port}/"
+    stack.spawn("stripe-stand-in", ["cargo", "run", "--quiet", "-p", "stripe-stand-in"], cwd=ROOT,
+                env={**os.environ, "STRIPE_STAND_IN_PORT": str(port)})
+
+    def probe():
+        try:
+            urllib.request.urlopen(f"{url}v1/ping", timeout=2)
+        except urllib.error.HTTPError:
+            pass  # any HTTP answer means it is up
+
+    wait_until(stack, "the Stripe stand-in", probe, timeout=900)
+    return url
+
+
+def start_services(stack: Stack, ddb_port: int, moto_port: int, api_port: int,
+                   stripe_port: int | None = None) -> dict:
     ddb = start_dynamodb(stack, ddb_port)
     moto = start_moto(stack, moto_port)
     wait_until(stack, "DynamoDB Local", lambda: client("dynamodb", ddb).list_tables())
@@ -241,7 +265,8 @@ def start_services(stack: Stack, ddb_port: int, moto_port: int, api_port: int) -
         # Access tokens name the API that issued them; the JWKS is served under it.
         "JWT_ISSUER": f"http://127.0.0.1:{api_port}",
     }
-    env.update(provision_aws(moto, stack.name))
+    stripe_api_base = start_stripe_stand_in(stack, stripe_port) if stripe_port else None
+    env.update(provision_aws(moto, stack.name, stripe_api_base))
     return env
 
 
@@ -287,7 +312,8 @@ def serve(args) -> int:
     stack = Stack("dev")
     try:
         api_port = port_from_env("API_PORT", 9000)
-        env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000), api_port)
+        env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000), api_port,
+                             port_from_env("STRIPE_STAND_IN_PORT", 12111))
         api_url, watch = start_api(stack, env, api_port)
         settings = {k: v for k, v in function_env(env).items() if k in FUNCTION_DEFAULTS}
         write_env_file(LOCAL / "stack.env",
@@ -315,7 +341,7 @@ def smoke() -> None:
     stack = Stack("smoke")
     try:
         api_port = free_port()
-        env = start_services(stack, free_port(), free_port(), api_port)
+        env = start_services(stack, free_port(), free_port(), api_port, free_port())
         api_url, _ = start_api(stack, env, api_port)
         email = f"smoke-{secrets.token_hex(6)}@example.com"
         body = json.dumps({"email": email, "password": "correct horse battery staple"}).encode()
@@ -337,7 +363,14 @@ def smoke() -> None:
             me = json.load(resp)
         if me.get("email") != email or not me.get("email_verified"):
             raise SystemExit(f"smoke: /auth/me answered {me}")
-        log("smoke: register, verify, login and me through the emulator work; the email is in moto")
+        provider_req = urllib.request.Request(f"{api_url}/providers", data=b"{}", method="POST",
+                                              headers={"authorization": f"Bearer {tokens['access_token']}",
+                                                       "content-type": "application/json"})
+        with urllib.request.urlopen(provider_req, timeout=60) as resp:
+            provider = json.load(resp)
+        if resp.status != 201 or not provider.get("stripe_account_id", "").startswith("acct_"):
+            raise SystemExit(f"smoke: POST /providers answered {provider}")
+        log("smoke: register, verify, login, me and POST /providers (Stripe stand-in) work through the emulator")
     finally:
         stack.stop()
 

@@ -18,6 +18,8 @@ fn handler_for(function: &str) -> Handler {
         "login" => |a, r| Box::pin(shared::api::login::handle(a, r)),
         "reset" => |a, r| Box::pin(shared::api::reset::handle(a, r)),
         "account" => |a, r| Box::pin(shared::api::account::handle(a, r)),
+        "pay" => |a, r| Box::pin(shared::api::pay::handle(a, r)),
+        "release" => |a, r| Box::pin(shared::api::pay::handle_release(a, r)),
         other => panic!("no handler for function {other}"),
     }
 }
@@ -39,6 +41,12 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("restore-me.json", "account", "POST /auth/me/restore"),
     ("invite.json", "account", "POST /orgs/invitations"),
     ("change-role.json", "account", "PATCH /orgs/members/{user_id}"),
+    ("create-provider.json", "pay", "POST /providers"),
+    ("get-provider.json", "pay", "GET /providers/{provider_id}"),
+    ("create-payment.json", "pay", "POST /payments"),
+    ("get-payment.json", "pay", "GET /payments/{payment_id}"),
+    ("refund-payment.json", "pay", "POST /payments/{payment_id}/refund"),
+    ("release-payment.json", "release", "POST /payments/{payment_id}/release"),
 ];
 
 fn root() -> &'static Path {
