@@ -47,6 +47,9 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("get-payment.json", "pay", "GET /payments/{payment_id}"),
     ("refund-payment.json", "pay", "POST /payments/{payment_id}/refund"),
     ("release-payment.json", "release", "POST /payments/{payment_id}/release"),
+    ("create-subscription.json", "pay", "POST /subscriptions"),
+    ("list-subscriptions.json", "pay", "GET /subscriptions"),
+    ("cancel-subscription.json", "pay", "DELETE /subscriptions/{subscription_id}"),
 ];
 
 fn root() -> &'static Path {

@@ -326,3 +326,41 @@ async fn refunds_work_only_before_release() {
     assert_eq!((late.status, late.body["code"].as_str()), (409, Some("conflict")));
     assert_eq!(t.stand_in().received("/v1/refunds").len(), 1, "no second refund request");
 }
+
+#[tokio::test]
+async fn subscriptions_start_list_and_cancel() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, tokens) = t.logged_in("subscriber").await;
+    let bad = t.authed(handle, "POST", "/subscriptions", token(&tokens), &[], Some(json!({"price_id": "gold"}))).await;
+    assert_eq!((bad.status, bad.body["code"].as_str()), (400, Some("validation_failed")));
+
+    let started = t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", "sub-1")], Some(json!({"price_id": "price_gold"}))).await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let id = started.body["subscription_id"].as_str().unwrap().to_owned();
+    assert_eq!(started.body["status"], "incomplete");
+    let replay = t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", "sub-1")], Some(json!({"price_id": "price_gold"}))).await;
+    assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")));
+    let requests = t.stand_in().received("/v1/subscriptions");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].form.get("items[0][price]").map(String::as_str), Some("price_gold"));
+    assert_eq!(requests[0].form.get("payment_behavior").map(String::as_str), Some("default_incomplete"));
+    assert!(requests[0].form.get("customer").is_some_and(|c| c.starts_with("cus_")));
+
+    let listed = t.authed(handle, "GET", "/subscriptions", token(&tokens), &[], None).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["items"][0]["subscription_id"], id.as_str());
+
+    let (_, stranger) = t.logged_in("stranger").await;
+    let foreign = t.authed(handle, "DELETE", &format!("/subscriptions/{id}"), token(&stranger), &[], None).await;
+    assert_eq!(foreign.status, 404);
+    assert!(t.authed(handle, "GET", "/subscriptions", token(&stranger), &[], None).await.body["items"].as_array().unwrap().is_empty());
+
+    let later = t.authed(handle, "DELETE", &format!("/subscriptions/{id}"), token(&tokens), &[], Some(json!({"at_period_end": true}))).await;
+    assert_eq!(later.status, 200, "{:?}", later.body);
+    assert_eq!(later.body["cancel_at_period_end"], true);
+    let now = t.authed(handle, "DELETE", &format!("/subscriptions/{id}"), token(&tokens), &[], None).await;
+    assert_eq!(now.body["status"], "canceled");
+    assert!(t.stand_in().received("/v1/subscriptions").iter().any(|r| r.method == "DELETE"));
+    assert!(t.published_events().await.iter().any(|(k, m)| k == "subscription.updated" && m["data"]["subscription_id"] == id.as_str()));
+}

@@ -14,6 +14,7 @@ use crate::{
         Amount, Currency, idempotency,
         payment::{self, NewPayment},
         provider::{self, ProviderInput},
+        subscription,
     },
 };
 
@@ -30,6 +31,16 @@ struct PaymentBody {
     currency: Option<String>,
     provider_id: Option<String>,
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionBody {
+    price_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct CancelBody {
+    at_period_end: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -127,6 +138,55 @@ async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<
     }
 }
 
+/// `POST /subscriptions`: `Idempotency-Key` is optional here and, when given, works as
+/// for payments.
+async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    if principal.role() == crate::identity::Role::Viewer {
+        return Err(ApiError::Forbidden);
+    }
+    let price_id = match parse_json::<SubscriptionBody>(req)?.price_id {
+        Some(p) if subscription::valid_price_id(&p) => p,
+        Some(_) => return Err(ApiError::Validation(vec![FieldError::new("price_id", "must be a Stripe price id (price_...)")])),
+        None => return Err(ApiError::Validation(vec![FieldError::new("price_id", "is required")])),
+    };
+    let header = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok());
+    let claim = match header {
+        None => None,
+        Some(_) => {
+            let key = idempotency::parse_key(header)?;
+            let hash = idempotency::request_hash("POST", "/subscriptions", req.body().as_ref());
+            match idempotency::begin(app.table(), &format!("subscriptions#{}", principal.user_id()), &key, &hash).await? {
+                idempotency::Begin::Replay { status, body } => {
+                    let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
+                    return Ok(ApiResponse::json(status, body).with_header("idempotent-replayed", "true"));
+                }
+                idempotency::Begin::Proceed(claim) => Some((key, claim)),
+            }
+        }
+    };
+    let stripe_key = match &claim {
+        Some((key, _)) => format!("subscription:{}:{}", principal.user_id(), key),
+        None => format!("subscription:{}", uuid::Uuid::new_v4()),
+    };
+    match subscription::start(app, &principal, &price_id, &stripe_key, meta).await {
+        Ok((sub, client_secret)) => {
+            let mut body = sub.body();
+            body["client_secret"] = json!(client_secret);
+            if let Some((_, claim)) = claim {
+                claim.complete(app.table(), StatusCode::CREATED.as_u16(), &body).await?;
+            }
+            Ok(ApiResponse::json(StatusCode::CREATED, body))
+        }
+        Err(error) => {
+            if let Some((_, claim)) = claim {
+                claim.release(app.table()).await;
+            }
+            Err(error)
+        }
+    }
+}
+
 /// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).
 fn split_id<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>)> {
     let rest = path.strip_prefix(prefix)?;
@@ -142,6 +202,19 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         match (method.as_str(), path.as_str()) {
             ("POST", "/providers") => create_provider(app, &req, &meta).await,
             ("POST", "/payments") => create_payment(app, &req, &meta).await,
+            ("POST", "/subscriptions") => create_subscription(app, &req, &meta).await,
+            ("GET", "/subscriptions") => {
+                let principal = authenticate(app, &req).await?;
+                let items: Vec<_> = subscription::list(app, &principal).await?.iter().map(|s| s.body()).collect();
+                Ok(ApiResponse::json(StatusCode::OK, json!({ "items": items })))
+            }
+            ("DELETE", p) if split_id(p, "/subscriptions/").is_some_and(|(_, a)| a.is_none()) => {
+                let (id, _) = split_id(p, "/subscriptions/").expect("matched");
+                let principal = authenticate(app, &req).await?;
+                let body: CancelBody = optional_body(&req)?;
+                let sub = subscription::cancel(app, &principal, id, body.at_period_end.unwrap_or(false), &meta).await?;
+                Ok(ApiResponse::json(StatusCode::OK, sub.body()))
+            }
             ("GET", p) if split_id(p, "/providers/").is_some_and(|(_, a)| a.is_none()) => {
                 let (id, _) = split_id(p, "/providers/").expect("matched");
                 let principal = authenticate(app, &req).await?;

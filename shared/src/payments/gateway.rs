@@ -213,3 +213,65 @@ impl Gateway {
         Ok(refund.id.as_str().to_owned())
     }
 }
+
+/// What Stripe says of a subscription.
+pub struct SubscriptionState {
+    pub id: String,
+    pub status: String,
+    pub cancel_at_period_end: bool,
+    pub client_secret: Option<String>,
+}
+
+fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
+    let client_secret = match &sub.latest_invoice {
+        Some(stripe_types::Expandable::Object(invoice)) => invoice.confirmation_secret.as_ref().map(|c| c.client_secret.clone()),
+        _ => None,
+    };
+    SubscriptionState {
+        id: sub.id.as_str().to_owned(),
+        status: sub.status.as_str().to_owned(),
+        cancel_at_period_end: sub.cancel_at_period_end,
+        client_secret,
+    }
+}
+
+impl Gateway {
+    /// A subscription that waits for its first payment (`default_incomplete`), with the
+    /// invoice's client secret expanded for the client to confirm.
+    pub async fn create_subscription(&self, key: &str, customer: &str, price_id: &str, user_id: &str) -> Result<SubscriptionState, GatewayError> {
+        use stripe_billing::subscription::{CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior};
+        let sub = self
+            .call(key, |strategy| {
+                let item = CreateSubscriptionItems { price: Some(price_id.to_owned()), ..CreateSubscriptionItems::new() };
+                let request = CreateSubscription::new()
+                    .customer(customer)
+                    .items(vec![item])
+                    .payment_behavior(CreateSubscriptionPaymentBehavior::DefaultIncomplete)
+                    .expand(vec!["latest_invoice.confirmation_secret".to_owned()])
+                    .metadata([("user_id".to_owned(), user_id.to_owned()), ("price_id".to_owned(), price_id.to_owned())]);
+                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+            })
+            .await?;
+        Ok(subscription_state(sub))
+    }
+
+    /// Cancels now, or at the end of the period.
+    pub async fn cancel_subscription(&self, id: &str, at_period_end: bool) -> Result<SubscriptionState, GatewayError> {
+        use stripe_billing::subscription::{CancelSubscription, UpdateSubscription};
+        let key = format!("cancel:{id}:{at_period_end}");
+        let sub = if at_period_end {
+            self.call(&key, |strategy| {
+                let request = UpdateSubscription::new(id).cancel_at_period_end(true);
+                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+            })
+            .await?
+        } else {
+            self.call(&key, |strategy| {
+                let request = CancelSubscription::new(id);
+                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+            })
+            .await?
+        };
+        Ok(subscription_state(sub))
+    }
+}

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod money;
 pub mod payment;
 pub mod provider;
+pub mod subscription;
 
 pub use gateway::{Gateway, GatewayError};
 pub use money::{Amount, Currency};
