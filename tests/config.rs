@@ -60,3 +60,29 @@ async fn production_accepts_the_strong_secret_the_stack_generated() {
     let secrets = app.secrets().get().await.unwrap();
     assert_eq!(secrets.jwt_signing_keys.len(), 1);
 }
+
+#[tokio::test]
+async fn production_payment_functions_refuse_to_start_without_a_stripe_key() {
+    use shared::app::Secrets;
+    let _ = common::TestApp::new().await;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let generated = aws_sdk_secretsmanager::Client::new(&sdk)
+        .get_secret_value()
+        .secret_id(std::env::var("SECRET_ID").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let app = production_app_with_secret(Some(&generated)).await;
+    assert!(app.check_secrets_for(Secrets::Required).await.is_ok());
+    assert!(app.check_secrets_for(Secrets::RequiredWithStripe).await.is_err(), "no Stripe key");
+
+    let mut with_key: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    with_key["stripe_secret_key"] = serde_json::json!("sk_live_51Qx7Vt2LmNp8RsT4uWyZa1Bc3De5Fg7Hi9");
+    let app = production_app_with_secret(Some(&with_key.to_string())).await;
+    assert!(app.check_secrets_for(Secrets::RequiredWithStripe).await.is_ok());
+    with_key["stripe_secret_key"] = serde_json::json!("sk_live_CHANGEME_placeholder_value");
+    let app = production_app_with_secret(Some(&with_key.to_string())).await;
+    assert!(app.check_secrets_for(Secrets::RequiredWithStripe).await.is_err(), "placeholder key");
+}

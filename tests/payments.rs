@@ -364,3 +364,45 @@ async fn subscriptions_start_list_and_cancel() {
     assert!(t.stand_in().received("/v1/subscriptions").iter().any(|r| r.method == "DELETE"));
     assert!(t.published_events().await.iter().any(|(k, m)| k == "subscription.updated" && m["data"]["subscription_id"] == id.as_str()));
 }
+
+#[tokio::test]
+async fn a_crashed_attempt_frees_its_key_after_the_lock_expires() {
+    use sha2::Digest;
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer-crash").await;
+    let user_id = t.me(token(&payer)).await.body["user_id"].as_str().unwrap().to_owned();
+    let pk = format!("IDEMP#payments#{user_id}#{}", hex::encode(sha2::Sha256::digest(b"crash-key")));
+    let body = json!({"amount": 1200, "currency": "usd", "provider_id": provider_id, "description": "Lesson"});
+    let hash = shared::payments::idempotency::request_hash("POST", "/payments", body.to_string().as_bytes());
+    // An attempt that took the key and died: still locked, then expired.
+    let now = shared::time::now().unix_timestamp();
+    let put = |lock: i64| {
+        t.app.table().client().put_item().table_name(t.app.table().name())
+            .item("PK", AttributeValue::S(pk.clone())).item("SK", AttributeValue::S("IDEMPOTENCY".into()))
+            .item("status", AttributeValue::S("in_progress".into())).item("request_hash", AttributeValue::S(hash.clone()))
+            .item("lock_expires", AttributeValue::N(lock.to_string())).item("ttl", AttributeValue::N((now + 86400).to_string()))
+            .send()
+    };
+    put(now + 60).await.unwrap();
+    let locked = pay(&t, &payer, &provider_id, "crash-key", 1200).await;
+    assert_eq!((locked.status, locked.body["code"].as_str()), (409, Some("idempotency_in_progress")));
+    put(now - 1).await.unwrap();
+    let reclaimed = pay(&t, &payer, &provider_id, "crash-key", 1200).await;
+    assert_eq!(reclaimed.status, 201, "{:?}", reclaimed.body);
+    assert!(reclaimed.header("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn a_failed_payment_request_gives_its_key_back() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer-retry").await;
+    t.stand_in().fail("/v1/payment_intents", Failure::ServerError, 100);
+    let failed = pay(&t, &payer, &provider_id, "retry-key", 1200).await;
+    assert_eq!(failed.status, 503);
+    t.stand_in().heal();
+    let retried = pay(&t, &payer, &provider_id, "retry-key", 1200).await;
+    assert_eq!(retried.status, 201, "{:?}", retried.body);
+    assert!(retried.header("idempotent-replayed").is_none());
+}

@@ -91,6 +91,20 @@ impl App {
         })
     }
 
+    /// The init-time guard of a function that uses the secret as `use_`: in production, a
+    /// missing, placeholder or weak secret (or a missing Stripe key, for payment functions)
+    /// is an error.
+    pub async fn check_secrets_for(&self, use_: Secrets) -> Result<(), ConfigError> {
+        if use_ == Secrets::Unused || !self.settings.environment.is_production() {
+            return Ok(());
+        }
+        let loaded = self.secrets().get().await?;
+        if use_ == Secrets::RequiredWithStripe && loaded.stripe_secret_key.is_none() {
+            return Err(ConfigError::WeakSecret { field: "stripe_secret_key", reason: "missing".into() });
+        }
+        Ok(())
+    }
+
     /// The JWT key set for the current secret.
     pub async fn keys(&self) -> Result<Arc<KeySet>, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
@@ -146,15 +160,7 @@ where
     crate::telemetry::init();
     let app = async {
         let app = App::from_env().await?;
-        if secrets != Secrets::Unused {
-            app.check_secrets().await?;
-        }
-        if secrets == Secrets::RequiredWithStripe && app.settings.environment.is_production() {
-            let loaded = app.secrets().get().await?;
-            if loaded.stripe_secret_key.is_none() {
-                return Err(ConfigError::WeakSecret { field: "stripe_secret_key", reason: "missing".into() });
-            }
-        }
+        app.check_secrets_for(secrets).await?;
         Ok::<_, ConfigError>(app)
     };
     // Leaked on purpose: it lives as long as the process, and handlers borrow it freely.
