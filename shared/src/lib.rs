@@ -14,5 +14,6 @@ pub mod rate_limit;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod webhook;
 
 pub use app::App;

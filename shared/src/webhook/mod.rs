@@ -1,0 +1,3 @@
+//! The Stripe webhook: signature verification (ours, see [`signature`]).
+
+pub mod signature;
