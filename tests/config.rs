@@ -76,6 +76,11 @@ async fn production_payment_functions_refuse_to_start_without_a_stripe_key() {
         .unwrap();
     let app = production_app_with_secret(Some(&generated)).await;
     assert!(app.check_secrets_for(Secrets::Required).await.is_ok());
+    // Without a webhook secret, every function that reads the secret refuses to start.
+    let mut no_webhook: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    no_webhook["stripe_webhook_secrets"] = serde_json::json!([]);
+    let app_without = production_app_with_secret(Some(&no_webhook.to_string())).await;
+    assert!(app_without.check_secrets().await.is_err(), "no webhook secret");
     assert!(app.check_secrets_for(Secrets::RequiredWithStripe).await.is_err(), "no Stripe key");
 
     let mut with_key: serde_json::Value = serde_json::from_str(&generated).unwrap();

@@ -20,6 +20,7 @@ fn handler_for(function: &str) -> Handler {
         "account" => |a, r| Box::pin(shared::api::account::handle(a, r)),
         "pay" => |a, r| Box::pin(shared::api::pay::handle(a, r)),
         "release" => |a, r| Box::pin(shared::api::pay::handle_release(a, r)),
+        "webhook" => |a, r| Box::pin(shared::api::webhook::handle(a, r)),
         other => panic!("no handler for function {other}"),
     }
 }
@@ -52,6 +53,9 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("cancel-subscription.json", "pay", "DELETE /subscriptions/{subscription_id}"),
 ];
 
+/// Events that do not come through the HTTP API (function URLs, schedules).
+const OTHER_EVENTS: &[(&str, &str)] = &[("webhook.json", "webhook")];
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -65,11 +69,11 @@ async fn every_sample_event_reaches_its_route() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     listed.sort();
-    let mut known: Vec<String> = EVENTS.iter().map(|(f, _, _)| f.to_string()).collect();
+    let mut known: Vec<String> = EVENTS.iter().map(|(f, _, _)| f.to_string()).chain(OTHER_EVENTS.iter().map(|(f, _)| f.to_string())).collect();
     known.sort();
     assert_eq!(listed, known, "every file in events/ is listed here");
 
-    for (file, function, _) in EVENTS {
+    for (file, function) in EVENTS.iter().map(|(f, func, _)| (f, func)).chain(OTHER_EVENTS.iter().map(|(f, func)| (f, func))) {
         let event = std::fs::read_to_string(root().join("events").join(file)).unwrap();
         let response = t.invoke(handler_for(function), &event).await;
         assert_ne!(response.status, 404, "{file} did not reach a route: {:?}", response.body);

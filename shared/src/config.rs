@@ -80,6 +80,8 @@ pub struct StripeSettings {
     pub timeout: Duration,
     /// Attempts per call, all with the same idempotency key.
     pub max_attempts: u32,
+    /// How old a webhook signature may be.
+    pub webhook_tolerance_seconds: i64,
 }
 
 impl Settings {
@@ -168,6 +170,7 @@ impl Settings {
                 api_base: get("STRIPE_API_BASE").map(|b| if b.ends_with('/') { b } else { format!("{b}/") }),
                 timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 10_000)?),
                 max_attempts: number("STRIPE_MAX_ATTEMPTS", 3)?.clamp(1, 10) as u32,
+                webhook_tolerance_seconds: number("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)?.clamp(1, 3600) as i64,
             },
         })
     }

@@ -7,6 +7,7 @@ pub mod pay;
 pub mod register;
 pub mod reset;
 pub mod verify;
+pub mod webhook;
 
 use crate::{
     http::{ApiError, FieldError},

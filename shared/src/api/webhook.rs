@@ -1,0 +1,52 @@
+//! `webhook` function: `POST /stripe/webhook` on a Lambda function URL (no API Gateway, no
+//! auth: the signature is the authentication).
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, ApiResponse, RequestMeta, serve},
+    webhook::{
+        process::{Outcome, StripeEvent, process},
+        signature::verify,
+    },
+};
+
+/// Audit entries about deliveries that belong to no organisation.
+pub const PLATFORM_AUDIT_ORG: &str = "platform";
+
+async fn receive(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
+    let keys: Vec<&str> = secrets.stripe_webhook_secrets.iter().map(|s| s.expose_secret()).collect();
+    let header = req.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
+    let body = req.body().as_ref();
+    let now = crate::time::now().unix_timestamp();
+    if let Err(error) = verify(header, body, &keys, now, app.settings().stripe.webhook_tolerance_seconds) {
+        tracing::warn!(%error, "Stripe webhook signature rejected");
+        let entry = AuditEntry::new("webhook.signature_failure", AuditStatus::Failure, PLATFORM_AUDIT_ORG, meta)
+            .details(json!({ "reason": error.to_string() }));
+        app.audit().record_or_log(&entry).await;
+        return Err(ApiError::SignatureInvalid);
+    }
+    let event = StripeEvent::parse(body).ok_or_else(|| ApiError::MalformedJson("not a Stripe event".into()))?;
+    let outcome = process(app, &event).await?;
+    tracing::info!(event_id = %event.id, event_type = %event.kind, ?outcome, "Stripe event");
+    let mut answer = json!({ "received": true });
+    if outcome == Outcome::Duplicate {
+        answer["duplicate"] = json!(true);
+    }
+    Ok(ApiResponse::json(StatusCode::OK, answer))
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        match (req.method().as_str(), req.uri().path()) {
+            ("POST", "/" | "/stripe/webhook") => receive(app, &req, &meta).await,
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}

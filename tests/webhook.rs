@@ -1,0 +1,199 @@
+//! The Stripe webhook on its function URL: signatures, exactly-once, ordering.
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::{TestApp, TestResponse, s};
+use serde_json::{Value, json};
+use shared::{api::webhook::handle, webhook::signature::sign};
+
+fn secret() -> String {
+    std::env::var("STRIPE_WEBHOOK_SECRET").expect("the stack's webhook secret")
+}
+
+/// A function URL event carrying `body` with `signature`.
+fn delivery(body: &str, signature: Option<&str>) -> String {
+    let mut headers = json!({"content-type": "application/json; charset=utf-8", "user-agent": "Stripe/1.0"});
+    if let Some(sig) = signature {
+        headers["stripe-signature"] = json!(sig);
+    }
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/stripe/webhook", "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"accountId": "anonymous", "apiId": "url", "domainName": "url.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "url", "http": {"method": "POST", "path": "/stripe/webhook", "protocol": "HTTP/1.1",
+            "sourceIp": "3.18.12.63", "userAgent": "Stripe/1.0"}, "requestId": uuid::Uuid::new_v4().to_string(),
+            "routeKey": "$default", "stage": "$default", "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0},
+        "body": body, "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+fn event(kind: &str, created: i64, object: Value) -> String {
+    json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event", "api_version": "2025-08-27.basil",
+        "created": created, "livemode": false, "type": kind, "data": {"object": object}})
+    .to_string()
+}
+
+async fn deliver(t: &TestApp, body: &str) -> TestResponse {
+    let now = shared::time::now().unix_timestamp();
+    t.invoke(handle, &delivery(body, Some(&sign(body.as_bytes(), &secret(), now)))).await
+}
+
+/// A payment in `requires_payment` with a known PaymentIntent id.
+async fn payment(t: &TestApp, status: &str) -> (String, String) {
+    let payment_id = uuid::Uuid::new_v4().to_string();
+    let pi = format!("pi_{}", uuid::Uuid::new_v4().simple());
+    t.app.table().client().put_item().table_name(t.app.table().name())
+        .item("PK", AttributeValue::S(format!("PAYMENT#{payment_id}"))).item("SK", AttributeValue::S("PAYMENT".into()))
+        .item("payment_id", AttributeValue::S(payment_id.clone())).item("status", AttributeValue::S(status.into()))
+        .item("GSI1PK", AttributeValue::S(format!("PI#{pi}"))).item("GSI1SK", AttributeValue::S("PAYMENT".into()))
+        .send().await.unwrap();
+    (payment_id, pi)
+}
+
+async fn status(t: &TestApp, pk: &str, sk: &str) -> String {
+    s(&t.item(pk, sk).await.unwrap(), "status")
+}
+
+#[tokio::test]
+async fn a_signed_payment_intent_succeeded_holds_the_payment_once() {
+    let t = TestApp::new().await;
+    let (payment_id, pi) = payment(&t, "requires_payment").await;
+    let now = shared::time::now().unix_timestamp();
+    let body = event("payment_intent.succeeded", now, json!({"id": pi, "object": "payment_intent", "amount": 2500, "currency": "usd"}));
+    let first = deliver(&t, &body).await;
+    assert_eq!((first.status, &first.body), (200, &json!({"received": true})));
+    assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "succeeded");
+    let again = deliver(&t, &body).await;
+    assert_eq!((again.status, &again.body), (200, &json!({"received": true, "duplicate": true})));
+    let announced = t.published_events().await.into_iter().filter(|(k, m)| k == "payment.succeeded" && m["data"]["payment_id"] == payment_id.as_str()).count();
+    assert_eq!(announced, 1);
+}
+
+#[tokio::test]
+async fn bad_signatures_are_403_and_change_nothing() {
+    let t = TestApp::new().await;
+    let (payment_id, pi) = payment(&t, "requires_payment").await;
+    let now = shared::time::now().unix_timestamp();
+    let body = event("payment_intent.succeeded", now, json!({"id": pi, "object": "payment_intent"}));
+    let tampered = body.replace("payment_intent.succeeded", "payment_intent.payment_failed");
+    let cases = [
+        ("tampered body", delivery(&tampered, Some(&sign(body.as_bytes(), &secret(), now)))),
+        ("wrong secret", delivery(&body, Some(&sign(body.as_bytes(), "whsec_not_ours", now)))),
+        ("missing header", delivery(&body, None)),
+        ("expired", delivery(&body, Some(&sign(body.as_bytes(), &secret(), now - 301)))),
+        ("junk header", delivery(&body, Some("t=abc,v1=nothex"))),
+    ];
+    for (name, request) in cases {
+        let response = t.invoke(handle, &request).await;
+        assert_eq!((response.status, response.body["code"].as_str()), (403, Some("signature_invalid")), "{name}");
+    }
+    assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "requires_payment");
+    let audit = t.partition("AUDIT#platform").await;
+    assert!(audit.iter().any(|e| s(e, "action") == "webhook.signature_failure"));
+}
+
+#[tokio::test]
+async fn a_verified_but_unparsable_body_is_400_and_unknown_types_are_acknowledged() {
+    let t = TestApp::new().await;
+    let junk = deliver(&t, "this is not json").await;
+    assert_eq!((junk.status, junk.body["code"].as_str()), (400, Some("malformed_json")));
+    let unknown = deliver(&t, &event("invoice.finalized", 1, json!({"id": "in_1"}))).await;
+    assert_eq!((unknown.status, &unknown.body), (200, &json!({"received": true})));
+}
+
+#[tokio::test]
+async fn twenty_concurrent_deliveries_of_one_event_are_processed_once() {
+    let t = TestApp::new().await;
+    let (payment_id, pi) = payment(&t, "requires_payment").await;
+    let now = shared::time::now().unix_timestamp();
+    let body = event("payment_intent.succeeded", now, json!({"id": pi, "object": "payment_intent"}));
+    let header = sign(body.as_bytes(), &secret(), now);
+    let tasks = (0..20).map(|_| {
+        let request = delivery(&body, Some(&header));
+        let app = t.app;
+        tokio::spawn(async move {
+            let response = handle(app, lambda_http::request::from_str(&request).unwrap()).await;
+            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            (response.status().as_u16(), body)
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    assert!(results.iter().all(|(st, _)| *st == 200), "{results:?}");
+    assert_eq!(results.iter().filter(|(_, b)| b.get("duplicate").is_none()).count(), 1, "{results:?}");
+    let announced = t.published_events().await.into_iter().filter(|(k, m)| k == "payment.succeeded" && m["data"]["payment_id"] == payment_id.as_str()).count();
+    assert_eq!(announced, 1);
+}
+
+#[tokio::test]
+async fn older_events_never_overwrite_newer_state() {
+    let t = TestApp::new().await;
+    let now = shared::time::now().unix_timestamp();
+
+    // Payments: the failure (newer) lands first; the older success must not revive it.
+    let (payment_id, pi) = payment(&t, "requires_payment").await;
+    deliver(&t, &event("payment_intent.payment_failed", now, json!({"id": pi}))).await;
+    deliver(&t, &event("payment_intent.succeeded", now - 60, json!({"id": pi}))).await;
+    assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "failed");
+    // ...while a newer success (a retry with another card) does.
+    deliver(&t, &event("payment_intent.succeeded", now + 60, json!({"id": pi}))).await;
+    assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "succeeded");
+
+    // Accounts: payouts enabled (newer) then an older update without them.
+    let account = format!("acct_{}", uuid::Uuid::new_v4().simple());
+    let provider_pk = format!("PROVIDER#{}", uuid::Uuid::new_v4());
+    t.app.table().client().put_item().table_name(t.app.table().name())
+        .item("PK", AttributeValue::S(provider_pk.clone())).item("SK", AttributeValue::S("PROVIDER".into()))
+        .item("charges_enabled", AttributeValue::Bool(false)).item("payouts_enabled", AttributeValue::Bool(false))
+        .item("GSI1PK", AttributeValue::S(format!("ACCOUNT#{account}"))).item("GSI1SK", AttributeValue::S("PROVIDER".into()))
+        .send().await.unwrap();
+    deliver(&t, &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true}))).await;
+    deliver(&t, &event("account.updated", now - 60, json!({"id": account, "charges_enabled": false, "payouts_enabled": false}))).await;
+    let provider = t.item(&provider_pk, "PROVIDER").await.unwrap();
+    assert_eq!((s(&provider, "charges_enabled"), s(&provider, "payouts_enabled")), ("true".into(), "true".into()));
+
+    // Subscriptions: deleted (newer) then an older update.
+    let sub = format!("sub_{}", uuid::Uuid::new_v4().simple());
+    let owner_pk = format!("USER#{}", uuid::Uuid::new_v4());
+    let sub_sk = format!("SUBSCRIPTION#{sub}");
+    t.app.table().client().put_item().table_name(t.app.table().name())
+        .item("PK", AttributeValue::S(owner_pk.clone())).item("SK", AttributeValue::S(sub_sk.clone()))
+        .item("status", AttributeValue::S("incomplete".into()))
+        .item("GSI1PK", AttributeValue::S(format!("SUB#{sub}"))).item("GSI1SK", AttributeValue::S("SUBSCRIPTION".into()))
+        .send().await.unwrap();
+    deliver(&t, &event("customer.subscription.deleted", now, json!({"id": sub, "status": "canceled"}))).await;
+    deliver(&t, &event("customer.subscription.updated", now - 60, json!({"id": sub, "status": "active"}))).await;
+    assert_eq!(status(&t, &owner_pk, &sub_sk).await, "canceled");
+    deliver(&t, &event("customer.subscription.created", now - 120, json!({"id": sub, "status": "incomplete"}))).await;
+    assert_eq!(status(&t, &owner_pk, &sub_sk).await, "canceled");
+
+    // Refunds from the Stripe side.
+    let (refunded, pi) = payment(&t, "succeeded").await;
+    deliver(&t, &event("charge.refunded", now, json!({"id": "ch_1", "payment_intent": pi}))).await;
+    assert_eq!(status(&t, &format!("PAYMENT#{refunded}"), "PAYMENT").await, "refunded");
+}
+
+#[tokio::test]
+async fn webhook_events_drive_a_payment_from_creation_to_release() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_tokens) = t.logged_in("e2e-provider").await;
+    let provider = t.authed(shared::api::pay::handle, "POST", "/providers", provider_tokens["access_token"].as_str().unwrap(), &[], None).await;
+    let account = provider.body["stripe_account_id"].as_str().unwrap().to_owned();
+    let (_, payer) = t.logged_in("e2e-payer").await;
+    let payer_token = payer["access_token"].as_str().unwrap();
+    let created = t.authed(shared::api::pay::handle, "POST", "/payments", payer_token, &[("idempotency-key", "e2e")],
+        Some(json!({"amount": 5000, "currency": "usd", "provider_id": provider.body["provider_id"]}))).await;
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    let pi = created.body["stripe_payment_intent_id"].as_str().unwrap().to_owned();
+    let now = shared::time::now().unix_timestamp();
+
+    let path = format!("/payments/{payment_id}/release");
+    let release = || t.authed(shared::api::pay::handle_release, "POST", &path, payer_token, &[], None);
+    assert_eq!(release().await.body["code"], "payment_not_succeeded");
+    deliver(&t, &event("payment_intent.succeeded", now, json!({"id": pi}))).await;
+    assert_eq!(release().await.body["code"], "onboarding_required");
+    deliver(&t, &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true}))).await;
+    let released = release().await;
+    assert_eq!((released.status, released.body["already_released"].as_bool()), (200, Some(false)), "{:?}", released.body);
+}
