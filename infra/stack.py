@@ -11,6 +11,8 @@ interfaces; nothing else does). Ctrl-C stops everything this started.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -370,7 +372,23 @@ def smoke() -> None:
             provider = json.load(resp)
         if resp.status != 201 or not provider.get("stripe_account_id", "").startswith("acct_"):
             raise SystemExit(f"smoke: POST /providers answered {provider}")
-        log("smoke: register, verify, login, me and POST /providers (Stripe stand-in) work through the emulator")
+        # A signed account.updated through the webhook's function URL onboards the provider.
+        event = json.dumps({"id": f"evt_smoke{secrets.token_hex(8)}", "object": "event", "created": int(time.time()),
+                            "type": "account.updated", "data": {"object": {"id": provider["stripe_account_id"],
+                            "charges_enabled": True, "payouts_enabled": True}}}).encode()
+        stamp = int(time.time())
+        signature = hmac.new(env["STRIPE_WEBHOOK_SECRET"].encode(), f"{stamp}.".encode() + event, hashlib.sha256).hexdigest()
+        hook = urllib.request.Request(f"{api_url}/lambda-url/webhook/stripe/webhook", data=event, method="POST",
+                                      headers={"content-type": "application/json", "stripe-signature": f"t={stamp},v1={signature}"})
+        with urllib.request.urlopen(hook, timeout=120) as resp:
+            answer = json.load(resp)
+        get = urllib.request.Request(f"{api_url}/providers/{provider['provider_id']}",
+                                     headers={"authorization": f"Bearer {tokens['access_token']}"})
+        with urllib.request.urlopen(get, timeout=60) as resp:
+            onboarded = json.load(resp)
+        if answer != {"received": True} or not onboarded.get("payouts_enabled"):
+            raise SystemExit(f"smoke: webhook answered {answer}; provider is {onboarded}")
+        log("smoke: register, verify, login, me, POST /providers (Stripe stand-in) and a signed webhook work through the emulator")
     finally:
         stack.stop()
 
