@@ -21,6 +21,7 @@ fn handler_for(function: &str) -> Handler {
         "pay" => |a, r| Box::pin(shared::api::pay::handle(a, r)),
         "release" => |a, r| Box::pin(shared::api::pay::handle_release(a, r)),
         "webhook" => |a, r| Box::pin(shared::api::webhook::handle(a, r)),
+        "audit" => |a, r| Box::pin(shared::api::audit::handle(a, r)),
         other => panic!("no handler for function {other}"),
     }
 }
@@ -51,6 +52,7 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("create-subscription.json", "pay", "POST /subscriptions"),
     ("list-subscriptions.json", "pay", "GET /subscriptions"),
     ("cancel-subscription.json", "pay", "DELETE /subscriptions/{subscription_id}"),
+    ("audit-logs.json", "audit", "GET /admin/audit-logs"),
 ];
 
 /// Events that do not come through the HTTP API (function URLs, schedules).

@@ -2,6 +2,7 @@
 //! render the answer.
 
 pub mod account;
+pub mod audit;
 pub mod login;
 pub mod pay;
 pub mod register;

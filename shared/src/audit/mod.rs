@@ -9,6 +9,8 @@
 //! The `audit_actor`, `audit_target` and `audit_action` attributes are the partition keys of
 //! the audit GSIs, which share `SK` as their sort key.
 
+pub mod query;
+
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,7 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_target: Option<String>,
     pub audit_action: String,
+    pub audit_status: String,
 }
 
 impl AuditEntry {
@@ -73,6 +76,10 @@ impl AuditEntry {
             audit_actor: None,
             audit_target: None,
             audit_action: format!("{org_id}#{action}"),
+            audit_status: format!("{org_id}#{}", match status {
+                AuditStatus::Success => "success",
+                AuditStatus::Failure => "failure",
+            }),
         }
     }
 
