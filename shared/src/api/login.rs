@@ -49,18 +49,15 @@ async fn refresh_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<A
 
 async fn logout_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let principal = authenticate(app, req).await?;
-    session::revoke(app, principal.user_id(), principal.session_id()).await?;
     // A refresh token in the body names the session to end, if it is another of this user's.
-    if !req.body().is_empty() {
-        let body = parse_json::<RefreshBody>(req)?;
-        if let Some(token) = body.refresh_token.filter(|t| !t.is_empty() && t.len() <= 256) {
-            session::revoke_by_refresh_token(app, principal.user_id(), &token).await?;
-        }
-    }
+    let other_session = if req.body().is_empty() { None } else { parse_json::<RefreshBody>(req)?.refresh_token };
     let entry = AuditEntry::new("auth.logout", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())
         .details(json!({ "session_id": principal.session_id() }));
-    app.audit().record_or_log(&entry).await;
+    session::revoke_recorded(app, principal.user_id(), principal.session_id(), &entry).await?;
+    if let Some(token) = other_session.filter(|t| !t.is_empty() && t.len() <= 256) {
+        session::revoke_by_refresh_token(app, principal.user_id(), &token).await?;
+    }
     Ok(ApiResponse::no_content())
 }
 

@@ -119,15 +119,18 @@ async fn record_failure(app: &App, subject: &str, user: Option<&User>, now: i64,
         return Ok(());
     };
     let pk = keys::user(subject);
-    app.table()
-        .update_item(Change::new(&pk, LOCKOUT_SK).update("SET locked_until = :until").value(":until", av::n(now + seconds)))
-        .await?;
-    if let Some(user) = user {
-        let entry = AuditEntry::new("auth.lockout", AuditStatus::Success, &user.org_id, meta)
-            .target(&user.user_id)
-            .details(json!({ "locked_seconds": seconds }));
-        app.audit().record_or_log(&entry).await;
-        tracing::warn!(user_id = %user.user_id, seconds, "account locked after repeated failures");
+    let table = app.table();
+    let lock = table.update(Change::new(&pk, LOCKOUT_SK).update("SET locked_until = :until").value(":until", av::n(now + seconds)))?;
+    match user {
+        // The lock and its audit entry commit together.
+        Some(user) => {
+            let entry = AuditEntry::new("auth.lockout", AuditStatus::Success, &user.org_id, meta)
+                .target(&user.user_id)
+                .details(json!({ "locked_seconds": seconds }));
+            table.transact(vec![lock, app.audit().put(&entry)?]).await?;
+            tracing::warn!(user_id = %user.user_id, seconds, "account locked after repeated failures");
+        }
+        None => table.transact(vec![lock]).await?,
     }
     Ok(())
 }

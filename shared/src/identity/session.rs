@@ -174,6 +174,23 @@ pub async fn revoke(app: &App, user_id: &str, session_id: &str) -> Result<(), Ap
     }
 }
 
+/// Revokes one family and records `entry` in the same transaction, so the revocation and
+/// its audit entry exist together or not at all.
+pub async fn revoke_recorded(app: &App, user_id: &str, session_id: &str, entry: &AuditEntry) -> Result<(), ApiError> {
+    let table = app.table();
+    let pk = keys::user(user_id);
+    let sk = SessionFamily::sort_key(session_id);
+    let revoke = table.update(
+        Change::new(&pk, &sk).update("SET revoked = :true").condition("attribute_exists(PK)").value(":true", av::b(true)),
+    )?;
+    match table.transact(vec![revoke, app.audit().put(entry)?]).await {
+        Ok(()) => Ok(()),
+        // No such family (already gone): nothing to revoke, but the attempt is still recorded.
+        Err(StoreError::TransactionConditionsFailed(_)) => Ok(app.audit().record(entry).await?),
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// Revokes the family of a refresh token, if it is one of `user_id`'s.
 pub async fn revoke_by_refresh_token(app: &App, user_id: &str, presented: &str) -> Result<(), ApiError> {
     let hash = OpaqueToken::from_presented(presented).hash();
@@ -245,10 +262,9 @@ pub async fn refresh(app: &App, presented: &str, meta: &RequestMeta) -> Result<I
 
 async fn reuse_detected(app: &App, user: &User, session_id: &str, meta: &RequestMeta) -> Result<IssuedTokens, ApiError> {
     tracing::warn!(user_id = %user.user_id, %session_id, "refresh token reuse; revoking the session family");
-    revoke(app, &user.user_id, session_id).await?;
     let entry = AuditEntry::new("auth.refresh_reuse", AuditStatus::Failure, &user.org_id, meta)
         .target(&user.user_id)
         .details(serde_json::json!({ "session_id": session_id }));
-    app.audit().record_or_log(&entry).await;
+    revoke_recorded(app, &user.user_id, session_id, &entry).await?;
     Err(ApiError::TokenReused)
 }
