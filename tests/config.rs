@@ -29,6 +29,19 @@ async fn production_app_with_secret(secret: Option<&str>) -> App {
     App::new(settings, sdk)
 }
 
+/// The secret the local stack generated for this machine.
+async fn generated_secret() -> String {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .get_secret_value()
+        .secret_id(std::env::var("SECRET_ID").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap()
+}
+
 #[tokio::test]
 async fn production_refuses_a_missing_placeholder_or_weak_secret() {
     let _ = common::TestApp::new().await; // checks the stack is there
@@ -46,15 +59,7 @@ async fn production_refuses_a_missing_placeholder_or_weak_secret() {
 #[tokio::test]
 async fn production_accepts_the_strong_secret_the_stack_generated() {
     let _ = common::TestApp::new().await;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let generated = aws_sdk_secretsmanager::Client::new(&sdk)
-        .get_secret_value()
-        .secret_id(std::env::var("SECRET_ID").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .secret_string
-        .unwrap();
+    let generated = generated_secret().await;
     let app = production_app_with_secret(Some(&generated)).await;
     app.check_secrets().await.expect("a 2048-bit key and a long webhook secret pass");
     let secrets = app.secrets().get().await.unwrap();
@@ -65,15 +70,7 @@ async fn production_accepts_the_strong_secret_the_stack_generated() {
 async fn production_payment_functions_refuse_to_start_without_a_stripe_key() {
     use shared::app::Secrets;
     let _ = common::TestApp::new().await;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let generated = aws_sdk_secretsmanager::Client::new(&sdk)
-        .get_secret_value()
-        .secret_id(std::env::var("SECRET_ID").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .secret_string
-        .unwrap();
+    let generated = generated_secret().await;
     let app = production_app_with_secret(Some(&generated)).await;
     assert!(app.check_secrets_for(Secrets::Required).await.is_ok());
     // Without a webhook secret, every function that reads the secret refuses to start.

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     App,
-    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, required_field, serve},
     identity::auth::authenticate,
     payments::{
         Amount, Currency, idempotency,
@@ -51,28 +51,8 @@ struct RefundBody {
 impl PaymentBody {
     fn validate(self) -> Result<NewPayment, ApiError> {
         let mut errors = Vec::new();
-        let amount = match self.amount.map(Amount::parse) {
-            None => {
-                errors.push(FieldError::new("amount", "is required"));
-                None
-            }
-            Some(Err(m)) => {
-                errors.push(FieldError::new("amount", m));
-                None
-            }
-            Some(Ok(a)) => Some(a),
-        };
-        let currency = match self.currency.as_deref().map(Currency::parse) {
-            None => {
-                errors.push(FieldError::new("currency", "is required"));
-                None
-            }
-            Some(Err(m)) => {
-                errors.push(FieldError::new("currency", m));
-                None
-            }
-            Some(Ok(c)) => Some(c),
-        };
+        let amount = required_field("amount", self.amount.map(Amount::parse), &mut errors);
+        let currency = required_field("currency", self.currency.as_deref().map(Currency::parse), &mut errors);
         let provider_id = self.provider_id.filter(|p| !p.is_empty() && p.len() <= 64);
         if provider_id.is_none() {
             errors.push(FieldError::new("provider_id", "is required"));
@@ -103,31 +83,27 @@ async fn create_provider(app: &App, req: &Request, meta: &RequestMeta) -> Result
     Ok(ApiResponse::json(StatusCode::CREATED, provider.body(Some(&url))))
 }
 
-async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    let principal = authenticate(app, req).await?;
-    let key = idempotency::parse_key(req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()))?;
-    let input = parse_json::<PaymentBody>(req)?.validate()?;
-    let hash = idempotency::request_hash("POST", "/payments", req.body().as_ref());
+/// Runs `create` under an idempotency claim on `key`: replays a completed request, stores a
+/// successful answer, gives the key back on failure. `None` runs it unguarded.
+async fn idempotent<F, Fut>(app: &App, req: &Request, scope: &str, key: Option<&str>, create: F) -> Result<ApiResponse, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let Some(key) = key else {
+        return Ok(ApiResponse::json(StatusCode::CREATED, create().await?));
+    };
+    let hash = idempotency::request_hash(req.method().as_str(), req.uri().path(), req.body().as_ref());
     let table = app.table();
-    let claim = match idempotency::begin(table, &format!("payments#{}", principal.user_id()), &key, &hash).await? {
+    let claim = match idempotency::begin(table, scope, key, &hash).await? {
         idempotency::Begin::Replay { status, body } => {
             let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
             return Ok(ApiResponse::json(status, body).with_header("idempotent-replayed", "true"));
         }
         idempotency::Begin::Proceed(claim) => claim,
     };
-    match payment::create(app, &principal, input, meta).await {
-        Ok((payment, client_secret)) => {
-            let body = json!({
-                "payment_id": payment.payment_id,
-                "status": payment.status,
-                "client_secret": client_secret,
-                "amount": payment.amount,
-                "currency": payment.currency,
-                "provider_id": payment.provider_id,
-                "stripe_payment_intent_id": payment.stripe_payment_intent_id,
-                "created_at": payment.created_at,
-            });
+    match create().await {
+        Ok(body) => {
             claim.complete(table, StatusCode::CREATED.as_u16(), &body).await?;
             Ok(ApiResponse::json(StatusCode::CREATED, body))
         }
@@ -136,6 +112,27 @@ async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<
             Err(error)
         }
     }
+}
+
+async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let key = idempotency::parse_key(req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()))?;
+    let input = parse_json::<PaymentBody>(req)?.validate()?;
+    let scope = format!("payments#{}", principal.user_id());
+    idempotent(app, req, &scope, Some(&key), || async {
+        let (payment, client_secret) = payment::create(app, &principal, input, meta).await?;
+        Ok(json!({
+                "payment_id": payment.payment_id,
+                "status": payment.status,
+                "client_secret": client_secret,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "provider_id": payment.provider_id,
+                "stripe_payment_intent_id": payment.stripe_payment_intent_id,
+                "created_at": payment.created_at,
+        }))
+    })
+    .await
 }
 
 /// `POST /subscriptions`: `Idempotency-Key` is optional here and, when given, works as
@@ -151,40 +148,19 @@ async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Re
         None => return Err(ApiError::Validation(vec![FieldError::new("price_id", "is required")])),
     };
     let header = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok());
-    let claim = match header {
-        None => None,
-        Some(_) => {
-            let key = idempotency::parse_key(header)?;
-            let hash = idempotency::request_hash("POST", "/subscriptions", req.body().as_ref());
-            match idempotency::begin(app.table(), &format!("subscriptions#{}", principal.user_id()), &key, &hash).await? {
-                idempotency::Begin::Replay { status, body } => {
-                    let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
-                    return Ok(ApiResponse::json(status, body).with_header("idempotent-replayed", "true"));
-                }
-                idempotency::Begin::Proceed(claim) => Some((key, claim)),
-            }
-        }
-    };
-    let stripe_key = match &claim {
-        Some((key, _)) => format!("subscription:{}:{}", principal.user_id(), key),
+    let key = header.map(|_| idempotency::parse_key(header)).transpose()?;
+    let stripe_key = match &key {
+        Some(key) => format!("subscription:{}:{}", principal.user_id(), key),
         None => format!("subscription:{}", uuid::Uuid::new_v4()),
     };
-    match subscription::start(app, &principal, &price_id, &stripe_key, meta).await {
-        Ok((sub, client_secret)) => {
-            let mut body = sub.body();
-            body["client_secret"] = json!(client_secret);
-            if let Some((_, claim)) = claim {
-                claim.complete(app.table(), StatusCode::CREATED.as_u16(), &body).await?;
-            }
-            Ok(ApiResponse::json(StatusCode::CREATED, body))
-        }
-        Err(error) => {
-            if let Some((_, claim)) = claim {
-                claim.release(app.table()).await;
-            }
-            Err(error)
-        }
-    }
+    let scope = format!("subscriptions#{}", principal.user_id());
+    idempotent(app, req, &scope, key.as_deref(), || async {
+        let (sub, client_secret) = subscription::start(app, &principal, &price_id, &stripe_key, meta).await?;
+        let mut body = sub.body();
+        body["client_secret"] = json!(client_secret);
+        Ok(body)
+    })
+    .await
 }
 
 /// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::{
     App,
-    http::{ApiError, ApiResponse, FieldError, parse_json, serve},
+    http::{ApiError, ApiResponse, FieldError, parse_json, required_field, serve},
     identity::{Email, Password, Registration, register},
     rate_limit::Rule,
 };
@@ -36,17 +36,7 @@ impl RegisterBody {
     /// Checks every field and reports all problems at once.
     fn validate(self) -> Result<Registration, ApiError> {
         let mut errors = Vec::new();
-        let email = match self.email.as_deref().map(Email::parse) {
-            None => {
-                errors.push(FieldError::new("email", "is required"));
-                None
-            }
-            Some(Err(message)) => {
-                errors.push(FieldError::new("email", message));
-                None
-            }
-            Some(Ok(email)) => Some(email),
-        };
+        let email = required_field("email", self.email.as_deref().map(Email::parse), &mut errors);
         let full_name = optional_text("full_name", self.full_name, &mut errors);
         let org_name = optional_text("org_name", self.org_name, &mut errors);
         let invitation_token = self.invitation_token.filter(|t| !t.is_empty());
@@ -60,17 +50,7 @@ impl RegisterBody {
         if let Some(name) = &full_name {
             context.extend(name.split_whitespace());
         }
-        let password = match self.password.as_deref().map(|p| Password::parse(p, &context)) {
-            None => {
-                errors.push(FieldError::new("password", "is required"));
-                None
-            }
-            Some(Err(message)) => {
-                errors.push(FieldError::new("password", message));
-                None
-            }
-            Some(Ok(password)) => Some(password),
-        };
+        let password = required_field("password", self.password.as_deref().map(|p| Password::parse(p, &context)), &mut errors);
         match (email, password) {
             (Some(email), Some(password)) if errors.is_empty() => {
                 Ok(Registration { email, password, full_name, org_name, invitation_token })

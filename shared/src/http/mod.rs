@@ -6,6 +6,6 @@ mod problem;
 mod request;
 mod response;
 
-pub use problem::{ApiError, FieldError};
+pub use problem::{ApiError, FieldError, required_field};
 pub use request::{RequestMeta, parse_json};
 pub use response::{ApiResponse, serve};

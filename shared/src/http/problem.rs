@@ -16,6 +16,22 @@ impl FieldError {
     }
 }
 
+/// A required field through its parser: the value, or `None` with the problem added to
+/// `errors`, so a handler can report every bad field at once.
+pub fn required_field<T>(field: &str, parsed: Option<Result<T, &'static str>>, errors: &mut Vec<FieldError>) -> Option<T> {
+    match parsed {
+        None => {
+            errors.push(FieldError::new(field, "is required"));
+            None
+        }
+        Some(Err(message)) => {
+            errors.push(FieldError::new(field, message));
+            None
+        }
+        Some(Ok(value)) => Some(value),
+    }
+}
+
 /// Every error a client can see. `code` strings are part of the contract (API.md).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
