@@ -103,7 +103,8 @@ async fn filters_alone_and_combined_match_the_log() {
     let org_id = t.me(admin["access_token"].as_str().unwrap()).await.body["org_id"].as_str().unwrap().to_owned();
     seed(&t, &org_id, 60).await;
     let entries = all_entries(&t, &org_id).await;
-    let cases: Vec<(Vec<(&str, &str)>, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Box<dyn Fn(&Value) -> bool>);
+    let cases: Vec<Case> = vec![
         (vec![("action", "test.beta")], Box::new(|e| e["action"] == "test.beta")),
         (vec![("status", "failure")], Box::new(|e| e["status"] == "failure")),
         (vec![("actor_user_id", "actor-2")], Box::new(|e| e["actor"] == "actor-2")),

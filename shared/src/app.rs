@@ -25,10 +25,30 @@ pub struct App {
     mailer: OnceLock<Mailer>,
     events: OnceLock<EventPublisher>,
     secrets: OnceLock<SecretsStore>,
-    /// Keys derived from the secret, rebuilt when the secret is re-read.
-    keys: tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, Arc<KeySet>)>>,
-    /// The Stripe client for the current secret (`None` inside: no Stripe key).
-    gateway: tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, Option<Arc<Gateway>>)>>,
+    keys: DerivedFromSecret<Arc<KeySet>>,
+    /// `None` inside: the secret holds no Stripe key.
+    gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
+}
+
+/// A value built from the secret, rebuilt only when the secret is re-read.
+struct DerivedFromSecret<T>(tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, T)>>);
+
+impl<T: Clone> DerivedFromSecret<T> {
+    fn new() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+
+    async fn get<E>(&self, secrets: Arc<crate::config::Secrets>, build: impl FnOnce(&crate::config::Secrets) -> Result<T, E>) -> Result<T, E> {
+        let mut slot = self.0.lock().await;
+        if let Some((from, value)) = slot.as_ref()
+            && Arc::ptr_eq(from, &secrets)
+        {
+            return Ok(value.clone());
+        }
+        let value = build(&secrets)?;
+        *slot = Some((secrets, value.clone()));
+        Ok(value)
+    }
 }
 
 impl App {
@@ -57,8 +77,8 @@ impl App {
             mailer: OnceLock::new(),
             events: OnceLock::new(),
             secrets: OnceLock::new(),
-            keys: tokio::sync::Mutex::new(None),
-            gateway: tokio::sync::Mutex::new(None),
+            keys: DerivedFromSecret::new(),
+            gateway: DerivedFromSecret::new(),
         }
     }
 
@@ -108,30 +128,17 @@ impl App {
     /// The JWT key set for the current secret.
     pub async fn keys(&self) -> Result<Arc<KeySet>, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        let mut slot = self.keys.lock().await;
-        if let Some((from, keys)) = slot.as_ref()
-            && Arc::ptr_eq(from, &secrets)
-        {
-            return Ok(keys.clone());
-        }
-        let keys = Arc::new(KeySet::from_secrets(&secrets).map_err(crate::http::ApiError::internal)?);
-        *slot = Some((secrets, keys.clone()));
-        Ok(keys)
+        self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(crate::http::ApiError::internal)).await
     }
 
     /// The Stripe client. Without a Stripe key in the secret: 503 `payments_unavailable`
     /// (production functions that take payments refuse to start instead).
     pub async fn payments(&self) -> Result<Arc<Gateway>, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        let mut slot = self.gateway.lock().await;
-        let gateway = match slot.as_ref() {
-            Some((from, gateway)) if Arc::ptr_eq(from, &secrets) => gateway.clone(),
-            _ => {
-                let gateway = Gateway::from_config(&self.settings, &secrets).map_err(crate::http::ApiError::internal)?.map(Arc::new);
-                *slot = Some((secrets, gateway.clone()));
-                gateway
-            }
-        };
+        let gateway = self
+            .gateway
+            .get(secrets, |s| Gateway::from_config(&self.settings, s).map(|g| g.map(Arc::new)).map_err(crate::http::ApiError::internal))
+            .await?;
         gateway.ok_or(crate::http::ApiError::PaymentsUnavailable)
     }
 
