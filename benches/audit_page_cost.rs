@@ -13,7 +13,10 @@
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use shared::{
     App,
-    audit::{AuditEntry, AuditStatus, query::{AuditFilter, query}},
+    audit::{
+        AuditEntry, AuditStatus,
+        query::{AuditFilter, query},
+    },
     config::Settings,
     http::RequestMeta,
 };
@@ -32,12 +35,24 @@ async fn seed(app: &App, org_id: &str, n: usize) {
         let writes = group.iter().map(|batch| {
             let requests: Vec<WriteRequest> = batch
                 .iter()
-                .map(|e| WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(serde_dynamo::to_item(e).unwrap())).build().unwrap()).build())
+                .map(|e| {
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder().set_item(Some(serde_dynamo::to_item(e).unwrap())).build().unwrap(),
+                        )
+                        .build()
+                })
                 .collect();
             async move {
                 let mut pending = Some(requests);
                 while let Some(requests) = pending.take().filter(|r| !r.is_empty()) {
-                    let out = table.client().batch_write_item().request_items(table.name(), requests).send().await.expect("batch write");
+                    let out = table
+                        .client()
+                        .batch_write_item()
+                        .request_items(table.name(), requests)
+                        .send()
+                        .await
+                        .expect("batch write");
                     pending = out.unprocessed_items.and_then(|mut m| m.remove(table.name()));
                 }
             }
@@ -64,7 +79,10 @@ async fn main() {
         let seeded = started.elapsed();
         for (label, filter) in [
             ("page of 50", AuditFilter { limit: 50, ..Default::default() }),
-            ("page of 50, action filter", AuditFilter { limit: 50, action: Some("bench.beta".into()), ..Default::default() }),
+            (
+                "page of 50, action filter",
+                AuditFilter { limit: 50, action: Some("bench.beta".into()), ..Default::default() },
+            ),
         ] {
             let page = query(&app, &org_id, &filter).await.expect("query");
             println!(

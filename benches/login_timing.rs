@@ -56,16 +56,25 @@ async fn main() {
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for _ in 0..users {
         let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-        let r = api::register::handle(app, event("/auth/register", json!({"email": email, "password": password}))).await;
+        let r =
+            api::register::handle(app, event("/auth/register", json!({"email": email, "password": password}))).await;
         assert_eq!(r.status(), 202);
         for _ in 0..per_user {
             let start = Instant::now();
-            let r = api::login::handle(app, event("/auth/login", json!({"email": email, "password": "a wrong password here"}))).await;
+            let r = api::login::handle(
+                app,
+                event("/auth/login", json!({"email": email, "password": "a wrong password here"})),
+            )
+            .await;
             known.push(start.elapsed());
             assert_eq!(r.status(), 401);
             let nobody = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
             let start = Instant::now();
-            let r = api::login::handle(app, event("/auth/login", json!({"email": nobody, "password": "a wrong password here"}))).await;
+            let r = api::login::handle(
+                app,
+                event("/auth/login", json!({"email": nobody, "password": "a wrong password here"})),
+            )
+            .await;
             unknown.push(start.elapsed());
             assert_eq!(r.status(), 401);
         }

@@ -412,6 +412,8 @@ def test(args) -> int:
         run(["cfn-lint", "template.yaml"], tenv)
         run(["sam", "validate", "--lint", "--template", "template.yaml"], tenv)
         run(["openapi-spec-validator", "openapi.yaml"], tenv)
+        run(["cargo", "fmt", "--all", "--check"], tenv)
+        run(["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], tenv)
         run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-fail-fast"], tenv)
         smoke()
         return 0

@@ -11,11 +11,13 @@ fn token_of(tokens: &Value) -> &str {
 }
 
 async fn invite(t: &TestApp, admin: &Value, email: &str, role: &str) -> common::TestResponse {
-    t.authed(handle, "POST", "/orgs/invitations", token_of(admin), &[], Some(json!({"email": email, "role": role}))).await
+    t.authed(handle, "POST", "/orgs/invitations", token_of(admin), &[], Some(json!({"email": email, "role": role})))
+        .await
 }
 
 async fn set_role(t: &TestApp, admin: &Value, user_id: &str, role: &str) -> common::TestResponse {
-    t.authed(handle, "PATCH", &format!("/orgs/members/{user_id}"), token_of(admin), &[], Some(json!({"role": role}))).await
+    t.authed(handle, "PATCH", &format!("/orgs/members/{user_id}"), token_of(admin), &[], Some(json!({"role": role})))
+        .await
 }
 
 async fn org_with_member(t: &TestApp, role: &str) -> (Value, String, Value, String) {
@@ -26,18 +28,30 @@ async fn org_with_member(t: &TestApp, role: &str) -> (Value, String, Value, Stri
 async fn deletion_is_scheduled_30_days_out_and_ends_every_session() {
     let t = TestApp::new().await;
     let (email, tokens) = t.logged_in("delete").await;
-    let wrong = t.authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": "not my password at all"}))).await;
+    let wrong = t
+        .authed(
+            handle,
+            "DELETE",
+            "/auth/me",
+            token_of(&tokens),
+            &[],
+            Some(json!({"password": "not my password at all"})),
+        )
+        .await;
     assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
     assert_eq!(t.me(token_of(&tokens)).await.status, 200, "a wrong password changes nothing");
 
-    let done = t.authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": STRONG_PASSWORD}))).await;
+    let done = t
+        .authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": STRONG_PASSWORD})))
+        .await;
     assert_eq!(done.status, 202, "{:?}", done.body);
     let at = shared::time::parse_rfc3339(done.body["deletion_scheduled_at"].as_str().unwrap()).unwrap();
     let days = (at - shared::time::now()).whole_hours();
     assert!((30 * 24 - 1..=30 * 24).contains(&days), "{days}");
 
     assert_eq!(t.me(token_of(&tokens)).await.status, 401);
-    let refresh = t.post(shared::api::login::handle, "/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    let refresh =
+        t.post(shared::api::login::handle, "/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
     assert_eq!(refresh.status, 401);
     let login = t.login(&email, STRONG_PASSWORD).await;
     assert_eq!((login.status, login.body["code"].as_str()), (403, Some("forbidden")));
@@ -46,7 +60,12 @@ async fn deletion_is_scheduled_30_days_out_and_ends_every_session() {
     assert_eq!(s(&user, "GSI1PK"), "DELETION");
     assert_eq!(t.emails_to(&email).await.last().unwrap().subject, "Your account is scheduled for deletion");
     let user_id = s(&user, "user_id");
-    assert!(t.published_events().await.iter().any(|(k, m)| k == "account.deletion_scheduled" && m["data"]["user_id"] == user_id.as_str()));
+    assert!(
+        t.published_events()
+            .await
+            .iter()
+            .any(|(k, m)| k == "account.deletion_scheduled" && m["data"]["user_id"] == user_id.as_str())
+    );
     let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
     assert!(audit.iter().any(|e| s(e, "action") == "account.deletion_scheduled" && s(e, "status") == "success"));
 }
@@ -61,7 +80,8 @@ async fn restore_cancels_a_scheduled_deletion_once() {
 
     let wrong = t.post(handle, "/auth/me/restore", json!({"email": email, "password": "not my password at all"})).await;
     assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
-    let unknown = t.post(handle, "/auth/me/restore", json!({"email": unique_email("ghost"), "password": STRONG_PASSWORD})).await;
+    let unknown =
+        t.post(handle, "/auth/me/restore", json!({"email": unique_email("ghost"), "password": STRONG_PASSWORD})).await;
     assert_eq!(unknown.body["code"], "invalid_credentials");
 
     let restored = t.post(handle, "/auth/me/restore", json!({"email": email, "password": STRONG_PASSWORD})).await;
@@ -85,16 +105,22 @@ async fn an_invitation_admits_one_user_to_the_org_with_its_role() {
     let membership = t.item(&format!("ORG#{org_id}"), &format!("MEMBER#{member_id}")).await.unwrap();
     assert_eq!(s(&membership, "role"), "viewer");
     let invitation_email = &t.emails_to(&member_email).await[0];
-    assert!(invitation_email.body.contains(&format!("{}/accept-invitation?token=", std::env::var("FRONTEND_URL").unwrap())));
+    assert!(
+        invitation_email.body.contains(&format!("{}/accept-invitation?token=", std::env::var("FRONTEND_URL").unwrap()))
+    );
 
     // Used once; unusable again, and unusable for another address.
     let token = invitation_email.token_for("/accept-invitation").unwrap();
-    let again = t.register(json!({"email": unique_email("second"), "password": STRONG_PASSWORD, "invitation_token": token})).await;
+    let again = t
+        .register(json!({"email": unique_email("second"), "password": STRONG_PASSWORD, "invitation_token": token}))
+        .await;
     assert_eq!((again.status, again.body["code"].as_str()), (400, Some("token_invalid")));
     let other = unique_email("invited");
     invite(&t, &admin, &other, "member").await;
     let other_token = t.emails_to(&other).await[0].token_for("/accept-invitation").unwrap();
-    let thief = t.register(json!({"email": unique_email("thief"), "password": STRONG_PASSWORD, "invitation_token": other_token})).await;
+    let thief = t
+        .register(json!({"email": unique_email("thief"), "password": STRONG_PASSWORD, "invitation_token": other_token}))
+        .await;
     assert_eq!(thief.body["code"], "token_invalid");
 
     let audit = t.partition(&format!("AUDIT#{org_id}")).await;
@@ -148,16 +174,28 @@ async fn concurrent_demotions_of_two_admins_leave_one_admin() {
         let org_id = t.me(token_of(&admin)).await.body["org_id"].as_str().unwrap().to_owned();
         // Each admin demotes the other at the same moment.
         let a = {
-            let event = common::http_event("PATCH", &format!("/orgs/members/{member_id}"),
-                &[("authorization", &format!("Bearer {}", token_of(&admin)))], Some(&json!({"role": "member"}).to_string()));
+            let event = common::http_event(
+                "PATCH",
+                &format!("/orgs/members/{member_id}"),
+                &[("authorization", &format!("Bearer {}", token_of(&admin)))],
+                Some(&json!({"role": "member"}).to_string()),
+            );
             let app = t.app;
-            tokio::spawn(async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() })
+            tokio::spawn(
+                async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() },
+            )
         };
         let b = {
-            let event = common::http_event("PATCH", &format!("/orgs/members/{admin_id}"),
-                &[("authorization", &format!("Bearer {}", token_of(&member)))], Some(&json!({"role": "member"}).to_string()));
+            let event = common::http_event(
+                "PATCH",
+                &format!("/orgs/members/{admin_id}"),
+                &[("authorization", &format!("Bearer {}", token_of(&member)))],
+                Some(&json!({"role": "member"}).to_string()),
+            );
             let app = t.app;
-            tokio::spawn(async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() })
+            tokio::spawn(
+                async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() },
+            )
         };
         let mut statuses = [a.await.unwrap(), b.await.unwrap()];
         statuses.sort();
@@ -167,8 +205,12 @@ async fn concurrent_demotions_of_two_admins_leave_one_admin() {
         assert!(statuses[1] == 409 || statuses[1] == 403, "{statuses:?}");
         let org = t.item(&format!("ORG#{org_id}"), "ORG").await.unwrap();
         assert_eq!(s(&org, "admin_count"), "1");
-        let admins = t.partition(&format!("ORG#{org_id}")).await.into_iter()
-            .filter(|i| s(i, "SK").starts_with("MEMBER#") && s(i, "role") == "admin").count();
+        let admins = t
+            .partition(&format!("ORG#{org_id}"))
+            .await
+            .into_iter()
+            .filter(|i| s(i, "SK").starts_with("MEMBER#") && s(i, "role") == "admin")
+            .count();
         assert_eq!(admins, 1);
     }
 }

@@ -12,7 +12,8 @@ use shared::{
 };
 
 async fn audit_logs(t: &TestApp, tokens: &Value, query: &[(&str, &str)]) -> TestResponse {
-    let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(':', "%3A"))).collect();
+    let raw: Vec<String> =
+        query.iter().map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(':', "%3A"))).collect();
     let mut event: Value = serde_json::from_str(&common::http_event(
         "GET",
         "/admin/audit-logs",
@@ -21,7 +22,8 @@ async fn audit_logs(t: &TestApp, tokens: &Value, query: &[(&str, &str)]) -> Test
     ))
     .unwrap();
     event["rawQueryString"] = json!(raw.join("&"));
-    event["queryStringParameters"] = json!(query.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
+    event["queryStringParameters"] =
+        json!(query.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
     t.invoke(shared::api::audit::handle, &event.to_string()).await
 }
 
@@ -82,13 +84,26 @@ async fn paging_returns_every_entry_once_newest_first_with_the_total() {
     let (_, admin) = t.logged_in("audit-admin").await;
     let org_id = t.me(admin["access_token"].as_str().unwrap()).await.body["org_id"].as_str().unwrap().to_owned();
     seed(&t, &org_id, 250).await;
-    let expected: Vec<String> = all_entries(&t, &org_id).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> =
+        all_entries(&t, &org_id).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert!(expected.len() >= 250);
 
     let first = audit_logs(&t, &admin, &[("limit", "40")]).await;
     assert_eq!(first.body["items"].as_array().unwrap().len(), 40);
     let item = &first.body["items"][0];
-    for key in ["id", "at", "action", "status", "actor_user_id", "target_user_id", "org_id", "ip", "user_agent", "request_id", "details"] {
+    for key in [
+        "id",
+        "at",
+        "action",
+        "status",
+        "actor_user_id",
+        "target_user_id",
+        "org_id",
+        "ip",
+        "user_agent",
+        "request_id",
+        "details",
+    ] {
         assert!(item.get(key).is_some(), "{key}");
     }
     let (ids, total) = ids_of_all_pages(&t, &admin, &[("limit", "40")]).await;
@@ -109,12 +124,18 @@ async fn filters_alone_and_combined_match_the_log() {
         (vec![("status", "failure")], Box::new(|e| e["status"] == "failure")),
         (vec![("actor_user_id", "actor-2")], Box::new(|e| e["actor"] == "actor-2")),
         (vec![("target_user_id", "target-3")], Box::new(|e| e["target"] == "target-3")),
-        (vec![("action", "test.alpha"), ("status", "failure")], Box::new(|e| e["action"] == "test.alpha" && e["status"] == "failure")),
-        (vec![("actor_user_id", "actor-1"), ("target_user_id", "target-1"), ("status", "success")],
-            Box::new(|e| e["actor"] == "actor-1" && e["target"] == "target-1" && e["status"] == "success")),
+        (
+            vec![("action", "test.alpha"), ("status", "failure")],
+            Box::new(|e| e["action"] == "test.alpha" && e["status"] == "failure"),
+        ),
+        (
+            vec![("actor_user_id", "actor-1"), ("target_user_id", "target-1"), ("status", "success")],
+            Box::new(|e| e["actor"] == "actor-1" && e["target"] == "target-1" && e["status"] == "success"),
+        ),
     ];
     for (query, keep) in cases {
-        let expected: Vec<String> = entries.iter().filter(|e| keep(e)).map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        let expected: Vec<String> =
+            entries.iter().filter(|e| keep(e)).map(|e| e["id"].as_str().unwrap().to_owned()).collect();
         let mut q = query.clone();
         q.push(("limit", "7"));
         let (ids, total) = ids_of_all_pages(&t, &admin, &q).await;
@@ -126,10 +147,14 @@ async fn filters_alone_and_combined_match_the_log() {
     let sks: Vec<&str> = entries.iter().map(|e| e["SK"].as_str().unwrap()).collect();
     let (newest, oldest) = (&sks[10][..27], &sks[30][..27]);
     let (ids, _) = ids_of_all_pages(&t, &admin, &[("since", oldest), ("until", newest), ("limit", "100")]).await;
-    let expected: Vec<String> = entries.iter().filter(|e| {
-        let at = &e["SK"].as_str().unwrap()[..27];
-        at >= oldest && at <= newest
-    }).map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            let at = &e["SK"].as_str().unwrap()[..27];
+            at >= oldest && at <= newest
+        })
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids, expected);
 }
 
@@ -169,8 +194,15 @@ async fn members_viewers_and_other_orgs_see_nothing_of_this_org() {
     let (_, outsider) = t.logged_in("audit-outsider").await;
     let theirs = audit_logs(&t, &outsider, &[("limit", "100")]).await;
     assert_eq!(theirs.status, 200);
-    let ours: HashSet<String> = all_entries(&t, &org_id).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
-    assert!(theirs.body["items"].as_array().unwrap().iter().all(|i| !ours.contains(i["id"].as_str().unwrap()) && i["org_id"] != org_id.as_str()));
+    let ours: HashSet<String> =
+        all_entries(&t, &org_id).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        theirs.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| !ours.contains(i["id"].as_str().unwrap()) && i["org_id"] != org_id.as_str())
+    );
     let own = audit_logs(&t, &admin, &[]).await;
     assert!(own.body["items"].as_array().unwrap().iter().all(|i| i["org_id"] == org_id.as_str()));
     assert!(own.body["total"].as_u64().unwrap() >= 5);

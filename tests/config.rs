@@ -48,7 +48,9 @@ async fn production_refuses_a_missing_placeholder_or_weak_secret() {
     let cases = [
         None,
         Some("{}"),
-        Some(r#"{"jwt_signing_keys":[{"kid":"k1","private_key_pem":"CHANGEME"}],"stripe_webhook_secrets":["whsec_CHANGEME"]}"#),
+        Some(
+            r#"{"jwt_signing_keys":[{"kid":"k1","private_key_pem":"CHANGEME"}],"stripe_webhook_secrets":["whsec_CHANGEME"]}"#,
+        ),
     ];
     for secret in cases {
         let app = production_app_with_secret(secret).await;

@@ -71,11 +71,14 @@ async fn every_sample_event_reaches_its_route() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     listed.sort();
-    let mut known: Vec<String> = EVENTS.iter().map(|(f, _, _)| f.to_string()).chain(OTHER_EVENTS.iter().map(|(f, _)| f.to_string())).collect();
+    let mut known: Vec<String> =
+        EVENTS.iter().map(|(f, _, _)| f.to_string()).chain(OTHER_EVENTS.iter().map(|(f, _)| f.to_string())).collect();
     known.sort();
     assert_eq!(listed, known, "every file in events/ is listed here");
 
-    for (file, function) in EVENTS.iter().map(|(f, func, _)| (f, func)).chain(OTHER_EVENTS.iter().map(|(f, func)| (f, func))) {
+    for (file, function) in
+        EVENTS.iter().map(|(f, func, _)| (f, func)).chain(OTHER_EVENTS.iter().map(|(f, func)| (f, func)))
+    {
         let event = std::fs::read_to_string(root().join("events").join(file)).unwrap();
         let response = t.invoke(handler_for(function), &event).await;
         assert_ne!(response.status, 404, "{file} did not reach a route: {:?}", response.body);
@@ -90,10 +93,19 @@ fn every_route_is_in_the_template_the_router_and_the_openapi_document() {
     let openapi = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
     for (_, function, route) in EVENTS {
         let (method, path) = route.split_once(' ').unwrap();
-        assert!(template.contains(&format!("Method: {method}\n            Path: {path}\n")), "{route} in template.yaml");
+        assert!(
+            template.contains(&format!("Method: {method}\n            Path: {path}\n")),
+            "{route} in template.yaml"
+        );
         assert!(template.contains(&format!("Binary: {function}\n")), "{function} in template.yaml");
-        let router_line = cargo.lines().find(|l| l.starts_with(&format!("\"{path}\" = "))).unwrap_or_else(|| panic!("{path} in the router"));
-        assert!(router_line.contains(&format!("{{ method = \"{method}\", function = \"{function}\" }}")), "{route} → {function}");
+        let router_line = cargo
+            .lines()
+            .find(|l| l.starts_with(&format!("\"{path}\" = ")))
+            .unwrap_or_else(|| panic!("{path} in the router"));
+        assert!(
+            router_line.contains(&format!("{{ method = \"{method}\", function = \"{function}\" }}")),
+            "{route} → {function}"
+        );
         assert!(openapi.contains(&format!("  {path}:\n")), "{path} in openapi.yaml");
         let section = openapi.split(&format!("  {path}:\n")).nth(1).unwrap();
         let section = section.split("\n  /").next().unwrap();

@@ -46,7 +46,10 @@ async fn login_issues_rs256_tokens_that_verify_with_only_the_published_jwks() {
     assert_eq!(jwks.status, 200);
     let set: JwkSet = serde_json::from_value(jwks.body.clone()).unwrap();
     for key in &jwks.body["keys"].as_array().unwrap()[..] {
-        assert_eq!((key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str()), (Some("RSA"), Some("RS256"), Some("sig")));
+        assert_eq!(
+            (key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str()),
+            (Some("RSA"), Some("RS256"), Some("sig"))
+        );
         assert!(key["kid"].is_string() && key.get("d").is_none());
     }
     let header = jsonwebtoken::decode_header(access).unwrap();
@@ -55,7 +58,8 @@ async fn login_issues_rs256_tokens_that_verify_with_only_the_published_jwks() {
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[std::env::var("JWT_ISSUER").unwrap()]);
     validation.set_audience(&["backend-api"]);
-    let claims = jsonwebtoken::decode::<Value>(access, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
+    let claims =
+        jsonwebtoken::decode::<Value>(access, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
     let user = t.user_by_email(&email).await;
     assert_eq!(claims["sub"], s(&user, "user_id").as_str());
     assert_eq!(claims["org"], s(&user, "org_id").as_str());
@@ -68,7 +72,10 @@ async fn login_issues_rs256_tokens_that_verify_with_only_the_published_jwks() {
 
     let oidc = get(&t, "/.well-known/openid-configuration").await;
     assert_eq!(oidc.body["issuer"], std::env::var("JWT_ISSUER").unwrap().as_str());
-    assert_eq!(oidc.body["jwks_uri"], format!("{}/.well-known/jwks.json", std::env::var("JWT_ISSUER").unwrap()).as_str());
+    assert_eq!(
+        oidc.body["jwks_uri"],
+        format!("{}/.well-known/jwks.json", std::env::var("JWT_ISSUER").unwrap()).as_str()
+    );
 
     let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
     assert!(audit.iter().any(|e| s(e, "action") == "auth.login" && s(e, "status") == "success"));
@@ -80,7 +87,9 @@ async fn me_describes_the_caller() {
     let (email, tokens) = t.logged_in("me").await;
     let me = t.me(tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(me.status, 200);
-    for key in ["user_id", "email", "email_verified", "full_name", "org_id", "role", "created_at", "deletion_scheduled_at"] {
+    for key in
+        ["user_id", "email", "email_verified", "full_name", "org_id", "role", "created_at", "deletion_scheduled_at"]
+    {
         assert!(me.body.get(key).is_some(), "missing {key}");
     }
     assert_eq!(me.body["email"], email.as_str());
@@ -187,7 +196,8 @@ async fn concurrent_refreshes_of_one_token_give_one_success_and_leave_the_family
     let token = tokens["refresh_token"].as_str().unwrap().to_owned();
     let tasks = (0..10).map(|_| {
         let app = t.app;
-        let event = common::http_event("POST", "/auth/refresh", &[], Some(&json!({"refresh_token": token}).to_string()));
+        let event =
+            common::http_event("POST", "/auth/refresh", &[], Some(&json!({"refresh_token": token}).to_string()));
         tokio::spawn(async move {
             let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
             let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
@@ -197,7 +207,10 @@ async fn concurrent_refreshes_of_one_token_give_one_success_and_leave_the_family
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let winners: Vec<_> = results.iter().filter(|(status, _)| *status == 200).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
-    assert!(results.iter().filter(|(st, _)| *st != 200).all(|(st, b)| *st == 401 && b["code"] == "token_reused"), "{results:?}");
+    assert!(
+        results.iter().filter(|(st, _)| *st != 200).all(|(st, b)| *st == 401 && b["code"] == "token_reused"),
+        "{results:?}"
+    );
     let winner_refresh = winners[0].1["refresh_token"].as_str().unwrap();
     assert_eq!(refresh(&t, winner_refresh).await.status, 401, "the family is revoked");
 }
@@ -212,7 +225,8 @@ async fn families_end_absolutely() {
     let created = shared::time::parse_rfc3339(&s(&family, "created_at")).unwrap();
     let expires = shared::time::parse_rfc3339(&s(&family, "expires_at")).unwrap();
     assert_eq!((expires - created).whole_days(), 30);
-    set_attribute(&t, &pk, &s(&family, "SK"), "expires_at", AttributeValue::S("2020-01-01T00:00:00.000000Z".into())).await;
+    set_attribute(&t, &pk, &s(&family, "SK"), "expires_at", AttributeValue::S("2020-01-01T00:00:00.000000Z".into()))
+        .await;
     assert_eq!(refresh(&t, tokens["refresh_token"].as_str().unwrap()).await.status, 401);
 }
 
@@ -221,7 +235,9 @@ async fn logout_ends_the_session() {
     let t = TestApp::new().await;
     let (email, tokens) = t.logged_in("logout").await;
     let access = tokens["access_token"].as_str().unwrap();
-    let out = t.authed(handle, "POST", "/auth/logout", access, &[], Some(json!({"refresh_token": tokens["refresh_token"]}))).await;
+    let out = t
+        .authed(handle, "POST", "/auth/logout", access, &[], Some(json!({"refresh_token": tokens["refresh_token"]})))
+        .await;
     assert_eq!(out.status, 204);
     assert_eq!(t.me(access).await.status, 401);
     assert_eq!(refresh(&t, tokens["refresh_token"].as_str().unwrap()).await.status, 401);
@@ -258,7 +274,8 @@ async fn forged_expired_and_mismatched_tokens_are_rejected() {
     let other_key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some(kid.clone());
-    let foreign = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_rsa_pem(pem_of(&other_key).as_bytes()).unwrap()).unwrap();
+    let foreign =
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_rsa_pem(pem_of(&other_key).as_bytes()).unwrap()).unwrap();
 
     // alg: none.
     let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string());

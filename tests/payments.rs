@@ -15,11 +15,25 @@ fn token(tokens: &Value) -> &str {
 /// A logged-in provider with a connected account; onboarded (payouts on) if asked.
 async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
     let (_, tokens) = t.logged_in("provider").await;
-    let created = t.authed(handle, "POST", "/providers", token(&tokens), &[], Some(json!({"country": "US", "phone": "+14155550123"}))).await;
+    let created = t
+        .authed(
+            handle,
+            "POST",
+            "/providers",
+            token(&tokens),
+            &[],
+            Some(json!({"country": "US", "phone": "+14155550123"})),
+        )
+        .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let provider_id = created.body["provider_id"].as_str().unwrap().to_owned();
     if onboarded {
-        t.set(&format!("PROVIDER#{provider_id}"), "PROVIDER", &[("charges_enabled", AttributeValue::Bool(true)), ("payouts_enabled", AttributeValue::Bool(true))]).await;
+        t.set(
+            &format!("PROVIDER#{provider_id}"),
+            "PROVIDER",
+            &[("charges_enabled", AttributeValue::Bool(true)), ("payouts_enabled", AttributeValue::Bool(true))],
+        )
+        .await;
     }
     (tokens, provider_id)
 }
@@ -86,7 +100,9 @@ async fn a_provider_gets_one_connected_account_and_a_fresh_link_each_time() {
     let other = t.authed(handle, "GET", &format!("/providers/{provider_id}"), token(&stranger), &[], None).await;
     assert_eq!(other.status, 404);
 
-    let invalid = t.authed(handle, "POST", "/providers", token(&stranger), &[], Some(json!({"country": "usa", "phone": "12"}))).await;
+    let invalid = t
+        .authed(handle, "POST", "/providers", token(&stranger), &[], Some(json!({"country": "usa", "phone": "12"})))
+        .await;
     assert_eq!((invalid.status, invalid.body["code"].as_str()), (400, Some("validation_failed")));
 }
 
@@ -116,7 +132,16 @@ async fn a_payment_is_created_once_per_idempotency_key() {
     let (_, provider_id) = provider(&t, true).await;
     let (_, payer) = t.logged_in("payer").await;
 
-    let missing = t.authed(handle, "POST", "/payments", token(&payer), &[], Some(json!({"amount": 2500, "currency": "usd", "provider_id": provider_id}))).await;
+    let missing = t
+        .authed(
+            handle,
+            "POST",
+            "/payments",
+            token(&payer),
+            &[],
+            Some(json!({"amount": 2500, "currency": "usd", "provider_id": provider_id})),
+        )
+        .await;
     assert_eq!((missing.status, missing.body["code"].as_str()), (400, Some("validation_failed")));
 
     let first = pay(&t, &payer, &provider_id, "order-1", 2500).await;
@@ -163,7 +188,12 @@ async fn concurrent_duplicates_of_one_key_create_one_payment() {
     let access = token(&payer).to_owned();
     let body = json!({"amount": 1500, "currency": "usd", "provider_id": provider_id}).to_string();
     let tasks = (0..10).map(|_| {
-        let event = common::http_event("POST", "/payments", &[("authorization", &format!("Bearer {access}")), ("idempotency-key", "dup-key")], Some(&body));
+        let event = common::http_event(
+            "POST",
+            "/payments",
+            &[("authorization", &format!("Bearer {access}")), ("idempotency-key", "dup-key")],
+            Some(&body),
+        );
         let app = t.app;
         tokio::spawn(async move {
             let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
@@ -175,7 +205,10 @@ async fn concurrent_duplicates_of_one_key_create_one_payment() {
     let created: Vec<_> = results.iter().filter(|(status, _)| *status == 201).collect();
     assert!(!created.is_empty());
     assert!(created.iter().all(|(_, b)| b["payment_id"] == created[0].1["payment_id"]), "{results:?}");
-    assert!(results.iter().filter(|(st, _)| *st != 201).all(|(st, b)| *st == 409 && b["code"] == "idempotency_in_progress"), "{results:?}");
+    assert!(
+        results.iter().filter(|(st, _)| *st != 201).all(|(st, b)| *st == 409 && b["code"] == "idempotency_in_progress"),
+        "{results:?}"
+    );
     assert_eq!(t.stand_in().received("/v1/payment_intents").len(), 1);
 }
 
@@ -192,11 +225,27 @@ async fn viewers_cannot_pay_and_strangers_cannot_see_payments() {
     let created = pay(&t, &member, &provider_id, "member-key", 1000).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let path = format!("/payments/{}", created.body["payment_id"].as_str().unwrap());
-    for (who, tokens, expected) in [("payer", &member, 200), ("provider", &provider_tokens, 200), ("payer's admin", &member_admin, 200), ("other org's admin", &admin, 404), ("viewer elsewhere", &viewer, 404)] {
+    for (who, tokens, expected) in [
+        ("payer", &member, 200),
+        ("provider", &provider_tokens, 200),
+        ("payer's admin", &member_admin, 200),
+        ("other org's admin", &admin, 404),
+        ("viewer elsewhere", &viewer, 404),
+    ] {
         let response = t.authed(handle, "GET", &path, token(tokens), &[], None).await;
         assert_eq!(response.status, expected, "{who}");
         if expected == 200 {
-            for key in ["payment_id", "status", "amount", "currency", "provider_id", "payer_user_id", "stripe_payment_intent_id", "created_at", "updated_at"] {
+            for key in [
+                "payment_id",
+                "status",
+                "amount",
+                "currency",
+                "provider_id",
+                "payer_user_id",
+                "stripe_payment_intent_id",
+                "created_at",
+                "updated_at",
+            ] {
                 assert!(response.body.get(key).is_some(), "{key}");
             }
         }
@@ -231,7 +280,12 @@ async fn fifty_concurrent_releases_make_exactly_one_transfer() {
     let (payer, _, provider_id, payment_id) = held_payment(&t, true).await;
     let access = token(&payer).to_owned();
     let tasks = (0..50).map(|_| {
-        let event = common::http_event("POST", &format!("/payments/{payment_id}/release"), &[("authorization", &format!("Bearer {access}"))], None);
+        let event = common::http_event(
+            "POST",
+            &format!("/payments/{payment_id}/release"),
+            &[("authorization", &format!("Bearer {access}"))],
+            None,
+        );
         let app = t.app;
         tokio::spawn(async move {
             let response = handle_release(app, lambda_http::request::from_str(&event).unwrap()).await;
@@ -268,7 +322,12 @@ async fn fifty_concurrent_releases_make_exactly_one_transfer() {
     assert_eq!(again.body["transfer_id"], transfer_id);
 
     // Told about it: an event, an SMS to the provider, an audit entry.
-    assert!(t.published_events().await.iter().any(|(k, m)| k == "payment.released" && m["data"]["payment_id"] == payment_id.as_str()));
+    assert!(
+        t.published_events()
+            .await
+            .iter()
+            .any(|(k, m)| k == "payment.released" && m["data"]["payment_id"] == payment_id.as_str())
+    );
     let payer_org = t.me(token(&payer)).await.body["org_id"].as_str().unwrap().to_owned();
     let audit = t.partition(&format!("AUDIT#{payer_org}")).await;
     assert_eq!(audit.iter().filter(|e| s(e, "action") == "payment.released" && s(e, "status") == "success").count(), 1);
@@ -311,7 +370,8 @@ async fn refunds_work_only_before_release() {
     let path = format!("/payments/{payment_id}/refund");
     let by_provider = t.authed(handle, "POST", &path, token(&provider_tokens), &[], None).await;
     assert_eq!(by_provider.status, 403);
-    let refunded = t.authed(handle, "POST", &path, token(&payer), &[], Some(json!({"reason": "requested_by_customer"}))).await;
+    let refunded =
+        t.authed(handle, "POST", &path, token(&payer), &[], Some(json!({"reason": "requested_by_customer"}))).await;
     assert_eq!((refunded.status, &refunded.body), (200, &json!({"payment_id": payment_id, "status": "refunded"})));
     let refunds = t.stand_in().received("/v1/refunds");
     assert_eq!(refunds.len(), 1);
@@ -334,11 +394,29 @@ async fn subscriptions_start_list_and_cancel() {
     let bad = t.authed(handle, "POST", "/subscriptions", token(&tokens), &[], Some(json!({"price_id": "gold"}))).await;
     assert_eq!((bad.status, bad.body["code"].as_str()), (400, Some("validation_failed")));
 
-    let started = t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", "sub-1")], Some(json!({"price_id": "price_gold"}))).await;
+    let started = t
+        .authed(
+            handle,
+            "POST",
+            "/subscriptions",
+            token(&tokens),
+            &[("idempotency-key", "sub-1")],
+            Some(json!({"price_id": "price_gold"})),
+        )
+        .await;
     assert_eq!(started.status, 201, "{:?}", started.body);
     let id = started.body["subscription_id"].as_str().unwrap().to_owned();
     assert_eq!(started.body["status"], "incomplete");
-    let replay = t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", "sub-1")], Some(json!({"price_id": "price_gold"}))).await;
+    let replay = t
+        .authed(
+            handle,
+            "POST",
+            "/subscriptions",
+            token(&tokens),
+            &[("idempotency-key", "sub-1")],
+            Some(json!({"price_id": "price_gold"})),
+        )
+        .await;
     assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")));
     let requests = t.stand_in().received("/v1/subscriptions");
     assert_eq!(requests.len(), 1);
@@ -354,15 +432,34 @@ async fn subscriptions_start_list_and_cancel() {
     let (_, stranger) = t.logged_in("stranger").await;
     let foreign = t.authed(handle, "DELETE", &format!("/subscriptions/{id}"), token(&stranger), &[], None).await;
     assert_eq!(foreign.status, 404);
-    assert!(t.authed(handle, "GET", "/subscriptions", token(&stranger), &[], None).await.body["items"].as_array().unwrap().is_empty());
+    assert!(
+        t.authed(handle, "GET", "/subscriptions", token(&stranger), &[], None).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
-    let later = t.authed(handle, "DELETE", &format!("/subscriptions/{id}"), token(&tokens), &[], Some(json!({"at_period_end": true}))).await;
+    let later = t
+        .authed(
+            handle,
+            "DELETE",
+            &format!("/subscriptions/{id}"),
+            token(&tokens),
+            &[],
+            Some(json!({"at_period_end": true})),
+        )
+        .await;
     assert_eq!(later.status, 200, "{:?}", later.body);
     assert_eq!(later.body["cancel_at_period_end"], true);
     let now = t.authed(handle, "DELETE", &format!("/subscriptions/{id}"), token(&tokens), &[], None).await;
     assert_eq!(now.body["status"], "canceled");
     assert!(t.stand_in().received("/v1/subscriptions").iter().any(|r| r.method == "DELETE"));
-    assert!(t.published_events().await.iter().any(|(k, m)| k == "subscription.updated" && m["data"]["subscription_id"] == id.as_str()));
+    assert!(
+        t.published_events()
+            .await
+            .iter()
+            .any(|(k, m)| k == "subscription.updated" && m["data"]["subscription_id"] == id.as_str())
+    );
 }
 
 #[tokio::test]
@@ -378,10 +475,17 @@ async fn a_crashed_attempt_frees_its_key_after_the_lock_expires() {
     // An attempt that took the key and died: still locked, then expired.
     let now = shared::time::now().unix_timestamp();
     let put = |lock: i64| {
-        t.app.table().client().put_item().table_name(t.app.table().name())
-            .item("PK", AttributeValue::S(pk.clone())).item("SK", AttributeValue::S("IDEMPOTENCY".into()))
-            .item("status", AttributeValue::S("in_progress".into())).item("request_hash", AttributeValue::S(hash.clone()))
-            .item("lock_expires", AttributeValue::N(lock.to_string())).item("ttl", AttributeValue::N((now + 86400).to_string()))
+        t.app
+            .table()
+            .client()
+            .put_item()
+            .table_name(t.app.table().name())
+            .item("PK", AttributeValue::S(pk.clone()))
+            .item("SK", AttributeValue::S("IDEMPOTENCY".into()))
+            .item("status", AttributeValue::S("in_progress".into()))
+            .item("request_hash", AttributeValue::S(hash.clone()))
+            .item("lock_expires", AttributeValue::N(lock.to_string()))
+            .item("ttl", AttributeValue::N((now + 86400).to_string()))
             .send()
     };
     put(now + 60).await.unwrap();

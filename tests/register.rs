@@ -11,7 +11,9 @@ async fn new_address_gets_202_an_account_an_org_a_token_an_email_an_event_and_an
     let t = TestApp::new().await;
     let email = unique_email("new");
     let response = t
-        .register(json!({"email": email, "password": STRONG_PASSWORD, "full_name": "Ada Lovelace", "org_name": "Engines"}))
+        .register(
+            json!({"email": email, "password": STRONG_PASSWORD, "full_name": "Ada Lovelace", "org_name": "Engines"}),
+        )
         .await;
 
     assert_eq!(response.status, 202);
@@ -60,10 +62,8 @@ async fn new_address_gets_202_an_account_an_org_a_token_an_email_an_event_and_an
 
     // A user.registered event with the event_type attribute, carrying ids, not the email.
     let events = t.published_events().await;
-    let event = events
-        .iter()
-        .find(|(_, m)| m["data"]["user_id"] == user_id.as_str())
-        .expect("user.registered published");
+    let event =
+        events.iter().find(|(_, m)| m["data"]["user_id"] == user_id.as_str()).expect("user.registered published");
     assert_eq!(event.0, "user.registered");
     assert_eq!(event.1["event_type"], "user.registered");
     assert!(!event.1.to_string().contains(&email));
@@ -85,9 +85,7 @@ async fn already_registered_address_gets_the_same_202_and_an_account_exists_emai
     let first = t.register(json!({"email": email, "password": STRONG_PASSWORD})).await;
     let guard = t.item(&format!("EMAIL#{email}"), "EMAIL").await.unwrap();
 
-    let second = t
-        .register(json!({"email": email.to_uppercase(), "password": "another quite long passphrase"}))
-        .await;
+    let second = t.register(json!({"email": email.to_uppercase(), "password": "another quite long passphrase"})).await;
     assert_eq!(first.status, second.status);
     assert_eq!(first.body, second.body);
 
@@ -106,9 +104,8 @@ async fn already_registered_address_gets_the_same_202_and_an_account_exists_emai
 async fn email_is_trimmed_and_lower_cased() {
     let t = TestApp::new().await;
     let email = unique_email("norm");
-    let response = t
-        .register(json!({"email": format!("  {}  ", email.to_uppercase()), "password": STRONG_PASSWORD}))
-        .await;
+    let response =
+        t.register(json!({"email": format!("  {}  ", email.to_uppercase()), "password": STRONG_PASSWORD})).await;
     assert_eq!(response.status, 202);
     assert!(t.item(&format!("EMAIL#{email}"), "EMAIL").await.is_some());
     assert_eq!(t.emails_to(&email).await.len(), 1);
@@ -133,7 +130,8 @@ async fn invalid_fields_get_400_validation_failed_and_change_nothing() {
         assert_eq!(response.body["code"], "validation_failed");
         assert_eq!(response.body["status"], 400);
         assert!(response.body["request_id"].is_string());
-        let got: Vec<&str> = response.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        let got: Vec<&str> =
+            response.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
         assert_eq!(got, fields, "{body}");
         if let Some(email) = body["email"].as_str() {
             assert!(t.item(&format!("EMAIL#{email}"), "EMAIL").await.is_none());
@@ -158,7 +156,9 @@ async fn unknown_invitation_token_is_token_invalid_and_creates_nothing() {
     let t = TestApp::new().await;
     let email = unique_email("invite");
     let response = t
-        .register(json!({"email": email, "password": STRONG_PASSWORD, "invitation_token": "not-a-real-invitation-token"}))
+        .register(
+            json!({"email": email, "password": STRONG_PASSWORD, "invitation_token": "not-a-real-invitation-token"}),
+        )
         .await;
     assert_eq!(response.status, 400);
     assert_eq!(response.body["code"], "token_invalid");

@@ -36,7 +36,8 @@ async fn reset_changes_the_password_ends_every_session_and_tells_the_user() {
     assert_eq!(t.login(&email, NEW_PASSWORD).await.status, 200);
     // Tokens issued before the reset stop working.
     assert_eq!(t.me(tokens["access_token"].as_str().unwrap()).await.status, 401);
-    let refresh = t.post(shared::api::login::handle, "/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    let refresh =
+        t.post(shared::api::login::handle, "/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
     assert_eq!(refresh.status, 401);
 
     assert_eq!(t.emails_to(&email).await.last().unwrap().subject, "Your password was changed");
@@ -46,7 +47,9 @@ async fn reset_changes_the_password_ends_every_session_and_tells_the_user() {
         assert!(audit.iter().any(|e| s(e, "action") == action), "{action} audited");
     }
 
-    let again = t.post(handle, "/auth/reset-password", json!({"token": token, "new_password": "yet another passphrase here"})).await;
+    let again = t
+        .post(handle, "/auth/reset-password", json!({"token": token, "new_password": "yet another passphrase here"}))
+        .await;
     assert_eq!((again.status, again.body["code"].as_str()), (400, Some("token_invalid")));
     assert_eq!(t.login(&email, NEW_PASSWORD).await.status, 200, "the second use changed nothing");
 }

@@ -26,7 +26,10 @@ async fn a_verification_token_verifies_once() {
     assert!(audit.iter().any(|e| s(e, "action") == "auth.verify_email" && s(e, "status") == "success"));
     let user_id = s(&user, "user_id");
     assert!(
-        t.published_events().await.iter().any(|(kind, m)| kind == "user.verified" && m["data"]["user_id"] == user_id.as_str())
+        t.published_events()
+            .await
+            .iter()
+            .any(|(kind, m)| kind == "user.verified" && m["data"]["user_id"] == user_id.as_str())
     );
 }
 
@@ -49,7 +52,10 @@ async fn unknown_missing_and_expired_tokens_are_rejected() {
         .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("TOKEN#{hash}")))
         .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("TOKEN".into()))
         .update_expression("SET expires_at = :past")
-        .expression_attribute_values(":past", aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T00:00:00.000000Z".into()))
+        .expression_attribute_values(
+            ":past",
+            aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T00:00:00.000000Z".into()),
+        )
         .send()
         .await
         .unwrap();
@@ -73,7 +79,12 @@ async fn concurrent_verifications_of_one_token_succeed_exactly_once() {
     });
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(results.iter().filter(|(status, _)| *status == 200).count(), 1, "{results:?}");
-    assert!(results.iter().filter(|(status, _)| *status != 200).all(|(status, code)| *status == 400 && code.as_deref() == Some("token_invalid")));
+    assert!(
+        results
+            .iter()
+            .filter(|(status, _)| *status != 200)
+            .all(|(status, code)| *status == 400 && code.as_deref() == Some("token_invalid"))
+    );
     let user = t.user_by_email(&email).await;
     let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
     assert_eq!(audit.iter().filter(|e| s(e, "action") == "auth.verify_email").count(), 1);

@@ -44,11 +44,20 @@ async fn deliver(t: &TestApp, body: &str) -> TestResponse {
 async fn payment(t: &TestApp, status: &str) -> (String, String) {
     let payment_id = uuid::Uuid::new_v4().to_string();
     let pi = format!("pi_{}", uuid::Uuid::new_v4().simple());
-    t.app.table().client().put_item().table_name(t.app.table().name())
-        .item("PK", AttributeValue::S(format!("PAYMENT#{payment_id}"))).item("SK", AttributeValue::S("PAYMENT".into()))
-        .item("payment_id", AttributeValue::S(payment_id.clone())).item("status", AttributeValue::S(status.into()))
-        .item("GSI1PK", AttributeValue::S(format!("PI#{pi}"))).item("GSI1SK", AttributeValue::S("PAYMENT".into()))
-        .send().await.unwrap();
+    t.app
+        .table()
+        .client()
+        .put_item()
+        .table_name(t.app.table().name())
+        .item("PK", AttributeValue::S(format!("PAYMENT#{payment_id}")))
+        .item("SK", AttributeValue::S("PAYMENT".into()))
+        .item("payment_id", AttributeValue::S(payment_id.clone()))
+        .item("status", AttributeValue::S(status.into()))
+        .item("GSI1PK", AttributeValue::S(format!("PI#{pi}")))
+        .item("GSI1SK", AttributeValue::S("PAYMENT".into()))
+        .send()
+        .await
+        .unwrap();
     (payment_id, pi)
 }
 
@@ -61,13 +70,22 @@ async fn a_signed_payment_intent_succeeded_holds_the_payment_once() {
     let t = TestApp::new().await;
     let (payment_id, pi) = payment(&t, "requires_payment").await;
     let now = shared::time::now().unix_timestamp();
-    let body = event("payment_intent.succeeded", now, json!({"id": pi, "object": "payment_intent", "amount": 2500, "currency": "usd"}));
+    let body = event(
+        "payment_intent.succeeded",
+        now,
+        json!({"id": pi, "object": "payment_intent", "amount": 2500, "currency": "usd"}),
+    );
     let first = deliver(&t, &body).await;
     assert_eq!((first.status, &first.body), (200, &json!({"received": true})));
     assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "succeeded");
     let again = deliver(&t, &body).await;
     assert_eq!((again.status, &again.body), (200, &json!({"received": true, "duplicate": true})));
-    let announced = t.published_events().await.into_iter().filter(|(k, m)| k == "payment.succeeded" && m["data"]["payment_id"] == payment_id.as_str()).count();
+    let announced = t
+        .published_events()
+        .await
+        .into_iter()
+        .filter(|(k, m)| k == "payment.succeeded" && m["data"]["payment_id"] == payment_id.as_str())
+        .count();
     assert_eq!(announced, 1);
 }
 
@@ -122,7 +140,12 @@ async fn twenty_concurrent_deliveries_of_one_event_are_processed_once() {
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     assert!(results.iter().all(|(st, _)| *st == 200), "{results:?}");
     assert_eq!(results.iter().filter(|(_, b)| b.get("duplicate").is_none()).count(), 1, "{results:?}");
-    let announced = t.published_events().await.into_iter().filter(|(k, m)| k == "payment.succeeded" && m["data"]["payment_id"] == payment_id.as_str()).count();
+    let announced = t
+        .published_events()
+        .await
+        .into_iter()
+        .filter(|(k, m)| k == "payment.succeeded" && m["data"]["payment_id"] == payment_id.as_str())
+        .count();
     assert_eq!(announced, 1);
 }
 
@@ -143,13 +166,30 @@ async fn older_events_never_overwrite_newer_state() {
     // Accounts: payouts enabled (newer) then an older update without them.
     let account = format!("acct_{}", uuid::Uuid::new_v4().simple());
     let provider_pk = format!("PROVIDER#{}", uuid::Uuid::new_v4());
-    t.app.table().client().put_item().table_name(t.app.table().name())
-        .item("PK", AttributeValue::S(provider_pk.clone())).item("SK", AttributeValue::S("PROVIDER".into()))
-        .item("charges_enabled", AttributeValue::Bool(false)).item("payouts_enabled", AttributeValue::Bool(false))
-        .item("GSI1PK", AttributeValue::S(format!("ACCOUNT#{account}"))).item("GSI1SK", AttributeValue::S("PROVIDER".into()))
-        .send().await.unwrap();
-    deliver(&t, &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true}))).await;
-    deliver(&t, &event("account.updated", now - 60, json!({"id": account, "charges_enabled": false, "payouts_enabled": false}))).await;
+    t.app
+        .table()
+        .client()
+        .put_item()
+        .table_name(t.app.table().name())
+        .item("PK", AttributeValue::S(provider_pk.clone()))
+        .item("SK", AttributeValue::S("PROVIDER".into()))
+        .item("charges_enabled", AttributeValue::Bool(false))
+        .item("payouts_enabled", AttributeValue::Bool(false))
+        .item("GSI1PK", AttributeValue::S(format!("ACCOUNT#{account}")))
+        .item("GSI1SK", AttributeValue::S("PROVIDER".into()))
+        .send()
+        .await
+        .unwrap();
+    deliver(
+        &t,
+        &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true})),
+    )
+    .await;
+    deliver(
+        &t,
+        &event("account.updated", now - 60, json!({"id": account, "charges_enabled": false, "payouts_enabled": false})),
+    )
+    .await;
     let provider = t.item(&provider_pk, "PROVIDER").await.unwrap();
     assert_eq!((s(&provider, "charges_enabled"), s(&provider, "payouts_enabled")), ("true".into(), "true".into()));
 
@@ -157,11 +197,19 @@ async fn older_events_never_overwrite_newer_state() {
     let sub = format!("sub_{}", uuid::Uuid::new_v4().simple());
     let owner_pk = format!("USER#{}", uuid::Uuid::new_v4());
     let sub_sk = format!("SUBSCRIPTION#{sub}");
-    t.app.table().client().put_item().table_name(t.app.table().name())
-        .item("PK", AttributeValue::S(owner_pk.clone())).item("SK", AttributeValue::S(sub_sk.clone()))
+    t.app
+        .table()
+        .client()
+        .put_item()
+        .table_name(t.app.table().name())
+        .item("PK", AttributeValue::S(owner_pk.clone()))
+        .item("SK", AttributeValue::S(sub_sk.clone()))
         .item("status", AttributeValue::S("incomplete".into()))
-        .item("GSI1PK", AttributeValue::S(format!("SUB#{sub}"))).item("GSI1SK", AttributeValue::S("SUBSCRIPTION".into()))
-        .send().await.unwrap();
+        .item("GSI1PK", AttributeValue::S(format!("SUB#{sub}")))
+        .item("GSI1SK", AttributeValue::S("SUBSCRIPTION".into()))
+        .send()
+        .await
+        .unwrap();
     deliver(&t, &event("customer.subscription.deleted", now, json!({"id": sub, "status": "canceled"}))).await;
     deliver(&t, &event("customer.subscription.updated", now - 60, json!({"id": sub, "status": "active"}))).await;
     assert_eq!(status(&t, &owner_pk, &sub_sk).await, "canceled");
@@ -178,12 +226,29 @@ async fn older_events_never_overwrite_newer_state() {
 async fn webhook_events_drive_a_payment_from_creation_to_release() {
     let t = TestApp::with_stripe(&[]).await;
     let (_, provider_tokens) = t.logged_in("e2e-provider").await;
-    let provider = t.authed(shared::api::pay::handle, "POST", "/providers", provider_tokens["access_token"].as_str().unwrap(), &[], None).await;
+    let provider = t
+        .authed(
+            shared::api::pay::handle,
+            "POST",
+            "/providers",
+            provider_tokens["access_token"].as_str().unwrap(),
+            &[],
+            None,
+        )
+        .await;
     let account = provider.body["stripe_account_id"].as_str().unwrap().to_owned();
     let (_, payer) = t.logged_in("e2e-payer").await;
     let payer_token = payer["access_token"].as_str().unwrap();
-    let created = t.authed(shared::api::pay::handle, "POST", "/payments", payer_token, &[("idempotency-key", "e2e")],
-        Some(json!({"amount": 5000, "currency": "usd", "provider_id": provider.body["provider_id"]}))).await;
+    let created = t
+        .authed(
+            shared::api::pay::handle,
+            "POST",
+            "/payments",
+            payer_token,
+            &[("idempotency-key", "e2e")],
+            Some(json!({"amount": 5000, "currency": "usd", "provider_id": provider.body["provider_id"]})),
+        )
+        .await;
     let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
     let pi = created.body["stripe_payment_intent_id"].as_str().unwrap().to_owned();
     let now = shared::time::now().unix_timestamp();
@@ -193,7 +258,16 @@ async fn webhook_events_drive_a_payment_from_creation_to_release() {
     assert_eq!(release().await.body["code"], "payment_not_succeeded");
     deliver(&t, &event("payment_intent.succeeded", now, json!({"id": pi}))).await;
     assert_eq!(release().await.body["code"], "onboarding_required");
-    deliver(&t, &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true}))).await;
+    deliver(
+        &t,
+        &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true})),
+    )
+    .await;
     let released = release().await;
-    assert_eq!((released.status, released.body["already_released"].as_bool()), (200, Some(false)), "{:?}", released.body);
+    assert_eq!(
+        (released.status, released.body["already_released"].as_bool()),
+        (200, Some(false)),
+        "{:?}",
+        released.body
+    );
 }

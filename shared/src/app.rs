@@ -13,8 +13,8 @@ use crate::{
     audit::AuditLog,
     config::{ConfigError, SecretsStore, Settings},
     identity::jwt::KeySet,
-    payments::Gateway,
     notify::{EventPublisher, Mailer},
+    payments::Gateway,
     store::Table,
 };
 
@@ -38,7 +38,11 @@ impl<T: Clone> DerivedFromSecret<T> {
         Self(tokio::sync::Mutex::new(None))
     }
 
-    async fn get<E>(&self, secrets: Arc<crate::config::Secrets>, build: impl FnOnce(&crate::config::Secrets) -> Result<T, E>) -> Result<T, E> {
+    async fn get<E>(
+        &self,
+        secrets: Arc<crate::config::Secrets>,
+        build: impl FnOnce(&crate::config::Secrets) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut slot = self.0.lock().await;
         if let Some((from, value)) = slot.as_ref()
             && Arc::ptr_eq(from, &secrets)
@@ -92,8 +96,7 @@ impl App {
     }
 
     pub fn table(&self) -> &Table {
-        self.table
-            .get_or_init(|| Table::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.settings.table_name))
+        self.table.get_or_init(|| Table::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.settings.table_name))
     }
 
     pub fn audit(&self) -> AuditLog {
@@ -101,8 +104,7 @@ impl App {
     }
 
     pub fn mailer(&self) -> &Mailer {
-        self.mailer
-            .get_or_init(|| Mailer::new(aws_sdk_sesv2::Client::new(&self.sdk), &self.settings.email_from))
+        self.mailer.get_or_init(|| Mailer::new(aws_sdk_sesv2::Client::new(&self.sdk), &self.settings.email_from))
     }
 
     pub fn events(&self) -> &EventPublisher {
@@ -137,15 +139,17 @@ impl App {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
         let gateway = self
             .gateway
-            .get(secrets, |s| Gateway::from_config(&self.settings, s).map(|g| g.map(Arc::new)).map_err(crate::http::ApiError::internal))
+            .get(secrets, |s| {
+                Gateway::from_config(&self.settings, s)
+                    .map(|g| g.map(Arc::new))
+                    .map_err(crate::http::ApiError::internal)
+            })
             .await?;
         gateway.ok_or(crate::http::ApiError::PaymentsUnavailable)
     }
 
     pub fn secrets(&self) -> &SecretsStore {
-        self.secrets.get_or_init(|| {
-            SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings)
-        })
+        self.secrets.get_or_init(|| SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings))
     }
 }
 

@@ -36,10 +36,9 @@ impl Environment {
         match value {
             "production" | "prod" => Ok(Self::Production),
             "development" | "dev" | "local" | "test" | "staging" => Ok(Self::Development),
-            other => Err(ConfigError::Invalid {
-                name: "ENVIRONMENT",
-                reason: format!("unknown environment {other:?}"),
-            }),
+            other => {
+                Err(ConfigError::Invalid { name: "ENVIRONMENT", reason: format!("unknown environment {other:?}") })
+            }
         }
     }
 
@@ -129,11 +128,17 @@ impl Settings {
             })
         };
         if environment.is_production() && get("STRIPE_API_BASE").is_some() {
-            return Err(ConfigError::Invalid { name: "STRIPE_API_BASE", reason: "must not be set in production".into() });
+            return Err(ConfigError::Invalid {
+                name: "STRIPE_API_BASE",
+                reason: "must not be set in production".into(),
+            });
         }
         let jwt_issuer = require("JWT_ISSUER")?.trim_end_matches('/').to_owned();
         if environment.is_production() && !jwt_issuer.starts_with("https://") {
-            return Err(ConfigError::Invalid { name: "JWT_ISSUER", reason: "must be an https URL in production".into() });
+            return Err(ConfigError::Invalid {
+                name: "JWT_ISSUER",
+                reason: "must be an https URL in production".into(),
+            });
         }
         let access_token_ttl = match get("ACCESS_TOKEN_TTL_SECONDS") {
             None => Duration::from_secs(900),
@@ -224,10 +229,8 @@ fn looks_placeholder(value: &str) -> bool {
 
 impl Secrets {
     pub fn parse(secret_id: &str, json: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(json).map_err(|e| ConfigError::SecretMalformed {
-            secret_id: secret_id.to_owned(),
-            reason: e.to_string(),
-        })
+        serde_json::from_str(json)
+            .map_err(|e| ConfigError::SecretMalformed { secret_id: secret_id.to_owned(), reason: e.to_string() })
     }
 
     /// The production guards. Each field that is present must also be strong; the signing
@@ -272,11 +275,7 @@ impl Secrets {
 }
 
 fn pem_der_len(pem: &str) -> Option<usize> {
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .map(str::trim)
-        .collect();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
     if !pem.contains("-----BEGIN") {
         return None;
     }
@@ -334,16 +333,12 @@ impl SecretsStore {
     }
 
     async fn fetch(&self) -> Result<Secrets, ConfigError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-            .map_err(|e| ConfigError::SecretUnavailable {
+        let out = self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
+            ConfigError::SecretUnavailable {
                 secret_id: self.secret_id.clone(),
                 reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-            })?;
+            }
+        })?;
         let json = out.secret_string().ok_or_else(|| ConfigError::SecretMalformed {
             secret_id: self.secret_id.clone(),
             reason: "secret has no string value".into(),
@@ -399,10 +394,7 @@ mod tests {
     fn production_requires_https_and_a_topic() {
         let mut pairs = BASE.to_vec();
         pairs.push(("ENVIRONMENT", "production"));
-        assert!(matches!(
-            Settings::from_lookup(env(&pairs)),
-            Err(ConfigError::Invalid { name: "FRONTEND_URL", .. })
-        ));
+        assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Invalid { name: "FRONTEND_URL", .. })));
         pairs[1] = ("FRONTEND_URL", "https://app.example.com");
         assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Missing("EVENTS_TOPIC_ARN"))));
         pairs.push(("EVENTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:events"));
@@ -429,14 +421,12 @@ mod tests {
         let empty = Secrets::parse("s", "{}").unwrap();
         assert!(matches!(empty.check_production(), Err(ConfigError::WeakSecret { field: "jwt_signing_keys", .. })));
 
-        let placeholder = Secrets::parse(
-            "s",
-            r#"{"jwt_signing_keys":[{"kid":"k","private_key_pem":"PLACEHOLDER"}]}"#,
-        )
-        .unwrap();
+        let placeholder =
+            Secrets::parse("s", r#"{"jwt_signing_keys":[{"kid":"k","private_key_pem":"PLACEHOLDER"}]}"#).unwrap();
         assert!(placeholder.check_production().is_err());
 
-        let short_pem = "-----BEGIN PRIVATE KEY-----\nMIIBVAIBADANBgkqhkiG9w0BAQEFAASCAT4wggE6AgEAAkEA\n-----END PRIVATE KEY-----";
+        let short_pem =
+            "-----BEGIN PRIVATE KEY-----\nMIIBVAIBADANBgkqhkiG9w0BAQEFAASCAT4wggE6AgEAAkEA\n-----END PRIVATE KEY-----";
         let short = Secrets::parse(
             "s",
             &serde_json::json!({"jwt_signing_keys":[{"kid":"k","private_key_pem":short_pem}]}).to_string(),
@@ -447,7 +437,11 @@ mod tests {
 
     #[test]
     fn secrets_debug_output_redacts_values() {
-        let s = Secrets::parse("s", r#"{"stripe_secret_key":"sk_test_supersecretvalue123456","stripe_webhook_secrets":["whsec_abc"]}"#).unwrap();
+        let s = Secrets::parse(
+            "s",
+            r#"{"stripe_secret_key":"sk_test_supersecretvalue123456","stripe_webhook_secrets":["whsec_abc"]}"#,
+        )
+        .unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("supersecret"));
         assert!(!shown.contains("whsec_abc"));

@@ -249,11 +249,17 @@ impl TestApp {
             )
             .await;
         assert_eq!(invited.status, 202);
-        let invitation = self.emails_to(&member_email).await[0].token_for("/accept-invitation").expect("invitation link");
-        let joined = self.register(json!({"email": member_email, "password": STRONG_PASSWORD, "invitation_token": invitation})).await;
+        let invitation =
+            self.emails_to(&member_email).await[0].token_for("/accept-invitation").expect("invitation link");
+        let joined = self
+            .register(json!({"email": member_email, "password": STRONG_PASSWORD, "invitation_token": invitation}))
+            .await;
         assert_eq!(joined.status, 202, "{:?}", joined.body);
         let verify = self.emails_to(&member_email).await.last().unwrap().token_for("/verify-email").unwrap();
-        assert_eq!(self.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": verify})).await.status, 200);
+        assert_eq!(
+            self.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": verify})).await.status,
+            200
+        );
         let member = self.login(&member_email, STRONG_PASSWORD).await.body;
         let member_id = s(&self.user_by_email(&member_email).await, "user_id");
         (admin, member_email, member, member_id)
@@ -263,12 +269,19 @@ impl TestApp {
     /// (the webhook, Stripe onboarding) would write.
     pub async fn set(&self, pk: &str, sk: &str, values: &[(&str, AttributeValue)]) {
         let mut expression = Vec::new();
-        let mut request = self.app.table().client().update_item().table_name(self.app.table().name())
+        let mut request = self
+            .app
+            .table()
+            .client()
+            .update_item()
+            .table_name(self.app.table().name())
             .key("PK", AttributeValue::S(pk.into()))
             .key("SK", AttributeValue::S(sk.into()));
         for (i, (name, value)) in values.iter().enumerate() {
             expression.push(format!("#n{i} = :v{i}"));
-            request = request.expression_attribute_names(format!("#n{i}"), *name).expression_attribute_values(format!(":v{i}"), value.clone());
+            request = request
+                .expression_attribute_names(format!("#n{i}"), *name)
+                .expression_attribute_values(format!(":v{i}"), value.clone());
         }
         request.update_expression(format!("SET {}", expression.join(", "))).send().await.expect("update");
     }
@@ -328,9 +341,7 @@ impl TestApp {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|m| {
-                m["destinations"]["ToAddresses"].as_array().is_some_and(|a| a.iter().any(|x| x == to))
-            })
+            .filter(|m| m["destinations"]["ToAddresses"].as_array().is_some_and(|a| a.iter().any(|x| x == to)))
             .map(|m| SentEmail {
                 subject: m["subject"].as_str().unwrap_or_default().to_owned(),
                 body: m["body"].as_str().unwrap_or_default().to_owned(),
@@ -374,10 +385,8 @@ impl SentEmail {
     pub fn token_for(&self, path: &str) -> Option<String> {
         let marker = format!("{path}?token=");
         let start = self.body.find(&marker)? + marker.len();
-        let token: String = self.body[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
+        let token: String =
+            self.body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         Some(token)
     }
 }

@@ -64,7 +64,9 @@ fn form_of(request: &Request) -> HashMap<String, String> {
 fn metadata(form: &HashMap<String, String>) -> Value {
     let map: serde_json::Map<String, Value> = form
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')).map(|k| (k.to_owned(), json!(v))))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')).map(|k| (k.to_owned(), json!(v)))
+        })
         .collect();
     Value::Object(map)
 }
@@ -177,7 +179,12 @@ impl Respond for Responder {
         let form = form_of(request);
         let key = request.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut state = self.0.lock().expect("stand-in state");
-        state.received.push(Received { method: method.clone(), path: path.clone(), form: form.clone(), idempotency_key: key.clone() });
+        state.received.push(Received {
+            method: method.clone(),
+            path: path.clone(),
+            form: form.clone(),
+            idempotency_key: key.clone(),
+        });
         let failure = state.take_failure(&path);
         if failure == Some(Failure::ServerError) {
             let (status, body) = error(500, "api_error", "stand-in: injected server error");
@@ -230,7 +237,14 @@ impl StripeStandIn {
 
     /// Every request received so far whose path starts with `path` (e.g. `/v1/transfers`).
     pub fn received(&self, path: &str) -> Vec<Received> {
-        self.state.lock().expect("stand-in state").received.iter().filter(|r| r.path.starts_with(path)).cloned().collect()
+        self.state
+            .lock()
+            .expect("stand-in state")
+            .received
+            .iter()
+            .filter(|r| r.path.starts_with(path))
+            .cloned()
+            .collect()
     }
 
     /// The next `times` requests to paths starting with `path` fail as `failure`.
@@ -245,6 +259,13 @@ impl StripeStandIn {
 
     /// Distinct objects created with ids starting `prefix` (e.g. `tr_`).
     pub fn created(&self, prefix: &str) -> Vec<Value> {
-        self.state.lock().expect("stand-in state").objects.iter().filter(|(id, _)| id.starts_with(prefix)).map(|(_, v)| v.clone()).collect()
+        self.state
+            .lock()
+            .expect("stand-in state")
+            .objects
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }

@@ -16,8 +16,7 @@ async fn audit_logs(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
     // Only admins, and only their own organisation: there is no parameter to name another.
     principal.require_admin()?;
     let params = req.query_string_parameters();
-    let query_map: HashMap<String, String> =
-        params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let query_map: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let filter = AuditFilter::parse(&query_map)?;
     let page = query(app, principal.org_id(), &filter).await?;
     Ok(ApiResponse::json(StatusCode::OK, page))

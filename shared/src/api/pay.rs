@@ -85,7 +85,13 @@ async fn create_provider(app: &App, req: &Request, meta: &RequestMeta) -> Result
 
 /// Runs `create` under an idempotency claim on `key`: replays a completed request, stores a
 /// successful answer, gives the key back on failure. `None` runs it unguarded.
-async fn idempotent<F, Fut>(app: &App, req: &Request, scope: &str, key: Option<&str>, create: F) -> Result<ApiResponse, ApiError>
+async fn idempotent<F, Fut>(
+    app: &App,
+    req: &Request,
+    scope: &str,
+    key: Option<&str>,
+    create: F,
+) -> Result<ApiResponse, ApiError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
@@ -144,7 +150,12 @@ async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Re
     }
     let price_id = match parse_json::<SubscriptionBody>(req)?.price_id {
         Some(p) if subscription::valid_price_id(&p) => p,
-        Some(_) => return Err(ApiError::Validation(vec![FieldError::new("price_id", "must be a Stripe price id (price_...)")])),
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "price_id",
+                "must be a Stripe price id (price_...)",
+            )]));
+        }
         None => return Err(ApiError::Validation(vec![FieldError::new("price_id", "is required")])),
     };
     let header = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok());
@@ -206,9 +217,13 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                 let (id, _) = split_id(p, "/payments/").expect("matched");
                 let principal = authenticate(app, &req).await?;
                 let body: RefundBody = optional_body(&req)?;
-                let reason = body.reason.filter(|r| matches!(r.as_str(), "duplicate" | "fraudulent" | "requested_by_customer"));
+                let reason =
+                    body.reason.filter(|r| matches!(r.as_str(), "duplicate" | "fraudulent" | "requested_by_customer"));
                 let refunded = payment::refund(app, &principal, id, reason.as_deref(), &meta).await?;
-                Ok(ApiResponse::json(StatusCode::OK, json!({ "payment_id": refunded.payment_id, "status": refunded.status })))
+                Ok(ApiResponse::json(
+                    StatusCode::OK,
+                    json!({ "payment_id": refunded.payment_id, "status": refunded.status }),
+                ))
             }
             _ => Err(ApiError::NotFound),
         }

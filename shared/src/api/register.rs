@@ -50,7 +50,8 @@ impl RegisterBody {
         if let Some(name) = &full_name {
             context.extend(name.split_whitespace());
         }
-        let password = required_field("password", self.password.as_deref().map(|p| Password::parse(p, &context)), &mut errors);
+        let password =
+            required_field("password", self.password.as_deref().map(|p| Password::parse(p, &context)), &mut errors);
         match (email, password) {
             (Some(email), Some(password)) if errors.is_empty() => {
                 Ok(Registration { email, password, full_name, org_name, invitation_token })

@@ -76,10 +76,13 @@ impl AuditEntry {
             audit_actor: None,
             audit_target: None,
             audit_action: format!("{org_id}#{action}"),
-            audit_status: format!("{org_id}#{}", match status {
-                AuditStatus::Success => "success",
-                AuditStatus::Failure => "failure",
-            }),
+            audit_status: format!(
+                "{org_id}#{}",
+                match status {
+                    AuditStatus::Success => "success",
+                    AuditStatus::Failure => "failure",
+                }
+            ),
         }
     }
 
@@ -145,7 +148,9 @@ mod tests {
         assert_eq!(a.audit_actor.as_deref(), Some("org1#u1"));
         assert_eq!(a.audit_target.as_deref(), Some("org1#u2"));
         assert_eq!(a.audit_action, "org1#auth.register");
-        let item = serde_dynamo::to_item::<_, std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>(&a).unwrap();
+        let item =
+            serde_dynamo::to_item::<_, std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>(&a)
+                .unwrap();
         assert!(item.contains_key("PK") && item.contains_key("SK"));
     }
 }

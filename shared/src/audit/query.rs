@@ -40,7 +40,8 @@ pub struct AuditFilter {
 }
 
 fn plain(value: &str) -> bool {
-    (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    (1..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 impl AuditFilter {
@@ -189,7 +190,8 @@ fn cursor_mac(app_key: &[u8], fingerprint: &str, payload: &str) -> Vec<u8> {
 }
 
 fn encode_cursor(app_key: &[u8], fingerprint: &str, key: &Key) -> String {
-    let plain: HashMap<&str, &str> = key.iter().filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str()))).collect();
+    let plain: HashMap<&str, &str> =
+        key.iter().filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str()))).collect();
     let payload = serde_json::to_string(&plain).expect("strings serialize");
     let mac = cursor_mac(app_key, fingerprint, &payload);
     format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(mac))
@@ -264,7 +266,9 @@ pub async fn query(app: &App, org_id: &str, filter: &AuditFilter) -> Result<Audi
             .set_filter_expression(filter_expression.clone())
             .scan_index_forward(false)
     };
-    let dynamo = |e: aws_sdk_dynamodb::error::SdkError<_, _>| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(e));
+    let dynamo = |e: aws_sdk_dynamodb::error::SdkError<_, _>| {
+        ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(e))
+    };
 
     // The page: one Query, newest first (more only when filters thin a page out).
     let mut items = Vec::new();
@@ -291,7 +295,8 @@ pub async fn query(app: &App, org_id: &str, filter: &AuditFilter) -> Result<Audi
     // A full page may be the last one; saying so saves the client a useless request only
     // when DynamoDB knows, so a cursor is given whenever it returned one.
     let next_cursor = last_key.map(|key| {
-        let key: Key = key.into_iter().filter(|(k, _)| matches!(k.as_str(), "PK" | "SK") || k.starts_with("audit_")).collect();
+        let key: Key =
+            key.into_iter().filter(|(k, _)| matches!(k.as_str(), "PK" | "SK") || k.starts_with("audit_")).collect();
         encode_cursor(&signing, &fingerprint, &key)
     });
 
@@ -331,7 +336,8 @@ mod tests {
 
     #[test]
     fn the_narrowest_key_is_used_and_the_rest_filter() {
-        let f = AuditFilter { actor_user_id: Some("u1".into()), action: Some("auth.login".into()), ..Default::default() };
+        let f =
+            AuditFilter { actor_user_id: Some("u1".into()), action: Some("auth.login".into()), ..Default::default() };
         let p = plan("o1", &f);
         assert_eq!((p.index, p.key_value.as_str()), (Some("AuditByActor"), "o1#u1"));
         assert_eq!(p.filters.len(), 1);
@@ -341,7 +347,8 @@ mod tests {
 
     #[test]
     fn cursors_are_tamper_evident_and_bound_to_their_query() {
-        let key: Key = HashMap::from([("PK".into(), av::s("AUDIT#o1")), ("SK".into(), av::s("2026-01-01T00:00:00.000000Z#x"))]);
+        let key: Key =
+            HashMap::from([("PK".into(), av::s("AUDIT#o1")), ("SK".into(), av::s("2026-01-01T00:00:00.000000Z#x"))]);
         let cursor = encode_cursor(b"k", "fp", &key);
         assert_eq!(decode_cursor(b"k", "fp", &cursor).unwrap(), key);
         assert!(decode_cursor(b"k", "other", &cursor).is_err(), "another query");

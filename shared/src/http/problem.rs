@@ -18,7 +18,11 @@ impl FieldError {
 
 /// A required field through its parser: the value, or `None` with the problem added to
 /// `errors`, so a handler can report every bad field at once.
-pub fn required_field<T>(field: &str, parsed: Option<Result<T, &'static str>>, errors: &mut Vec<FieldError>) -> Option<T> {
+pub fn required_field<T>(
+    field: &str,
+    parsed: Option<Result<T, &'static str>>,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
     match parsed {
         None => {
             errors.push(FieldError::new(field, "is required"));
@@ -97,9 +101,7 @@ impl ApiError {
             | Self::Forbidden
             | Self::ForbiddenBecause(_)
             | Self::CsrfFailed
-            | Self::SignatureInvalid => {
-                StatusCode::FORBIDDEN
-            }
+            | Self::SignatureInvalid => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_)
             | Self::ReleaseInProgress
@@ -198,9 +200,7 @@ impl ApiError {
         if let Self::RateLimited { retry_after_seconds } = self {
             builder = builder.header("retry-after", retry_after_seconds.to_string());
         }
-        builder
-            .body(Body::from(doc.to_string()))
-            .expect("static headers are valid")
+        builder.body(Body::from(doc.to_string())).expect("static headers are valid")
     }
 }
 
@@ -214,8 +214,8 @@ mod tests {
 
     #[test]
     fn validation_problem_lists_fields() {
-        let resp = ApiError::Validation(vec![FieldError::new("email", "is not a valid email address")])
-            .to_response("req-1");
+        let resp =
+            ApiError::Validation(vec![FieldError::new("email", "is not a valid email address")]).to_response("req-1");
         assert_eq!(resp.status(), 400);
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
         let doc = body_json(&resp);

@@ -17,11 +17,7 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     pub fn json(status: StatusCode, body: impl Serialize) -> Self {
-        Self {
-            status,
-            body: Some(serde_json::to_value(body).expect("response bodies serialize")),
-            headers: Vec::new(),
-        }
+        Self { status, body: Some(serde_json::to_value(body).expect("response bodies serialize")), headers: Vec::new() }
     }
 
     pub fn no_content() -> Self {
@@ -39,9 +35,7 @@ impl ApiResponse {
             builder = builder.header(name, value);
         }
         match self.body {
-            Some(body) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string())),
+            Some(body) => builder.header("content-type", "application/json").body(Body::from(body.to_string())),
             None => builder.body(Body::Empty),
         }
         .expect("handler headers are valid")
@@ -74,10 +68,9 @@ where
             }
             Err(error) => error.to_response(&request_id),
         };
-        response.headers_mut().insert(
-            "x-request-id",
-            request_id.parse().expect("request ids are sanitised header values"),
-        );
+        response
+            .headers_mut()
+            .insert("x-request-id", request_id.parse().expect("request ids are sanitised header values"));
         response
     }
     .instrument(span)

@@ -4,8 +4,7 @@
 use serde_json::json;
 
 use super::{
-    Email, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User,
-    auth::Principal,
+    Email, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User, auth::Principal,
     model::adjust_admin_count,
 };
 use crate::{
@@ -24,7 +23,12 @@ pub const INVITATION_DAYS: i64 = 7;
 pub const DELETION_INDEX_KEY: &str = "DELETION";
 
 /// Schedules the caller's account for erasure in 30 days and ends all their sessions.
-pub async fn schedule_deletion(app: &App, principal: &Principal, password: &str, meta: &RequestMeta) -> Result<String, ApiError> {
+pub async fn schedule_deletion(
+    app: &App,
+    principal: &Principal,
+    password: &str,
+    meta: &RequestMeta,
+) -> Result<String, ApiError> {
     let user = &principal.user;
     let stored = PasswordHash::from_stored(&user.password_hash);
     if !stored.verify(Password::presented(password)).await.map_err(ApiError::internal)? {
@@ -124,7 +128,13 @@ pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMet
 }
 
 /// Emails a 7-day, single-use invitation to join the caller's organisation with `role`.
-pub async fn invite(app: &App, principal: &Principal, email: &Email, role: Role, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn invite(
+    app: &App,
+    principal: &Principal,
+    email: &Email,
+    role: Role,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
     principal.require_admin()?;
     let table = app.table();
     let org = table
@@ -134,16 +144,15 @@ pub async fn invite(app: &App, principal: &Principal, email: &Email, role: Role,
         .ok_or_else(|| ApiError::internal("the caller's organisation is missing"))?;
     let token = OpaqueToken::generate();
     let hash = token.hash();
-    let mut item = OneTimeToken::new(TokenKind::Invitation, &hash, principal.user_id(), time::Duration::days(INVITATION_DAYS));
+    let mut item =
+        OneTimeToken::new(TokenKind::Invitation, &hash, principal.user_id(), time::Duration::days(INVITATION_DAYS));
     item.org_id = Some(org.org_id.clone());
     item.role = Some(role);
     item.email = Some(email.as_str().to_owned());
     let audit = AuditEntry::new("org.invitation_sent", AuditStatus::Success, &org.org_id, meta)
         .actor(principal.user_id())
         .details(json!({ "role": role.as_str(), "expires_at": item.expires_at }));
-    let items = vec![table.put_new(&item), app.audit().put(&audit)]
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let items = vec![table.put_new(&item), app.audit().put(&audit)].into_iter().collect::<Result<Vec<_>, _>>()?;
     table.transact(items).await.map_err(ApiError::internal)?;
     let link = format!("{}/accept-invitation?token={}", app.settings().frontend_url, token.expose());
     app.mailer()
@@ -169,7 +178,8 @@ pub async fn change_role(
     let table = app.table();
     let org_pk = keys::org(principal.org_id());
     let member_sk = keys::member(target_user_id);
-    let mut member = table.get::<Membership>(&org_pk, &member_sk).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
+    let mut member =
+        table.get::<Membership>(&org_pk, &member_sk).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
     let previous = member.role;
     if previous == role {
         return Ok(member);

@@ -68,7 +68,17 @@ mod tests {
 
     #[test]
     fn rejects_invalid_addresses() {
-        for bad in ["", "   ", "plain", "a@b", "@example.com", "a@", "a b@example.com", "Alice <a@example.com>", "a@example.com."] {
+        for bad in [
+            "",
+            "   ",
+            "plain",
+            "a@b",
+            "@example.com",
+            "a@",
+            "a b@example.com",
+            "Alice <a@example.com>",
+            "a@example.com.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let long = format!("{}@example.com", "a".repeat(250));

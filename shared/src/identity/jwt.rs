@@ -62,8 +62,8 @@ impl KeySet {
         let mut signing = None;
         for key in &secrets.jwt_signing_keys {
             let bad = |reason: String| KeyError::BadKey { kid: key.kid.clone(), reason };
-            let encoding =
-                EncodingKey::from_rsa_pem(key.private_key_pem.expose_secret().as_bytes()).map_err(|e| bad(e.to_string()))?;
+            let encoding = EncodingKey::from_rsa_pem(key.private_key_pem.expose_secret().as_bytes())
+                .map_err(|e| bad(e.to_string()))?;
             let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| bad(e.to_string()))?;
             jwk.common.key_id = Some(key.kid.clone());
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
@@ -103,7 +103,10 @@ impl KeySet {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).ok()?.claims;
         let lifetime = claims.exp - claims.iat;
         let now = crate::time::now().unix_timestamp();
-        if claims.token_use != TOKEN_USE_ACCESS || !(1..=MAX_LIFETIME_SECONDS).contains(&lifetime) || claims.iat > now + 30 {
+        if claims.token_use != TOKEN_USE_ACCESS
+            || !(1..=MAX_LIFETIME_SECONDS).contains(&lifetime)
+            || claims.iat > now + 30
+        {
             return None;
         }
         Some(claims)
@@ -126,7 +129,8 @@ mod tests {
     }
 
     fn secrets(keys: &[(&str, &str)]) -> Secrets {
-        let keys: Vec<_> = keys.iter().map(|(kid, pem)| serde_json::json!({"kid": kid, "private_key_pem": pem})).collect();
+        let keys: Vec<_> =
+            keys.iter().map(|(kid, pem)| serde_json::json!({"kid": kid, "private_key_pem": pem})).collect();
         Secrets::parse("t", &serde_json::json!({ "jwt_signing_keys": keys }).to_string()).unwrap()
     }
 
@@ -174,8 +178,10 @@ mod tests {
         assert_eq!(keys.verify(&token, &settings()), Some(claims(now)));
         let jwks = serde_json::to_value(keys.jwks()).unwrap();
         let key = &jwks["keys"][0];
-        assert_eq!((key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str(), key["kid"].as_str()),
-            (Some("RSA"), Some("RS256"), Some("sig"), Some("k1")));
+        assert_eq!(
+            (key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str(), key["kid"].as_str()),
+            (Some("RSA"), Some("RS256"), Some("sig"), Some("k1"))
+        );
         assert!(key.get("d").is_none(), "no private parts");
     }
 

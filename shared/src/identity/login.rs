@@ -8,8 +8,8 @@
 //! but never lock them out for good. The counter item expires a day after the last failure.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{Email, Password, PasswordHash, User, session};
 use crate::{
@@ -47,7 +47,12 @@ pub fn lock_seconds(failures: u32) -> Option<i64> {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn login(app: &App, email: &Email, password: &str, meta: &RequestMeta) -> Result<session::IssuedTokens, ApiError> {
+pub async fn login(
+    app: &App,
+    email: &Email,
+    password: &str,
+    meta: &RequestMeta,
+) -> Result<session::IssuedTokens, ApiError> {
     app.rate_limit(Rule::Login, meta.client_key()).await?;
     app.rate_limit(Rule::LoginAccount, email.as_str()).await?;
     let table = app.table();
@@ -105,7 +110,13 @@ pub async fn login(app: &App, email: &Email, password: &str, meta: &RequestMeta)
 /// Counts a failed attempt against `subject` (a user id, or the stand-in of an unknown
 /// address), locking it once the count reaches [`LOCK_AFTER`]. Real users' failures are
 /// audited, concurrently with the count so both paths cost about the same.
-async fn record_failure(app: &App, subject: &str, user: Option<&User>, now: i64, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn record_failure(
+    app: &App,
+    subject: &str,
+    user: Option<&User>,
+    now: i64,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
     let audit_failure = async {
         if let Some(user) = user {
             let entry = AuditEntry::new("auth.login", AuditStatus::Failure, &user.org_id, meta)
@@ -120,7 +131,9 @@ async fn record_failure(app: &App, subject: &str, user: Option<&User>, now: i64,
     };
     let pk = keys::user(subject);
     let table = app.table();
-    let lock = table.update(Change::new(&pk, LOCKOUT_SK).update("SET locked_until = :until").value(":until", av::n(now + seconds)))?;
+    let lock = table.update(
+        Change::new(&pk, LOCKOUT_SK).update("SET locked_until = :until").value(":until", av::n(now + seconds)),
+    )?;
     match user {
         // The lock and its audit entry commit together.
         Some(user) => {
@@ -160,7 +173,14 @@ async fn count_failure(app: &App, subject: &str, now: i64) -> Result<u32, ApiErr
             let fresh = Lockout { pk, sk: LOCKOUT_SK.to_owned(), failures: 1, locked_until: 0, last_failure: now };
             let mut item = serde_dynamo::to_item::<_, crate::store::Item>(&fresh).map_err(ApiError::internal)?;
             item.insert("ttl".into(), av::n(ttl));
-            table.client().put_item().table_name(table.name()).set_item(Some(item)).send().await.map_err(ApiError::internal)?;
+            table
+                .client()
+                .put_item()
+                .table_name(table.name())
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(ApiError::internal)?;
             Ok(1)
         }
         Err(other) => Err(other.into()),

@@ -14,9 +14,9 @@ mod token;
 mod verify;
 
 pub use email::Email;
-pub use model::{EmailGuard, Membership, Org, OneTimeToken, Role, TokenKind, User};
+pub use model::{EmailGuard, Membership, OneTimeToken, Org, Role, TokenKind, User};
 pub use password::{Password, PasswordError, PasswordHash};
 pub use register::{RegisterError, Registration, register};
+pub use reset::{forgot_password, reset_password};
 pub use token::{OpaqueToken, TokenHash};
 pub use verify::{resend_verification, verify_email};
-pub use reset::{forgot_password, reset_password};

@@ -170,7 +170,11 @@ impl OneTimeToken {
     }
 
     /// The live token of `kind` with this value, and its user; `token_invalid` otherwise.
-    pub async fn find_live(table: &Table, presented: &str, kind: TokenKind) -> Result<(Self, User), crate::http::ApiError> {
+    pub async fn find_live(
+        table: &Table,
+        presented: &str,
+        kind: TokenKind,
+    ) -> Result<(Self, User), crate::http::ApiError> {
         use crate::http::ApiError;
         let hash = super::OpaqueToken::from_presented(presented).hash();
         let token = match table.get::<Self>(&keys::token(hash.as_str()), keys::TOKEN).await? {

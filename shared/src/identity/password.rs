@@ -57,7 +57,8 @@ pub struct PasswordHash(String);
 
 /// The hash of a random password nobody knows, with the current parameters. Login verifies
 /// it for unknown emails so they cost the same time as wrong passwords.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ";
 
 impl PasswordHash {
     pub fn from_stored(value: impl Into<String>) -> Self {
@@ -99,9 +100,7 @@ impl PasswordHash {
     pub async fn verify(&self, password: Password) -> Result<bool, PasswordError> {
         let hash = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            Ok(Argon2::default()
-                .verify_password(password.0.expose_secret().as_bytes(), hash.as_str())
-                .is_ok())
+            Ok(Argon2::default().verify_password(password.0.expose_secret().as_bytes(), hash.as_str()).is_ok())
         })
         .await?
     }
@@ -159,9 +158,13 @@ mod tests {
 
     #[test]
     fn outdated_parameters_need_a_rehash() {
-        let old = PasswordHash::from_stored("$argon2id$v=19$m=4096,t=3,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ");
+        let old = PasswordHash::from_stored(
+            "$argon2id$v=19$m=4096,t=3,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ",
+        );
         assert!(old.needs_rehash());
-        let argon2i = PasswordHash::from_stored("$argon2i$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ");
+        let argon2i = PasswordHash::from_stored(
+            "$argon2i$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ",
+        );
         assert!(argon2i.needs_rehash());
         assert!(PasswordHash::from_stored("garbage").needs_rehash());
     }

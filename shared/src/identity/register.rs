@@ -157,7 +157,11 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
     // The account is committed: a mail failure must not turn that into an error the client
     // would retry into an "account exists" email. `resend-verification` recovers.
     app.mailer()
-        .send_template_or_log(EmailKind::VerifyEmail, input.email.as_str(), json!({ "link": link, "name": input.full_name }))
+        .send_template_or_log(
+            EmailKind::VerifyEmail,
+            input.email.as_str(),
+            json!({ "link": link, "name": input.full_name }),
+        )
         .await;
     app.events()
         .publish_or_log(DomainEvent::new(

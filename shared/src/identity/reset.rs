@@ -29,7 +29,8 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
-    let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, meta).target(&user.user_id);
+    let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, meta)
+        .target(&user.user_id);
     let items = vec![
         table.put_new(&item),
         // Only the newest link works.
@@ -53,7 +54,12 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
 /// access and refresh token issued before stops working; marks the address verified (the
 /// token proves the user reads it).
 #[tracing::instrument(skip_all)]
-pub async fn reset_password(app: &App, presented: &str, new_password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn reset_password(
+    app: &App,
+    presented: &str,
+    new_password: &str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
     let table = app.table();
     let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::ResetPassword).await?;
     let hash = OpaqueToken::from_presented(presented).hash();
@@ -102,6 +108,8 @@ pub async fn reset_password(app: &App, presented: &str, new_password: &str, meta
     }
     tracing::info!(user_id = %user.user_id, "password reset; all sessions revoked");
     let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
-    app.mailer().send_template_or_log(EmailKind::PasswordChanged, &user.email, json!({ "reset_link": reset_link })).await;
+    app.mailer()
+        .send_template_or_log(EmailKind::PasswordChanged, &user.email, json!({ "reset_link": reset_link }))
+        .await;
     Ok(())
 }

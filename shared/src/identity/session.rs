@@ -142,10 +142,8 @@ pub async fn start(app: &App, user: &User, extra: Vec<TransactWriteItem>) -> Res
         ttl: time::epoch_seconds(expires),
     };
     let table = app.table();
-    let mut items = vec![
-        table.put_new(&family).map_err(ApiError::internal)?,
-        table.put_new(&record).map_err(ApiError::internal)?,
-    ];
+    let mut items =
+        vec![table.put_new(&family).map_err(ApiError::internal)?, table.put_new(&record).map_err(ApiError::internal)?];
     items.extend(extra);
     table.transact(items).await.map_err(ApiError::internal)?;
     let (access_token, csrf_token, expires_in) = access_token(app, user, &session_id).await?;
@@ -165,7 +163,10 @@ pub async fn revoke(app: &App, user_id: &str, session_id: &str) -> Result<(), Ap
     match app
         .table()
         .update_item(
-            Change::new(&pk, &sk).update("SET revoked = :true").condition("attribute_exists(PK)").value(":true", av::b(true)),
+            Change::new(&pk, &sk)
+                .update("SET revoked = :true")
+                .condition("attribute_exists(PK)")
+                .value(":true", av::b(true)),
         )
         .await
     {
@@ -181,7 +182,10 @@ pub async fn revoke_recorded(app: &App, user_id: &str, session_id: &str, entry: 
     let pk = keys::user(user_id);
     let sk = SessionFamily::sort_key(session_id);
     let revoke = table.update(
-        Change::new(&pk, &sk).update("SET revoked = :true").condition("attribute_exists(PK)").value(":true", av::b(true)),
+        Change::new(&pk, &sk)
+            .update("SET revoked = :true")
+            .condition("attribute_exists(PK)")
+            .value(":true", av::b(true)),
     )?;
     match table.transact(vec![revoke, app.audit().put(entry)?]).await {
         Ok(()) => Ok(()),
@@ -194,7 +198,8 @@ pub async fn revoke_recorded(app: &App, user_id: &str, session_id: &str, entry: 
 /// Revokes the family of a refresh token, if it is one of `user_id`'s.
 pub async fn revoke_by_refresh_token(app: &App, user_id: &str, presented: &str) -> Result<(), ApiError> {
     let hash = OpaqueToken::from_presented(presented).hash();
-    let record = app.table().get::<RefreshRecord>(&refresh_pk(hash.as_str()), REFRESH_SK).await.map_err(ApiError::internal)?;
+    let record =
+        app.table().get::<RefreshRecord>(&refresh_pk(hash.as_str()), REFRESH_SK).await.map_err(ApiError::internal)?;
     match record {
         Some(record) if record.user_id == user_id => revoke(app, user_id, &record.session_id).await,
         _ => Ok(()),
@@ -208,11 +213,13 @@ pub async fn refresh(app: &App, presented: &str, meta: &RequestMeta) -> Result<I
     let hash = OpaqueToken::from_presented(presented).hash();
     let pk = refresh_pk(hash.as_str());
     let table = app.table();
-    let record = table.get::<RefreshRecord>(&pk, REFRESH_SK).await.map_err(ApiError::internal)?.ok_or(ApiError::Unauthorized)?;
+    let record =
+        table.get::<RefreshRecord>(&pk, REFRESH_SK).await.map_err(ApiError::internal)?.ok_or(ApiError::Unauthorized)?;
     let (user_pk, user_sk) = User::key(&record.user_id);
     let family_sk = SessionFamily::sort_key(&record.session_id);
-    let (user, family) = tokio::try_join!(table.get::<User>(&user_pk, &user_sk), table.get::<SessionFamily>(&user_pk, &family_sk))
-        .map_err(ApiError::internal)?;
+    let (user, family) =
+        tokio::try_join!(table.get::<User>(&user_pk, &user_sk), table.get::<SessionFamily>(&user_pk, &family_sk))
+            .map_err(ApiError::internal)?;
     let (Some(user), Some(family)) = (user, family) else {
         return Err(ApiError::Unauthorized);
     };
@@ -257,10 +264,21 @@ pub async fn refresh(app: &App, presented: &str, meta: &RequestMeta) -> Result<I
         Err(other) => return Err(ApiError::internal(other)),
     }
     let (access_token, csrf_token, expires_in) = access_token(app, &user, &family.session_id).await?;
-    Ok(IssuedTokens { access_token, refresh_token: next.expose().to_owned(), token_type: "Bearer", expires_in, csrf_token })
+    Ok(IssuedTokens {
+        access_token,
+        refresh_token: next.expose().to_owned(),
+        token_type: "Bearer",
+        expires_in,
+        csrf_token,
+    })
 }
 
-async fn reuse_detected(app: &App, user: &User, session_id: &str, meta: &RequestMeta) -> Result<IssuedTokens, ApiError> {
+async fn reuse_detected(
+    app: &App,
+    user: &User,
+    session_id: &str,
+    meta: &RequestMeta,
+) -> Result<IssuedTokens, ApiError> {
     tracing::warn!(user_id = %user.user_id, %session_id, "refresh token reuse; revoking the session family");
     let entry = AuditEntry::new("auth.refresh_reuse", AuditStatus::Failure, &user.org_id, meta)
         .target(&user.user_id)

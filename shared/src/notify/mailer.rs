@@ -33,11 +33,7 @@ pub struct Mailer {
 }
 
 fn utf8(data: &str) -> Result<Content, NotifyError> {
-    Content::builder()
-        .data(data)
-        .charset("UTF-8")
-        .build()
-        .map_err(|e| NotifyError::Build(e.to_string()))
+    Content::builder().data(data).charset("UTF-8").build().map_err(|e| NotifyError::Build(e.to_string()))
 }
 
 impl Mailer {

@@ -89,10 +89,19 @@ mod tests {
         let ctx = serde_json::json!({"link": "https://x/p?token=t", "org_name": "Acme & Co", "role": "member",
             "deletion_date": "2026-12-21", "restore_link": "https://x/restore", "login_link": "https://x/login",
             "reset_link": "https://x/forgot-password", "name": "Ada"});
-        for kind in [EmailKind::VerifyEmail, EmailKind::AccountExists, EmailKind::ResetPassword, EmailKind::PasswordChanged,
-            EmailKind::Invitation, EmailKind::DeletionScheduled] {
+        for kind in [
+            EmailKind::VerifyEmail,
+            EmailKind::AccountExists,
+            EmailKind::ResetPassword,
+            EmailKind::PasswordChanged,
+            EmailKind::Invitation,
+            EmailKind::DeletionScheduled,
+        ] {
             let email = render(kind, "a@example.com", &ctx).unwrap();
-            assert!(!email.subject.is_empty() && !email.text.trim().is_empty() && email.html.contains("</html>"), "{kind:?}");
+            assert!(
+                !email.subject.is_empty() && !email.text.trim().is_empty() && email.html.contains("</html>"),
+                "{kind:?}"
+            );
         }
         let invite = render(EmailKind::Invitation, "a@example.com", &ctx).unwrap();
         assert!(invite.html.contains("Acme &amp; Co") && invite.text.contains("https://x/p?token=t"));

@@ -77,7 +77,8 @@ impl Gateway {
         F: Fn(RequestStrategy) -> Fut,
         Fut: Future<Output = Result<T, StripeError>>,
     {
-        let key = IdempotencyKey::new(key).map_err(|e| GatewayError::Unavailable(format!("bad idempotency key: {e}")))?;
+        let key =
+            IdempotencyKey::new(key).map_err(|e| GatewayError::Unavailable(format!("bad idempotency key: {e}")))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -96,7 +97,14 @@ impl Gateway {
     }
 
     /// An Express connected account for a provider.
-    pub async fn create_account(&self, key: &str, country: Option<&str>, business_type: Option<&str>, email: &str, provider_id: &str) -> Result<String, GatewayError> {
+    pub async fn create_account(
+        &self,
+        key: &str,
+        country: Option<&str>,
+        business_type: Option<&str>,
+        email: &str,
+        provider_id: &str,
+    ) -> Result<String, GatewayError> {
         use stripe_connect::account::{CreateAccount, CreateAccountType};
         use stripe_shared::AccountBusinessType as CreateAccountBusinessType;
         let account = self
@@ -123,7 +131,12 @@ impl Gateway {
     }
 
     /// A fresh onboarding link (links are single-use and short-lived, so never cached).
-    pub async fn create_account_link(&self, account: &str, refresh_url: &str, return_url: &str) -> Result<String, GatewayError> {
+    pub async fn create_account_link(
+        &self,
+        account: &str,
+        refresh_url: &str,
+        return_url: &str,
+    ) -> Result<String, GatewayError> {
         use stripe_connect::account_link::CreateAccountLink;
         use stripe_connect::account_link::CreateAccountLinkType;
         let key = format!("account-link:{}", uuid::Uuid::new_v4());
@@ -174,12 +187,22 @@ impl Gateway {
                 async move { request.customize().request_strategy(strategy).send(&self.client).await }
             })
             .await?;
-        let client_secret = intent.client_secret.clone().ok_or_else(|| GatewayError::Unavailable("PaymentIntent without client_secret".into()))?;
+        let client_secret = intent
+            .client_secret
+            .clone()
+            .ok_or_else(|| GatewayError::Unavailable("PaymentIntent without client_secret".into()))?;
         Ok(CreatedIntent { id: intent.id.as_str().to_owned(), client_secret })
     }
 
     /// Moves held funds to the provider's connected account.
-    pub async fn create_transfer(&self, key: &str, amount: i64, currency: &Currency, destination: &str, payment_id: &str) -> Result<String, GatewayError> {
+    pub async fn create_transfer(
+        &self,
+        key: &str,
+        amount: i64,
+        currency: &Currency,
+        destination: &str,
+        payment_id: &str,
+    ) -> Result<String, GatewayError> {
         use stripe_connect::transfer::CreateTransfer;
         let transfer = self
             .call(key, |strategy| {
@@ -193,7 +216,13 @@ impl Gateway {
         Ok(transfer.id.as_str().to_owned())
     }
 
-    pub async fn create_refund(&self, key: &str, payment_intent: &str, payment_id: &str, reason: Option<&str>) -> Result<String, GatewayError> {
+    pub async fn create_refund(
+        &self,
+        key: &str,
+        payment_intent: &str,
+        payment_id: &str,
+        reason: Option<&str>,
+    ) -> Result<String, GatewayError> {
         use stripe_core::refund::{CreateRefund, CreateRefundReason};
         let refund = self
             .call(key, |strategy| {
@@ -224,7 +253,9 @@ pub struct SubscriptionState {
 
 fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
     let client_secret = match &sub.latest_invoice {
-        Some(stripe_types::Expandable::Object(invoice)) => invoice.confirmation_secret.as_ref().map(|c| c.client_secret.clone()),
+        Some(stripe_types::Expandable::Object(invoice)) => {
+            invoice.confirmation_secret.as_ref().map(|c| c.client_secret.clone())
+        }
         _ => None,
     };
     SubscriptionState {
@@ -238,17 +269,29 @@ fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
 impl Gateway {
     /// A subscription that waits for its first payment (`default_incomplete`), with the
     /// invoice's client secret expanded for the client to confirm.
-    pub async fn create_subscription(&self, key: &str, customer: &str, price_id: &str, user_id: &str) -> Result<SubscriptionState, GatewayError> {
-        use stripe_billing::subscription::{CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior};
+    pub async fn create_subscription(
+        &self,
+        key: &str,
+        customer: &str,
+        price_id: &str,
+        user_id: &str,
+    ) -> Result<SubscriptionState, GatewayError> {
+        use stripe_billing::subscription::{
+            CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
+        };
         let sub = self
             .call(key, |strategy| {
-                let item = CreateSubscriptionItems { price: Some(price_id.to_owned()), ..CreateSubscriptionItems::new() };
+                let item =
+                    CreateSubscriptionItems { price: Some(price_id.to_owned()), ..CreateSubscriptionItems::new() };
                 let request = CreateSubscription::new()
                     .customer(customer)
                     .items(vec![item])
                     .payment_behavior(CreateSubscriptionPaymentBehavior::DefaultIncomplete)
                     .expand(vec!["latest_invoice.confirmation_secret".to_owned()])
-                    .metadata([("user_id".to_owned(), user_id.to_owned()), ("price_id".to_owned(), price_id.to_owned())]);
+                    .metadata([
+                        ("user_id".to_owned(), user_id.to_owned()),
+                        ("price_id".to_owned(), price_id.to_owned()),
+                    ]);
                 async move { request.customize().request_strategy(strategy).send(&self.client).await }
             })
             .await?;

@@ -55,8 +55,13 @@ pub enum Begin {
 /// Validates the header value: 1 to 255 printable ASCII characters.
 pub fn parse_key(value: Option<&str>) -> Result<String, ApiError> {
     match value {
-        Some(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(key.to_owned()),
-        Some(_) => Err(ApiError::Validation(vec![FieldError::new("Idempotency-Key", "must be 1 to 255 printable ASCII characters")])),
+        Some(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..0x7f).contains(&b)) => {
+            Ok(key.to_owned())
+        }
+        Some(_) => Err(ApiError::Validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters",
+        )])),
         None => Err(ApiError::Validation(vec![FieldError::new("Idempotency-Key", "header is required")])),
     }
 }

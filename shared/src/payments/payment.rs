@@ -108,7 +108,8 @@ impl Payment {
     }
 
     fn is_payer_side(&self, principal: &Principal) -> bool {
-        self.payer_user_id == principal.user_id() || (self.payer_org_id == principal.org_id() && principal.role() == Role::Admin)
+        self.payer_user_id == principal.user_id()
+            || (self.payer_org_id == principal.org_id() && principal.role() == Role::Admin)
     }
 }
 
@@ -143,7 +144,12 @@ pub async fn customer_for(app: &App, user: &User) -> Result<String, ApiError> {
     })
 }
 
-pub async fn create(app: &App, principal: &Principal, input: NewPayment, meta: &RequestMeta) -> Result<(Payment, String), ApiError> {
+pub async fn create(
+    app: &App,
+    principal: &Principal,
+    input: NewPayment,
+    meta: &RequestMeta,
+) -> Result<(Payment, String), ApiError> {
     if principal.role() == Role::Viewer {
         return Err(ApiError::Forbidden);
     }
@@ -227,7 +233,12 @@ pub struct Released {
     pub already_released: bool,
 }
 
-pub async fn release(app: &App, principal: &Principal, payment_id: &str, meta: &RequestMeta) -> Result<Released, ApiError> {
+pub async fn release(
+    app: &App,
+    principal: &Principal,
+    payment_id: &str,
+    meta: &RequestMeta,
+) -> Result<Released, ApiError> {
     let payment = for_payer_side(app, principal, payment_id).await?;
     match payment.status {
         PaymentStatus::Released => {
@@ -237,7 +248,8 @@ pub async fn release(app: &App, principal: &Principal, payment_id: &str, meta: &
         PaymentStatus::Succeeded => {}
         _ => return Err(ApiError::PaymentNotSucceeded),
     }
-    let provider = Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
+    let provider =
+        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
     let Some(destination) = provider.stripe_account_id.clone().filter(|_| provider.payouts_enabled) else {
         return Err(ApiError::OnboardingRequired);
     };
@@ -267,7 +279,9 @@ pub async fn release(app: &App, principal: &Principal, payment_id: &str, meta: &
 
     // 2. The transfer. The key makes every retry (ours, the cleanup job's) the same transfer.
     let currency = Currency::parse(&payment.currency).map_err(ApiError::internal)?;
-    let transfer = gateway.create_transfer(&format!("release:{payment_id}"), payment.amount, &currency, &destination, payment_id).await;
+    let transfer = gateway
+        .create_transfer(&format!("release:{payment_id}"), payment.amount, &currency, &destination, payment_id)
+        .await;
     let transfer_id = match transfer {
         Ok(id) => id,
         Err(error) => {
@@ -294,7 +308,13 @@ pub async fn release(app: &App, principal: &Principal, payment_id: &str, meta: &
 
 /// Records a completed transfer: conditional `releasing → released`. Returns the transfer
 /// id stored (another finisher's, if it won the race with the same transfer).
-pub async fn finish_release(app: &App, payment: &Payment, transfer_id: &str, actor: Option<&str>, meta: &RequestMeta) -> Result<String, ApiError> {
+pub async fn finish_release(
+    app: &App,
+    payment: &Payment,
+    transfer_id: &str,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<String, ApiError> {
     let table = app.table();
     let now = time::rfc3339(time::now());
     let pk = Payment::key(&payment.payment_id);
@@ -342,13 +362,21 @@ async fn notify_released(app: &App, payment: &Payment, provider: &Provider, tran
 }
 
 /// Refunds a payment that has not been released.
-pub async fn refund(app: &App, principal: &Principal, payment_id: &str, reason: Option<&str>, meta: &RequestMeta) -> Result<Payment, ApiError> {
+pub async fn refund(
+    app: &App,
+    principal: &Principal,
+    payment_id: &str,
+    reason: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Payment, ApiError> {
     let payment = for_payer_side(app, principal, payment_id).await?;
     match payment.status {
         PaymentStatus::Refunded => return Ok(payment),
         PaymentStatus::Succeeded => {}
         PaymentStatus::Released | PaymentStatus::Releasing => {
-            return Err(ApiError::Conflict("the payment has been released to the provider and can no longer be refunded".into()));
+            return Err(ApiError::Conflict(
+                "the payment has been released to the provider and can no longer be refunded".into(),
+            ));
         }
         PaymentStatus::Refunding => return Err(ApiError::Conflict("a refund of this payment is in progress".into())),
         _ => return Err(ApiError::PaymentNotSucceeded),
@@ -359,15 +387,21 @@ pub async fn refund(app: &App, principal: &Principal, payment_id: &str, reason: 
     let now = time::rfc3339(time::now());
     match table.update_item(transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Refunding, &now)).await {
         Ok(_) => {}
-        Err(StoreError::ConditionFailed) => return Err(ApiError::Conflict("the payment changed; read it again".into())),
+        Err(StoreError::ConditionFailed) => {
+            return Err(ApiError::Conflict("the payment changed; read it again".into()));
+        }
         Err(other) => return Err(other.into()),
     }
-    let refund = gateway.create_refund(&format!("refund:{payment_id}"), &payment.stripe_payment_intent_id, payment_id, reason).await;
+    let refund = gateway
+        .create_refund(&format!("refund:{payment_id}"), &payment.stripe_payment_intent_id, payment_id, reason)
+        .await;
     let now = time::rfc3339(time::now());
     let refund_id = match refund {
         Ok(id) => id,
         Err(error) => {
-            if let Err(e) = table.update_item(transition(&pk, PaymentStatus::Refunding, PaymentStatus::Succeeded, &now)).await {
+            if let Err(e) =
+                table.update_item(transition(&pk, PaymentStatus::Refunding, PaymentStatus::Succeeded, &now)).await
+            {
                 tracing::error!(%e, %payment_id, "could not return the payment to succeeded after a failed refund");
             }
             return Err(error.into());

@@ -60,7 +60,11 @@ pub struct ProviderInput {
 }
 
 impl ProviderInput {
-    pub fn parse(country: Option<String>, business_type: Option<String>, phone: Option<String>) -> Result<Self, ApiError> {
+    pub fn parse(
+        country: Option<String>,
+        business_type: Option<String>,
+        phone: Option<String>,
+    ) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
         if let Some(c) = &country
             && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
@@ -70,10 +74,14 @@ impl ProviderInput {
         if let Some(b) = &business_type
             && !matches!(b.as_str(), "individual" | "company" | "non_profit" | "government_entity")
         {
-            errors.push(FieldError::new("business_type", "must be individual, company, non_profit or government_entity"));
+            errors
+                .push(FieldError::new("business_type", "must be individual, company, non_profit or government_entity"));
         }
         if let Some(p) = &phone
-            && !(p.starts_with('+') && (8..=16).contains(&p.len()) && p[1..].bytes().all(|b| b.is_ascii_digit()) && !p[1..].starts_with('0'))
+            && !(p.starts_with('+')
+                && (8..=16).contains(&p.len())
+                && p[1..].bytes().all(|b| b.is_ascii_digit())
+                && !p[1..].starts_with('0'))
         {
             errors.push(FieldError::new("phone", "must be an E.164 number such as +14155550123"));
         }
@@ -112,7 +120,12 @@ impl Provider {
 
 /// Creates the caller's provider and connected account, or finds them; either way with a
 /// fresh onboarding link.
-pub async fn create_or_refresh(app: &App, principal: &Principal, input: ProviderInput, meta: &RequestMeta) -> Result<(Provider, String), ApiError> {
+pub async fn create_or_refresh(
+    app: &App,
+    principal: &Principal,
+    input: ProviderInput,
+    meta: &RequestMeta,
+) -> Result<(Provider, String), ApiError> {
     let gateway = app.payments().await?;
     let table = app.table();
     let user_pk = keys::user(principal.user_id());
@@ -146,13 +159,18 @@ pub async fn create_or_refresh(app: &App, principal: &Principal, input: Provider
                 Ok(()) => provider_id,
                 // Another request made it first: use theirs.
                 Err(StoreError::TransactionConditionsFailed(_)) => {
-                    table.get::<ProviderGuard>(&user_pk, SK).await?.ok_or_else(|| ApiError::internal("provider guard vanished"))?.provider_id
+                    table
+                        .get::<ProviderGuard>(&user_pk, SK)
+                        .await?
+                        .ok_or_else(|| ApiError::internal("provider guard vanished"))?
+                        .provider_id
                 }
                 Err(other) => return Err(other.into()),
             }
         }
     };
-    let mut provider = Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
+    let mut provider =
+        Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
     if provider.stripe_account_id.is_none() {
         let account = gateway
             .create_account(
@@ -180,12 +198,17 @@ pub async fn create_or_refresh(app: &App, principal: &Principal, input: Provider
             Ok(_) | Err(StoreError::ConditionFailed) => {}
             Err(other) => return Err(other.into()),
         }
-        provider = Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
+        provider =
+            Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
     }
     let account = provider.stripe_account_id.clone().ok_or_else(|| ApiError::internal("provider without account"))?;
     let base = &app.settings().frontend_url;
     let url = gateway
-        .create_account_link(&account, &format!("{base}/providers/onboarding/refresh"), &format!("{base}/providers/onboarding/return"))
+        .create_account_link(
+            &account,
+            &format!("{base}/providers/onboarding/refresh"),
+            &format!("{base}/providers/onboarding/return"),
+        )
         .await?;
     Ok((provider, url))
 }
@@ -205,7 +228,9 @@ mod tests {
 
     #[test]
     fn provider_input_is_validated() {
-        assert!(ProviderInput::parse(Some("US".into()), Some("individual".into()), Some("+14155550123".into())).is_ok());
+        assert!(
+            ProviderInput::parse(Some("US".into()), Some("individual".into()), Some("+14155550123".into())).is_ok()
+        );
         assert!(ProviderInput::parse(None, None, None).is_ok());
         match ProviderInput::parse(Some("usa".into()), Some("llc".into()), Some("555-0123".into())) {
             Err(ApiError::Validation(errors)) => assert_eq!(errors.len(), 3),

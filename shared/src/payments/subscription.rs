@@ -14,7 +14,7 @@ use crate::{
     http::{ApiError, RequestMeta},
     identity::auth::Principal,
     notify::DomainEvent,
-    store::{Change, keys, av},
+    store::{Change, av, keys},
     time,
 };
 
@@ -55,14 +55,23 @@ impl Subscription {
 }
 
 pub fn valid_price_id(price_id: &str) -> bool {
-    price_id.starts_with("price_") && price_id.len() <= 255 && price_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    price_id.starts_with("price_")
+        && price_id.len() <= 255
+        && price_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Starts a subscription; `request_key` makes a retried request reuse the same Stripe call.
-pub async fn start(app: &App, principal: &Principal, price_id: &str, request_key: &str, meta: &RequestMeta) -> Result<(Subscription, Option<String>), ApiError> {
+pub async fn start(
+    app: &App,
+    principal: &Principal,
+    price_id: &str,
+    request_key: &str,
+    meta: &RequestMeta,
+) -> Result<(Subscription, Option<String>), ApiError> {
     let gateway = app.payments().await?;
     let customer = customer_for(app, &principal.user).await?;
-    let state: SubscriptionState = gateway.create_subscription(request_key, &customer, price_id, principal.user_id()).await?;
+    let state: SubscriptionState =
+        gateway.create_subscription(request_key, &customer, price_id, principal.user_id()).await?;
     let now = time::rfc3339(time::now());
     let subscription = Subscription {
         pk: keys::user(principal.user_id()),
@@ -99,10 +108,20 @@ pub async fn list(app: &App, principal: &Principal) -> Result<Vec<Subscription>,
         .send()
         .await
         .map_err(|e| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
-    out.items.unwrap_or_default().into_iter().map(|item| serde_dynamo::from_item(item).map_err(ApiError::internal)).collect()
+    out.items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| serde_dynamo::from_item(item).map_err(ApiError::internal))
+        .collect()
 }
 
-pub async fn cancel(app: &App, principal: &Principal, subscription_id: &str, at_period_end: bool, meta: &RequestMeta) -> Result<Subscription, ApiError> {
+pub async fn cancel(
+    app: &App,
+    principal: &Principal,
+    subscription_id: &str,
+    at_period_end: bool,
+    meta: &RequestMeta,
+) -> Result<Subscription, ApiError> {
     let table = app.table();
     let pk = keys::user(principal.user_id());
     let sk = sort_key(subscription_id);

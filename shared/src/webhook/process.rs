@@ -80,15 +80,23 @@ async fn find_by_gsi1(app: &App, key: &str) -> Result<Option<(String, String)>, 
         .await
         .map_err(|e| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
     Ok(out.items.unwrap_or_default().into_iter().next().and_then(|item| match (item.get("PK"), item.get("SK")) {
-        (Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)), Some(aws_sdk_dynamodb::types::AttributeValue::S(sk))) => {
-            Some((pk.clone(), sk.clone()))
-        }
+        (
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)),
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)),
+        ) => Some((pk.clone(), sk.clone())),
         _ => None,
     }))
 }
 
 /// `status` moves to `to` from one of `from`, if the event is not older than the last one.
-fn payment_change(app: &App, pk: &str, sk: &str, to: &str, from: &[&str], event: &StripeEvent) -> Result<TransactWriteItem, StoreError> {
+fn payment_change(
+    app: &App,
+    pk: &str,
+    sk: &str,
+    to: &str,
+    from: &[&str],
+    event: &StripeEvent,
+) -> Result<TransactWriteItem, StoreError> {
     const NAMES: [&str; 3] = [":from0", ":from1", ":from2"];
     let allowed = &NAMES[..from.len()];
     let condition = format!(
@@ -125,13 +133,19 @@ async fn effect_of(app: &App, event: &StripeEvent) -> Result<Option<Effect>, Api
                     )),
                 }
             } else {
-                Effect { change: Some(payment_change(app, &pk, &sk, "failed", &["requires_payment"], event)?), announce: None }
+                Effect {
+                    change: Some(payment_change(app, &pk, &sk, "failed", &["requires_payment"], event)?),
+                    announce: None,
+                }
             }
         }
         "charge.refunded" => {
             let Some(key) = payment(object["payment_intent"].as_str()) else { return Ok(Some(Effect::none())) };
             let Some((pk, sk)) = find_by_gsi1(app, &key).await? else { return Ok(Some(Effect::none())) };
-            Effect { change: Some(payment_change(app, &pk, &sk, "refunded", &["succeeded", "refunding"], event)?), announce: None }
+            Effect {
+                change: Some(payment_change(app, &pk, &sk, "refunded", &["succeeded", "refunding"], event)?),
+                announce: None,
+            }
         }
         "account.updated" => {
             let Some(account) = object["id"].as_str() else { return Ok(Some(Effect::none())) };
@@ -215,14 +229,16 @@ pub async fn process(app: &App, event: &StripeEvent) -> Result<Outcome, ApiError
         }
         Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => Ok(Outcome::Duplicate),
         // The change's own condition failed: an older event, or a state it cannot apply to.
-        Err(StoreError::TransactionConditionsFailed(_)) => match table.transact(vec![marker(app, event, "stale")?]).await {
-            Ok(()) => {
-                tracing::info!("event older than the state it would change; skipped");
-                Ok(Outcome::Skipped)
+        Err(StoreError::TransactionConditionsFailed(_)) => {
+            match table.transact(vec![marker(app, event, "stale")?]).await {
+                Ok(()) => {
+                    tracing::info!("event older than the state it would change; skipped");
+                    Ok(Outcome::Skipped)
+                }
+                Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
+                Err(other) => Err(other.into()),
             }
-            Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
-            Err(other) => Err(other.into()),
-        },
+        }
         Err(other) => Err(other.into()),
     }
 }

@@ -50,7 +50,13 @@ pub fn parse_header(header: &str) -> Result<ParsedHeader, SignatureError> {
 }
 
 /// Returns the signed timestamp of a genuine, fresh delivery.
-pub fn verify(header: Option<&str>, payload: &[u8], secrets: &[&str], now: i64, tolerance_seconds: i64) -> Result<i64, SignatureError> {
+pub fn verify(
+    header: Option<&str>,
+    payload: &[u8],
+    secrets: &[&str],
+    now: i64,
+    tolerance_seconds: i64,
+) -> Result<i64, SignatureError> {
     let header = header.filter(|h| !h.trim().is_empty()).ok_or(SignatureError::Missing)?;
     let parsed = parse_header(header)?;
     let signed = [parsed.timestamp.to_string().as_bytes(), b".", payload].concat();
@@ -114,7 +120,16 @@ mod tests {
         let v = doc["vectors"].as_array().unwrap().iter().find(|v| v["name"] == "rotation_two_v1").unwrap();
         let payload = v["payload"].as_str().unwrap().as_bytes();
         let at = v["verify_at"].as_i64().unwrap();
-        assert!(verify(Some(v["header"].as_str().unwrap()), payload, &["whsec_unrelated", "whsec_new_rotating_secret"], at, 300).is_ok());
+        assert!(
+            verify(
+                Some(v["header"].as_str().unwrap()),
+                payload,
+                &["whsec_unrelated", "whsec_new_rotating_secret"],
+                at,
+                300
+            )
+            .is_ok()
+        );
     }
 
     #[test]
