@@ -12,6 +12,12 @@ fn token(tokens: &Value) -> &str {
     tokens["access_token"].as_str().unwrap()
 }
 
+/// A phone number no other test uses, so its SMS can be told apart.
+fn unique_phone() -> String {
+    let n = u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()) % 10_000_000;
+    format!("+1415{n:07}")
+}
+
 /// A logged-in provider with a connected account; onboarded (payouts on) if asked.
 async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
     let (_, tokens) = t.logged_in("provider").await;
@@ -22,7 +28,7 @@ async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
             "/providers",
             token(&tokens),
             &[],
-            Some(json!({"country": "US", "phone": "+14155550123"})),
+            Some(json!({"country": "US", "phone": unique_phone()})),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -322,6 +328,10 @@ async fn fifty_concurrent_releases_make_exactly_one_transfer() {
     assert_eq!(again.body["transfer_id"], transfer_id);
 
     // Told about it: an event, an SMS to the provider, an audit entry.
+    let phone = s(&provider, "phone");
+    let sms = t.sms_to(&phone).await;
+    assert_eq!(sms.len(), 1, "one SMS to the provider: {sms:?}");
+    assert!(sms[0].contains("25.00 USD"), "{}", sms[0]);
     assert!(
         t.published_events()
             .await

@@ -220,6 +220,8 @@ async fn older_events_never_overwrite_newer_state() {
     let (refunded, pi) = payment(&t, "succeeded").await;
     deliver(&t, &event("charge.refunded", now, json!({"id": "ch_1", "payment_intent": pi}))).await;
     assert_eq!(status(&t, &format!("PAYMENT#{refunded}"), "PAYMENT").await, "refunded");
+    let announced = t.published_events().await;
+    assert!(announced.iter().any(|(k, m)| k == "payment.refunded" && m["data"]["payment_id"] == refunded.as_str()));
 }
 
 #[tokio::test]

@@ -350,6 +350,18 @@ impl TestApp {
             .collect()
     }
 
+    /// SMS messages moto recorded as sent to `phone`.
+    pub async fn sms_to(&self, phone: &str) -> Vec<String> {
+        let data = self.moto_data().await;
+        data["sns"]["SMS"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["phone_number"] == phone)
+            .map(|m| m["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Domain events published to the events topic, with their `event_type` attribute.
     pub async fn published_events(&self) -> Vec<(String, Value)> {
         let topic = std::env::var("EVENTS_TOPIC_ARN").expect("EVENTS_TOPIC_ARN");

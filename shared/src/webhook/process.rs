@@ -144,7 +144,11 @@ async fn effect_of(app: &App, event: &StripeEvent) -> Result<Option<Effect>, Api
             let Some((pk, sk)) = find_by_gsi1(app, &key).await? else { return Ok(Some(Effect::none())) };
             Effect {
                 change: Some(payment_change(app, &pk, &sk, "refunded", &["succeeded", "refunding"], event)?),
-                announce: None,
+                announce: Some(DomainEvent::new(
+                    "payment.refunded",
+                    json!({ "payment_id": pk.trim_start_matches("PAYMENT#"), "amount": object["amount_refunded"],
+                            "currency": object["currency"] }),
+                )),
             }
         }
         "account.updated" => {
