@@ -195,14 +195,9 @@ async fn concurrent_refreshes_of_one_token_give_one_success_and_leave_the_family
     let (_, tokens) = t.logged_in("refresh-race").await;
     let token = tokens["refresh_token"].as_str().unwrap().to_owned();
     let tasks = (0..10).map(|_| {
-        let app = t.app;
         let event =
             common::http_event("POST", "/auth/refresh", &[], Some(&json!({"refresh_token": token}).to_string()));
-        tokio::spawn(async move {
-            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
-            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            (response.status().as_u16(), body)
-        })
+        common::spawn_invoke(t.app, handle, event)
     });
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let winners: Vec<_> = results.iter().filter(|(status, _)| *status == 200).collect();

@@ -119,14 +119,13 @@ async fn concurrent_provider_creation_makes_one_account() {
     let access = token(&tokens).to_owned();
     let tasks = (0..8).map(|_| {
         let event = common::http_event("POST", "/providers", &[("authorization", &format!("Bearer {access}"))], None);
-        let app = t.app;
-        tokio::spawn(async move {
-            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
-            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            (response.status().as_u16(), body["provider_id"].as_str().map(str::to_owned))
-        })
+        common::spawn_invoke(t.app, handle, event)
     });
-    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.map(|(status, body)| (status, body["provider_id"].as_str().map(str::to_owned))).unwrap())
+        .collect();
     assert!(results.iter().all(|(status, _)| *status == 201), "{results:?}");
     assert!(results.iter().all(|(_, id)| id == &results[0].1));
     assert_eq!(t.stand_in().created("acct_").len(), 1);
@@ -200,12 +199,7 @@ async fn concurrent_duplicates_of_one_key_create_one_payment() {
             &[("authorization", &format!("Bearer {access}")), ("idempotency-key", "dup-key")],
             Some(&body),
         );
-        let app = t.app;
-        tokio::spawn(async move {
-            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
-            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            (response.status().as_u16(), body)
-        })
+        common::spawn_invoke(t.app, handle, event)
     });
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let created: Vec<_> = results.iter().filter(|(status, _)| *status == 201).collect();
@@ -292,12 +286,7 @@ async fn fifty_concurrent_releases_make_exactly_one_transfer() {
             &[("authorization", &format!("Bearer {access}"))],
             None,
         );
-        let app = t.app;
-        tokio::spawn(async move {
-            let response = handle_release(app, lambda_http::request::from_str(&event).unwrap()).await;
-            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            (response.status().as_u16(), body)
-        })
+        common::spawn_invoke(t.app, handle_release, event)
     });
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let fresh: Vec<_> = results.iter().filter(|(st, b)| *st == 200 && b["already_released"] == false).collect();

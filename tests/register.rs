@@ -187,23 +187,12 @@ async fn twenty_parallel_registrations_of_one_address_create_exactly_one_user() 
     let t = TestApp::new().await;
     let email = unique_email("race");
     let body = json!({"email": email, "password": STRONG_PASSWORD});
-    let responses = futures::future::join_all((0..20).map(|_| {
-        let body = body.clone();
-        let t = &t;
-        async move {
-            let event = http_event("POST", "/auth/register", &[], Some(&body.to_string()));
-            // Each request on its own task, so they really run concurrently.
-            let app = t.app;
-            tokio::spawn(async move {
-                let request = lambda_http::request::from_str(&event).unwrap();
-                let response = shared::api::register::handle(app, request).await;
-                (response.status().as_u16(), response.body().as_ref().to_vec())
-            })
-            .await
-            .unwrap()
-        }
-    }))
-    .await;
+    // Each request on its own task, so they really run concurrently.
+    let tasks = (0..20).map(|_| {
+        let event = http_event("POST", "/auth/register", &[], Some(&body.to_string()));
+        common::spawn_invoke(t.app, shared::api::register::handle, event)
+    });
+    let responses: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     for (status, body) in &responses {
         assert_eq!(*status, 202);
         assert_eq!(body, &responses[0].1, "identical bodies");

@@ -69,15 +69,14 @@ async fn concurrent_verifications_of_one_token_succeed_exactly_once() {
     let t = TestApp::new().await;
     let (email, token) = t.registered("verify-race").await;
     let tasks = (0..12).map(|_| {
-        let app = t.app;
         let event = common::http_event("POST", "/auth/verify-email", &[], Some(&json!({"token": token}).to_string()));
-        tokio::spawn(async move {
-            let response = handle(app, lambda_http::request::from_str(&event).unwrap()).await;
-            let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            (response.status().as_u16(), body["code"].as_str().map(str::to_owned))
-        })
+        common::spawn_invoke(t.app, handle, event)
     });
-    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.map(|(status, body)| (status, body["code"].as_str().map(str::to_owned))).unwrap())
+        .collect();
     assert_eq!(results.iter().filter(|(status, _)| *status == 200).count(), 1, "{results:?}");
     assert!(
         results

@@ -130,12 +130,7 @@ async fn twenty_concurrent_deliveries_of_one_event_are_processed_once() {
     let header = sign(body.as_bytes(), &secret(), now);
     let tasks = (0..20).map(|_| {
         let request = delivery(&body, Some(&header));
-        let app = t.app;
-        tokio::spawn(async move {
-            let response = handle(app, lambda_http::request::from_str(&request).unwrap()).await;
-            let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            (response.status().as_u16(), body)
-        })
+        common::spawn_invoke(t.app, handle, request)
     });
     let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     assert!(results.iter().all(|(st, _)| *st == 200), "{results:?}");

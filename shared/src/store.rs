@@ -255,6 +255,20 @@ impl Table {
         out.item.map(serde_dynamo::from_item).transpose().map_err(StoreError::from)
     }
 
+    /// Writes `items` all or nothing; a failed condition answers `on_condition` (the caller's
+    /// meaning of losing the race), anything else is an internal error.
+    pub async fn transact_or(
+        &self,
+        items: Vec<TransactWriteItem>,
+        on_condition: crate::http::ApiError,
+    ) -> Result<(), crate::http::ApiError> {
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::TransactionConditionsFailed(_)) => Err(on_condition),
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// Writes `items` all or nothing. Fails with the positions of the failed conditions.
     pub async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         let mut attempt = 0;

@@ -37,6 +37,20 @@ pub fn unique_email(tag: &str) -> String {
 
 pub const STRONG_PASSWORD: &str = "correct horse battery staple";
 
+/// Runs `event` through `handler` on its own task, so many run truly concurrently:
+/// the answer's (status, JSON body).
+pub fn spawn_invoke<F, Fut>(app: &'static App, handler: F, event: String) -> tokio::task::JoinHandle<(u16, Value)>
+where
+    F: FnOnce(&'static App, Request) -> Fut + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let response = handler(app, lambda_http::request::from_str(&event).expect("a valid event")).await;
+        let body = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+        (response.status().as_u16(), body)
+    })
+}
+
 /// A client address of its own, so per-address rate limits of parallel tests don't meet.
 pub fn random_ip() -> String {
     let b = uuid::Uuid::new_v4().into_bytes();

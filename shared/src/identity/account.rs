@@ -64,13 +64,7 @@ pub async fn schedule_deletion(
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    match table.transact(items).await {
-        Ok(()) => {}
-        Err(StoreError::TransactionConditionsFailed(_)) => {
-            return Err(ApiError::Conflict("the account is already scheduled for deletion".into()));
-        }
-        Err(other) => return Err(ApiError::internal(other)),
-    }
+    table.transact_or(items, ApiError::Conflict("the account is already scheduled for deletion".into())).await?;
     app.events()
         .publish_or_log(DomainEvent::new(
             "account.deletion_scheduled",
@@ -118,13 +112,7 @@ pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMet
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    match table.transact(items).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::TransactionConditionsFailed(_)) => {
-            Err(ApiError::Conflict("the account is not scheduled for deletion".into()))
-        }
-        Err(other) => Err(ApiError::internal(other)),
-    }
+    table.transact_or(items, ApiError::Conflict("the account is not scheduled for deletion".into())).await
 }
 
 /// Emails a 7-day, single-use invitation to join the caller's organisation with `role`.

@@ -9,7 +9,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::EmailKind,
-    store::{Change, StoreError, av},
+    store::{Change, av},
     time,
 };
 
@@ -101,11 +101,7 @@ pub async fn reset_password(
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    match table.transact(items).await {
-        Ok(()) => {}
-        Err(StoreError::TransactionConditionsFailed(_)) => return Err(ApiError::TokenInvalid),
-        Err(other) => return Err(ApiError::internal(other)),
-    }
+    table.transact_or(items, ApiError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "password reset; all sessions revoked");
     let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
     app.mailer()

@@ -39,11 +39,7 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    match table.transact(items).await {
-        Ok(()) => {}
-        Err(StoreError::TransactionConditionsFailed(_)) => return Err(ApiError::TokenInvalid),
-        Err(other) => return Err(ApiError::internal(other)),
-    }
+    table.transact_or(items, ApiError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "email verified");
     app.events()
         .publish_or_log(DomainEvent::new("user.verified", json!({ "user_id": user.user_id, "org_id": user.org_id })))

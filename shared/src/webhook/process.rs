@@ -211,18 +211,10 @@ pub async fn process(app: &App, event: &StripeEvent) -> Result<Outcome, ApiError
     let table = app.table();
     let Some(effect) = effect_of(app, event).await? else {
         tracing::info!("unhandled Stripe event type; acknowledged");
-        return match table.transact(vec![marker(app, event, "ignored")?]).await {
-            Ok(()) => Ok(Outcome::Ignored),
-            Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
-            Err(other) => Err(other.into()),
-        };
+        return mark_only(app, event, Outcome::Ignored).await;
     };
     let Some(change) = effect.change else {
-        return match table.transact(vec![marker(app, event, "skipped")?]).await {
-            Ok(()) => Ok(Outcome::Skipped),
-            Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
-            Err(other) => Err(other.into()),
-        };
+        return mark_only(app, event, Outcome::Skipped).await;
     };
     match table.transact(vec![marker(app, event, "processed")?, change]).await {
         Ok(()) => {
@@ -234,15 +226,23 @@ pub async fn process(app: &App, event: &StripeEvent) -> Result<Outcome, ApiError
         Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => Ok(Outcome::Duplicate),
         // The change's own condition failed: an older event, or a state it cannot apply to.
         Err(StoreError::TransactionConditionsFailed(_)) => {
-            match table.transact(vec![marker(app, event, "stale")?]).await {
-                Ok(()) => {
-                    tracing::info!("event older than the state it would change; skipped");
-                    Ok(Outcome::Skipped)
-                }
-                Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
-                Err(other) => Err(other.into()),
-            }
+            tracing::info!("event older than the state it would change; skipped");
+            mark_only(app, event, Outcome::Skipped).await
         }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Marks the event seen without changing anything else: `outcome`, or `Duplicate` if it
+/// was already marked.
+async fn mark_only(app: &App, event: &StripeEvent, outcome: Outcome) -> Result<Outcome, ApiError> {
+    let label = match outcome {
+        Outcome::Ignored => "ignored",
+        _ => "skipped",
+    };
+    match app.table().transact(vec![marker(app, event, label)?]).await {
+        Ok(()) => Ok(outcome),
+        Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
         Err(other) => Err(other.into()),
     }
 }
