@@ -173,31 +173,17 @@ async fn concurrent_demotions_of_two_admins_leave_one_admin() {
         let admin_id = t.me(token_of(&admin)).await.body["user_id"].as_str().unwrap().to_owned();
         let org_id = t.me(token_of(&admin)).await.body["org_id"].as_str().unwrap().to_owned();
         // Each admin demotes the other at the same moment.
-        let a = {
+        let demote = |target: &str, by: &Value| {
             let event = common::http_event(
                 "PATCH",
-                &format!("/orgs/members/{member_id}"),
-                &[("authorization", &format!("Bearer {}", token_of(&admin)))],
+                &format!("/orgs/members/{target}"),
+                &[("authorization", &format!("Bearer {}", token_of(by)))],
                 Some(&json!({"role": "member"}).to_string()),
             );
-            let app = t.app;
-            tokio::spawn(
-                async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() },
-            )
+            common::spawn_invoke(t.app, handle, event)
         };
-        let b = {
-            let event = common::http_event(
-                "PATCH",
-                &format!("/orgs/members/{admin_id}"),
-                &[("authorization", &format!("Bearer {}", token_of(&member)))],
-                Some(&json!({"role": "member"}).to_string()),
-            );
-            let app = t.app;
-            tokio::spawn(
-                async move { handle(app, lambda_http::request::from_str(&event).unwrap()).await.status().as_u16() },
-            )
-        };
-        let mut statuses = [a.await.unwrap(), b.await.unwrap()];
+        let (a, b) = (demote(&member_id, &admin), demote(&admin_id, &member));
+        let mut statuses = [a.await.unwrap().0, b.await.unwrap().0];
         statuses.sort();
         // One wins; the other is refused, either as the last admin (409) or because the
         // winner already demoted it (403).
