@@ -509,3 +509,17 @@ async fn a_failed_payment_request_gives_its_key_back() {
     assert_eq!(retried.status, 201, "{:?}", retried.body);
     assert!(retried.header("idempotent-replayed").is_none());
 }
+
+#[tokio::test]
+async fn a_refusal_from_stripe_is_502_payment_provider_error_and_frees_the_key() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer-refused").await;
+    t.stand_in().fail("/v1/payment_intents", Failure::Refused, 1);
+    let refused = pay(&t, &payer, &provider_id, "refused-key", 1200).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (502, Some("payment_provider_error")));
+    assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+    assert_eq!(t.stand_in().received("/v1/payment_intents").len(), 1, "a refusal is not retried");
+    let retried = pay(&t, &payer, &provider_id, "refused-key", 1200).await;
+    assert_eq!(retried.status, 201, "{:?}", retried.body);
+}

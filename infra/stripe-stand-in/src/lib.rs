@@ -22,6 +22,8 @@ pub enum Failure {
     ServerError,
     /// Stripe does the work, but the answer arrives after the client gave up.
     Timeout(Duration),
+    /// Stripe refuses the request (HTTP 402, a card or account error); nothing is created.
+    Refused,
 }
 
 /// One request Stripe received.
@@ -188,6 +190,10 @@ impl Respond for Responder {
         let failure = state.take_failure(&path);
         if failure == Some(Failure::ServerError) {
             let (status, body) = error(500, "api_error", "stand-in: injected server error");
+            return ResponseTemplate::new(status).set_body_json(body);
+        }
+        if failure == Some(Failure::Refused) {
+            let (status, body) = error(402, "card_error", "Your card was declined.");
             return ResponseTemplate::new(status).set_body_json(body);
         }
         let (status, body) = match &key {
