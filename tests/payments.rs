@@ -3,75 +3,14 @@
 mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{TestApp, TestResponse, s};
-use serde_json::{Value, json};
+use common::{
+    TestApp,
+    money::{backdate_queue, held_payment, mark_succeeded, pay, provider, release, status_of, token},
+    s,
+};
+use serde_json::json;
 use shared::api::pay::{handle, handle_release};
 use stripe_stand_in::Failure;
-
-fn token(tokens: &Value) -> &str {
-    tokens["access_token"].as_str().unwrap()
-}
-
-/// A phone number no other test uses, so its SMS can be told apart.
-fn unique_phone() -> String {
-    let n = u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()) % 10_000_000;
-    format!("+1415{n:07}")
-}
-
-/// A logged-in provider with a connected account; onboarded (payouts on) if asked.
-async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
-    let (_, tokens) = t.logged_in("provider").await;
-    let created = t
-        .authed(
-            handle,
-            "POST",
-            "/providers",
-            token(&tokens),
-            &[],
-            Some(json!({"country": "US", "phone": unique_phone()})),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let provider_id = created.body["provider_id"].as_str().unwrap().to_owned();
-    if onboarded {
-        t.set(
-            &format!("PROVIDER#{provider_id}"),
-            "PROVIDER",
-            &[("charges_enabled", AttributeValue::Bool(true)), ("payouts_enabled", AttributeValue::Bool(true))],
-        )
-        .await;
-    }
-    (tokens, provider_id)
-}
-
-async fn pay(t: &TestApp, payer: &Value, provider_id: &str, key: &str, amount: i64) -> TestResponse {
-    let body = json!({"amount": amount, "currency": "usd", "provider_id": provider_id, "description": "Lesson"});
-    t.authed(handle, "POST", "/payments", token(payer), &[("idempotency-key", key)], Some(body)).await
-}
-
-/// What the webhook does when Stripe reports the charge: the payment is held.
-async fn mark_succeeded(t: &TestApp, payment_id: &str) {
-    t.set(&format!("PAYMENT#{payment_id}"), "PAYMENT", &[("status", AttributeValue::S("succeeded".into()))]).await;
-}
-
-async fn release(t: &TestApp, tokens: &Value, payment_id: &str) -> TestResponse {
-    t.authed(handle_release, "POST", &format!("/payments/{payment_id}/release"), token(tokens), &[], None).await
-}
-
-async fn status_of(t: &TestApp, payment_id: &str) -> String {
-    s(&t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap(), "status")
-}
-
-/// A held (succeeded) payment from a fresh payer to a fresh provider.
-async fn held_payment(t: &TestApp, onboarded: bool) -> (Value, Value, String, String) {
-    let (provider_tokens, provider_id) = provider(t, onboarded).await;
-    let (_, payer) = t.logged_in("payer").await;
-    let created = pay(t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 2500).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
-    mark_succeeded(t, &payment_id).await;
-    (payer, provider_tokens, provider_id, payment_id)
-}
 
 #[tokio::test]
 async fn without_stripe_configured_payment_routes_answer_503() {
@@ -332,34 +271,65 @@ async fn fifty_concurrent_releases_make_exactly_one_transfer() {
     assert_eq!(audit.iter().filter(|e| s(e, "action") == "payment.released" && s(e, "status") == "success").count(), 1);
 }
 
+/// A Stripe failure whose outcome is unknown leaves the payment `releasing` (202), refunds
+/// are refused meanwhile, and a later release call (once reconciliation is due) finishes it
+/// with exactly one transfer.
 async fn release_survives(t: &TestApp, failure: Failure) {
     let (payer, _, _, payment_id) = held_payment(t, true).await;
     t.stand_in().fail("/v1/transfers", failure, 100);
-    let failed = release(t, &payer, &payment_id).await;
-    assert_eq!((failed.status, failed.body["code"].as_str()), (503, Some("payments_unavailable")), "{:?}", failed.body);
-    assert_eq!(status_of(t, &payment_id).await, "succeeded", "back to succeeded");
+    let unknown = release(t, &payer, &payment_id).await;
+    assert_eq!((unknown.status, &unknown.body), (202, &json!({"payment_id": payment_id, "status": "releasing"})));
+    assert_eq!(status_of(t, &payment_id).await, "releasing", "the transfer may exist: stays releasing");
     let stored = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
-    assert!(!stored.contains_key("GSI2PK"));
+    assert_eq!(s(&stored, "GSI2PK"), "RELEASING", "on the work queue");
+    let refund = t.authed(handle, "POST", &format!("/payments/{payment_id}/refund"), token(&payer), &[], None).await;
+    assert_eq!((refund.status, refund.body["code"].as_str()), (409, Some("conflict")), "no refund while unresolved");
+    let early = release(t, &payer, &payment_id).await;
+    assert_eq!(early.body["code"], "release_in_progress", "not due yet");
 
     t.stand_in().heal();
+    backdate_queue(t, &payment_id).await;
     let ok = release(t, &payer, &payment_id).await;
-    assert_eq!((ok.status, ok.body["already_released"].as_bool()), (200, Some(false)), "{:?}", ok.body);
-    let keys: Vec<_> = t.stand_in().received("/v1/transfers").into_iter().map(|r| r.idempotency_key).collect();
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    let keys: Vec<_> = t
+        .stand_in()
+        .received("/v1/transfers")
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.idempotency_key)
+        .collect();
     assert!(keys.iter().all(|k| k.as_deref() == Some(format!("release:{payment_id}").as_str())), "one key throughout");
     assert_eq!(t.stand_in().created("tr_").len(), 1, "one transfer in all");
+    assert_eq!(ok.body["transfer_id"], t.stand_in().created("tr_")[0]["id"]);
     assert_eq!(status_of(t, &payment_id).await, "released");
+    assert!(!t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap().contains_key("GSI2PK"));
 }
 
 #[tokio::test]
-async fn a_stripe_server_error_leaves_the_payment_succeeded_and_a_later_release_works() {
+async fn a_stripe_server_error_leaves_the_payment_releasing_and_reconciliation_pays_once() {
     let t = TestApp::with_stripe(&[]).await;
     release_survives(&t, Failure::ServerError).await;
 }
 
 #[tokio::test]
-async fn a_stripe_timeout_leaves_the_payment_succeeded_and_a_later_release_pays_once() {
+async fn a_stripe_timeout_leaves_the_payment_releasing_and_reconciliation_pays_once() {
     let t = TestApp::with_stripe(&[]).await;
     release_survives(&t, Failure::Timeout(std::time::Duration::from_millis(2500))).await;
+}
+
+#[tokio::test]
+async fn a_definite_refusal_returns_the_payment_to_succeeded() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::Refused, 1);
+    let refused = release(&t, &payer, &payment_id).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (502, Some("payment_provider_error")));
+    assert!(!refused.body["detail"].as_str().unwrap().contains("declined"), "Stripe's text is not passed through");
+    assert_eq!(status_of(&t, &payment_id).await, "succeeded");
+    assert!(!t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap().contains_key("GSI2PK"));
+    let ok = release(&t, &payer, &payment_id).await;
+    assert_eq!((ok.status, ok.body["already_released"].as_bool()), (200, Some(false)), "{:?}", ok.body);
+    assert_eq!(t.stand_in().created("tr_").len(), 1);
 }
 
 #[tokio::test]
@@ -371,10 +341,14 @@ async fn refunds_work_only_before_release() {
     assert_eq!(by_provider.status, 403);
     let refunded =
         t.authed(handle, "POST", &path, token(&payer), &[], Some(json!({"reason": "requested_by_customer"}))).await;
-    assert_eq!((refunded.status, &refunded.body), (200, &json!({"payment_id": payment_id, "status": "refunded"})));
+    assert_eq!(
+        (refunded.status, &refunded.body),
+        (200, &json!({"payment_id": payment_id, "status": "refunded", "amount_refunded": 2500}))
+    );
     let refunds = t.stand_in().received("/v1/refunds");
     assert_eq!(refunds.len(), 1);
-    assert_eq!(refunds[0].idempotency_key.as_deref(), Some(format!("refund:{payment_id}").as_str()));
+    assert_eq!(refunds[0].idempotency_key.as_deref(), Some(format!("refund:{payment_id}:0").as_str()));
+    assert_eq!(refunds[0].form.get("amount").map(String::as_str), Some("2500"));
     assert_eq!(status_of(&t, &payment_id).await, "refunded");
     assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "payment_not_succeeded");
 

@@ -8,36 +8,19 @@ use serde_json::{Value, json};
 use shared::{api::webhook::handle, webhook::signature::sign};
 
 fn secret() -> String {
-    std::env::var("STRIPE_WEBHOOK_SECRET").expect("the stack's webhook secret")
+    common::webhook_secret()
 }
 
-/// A function URL event carrying `body` with `signature`.
 fn delivery(body: &str, signature: Option<&str>) -> String {
-    let mut headers = json!({"content-type": "application/json; charset=utf-8", "user-agent": "Stripe/1.0"});
-    if let Some(sig) = signature {
-        headers["stripe-signature"] = json!(sig);
-    }
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/stripe/webhook", "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"accountId": "anonymous", "apiId": "url", "domainName": "url.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "url", "http": {"method": "POST", "path": "/stripe/webhook", "protocol": "HTTP/1.1",
-            "sourceIp": "3.18.12.63", "userAgent": "Stripe/1.0"}, "requestId": uuid::Uuid::new_v4().to_string(),
-            "routeKey": "$default", "stage": "$default", "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0},
-        "body": body, "isBase64Encoded": false
-    })
-    .to_string()
+    common::webhook_delivery(body, signature)
 }
 
 fn event(kind: &str, created: i64, object: Value) -> String {
-    json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event", "api_version": "2025-08-27.basil",
-        "created": created, "livemode": false, "type": kind, "data": {"object": object}})
-    .to_string()
+    common::stripe_event(kind, created, object)
 }
 
 async fn deliver(t: &TestApp, body: &str) -> TestResponse {
-    let now = shared::time::now().unix_timestamp();
-    t.invoke(handle, &delivery(body, Some(&sign(body.as_bytes(), &secret(), now)))).await
+    t.deliver(body).await
 }
 
 /// A payment in `requires_payment` with a known PaymentIntent id.
@@ -53,6 +36,15 @@ async fn payment(t: &TestApp, status: &str) -> (String, String) {
         .item("SK", AttributeValue::S("PAYMENT".into()))
         .item("payment_id", AttributeValue::S(payment_id.clone()))
         .item("status", AttributeValue::S(status.into()))
+        .item("amount", AttributeValue::N("2500".into()))
+        .item("currency", AttributeValue::S("usd".into()))
+        .item("provider_id", AttributeValue::S("prov".into()))
+        .item("provider_user_id", AttributeValue::S("provider-user".into()))
+        .item("payer_user_id", AttributeValue::S("payer-user".into()))
+        .item("payer_org_id", AttributeValue::S(format!("org-{}", uuid::Uuid::new_v4())))
+        .item("stripe_payment_intent_id", AttributeValue::S(pi.clone()))
+        .item("created_at", AttributeValue::S("2026-11-23T00:00:00.000000Z".into()))
+        .item("updated_at", AttributeValue::S("2026-11-23T00:00:00.000000Z".into()))
         .item("GSI1PK", AttributeValue::S(format!("PI#{pi}")))
         .item("GSI1SK", AttributeValue::S("PAYMENT".into()))
         .send()
@@ -213,7 +205,15 @@ async fn older_events_never_overwrite_newer_state() {
 
     // Refunds from the Stripe side.
     let (refunded, pi) = payment(&t, "succeeded").await;
-    deliver(&t, &event("charge.refunded", now, json!({"id": "ch_1", "payment_intent": pi}))).await;
+    deliver(
+        &t,
+        &event(
+            "charge.refunded",
+            now,
+            json!({"id": "ch_1", "payment_intent": pi, "amount": 2500, "amount_refunded": 2500}),
+        ),
+    )
+    .await;
     assert_eq!(status(&t, &format!("PAYMENT#{refunded}"), "PAYMENT").await, "refunded");
     let announced = t.published_events().await;
     assert!(announced.iter().any(|(k, m)| k == "payment.refunded" && m["data"]["payment_id"] == refunded.as_str()));
@@ -253,7 +253,8 @@ async fn webhook_events_drive_a_payment_from_creation_to_release() {
     let path = format!("/payments/{payment_id}/release");
     let release = || t.authed(shared::api::pay::handle_release, "POST", &path, payer_token, &[], None);
     assert_eq!(release().await.body["code"], "payment_not_succeeded");
-    deliver(&t, &event("payment_intent.succeeded", now, json!({"id": pi}))).await;
+    let intent = t.stand_in().succeed_payment_intent(&pi);
+    deliver(&t, &event("payment_intent.succeeded", now, intent)).await;
     assert_eq!(release().await.body["code"], "onboarding_required");
     deliver(
         &t,

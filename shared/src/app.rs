@@ -12,9 +12,10 @@ use lambda_http::{Body, Request, Response, service_fn};
 use crate::{
     audit::AuditLog,
     config::{ConfigError, SecretsStore, Settings},
+    deadline::Deadline,
     identity::jwt::KeySet,
     notify::{EventPublisher, Mailer},
-    payments::Gateway,
+    payments::{Gateway, gateway::Stripe},
     store::Table,
 };
 
@@ -133,9 +134,10 @@ impl App {
         self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(crate::http::ApiError::internal)).await
     }
 
-    /// The Stripe client. Without a Stripe key in the secret: 503 `payments_unavailable`
-    /// (production functions that take payments refuse to start instead).
-    pub async fn payments(&self) -> Result<Arc<Gateway>, crate::http::ApiError> {
+    /// The Stripe client, for calls made within `deadline`. Without a Stripe key in the
+    /// secret: 503 `payments_unavailable` (production functions that take payments refuse to
+    /// start instead).
+    pub async fn stripe(&self, deadline: Deadline) -> Result<Stripe, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
         let gateway = self
             .gateway
@@ -145,7 +147,7 @@ impl App {
                     .map_err(crate::http::ApiError::internal)
             })
             .await?;
-        gateway.ok_or(crate::http::ApiError::PaymentsUnavailable)
+        gateway.map(|g| g.within(deadline)).ok_or(crate::http::ApiError::PaymentsUnavailable)
     }
 
     pub fn secrets(&self) -> &SecretsStore {

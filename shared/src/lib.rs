@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod deadline;
 pub mod http;
 pub mod identity;
 pub mod notify;

@@ -3,6 +3,9 @@
 //! local stack that `infra/test.sh` starts (DynamoDB Local and moto).
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod money;
+
 use std::{collections::HashMap, future::Future};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -14,6 +17,9 @@ pub struct TestApp {
     pub app: &'static App,
     /// The Stripe stand-in this app talks to, for apps made by [`TestApp::with_stripe`].
     pub stripe: Option<stripe_stand_in::StripeStandIn>,
+    /// The fault-injecting proxy its DynamoDB client goes through, for apps made by
+    /// [`TestApp::with_stripe_and_faults`].
+    pub faults: Option<faults::DynamoFaults>,
     moto_url: String,
     http: reqwest::Client,
 }
@@ -104,6 +110,11 @@ impl TestApp {
 
     /// An app whose settings are the stack's environment with `overrides` on top.
     pub async fn with_env(overrides: &[(&str, &str)]) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::with_env_and_sdk(overrides, sdk).await
+    }
+
+    async fn with_env_and_sdk(overrides: &[(&str, &str)], sdk: aws_config::SdkConfig) -> Self {
         if std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_err() {
             panic!("the black-box tests need the local stack: run them with infra/test.sh");
         }
@@ -114,11 +125,11 @@ impl TestApp {
             overrides.get(key).cloned().or_else(|| std::env::var(key).ok())
         })
         .expect("the test stack's settings are complete");
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let app = App::new(settings, sdk);
         Self {
             app: Box::leak(Box::new(app)),
             stripe: None,
+            faults: None,
             moto_url: std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL points at moto"),
             http: reqwest::Client::new(),
         }
@@ -127,6 +138,37 @@ impl TestApp {
     /// An app wired to a fresh Stripe stand-in: the stack's secret plus a Stripe key, with
     /// short timeouts so failure tests stay quick.
     pub async fn with_stripe(overrides: &[(&str, &str)]) -> Self {
+        Self::stripe_app(overrides, false).await
+    }
+
+    /// Like [`TestApp::with_stripe`], with its DynamoDB client behind a [`faults::DynamoFaults`]
+    /// proxy (see [`TestApp::faults`]).
+    pub async fn with_stripe_and_faults(overrides: &[(&str, &str)]) -> Self {
+        Self::stripe_app(overrides, true).await
+    }
+
+    pub fn faults(&self) -> &faults::DynamoFaults {
+        self.faults.as_ref().expect("made with TestApp::with_stripe_and_faults")
+    }
+
+    /// Another app on the same stand-in and secret, without the fault proxy: what a later
+    /// invocation (or the scheduled job) would be.
+    pub async fn healthy_twin(&self) -> TestApp {
+        let stand_in = self.stand_in().clone();
+        let mut settings: Vec<(String, String)> = vec![
+            ("SECRET_ID".into(), self.app.settings().secret_id.clone()),
+            ("STRIPE_API_BASE".into(), stand_in.url()),
+            ("STRIPE_TIMEOUT_MS".into(), "1000".into()),
+            ("STRIPE_MAX_ATTEMPTS".into(), "2".into()),
+        ];
+        settings.retain(|(_, v)| !v.is_empty());
+        let borrowed: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut twin = Self::with_env(&borrowed).await;
+        twin.stripe = Some(stand_in);
+        twin
+    }
+
+    async fn stripe_app(overrides: &[(&str, &str)], with_faults: bool) -> Self {
         let stand_in = stripe_stand_in::StripeStandIn::start().await;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
@@ -150,7 +192,16 @@ impl TestApp {
             ("STRIPE_MAX_ATTEMPTS", "2"),
         ];
         all.extend_from_slice(overrides);
-        let mut t = Self::with_env(&all).await;
+        let mut t = if with_faults {
+            let dynamodb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("DynamoDB Local");
+            let faults = faults::DynamoFaults::start(&dynamodb).await;
+            let sdk = sdk.into_builder().service_config(faults::DynamoVia(faults.url().to_owned())).build();
+            let mut t = Self::with_env_and_sdk(&all, sdk).await;
+            t.faults = Some(faults);
+            t
+        } else {
+            Self::with_env(&all).await
+        };
         t.stripe = Some(stand_in);
         t
     }
@@ -414,6 +465,44 @@ impl SentEmail {
         let token: String =
             self.body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         Some(token)
+    }
+}
+
+/// A Lambda function URL event carrying a Stripe delivery of `body` with `signature`.
+pub fn webhook_delivery(body: &str, signature: Option<&str>) -> String {
+    let mut headers = json!({"content-type": "application/json; charset=utf-8", "user-agent": "Stripe/1.0"});
+    if let Some(sig) = signature {
+        headers["stripe-signature"] = json!(sig);
+    }
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/stripe/webhook", "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"accountId": "anonymous", "apiId": "url", "domainName": "url.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "url", "http": {"method": "POST", "path": "/stripe/webhook", "protocol": "HTTP/1.1",
+            "sourceIp": "3.18.12.63", "userAgent": "Stripe/1.0"}, "requestId": uuid::Uuid::new_v4().to_string(),
+            "routeKey": "$default", "stage": "$default", "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0},
+        "body": body, "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+/// A Stripe event of `kind` about `object`, created at `created` (epoch seconds).
+pub fn stripe_event(kind: &str, created: i64, object: Value) -> String {
+    json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event", "api_version": "2025-08-27.basil",
+        "created": created, "livemode": false, "type": kind, "data": {"object": object}})
+    .to_string()
+}
+
+pub fn webhook_secret() -> String {
+    std::env::var("STRIPE_WEBHOOK_SECRET").expect("the stack's webhook secret")
+}
+
+impl TestApp {
+    /// Delivers `body` to the webhook, signed with the stack's secret as Stripe would.
+    pub async fn deliver(&self, body: &str) -> TestResponse {
+        let now = shared::time::now().unix_timestamp();
+        let signature = shared::webhook::signature::sign(body.as_bytes(), &webhook_secret(), now);
+        self.invoke(shared::api::webhook::handle, &webhook_delivery(body, Some(&signature))).await
     }
 }
 

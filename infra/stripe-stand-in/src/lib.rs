@@ -3,8 +3,11 @@
 //!
 //! There is no offline Stripe, so this answers the calls the backend makes with
 //! current-format Stripe JSON (objects async-stripe parses), honours `Idempotency-Key` the
-//! way Stripe does (same key, same result), records every request (path, form body,
-//! idempotency key) so tests can check what Stripe was asked, and can be told to fail.
+//! way Stripe does (same key, same result, including a saved 500), lists transfers by
+//! `transfer_group` and refunds by PaymentIntent, refunds in parts, records every request
+//! (method, path, form body, idempotency key) so tests can check what Stripe was asked, and
+//! can be told to fail, to answer late after doing the work, or to forget its keys (as
+//! Stripe does after 24 hours).
 
 use std::{
     collections::HashMap,
@@ -20,6 +23,9 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::a
 pub enum Failure {
     /// A 500 before Stripe did anything (nothing is created, nothing cached).
     ServerError,
+    /// Stripe does the work, then answers 500; the 500 is what the key replays, as Stripe
+    /// saves the result of a request that started executing.
+    ServerErrorAfterWork,
     /// Stripe does the work, but the answer arrives after the client gave up.
     Timeout(Duration),
     /// Stripe refuses the request (HTTP 402, a card or account error); nothing is created.
@@ -40,8 +46,10 @@ struct State {
     /// (method, path, key) → the response first given for it.
     idempotent: HashMap<(String, String, String), (u16, Value)>,
     objects: HashMap<String, Value>,
-    /// path prefix → failures still to inject.
-    failures: Vec<(String, Failure, u32)>,
+    /// (method, path prefix) → failures still to inject.
+    failures: Vec<(String, String, Failure, u32)>,
+    /// PaymentIntent id → amount refunded so far.
+    refunded: HashMap<String, i64>,
     received: Vec<Received>,
 }
 
@@ -122,10 +130,27 @@ impl State {
             }),
             ("POST", ["refunds"]) => {
                 let pi = form.get("payment_intent").cloned().unwrap_or_default();
-                let amount = self.objects.get(&pi).and_then(|p| p["amount"].as_i64()).unwrap_or(0);
+                let Some(intent) = self.objects.get(&pi).cloned() else {
+                    return error(404, "invalid_request_error", &format!("No such payment_intent: '{pi}'"));
+                };
+                let total = intent["amount"].as_i64().unwrap_or(0);
+                let done = self.refunded.get(&pi).copied().unwrap_or(0);
+                let amount = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(total - done);
+                if amount <= 0 || done + amount > total {
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        &format!(
+                            "Refund amount ({amount}) is greater than unrefunded amount on charge ({})",
+                            total - done
+                        ),
+                    );
+                }
+                self.refunded.insert(pi.clone(), done + amount);
                 json!({
                     "id": new_id("re"), "object": "refund", "amount": amount, "created": created,
-                    "currency": "usd", "payment_intent": pi, "status": "succeeded", "metadata": metadata(form)
+                    "currency": intent["currency"], "payment_intent": pi, "charge": intent["latest_charge"],
+                    "status": "succeeded", "metadata": metadata(form)
                 })
             }
             ("POST", ["subscriptions"]) => {
@@ -165,10 +190,40 @@ impl State {
         (200, object)
     }
 
-    fn take_failure(&mut self, path: &str) -> Option<Failure> {
-        let slot = self.failures.iter_mut().find(|(prefix, _, left)| path.starts_with(prefix.as_str()) && *left > 0)?;
-        slot.2 -= 1;
-        Some(slot.1)
+    /// Reads: a list by filter, or one object.
+    fn read(&self, path: &str, query: &HashMap<String, String>) -> (u16, Value) {
+        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        let list = |prefix: &str, field: &str, url: &str| {
+            let wanted = query.get(field);
+            let mut data: Vec<Value> = self
+                .objects
+                .iter()
+                .filter(|(id, object)| {
+                    id.starts_with(prefix) && wanted.is_none_or(|w| object[field].as_str() == Some(w.as_str()))
+                })
+                .map(|(_, object)| object.clone())
+                .collect();
+            data.sort_by_key(|object| std::cmp::Reverse(object["created"].as_i64()));
+            (200, json!({"object": "list", "data": data, "has_more": false, "url": url}))
+        };
+        match segments.as_slice() {
+            ["transfers"] => list("tr_", "transfer_group", "/v1/transfers"),
+            ["refunds"] => list("re_", "payment_intent", "/v1/refunds"),
+            [_, id] => match self.objects.get(*id) {
+                Some(object) => (200, object.clone()),
+                None => error(404, "invalid_request_error", &format!("No such object: '{id}'")),
+            },
+            _ => error(404, "invalid_request_error", &format!("Unrecognized request URL (GET {path})")),
+        }
+    }
+
+    fn take_failure(&mut self, method: &str, path: &str) -> Option<Failure> {
+        let slot = self
+            .failures
+            .iter_mut()
+            .find(|(m, prefix, _, left)| (m == "*" || m == method) && path.starts_with(prefix.as_str()) && *left > 0)?;
+        slot.3 -= 1;
+        Some(slot.2)
     }
 }
 
@@ -187,7 +242,16 @@ impl Respond for Responder {
             form: form.clone(),
             idempotency_key: key.clone(),
         });
-        let failure = state.take_failure(&path);
+        let failure = state.take_failure(&method, &path);
+        if method == "GET" {
+            if failure.is_some() {
+                let (status, body) = error(500, "api_error", "stand-in: injected server error");
+                return ResponseTemplate::new(status).set_body_json(body);
+            }
+            let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+            let (status, body) = state.read(&path, &query);
+            return ResponseTemplate::new(status).set_body_json(body);
+        }
         if failure == Some(Failure::ServerError) {
             let (status, body) = error(500, "api_error", "stand-in: injected server error");
             return ResponseTemplate::new(status).set_body_json(body);
@@ -202,13 +266,23 @@ impl Respond for Responder {
                 match state.idempotent.get(&slot) {
                     Some(cached) => cached.clone(),
                     None => {
-                        let result = state.create(&method, &path, &form);
+                        let mut result = state.create(&method, &path, &form);
+                        if failure == Some(Failure::ServerErrorAfterWork) {
+                            result = error(500, "api_error", "stand-in: injected server error after the work");
+                        }
                         state.idempotent.insert(slot, result.clone());
                         result
                     }
                 }
             }
-            None => state.create(&method, &path, &form),
+            None => {
+                let result = state.create(&method, &path, &form);
+                if failure == Some(Failure::ServerErrorAfterWork) {
+                    error(500, "api_error", "stand-in: injected server error after the work")
+                } else {
+                    result
+                }
+            }
         };
         let mut template = ResponseTemplate::new(status).set_body_json(body);
         if let Some(Failure::Timeout(delay)) = failure {
@@ -253,9 +327,41 @@ impl StripeStandIn {
             .collect()
     }
 
-    /// The next `times` requests to paths starting with `path` fail as `failure`.
+    /// The next `times` POST or DELETE requests (writes) to paths starting with `path` fail
+    /// as `failure`; reads of the same paths still answer.
     pub fn fail(&self, path: &str, failure: Failure, times: u32) {
-        self.state.lock().expect("stand-in state").failures.push((path.to_owned(), failure, times));
+        let mut state = self.state.lock().expect("stand-in state");
+        for method in ["POST", "DELETE"] {
+            state.failures.push((method.to_owned(), path.to_owned(), failure, times));
+        }
+    }
+
+    /// The next `times` GET requests (reads, lists) to paths starting with `path` answer 500.
+    pub fn fail_reads(&self, path: &str, times: u32) {
+        self.state.lock().expect("stand-in state").failures.push((
+            "GET".to_owned(),
+            path.to_owned(),
+            Failure::ServerError,
+            times,
+        ));
+    }
+
+    /// Forgets every idempotency key, as Stripe does 24 hours after a key's first use: a
+    /// repeat of an old request then does the work again.
+    pub fn forget_idempotency_keys(&self) {
+        self.state.lock().expect("stand-in state").idempotent.clear();
+    }
+
+    /// What Stripe does when the payer pays: the PaymentIntent succeeds with a new charge.
+    /// Returns the PaymentIntent as a `payment_intent.succeeded` event would carry it.
+    pub fn succeed_payment_intent(&self, payment_intent: &str) -> Value {
+        let mut state = self.state.lock().expect("stand-in state");
+        let charge = new_id("ch");
+        let intent = state.objects.get_mut(payment_intent).expect("a PaymentIntent the stand-in made");
+        intent["status"] = json!("succeeded");
+        intent["latest_charge"] = json!(charge);
+        intent["amount_received"] = intent["amount"].clone();
+        intent.clone()
     }
 
     /// Stops injecting failures.

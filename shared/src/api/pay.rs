@@ -14,6 +14,8 @@ use crate::{
         Amount, Currency, idempotency,
         payment::{self, NewPayment},
         provider::{self, ProviderInput},
+        refund::{self, RefundOutcome},
+        release::{self, ReleaseOutcome},
         subscription,
     },
 };
@@ -46,10 +48,11 @@ struct CancelBody {
 #[derive(Deserialize, Default)]
 struct RefundBody {
     reason: Option<String>,
+    amount: Option<i64>,
 }
 
 impl PaymentBody {
-    fn validate(self) -> Result<NewPayment, ApiError> {
+    fn validate(self, payment_id: String) -> Result<NewPayment, ApiError> {
         let mut errors = Vec::new();
         let amount = required_field("amount", self.amount.map(Amount::parse), &mut errors);
         let currency = required_field("currency", self.currency.as_deref().map(Currency::parse), &mut errors);
@@ -63,7 +66,7 @@ impl PaymentBody {
         }
         match (amount, currency, provider_id) {
             (Some(amount), Some(currency), Some(provider_id)) if errors.is_empty() => {
-                Ok(NewPayment { amount, currency, provider_id, description })
+                Ok(NewPayment { payment_id, amount, currency, provider_id, description })
             }
             _ => Err(ApiError::Validation(errors)),
         }
@@ -123,8 +126,8 @@ where
 async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let principal = authenticate(app, req).await?;
     let key = idempotency::parse_key(req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()))?;
-    let input = parse_json::<PaymentBody>(req)?.validate()?;
     let scope = format!("payments#{}", principal.user_id());
+    let input = parse_json::<PaymentBody>(req)?.validate(payment::payment_id_for(&scope, &key))?;
     idempotent(app, req, &scope, Some(&key), || async {
         let (payment, client_secret) = payment::create(app, &principal, input, meta).await?;
         Ok(json!({
@@ -217,12 +220,29 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                 let (id, _) = split_id(p, "/payments/").expect("matched");
                 let principal = authenticate(app, &req).await?;
                 let body: RefundBody = optional_body(&req)?;
-                let reason =
-                    body.reason.filter(|r| matches!(r.as_str(), "duplicate" | "fraudulent" | "requested_by_customer"));
-                let refunded = payment::refund(app, &principal, id, reason.as_deref(), &meta).await?;
+                let mut errors = Vec::new();
+                if body.amount.is_some_and(|a| a <= 0) {
+                    errors.push(FieldError::new("amount", "must be a positive amount in minor units"));
+                }
+                if body
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| !matches!(r, "duplicate" | "fraudulent" | "requested_by_customer"))
+                {
+                    errors.push(FieldError::new("reason", "must be duplicate, fraudulent or requested_by_customer"));
+                }
+                if !errors.is_empty() {
+                    return Err(ApiError::Validation(errors));
+                }
+                let (status, refunded) =
+                    match refund::refund(app, &principal, id, body.amount, body.reason.as_deref(), &meta).await? {
+                        RefundOutcome::Done(payment) => (StatusCode::OK, payment),
+                        RefundOutcome::Pending(payment) => (StatusCode::ACCEPTED, payment),
+                    };
                 Ok(ApiResponse::json(
-                    StatusCode::OK,
-                    json!({ "payment_id": refunded.payment_id, "status": refunded.status }),
+                    status,
+                    json!({ "payment_id": refunded.payment_id, "status": refunded.status,
+                            "amount_refunded": refunded.amount_refunded }),
                 ))
             }
             _ => Err(ApiError::NotFound),
@@ -238,11 +258,17 @@ pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
         match (req.method().as_str(), split_id(&path, "/payments/")) {
             ("POST", Some((id, Some("release")))) => {
                 let principal = authenticate(app, &req).await?;
-                let released = payment::release(app, &principal, id, &meta).await?;
-                Ok(ApiResponse::json(
-                    StatusCode::OK,
-                    json!({ "payment_id": id, "status": "released", "transfer_id": released.transfer_id, "already_released": released.already_released }),
-                ))
+                Ok(match release::release(app, &principal, id, &meta).await? {
+                    ReleaseOutcome::Released { transfer_id, already_released } => ApiResponse::json(
+                        StatusCode::OK,
+                        json!({ "payment_id": id, "status": "released", "transfer_id": transfer_id,
+                                "already_released": already_released }),
+                    ),
+                    // The transfer's outcome is unknown; reconciliation settles it.
+                    ReleaseOutcome::Pending => {
+                        ApiResponse::json(StatusCode::ACCEPTED, json!({ "payment_id": id, "status": "releasing" }))
+                    }
+                })
             }
             _ => Err(ApiError::NotFound),
         }

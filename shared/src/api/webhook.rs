@@ -32,7 +32,7 @@ async fn receive(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResp
         return Err(ApiError::SignatureInvalid);
     }
     let event = StripeEvent::parse(body).ok_or_else(|| ApiError::MalformedJson("not a Stripe event".into()))?;
-    let outcome = process(app, &event).await?;
+    let outcome = process(app, &event, meta).await?;
     tracing::info!(event_id = %event.id, event_type = %event.kind, ?outcome, "Stripe event");
     let mut answer = json!({ "received": true });
     if outcome == Outcome::Duplicate {

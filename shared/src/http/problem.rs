@@ -76,8 +76,9 @@ pub enum ApiError {
     IdempotencyMismatch,
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyInProgress,
-    /// Stripe refused or failed the call; nothing was left half-done.
-    #[error("the payment provider could not complete the request: {0}")]
+    /// Stripe refused the call; nothing was left half-done. The reason (Stripe's own text)
+    /// goes to the logs, never to the client.
+    #[error("the payment provider refused the request")]
     PaymentProvider(String),
     #[error("too many requests")]
     RateLimited { retry_after_seconds: u64 },
@@ -180,6 +181,7 @@ impl ApiError {
         let status = self.status();
         match self {
             Self::Internal(detail) => tracing::error!(code = self.code(), %detail, "request failed"),
+            Self::PaymentProvider(reason) => tracing::warn!(code = self.code(), %reason, "Stripe refused"),
             _ => tracing::info!(code = self.code(), status = status.as_u16(), "request rejected"),
         }
         let mut doc = serde_json::json!({

@@ -16,6 +16,8 @@ pub struct RequestMeta {
     pub lambda_request_id: Option<String>,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// When this invocation must have answered (Lambda's deadline).
+    pub deadline: crate::deadline::Deadline,
 }
 
 /// A caller-supplied id is echoed only if it is short and plain, so it can't smuggle
@@ -40,6 +42,8 @@ impl RequestMeta {
             _ => (None, None, None),
         };
         let lambda_request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).filter(|id| !id.is_empty());
+        let deadline =
+            req.lambda_context_ref().map(|c| crate::deadline::Deadline::from_epoch_ms(c.deadline)).unwrap_or_default();
         let request_id = header("x-request-id")
             .filter(|id| sane_request_id(id))
             .or_else(|| apigw_request_id.clone())
@@ -51,6 +55,7 @@ impl RequestMeta {
             lambda_request_id,
             source_ip,
             user_agent: context_user_agent.or_else(|| header("user-agent")).map(|ua| truncate(ua, 512)),
+            deadline,
         }
     }
 }

@@ -1,29 +1,43 @@
 //! The Stripe port: one client per cold start, timeouts, and bounded retries that reuse one
 //! idempotency key, so a retried call can never create a second object at Stripe.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
 use super::money::{Amount, Currency};
-use crate::config::{Secrets, Settings};
+use crate::{
+    config::{Secrets, Settings},
+    deadline::Deadline,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// Stripe could not be reached or failed (5xx, 429, timeout) even after retries.
+    /// The outcome is unknown: Stripe failed (5xx), was busy (429, 409), timed out or could
+    /// not be reached, even after retries. The object may exist at Stripe.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
-    /// Stripe answered and refused (4xx).
+    /// Stripe answered and refused (4xx): nothing was created.
     #[error("Stripe refused the request ({status}): {message}")]
     Refused { status: u16, message: String },
+    /// Nothing was sent: the invocation's deadline left no time for a call.
+    #[error("Stripe was not called: {0}")]
+    NotSent(String),
+}
+
+impl GatewayError {
+    /// Whether Stripe definitely did nothing (so a claimed state may be returned).
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Self::Unavailable(_))
+    }
 }
 
 impl From<GatewayError> for crate::http::ApiError {
     fn from(error: GatewayError) -> Self {
         tracing::error!(%error, "Stripe call failed");
         match error {
-            GatewayError::Unavailable(_) => crate::http::ApiError::PaymentsUnavailable,
+            GatewayError::Unavailable(_) | GatewayError::NotSent(_) => crate::http::ApiError::PaymentsUnavailable,
             GatewayError::Refused { message, .. } => crate::http::ApiError::PaymentProvider(message),
         }
     }
@@ -33,6 +47,7 @@ fn classify(error: StripeError) -> (bool, GatewayError) {
     match error {
         StripeError::Stripe(details, status) => {
             let message = details.message.clone().unwrap_or_else(|| "no message".into());
+            // 409: a request with the same key is still running at Stripe.
             if status >= 500 || status == 429 || status == 409 {
                 (true, GatewayError::Unavailable(format!("{status}: {message}")))
             } else {
@@ -45,8 +60,11 @@ fn classify(error: StripeError) -> (bool, GatewayError) {
     }
 }
 
+/// The Stripe client of one cold start. Calls go through [`Stripe`], which budgets them
+/// against an invocation's deadline.
 pub struct Gateway {
     client: stripe::Client,
+    timeout: Duration,
     max_attempts: u32,
 }
 
@@ -54,6 +72,24 @@ pub struct Gateway {
 pub struct CreatedIntent {
     pub id: String,
     pub client_secret: String,
+}
+
+/// A transfer as reconciliation sees it.
+#[derive(Debug, Clone)]
+pub struct TransferRecord {
+    pub id: String,
+    pub amount: i64,
+    pub amount_reversed: i64,
+}
+
+/// A refund as reconciliation sees it.
+#[derive(Debug, Clone)]
+pub struct RefundRecord {
+    pub id: String,
+    pub amount: i64,
+    /// `pending`, `requires_action`, `succeeded`, `failed` or `canceled`.
+    pub status: String,
+    pub refund_key: Option<String>,
 }
 
 impl Gateway {
@@ -67,33 +103,71 @@ impl Gateway {
             builder = builder.url(base.clone());
         }
         let client = builder.build().map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        Ok(Some(Self { client, max_attempts: settings.stripe.max_attempts }))
+        Ok(Some(Self { client, timeout: settings.stripe.timeout, max_attempts: settings.stripe.max_attempts }))
     }
 
-    /// Runs `make` until it succeeds, fails for good, or `max_attempts` is spent, every time
-    /// with the same idempotency key.
-    async fn call<T, F, Fut>(&self, key: &str, make: F) -> Result<T, GatewayError>
+    /// Calls made within `deadline`.
+    pub fn within(self: &Arc<Self>, deadline: Deadline) -> Stripe {
+        Stripe { gateway: self.clone(), deadline }
+    }
+}
+
+/// Stripe calls budgeted against one invocation's deadline: each attempt starts only if it
+/// can finish (timeout included) with [`crate::deadline::WRITE_RESERVE`] to spare.
+pub struct Stripe {
+    gateway: Arc<Gateway>,
+    deadline: Deadline,
+}
+
+impl Stripe {
+    /// Whether one call could still be made: checked before claiming a state, so a request
+    /// too close to its deadline changes nothing.
+    pub fn has_time(&self) -> bool {
+        self.deadline.budget_for(self.gateway.timeout).is_some()
+    }
+
+    /// Runs `make` until it succeeds, fails for good, the attempts are spent or the deadline
+    /// leaves no time for another; every attempt with the same idempotency key, if any.
+    async fn call<T, F, Fut>(&self, key: Option<&str>, make: F) -> Result<T, GatewayError>
     where
         F: Fn(RequestStrategy) -> Fut,
         Fut: Future<Output = Result<T, StripeError>>,
     {
-        let key =
-            IdempotencyKey::new(key).map_err(|e| GatewayError::Unavailable(format!("bad idempotency key: {e}")))?;
+        let strategy = match key {
+            Some(key) => RequestStrategy::Idempotent(
+                IdempotencyKey::new(key).map_err(|e| GatewayError::NotSent(format!("bad idempotency key: {e}")))?,
+            ),
+            None => RequestStrategy::Once,
+        };
         let mut attempt = 0;
-        loop {
+        let mut last_error = None;
+        while attempt < self.gateway.max_attempts {
+            let Some(budget) = self.deadline.budget_for(self.gateway.timeout) else {
+                break;
+            };
             attempt += 1;
-            match make(RequestStrategy::Idempotent(key.clone())).await {
-                Ok(value) => return Ok(value),
-                Err(error) => {
+            let error = match tokio::time::timeout(budget, make(strategy.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => {
                     let (retryable, error) = classify(error);
-                    if !retryable || attempt >= self.max_attempts {
+                    if !retryable {
                         return Err(error);
                     }
-                    tracing::warn!(%error, attempt, "Stripe call failed; retrying with the same idempotency key");
-                    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt - 1))).await;
+                    error
                 }
+                Err(_) => GatewayError::Unavailable("the invocation's deadline cut the call short".into()),
+            };
+            tracing::warn!(%error, attempt, "Stripe call failed; retrying with the same idempotency key");
+            last_error = Some(error);
+            if attempt < self.gateway.max_attempts {
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt - 1))).await;
             }
         }
+        Err(last_error.unwrap_or_else(|| GatewayError::NotSent("no time left before the deadline".into())))
+    }
+
+    fn client(&self) -> &stripe::Client {
+        &self.gateway.client
     }
 
     /// An Express connected account for a provider.
@@ -108,7 +182,7 @@ impl Gateway {
         use stripe_connect::account::{CreateAccount, CreateAccountType};
         use stripe_shared::AccountBusinessType as CreateAccountBusinessType;
         let account = self
-            .call(key, |strategy| {
+            .call(Some(key), |strategy| {
                 let mut request = CreateAccount::new()
                     .type_(CreateAccountType::Express)
                     .email(email)
@@ -124,7 +198,7 @@ impl Gateway {
                         _ => CreateAccountBusinessType::Individual,
                     });
                 }
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
         Ok(account.id.as_str().to_owned())
@@ -141,11 +215,11 @@ impl Gateway {
         use stripe_connect::account_link::CreateAccountLinkType;
         let key = format!("account-link:{}", uuid::Uuid::new_v4());
         let link = self
-            .call(&key, |strategy| {
+            .call(Some(&key), |strategy| {
                 let request = CreateAccountLink::new(account, CreateAccountLinkType::AccountOnboarding)
                     .refresh_url(refresh_url)
                     .return_url(return_url);
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
         Ok(link.url)
@@ -154,9 +228,9 @@ impl Gateway {
     pub async fn create_customer(&self, key: &str, email: &str, user_id: &str) -> Result<String, GatewayError> {
         use stripe_core::customer::CreateCustomer;
         let customer = self
-            .call(key, |strategy| {
+            .call(Some(key), |strategy| {
                 let request = CreateCustomer::new().email(email).metadata([("user_id".to_owned(), user_id.to_owned())]);
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
         Ok(customer.id.as_str().to_owned())
@@ -175,7 +249,7 @@ impl Gateway {
     ) -> Result<CreatedIntent, GatewayError> {
         use stripe_core::payment_intent::{CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods};
         let intent = self
-            .call(key, |strategy| {
+            .call(Some(key), |strategy| {
                 let mut request = CreatePaymentIntent::new(amount.minor_units(), currency.to_stripe())
                     .customer(customer)
                     .transfer_group(payment_id)
@@ -184,7 +258,7 @@ impl Gateway {
                 if let Some(description) = description {
                     request = request.description(description);
                 }
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
         let client_secret = intent
@@ -194,52 +268,127 @@ impl Gateway {
         Ok(CreatedIntent { id: intent.id.as_str().to_owned(), client_secret })
     }
 
-    /// Moves held funds to the provider's connected account.
-    pub async fn create_transfer(
-        &self,
-        key: &str,
-        amount: i64,
-        currency: &Currency,
-        destination: &str,
-        payment_id: &str,
-    ) -> Result<String, GatewayError> {
+    /// Moves held funds to the provider's connected account. `source_transaction` ties the
+    /// transfer to the charge, so it cannot outrun the charge's funds becoming available;
+    /// `transfer_group` and the metadata let reconciliation find it again.
+    pub async fn create_transfer(&self, key: &str, transfer: &NewTransfer<'_>) -> Result<String, GatewayError> {
         use stripe_connect::transfer::CreateTransfer;
-        let transfer = self
-            .call(key, |strategy| {
-                let request = CreateTransfer::new(currency.to_stripe(), destination)
-                    .amount(amount)
-                    .transfer_group(payment_id)
-                    .metadata([("payment_id".to_owned(), payment_id.to_owned())]);
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+        let created = self
+            .call(Some(key), |strategy| {
+                let mut request = CreateTransfer::new(transfer.currency.to_stripe(), transfer.destination)
+                    .amount(transfer.amount)
+                    .transfer_group(transfer.payment_id)
+                    .metadata([("payment_id".to_owned(), transfer.payment_id.to_owned())]);
+                if let Some(charge) = transfer.source_transaction {
+                    request = request.source_transaction(charge);
+                }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
-        Ok(transfer.id.as_str().to_owned())
+        Ok(created.id.as_str().to_owned())
     }
 
-    pub async fn create_refund(
-        &self,
-        key: &str,
-        payment_intent: &str,
-        payment_id: &str,
-        reason: Option<&str>,
-    ) -> Result<String, GatewayError> {
+    /// Every transfer in the payment's group (there should be one at most).
+    pub async fn transfers_for(&self, payment_id: &str) -> Result<Vec<TransferRecord>, GatewayError> {
+        use stripe_connect::transfer::ListTransfer;
+        let list = self
+            .call(None, |strategy| {
+                let request = ListTransfer::new().transfer_group(payment_id).limit(100);
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+            })
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .map(|t| TransferRecord {
+                id: t.id.as_str().to_owned(),
+                amount: t.amount,
+                amount_reversed: t.amount_reversed,
+            })
+            .collect())
+    }
+
+    /// A refund of `amount` (minor units) of the PaymentIntent's charge; `refund_key` goes
+    /// into its metadata so reconciliation can tell our refunds apart.
+    pub async fn create_refund(&self, refund_key: &str, refund: &NewRefund<'_>) -> Result<RefundRecord, GatewayError> {
         use stripe_core::refund::{CreateRefund, CreateRefundReason};
-        let refund = self
-            .call(key, |strategy| {
-                let mut request = CreateRefund::new()
-                    .payment_intent(payment_intent)
-                    .metadata([("payment_id".to_owned(), payment_id.to_owned())]);
-                if let Some(reason) = reason {
+        let created = self
+            .call(Some(refund_key), |strategy| {
+                let mut request =
+                    CreateRefund::new().payment_intent(refund.payment_intent).amount(refund.amount).metadata([
+                        ("payment_id".to_owned(), refund.payment_id.to_owned()),
+                        ("refund_key".to_owned(), refund_key.to_owned()),
+                    ]);
+                if let Some(reason) = refund.reason {
                     request = request.reason(match reason {
                         "duplicate" => CreateRefundReason::Duplicate,
                         "fraudulent" => CreateRefundReason::Fraudulent,
                         _ => CreateRefundReason::RequestedByCustomer,
                     });
                 }
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
-        Ok(refund.id.as_str().to_owned())
+        Ok(refund_record(created))
+    }
+
+    /// Every refund of the PaymentIntent's charge.
+    pub async fn refunds_for(&self, payment_intent: &str) -> Result<Vec<RefundRecord>, GatewayError> {
+        use stripe_core::refund::ListRefund;
+        let list = self
+            .call(None, |strategy| {
+                let request = ListRefund::new().payment_intent(payment_intent).limit(100);
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+            })
+            .await?;
+        Ok(list.data.into_iter().map(refund_record).collect())
+    }
+
+    /// The PaymentIntent's status and latest charge.
+    pub async fn payment_intent(&self, id: &str) -> Result<IntentState, GatewayError> {
+        use stripe_core::payment_intent::RetrievePaymentIntent;
+        let intent = self
+            .call(None, |strategy| {
+                let request = RetrievePaymentIntent::new(id);
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+            })
+            .await?;
+        Ok(IntentState {
+            status: intent.status.as_str().to_owned(),
+            latest_charge: intent.latest_charge.map(|c| c.id().as_str().to_owned()),
+        })
+    }
+}
+
+/// What a transfer is made of.
+pub struct NewTransfer<'a> {
+    pub payment_id: &'a str,
+    pub amount: i64,
+    pub currency: &'a Currency,
+    pub destination: &'a str,
+    pub source_transaction: Option<&'a str>,
+}
+
+/// What a refund is made of.
+pub struct NewRefund<'a> {
+    pub payment_id: &'a str,
+    pub payment_intent: &'a str,
+    pub amount: i64,
+    pub reason: Option<&'a str>,
+}
+
+/// What Stripe says of a PaymentIntent.
+pub struct IntentState {
+    pub status: String,
+    pub latest_charge: Option<String>,
+}
+
+fn refund_record(refund: stripe_shared::Refund) -> RefundRecord {
+    RefundRecord {
+        id: refund.id.as_str().to_owned(),
+        amount: refund.amount,
+        status: refund.status.clone().unwrap_or_default(),
+        refund_key: refund.metadata.as_ref().and_then(|m| m.get("refund_key").cloned()),
     }
 }
 
@@ -266,7 +415,7 @@ fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
     }
 }
 
-impl Gateway {
+impl Stripe {
     /// A subscription that waits for its first payment (`default_incomplete`), with the
     /// invoice's client secret expanded for the client to confirm.
     pub async fn create_subscription(
@@ -280,7 +429,7 @@ impl Gateway {
             CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
         };
         let sub = self
-            .call(key, |strategy| {
+            .call(Some(key), |strategy| {
                 let item =
                     CreateSubscriptionItems { price: Some(price_id.to_owned()), ..CreateSubscriptionItems::new() };
                 let request = CreateSubscription::new()
@@ -292,7 +441,7 @@ impl Gateway {
                         ("user_id".to_owned(), user_id.to_owned()),
                         ("price_id".to_owned(), price_id.to_owned()),
                     ]);
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;
         Ok(subscription_state(sub))
@@ -303,15 +452,15 @@ impl Gateway {
         use stripe_billing::subscription::{CancelSubscription, UpdateSubscription};
         let key = format!("cancel:{id}:{at_period_end}");
         let sub = if at_period_end {
-            self.call(&key, |strategy| {
+            self.call(Some(&key), |strategy| {
                 let request = UpdateSubscription::new(id).cancel_at_period_end(true);
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?
         } else {
-            self.call(&key, |strategy| {
+            self.call(Some(&key), |strategy| {
                 let request = CancelSubscription::new(id);
-                async move { request.customize().request_strategy(strategy).send(&self.client).await }
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?
         };

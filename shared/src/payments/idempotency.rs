@@ -5,7 +5,8 @@
 //! SHA-256 of the request. A repeat with the same request replays that response
 //! (`Idempotent-Replayed: true`); with another request it is 422 `idempotency_mismatch`;
 //! while the first still runs, 409 `idempotency_in_progress`. A request that fails gives
-//! its key back, and a crashed one's lock expires, so the client can retry either.
+//! its key back, and a crashed one's lock expires, so the client can retry either (a
+//! takeover must present the same request).
 //! Records live 24 hours. Keys are scoped to the caller and the route.
 
 use serde::{Deserialize, Serialize};
@@ -91,10 +92,14 @@ pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) ->
         .put_item()
         .table_name(table.name())
         .set_item(Some(serde_dynamo::to_item(&record).map_err(StoreError::from)?))
-        .condition_expression("attribute_not_exists(PK) OR (#status = :in_progress AND lock_expires < :now)")
+        // A crashed attempt's key may be taken over, but only by the same request.
+        .condition_expression(
+            "attribute_not_exists(PK) OR (#status = :in_progress AND lock_expires < :now AND request_hash = :hash)",
+        )
         .expression_attribute_names("#status", "status")
         .expression_attribute_values(":in_progress", av::s("in_progress"))
         .expression_attribute_values(":now", av::n(now))
+        .expression_attribute_values(":hash", av::s(request_hash))
         .send()
         .await;
     match put {

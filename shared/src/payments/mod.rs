@@ -1,12 +1,15 @@
 //! Payments on Stripe Connect ("separate charges and transfers"): providers, payments held
-//! on the platform, release to the provider, refunds; plus the `Idempotency-Key` building
-//! block the create routes use.
+//! on the platform, release to the provider, refunds, reconciliation of what a request left
+//! unresolved; plus the `Idempotency-Key` building block the create routes use.
 
 pub mod gateway;
 pub mod idempotency;
 pub mod money;
 pub mod payment;
 pub mod provider;
+pub mod reconcile;
+pub mod refund;
+pub mod release;
 pub mod subscription;
 
 pub use gateway::{Gateway, GatewayError};

@@ -51,6 +51,42 @@ impl Currency {
     pub fn to_stripe(&self) -> stripe_types::Currency {
         stripe_types::Currency::from_str(&self.0).expect("parsing is infallible")
     }
+
+    /// Digits after the decimal point in this currency's minor unit, as Stripe counts them:
+    /// none for zero-decimal currencies (¥1999 is `amount: 1999`), three for the
+    /// three-decimal ones, two otherwise.
+    pub fn minor_unit_digits(&self) -> u32 {
+        minor_unit_digits(&self.0)
+    }
+}
+
+/// See [`Currency::minor_unit_digits`]; works on any stored code.
+pub fn minor_unit_digits(code: &str) -> u32 {
+    const ZERO_DECIMAL: [&str; 16] = [
+        "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
+    ];
+    const THREE_DECIMAL: [&str; 5] = ["bhd", "jod", "kwd", "omr", "tnd"];
+    let code = code.to_ascii_lowercase();
+    if ZERO_DECIMAL.contains(&code.as_str()) {
+        0
+    } else if THREE_DECIMAL.contains(&code.as_str()) {
+        3
+    } else {
+        2
+    }
+}
+
+/// `amount` minor units of `currency` for people: `25.00 USD`, `1999 JPY`, `1.500 KWD`.
+pub fn format_amount(amount: i64, currency: &str) -> String {
+    let digits = minor_unit_digits(currency);
+    let code = currency.to_ascii_uppercase();
+    let sign = if amount < 0 { "-" } else { "" };
+    let amount = amount.unsigned_abs();
+    if digits == 0 {
+        return format!("{sign}{amount} {code}");
+    }
+    let scale = 10u64.pow(digits);
+    format!("{sign}{}.{:0width$} {code}", amount / scale, amount % scale, width = digits as usize)
 }
 
 #[cfg(test)]
@@ -63,6 +99,15 @@ mod tests {
         assert!(Amount::parse(-100).is_err());
         assert_eq!(Amount::parse(1999).unwrap().minor_units(), 1999);
         assert!(Amount::parse(100_000_000).is_err());
+    }
+
+    #[test]
+    fn amounts_format_by_the_currency_minor_unit() {
+        assert_eq!(format_amount(2500, "usd"), "25.00 USD");
+        assert_eq!(format_amount(5, "eur"), "0.05 EUR");
+        assert_eq!(format_amount(1999, "jpy"), "1999 JPY");
+        assert_eq!(format_amount(1500, "kwd"), "1.500 KWD");
+        assert_eq!(Currency::parse("krw").unwrap().minor_unit_digits(), 0);
     }
 
     #[test]

@@ -1,30 +1,31 @@
-//! Payments held on the platform and released to the provider.
+//! Payments held on the platform: the item, creation, and who may see it.
 //!
 //! Status: `requires_payment` → `succeeded` (held; set by the webhook) → `releasing` →
-//! `released`; or `failed`, `refunding` → `refunded`. Every transition is one conditional
-//! write, so the database decides races. Release is the protocol of DESIGN.md:
-//! conditional `succeeded → releasing`, the Stripe transfer with the idempotency key
-//! `release:{payment_id}`, conditional `releasing → released`; on a Stripe failure,
-//! conditional `releasing → succeeded`. A crash in between leaves `releasing` with a
-//! `GSI2` entry, which the cleanup job re-drives with the same key, so Stripe never pays
-//! twice.
+//! `released`; or `failed`; or `succeeded` → `refunding` → `succeeded` (partly refunded) or
+//! `refunded`. Every transition is one conditional write, so the database decides races.
+//! The two states that wait on Stripe, `releasing` and `refunding`, put the payment on the
+//! sparse `GSI2` work queue (`GSI2PK` = the queue, `GSI2SK` = when it was last driven), so
+//! reconciliation ([`super::reconcile`]) can finish whatever a request left unresolved.
+//! Release and refund live in [`super::release`] and [`super::refund`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Amount, Currency, provider::Provider};
+use super::{Amount, Currency, gateway::Stripe, provider::Provider};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     identity::{Role, User, auth::Principal},
-    notify::DomainEvent,
     store::{Change, StoreError, av},
     time,
 };
 
-const SK: &str = "PAYMENT";
+pub(super) const SK: &str = "PAYMENT";
+/// `GSI2PK` of payments waiting on a transfer.
 pub const RELEASING_QUEUE: &str = "RELEASING";
+/// `GSI2PK` of payments waiting on a refund.
+pub const REFUNDING_QUEUE: &str = "REFUNDING";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,8 +70,35 @@ pub struct Payment {
     pub stripe_payment_intent_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_id: Option<String>,
+    /// The charge behind the PaymentIntent (from `payment_intent.succeeded`, or looked up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refund_id: Option<String>,
+    pub stripe_charge_id: Option<String>,
+    /// Minor units refunded so far, through us or Stripe's dashboard.
+    #[serde(default)]
+    pub amount_refunded: i64,
+    /// Our refunds that have been recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refund_ids: Vec<String>,
+    /// The charge's dispute status, if it was ever disputed (Stripe's words: `needs_response`,
+    /// `won`, `lost`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_reversed_amount: Option<i64>,
+    /// While `releasing`: what is being transferred, under which idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_key: Option<String>,
+    /// While `refunding`: the refund asked for, on top of `refund_base`, under `refund_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_pending: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_base: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub created_at: String,
@@ -80,6 +108,12 @@ pub struct Payment {
     pub gsi1pk: String,
     #[serde(rename = "GSI1SK")]
     pub gsi1sk: String,
+    /// The work queue while `releasing` or `refunding`.
+    #[serde(rename = "GSI2PK", default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// When the queued work was last driven (RFC 3339): by the request or a reconciler.
+    #[serde(rename = "GSI2SK", default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<String>,
 }
 
 impl Payment {
@@ -101,19 +135,35 @@ impl Payment {
             "payer_user_id": self.payer_user_id,
             "stripe_payment_intent_id": self.stripe_payment_intent_id,
             "transfer_id": self.transfer_id,
+            "amount_refunded": self.amount_refunded,
+            "dispute_status": self.dispute,
             "description": self.description,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         })
     }
 
-    fn is_payer_side(&self, principal: &Principal) -> bool {
+    /// What a release would transfer now.
+    pub fn releasable_amount(&self) -> i64 {
+        self.amount - self.amount_refunded
+    }
+
+    /// Whether a dispute keeps the funds held: one is open, or was lost. An inquiry closed
+    /// without a dispute (`warning_closed`) or a won dispute frees them.
+    pub fn dispute_blocks(&self) -> bool {
+        self.dispute.as_deref().is_some_and(|d| !matches!(d, "won" | "warning_closed"))
+    }
+
+    pub(super) fn is_payer_side(&self, principal: &Principal) -> bool {
         self.payer_user_id == principal.user_id()
             || (self.payer_org_id == principal.org_id() && principal.role() == Role::Admin)
     }
 }
 
 pub struct NewPayment {
+    /// Derived from the caller's `Idempotency-Key` ([`payment_id_for`]), so a retry after a
+    /// failure reaches the same PaymentIntent and the same item.
+    pub payment_id: String,
     pub amount: Amount,
     pub currency: Currency,
     pub provider_id: String,
@@ -122,11 +172,11 @@ pub struct NewPayment {
 
 /// The caller's Stripe customer, created on first use with a key that makes concurrent
 /// first uses agree on one customer.
-pub async fn customer_for(app: &App, user: &User) -> Result<String, ApiError> {
+pub async fn customer_for(app: &App, user: &User, stripe: &Stripe) -> Result<String, ApiError> {
     if let Some(id) = &user.stripe_customer_id {
         return Ok(id.clone());
     }
-    let gateway = app.payments().await?;
+    let gateway = stripe;
     let customer = gateway.create_customer(&format!("customer:{}", user.user_id), &user.email, &user.user_id).await?;
     let (pk, sk) = User::key(&user.user_id);
     let item = app
@@ -153,15 +203,15 @@ pub async fn create(
     if principal.role() == Role::Viewer {
         return Err(ApiError::Forbidden);
     }
-    let gateway = app.payments().await?;
+    let gateway = app.stripe(meta.deadline).await?;
     let provider = Provider::find(app, &input.provider_id)
         .await?
         .ok_or_else(|| ApiError::Validation(vec![FieldError::new("provider_id", "no such provider")]))?;
     if provider.user_id == principal.user_id() {
         return Err(ApiError::Validation(vec![FieldError::new("provider_id", "you cannot pay yourself")]));
     }
-    let customer = customer_for(app, &principal.user).await?;
-    let payment_id = uuid::Uuid::new_v4().to_string();
+    let customer = customer_for(app, &principal.user, &gateway).await?;
+    let payment_id = input.payment_id;
     let intent = gateway
         .create_payment_intent(
             &format!("payment-intent:{payment_id}"),
@@ -188,17 +238,53 @@ pub async fn create(
         gsi1sk: SK.to_owned(),
         stripe_payment_intent_id: intent.id,
         transfer_id: None,
-        refund_id: None,
+        stripe_charge_id: None,
+        amount_refunded: 0,
+        refund_ids: Vec::new(),
+        dispute: None,
+        transfer_reversed_amount: None,
+        release_amount: None,
+        release_key: None,
+        refund_pending: None,
+        refund_base: None,
+        refund_key: None,
+        refund_reason: None,
         description: input.description,
         created_at: now.clone(),
         updated_at: now,
+        queue: None,
+        queued_at: None,
     };
     let audit = AuditEntry::new("payment.created", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())
         .details(json!({ "payment_id": payment_id, "amount": payment.amount, "currency": payment.currency, "provider_id": payment.provider_id }));
     let table = app.table();
-    table.transact(vec![table.put_new(&payment)?, app.audit().put(&audit)?]).await?;
-    Ok((payment, intent.client_secret))
+    match table.transact(vec![table.put_new(&payment)?, app.audit().put(&audit)?]).await {
+        Ok(()) => Ok((payment, intent.client_secret)),
+        // An earlier attempt with this key stored it and then failed to answer: the same
+        // payment, the same PaymentIntent.
+        Err(StoreError::TransactionConditionsFailed(_)) => {
+            let stored = Payment::find(app, &payment_id).await?.ok_or(ApiError::IdempotencyInProgress)?;
+            if stored.payer_user_id == principal.user_id()
+                && stored.stripe_payment_intent_id == payment.stripe_payment_intent_id
+            {
+                Ok((stored, intent.client_secret))
+            } else {
+                Err(ApiError::internal("a payment id derived from an idempotency key is taken by another payment"))
+            }
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The payment id for the caller's `Idempotency-Key` within `scope`: a UUID (version 8)
+/// made from a SHA-256 of both, so every attempt with one key names one payment.
+pub fn payment_id_for(scope: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{scope}\n{key}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
 }
 
 /// The payer, the provider's owner, or an admin of the payer's org; anyone else gets 404.
@@ -212,13 +298,13 @@ pub async fn get(app: &App, principal: &Principal, payment_id: &str) -> Result<P
 }
 
 /// For the payer's side only: others who may see the payment get 403, strangers 404.
-async fn for_payer_side(app: &App, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
+pub(super) async fn for_payer_side(app: &App, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
     let payment = get(app, principal, payment_id).await?;
     if payment.is_payer_side(principal) { Ok(payment) } else { Err(ApiError::Forbidden) }
 }
 
 /// Moves `payment_id` from `from` to `to` if it is still in `from`.
-fn transition<'a>(pk: &'a str, from: PaymentStatus, to: PaymentStatus, now: &'a str) -> Change<'a> {
+pub(super) fn transition<'a>(pk: &'a str, from: PaymentStatus, to: PaymentStatus, now: &'a str) -> Change<'a> {
     Change::new(pk, SK)
         .update("SET #status = :to, updated_at = :now")
         .condition("#status = :from")
@@ -228,197 +314,56 @@ fn transition<'a>(pk: &'a str, from: PaymentStatus, to: PaymentStatus, now: &'a 
         .value(":now", av::s(now))
 }
 
-pub struct Released {
-    pub transfer_id: String,
-    pub already_released: bool,
-}
-
-pub async fn release(
+/// Puts a payment that waits on Stripe (`from`, under the idempotency key in `key_attribute`)
+/// back to `succeeded` after Stripe definitely did nothing, or to `refunded` if refunds
+/// recorded meanwhile (the dashboard's) left nothing. Conditioned on the key, so only the
+/// attempt that owns the state can undo it.
+pub(super) async fn return_to_succeeded(
     app: &App,
-    principal: &Principal,
     payment_id: &str,
-    meta: &RequestMeta,
-) -> Result<Released, ApiError> {
-    let payment = for_payer_side(app, principal, payment_id).await?;
-    match payment.status {
-        PaymentStatus::Released => {
-            return Ok(Released { transfer_id: payment.transfer_id.unwrap_or_default(), already_released: true });
-        }
-        PaymentStatus::Releasing => return Err(ApiError::ReleaseInProgress),
-        PaymentStatus::Succeeded => {}
-        _ => return Err(ApiError::PaymentNotSucceeded),
-    }
-    let provider =
-        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
-    let Some(destination) = provider.stripe_account_id.clone().filter(|_| provider.payouts_enabled) else {
-        return Err(ApiError::OnboardingRequired);
-    };
-    let gateway = app.payments().await?;
-
-    // 1. succeeded → releasing: of any number of concurrent calls, one gets here.
-    let table = app.table();
-    let now = time::rfc3339(time::now());
-    let pk = Payment::key(payment_id);
-    let claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Releasing, &now)
-        .update("SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now")
-        .value(":queue", av::s(RELEASING_QUEUE));
-    match table.update_item(claim).await {
-        Ok(_) => {}
-        Err(StoreError::ConditionFailed) => {
-            let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
-            return match current.status {
-                PaymentStatus::Released => {
-                    Ok(Released { transfer_id: current.transfer_id.unwrap_or_default(), already_released: true })
-                }
-                PaymentStatus::Releasing => Err(ApiError::ReleaseInProgress),
-                _ => Err(ApiError::PaymentNotSucceeded),
-            };
-        }
-        Err(other) => return Err(other.into()),
-    }
-
-    // 2. The transfer. The key makes every retry (ours, the cleanup job's) the same transfer.
-    let currency = Currency::parse(&payment.currency).map_err(ApiError::internal)?;
-    let transfer = gateway
-        .create_transfer(&format!("release:{payment_id}"), payment.amount, &currency, &destination, payment_id)
-        .await;
-    let transfer_id = match transfer {
-        Ok(id) => id,
-        Err(error) => {
-            // 3b. releasing → succeeded, so the payer can try again.
-            let now = time::rfc3339(time::now());
-            let revert = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Succeeded, &now)
-                .update("SET #status = :to, updated_at = :now REMOVE GSI2PK, GSI2SK");
-            if let Err(revert_error) = table.update_item(revert).await {
-                // Left in `releasing`: the cleanup job re-drives it with the same key.
-                tracing::error!(%revert_error, %payment_id, "could not return the payment to succeeded");
-            }
-            let entry = AuditEntry::new("payment.released", AuditStatus::Failure, &payment.payer_org_id, meta)
-                .actor(principal.user_id())
-                .details(json!({ "payment_id": payment_id, "reason": error.to_string() }));
-            app.audit().record_or_log(&entry).await;
-            return Err(error.into());
-        }
-    };
-    // 3a. releasing → released, with its audit entry.
-    let transfer_id = finish_release(app, &payment, &transfer_id, Some(principal.user_id()), meta).await?;
-    notify_released(app, &payment, &provider, &transfer_id).await;
-    Ok(Released { transfer_id, already_released: false })
-}
-
-/// Records a completed transfer: conditional `releasing → released`. Returns the transfer
-/// id stored (another finisher's, if it won the race with the same transfer).
-pub async fn finish_release(
-    app: &App,
-    payment: &Payment,
-    transfer_id: &str,
-    actor: Option<&str>,
-    meta: &RequestMeta,
-) -> Result<String, ApiError> {
-    let table = app.table();
-    let now = time::rfc3339(time::now());
-    let pk = Payment::key(&payment.payment_id);
-    let mut entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
-        .target(&payment.provider_user_id)
-        .details(json!({ "payment_id": payment.payment_id, "transfer_id": transfer_id, "amount": payment.amount, "currency": payment.currency }));
-    if let Some(actor) = actor {
-        entry = entry.actor(actor);
-    }
-    let done = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Released, &now)
-        .update("SET #status = :to, updated_at = :now, transfer_id = :transfer REMOVE GSI2PK, GSI2SK")
-        .value(":transfer", av::s(transfer_id));
-    match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
-        Ok(()) => Ok(transfer_id.to_owned()),
-        Err(StoreError::TransactionConditionsFailed(_)) => {
-            let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
-            match (current.status, current.transfer_id) {
-                (PaymentStatus::Released, Some(stored)) => Ok(stored),
-                _ => Err(ApiError::internal("payment left releasing in an unexpected state")),
-            }
-        }
-        Err(other) => Err(other.into()),
-    }
-}
-
-async fn notify_released(app: &App, payment: &Payment, provider: &Provider, transfer_id: &str) {
-    app.events()
-        .publish_or_log(DomainEvent::new(
-            "payment.released",
-            json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,
-                    "amount": payment.amount, "currency": payment.currency }),
-        ))
-        .await;
-    if let Some(phone) = &provider.phone {
-        let text = format!(
-            "You have been paid: {}.{:02} {} is on its way to your account.",
-            payment.amount / 100,
-            payment.amount % 100,
-            payment.currency.to_uppercase()
-        );
-        if let Err(error) = app.events().send_sms(phone, &text).await {
-            tracing::error!(%error, "release SMS not sent");
-        }
-    }
-}
-
-/// Refunds a payment that has not been released.
-pub async fn refund(
-    app: &App,
-    principal: &Principal,
-    payment_id: &str,
-    reason: Option<&str>,
-    meta: &RequestMeta,
-) -> Result<Payment, ApiError> {
-    let payment = for_payer_side(app, principal, payment_id).await?;
-    match payment.status {
-        PaymentStatus::Refunded => return Ok(payment),
-        PaymentStatus::Succeeded => {}
-        PaymentStatus::Released | PaymentStatus::Releasing => {
-            return Err(ApiError::Conflict(
-                "the payment has been released to the provider and can no longer be refunded".into(),
-            ));
-        }
-        PaymentStatus::Refunding => return Err(ApiError::Conflict("a refund of this payment is in progress".into())),
-        _ => return Err(ApiError::PaymentNotSucceeded),
-    }
-    let gateway = app.payments().await?;
+    from: PaymentStatus,
+    key_attribute: &str,
+    key: &str,
+) -> Result<(), ApiError> {
     let table = app.table();
     let pk = Payment::key(payment_id);
-    let now = time::rfc3339(time::now());
-    match table.update_item(transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Refunding, &now)).await {
-        Ok(_) => {}
-        Err(StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict("the payment changed; read it again".into()));
+    for _ in 0..3 {
+        let Some(current) = Payment::find(app, payment_id).await? else { return Err(ApiError::NotFound) };
+        if current.status != from {
+            return Ok(());
         }
-        Err(other) => return Err(other.into()),
+        let to =
+            if current.amount_refunded >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Succeeded };
+        let now = time::rfc3339(time::now());
+        let condition =
+            format!("#status = :from AND {key_attribute} = :key AND {}", amount_refunded_is(current.amount_refunded));
+        let undo = transition(&pk, from, to, &now)
+            .update(
+                "SET #status = :to, updated_at = :now REMOVE GSI2PK, GSI2SK, release_amount, release_key, \
+                 refund_pending, refund_base, refund_key, refund_reason",
+            )
+            .condition(&condition)
+            .value(":key", av::s(key))
+            .value(":seen_refunded", av::n(current.amount_refunded));
+        match table.update_item(undo).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::ConditionFailed) => continue,
+            Err(other) => return Err(other.into()),
+        }
     }
-    let refund = gateway
-        .create_refund(&format!("refund:{payment_id}"), &payment.stripe_payment_intent_id, payment_id, reason)
-        .await;
-    let now = time::rfc3339(time::now());
-    let refund_id = match refund {
-        Ok(id) => id,
-        Err(error) => {
-            if let Err(e) =
-                table.update_item(transition(&pk, PaymentStatus::Refunding, PaymentStatus::Succeeded, &now)).await
-            {
-                tracing::error!(%e, %payment_id, "could not return the payment to succeeded after a failed refund");
-            }
-            return Err(error.into());
-        }
-    };
-    let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta)
-        .actor(principal.user_id())
-        .details(json!({ "payment_id": payment_id, "refund_id": refund_id, "reason": reason }));
-    let done = transition(&pk, PaymentStatus::Refunding, PaymentStatus::Refunded, &now)
-        .update("SET #status = :to, updated_at = :now, refund_id = :refund")
-        .value(":refund", av::s(&refund_id));
-    table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await?;
-    app.events()
-        .publish_or_log(DomainEvent::new(
-            "payment.refunded",
-            json!({ "payment_id": payment_id, "refund_id": refund_id, "amount": payment.amount, "currency": payment.currency }),
-        ))
-        .await;
-    Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)
+    Err(ApiError::internal("the payment kept changing while being returned to succeeded"))
 }
+
+/// Condition: `amount_refunded` is still `:seen_refunded` (`seen`); an item written before
+/// the attribute existed counts as 0.
+pub(super) fn amount_refunded_is(seen: i64) -> &'static str {
+    if seen == 0 {
+        "(attribute_not_exists(amount_refunded) OR amount_refunded = :seen_refunded)"
+    } else {
+        "amount_refunded = :seen_refunded"
+    }
+}
+
+/// Condition: no dispute holds the funds (see [`Payment::dispute_blocks`]).
+pub(super) const NOT_HELD_BY_DISPUTE: &str =
+    "(attribute_not_exists(dispute) OR dispute = :dispute_won OR dispute = :dispute_warning_closed)";

@@ -126,7 +126,7 @@ pub async fn create_or_refresh(
     input: ProviderInput,
     meta: &RequestMeta,
 ) -> Result<(Provider, String), ApiError> {
-    let gateway = app.payments().await?;
+    let gateway = app.stripe(meta.deadline).await?;
     let table = app.table();
     let user_pk = keys::user(principal.user_id());
     let provider_id = match table.get::<ProviderGuard>(&user_pk, SK).await? {

@@ -35,6 +35,10 @@ pub struct Subscription {
     pub gsi1pk: String,
     #[serde(rename = "GSI1SK")]
     pub gsi1sk: String,
+    /// `created` (epoch seconds) of the newest state written: a Stripe event's, or the time
+    /// of our own call for what Stripe answered it. Older states never overwrite it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_event_created: Option<i64>,
 }
 
 pub fn sort_key(subscription_id: &str) -> String {
@@ -42,6 +46,24 @@ pub fn sort_key(subscription_id: &str) -> String {
 }
 
 impl Subscription {
+    pub fn new(subscription_id: &str, user_id: &str, price_id: &str, status: &str, cancel_at_period_end: bool) -> Self {
+        let now = time::rfc3339(time::now());
+        Self {
+            pk: keys::user(user_id),
+            sk: sort_key(subscription_id),
+            subscription_id: subscription_id.to_owned(),
+            user_id: user_id.to_owned(),
+            price_id: price_id.to_owned(),
+            status: status.to_owned(),
+            cancel_at_period_end,
+            created_at: now.clone(),
+            updated_at: now,
+            gsi1pk: format!("SUB#{subscription_id}"),
+            gsi1sk: "SUBSCRIPTION".into(),
+            sub_event_created: None,
+        }
+    }
+
     pub fn body(&self) -> serde_json::Value {
         json!({
             "subscription_id": self.subscription_id,
@@ -68,32 +90,30 @@ pub async fn start(
     request_key: &str,
     meta: &RequestMeta,
 ) -> Result<(Subscription, Option<String>), ApiError> {
-    let gateway = app.payments().await?;
-    let customer = customer_for(app, &principal.user).await?;
+    let gateway = app.stripe(meta.deadline).await?;
+    let customer = customer_for(app, &principal.user, &gateway).await?;
     let state: SubscriptionState =
         gateway.create_subscription(request_key, &customer, price_id, principal.user_id()).await?;
-    let now = time::rfc3339(time::now());
-    let subscription = Subscription {
-        pk: keys::user(principal.user_id()),
-        sk: sort_key(&state.id),
-        subscription_id: state.id.clone(),
-        user_id: principal.user_id().to_owned(),
-        price_id: price_id.to_owned(),
-        status: state.status.clone(),
-        cancel_at_period_end: state.cancel_at_period_end,
-        created_at: now.clone(),
-        updated_at: now,
-        gsi1pk: format!("SUB#{}", state.id),
-        gsi1sk: "SUBSCRIPTION".into(),
-    };
+    let subscription =
+        Subscription::new(&state.id, principal.user_id(), price_id, &state.status, state.cancel_at_period_end);
     let audit = AuditEntry::new("subscription.created", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())
         .details(json!({ "subscription_id": state.id, "price_id": price_id }));
     let table = app.table();
-    // A put, not put_new: a retried request with the same key gets the same subscription.
-    table.transact(vec![table.put(&subscription, None)?, app.audit().put(&audit)?]).await?;
-    publish(app, &subscription).await;
-    Ok((subscription, state.client_secret))
+    match table.transact(vec![table.put_new(&subscription)?, app.audit().put(&audit)?]).await {
+        Ok(()) => {
+            publish(app, &subscription).await;
+            Ok((subscription, state.client_secret))
+        }
+        // A retried request with the same key got the same subscription, or its webhook got
+        // here first: what is stored is as new or newer than Stripe's answer to the create.
+        Err(crate::store::StoreError::TransactionConditionsFailed(_)) => {
+            let stored =
+                table.get::<Subscription>(&subscription.pk, &subscription.sk).await?.ok_or(ApiError::NotFound)?;
+            Ok((stored, state.client_secret))
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 pub async fn list(app: &App, principal: &Principal) -> Result<Vec<Subscription>, ApiError> {
@@ -126,21 +146,31 @@ pub async fn cancel(
     let pk = keys::user(principal.user_id());
     let sk = sort_key(subscription_id);
     let existing = table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)?;
-    let gateway = app.payments().await?;
+    let gateway = app.stripe(meta.deadline).await?;
     let state = gateway.cancel_subscription(&existing.subscription_id, at_period_end).await?;
     let now = time::rfc3339(time::now());
     let audit = AuditEntry::new("subscription.canceled", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())
         .details(json!({ "subscription_id": subscription_id, "at_period_end": at_period_end }));
+    // Stripe's answer is the state as of now; a webhook that already wrote a newer one wins.
+    let as_of = time::now().unix_timestamp();
     let update = table.update(
         Change::new(&pk, &sk)
-            .update("SET #status = :status, cancel_at_period_end = :cape, updated_at = :now")
+            .update(
+                "SET #status = :status, cancel_at_period_end = :cape, updated_at = :now, sub_event_created = :as_of",
+            )
+            .condition("attribute_not_exists(sub_event_created) OR sub_event_created <= :as_of")
             .name("#status", "status")
             .value(":status", av::s(&state.status))
             .value(":cape", av::b(state.cancel_at_period_end))
-            .value(":now", av::s(&now)),
+            .value(":now", av::s(&now))
+            .value(":as_of", av::n(as_of)),
     )?;
-    table.transact(vec![update, app.audit().put(&audit)?]).await?;
+    match table.transact(vec![update, app.audit().put(&audit)?]).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::TransactionConditionsFailed(_)) => app.audit().record_or_log(&audit).await,
+        Err(other) => return Err(other.into()),
+    }
     let updated = table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)?;
     publish(app, &updated).await;
     Ok(updated)

@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 
 use crate::{
     App,
-    http::ApiError,
+    http::{ApiError, RequestMeta},
     notify::DomainEvent,
+    payments::payment::Payment,
     store::{Change, StoreError, av},
     time,
 };
@@ -54,19 +55,30 @@ pub enum Outcome {
     Ignored,
 }
 
-/// A state change for one event, and what to announce once it commits.
-struct Effect {
-    change: Option<TransactWriteItem>,
-    announce: Option<DomainEvent>,
+/// The writes for one event, committed with its marker, and what to do once they commit.
+pub struct Effect {
+    pub changes: Vec<TransactWriteItem>,
+    pub then: Option<Then>,
+}
+
+/// What follows a committed effect.
+pub enum Then {
+    Announce(DomainEvent),
+    /// A release finished by the webhook: announced and the provider told, as by the route.
+    Released {
+        payment: Box<Payment>,
+        transfer_id: String,
+        amount: i64,
+    },
 }
 
 impl Effect {
-    fn none() -> Self {
-        Self { change: None, announce: None }
+    pub fn none() -> Self {
+        Self { changes: Vec::new(), then: None }
     }
 }
 
-async fn find_by_gsi1(app: &App, key: &str) -> Result<Option<(String, String)>, ApiError> {
+pub(super) async fn find_by_gsi1(app: &App, key: &str) -> Result<Option<(String, String)>, ApiError> {
     let table = app.table();
     let out = table
         .client()
@@ -88,91 +100,57 @@ async fn find_by_gsi1(app: &App, key: &str) -> Result<Option<(String, String)>, 
     }))
 }
 
-/// `status` moves to `to` from one of `from`, if the event is not older than the last one.
-fn payment_change(
-    app: &App,
-    pk: &str,
-    sk: &str,
-    to: &str,
-    from: &[&str],
-    event: &StripeEvent,
-) -> Result<TransactWriteItem, StoreError> {
-    const NAMES: [&str; 3] = [":from0", ":from1", ":from2"];
-    let allowed = &NAMES[..from.len()];
-    let condition = format!(
-        "#status IN ({}) AND (attribute_not_exists(stripe_event_created) OR stripe_event_created <= :created)",
-        allowed.join(", ")
-    );
-    let mut change = Change::new(pk, sk)
-        .update("SET #status = :to, stripe_event_created = :created, updated_at = :now")
-        .condition(&condition)
-        .name("#status", "status")
-        .value(":to", av::s(to))
-        .value(":created", av::n(event.created))
-        .value(":now", av::s(time::rfc3339(time::now())));
-    for (name, status) in allowed.iter().zip(from) {
-        change = change.value(name, av::s(*status));
-    }
-    app.table().update(change)
+/// The effect of `event`, or `None` for a type we don't handle.
+async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Option<Effect>, ApiError> {
+    use super::payment_events as payments;
+    Ok(Some(match event.kind.as_str() {
+        "payment_intent.succeeded" | "payment_intent.payment_failed" => payments::intent_outcome(app, event).await?,
+        "charge.refunded" => payments::charge_refunded(app, event, meta).await?,
+        "charge.dispute.created" | "charge.dispute.updated" | "charge.dispute.closed" => {
+            payments::dispute(app, event, meta).await?
+        }
+        "transfer.created" => payments::transfer_created(app, event, meta).await?,
+        "transfer.reversed" => payments::transfer_reversed(app, event, meta).await?,
+        "account.updated" => account_updated(app, event).await?,
+        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            subscription_changed(app, event).await?
+        }
+        _ => return Ok(None),
+    }))
 }
 
-async fn effect_of(app: &App, event: &StripeEvent) -> Result<Option<Effect>, ApiError> {
+async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
     let object = &event.object;
-    let payment = |pi: Option<&str>| pi.map(|pi| format!("PI#{pi}"));
-    Ok(Some(match event.kind.as_str() {
-        "payment_intent.succeeded" | "payment_intent.payment_failed" => {
-            let Some(key) = payment(object["id"].as_str()) else { return Ok(Some(Effect::none())) };
-            let Some((pk, sk)) = find_by_gsi1(app, &key).await? else { return Ok(Some(Effect::none())) };
-            let payment_id = pk.trim_start_matches("PAYMENT#").to_owned();
-            if event.kind == "payment_intent.succeeded" {
-                Effect {
-                    change: Some(payment_change(app, &pk, &sk, "succeeded", &["requires_payment", "failed"], event)?),
-                    announce: Some(DomainEvent::new(
-                        "payment.succeeded",
-                        json!({ "payment_id": payment_id, "amount": object["amount"], "currency": object["currency"] }),
-                    )),
-                }
-            } else {
-                Effect {
-                    change: Some(payment_change(app, &pk, &sk, "failed", &["requires_payment"], event)?),
-                    announce: None,
-                }
-            }
-        }
-        "charge.refunded" => {
-            let Some(key) = payment(object["payment_intent"].as_str()) else { return Ok(Some(Effect::none())) };
-            let Some((pk, sk)) = find_by_gsi1(app, &key).await? else { return Ok(Some(Effect::none())) };
-            Effect {
-                change: Some(payment_change(app, &pk, &sk, "refunded", &["succeeded", "refunding"], event)?),
-                announce: Some(DomainEvent::new(
-                    "payment.refunded",
-                    json!({ "payment_id": pk.trim_start_matches("PAYMENT#"), "amount": object["amount_refunded"],
-                            "currency": object["currency"] }),
-                )),
-            }
-        }
-        "account.updated" => {
-            let Some(account) = object["id"].as_str() else { return Ok(Some(Effect::none())) };
-            let Some((pk, sk)) = find_by_gsi1(app, &format!("ACCOUNT#{account}")).await? else {
-                return Ok(Some(Effect::none()));
-            };
-            let change = Change::new(&pk, &sk)
-                .update("SET charges_enabled = :charges, payouts_enabled = :payouts, account_event_created = :created, updated_at = :now")
-                .condition("attribute_not_exists(account_event_created) OR account_event_created <= :created")
-                .value(":charges", av::b(object["charges_enabled"].as_bool().unwrap_or(false)))
-                .value(":payouts", av::b(object["payouts_enabled"].as_bool().unwrap_or(false)))
-                .value(":created", av::n(event.created))
-                .value(":now", av::s(time::rfc3339(time::now())));
-            Effect { change: Some(app.table().update(change)?), announce: None }
-        }
-        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
-            let Some(id) = object["id"].as_str() else { return Ok(Some(Effect::none())) };
-            let Some((pk, sk)) = find_by_gsi1(app, &format!("SUB#{id}")).await? else {
-                tracing::info!(subscription = id, "subscription not ours (yet); skipped");
-                return Ok(Some(Effect::none()));
-            };
-            let status = object["status"].as_str().unwrap_or("unknown");
-            let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
+    let Some(account) = object["id"].as_str() else { return Ok(Effect::none()) };
+    let Some((pk, sk)) = find_by_gsi1(app, &format!("ACCOUNT#{account}")).await? else {
+        return Ok(Effect::none());
+    };
+    let change = Change::new(&pk, &sk)
+        .update("SET charges_enabled = :charges, payouts_enabled = :payouts, account_event_created = :created, updated_at = :now")
+        .condition("attribute_not_exists(account_event_created) OR account_event_created <= :created")
+        .value(":charges", av::b(object["charges_enabled"].as_bool().unwrap_or(false)))
+        .value(":payouts", av::b(object["payouts_enabled"].as_bool().unwrap_or(false)))
+        .value(":created", av::n(event.created))
+        .value(":now", av::s(time::rfc3339(time::now())));
+    Ok(Effect { changes: vec![app.table().update(change)?], then: None })
+}
+
+/// Subscriptions follow Stripe in event order. One we have not stored yet (its event beat
+/// the request that started it) is created from the `user_id` in its metadata, so the
+/// request then finds it instead of writing an older state over it.
+async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    let Some(id) = object["id"].as_str().filter(|id| id.starts_with("sub_") && id.len() <= 255) else {
+        return Ok(Effect::none());
+    };
+    let status = object["status"].as_str().unwrap_or("unknown");
+    let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
+    let announce = Then::Announce(DomainEvent::new(
+        "subscription.updated",
+        json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end }),
+    ));
+    let change = match find_by_gsi1(app, &format!("SUB#{id}")).await? {
+        Some((pk, sk)) => {
             let change = Change::new(&pk, &sk)
                 .update("SET #status = :status, cancel_at_period_end = :cape, sub_event_created = :created, updated_at = :now")
                 .condition("attribute_not_exists(sub_event_created) OR sub_event_created <= :created")
@@ -181,16 +159,21 @@ async fn effect_of(app: &App, event: &StripeEvent) -> Result<Option<Effect>, Api
                 .value(":cape", av::b(cancel_at_period_end))
                 .value(":created", av::n(event.created))
                 .value(":now", av::s(time::rfc3339(time::now())));
-            Effect {
-                change: Some(app.table().update(change)?),
-                announce: Some(DomainEvent::new(
-                    "subscription.updated",
-                    json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end }),
-                )),
-            }
+            app.table().update(change)?
         }
-        _ => return Ok(None),
-    }))
+        None => {
+            let Some(user_id) = object["metadata"]["user_id"].as_str().filter(|u| u.len() <= 64) else {
+                tracing::info!(subscription = id, "subscription not ours; skipped");
+                return Ok(Effect::none());
+            };
+            let price_id = object["metadata"]["price_id"].as_str().unwrap_or_default();
+            let mut item =
+                crate::payments::subscription::Subscription::new(id, user_id, price_id, status, cancel_at_period_end);
+            item.sub_event_created = Some(event.created);
+            app.table().put_new(&item)?
+        }
+    };
+    Ok(Effect { changes: vec![change], then: Some(announce) })
 }
 
 fn marker(app: &App, event: &StripeEvent, outcome: &str) -> Result<TransactWriteItem, StoreError> {
@@ -206,31 +189,44 @@ fn marker(app: &App, event: &StripeEvent, outcome: &str) -> Result<TransactWrite
     }))
 }
 
+/// How often an effect is recomputed when what it read changed under it.
+const EFFECT_ATTEMPTS: usize = 3;
+
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.kind))]
-pub async fn process(app: &App, event: &StripeEvent) -> Result<Outcome, ApiError> {
+pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, ApiError> {
     let table = app.table();
-    let Some(effect) = effect_of(app, event).await? else {
-        tracing::info!("unhandled Stripe event type; acknowledged");
-        return mark_only(app, event, Outcome::Ignored).await;
-    };
-    let Some(change) = effect.change else {
-        return mark_only(app, event, Outcome::Skipped).await;
-    };
-    match table.transact(vec![marker(app, event, "processed")?, change]).await {
-        Ok(()) => {
-            if let Some(announcement) = effect.announce {
-                app.events().publish_or_log(announcement).await;
+    for _ in 0..EFFECT_ATTEMPTS {
+        let Some(effect) = effect_of(app, event, meta).await? else {
+            tracing::info!("unhandled Stripe event type; acknowledged");
+            return mark_only(app, event, Outcome::Ignored).await;
+        };
+        if effect.changes.is_empty() {
+            return mark_only(app, event, Outcome::Skipped).await;
+        }
+        let mut items = vec![marker(app, event, "processed")?];
+        items.extend(effect.changes);
+        match table.transact(items).await {
+            Ok(()) => {
+                match effect.then {
+                    Some(Then::Announce(announcement)) => app.events().publish_or_log(announcement).await,
+                    Some(Then::Released { payment, transfer_id, amount }) => {
+                        crate::payments::release::notify_released(app, &payment, amount, &transfer_id).await;
+                    }
+                    None => {}
+                }
+                return Ok(Outcome::Processed);
             }
-            Ok(Outcome::Processed)
+            Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => {
+                return Ok(Outcome::Duplicate);
+            }
+            // A change's own condition failed: the state moved since it was read (compute
+            // again), or the event is older than the state it would change (skipped below).
+            Err(StoreError::TransactionConditionsFailed(_)) => continue,
+            Err(other) => return Err(other.into()),
         }
-        Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => Ok(Outcome::Duplicate),
-        // The change's own condition failed: an older event, or a state it cannot apply to.
-        Err(StoreError::TransactionConditionsFailed(_)) => {
-            tracing::info!("event older than the state it would change; skipped");
-            mark_only(app, event, Outcome::Skipped).await
-        }
-        Err(other) => Err(other.into()),
     }
+    tracing::info!("event older than the state it would change; skipped");
+    mark_only(app, event, Outcome::Skipped).await
 }
 
 /// Marks the event seen without changing anything else: `outcome`, or `Duplicate` if it

@@ -1,0 +1,238 @@
+//! Reconciliation: finishing payments a request left `releasing` or `refunding`.
+//!
+//! One domain function, used by a later release or refund call and by the scheduled job.
+//! A payment is due when its queued work was last driven more than [`RECONCILE_AFTER`] ago,
+//! long after any request that drove it has hit its deadline. Whoever moves `GSI2SK` forward
+//! under that condition owns the next attempt (a lease), so overlapping reconcilers never
+//! drive one payment together.
+//!
+//! Stripe is asked first, never trusted by key alone (it forgets idempotency keys after
+//! 24 hours): a transfer is looked up by `transfer_group` = payment id, a refund by its
+//! `refund_key` metadata on the PaymentIntent. Found: the payment is finished with it.
+//! Absent: the call is made again with the same key, for what is left to move now.
+
+use serde_json::json;
+
+use super::{
+    gateway::Stripe,
+    payment::{Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, transition},
+    provider::Provider,
+    refund::{finish_refund, make_refund, refund_failed},
+    release::{Transferred, charge_of, finish_release, transfer},
+};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, RequestMeta},
+    store::{Change, StoreError, av},
+    time,
+};
+
+/// How long a payment waits on Stripe before reconciliation takes it over.
+pub const RECONCILE_AFTER: time::Duration = time::Duration::minutes(5);
+
+/// What reconciling a payment came to.
+#[derive(Debug)]
+pub enum Reconciled {
+    /// Not waiting, or not waiting long enough (or another reconciler holds it).
+    NotDue,
+    /// Still unknown at Stripe; the next run tries again.
+    Pending,
+    /// Released with this transfer; `found` when it existed at Stripe before this run.
+    Released { transfer_id: String, found: bool },
+    /// The refund was recorded, or a release was called off because refunds left nothing.
+    Settled,
+    /// Stripe definitely did nothing (or refused): the payment is `succeeded` again.
+    ReturnedToSucceeded(ApiError),
+}
+
+fn cutoff() -> String {
+    time::rfc3339(time::now() - RECONCILE_AFTER)
+}
+
+/// Reconciles `payment` if it is due.
+#[tracing::instrument(skip_all, fields(payment_id = %payment.payment_id, status = ?payment.status))]
+pub async fn payment(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+    if !matches!(payment.status, PaymentStatus::Releasing | PaymentStatus::Refunding) {
+        return Ok(Reconciled::NotDue);
+    }
+    let cutoff = cutoff();
+    if payment.queued_at.as_deref().is_some_and(|at| at >= cutoff.as_str()) {
+        return Ok(Reconciled::NotDue);
+    }
+    let stripe = app.stripe(meta.deadline).await?;
+    if !stripe.has_time() {
+        return Ok(Reconciled::Pending);
+    }
+    // The lease: this run drives the payment; others see it as freshly driven.
+    let pk = Payment::key(&payment.payment_id);
+    let now = time::rfc3339(time::now());
+    let lease = Change::new(&pk, SK)
+        .update("SET GSI2SK = :now")
+        .condition("#status = :status AND (attribute_not_exists(GSI2SK) OR GSI2SK < :cutoff)")
+        .name("#status", "status")
+        .value(":status", av::s(payment.status.as_str()))
+        .value(":now", av::s(&now))
+        .value(":cutoff", av::s(&cutoff));
+    let leased: Payment = match app.table().update_item(lease).await {
+        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal)?,
+        Err(StoreError::ConditionFailed) => return Ok(Reconciled::NotDue),
+        Err(other) => return Err(other.into()),
+    };
+    tracing::info!("reconciling a payment left waiting on Stripe");
+    match leased.status {
+        PaymentStatus::Releasing => release(app, &stripe, leased, meta).await,
+        _ => refund(app, &stripe, leased, meta).await,
+    }
+}
+
+/// Reconciles the payment `payment_id` if it is due (the scheduled job's entry point).
+pub async fn payment_by_id(app: &App, payment_id: &str, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+    match Payment::find(app, payment_id).await? {
+        Some(found) => payment(app, &found, meta).await,
+        None => Ok(Reconciled::NotDue),
+    }
+}
+
+/// Ids of payments on `queue` ([`RELEASING_QUEUE`] or [`REFUNDING_QUEUE`]) that are due,
+/// oldest first, at most `limit`.
+pub async fn due(app: &App, queue: &str, limit: i32) -> Result<Vec<String>, ApiError> {
+    debug_assert!(queue == RELEASING_QUEUE || queue == REFUNDING_QUEUE);
+    let table = app.table();
+    let out = table
+        .client()
+        .query()
+        .table_name(table.name())
+        .index_name("GSI2")
+        .key_condition_expression("GSI2PK = :queue AND GSI2SK < :cutoff")
+        .expression_attribute_values(":queue", av::s(queue))
+        .expression_attribute_values(":cutoff", av::s(cutoff()))
+        .limit(limit)
+        .send()
+        .await
+        .map_err(|e| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+    Ok(out
+        .items
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| match item.get("PK") {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) => pk.strip_prefix("PAYMENT#").map(str::to_owned),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+    let payment_id = payment.payment_id.clone();
+    let transfers = match stripe.transfers_for(&payment_id).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "transfers not listed; will try again");
+            return Ok(Reconciled::Pending);
+        }
+    };
+    if let Some(found) = transfers.first() {
+        if transfers.len() > 1 {
+            tracing::error!(count = transfers.len(), "more than one transfer in the payment's group");
+        }
+        return Ok(match finish_release(app, &payment, &found.id, None, meta).await? {
+            Transferred::Now(transfer_id) | Transferred::Before(transfer_id) => {
+                Reconciled::Released { transfer_id, found: true }
+            }
+            Transferred::Unknown => Reconciled::Pending,
+        });
+    }
+
+    // No transfer exists: make it, for what is left now (a dashboard refund may have landed).
+    let left = payment.releasable_amount();
+    let old_key = payment.release_key.clone().unwrap_or_else(|| format!("release:{payment_id}"));
+    if left <= 0 {
+        return cancel_release(app, &payment, &old_key, meta).await;
+    }
+    let payment = if payment.release_amount == Some(left) {
+        payment
+    } else {
+        // Another amount needs another key: Stripe rejects a key reused with other parameters.
+        let key = format!("release:{payment_id}:{left}");
+        let pk = Payment::key(&payment_id);
+        let rekey = Change::new(&pk, SK)
+            .update("SET release_amount = :amount, release_key = :key")
+            .condition("#status = :releasing AND release_key = :old")
+            .name("#status", "status")
+            .value(":releasing", av::s(PaymentStatus::Releasing.as_str()))
+            .value(":amount", av::n(left))
+            .value(":key", av::s(&key))
+            .value(":old", av::s(&old_key));
+        match app.table().update_item(rekey).await {
+            Ok(_) => Payment { release_amount: Some(left), release_key: Some(key), ..payment },
+            Err(StoreError::ConditionFailed) => return Ok(Reconciled::Pending),
+            Err(other) => return Err(other.into()),
+        }
+    };
+    let provider = Provider::find(app, &payment.provider_id).await?;
+    let Some(destination) = provider.and_then(|p| p.stripe_account_id.filter(|_| p.payouts_enabled)) else {
+        let key = payment.release_key.as_deref().unwrap_or_default();
+        super::payment::return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", key).await?;
+        return Ok(Reconciled::ReturnedToSucceeded(ApiError::OnboardingRequired));
+    };
+    let payment = match charge_of(stripe, &payment).await {
+        Ok(charge) => Payment { stripe_charge_id: Some(charge), ..payment },
+        Err(error) => {
+            tracing::warn!(?error, "charge not known; will try again");
+            return Ok(Reconciled::Pending);
+        }
+    };
+    Ok(match transfer(app, stripe, &payment, &destination, None, meta).await {
+        Ok(Transferred::Now(transfer_id)) => Reconciled::Released { transfer_id, found: false },
+        Ok(Transferred::Before(transfer_id)) => Reconciled::Released { transfer_id, found: true },
+        Ok(Transferred::Unknown) => Reconciled::Pending,
+        Err(error) => Reconciled::ReturnedToSucceeded(error),
+    })
+}
+
+/// Refunds made while the release was unresolved left nothing to transfer: the release is
+/// called off and the payment is `refunded`.
+async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+    let table = app.table();
+    let pk = Payment::key(&payment.payment_id);
+    let now = time::rfc3339(time::now());
+    let cancel = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Refunded, &now)
+        .update("SET #status = :to, updated_at = :now REMOVE GSI2PK, GSI2SK, release_amount, release_key")
+        .condition("#status = :from AND release_key = :key")
+        .value(":key", av::s(key));
+    let entry = AuditEntry::new("payment.release_cancelled", AuditStatus::Success, &payment.payer_org_id, meta)
+        .details(json!({ "payment_id": payment.payment_id, "reason": "refunded in full before any transfer" }));
+    match table.transact(vec![table.update(cancel)?, app.audit().put(&entry)?]).await {
+        Ok(()) | Err(StoreError::TransactionConditionsFailed(_)) => Ok(Reconciled::Settled),
+        Err(other) => Err(other.into()),
+    }
+}
+
+async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+    let Some(key) = payment.refund_key.clone() else {
+        return Err(ApiError::internal("refunding without a key"));
+    };
+    let refunds = match stripe.refunds_for(&payment.stripe_payment_intent_id).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "refunds not listed; will try again");
+            return Ok(Reconciled::Pending);
+        }
+    };
+    if let Some(found) = refunds.iter().find(|r| r.refund_key.as_deref() == Some(key.as_str())) {
+        if matches!(found.status.as_str(), "failed" | "canceled") {
+            refund_failed(app, &payment, &key, &format!("the refund {} at Stripe", found.status), None, meta).await?;
+            return Ok(Reconciled::ReturnedToSucceeded(ApiError::PaymentProvider(format!(
+                "the refund {} at Stripe",
+                found.status
+            ))));
+        }
+        finish_refund(app, &payment, found, None, meta).await?;
+        return Ok(Reconciled::Settled);
+    }
+    Ok(match make_refund(app, stripe, &payment, None, meta).await {
+        Ok(Some(_)) => Reconciled::Settled,
+        Ok(None) => Reconciled::Pending,
+        Err(error) => Reconciled::ReturnedToSucceeded(error),
+    })
+}

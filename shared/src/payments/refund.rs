@@ -1,0 +1,292 @@
+//! Refunds of held funds, whole or in parts, before anything is transferred.
+//!
+//! Same shape as release: conditional `succeeded → refunding` (recording the amount, the
+//! refunded total it starts from and the idempotency key `refund:{payment_id}:{base}`), the
+//! Stripe refund, then the final write, which sets the new total and goes back to
+//! `succeeded` (something left) or `refunded`. A definite refusal returns the payment to
+//! `succeeded`; an unknown outcome leaves it `refunding` on the work queue, and
+//! [`super::reconcile`] looks the refund up on the PaymentIntent before retrying it.
+//!
+//! The `charge.refunded` webhook for a refund of ours can land before or after the final
+//! write: while `refunding` it only raises `amount_refunded`; the final write takes the
+//! larger total and writes the one `payment.refunded` audit entry.
+
+use serde_json::json;
+
+use super::{
+    gateway::{NewRefund, RefundRecord, Stripe},
+    payment::{
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, for_payer_side,
+        return_to_succeeded, transition,
+    },
+    reconcile::{self, Reconciled},
+};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, FieldError, RequestMeta},
+    identity::auth::Principal,
+    notify::DomainEvent,
+    store::{StoreError, av},
+    time,
+};
+
+/// What a refund call achieved.
+#[derive(Debug)]
+pub enum RefundOutcome {
+    /// Recorded: the payment as it is now.
+    Done(Payment),
+    /// The outcome at Stripe is unknown; the payment stays `refunding` until reconciled.
+    Pending(Payment),
+}
+
+pub async fn refund(
+    app: &App,
+    principal: &Principal,
+    payment_id: &str,
+    amount: Option<i64>,
+    reason: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<RefundOutcome, ApiError> {
+    let payment = for_payer_side(app, principal, payment_id).await?;
+    match payment.status {
+        PaymentStatus::Refunded if amount.is_none() => return Ok(RefundOutcome::Done(payment)),
+        PaymentStatus::Refunded => return Err(ApiError::Conflict("the payment is already fully refunded".into())),
+        PaymentStatus::Succeeded => {}
+        PaymentStatus::Released => {
+            return Err(ApiError::Conflict(
+                "the payment has been released to the provider and can no longer be refunded".into(),
+            ));
+        }
+        PaymentStatus::Releasing => {
+            return Err(ApiError::Conflict(
+                "a release of this payment is unresolved; it cannot be refunded now".into(),
+            ));
+        }
+        PaymentStatus::Refunding => return after_reconciling(app, &payment, meta).await,
+        _ => return Err(ApiError::PaymentNotSucceeded),
+    }
+    if payment.dispute_blocks() {
+        return Err(ApiError::Conflict("the charge is disputed; Stripe settles it through the dispute".into()));
+    }
+    let left = payment.releasable_amount();
+    let amount = amount.unwrap_or(left);
+    if amount > left {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "amount",
+            format!("is more than is left to refund ({left})"),
+        )]));
+    }
+    let stripe = app.stripe(meta.deadline).await?;
+    if !stripe.has_time() {
+        return Err(ApiError::PaymentsUnavailable);
+    }
+
+    // 1. succeeded → refunding, for this amount on top of this total, under this key.
+    let base = payment.amount_refunded;
+    let key = format!("refund:{payment_id}:{base}");
+    let pk = Payment::key(payment_id);
+    let now = time::rfc3339(time::now());
+    let condition = format!("#status = :from AND {} AND {NOT_HELD_BY_DISPUTE}", amount_refunded_is(base));
+    let mut update = String::from(
+        "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, refund_pending = :amount, \
+         refund_base = :seen_refunded, refund_key = :key",
+    );
+    if reason.is_some() {
+        update.push_str(", refund_reason = :reason");
+    }
+    let mut claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Refunding, &now)
+        .update(&update)
+        .condition(&condition)
+        .value(":queue", av::s(REFUNDING_QUEUE))
+        .value(":amount", av::n(amount))
+        .value(":key", av::s(&key))
+        .value(":seen_refunded", av::n(base))
+        .value(":dispute_won", av::s("won"))
+        .value(":dispute_warning_closed", av::s("warning_closed"));
+    if let Some(reason) = reason {
+        claim = claim.value(":reason", av::s(reason));
+    }
+    match app.table().update_item(claim).await {
+        Ok(_) => {}
+        Err(StoreError::ConditionFailed) => {
+            let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+            return Err(ApiError::Conflict(match current.status {
+                PaymentStatus::Refunding => "a refund of this payment is in progress".into(),
+                PaymentStatus::Releasing | PaymentStatus::Released => {
+                    "the payment is being released to the provider and can no longer be refunded".into()
+                }
+                _ => "the payment changed while refunding; read it again".into(),
+            }));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    let claimed = Payment {
+        status: PaymentStatus::Refunding,
+        refund_pending: Some(amount),
+        refund_base: Some(base),
+        refund_key: Some(key),
+        refund_reason: reason.map(str::to_owned),
+        ..payment
+    };
+    match make_refund(app, &stripe, &claimed, Some(principal.user_id()), meta).await? {
+        Some(done) => Ok(RefundOutcome::Done(done)),
+        None => Ok(RefundOutcome::Pending(claimed)),
+    }
+}
+
+async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<RefundOutcome, ApiError> {
+    match reconcile::payment(app, payment, meta).await? {
+        Reconciled::NotDue => Err(ApiError::Conflict("a refund of this payment is in progress".into())),
+        Reconciled::Pending => Ok(RefundOutcome::Pending(payment.clone())),
+        Reconciled::ReturnedToSucceeded(error) => Err(error),
+        Reconciled::Settled | Reconciled::Released { .. } => {
+            let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
+            Ok(RefundOutcome::Done(current))
+        }
+    }
+}
+
+/// The Stripe refund for a payment this caller holds in `refunding`, then the final write.
+/// `None`: unknown at Stripe, or not recorded; left for reconciliation.
+pub(super) async fn make_refund(
+    app: &App,
+    stripe: &Stripe,
+    payment: &Payment,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Option<Payment>, ApiError> {
+    let payment_id = payment.payment_id.as_str();
+    let key = payment.refund_key.as_deref().ok_or_else(|| ApiError::internal("refunding without a key"))?;
+    let request = NewRefund {
+        payment_id,
+        payment_intent: &payment.stripe_payment_intent_id,
+        amount: payment.refund_pending.unwrap_or_default(),
+        reason: payment.refund_reason.as_deref(),
+    };
+    match stripe.create_refund(key, &request).await {
+        Ok(refund) => finish_or_leave(app, payment, &refund, actor, meta).await,
+        Err(error) if error.is_definite() => {
+            refund_failed(app, payment, key, &error.to_string(), actor, meta).await?;
+            Err(error.into())
+        }
+        Err(error) => {
+            tracing::warn!(%error, %payment_id, "refund outcome unknown; the payment stays refunding");
+            Ok(None)
+        }
+    }
+}
+
+/// Undoes a refund claim after Stripe refused (or failed) the refund, with an audit entry.
+pub(super) async fn refund_failed(
+    app: &App,
+    payment: &Payment,
+    key: &str,
+    reason: &str,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    return_to_succeeded(app, &payment.payment_id, PaymentStatus::Refunding, "refund_key", key).await?;
+    let mut entry = AuditEntry::new("payment.refunded", AuditStatus::Failure, &payment.payer_org_id, meta)
+        .details(json!({ "payment_id": payment.payment_id, "reason": reason }));
+    if let Some(actor) = actor {
+        entry = entry.actor(actor);
+    }
+    app.audit().record_or_log(&entry).await;
+    Ok(())
+}
+
+pub(super) async fn finish_or_leave(
+    app: &App,
+    payment: &Payment,
+    refund: &RefundRecord,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Option<Payment>, ApiError> {
+    match finish_refund(app, payment, refund, actor, meta).await {
+        Ok(done) => Ok(Some(done)),
+        Err(error) => {
+            tracing::error!(%error, payment_id = %payment.payment_id, refund_id = %refund.id,
+                "refund made but not recorded; reconciliation will record it");
+            Ok(None)
+        }
+    }
+}
+
+/// Records a refund Stripe made: `refunding → succeeded | refunded` with the new total and
+/// one audit entry. Conditioned on the refund key and on the total it read, so a webhook
+/// raising the total meanwhile makes it read again rather than lose either amount.
+pub async fn finish_refund(
+    app: &App,
+    claimed: &Payment,
+    refund: &RefundRecord,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Payment, ApiError> {
+    let table = app.table();
+    let payment_id = claimed.payment_id.as_str();
+    let key = claimed.refund_key.as_deref().ok_or_else(|| ApiError::internal("refunding without a key"))?;
+    let pk = Payment::key(payment_id);
+    for _ in 0..5 {
+        let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+        if current.refund_ids.contains(&refund.id) {
+            return Ok(current); // recorded by another finisher
+        }
+        if current.status != PaymentStatus::Refunding || current.refund_key.as_deref() != Some(key) {
+            return Err(ApiError::internal("refund finished against a payment not refunding under its key"));
+        }
+        let ours = current.refund_base.unwrap_or_default() + refund.amount;
+        let total = current.amount_refunded.max(ours);
+        let to = if total >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Succeeded };
+        let now = time::rfc3339(time::now());
+        let condition =
+            format!("#status = :from AND refund_key = :key AND {}", amount_refunded_is(current.amount_refunded));
+        let done = transition(&pk, PaymentStatus::Refunding, to, &now)
+            .update(
+                "SET #status = :to, updated_at = :now, amount_refunded = :total, \
+                 refund_ids = list_append(if_not_exists(refund_ids, :none), :ids) \
+                 REMOVE GSI2PK, GSI2SK, refund_pending, refund_base, refund_key, refund_reason",
+            )
+            .condition(&condition)
+            .value(":key", av::s(key))
+            .value(":seen_refunded", av::n(current.amount_refunded))
+            .value(":total", av::n(total))
+            .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
+            .value(":ids", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(&refund.id)]));
+        let mut entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &current.payer_org_id, meta)
+            .details(json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
+                             "amount_refunded": total, "currency": current.currency, "reason": current.refund_reason }));
+        if let Some(actor) = actor {
+            entry = entry.actor(actor);
+        }
+        match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
+            Ok(()) => {
+                app.events()
+                    .publish_or_log(DomainEvent::new(
+                        "payment.refunded",
+                        json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
+                                "amount_refunded": total, "currency": current.currency }),
+                    ))
+                    .await;
+                let mut ids = current.refund_ids.clone();
+                ids.push(refund.id.clone());
+                return Ok(Payment {
+                    status: to,
+                    amount_refunded: total,
+                    refund_ids: ids,
+                    refund_pending: None,
+                    refund_base: None,
+                    refund_key: None,
+                    refund_reason: None,
+                    queue: None,
+                    queued_at: None,
+                    updated_at: now,
+                    ..current
+                });
+            }
+            Err(StoreError::TransactionConditionsFailed(_)) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ApiError::internal("the payment kept changing while its refund was recorded"))
+}

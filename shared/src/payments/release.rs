@@ -1,0 +1,289 @@
+//! Release: held funds go to the provider's connected account as one Stripe transfer.
+//!
+//! The protocol of DESIGN.md: conditional `succeeded → releasing` (of any number of
+//! concurrent calls, one wins), the transfer with the idempotency key `release:{payment_id}`,
+//! conditional `releasing → released`. Only a definite refusal from Stripe (a 4xx, or no
+//! call made at all) returns the payment to `succeeded`. Any unknown outcome (timeout, 5xx,
+//! lost connection, the deadline) leaves it `releasing` on the work queue: the transfer may
+//! exist, and [`super::reconcile`] looks it up by `transfer_group` before anything is retried.
+
+use serde_json::json;
+
+use super::{
+    Currency,
+    gateway::{NewTransfer, Stripe},
+    payment::{
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, amount_refunded_is, for_payer_side,
+        return_to_succeeded, transition,
+    },
+    provider::Provider,
+    reconcile::{self, Reconciled},
+};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, RequestMeta},
+    identity::auth::Principal,
+    notify::DomainEvent,
+    store::{StoreError, av},
+    time,
+};
+
+/// What a release call achieved.
+#[derive(Debug)]
+pub enum ReleaseOutcome {
+    /// Transferred; `already_released` when the transfer predates this call.
+    Released { transfer_id: String, already_released: bool },
+    /// The outcome at Stripe is unknown; the payment stays `releasing` until reconciled.
+    Pending,
+}
+
+pub async fn release(
+    app: &App,
+    principal: &Principal,
+    payment_id: &str,
+    meta: &RequestMeta,
+) -> Result<ReleaseOutcome, ApiError> {
+    let payment = for_payer_side(app, principal, payment_id).await?;
+    match payment.status {
+        PaymentStatus::Released => return Ok(already(&payment)),
+        PaymentStatus::Releasing => return after_reconciling(app, &payment, meta).await,
+        PaymentStatus::Succeeded => {}
+        _ => return Err(ApiError::PaymentNotSucceeded),
+    }
+    if payment.dispute_blocks() {
+        return Err(ApiError::Conflict("the charge is disputed; it can be released once the dispute is won".into()));
+    }
+    let amount = payment.releasable_amount();
+    if amount <= 0 {
+        return Err(ApiError::PaymentNotSucceeded);
+    }
+    let provider =
+        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
+    let Some(destination) = provider.stripe_account_id.clone().filter(|_| provider.payouts_enabled) else {
+        return Err(ApiError::OnboardingRequired);
+    };
+    let stripe = app.stripe(meta.deadline).await?;
+    if !stripe.has_time() {
+        return Err(ApiError::PaymentsUnavailable);
+    }
+    let charge = charge_of(&stripe, &payment).await?;
+
+    // 1. succeeded → releasing, for this amount under this key.
+    let key = format!("release:{payment_id}");
+    let table = app.table();
+    let now = time::rfc3339(time::now());
+    let pk = Payment::key(payment_id);
+    let condition =
+        format!("#status = :from AND {} AND {NOT_HELD_BY_DISPUTE}", amount_refunded_is(payment.amount_refunded));
+    let claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Releasing, &now)
+        .update(
+            "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, release_amount = :amount, \
+             release_key = :key, stripe_charge_id = :charge",
+        )
+        .condition(&condition)
+        .value(":queue", av::s(RELEASING_QUEUE))
+        .value(":amount", av::n(amount))
+        .value(":key", av::s(&key))
+        .value(":charge", av::s(&charge))
+        .value(":seen_refunded", av::n(payment.amount_refunded))
+        .value(":dispute_won", av::s("won"))
+        .value(":dispute_warning_closed", av::s("warning_closed"));
+    match table.update_item(claim).await {
+        Ok(_) => {}
+        Err(StoreError::ConditionFailed) => {
+            let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+            return match current.status {
+                PaymentStatus::Released => Ok(already(&current)),
+                PaymentStatus::Releasing => Err(ApiError::ReleaseInProgress),
+                PaymentStatus::Succeeded => Err(ApiError::Conflict(
+                    "the payment changed (a refund or a dispute) while releasing; read it again".into(),
+                )),
+                PaymentStatus::Refunding => Err(ApiError::Conflict("a refund of this payment is in progress".into())),
+                _ => Err(ApiError::PaymentNotSucceeded),
+            };
+        }
+        Err(other) => return Err(other.into()),
+    }
+    let claimed = Payment {
+        status: PaymentStatus::Releasing,
+        release_amount: Some(amount),
+        release_key: Some(key.clone()),
+        stripe_charge_id: Some(charge.clone()),
+        ..payment
+    };
+    let outcome = transfer(app, &stripe, &claimed, &destination, Some(principal.user_id()), meta).await?;
+    Ok(match outcome {
+        Transferred::Now(transfer_id) => ReleaseOutcome::Released { transfer_id, already_released: false },
+        Transferred::Before(transfer_id) => ReleaseOutcome::Released { transfer_id, already_released: true },
+        Transferred::Unknown => ReleaseOutcome::Pending,
+    })
+}
+
+fn already(payment: &Payment) -> ReleaseOutcome {
+    ReleaseOutcome::Released { transfer_id: payment.transfer_id.clone().unwrap_or_default(), already_released: true }
+}
+
+/// A call on a payment already `releasing`: reconciled if it has waited long enough,
+/// otherwise it is somebody else's release in flight.
+async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<ReleaseOutcome, ApiError> {
+    match reconcile::payment(app, payment, meta).await? {
+        Reconciled::NotDue => Err(ApiError::ReleaseInProgress),
+        Reconciled::Pending => Ok(ReleaseOutcome::Pending),
+        Reconciled::Released { transfer_id, found } => {
+            Ok(ReleaseOutcome::Released { transfer_id, already_released: found })
+        }
+        Reconciled::ReturnedToSucceeded(error) => Err(error),
+        Reconciled::Settled => Err(ApiError::PaymentNotSucceeded),
+    }
+}
+
+/// The charge whose funds the transfer draws on: known from `payment_intent.succeeded`, or
+/// looked up on the PaymentIntent. Without one, the payment has not really succeeded.
+pub(super) async fn charge_of(stripe: &Stripe, payment: &Payment) -> Result<String, ApiError> {
+    if let Some(charge) = &payment.stripe_charge_id {
+        return Ok(charge.clone());
+    }
+    let intent = stripe.payment_intent(&payment.stripe_payment_intent_id).await?;
+    match (intent.status.as_str(), intent.latest_charge) {
+        ("succeeded", Some(charge)) => Ok(charge),
+        _ => Err(ApiError::PaymentNotSucceeded),
+    }
+}
+
+/// How a transfer attempt ended.
+pub enum Transferred {
+    /// This attempt made (or Stripe's idempotency replayed) the transfer and recorded it.
+    Now(String),
+    /// Recorded by another finisher first.
+    Before(String),
+    /// Unknown at Stripe, or not recorded: left `releasing` for reconciliation.
+    Unknown,
+}
+
+/// The Stripe transfer for a payment this caller holds in `releasing` (with its amount and
+/// key), then the final write. A definite refusal returns the payment to `succeeded`.
+pub(super) async fn transfer(
+    app: &App,
+    stripe: &Stripe,
+    payment: &Payment,
+    destination: &str,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Transferred, ApiError> {
+    let payment_id = payment.payment_id.as_str();
+    let key = payment.release_key.as_deref().ok_or_else(|| ApiError::internal("releasing without a key"))?;
+    let currency = Currency::parse(&payment.currency).map_err(ApiError::internal)?;
+    let request = NewTransfer {
+        payment_id,
+        amount: payment.release_amount.unwrap_or_else(|| payment.releasable_amount()),
+        currency: &currency,
+        destination,
+        source_transaction: payment.stripe_charge_id.as_deref(),
+    };
+    match stripe.create_transfer(key, &request).await {
+        Ok(transfer_id) => finish_or_leave(app, payment, &transfer_id, actor, meta).await,
+        Err(error) if error.is_definite() => {
+            return_to_succeeded(app, payment_id, PaymentStatus::Releasing, "release_key", key).await?;
+            let mut entry = AuditEntry::new("payment.released", AuditStatus::Failure, &payment.payer_org_id, meta)
+                .details(json!({ "payment_id": payment_id, "reason": error.to_string() }));
+            if let Some(actor) = actor {
+                entry = entry.actor(actor);
+            }
+            app.audit().record_or_log(&entry).await;
+            Err(error.into())
+        }
+        Err(error) => {
+            tracing::warn!(%error, %payment_id, "transfer outcome unknown; the payment stays releasing");
+            Ok(Transferred::Unknown)
+        }
+    }
+}
+
+/// Records a transfer that exists; if even that write fails, the payment stays `releasing`
+/// and reconciliation finds the transfer later.
+pub(super) async fn finish_or_leave(
+    app: &App,
+    payment: &Payment,
+    transfer_id: &str,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Transferred, ApiError> {
+    match finish_release(app, payment, transfer_id, actor, meta).await {
+        Ok(finished) => Ok(finished),
+        Err(error) => {
+            tracing::error!(%error, payment_id = %payment.payment_id, %transfer_id,
+                "transfer made but not recorded; reconciliation will record it");
+            Ok(Transferred::Unknown)
+        }
+    }
+}
+
+/// Records a completed transfer: conditional `releasing → released` with its audit entry,
+/// then tells the provider. If another finisher recorded it first, says so.
+pub async fn finish_release(
+    app: &App,
+    payment: &Payment,
+    transfer_id: &str,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<Transferred, ApiError> {
+    let table = app.table();
+    let now = time::rfc3339(time::now());
+    let pk = Payment::key(&payment.payment_id);
+    let amount = payment.release_amount.unwrap_or_else(|| payment.releasable_amount());
+    let mut entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
+        .target(&payment.provider_user_id)
+        .details(json!({ "payment_id": payment.payment_id, "transfer_id": transfer_id, "amount": amount, "currency": payment.currency }));
+    if let Some(actor) = actor {
+        entry = entry.actor(actor);
+    }
+    let done = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Released, &now)
+        .update(
+            "SET #status = :to, updated_at = :now, transfer_id = :transfer, release_amount = :amount \
+             REMOVE GSI2PK, GSI2SK, release_key",
+        )
+        .value(":transfer", av::s(transfer_id))
+        .value(":amount", av::n(amount));
+    match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
+        Ok(()) => {
+            notify_released(app, payment, amount, transfer_id).await;
+            Ok(Transferred::Now(transfer_id.to_owned()))
+        }
+        Err(StoreError::TransactionConditionsFailed(_)) => {
+            let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
+            match (current.status, current.transfer_id) {
+                (PaymentStatus::Released, Some(stored)) => Ok(Transferred::Before(stored)),
+                _ => Err(ApiError::internal("payment left releasing in an unexpected state")),
+            }
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Tells the provider (SMS) and the events topic about a release that was just recorded.
+pub(crate) async fn notify_released(app: &App, payment: &Payment, amount: i64, transfer_id: &str) {
+    app.events()
+        .publish_or_log(DomainEvent::new(
+            "payment.released",
+            json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,
+                    "amount": amount, "currency": payment.currency }),
+        ))
+        .await;
+    let phone = match Provider::find(app, &payment.provider_id).await {
+        Ok(provider) => provider.and_then(|p| p.phone),
+        Err(error) => {
+            tracing::error!(%error, "provider not read; release SMS not sent");
+            None
+        }
+    };
+    if let Some(phone) = phone {
+        let text = format!(
+            "You have been paid: {} is on its way to your account.",
+            super::money::format_amount(amount, &payment.currency)
+        );
+        if let Err(error) = app.events().send_sms(&phone, &text).await {
+            tracing::error!(%error, "release SMS not sent");
+        }
+    }
+}

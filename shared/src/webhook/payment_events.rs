@@ -1,0 +1,229 @@
+//! What Stripe's payment events do to a payment: charges succeeding or failing, refunds
+//! (ours and the dashboard's, whole or partial), disputes, and transfers.
+//!
+//! Each effect is computed from the payment as read now and conditioned on what was read,
+//! so a concurrent change makes [`super::process`] compute it again rather than lose it.
+
+use serde_json::{Value, json};
+
+use super::process::{Effect, StripeEvent, Then};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, RequestMeta},
+    notify::DomainEvent,
+    payments::payment::{Payment, PaymentStatus},
+    store::{Change, av},
+    time,
+};
+
+/// The payment a Stripe object points at: by PaymentIntent (`PI#` on GSI1) or by id.
+async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Option<Payment>, ApiError> {
+    let Some(pi) = payment_intent else { return Ok(None) };
+    let Some((pk, _)) = super::process::find_by_gsi1(app, &format!("PI#{pi}")).await? else { return Ok(None) };
+    Ok(Payment::find(app, pk.trim_start_matches("PAYMENT#")).await?)
+}
+
+fn refunded_is(seen: i64) -> &'static str {
+    if seen == 0 {
+        "(attribute_not_exists(amount_refunded) OR amount_refunded = :seen_refunded)"
+    } else {
+        "amount_refunded = :seen_refunded"
+    }
+}
+
+/// `payment_intent.succeeded` / `payment_intent.payment_failed`: the charge's outcome, if
+/// the event is not older than the last one that wrote it.
+pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    let Some(payment) = payment_by_intent(app, object["id"].as_str()).await? else { return Ok(Effect::none()) };
+    let pk = Payment::key(&payment.payment_id);
+    let succeeded = event.kind == "payment_intent.succeeded";
+    let (to, from): (&str, &[&str]) =
+        if succeeded { ("succeeded", &["requires_payment", "failed"]) } else { ("failed", &["requires_payment"]) };
+    let charge = object["latest_charge"].as_str().filter(|c| c.starts_with("ch_") || c.starts_with("py_"));
+    let update = if charge.is_some() {
+        "SET #status = :to, stripe_event_created = :created, updated_at = :now, stripe_charge_id = :charge"
+    } else {
+        "SET #status = :to, stripe_event_created = :created, updated_at = :now"
+    };
+    let condition = "#status IN (:from0, :from1) AND \
+                     (attribute_not_exists(stripe_event_created) OR stripe_event_created <= :created)";
+    let mut change = Change::new(&pk, "PAYMENT")
+        .update(update)
+        .condition(condition)
+        .name("#status", "status")
+        .value(":to", av::s(to))
+        .value(":from0", av::s(from[0]))
+        .value(":from1", av::s(*from.last().expect("one at least")))
+        .value(":created", av::n(event.created))
+        .value(":now", av::s(time::rfc3339(time::now())));
+    if let Some(charge) = charge {
+        change = change.value(":charge", av::s(charge));
+    }
+    let announce = succeeded.then(|| {
+        DomainEvent::new(
+            "payment.succeeded",
+            json!({ "payment_id": payment.payment_id, "amount": payment.amount, "currency": payment.currency }),
+        )
+    });
+    Ok(Effect { changes: vec![app.table().update(change)?], then: announce.map(Then::Announce) })
+}
+
+/// `charge.refunded`: Stripe's running total of refunds on the charge. The total only
+/// grows, so the write is conditioned on it growing: a redelivered or older event, or the
+/// event for a refund we already recorded, changes nothing.
+pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
+        return Ok(Effect::none());
+    };
+    let total = match object["amount_refunded"].as_i64() {
+        Some(total) => total,
+        // An event without the total: only a full refund can be read from it.
+        None if object["refunded"].as_bool() == Some(true) => payment.amount,
+        None => return Ok(Effect::none()),
+    };
+    let total = total.min(payment.amount);
+    if total <= payment.amount_refunded {
+        return Ok(Effect::none());
+    }
+    let pk = Payment::key(&payment.payment_id);
+    let now = time::rfc3339(time::now());
+    let to = match payment.status {
+        PaymentStatus::Succeeded if total >= payment.amount => PaymentStatus::Refunded,
+        PaymentStatus::Succeeded | PaymentStatus::Releasing | PaymentStatus::Released | PaymentStatus::Refunding => {
+            payment.status
+        }
+        _ => return Ok(Effect::none()),
+    };
+    let condition = format!("#status = :seen_status AND {}", refunded_is(payment.amount_refunded));
+    let change = Change::new(&pk, "PAYMENT")
+        .update("SET #status = :to, amount_refunded = :total, updated_at = :now")
+        .condition(&condition)
+        .name("#status", "status")
+        .value(":seen_status", av::s(payment.status.as_str()))
+        .value(":seen_refunded", av::n(payment.amount_refunded))
+        .value(":to", av::s(to.as_str()))
+        .value(":total", av::n(total))
+        .value(":now", av::s(&now));
+    let mut changes = vec![app.table().update(change)?];
+    // While `refunding`, this is (most likely) our own refund: the refund route or the
+    // reconciler records it with its one audit entry.
+    if payment.status == PaymentStatus::Refunding {
+        return Ok(Effect { changes, then: None });
+    }
+    let amount = total - payment.amount_refunded;
+    let mut details = json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
+                              "currency": payment.currency, "source": "stripe", "charge": object["id"] });
+    match payment.status {
+        PaymentStatus::Releasing => details["during_release"] = json!(true),
+        PaymentStatus::Released => {
+            // The provider has been paid and the payer refunded: somebody must decide whether
+            // to reverse the transfer.
+            details["after_release"] = json!(true);
+            details["needs_review"] = json!(true);
+            tracing::error!(payment_id = %payment.payment_id, "refund after release: the platform carries it");
+        }
+        _ => {}
+    }
+    let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(details);
+    changes.push(app.audit().put(&entry)?);
+    Ok(Effect {
+        changes,
+        then: Some(Then::Announce(DomainEvent::new(
+            "payment.refunded",
+            json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
+                    "currency": payment.currency }),
+        ))),
+    })
+}
+
+/// `charge.dispute.*`: the dispute's status holds or frees the funds (see
+/// `Payment::dispute_blocks`), in event order.
+pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
+        return Ok(Effect::none());
+    };
+    let Some(status) = object["status"].as_str().filter(|s| s.len() <= 40) else { return Ok(Effect::none()) };
+    let pk = Payment::key(&payment.payment_id);
+    let change = Change::new(&pk, "PAYMENT")
+        .update("SET dispute = :dispute, dispute_id = :id, dispute_event_created = :created, updated_at = :now")
+        .condition("attribute_not_exists(dispute_event_created) OR dispute_event_created <= :created")
+        .value(":dispute", av::s(status))
+        .value(":id", av::s(object["id"].as_str().unwrap_or_default()))
+        .value(":created", av::n(event.created))
+        .value(":now", av::s(time::rfc3339(time::now())));
+    let action = if event.kind == "charge.dispute.closed" { "payment.dispute_closed" } else { "payment.disputed" };
+    let entry = AuditEntry::new(action, AuditStatus::Success, &payment.payer_org_id, meta).details(json!({
+        "payment_id": payment.payment_id, "dispute_id": object["id"], "dispute_status": status,
+        "amount": object["amount"], "reason": object["reason"], "payment_status": payment.status,
+    }));
+    Ok(Effect { changes: vec![app.table().update(change)?, app.audit().put(&entry)?], then: None })
+}
+
+/// The payment a transfer belongs to: its metadata, else its `transfer_group`.
+fn transfer_payment_id(object: &Value) -> Option<&str> {
+    object["metadata"]["payment_id"].as_str().or_else(|| object["transfer_group"].as_str()).filter(|id| id.len() <= 64)
+}
+
+/// `transfer.created`: a transfer for a payment still `releasing` finishes the release (this
+/// is reconciliation arriving by webhook); for one already released it is the record we
+/// hold; anything else is logged.
+pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    let (Some(payment_id), Some(transfer_id)) = (transfer_payment_id(object), object["id"].as_str()) else {
+        return Ok(Effect::none());
+    };
+    let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Effect::none()) };
+    match payment.status {
+        PaymentStatus::Releasing => {}
+        PaymentStatus::Released if payment.transfer_id.as_deref() == Some(transfer_id) => return Ok(Effect::none()),
+        other => {
+            tracing::error!(%payment_id, %transfer_id, status = ?other, "a transfer for a payment that is not releasing");
+            return Ok(Effect::none());
+        }
+    }
+    let amount = object["amount"].as_i64().or(payment.release_amount).unwrap_or_else(|| payment.releasable_amount());
+    let pk = Payment::key(payment_id);
+    let done = Change::new(&pk, "PAYMENT")
+        .update(
+            "SET #status = :released, updated_at = :now, transfer_id = :transfer, release_amount = :amount \
+             REMOVE GSI2PK, GSI2SK, release_key",
+        )
+        .condition("#status = :releasing")
+        .name("#status", "status")
+        .value(":released", av::s(PaymentStatus::Released.as_str()))
+        .value(":releasing", av::s(PaymentStatus::Releasing.as_str()))
+        .value(":now", av::s(time::rfc3339(time::now())))
+        .value(":transfer", av::s(transfer_id))
+        .value(":amount", av::n(amount));
+    let entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
+        .target(&payment.provider_user_id)
+        .details(json!({ "payment_id": payment_id, "transfer_id": transfer_id, "amount": amount,
+                         "currency": payment.currency, "source": "stripe" }));
+    Ok(Effect {
+        changes: vec![app.table().update(done)?, app.audit().put(&entry)?],
+        then: Some(Then::Released { payment: Box::new(payment), transfer_id: transfer_id.to_owned(), amount }),
+    })
+}
+
+/// `transfer.reversed`: how much of the transfer came back, recorded and audited.
+pub async fn transfer_reversed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    let Some(payment_id) = transfer_payment_id(object) else { return Ok(Effect::none()) };
+    let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Effect::none()) };
+    let Some(reversed) = object["amount_reversed"].as_i64() else { return Ok(Effect::none()) };
+    let pk = Payment::key(payment_id);
+    let change = Change::new(&pk, "PAYMENT")
+        .update("SET transfer_reversed_amount = :reversed, updated_at = :now")
+        .condition("attribute_not_exists(transfer_reversed_amount) OR transfer_reversed_amount < :reversed")
+        .value(":reversed", av::n(reversed))
+        .value(":now", av::s(time::rfc3339(time::now())));
+    let entry = AuditEntry::new("payment.transfer_reversed", AuditStatus::Success, &payment.payer_org_id, meta)
+        .target(&payment.provider_user_id)
+        .details(json!({ "payment_id": payment_id, "transfer_id": object["id"], "amount_reversed": reversed,
+                         "currency": payment.currency }));
+    Ok(Effect { changes: vec![app.table().update(change)?, app.audit().put(&entry)?], then: None })
+}
