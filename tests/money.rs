@@ -1,0 +1,609 @@
+//! No double payout, ever: release and refund when Stripe's answer is unknown, reconciliation,
+//! partial refunds, disputes and crashes. Each sequence ends with exactly one transfer (or
+//! one refund) recorded by the Stripe stand-in and a consistent payment.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    TestApp,
+    money::{
+        backdate_queue, held_payment, mark_succeeded, pay, pay_in, provider, reconcile, refund, release, status_of,
+        token,
+    },
+    s, stripe_event,
+};
+use serde_json::{Value, json};
+use shared::{
+    api::pay::{handle, handle_release},
+    payments::reconcile::Reconciled,
+};
+use stripe_stand_in::Failure;
+
+fn transfers(t: &TestApp) -> Vec<Value> {
+    t.stand_in().created("tr_")
+}
+
+fn transfer_posts(t: &TestApp) -> usize {
+    t.stand_in().received("/v1/transfers").iter().filter(|r| r.method == "POST").count()
+}
+
+async fn payment(
+    t: &TestApp,
+    payment_id: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap()
+}
+
+async fn audit_count(t: &TestApp, payer: &Value, action: &str) -> usize {
+    let org = t.me(token(payer)).await.body["org_id"].as_str().unwrap().to_owned();
+    t.partition(&format!("AUDIT#{org}"))
+        .await
+        .iter()
+        .filter(|e| s(e, "action") == action && s(e, "status") == "success")
+        .count()
+}
+
+fn now() -> i64 {
+    shared::time::now().unix_timestamp()
+}
+
+/// The PaymentIntent behind a payment.
+async fn intent_of(t: &TestApp, payment_id: &str) -> String {
+    s(&payment(t, payment_id).await, "stripe_payment_intent_id")
+}
+
+const SLOW: Duration = Duration::from_millis(2500);
+
+#[tokio::test]
+async fn a_release_that_timed_out_after_stripe_paid_is_finished_with_that_transfer() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100);
+
+    let answer = release(&t, &payer, &payment_id).await;
+    assert_eq!((answer.status, &answer.body), (202, &json!({"payment_id": payment_id, "status": "releasing"})));
+    assert_eq!(transfers(&t).len(), 1, "Stripe made the transfer; we never heard");
+    let refused = refund(&t, &payer, &payment_id, None).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (409, Some("conflict")));
+    assert!(t.stand_in().received("/v1/refunds").is_empty());
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::NotDue), "the request may still be running");
+
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    let made = transfers(&t)[0]["id"].as_str().unwrap().to_owned();
+    match reconcile(&t, &payment_id).await {
+        Reconciled::Released { transfer_id, found } => assert_eq!((transfer_id.as_str(), found), (made.as_str(), true)),
+        other => panic!("not released: {other:?}"),
+    }
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "transfer_id")), ("released".into(), made.clone()));
+    assert!(!stored.contains_key("GSI2PK"), "off the work queue");
+    assert_eq!(transfers(&t).len(), 1);
+    assert_eq!(audit_count(&t, &payer, "payment.released").await, 1);
+    let again = release(&t, &payer, &payment_id).await;
+    assert_eq!((again.status, again.body["already_released"].as_bool()), (200, Some(true)));
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::NotDue));
+}
+
+#[tokio::test]
+async fn a_release_retried_after_stripe_forgot_the_key_still_pays_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let posts = transfer_posts(&t);
+
+    // Days later: Stripe has forgotten the key, so only the lookup stands between a retry
+    // and a second transfer.
+    t.stand_in().heal();
+    t.stand_in().forget_idempotency_keys();
+    backdate_queue(&t, &payment_id).await;
+    let later = release(&t, &payer, &payment_id).await;
+    assert_eq!((later.status, later.body["already_released"].as_bool()), (200, Some(true)), "{:?}", later.body);
+    assert_eq!(later.body["transfer_id"], transfers(&t)[0]["id"]);
+    assert_eq!(transfers(&t).len(), 1, "still one transfer");
+    assert_eq!(transfer_posts(&t), posts, "no transfer was even asked for");
+    assert_eq!(status_of(&t, &payment_id).await, "released");
+}
+
+#[tokio::test]
+async fn a_500_after_stripe_made_the_transfer_is_reconciled_to_it() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    // Stripe saves the 500 with the key, so retrying with the key can never find out.
+    t.stand_in().fail("/v1/transfers", Failure::ServerErrorAfterWork, 1);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    assert_eq!(transfers(&t).len(), 1);
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Released { found: true, .. }));
+    assert_eq!(s(&payment(&t, &payment_id).await, "transfer_id"), transfers(&t)[0]["id"].as_str().unwrap());
+    assert_eq!(transfers(&t).len(), 1);
+}
+
+#[tokio::test]
+async fn fifty_releases_and_ten_refunds_at_once_move_the_money_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let auth = format!("Bearer {}", token(&payer));
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let is_refund = i % 6 == 3; // 10 refunds among 50 releases
+        let action = if is_refund { "refund" } else { "release" };
+        let event =
+            common::http_event("POST", &format!("/payments/{payment_id}/{action}"), &[("authorization", &auth)], None);
+        tasks.push(if is_refund {
+            common::spawn_invoke(t.app, handle, event)
+        } else {
+            common::spawn_invoke(t.app, handle_release, event)
+        });
+    }
+    let results: Vec<(u16, Value)> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    for (status, body) in &results {
+        assert!(matches!(status, 200 | 409), "only successes and conflicts: {status} {body}");
+    }
+    let (transferred, refunded) = (transfers(&t).len(), t.stand_in().created("re_").len());
+    assert_eq!(transferred + refunded, 1, "one transfer or one refund, never both: {results:?}");
+    let stored = payment(&t, &payment_id).await;
+    if transferred == 1 {
+        assert_eq!(s(&stored, "status"), "released");
+        assert_eq!(s(&stored, "transfer_id"), transfers(&t)[0]["id"].as_str().unwrap());
+    } else {
+        assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("refunded".into(), "2500".into()));
+    }
+}
+
+#[tokio::test]
+async fn partial_refunds_leave_the_rest_to_release() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, provider_tokens, _, payment_id) = held_payment(&t, true).await;
+
+    for (body, field) in [
+        (json!({"amount": 0}), "amount"),
+        (json!({"amount": -5}), "amount"),
+        (json!({"amount": 2501}), "amount"),
+        (json!({"reason": "bored"}), "reason"),
+    ] {
+        let bad = refund(&t, &payer, &payment_id, Some(body.clone())).await;
+        assert_eq!((bad.status, bad.body["code"].as_str()), (400, Some("validation_failed")), "{body}");
+        assert_eq!(bad.body["errors"][0]["field"], field, "{body}");
+    }
+    let malformed = refund(&t, &payer, &payment_id, Some(json!({"amount": "ten"}))).await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(refund(&t, &provider_tokens, &payment_id, Some(json!({"amount": 100}))).await.status, 403);
+    let (_, stranger) = t.logged_in("stranger").await;
+    assert_eq!(refund(&t, &stranger, &payment_id, Some(json!({"amount": 100}))).await.status, 404);
+    assert_eq!(refund(&t, &payer, "no-such-payment", None).await.status, 404);
+    assert!(t.stand_in().received("/v1/refunds").is_empty(), "bad input asks Stripe nothing");
+    assert_eq!(s(&payment(&t, &payment_id).await, "amount_refunded"), "0", "and changes nothing");
+
+    let first = refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await;
+    assert_eq!(
+        (first.status, &first.body),
+        (200, &json!({"payment_id": payment_id, "status": "succeeded", "amount_refunded": 1000}))
+    );
+    let second = refund(&t, &payer, &payment_id, Some(json!({"amount": 500, "reason": "duplicate"}))).await;
+    assert_eq!((second.status, second.body["amount_refunded"].as_i64()), (200, Some(1500)));
+    let too_much = refund(&t, &payer, &payment_id, Some(json!({"amount": 1001}))).await;
+    assert_eq!(too_much.status, 400, "only 1000 is left");
+    let requests = t.stand_in().received("/v1/refunds");
+    let keys: Vec<_> = requests.iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    assert_eq!(keys, [format!("refund:{payment_id}:0"), format!("refund:{payment_id}:1000")]);
+    assert_eq!(requests[1].form.get("amount").map(String::as_str), Some("500"));
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 2);
+
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    let posts = t.stand_in().received("/v1/transfers");
+    assert_eq!(transfers(&t).len(), 1);
+    assert_eq!(posts[0].form.get("amount").map(String::as_str), Some("1000"), "the remainder");
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!(posts[0].form.get("source_transaction"), Some(&s(&stored, "stripe_charge_id")));
+    assert!(s(&stored, "stripe_charge_id").starts_with("ch_"));
+    assert_eq!(posts[0].form.get("metadata[payment_id]"), Some(&payment_id));
+    let shown = t.authed(handle, "GET", &format!("/payments/{payment_id}"), token(&payer), &[], None).await;
+    assert_eq!((shown.body["status"].as_str(), shown.body["amount_refunded"].as_i64()), (Some("released"), Some(1500)));
+    assert_eq!(refund(&t, &payer, &payment_id, Some(json!({"amount": 100}))).await.status, 409);
+}
+
+#[tokio::test]
+async fn dashboard_refunds_arrive_by_webhook_whole_or_in_part() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let refunded = |created: i64, total: i64| {
+        stripe_event(
+            "charge.refunded",
+            created,
+            json!({"id": "ch_dash", "object": "charge", "payment_intent": pi, "amount": 2500, "amount_refunded": total}),
+        )
+    };
+    let partial = refunded(now(), 700);
+    assert_eq!(t.deliver(&partial).await.body, json!({"received": true}));
+    assert_eq!(t.deliver(&partial).await.body["duplicate"], true);
+    t.deliver(&refunded(now() - 60, 300)).await; // an older total changes nothing
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "700".into()));
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1);
+
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(t.stand_in().received("/v1/transfers")[0].form.get("amount").map(String::as_str), Some("1800"));
+
+    // A whole refund of another payment makes it `refunded`.
+    let (_, _, _, other) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &other).await;
+    let whole = stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch_x", "payment_intent": pi, "amount": 2500, "amount_refunded": 2500, "refunded": true}),
+    );
+    t.deliver(&whole).await;
+    assert_eq!(status_of(&t, &other).await, "refunded");
+}
+
+#[tokio::test]
+async fn a_refund_landing_during_an_unresolved_release_is_recorded_and_reconciled_for() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerError, 100); // nothing made
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let pi = intent_of(&t, &payment_id).await;
+    let dashboard = stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch_d", "payment_intent": pi, "amount": 2500, "amount_refunded": 1000}),
+    );
+    assert_eq!(t.deliver(&dashboard).await.status, 200);
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("releasing".into(), "1000".into()));
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1, "recorded, not skipped");
+
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Released { found: false, .. }));
+    let made = transfers(&t);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["amount"], 1500, "only what the refund left");
+    let last = t.stand_in().received("/v1/transfers").into_iter().last().unwrap();
+    assert_eq!(last.idempotency_key, Some(format!("release:{payment_id}:1500")), "another amount, another key");
+    assert_eq!(status_of(&t, &payment_id).await, "released");
+}
+
+#[tokio::test]
+async fn a_release_refunded_in_full_meanwhile_is_called_off() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerError, 100);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let pi = intent_of(&t, &payment_id).await;
+    t.deliver(&stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch", "payment_intent": pi, "amount_refunded": 2500}),
+    ))
+    .await;
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Settled));
+    assert_eq!(status_of(&t, &payment_id).await, "refunded");
+    assert!(transfers(&t).is_empty());
+}
+
+#[tokio::test]
+async fn a_dispute_holds_the_funds_until_it_is_won() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let dispute = |kind: &str, created: i64, status: &str| {
+        stripe_event(
+            kind,
+            created,
+            json!({"id": "dp_1", "object": "dispute", "payment_intent": pi, "charge": "ch_1",
+                                           "amount": 2500, "status": status, "reason": "fraudulent"}),
+        )
+    };
+    t.deliver(&dispute("charge.dispute.created", now(), "needs_response")).await;
+    let held = release(&t, &payer, &payment_id).await;
+    assert_eq!((held.status, held.body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(refund(&t, &payer, &payment_id, None).await.status, 409);
+    assert!(t.stand_in().received("/v1/transfers").is_empty());
+    // An older update arriving late does not reopen it, and a won dispute frees the funds.
+    t.deliver(&dispute("charge.dispute.closed", now() + 1, "won")).await;
+    t.deliver(&dispute("charge.dispute.updated", now() - 30, "under_review")).await;
+    let shown = t.authed(handle, "GET", &format!("/payments/{payment_id}"), token(&payer), &[], None).await;
+    assert_eq!(shown.body["dispute_status"], "won");
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    assert_eq!(transfers(&t).len(), 1);
+
+    // A lost dispute keeps them for good.
+    let (payer, _, _, lost) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &lost).await;
+    let closed = stripe_event(
+        "charge.dispute.closed",
+        now(),
+        json!({"id": "dp_2", "payment_intent": pi, "status": "lost", "amount": 2500}),
+    );
+    t.deliver(&closed).await;
+    assert_eq!(release(&t, &payer, &lost).await.status, 409);
+    assert_eq!(transfers(&t).len(), 1);
+    assert_eq!(audit_count(&t, &payer, "payment.dispute_closed").await, 1);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_transfer_and_its_record_is_finished_by_reconciliation() {
+    let t = TestApp::with_stripe_and_faults(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    // Stripe works; the table refuses the final `releasing → released` write.
+    t.faults().fail("TransactWriteItems", r#"{"S":"released"}"#, u32::MAX);
+    let answer = release(&t, &payer, &payment_id).await;
+    assert_eq!((answer.status, answer.body["status"].as_str()), (202, Some("releasing")), "{:?}", answer.body);
+    assert!(t.faults().failed() > 0);
+    assert_eq!(status_of(&t, &payment_id).await, "releasing");
+    assert_eq!(transfers(&t).len(), 1);
+
+    let later = t.healthy_twin().await; // the next invocation, or the scheduled job
+    backdate_queue(&later, &payment_id).await;
+    match reconcile(&later, &payment_id).await {
+        Reconciled::Released { transfer_id, found: true } => {
+            assert_eq!(transfer_id, transfers(&t)[0]["id"].as_str().unwrap())
+        }
+        other => panic!("not released: {other:?}"),
+    }
+    assert_eq!(status_of(&t, &payment_id).await, "released");
+    assert_eq!(transfers(&t).len(), 1);
+}
+
+#[tokio::test]
+async fn reconciliation_retries_with_the_same_key_when_nothing_was_made() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerError, 100);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    backdate_queue(&t, &payment_id).await;
+    // Stripe still down: the payment stays queued, and is due again only later.
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Pending));
+    assert_eq!(status_of(&t, &payment_id).await, "releasing");
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::NotDue), "the lease moved the queue time on");
+    let queued =
+        shared::payments::reconcile::due(t.app, shared::payments::payment::RELEASING_QUEUE, 1000).await.unwrap();
+    assert!(!queued.contains(&payment_id));
+    backdate_queue(&t, &payment_id).await;
+    let queued =
+        shared::payments::reconcile::due(t.app, shared::payments::payment::RELEASING_QUEUE, 1000).await.unwrap();
+    assert!(queued.contains(&payment_id), "due again");
+    t.stand_in().heal();
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Released { found: false, .. }));
+    let keys: Vec<_> = t.stand_in().received("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).collect();
+    assert!(keys.iter().all(|k| k == &format!("release:{payment_id}")));
+    assert_eq!(transfers(&t).len(), 1);
+}
+
+/// A release request whose Lambda deadline is `ms` away.
+fn release_with_deadline(payer: &Value, payment_id: &str, ms: u64) -> lambda_http::Request {
+    use lambda_http::RequestExt;
+    let event = common::http_event(
+        "POST",
+        &format!("/payments/{payment_id}/release"),
+        &[("authorization", &format!("Bearer {}", token(payer)))],
+        None,
+    );
+    let mut context = lambda_runtime::Context::default();
+    let epoch_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    context.deadline = epoch_ms + ms;
+    context.request_id = uuid::Uuid::new_v4().to_string();
+    lambda_http::request::from_str(&event).unwrap().with_lambda_context(context)
+}
+
+#[tokio::test]
+async fn stripe_calls_fit_inside_the_lambda_deadline() {
+    let t = TestApp::with_stripe(&[]).await; // 1 s per Stripe call, 2 attempts
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+
+    // Too close to the deadline for even one call: nothing is claimed or sent.
+    let response = handle_release(t.app, release_with_deadline(&payer, &payment_id, 1000)).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(status_of(&t, &payment_id).await, "succeeded");
+    assert!(t.stand_in().received("/v1/transfers").is_empty());
+
+    // Room for one attempt, not two: the second is not started, and the answer comes
+    // before the deadline with the payment left for reconciliation.
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100);
+    let response = handle_release(t.app, release_with_deadline(&payer, &payment_id, 2800)).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(transfer_posts(&t), 1, "one attempt only");
+    assert_eq!(status_of(&t, &payment_id).await, "releasing");
+}
+
+#[tokio::test]
+async fn the_refund_route_and_its_webhook_agree_in_either_order() {
+    let t = TestApp::with_stripe(&[]).await;
+    // The webhook first: it lands while the route still waits for Stripe's answer.
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(Duration::from_millis(900)), 1);
+    let route = {
+        let auth = format!("Bearer {}", token(&payer));
+        let event =
+            common::http_event("POST", &format!("/payments/{payment_id}/refund"), &[("authorization", &auth)], None);
+        common::spawn_invoke(t.app, handle, event)
+    };
+    for _ in 0..100 {
+        if !t.stand_in().created("re_").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status_of(&t, &payment_id).await, "refunding", "Stripe refunded; the route has not heard yet");
+    let webhook = stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch_r", "payment_intent": pi, "amount": 2500, "amount_refunded": 2500}),
+    );
+    assert_eq!(t.deliver(&webhook).await.status, 200);
+    let (status, body) = route.await.unwrap();
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"payment_id": payment_id, "status": "refunded", "amount_refunded": 2500}))
+    );
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1, "exactly one entry");
+
+    // The route first: the webhook that follows changes nothing.
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    assert_eq!(refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await.status, 200);
+    let webhook = stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch_s", "payment_intent": pi, "amount": 2500, "amount_refunded": 1000}),
+    );
+    assert_eq!(t.deliver(&webhook).await.status, 200);
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1);
+    assert_eq!(s(&payment(&t, &payment_id).await, "amount_refunded"), "1000");
+}
+
+#[tokio::test]
+async fn a_refund_with_an_unknown_outcome_is_found_and_recorded_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(SLOW), 100);
+    let answer = refund(&t, &payer, &payment_id, Some(json!({"amount": 2000}))).await;
+    assert_eq!((answer.status, answer.body["status"].as_str()), (202, Some("refunding")), "{:?}", answer.body);
+    assert_eq!(s(&payment(&t, &payment_id).await, "GSI2PK"), "REFUNDING");
+    let blocked = release(&t, &payer, &payment_id).await;
+    assert_eq!(blocked.status, 409, "no release while a refund is unresolved");
+    // Its webhook raises the total; reconciliation then records the refund it finds.
+    let pi = intent_of(&t, &payment_id).await;
+    t.deliver(&stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch", "payment_intent": pi, "amount_refunded": 2000}),
+    ))
+    .await;
+    t.stand_in().heal();
+    t.stand_in().forget_idempotency_keys();
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Settled));
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "2000".into()));
+    assert_eq!(t.stand_in().created("re_").len(), 1, "one refund");
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(transfers(&t)[0]["amount"], 500);
+}
+
+#[tokio::test]
+async fn a_failure_after_the_payment_intent_exists_reuses_it() {
+    let t = TestApp::with_stripe_and_faults(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    t.faults().fail("TransactWriteItems", "payment.created", u32::MAX);
+    let failed = pay(&t, &payer, &provider_id, "retry-me", 1500).await;
+    assert_eq!(failed.status, 500, "{:?}", failed.body);
+    t.faults().heal();
+    let retried = pay(&t, &payer, &provider_id, "retry-me", 1500).await;
+    assert_eq!(retried.status, 201, "{:?}", retried.body);
+    assert_eq!(t.stand_in().created("pi_").len(), 1, "one PaymentIntent");
+    let keys: Vec<_> = t.stand_in().received("/v1/payment_intents").into_iter().map(|r| r.idempotency_key).collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1], "the Stripe key comes from the caller's key");
+    assert_eq!(retried.body["stripe_payment_intent_id"], t.stand_in().created("pi_")[0]["id"]);
+}
+
+#[tokio::test]
+async fn an_expired_idempotency_lock_is_taken_over_only_by_the_same_request() {
+    use sha2::Digest;
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer-takeover").await;
+    let user_id = t.me(token(&payer)).await.body["user_id"].as_str().unwrap().to_owned();
+    let pk = format!("IDEMP#payments#{user_id}#{}", hex::encode(sha2::Sha256::digest(b"taken")));
+    let other = json!({"amount": 9999, "currency": "usd", "provider_id": provider_id, "description": "Lesson"});
+    let hash = shared::payments::idempotency::request_hash("POST", "/payments", other.to_string().as_bytes());
+    let table = t.app.table();
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    table
+        .client()
+        .put_item()
+        .table_name(table.name())
+        .item("PK", Av::S(pk))
+        .item("SK", Av::S("IDEMPOTENCY".into()))
+        .item("status", Av::S("in_progress".into()))
+        .item("request_hash", Av::S(hash))
+        .item("lock_expires", Av::N((now() - 1).to_string()))
+        .item("ttl", Av::N((now() + 86400).to_string()))
+        .send()
+        .await
+        .unwrap();
+    let different = pay(&t, &payer, &provider_id, "taken", 1200).await;
+    assert_eq!((different.status, different.body["code"].as_str()), (422, Some("idempotency_mismatch")));
+    assert!(t.stand_in().received("/v1/payment_intents").is_empty());
+    let same = pay(&t, &payer, &provider_id, "taken", 9999).await;
+    assert_eq!(same.status, 201, "{:?}", same.body);
+}
+
+#[tokio::test]
+async fn subscription_requests_never_move_webhook_state_backwards() {
+    let t = TestApp::with_stripe_and_faults(&[]).await;
+    let (_, tokens) = t.logged_in("subscriber").await;
+    let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
+    let start = || {
+        t.authed(
+            handle,
+            "POST",
+            "/subscriptions",
+            token(&tokens),
+            &[("idempotency-key", "sub-key")],
+            Some(json!({"price_id": "price_gold"})),
+        )
+    };
+    // The first attempt reaches Stripe, then fails to store; its webhook arrives first.
+    t.faults().fail("TransactWriteItems", "subscription.created", u32::MAX);
+    assert_eq!(start().await.status, 500);
+    t.faults().heal();
+    let sub = t.stand_in().created("sub_")[0]["id"].as_str().unwrap().to_owned();
+    let active = stripe_event(
+        "customer.subscription.updated",
+        now(),
+        json!({"id": sub, "status": "active", "cancel_at_period_end": false,
+               "metadata": {"user_id": user_id, "price_id": "price_gold"}}),
+    );
+    assert_eq!(t.deliver(&active).await.status, 200);
+    let retried = start().await;
+    assert_eq!((retried.status, retried.body["status"].as_str()), (201, Some("active")), "{:?}", retried.body);
+    assert_eq!(t.stand_in().created("sub_").len(), 1);
+
+    // A newer state from Stripe (deleted) is not overwritten by a cancel's older answer.
+    let deleted = stripe_event("customer.subscription.deleted", now() + 60, json!({"id": sub, "status": "canceled"}));
+    t.deliver(&deleted).await;
+    let cancel = t
+        .authed(
+            handle,
+            "DELETE",
+            &format!("/subscriptions/{sub}"),
+            token(&tokens),
+            &[],
+            Some(json!({"at_period_end": true})),
+        )
+        .await;
+    assert_eq!((cancel.status, cancel.body["status"].as_str()), (200, Some("canceled")), "{:?}", cancel.body);
+    let listed = t.authed(handle, "GET", "/subscriptions", token(&tokens), &[], None).await;
+    assert_eq!(listed.body["items"][0]["status"], "canceled");
+}
+
+#[tokio::test]
+async fn release_sms_formats_amounts_by_the_currency_minor_unit() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("yen-payer").await;
+    let created = pay_in(&t, &payer, &provider_id, "yen", 1999, "jpy").await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(&t, &payment_id).await;
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    let phone = s(&t.item(&format!("PROVIDER#{provider_id}"), "PROVIDER").await.unwrap(), "phone");
+    let sms = t.sms_to(&phone).await;
+    assert_eq!(sms.len(), 1);
+    assert!(sms[0].contains("1999 JPY"), "{}", sms[0]);
+}
