@@ -92,6 +92,14 @@ impl AuditEntry {
         self
     }
 
+    /// The actor, when there is one (a reconciler or Stripe acts for nobody).
+    pub fn actor_if(self, user_id: Option<&str>) -> Self {
+        match user_id {
+            Some(user_id) => self.actor(user_id),
+            None => self,
+        }
+    }
+
     pub fn target(mut self, user_id: &str) -> Self {
         self.audit_target = Some(format!("{}#{user_id}", self.org_id));
         self.target_user_id = Some(user_id.to_owned());

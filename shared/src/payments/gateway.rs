@@ -31,6 +31,16 @@ impl GatewayError {
     pub fn is_definite(&self) -> bool {
         !matches!(self, Self::Unavailable(_))
     }
+
+    /// A short, stable reason for audit entries (organisation admins read those; Stripe's
+    /// own text stays in the logs).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Unavailable(_) => "stripe_unavailable".into(),
+            Self::Refused { status, .. } => format!("stripe_refused_{status}"),
+            Self::NotSent(_) => "no_time_left".into(),
+        }
+    }
 }
 
 impl From<GatewayError> for crate::http::ApiError {

@@ -167,7 +167,7 @@ pub(super) async fn make_refund(
     match stripe.create_refund(key, &request).await {
         Ok(refund) => finish_or_leave(app, payment, &refund, actor, meta).await,
         Err(error) if error.is_definite() => {
-            refund_failed(app, payment, key, &error.to_string(), actor, meta).await?;
+            refund_failed(app, payment, key, &error.reason(), actor, meta).await?;
             Err(error.into())
         }
         Err(error) => {
@@ -187,11 +187,9 @@ pub(super) async fn refund_failed(
     meta: &RequestMeta,
 ) -> Result<(), ApiError> {
     return_to_succeeded(app, &payment.payment_id, PaymentStatus::Refunding, "refund_key", key).await?;
-    let mut entry = AuditEntry::new("payment.refunded", AuditStatus::Failure, &payment.payer_org_id, meta)
-        .details(json!({ "payment_id": payment.payment_id, "reason": reason }));
-    if let Some(actor) = actor {
-        entry = entry.actor(actor);
-    }
+    let entry = AuditEntry::new("payment.refunded", AuditStatus::Failure, &payment.payer_org_id, meta)
+        .details(json!({ "payment_id": payment.payment_id, "reason": reason }))
+        .actor_if(actor);
     app.audit().record_or_log(&entry).await;
     Ok(())
 }
@@ -253,12 +251,10 @@ pub async fn finish_refund(
             .value(":total", av::n(total))
             .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
             .value(":ids", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(&refund.id)]));
-        let mut entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &current.payer_org_id, meta)
+        let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &current.payer_org_id, meta)
+            .actor_if(actor)
             .details(json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
                              "amount_refunded": total, "currency": current.currency, "reason": current.refund_reason }));
-        if let Some(actor) = actor {
-            entry = entry.actor(actor);
-        }
         match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
             Ok(()) => {
                 app.events()

@@ -185,11 +185,9 @@ pub(super) async fn transfer(
         Ok(transfer_id) => finish_or_leave(app, payment, &transfer_id, actor, meta).await,
         Err(error) if error.is_definite() => {
             return_to_succeeded(app, payment_id, PaymentStatus::Releasing, "release_key", key).await?;
-            let mut entry = AuditEntry::new("payment.released", AuditStatus::Failure, &payment.payer_org_id, meta)
-                .details(json!({ "payment_id": payment_id, "reason": error.to_string() }));
-            if let Some(actor) = actor {
-                entry = entry.actor(actor);
-            }
+            let entry = AuditEntry::new("payment.released", AuditStatus::Failure, &payment.payer_org_id, meta)
+                .details(json!({ "payment_id": payment_id, "reason": error.reason() }))
+                .actor_if(actor);
             app.audit().record_or_log(&entry).await;
             Err(error.into())
         }
@@ -232,12 +230,10 @@ pub async fn finish_release(
     let now = time::rfc3339(time::now());
     let pk = Payment::key(&payment.payment_id);
     let amount = payment.release_amount.unwrap_or_else(|| payment.releasable_amount());
-    let mut entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
+    let entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
         .target(&payment.provider_user_id)
+        .actor_if(actor)
         .details(json!({ "payment_id": payment.payment_id, "transfer_id": transfer_id, "amount": amount, "currency": payment.currency }));
-    if let Some(actor) = actor {
-        entry = entry.actor(actor);
-    }
     let done = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Released, &now)
         .update(
             "SET #status = :to, updated_at = :now, transfer_id = :transfer, release_amount = :amount \
