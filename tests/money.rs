@@ -25,8 +25,12 @@ fn transfers(t: &TestApp) -> Vec<Value> {
     t.stand_in().created("tr_")
 }
 
+fn refund_posts(t: &TestApp) -> Vec<stripe_stand_in::Received> {
+    t.stand_in().posted("/v1/refunds")
+}
+
 fn transfer_posts(t: &TestApp) -> usize {
-    t.stand_in().received("/v1/transfers").iter().filter(|r| r.method == "POST").count()
+    t.stand_in().posted("/v1/transfers").len()
 }
 
 async fn payment(
@@ -67,7 +71,7 @@ async fn a_release_that_timed_out_after_stripe_paid_is_finished_with_that_transf
     assert_eq!(transfers(&t).len(), 1, "Stripe made the transfer; we never heard");
     let refused = refund(&t, &payer, &payment_id, None).await;
     assert_eq!((refused.status, refused.body["code"].as_str()), (409, Some("conflict")));
-    assert!(t.stand_in().received("/v1/refunds").is_empty());
+    assert!(refund_posts(&t).is_empty());
     assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::NotDue), "the request may still be running");
 
     t.stand_in().heal();
@@ -175,7 +179,7 @@ async fn partial_refunds_leave_the_rest_to_release() {
     let (_, stranger) = t.logged_in("stranger").await;
     assert_eq!(refund(&t, &stranger, &payment_id, Some(json!({"amount": 100}))).await.status, 404);
     assert_eq!(refund(&t, &payer, "no-such-payment", None).await.status, 404);
-    assert!(t.stand_in().received("/v1/refunds").is_empty(), "bad input asks Stripe nothing");
+    assert!(refund_posts(&t).is_empty(), "bad input asks Stripe nothing");
     assert_eq!(s(&payment(&t, &payment_id).await, "amount_refunded"), "0", "and changes nothing");
 
     let first = refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await;
@@ -187,9 +191,9 @@ async fn partial_refunds_leave_the_rest_to_release() {
     assert_eq!((second.status, second.body["amount_refunded"].as_i64()), (200, Some(1500)));
     let too_much = refund(&t, &payer, &payment_id, Some(json!({"amount": 1001}))).await;
     assert_eq!(too_much.status, 400, "only 1000 is left");
-    let requests = t.stand_in().received("/v1/refunds");
+    let requests = refund_posts(&t);
     let keys: Vec<_> = requests.iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
-    assert_eq!(keys, [format!("refund:{payment_id}:0"), format!("refund:{payment_id}:1000")]);
+    assert_eq!(keys, [format!("refund:{payment_id}:1"), format!("refund:{payment_id}:2")]);
     assert_eq!(requests[1].form.get("amount").map(String::as_str), Some("500"));
     assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 2);
 
@@ -266,7 +270,7 @@ async fn a_refund_landing_during_an_unresolved_release_is_recorded_and_reconcile
     assert_eq!(made.len(), 1);
     assert_eq!(made[0]["amount"], 1500, "only what the refund left");
     let last = t.stand_in().received("/v1/transfers").into_iter().last().unwrap();
-    assert_eq!(last.idempotency_key, Some(format!("release:{payment_id}:1500")), "another amount, another key");
+    assert_eq!(last.idempotency_key, Some(format!("release:{payment_id}:2")), "another amount, another key");
     assert_eq!(status_of(&t, &payment_id).await, "released");
 }
 
@@ -606,4 +610,117 @@ async fn release_sms_formats_amounts_by_the_currency_minor_unit() {
     let sms = t.sms_to(&phone).await;
     assert_eq!(sms.len(), 1);
     assert!(sms[0].contains("1999 JPY"), "{}", sms[0]);
+}
+
+#[tokio::test]
+async fn a_refund_that_fails_at_stripe_later_is_undone_and_can_be_made_again() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(SLOW), 100);
+    assert_eq!(refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await.status, 202);
+    let again = refund(&t, &payer, &payment_id, Some(json!({"amount": 300}))).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (409, Some("conflict")), "not somebody else's success");
+    let first = t.stand_in().created("re_")[0]["id"].as_str().unwrap().to_owned();
+    t.stand_in().fail_refund(&first);
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::ReturnedToSucceeded(_)));
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "0".into()));
+
+    // The same amount again is a new refund under a new key, not the failed one replayed.
+    let made = refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await;
+    assert_eq!((made.status, made.body["amount_refunded"].as_i64()), (200, Some(1000)), "{:?}", made.body);
+    let refunds = t.stand_in().created("re_");
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(refunds.iter().filter(|r| r["status"] == "succeeded").count(), 1);
+    let keys: Vec<_> = t
+        .stand_in()
+        .received("/v1/refunds")
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .filter_map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys.last(), Some(&format!("refund:{payment_id}:2")));
+}
+
+#[tokio::test]
+async fn a_dispute_opened_during_an_unresolved_release_stops_the_retry() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerError, 100); // nothing made
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let pi = intent_of(&t, &payment_id).await;
+    t.deliver(&stripe_event(
+        "charge.dispute.created",
+        now(),
+        json!({"id": "dp_9", "payment_intent": pi, "status": "needs_response", "amount": 2500}),
+    ))
+    .await;
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    match reconcile(&t, &payment_id).await {
+        Reconciled::ReturnedToSucceeded(error) => assert_eq!(error.code(), "conflict"),
+        other => panic!("released a disputed charge: {other:?}"),
+    }
+    assert_eq!(status_of(&t, &payment_id).await, "succeeded");
+    assert!(transfers(&t).is_empty());
+}
+
+#[tokio::test]
+async fn refunds_stripe_already_has_count_before_their_webhook_arrives() {
+    let t = TestApp::with_stripe(&[]).await;
+    // A dashboard refund meanwhile, during our own refund: both are counted.
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().refund_directly(&pi, 500);
+    let ours = refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await;
+    assert_eq!((ours.status, ours.body["amount_refunded"].as_i64()), (200, Some(1500)), "{:?}", ours.body);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(transfers(&t)[0]["amount"], 1000, "never the dashboard's 500 again");
+
+    // A dashboard refund just before a release, its webhook late: the release moves the rest,
+    // records the refund once, and the webhook then changes nothing.
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().refund_directly(&pi, 700);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    let made: Vec<_> = transfers(&t).into_iter().filter(|tr| tr["transfer_group"] == payment_id.as_str()).collect();
+    assert_eq!(made[0]["amount"], 1800);
+    let late =
+        stripe_event("charge.refunded", now(), json!({"id": "ch", "payment_intent": pi, "amount_refunded": 700}));
+    assert_eq!(t.deliver(&late).await.status, 200);
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1);
+    assert_eq!(s(&payment(&t, &payment_id).await, "amount_refunded"), "700");
+}
+
+#[tokio::test]
+async fn a_key_reused_after_its_record_expired_gets_its_payment_not_a_new_intent() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer-old-key").await;
+    let first = pay(&t, &payer, &provider_id, "old-key", 1500).await;
+    assert_eq!(first.status, 201);
+    // 24 hours on: the idempotency record is gone, and Stripe has forgotten the key.
+    let user_id = t.me(token(&payer)).await.body["user_id"].as_str().unwrap().to_owned();
+    use sha2::Digest;
+    let record = format!("IDEMP#payments#{user_id}#{}", hex::encode(sha2::Sha256::digest(b"old-key")));
+    t.app
+        .table()
+        .client()
+        .delete_item()
+        .table_name(t.app.table().name())
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(record))
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("IDEMPOTENCY".into()))
+        .send()
+        .await
+        .unwrap();
+    t.stand_in().forget_idempotency_keys();
+    let same = pay(&t, &payer, &provider_id, "old-key", 1500).await;
+    assert_eq!(same.status, 201, "{:?}", same.body);
+    assert_eq!(same.body["payment_id"], first.body["payment_id"]);
+    assert_eq!(same.body["client_secret"], first.body["client_secret"]);
+    let other = pay(&t, &payer, &provider_id, "old-key", 1600).await;
+    assert_eq!((other.status, other.body["code"].as_str()), (422, Some("idempotency_mismatch")));
+    assert_eq!(t.stand_in().created("pi_").len(), 1, "no second PaymentIntent");
 }

@@ -321,15 +321,19 @@ async fn a_stripe_timeout_leaves_the_payment_releasing_and_reconciliation_pays_o
 async fn a_definite_refusal_returns_the_payment_to_succeeded() {
     let t = TestApp::with_stripe(&[]).await;
     let (payer, _, _, payment_id) = held_payment(&t, true).await;
-    t.stand_in().fail("/v1/transfers", Failure::Refused, 1);
+    // Stripe saves this refusal with its key, as for requests that started executing.
+    t.stand_in().fail("/v1/transfers", Failure::RefusedSaved, 1);
     let refused = release(&t, &payer, &payment_id).await;
     assert_eq!((refused.status, refused.body["code"].as_str()), (502, Some("payment_provider_error")));
     assert!(!refused.body["detail"].as_str().unwrap().contains("declined"), "Stripe's text is not passed through");
     assert_eq!(status_of(&t, &payment_id).await, "succeeded");
     assert!(!t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap().contains_key("GSI2PK"));
+    // Once the cause is fixed, a new attempt gets a new key, not the saved refusal.
     let ok = release(&t, &payer, &payment_id).await;
     assert_eq!((ok.status, ok.body["already_released"].as_bool()), (200, Some(false)), "{:?}", ok.body);
     assert_eq!(t.stand_in().created("tr_").len(), 1);
+    let keys: Vec<_> = t.stand_in().received("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).collect();
+    assert_eq!(keys, [format!("release:{payment_id}"), format!("release:{payment_id}:2")]);
 }
 
 #[tokio::test]
@@ -345,9 +349,9 @@ async fn refunds_work_only_before_release() {
         (refunded.status, &refunded.body),
         (200, &json!({"payment_id": payment_id, "status": "refunded", "amount_refunded": 2500}))
     );
-    let refunds = t.stand_in().received("/v1/refunds");
+    let refunds = t.stand_in().posted("/v1/refunds");
     assert_eq!(refunds.len(), 1);
-    assert_eq!(refunds[0].idempotency_key.as_deref(), Some(format!("refund:{payment_id}:0").as_str()));
+    assert_eq!(refunds[0].idempotency_key.as_deref(), Some(format!("refund:{payment_id}:1").as_str()));
     assert_eq!(refunds[0].form.get("amount").map(String::as_str), Some("2500"));
     assert_eq!(status_of(&t, &payment_id).await, "refunded");
     assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "payment_not_succeeded");
@@ -357,7 +361,7 @@ async fn refunds_work_only_before_release() {
     assert_eq!(release(&t, &payer, &released).await.status, 200);
     let late = t.authed(handle, "POST", &format!("/payments/{released}/refund"), token(&payer), &[], None).await;
     assert_eq!((late.status, late.body["code"].as_str()), (409, Some("conflict")));
-    assert_eq!(t.stand_in().received("/v1/refunds").len(), 1, "no second refund request");
+    assert_eq!(t.stand_in().posted("/v1/refunds").len(), 1, "no second refund request");
 }
 
 #[tokio::test]

@@ -23,9 +23,16 @@ impl Deadline {
         Self { at_epoch_ms: None }
     }
 
-    /// From Lambda's context; a zero deadline (no runtime behind the request) is none.
+    /// From Lambda's context. A deadline that no Lambda invocation could have (zero when
+    /// no runtime is behind the request, or further than the 15-minute maximum timeout from
+    /// now, as the constant `600000` that `cargo lambda watch` sends) is none.
     pub fn from_epoch_ms(deadline: u64) -> Self {
-        Self { at_epoch_ms: (deadline > 0).then_some(deadline) }
+        let now = now_ms();
+        let plausible = deadline > now.saturating_sub(PLAUSIBLE_MS) && deadline < now + PLAUSIBLE_MS;
+        if deadline != 0 && !plausible {
+            tracing::debug!(deadline, "implausible invocation deadline ignored");
+        }
+        Self { at_epoch_ms: plausible.then_some(deadline) }
     }
 
     /// `duration` from now.
@@ -51,6 +58,21 @@ impl Deadline {
     }
 }
 
+impl Deadline {
+    /// Runs `work` that must not outlive the invocation (notifications after the final
+    /// write): cut short, and logged, if the deadline comes first.
+    pub async fn bounded(&self, what: &str, work: impl std::future::Future<Output = ()>) {
+        let Some(left) = self.remaining() else { return work.await };
+        let allowed = left.saturating_sub(Duration::from_millis(300));
+        if tokio::time::timeout(allowed, work).await.is_err() {
+            tracing::warn!(what, "cut short by the invocation's deadline");
+        }
+    }
+}
+
+/// Lambda's longest timeout (15 minutes) plus a minute of clock slack.
+const PLAUSIBLE_MS: u64 = 16 * 60 * 1000;
+
 /// Below this a Stripe call is not worth starting.
 const MIN_CALL: Duration = Duration::from_millis(500);
 
@@ -62,6 +84,8 @@ mod tests {
     fn without_a_deadline_the_wanted_time_is_granted() {
         assert_eq!(Deadline::none().budget_for(Duration::from_secs(10)), Some(Duration::from_secs(10)));
         assert_eq!(Deadline::from_epoch_ms(0), Deadline::none());
+        assert_eq!(Deadline::from_epoch_ms(600_000), Deadline::none(), "cargo lambda watch's constant");
+        assert_eq!(Deadline::from_epoch_ms(now_ms() + 3_600_000), Deadline::none());
     }
 
     #[test]
@@ -70,6 +94,6 @@ mod tests {
         let budget = soon.budget_for(Duration::from_secs(10)).unwrap();
         assert!(budget <= Duration::from_millis(1500) && budget > Duration::from_millis(1000), "{budget:?}");
         assert_eq!(Deadline::after(Duration::from_millis(1800)).budget_for(Duration::from_secs(10)), None);
-        assert_eq!(Deadline::from_epoch_ms(1).budget_for(Duration::from_secs(1)), None, "long past");
+        assert_eq!(Deadline::from_epoch_ms(now_ms() - 1000).budget_for(Duration::from_secs(1)), None, "past");
     }
 }

@@ -28,8 +28,12 @@ pub enum Failure {
     ServerErrorAfterWork,
     /// Stripe does the work, but the answer arrives after the client gave up.
     Timeout(Duration),
-    /// Stripe refuses the request (HTTP 402, a card or account error); nothing is created.
+    /// Stripe refuses the request (HTTP 402, a card or account error); nothing is created,
+    /// nothing saved (as for requests that fail validation).
     Refused,
+    /// Stripe refuses a request that started executing (an account or balance error) and
+    /// saves the refusal with the key: the same key gets it again.
+    RefusedSaved,
 }
 
 /// One request Stripe received.
@@ -260,6 +264,13 @@ impl Respond for Responder {
             let (status, body) = error(402, "card_error", "Your card was declined.");
             return ResponseTemplate::new(status).set_body_json(body);
         }
+        if failure == Some(Failure::RefusedSaved) {
+            let refused = error(400, "invalid_request_error", "Insufficient funds in Stripe account.");
+            if let Some(key) = &key {
+                state.idempotent.insert((method.clone(), path.clone(), key.clone()), refused.clone());
+            }
+            return ResponseTemplate::new(refused.0).set_body_json(refused.1);
+        }
         let (status, body) = match &key {
             Some(key) => {
                 let slot = (method.clone(), path.clone(), key.clone());
@@ -327,6 +338,11 @@ impl StripeStandIn {
             .collect()
     }
 
+    /// The POST requests (creations) received so far whose path starts with `path`.
+    pub fn posted(&self, path: &str) -> Vec<Received> {
+        self.received(path).into_iter().filter(|r| r.method == "POST").collect()
+    }
+
     /// The next `times` POST or DELETE requests (writes) to paths starting with `path` fail
     /// as `failure`; reads of the same paths still answer.
     pub fn fail(&self, path: &str, failure: Failure, times: u32) {
@@ -350,6 +366,30 @@ impl StripeStandIn {
     /// repeat of an old request then does the work again.
     pub fn forget_idempotency_keys(&self) {
         self.state.lock().expect("stand-in state").idempotent.clear();
+    }
+
+    /// A refund made in Stripe's dashboard (no metadata of ours); its webhook is the test's
+    /// to deliver, or not. Returns the refund.
+    pub fn refund_directly(&self, payment_intent: &str, amount: i64) -> Value {
+        let mut form = HashMap::new();
+        form.insert("payment_intent".to_owned(), payment_intent.to_owned());
+        form.insert("amount".to_owned(), amount.to_string());
+        let (status, refund) = self.state.lock().expect("stand-in state").create("POST", "/v1/refunds", &form);
+        assert_eq!(status, 200, "{refund}");
+        refund
+    }
+
+    /// A refund that fails after it was accepted (the card was closed, say): its status
+    /// becomes `failed` and the money counts as not refunded.
+    pub fn fail_refund(&self, refund_id: &str) {
+        let mut state = self.state.lock().expect("stand-in state");
+        let refund = state.objects.get_mut(refund_id).expect("a refund the stand-in made");
+        refund["status"] = json!("failed");
+        let (pi, amount) =
+            (refund["payment_intent"].as_str().unwrap_or_default().to_owned(), refund["amount"].as_i64());
+        if let Some(done) = state.refunded.get_mut(&pi) {
+            *done -= amount.unwrap_or(0);
+        }
     }
 
     /// What Stripe does when the payer pays: the PaymentIntent succeeds with a new charge.

@@ -100,6 +100,15 @@ pub struct RefundRecord {
     /// `pending`, `requires_action`, `succeeded`, `failed` or `canceled`.
     pub status: String,
     pub refund_key: Option<String>,
+    /// The payment id in its metadata (every refund we make carries one).
+    pub payment_id: Option<String>,
+}
+
+impl RefundRecord {
+    /// Whether the money went (or is going) back: not failed or canceled.
+    pub fn counts(&self) -> bool {
+        !matches!(self.status.as_str(), "failed" | "canceled")
+    }
 }
 
 impl Gateway {
@@ -354,6 +363,12 @@ impl Stripe {
         Ok(list.data.into_iter().map(refund_record).collect())
     }
 
+    /// What Stripe has refunded of the PaymentIntent's charge so far: the truth that
+    /// webhooks report late.
+    pub async fn refunded_total(&self, payment_intent: &str) -> Result<i64, GatewayError> {
+        Ok(self.refunds_for(payment_intent).await?.iter().filter(|r| r.counts()).map(|r| r.amount).sum())
+    }
+
     /// The PaymentIntent's status and latest charge.
     pub async fn payment_intent(&self, id: &str) -> Result<IntentState, GatewayError> {
         use stripe_core::payment_intent::RetrievePaymentIntent;
@@ -366,6 +381,7 @@ impl Stripe {
         Ok(IntentState {
             status: intent.status.as_str().to_owned(),
             latest_charge: intent.latest_charge.map(|c| c.id().as_str().to_owned()),
+            client_secret: intent.client_secret,
         })
     }
 }
@@ -391,6 +407,7 @@ pub struct NewRefund<'a> {
 pub struct IntentState {
     pub status: String,
     pub latest_charge: Option<String>,
+    pub client_secret: Option<String>,
 }
 
 fn refund_record(refund: stripe_shared::Refund) -> RefundRecord {
@@ -399,6 +416,7 @@ fn refund_record(refund: stripe_shared::Refund) -> RefundRecord {
         amount: refund.amount,
         status: refund.status.clone().unwrap_or_default(),
         refund_key: refund.metadata.as_ref().and_then(|m| m.get("refund_key").cloned()),
+        payment_id: refund.metadata.as_ref().and_then(|m| m.get("payment_id").cloned()),
     }
 }
 

@@ -85,6 +85,13 @@ pub struct Payment {
     pub dispute: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_reversed_amount: Option<i64>,
+    /// Release attempts claimed so far: each claim (after a definite refusal, or with a new
+    /// amount) gets a new idempotency key, so Stripe never replays an old answer to it.
+    #[serde(default)]
+    pub release_seq: i64,
+    /// Refund attempts claimed so far, likewise.
+    #[serde(default)]
+    pub refund_seq: i64,
     /// While `releasing`: what is being transferred, under which idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_amount: Option<i64>,
@@ -210,8 +217,22 @@ pub async fn create(
     if provider.user_id == principal.user_id() {
         return Err(ApiError::Validation(vec![FieldError::new("provider_id", "you cannot pay yourself")]));
     }
-    let customer = customer_for(app, &principal.user, &gateway).await?;
     let payment_id = input.payment_id;
+    if let Some(existing) = Payment::find(app, &payment_id).await? {
+        // This key made a payment before (a crashed attempt, or a key reused after its record
+        // expired): the same request gets that payment again, another one is refused.
+        let same = existing.payer_user_id == principal.user_id()
+            && existing.amount == input.amount.minor_units()
+            && existing.currency == input.currency.as_str()
+            && existing.provider_id == input.provider_id;
+        if !same {
+            return Err(ApiError::IdempotencyMismatch);
+        }
+        let intent = gateway.payment_intent(&existing.stripe_payment_intent_id).await?;
+        let client_secret = intent.client_secret.ok_or_else(|| ApiError::internal("PaymentIntent without secret"))?;
+        return Ok((existing, client_secret));
+    }
+    let customer = customer_for(app, &principal.user, &gateway).await?;
     let intent = gateway
         .create_payment_intent(
             &format!("payment-intent:{payment_id}"),
@@ -245,6 +266,8 @@ pub async fn create(
         transfer_reversed_amount: None,
         release_amount: None,
         release_key: None,
+        release_seq: 0,
+        refund_seq: 0,
         refund_pending: None,
         refund_base: None,
         refund_key: None,
@@ -335,8 +358,11 @@ pub(super) async fn return_to_succeeded(
         let to =
             if current.amount_refunded >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Succeeded };
         let now = time::rfc3339(time::now());
-        let condition =
-            format!("#status = :from AND {key_attribute} = :key AND {}", amount_refunded_is(current.amount_refunded));
+        // Items claimed before keys were recorded have none: their claim is the caller's.
+        let condition = format!(
+            "#status = :from AND (attribute_not_exists({key_attribute}) OR {key_attribute} = :key) AND {}",
+            amount_refunded_is(current.amount_refunded)
+        );
         let undo = transition(&pk, from, to, &now)
             .update(
                 "SET #status = :to, updated_at = :now REMOVE GSI2PK, GSI2SK, release_amount, release_key, \
@@ -356,12 +382,29 @@ pub(super) async fn return_to_succeeded(
 
 /// Condition: `amount_refunded` is still `:seen_refunded` (`seen`); an item written before
 /// the attribute existed counts as 0.
-pub(super) fn amount_refunded_is(seen: i64) -> &'static str {
+pub(super) fn amount_refunded_is(seen: i64) -> String {
+    number_is("amount_refunded", ":seen_refunded", seen)
+}
+
+/// Condition: the number `attribute` is still `placeholder` (`seen`), absent counting as 0.
+pub(crate) fn number_is(attribute: &str, placeholder: &str, seen: i64) -> String {
     if seen == 0 {
-        "(attribute_not_exists(amount_refunded) OR amount_refunded = :seen_refunded)"
+        format!("(attribute_not_exists({attribute}) OR {attribute} = {placeholder})")
     } else {
-        "amount_refunded = :seen_refunded"
+        format!("{attribute} = {placeholder}")
     }
+}
+
+/// The idempotency key of release attempt `attempt` (1-based): the first is the contract's
+/// `release:{payment_id}`; later ones (after a definite refusal, or for a new amount) differ,
+/// which is safe because reconciliation lists the payment's transfers before any new key.
+pub(super) fn release_key(payment_id: &str, attempt: i64) -> String {
+    if attempt <= 1 { format!("release:{payment_id}") } else { format!("release:{payment_id}:{attempt}") }
+}
+
+/// The idempotency key of refund attempt `attempt` (1-based).
+pub(super) fn refund_key(payment_id: &str, attempt: i64) -> String {
+    format!("refund:{payment_id}:{attempt}")
 }
 
 /// Condition: no dispute holds the funds (see [`Payment::dispute_blocks`]).

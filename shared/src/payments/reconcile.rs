@@ -9,15 +9,21 @@
 //! Stripe is asked first, never trusted by key alone (it forgets idempotency keys after
 //! 24 hours): a transfer is looked up by `transfer_group` = payment id, a refund by its
 //! `refund_key` metadata on the PaymentIntent. Found: the payment is finished with it.
-//! Absent: the call is made again with the same key, for what is left to move now.
+//! Absent: the call is made again with the same key, for what is left to move now (a new
+//! amount gets a new key, since Stripe refuses a key reused with other parameters; the
+//! lookup is what makes the new key safe). A release whose charge came under dispute
+//! meanwhile, with no transfer made, is returned to `succeeded` instead.
 
 use serde_json::json;
 
 use super::{
     gateway::Stripe,
-    payment::{Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, transition},
+    payment::{
+        Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, number_is, release_key, return_to_succeeded,
+        transition,
+    },
     provider::Provider,
-    refund::{finish_refund, make_refund, refund_failed},
+    refund::{Refunded, finish_refund, legacy_key, make_refund, refund_failed},
     release::{Transferred, charge_of, finish_release, transfer},
 };
 use crate::{
@@ -81,8 +87,8 @@ pub async fn payment(app: &App, payment: &Payment, meta: &RequestMeta) -> Result
     };
     tracing::info!("reconciling a payment left waiting on Stripe");
     match leased.status {
-        PaymentStatus::Releasing => release(app, &stripe, leased, meta).await,
-        _ => refund(app, &stripe, leased, meta).await,
+        PaymentStatus::Releasing => Box::pin(release(app, &stripe, leased, meta)).await,
+        _ => Box::pin(refund(app, &stripe, leased, meta)).await,
     }
 }
 
@@ -139,40 +145,58 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
             Transferred::Now(transfer_id) | Transferred::Before(transfer_id) => {
                 Reconciled::Released { transfer_id, found: true }
             }
-            Transferred::Unknown => Reconciled::Pending,
+            Transferred::Unknown | Transferred::Refused(_) => Reconciled::Pending,
         });
     }
 
-    // No transfer exists: make it, for what is left now (a dashboard refund may have landed).
-    let left = payment.releasable_amount();
-    let old_key = payment.release_key.clone().unwrap_or_else(|| format!("release:{payment_id}"));
+    // No transfer exists, so nothing has been paid: the release may still be called off.
+    let old_key = payment.release_key.clone().unwrap_or_else(|| release_key(&payment_id, 1));
+    if payment.dispute_blocks() {
+        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key).await?;
+        return Ok(Reconciled::ReturnedToSucceeded(super::release::disputed()));
+    }
+    let at_stripe = match stripe.refunded_total(&payment.stripe_payment_intent_id).await {
+        Ok(total) => total,
+        Err(error) => {
+            tracing::warn!(%error, "refunds not listed; will try again");
+            return Ok(Reconciled::Pending);
+        }
+    };
+    let left = payment.amount - payment.amount_refunded.max(at_stripe);
     if left <= 0 {
         return cancel_release(app, &payment, &old_key, meta).await;
     }
-    let payment = if payment.release_amount == Some(left) {
+    let payment = if payment.release_amount == Some(left) && payment.release_key.is_some() {
         payment
     } else {
         // Another amount needs another key: Stripe rejects a key reused with other parameters.
-        let key = format!("release:{payment_id}:{left}");
+        let attempt = payment.release_seq + 1;
+        let key = release_key(&payment_id, attempt);
         let pk = Payment::key(&payment_id);
+        let condition = format!(
+            "#status = :releasing AND (attribute_not_exists(release_key) OR release_key = :old) AND {}",
+            number_is("release_seq", ":seen_seq", payment.release_seq)
+        );
         let rekey = Change::new(&pk, SK)
-            .update("SET release_amount = :amount, release_key = :key")
-            .condition("#status = :releasing AND release_key = :old")
+            .update("SET release_amount = :amount, release_key = :key, release_seq = :attempt")
+            .condition(&condition)
             .name("#status", "status")
             .value(":releasing", av::s(PaymentStatus::Releasing.as_str()))
             .value(":amount", av::n(left))
             .value(":key", av::s(&key))
-            .value(":old", av::s(&old_key));
+            .value(":old", av::s(&old_key))
+            .value(":attempt", av::n(attempt))
+            .value(":seen_seq", av::n(payment.release_seq));
         match app.table().update_item(rekey).await {
-            Ok(_) => Payment { release_amount: Some(left), release_key: Some(key), ..payment },
+            Ok(_) => Payment { release_amount: Some(left), release_key: Some(key), release_seq: attempt, ..payment },
             Err(StoreError::ConditionFailed) => return Ok(Reconciled::Pending),
             Err(other) => return Err(other.into()),
         }
     };
+    let key = payment.release_key.clone().unwrap_or_default();
     let provider = Provider::find(app, &payment.provider_id).await?;
     let Some(destination) = provider.and_then(|p| p.stripe_account_id.filter(|_| p.payouts_enabled)) else {
-        let key = payment.release_key.as_deref().unwrap_or_default();
-        super::payment::return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", key).await?;
+        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &key).await?;
         return Ok(Reconciled::ReturnedToSucceeded(ApiError::OnboardingRequired));
     };
     let payment = match charge_of(stripe, &payment).await {
@@ -182,11 +206,11 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
             return Ok(Reconciled::Pending);
         }
     };
-    Ok(match transfer(app, stripe, &payment, &destination, None, meta).await {
-        Ok(Transferred::Now(transfer_id)) => Reconciled::Released { transfer_id, found: false },
-        Ok(Transferred::Before(transfer_id)) => Reconciled::Released { transfer_id, found: true },
-        Ok(Transferred::Unknown) => Reconciled::Pending,
-        Err(error) => Reconciled::ReturnedToSucceeded(error),
+    Ok(match transfer(app, stripe, &payment, &destination, None, meta).await? {
+        Transferred::Now(transfer_id) => Reconciled::Released { transfer_id, found: false },
+        Transferred::Before(transfer_id) => Reconciled::Released { transfer_id, found: true },
+        Transferred::Unknown => Reconciled::Pending,
+        Transferred::Refused(error) => Reconciled::ReturnedToSucceeded(error),
     })
 }
 
@@ -197,9 +221,13 @@ async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestM
     let pk = Payment::key(&payment.payment_id);
     let now = time::rfc3339(time::now());
     let cancel = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Refunded, &now)
-        .update("SET #status = :to, updated_at = :now REMOVE GSI2PK, GSI2SK, release_amount, release_key")
-        .condition("#status = :from AND release_key = :key")
-        .value(":key", av::s(key));
+        .update(
+            "SET #status = :to, updated_at = :now, amount_refunded = :all \
+             REMOVE GSI2PK, GSI2SK, release_amount, release_key",
+        )
+        .condition("#status = :from AND (attribute_not_exists(release_key) OR release_key = :key)")
+        .value(":key", av::s(key))
+        .value(":all", av::n(payment.amount));
     let entry = AuditEntry::new("payment.release_cancelled", AuditStatus::Success, &payment.payer_org_id, meta)
         .details(json!({ "payment_id": payment.payment_id, "reason": "refunded in full before any transfer" }));
     match table.transact(vec![table.update(cancel)?, app.audit().put(&entry)?]).await {
@@ -209,9 +237,7 @@ async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestM
 }
 
 async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
-    let Some(key) = payment.refund_key.clone() else {
-        return Err(ApiError::internal("refunding without a key"));
-    };
+    let key = payment.refund_key.clone().unwrap_or_else(|| legacy_key(&payment));
     let refunds = match stripe.refunds_for(&payment.stripe_payment_intent_id).await {
         Ok(found) => found,
         Err(error) => {
@@ -219,20 +245,28 @@ async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta
             return Ok(Reconciled::Pending);
         }
     };
-    if let Some(found) = refunds.iter().find(|r| r.refund_key.as_deref() == Some(key.as_str())) {
-        if matches!(found.status.as_str(), "failed" | "canceled") {
-            refund_failed(app, &payment, &key, &format!("the refund {} at Stripe", found.status), None, meta).await?;
-            return Ok(Reconciled::ReturnedToSucceeded(ApiError::PaymentProvider(format!(
-                "the refund {} at Stripe",
-                found.status
-            ))));
+    let at_stripe: i64 = refunds.iter().filter(|r| r.counts()).map(|r| r.amount).sum();
+    let ours = refunds.iter().find(|r| match &r.refund_key {
+        Some(found) => found == &key,
+        // Refunds made before keys went into metadata: ours if not recorded yet.
+        None => {
+            payment.refund_key.is_none()
+                && r.payment_id.as_deref() == Some(payment.payment_id.as_str())
+                && !payment.refund_ids.contains(&r.id)
         }
-        finish_refund(app, &payment, found, None, meta).await?;
+    });
+    if let Some(found) = ours {
+        if !found.counts() {
+            let reason = format!("the refund {} at Stripe", found.status);
+            refund_failed(app, &payment, &key, &reason, None, meta).await?;
+            return Ok(Reconciled::ReturnedToSucceeded(ApiError::PaymentProvider(reason)));
+        }
+        finish_refund(app, &payment, found, Some(at_stripe), None, meta).await?;
         return Ok(Reconciled::Settled);
     }
-    Ok(match make_refund(app, stripe, &payment, None, meta).await {
-        Ok(Some(_)) => Reconciled::Settled,
-        Ok(None) => Reconciled::Pending,
-        Err(error) => Reconciled::ReturnedToSucceeded(error),
+    Ok(match make_refund(app, stripe, &payment, None, meta).await? {
+        Refunded::Recorded(_) => Reconciled::Settled,
+        Refunded::Unknown => Reconciled::Pending,
+        Refunded::Refused(error) => Reconciled::ReturnedToSucceeded(error),
     })
 }

@@ -1,25 +1,28 @@
 //! Refunds of held funds, whole or in parts, before anything is transferred.
 //!
 //! Same shape as release: conditional `succeeded → refunding` (recording the amount, the
-//! refunded total it starts from and the idempotency key `refund:{payment_id}:{base}`), the
-//! Stripe refund, then the final write, which sets the new total and goes back to
-//! `succeeded` (something left) or `refunded`. A definite refusal returns the payment to
-//! `succeeded`; an unknown outcome leaves it `refunding` on the work queue, and
-//! [`super::reconcile`] looks the refund up on the PaymentIntent before retrying it.
+//! refunded total it starts from, and a key of its own, `refund:{payment_id}:{attempt}`,
+//! which also goes into the refund's metadata), the Stripe refund, then the final write,
+//! which sets the new total and goes back to `succeeded` (something left) or `refunded`.
+//! A definite refusal returns the payment to `succeeded`; an unknown outcome leaves it
+//! `refunding` on the work queue, and [`super::reconcile`] looks the refund up on the
+//! PaymentIntent by its key before making it again.
 //!
-//! The `charge.refunded` webhook for a refund of ours can land before or after the final
-//! write: while `refunding` it only raises `amount_refunded`; the final write takes the
-//! larger total and writes the one `payment.refunded` audit entry.
+//! The new total is Stripe's (every refund of the charge that did not fail), never just
+//! ours added to what we knew: a dashboard refund made meanwhile is counted, not lost. The
+//! `charge.refunded` webhook of our own refund can land before or after the final write:
+//! while `refunding` it only raises `amount_refunded`; the final write writes the one
+//! `payment.refunded` audit entry.
 
 use serde_json::json;
 
 use super::{
     gateway::{NewRefund, RefundRecord, Stripe},
     payment::{
-        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, for_payer_side,
-        return_to_succeeded, transition,
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, for_payer_side, number_is,
+        refund_key, return_to_succeeded, transition,
     },
-    reconcile::{self, Reconciled},
+    reconcile,
 };
 use crate::{
     App,
@@ -63,7 +66,12 @@ pub async fn refund(
                 "a release of this payment is unresolved; it cannot be refunded now".into(),
             ));
         }
-        PaymentStatus::Refunding => return after_reconciling(app, &payment, meta).await,
+        PaymentStatus::Refunding => {
+            // Drive the unresolved refund if it is due; this call's own refund is another
+            // one, for the caller to ask again once the payment shows the outcome.
+            Box::pin(reconcile::payment(app, &payment, meta)).await?;
+            return Err(ApiError::Conflict("another refund of this payment is in progress; read it again".into()));
+        }
         _ => return Err(ApiError::PaymentNotSucceeded),
     }
     if payment.dispute_blocks() {
@@ -82,15 +90,20 @@ pub async fn refund(
         return Err(ApiError::PaymentsUnavailable);
     }
 
-    // 1. succeeded → refunding, for this amount on top of this total, under this key.
+    // 1. succeeded → refunding, for this amount on top of this total, under a key of its own.
     let base = payment.amount_refunded;
-    let key = format!("refund:{payment_id}:{base}");
+    let attempt = payment.refund_seq + 1;
+    let key = refund_key(payment_id, attempt);
     let pk = Payment::key(payment_id);
     let now = time::rfc3339(time::now());
-    let condition = format!("#status = :from AND {} AND {NOT_HELD_BY_DISPUTE}", amount_refunded_is(base));
+    let condition = format!(
+        "#status = :from AND {} AND {} AND {NOT_HELD_BY_DISPUTE}",
+        amount_refunded_is(base),
+        number_is("refund_seq", ":seen_seq", payment.refund_seq)
+    );
     let mut update = String::from(
         "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, refund_pending = :amount, \
-         refund_base = :seen_refunded, refund_key = :key",
+         refund_base = :seen_refunded, refund_key = :key, refund_seq = :attempt",
     );
     if reason.is_some() {
         update.push_str(", refund_reason = :reason");
@@ -101,6 +114,8 @@ pub async fn refund(
         .value(":queue", av::s(REFUNDING_QUEUE))
         .value(":amount", av::n(amount))
         .value(":key", av::s(&key))
+        .value(":attempt", av::n(attempt))
+        .value(":seen_seq", av::n(payment.refund_seq))
         .value(":seen_refunded", av::n(base))
         .value(":dispute_won", av::s("won"))
         .value(":dispute_warning_closed", av::s("warning_closed"));
@@ -126,55 +141,71 @@ pub async fn refund(
         refund_pending: Some(amount),
         refund_base: Some(base),
         refund_key: Some(key),
+        refund_seq: attempt,
         refund_reason: reason.map(str::to_owned),
         ..payment
     };
-    match make_refund(app, &stripe, &claimed, Some(principal.user_id()), meta).await? {
-        Some(done) => Ok(RefundOutcome::Done(done)),
-        None => Ok(RefundOutcome::Pending(claimed)),
+    match Box::pin(make_refund(app, &stripe, &claimed, Some(principal.user_id()), meta)).await? {
+        Refunded::Recorded(done) => Ok(RefundOutcome::Done(*done)),
+        Refunded::Unknown => Ok(RefundOutcome::Pending(claimed)),
+        Refunded::Refused(error) => Err(error),
     }
 }
 
-async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<RefundOutcome, ApiError> {
-    match reconcile::payment(app, payment, meta).await? {
-        Reconciled::NotDue => Err(ApiError::Conflict("a refund of this payment is in progress".into())),
-        Reconciled::Pending => Ok(RefundOutcome::Pending(payment.clone())),
-        Reconciled::ReturnedToSucceeded(error) => Err(error),
-        Reconciled::Settled | Reconciled::Released { .. } => {
-            let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
-            Ok(RefundOutcome::Done(current))
-        }
-    }
+/// How a refund attempt ended.
+pub(super) enum Refunded {
+    /// Made and recorded: the payment as it is now.
+    Recorded(Box<Payment>),
+    /// Unknown at Stripe, or not recorded: left `refunding` for reconciliation.
+    Unknown,
+    /// Stripe definitely did nothing; the payment is `succeeded` again.
+    Refused(ApiError),
 }
 
 /// The Stripe refund for a payment this caller holds in `refunding`, then the final write.
-/// `None`: unknown at Stripe, or not recorded; left for reconciliation.
 pub(super) async fn make_refund(
     app: &App,
     stripe: &Stripe,
     payment: &Payment,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Option<Payment>, ApiError> {
+) -> Result<Refunded, ApiError> {
     let payment_id = payment.payment_id.as_str();
-    let key = payment.refund_key.as_deref().ok_or_else(|| ApiError::internal("refunding without a key"))?;
+    let key = payment.refund_key.clone().unwrap_or_else(|| legacy_key(payment));
     let request = NewRefund {
         payment_id,
         payment_intent: &payment.stripe_payment_intent_id,
-        amount: payment.refund_pending.unwrap_or_default(),
+        amount: payment.refund_pending.unwrap_or_else(|| payment.releasable_amount()),
         reason: payment.refund_reason.as_deref(),
     };
-    match stripe.create_refund(key, &request).await {
-        Ok(refund) => finish_or_leave(app, payment, &refund, actor, meta).await,
+    match stripe.create_refund(&key, &request).await {
+        Ok(refund) => {
+            // Stripe's total, with any refund made elsewhere meanwhile; if it can't be read,
+            // the webhook that follows raises what is recorded now.
+            let at_stripe = stripe.refunded_total(&payment.stripe_payment_intent_id).await.ok();
+            match finish_refund(app, payment, &refund, at_stripe, actor, meta).await {
+                Ok(done) => Ok(Refunded::Recorded(Box::new(done))),
+                Err(error) => {
+                    tracing::error!(%error, %payment_id, refund_id = %refund.id,
+                        "refund made but not recorded; reconciliation will record it");
+                    Ok(Refunded::Unknown)
+                }
+            }
+        }
         Err(error) if error.is_definite() => {
-            refund_failed(app, payment, key, &error.reason(), actor, meta).await?;
-            Err(error.into())
+            refund_failed(app, payment, &key, &error.reason(), actor, meta).await?;
+            Ok(Refunded::Refused(error.into()))
         }
         Err(error) => {
             tracing::warn!(%error, %payment_id, "refund outcome unknown; the payment stays refunding");
-            Ok(None)
+            Ok(Refunded::Unknown)
         }
     }
+}
+
+/// The key of a refund claimed before keys were recorded.
+pub(super) fn legacy_key(payment: &Payment) -> String {
+    format!("refund:{}", payment.payment_id)
 }
 
 /// Undoes a refund claim after Stripe refused (or failed) the refund, with an audit entry.
@@ -194,51 +225,39 @@ pub(super) async fn refund_failed(
     Ok(())
 }
 
-pub(super) async fn finish_or_leave(
-    app: &App,
-    payment: &Payment,
-    refund: &RefundRecord,
-    actor: Option<&str>,
-    meta: &RequestMeta,
-) -> Result<Option<Payment>, ApiError> {
-    match finish_refund(app, payment, refund, actor, meta).await {
-        Ok(done) => Ok(Some(done)),
-        Err(error) => {
-            tracing::error!(%error, payment_id = %payment.payment_id, refund_id = %refund.id,
-                "refund made but not recorded; reconciliation will record it");
-            Ok(None)
-        }
-    }
-}
-
 /// Records a refund Stripe made: `refunding → succeeded | refunded` with the new total and
-/// one audit entry. Conditioned on the refund key and on the total it read, so a webhook
-/// raising the total meanwhile makes it read again rather than lose either amount.
+/// one audit entry. The total is the largest of what is recorded, what this refund adds to
+/// the total it started from, and Stripe's own (`at_stripe`). Conditioned on the refund key
+/// and on the total it read, so a webhook raising the total meanwhile makes it read again.
 pub async fn finish_refund(
     app: &App,
     claimed: &Payment,
     refund: &RefundRecord,
+    at_stripe: Option<i64>,
     actor: Option<&str>,
     meta: &RequestMeta,
 ) -> Result<Payment, ApiError> {
     let table = app.table();
     let payment_id = claimed.payment_id.as_str();
-    let key = claimed.refund_key.as_deref().ok_or_else(|| ApiError::internal("refunding without a key"))?;
+    let key = claimed.refund_key.clone().unwrap_or_else(|| legacy_key(claimed));
     let pk = Payment::key(payment_id);
     for _ in 0..5 {
         let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
         if current.refund_ids.contains(&refund.id) {
             return Ok(current); // recorded by another finisher
         }
-        if current.status != PaymentStatus::Refunding || current.refund_key.as_deref() != Some(key) {
+        let ours_key = current.refund_key.clone().unwrap_or_else(|| legacy_key(&current));
+        if current.status != PaymentStatus::Refunding || ours_key != key {
             return Err(ApiError::internal("refund finished against a payment not refunding under its key"));
         }
-        let ours = current.refund_base.unwrap_or_default() + refund.amount;
-        let total = current.amount_refunded.max(ours);
+        let ours = current.refund_base.unwrap_or(current.amount_refunded) + refund.amount;
+        let total = current.amount_refunded.max(ours).max(at_stripe.unwrap_or(0)).min(current.amount);
         let to = if total >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Succeeded };
         let now = time::rfc3339(time::now());
-        let condition =
-            format!("#status = :from AND refund_key = :key AND {}", amount_refunded_is(current.amount_refunded));
+        let condition = format!(
+            "#status = :from AND (attribute_not_exists(refund_key) OR refund_key = :key) AND {}",
+            amount_refunded_is(current.amount_refunded)
+        );
         let done = transition(&pk, PaymentStatus::Refunding, to, &now)
             .update(
                 "SET #status = :to, updated_at = :now, amount_refunded = :total, \
@@ -246,24 +265,29 @@ pub async fn finish_refund(
                  REMOVE GSI2PK, GSI2SK, refund_pending, refund_base, refund_key, refund_reason",
             )
             .condition(&condition)
-            .value(":key", av::s(key))
+            .value(":key", av::s(&key))
             .value(":seen_refunded", av::n(current.amount_refunded))
             .value(":total", av::n(total))
             .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
             .value(":ids", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(&refund.id)]));
+        let mut details = json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
+                                  "amount_refunded": total, "currency": current.currency,
+                                  "reason": current.refund_reason });
+        if total > ours {
+            // Refunds made elsewhere (Stripe's dashboard) while this one was in flight.
+            details["refunded_elsewhere"] = json!(total - ours);
+        }
         let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &current.payer_org_id, meta)
             .actor_if(actor)
-            .details(json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
-                             "amount_refunded": total, "currency": current.currency, "reason": current.refund_reason }));
+            .details(details);
         match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
             Ok(()) => {
-                app.events()
-                    .publish_or_log(DomainEvent::new(
-                        "payment.refunded",
-                        json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
-                                "amount_refunded": total, "currency": current.currency }),
-                    ))
-                    .await;
+                let announcement = DomainEvent::new(
+                    "payment.refunded",
+                    json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
+                            "amount_refunded": total, "currency": current.currency }),
+                );
+                meta.deadline.bounded("refund event", app.events().publish_or_log(announcement)).await;
                 let mut ids = current.refund_ids.clone();
                 ids.push(refund.id.clone());
                 return Ok(Payment {

@@ -6,6 +6,9 @@
 //! call made at all) returns the payment to `succeeded`. Any unknown outcome (timeout, 5xx,
 //! lost connection, the deadline) leaves it `releasing` on the work queue: the transfer may
 //! exist, and [`super::reconcile`] looks it up by `transfer_group` before anything is retried.
+//!
+//! The amount is what refunds have left, counting the refunds Stripe already has (a
+//! dashboard refund whose webhook is still on its way) as well as those recorded here.
 
 use serde_json::json;
 
@@ -13,8 +16,8 @@ use super::{
     Currency,
     gateway::{NewTransfer, Stripe},
     payment::{
-        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, amount_refunded_is, for_payer_side,
-        return_to_succeeded, transition,
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, amount_refunded_is, for_payer_side, number_is,
+        release_key, return_to_succeeded, transition,
     },
     provider::Provider,
     reconcile::{self, Reconciled},
@@ -49,14 +52,13 @@ pub async fn release(
         PaymentStatus::Released => return Ok(already(&payment)),
         PaymentStatus::Releasing => return after_reconciling(app, &payment, meta).await,
         PaymentStatus::Succeeded => {}
+        PaymentStatus::Refunding => {
+            return Err(ApiError::Conflict("a refund of this payment is unresolved; it cannot be released now".into()));
+        }
         _ => return Err(ApiError::PaymentNotSucceeded),
     }
     if payment.dispute_blocks() {
-        return Err(ApiError::Conflict("the charge is disputed; it can be released once the dispute is won".into()));
-    }
-    let amount = payment.releasable_amount();
-    if amount <= 0 {
-        return Err(ApiError::PaymentNotSucceeded);
+        return Err(disputed());
     }
     let provider =
         Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
@@ -68,30 +70,53 @@ pub async fn release(
         return Err(ApiError::PaymentsUnavailable);
     }
     let charge = charge_of(&stripe, &payment).await?;
+    // Refunds Stripe has made count even before their webhook arrives.
+    let at_stripe = stripe.refunded_total(&payment.stripe_payment_intent_id).await?;
+    let refunded = payment.amount_refunded.max(at_stripe);
+    let amount = payment.amount - refunded;
+    if amount <= 0 {
+        return Err(ApiError::Conflict("the payment has been refunded in full; there is nothing to release".into()));
+    }
 
-    // 1. succeeded → releasing, for this amount under this key.
-    let key = format!("release:{payment_id}");
+    // 1. succeeded → releasing, for this amount under a key of its own.
+    let attempt = payment.release_seq + 1;
+    let key = release_key(payment_id, attempt);
     let table = app.table();
     let now = time::rfc3339(time::now());
     let pk = Payment::key(payment_id);
-    let condition =
-        format!("#status = :from AND {} AND {NOT_HELD_BY_DISPUTE}", amount_refunded_is(payment.amount_refunded));
+    let condition = format!(
+        "#status = :from AND {} AND {} AND {NOT_HELD_BY_DISPUTE}",
+        amount_refunded_is(payment.amount_refunded),
+        number_is("release_seq", ":seen_seq", payment.release_seq)
+    );
     let claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Releasing, &now)
         .update(
             "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, release_amount = :amount, \
-             release_key = :key, stripe_charge_id = :charge",
+             release_key = :key, release_seq = :attempt, stripe_charge_id = :charge, amount_refunded = :refunded",
         )
         .condition(&condition)
         .value(":queue", av::s(RELEASING_QUEUE))
         .value(":amount", av::n(amount))
         .value(":key", av::s(&key))
+        .value(":attempt", av::n(attempt))
+        .value(":seen_seq", av::n(payment.release_seq))
         .value(":charge", av::s(&charge))
+        .value(":refunded", av::n(refunded))
         .value(":seen_refunded", av::n(payment.amount_refunded))
         .value(":dispute_won", av::s("won"))
         .value(":dispute_warning_closed", av::s("warning_closed"));
-    match table.update_item(claim).await {
-        Ok(_) => {}
-        Err(StoreError::ConditionFailed) => {
+    let mut items = vec![table.update(claim)?];
+    if refunded > payment.amount_refunded {
+        // Recorded here, once: the webhook that follows finds the total already known.
+        let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(
+            json!({ "payment_id": payment_id, "amount": refunded - payment.amount_refunded, "amount_refunded": refunded,
+                    "currency": payment.currency, "source": "stripe", "found_at_release": true }),
+        );
+        items.push(app.audit().put(&entry)?);
+    }
+    match table.transact(items).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionConditionsFailed(_)) => {
             let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
             return match current.status {
                 PaymentStatus::Released => Ok(already(&current)),
@@ -108,26 +133,33 @@ pub async fn release(
     let claimed = Payment {
         status: PaymentStatus::Releasing,
         release_amount: Some(amount),
-        release_key: Some(key.clone()),
-        stripe_charge_id: Some(charge.clone()),
+        release_key: Some(key),
+        release_seq: attempt,
+        amount_refunded: refunded,
+        stripe_charge_id: Some(charge),
         ..payment
     };
-    let outcome = transfer(app, &stripe, &claimed, &destination, Some(principal.user_id()), meta).await?;
-    Ok(match outcome {
-        Transferred::Now(transfer_id) => ReleaseOutcome::Released { transfer_id, already_released: false },
-        Transferred::Before(transfer_id) => ReleaseOutcome::Released { transfer_id, already_released: true },
-        Transferred::Unknown => ReleaseOutcome::Pending,
-    })
+    match Box::pin(transfer(app, &stripe, &claimed, &destination, Some(principal.user_id()), meta)).await? {
+        Transferred::Now(transfer_id) => Ok(ReleaseOutcome::Released { transfer_id, already_released: false }),
+        Transferred::Before(transfer_id) => Ok(ReleaseOutcome::Released { transfer_id, already_released: true }),
+        Transferred::Unknown => Ok(ReleaseOutcome::Pending),
+        Transferred::Refused(error) => Err(error),
+    }
 }
 
 fn already(payment: &Payment) -> ReleaseOutcome {
     ReleaseOutcome::Released { transfer_id: payment.transfer_id.clone().unwrap_or_default(), already_released: true }
 }
 
+pub(super) fn disputed() -> ApiError {
+    ApiError::Conflict("the charge is disputed; it can be released once the dispute is won".into())
+}
+
 /// A call on a payment already `releasing`: reconciled if it has waited long enough,
 /// otherwise it is somebody else's release in flight.
 async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<ReleaseOutcome, ApiError> {
-    match reconcile::payment(app, payment, meta).await? {
+    // Boxed: reconciliation's future is large, and it nests inside this one.
+    match Box::pin(reconcile::payment(app, payment, meta)).await? {
         Reconciled::NotDue => Err(ApiError::ReleaseInProgress),
         Reconciled::Pending => Ok(ReleaseOutcome::Pending),
         Reconciled::Released { transfer_id, found } => {
@@ -159,6 +191,8 @@ pub enum Transferred {
     Before(String),
     /// Unknown at Stripe, or not recorded: left `releasing` for reconciliation.
     Unknown,
+    /// Stripe definitely did nothing; the payment is `succeeded` again.
+    Refused(ApiError),
 }
 
 /// The Stripe transfer for a payment this caller holds in `releasing` (with its amount and
@@ -189,7 +223,7 @@ pub(super) async fn transfer(
                 .details(json!({ "payment_id": payment_id, "reason": error.reason() }))
                 .actor_if(actor);
             app.audit().record_or_log(&entry).await;
-            Err(error.into())
+            Ok(Transferred::Refused(error.into()))
         }
         Err(error) => {
             tracing::warn!(%error, %payment_id, "transfer outcome unknown; the payment stays releasing");
@@ -200,7 +234,7 @@ pub(super) async fn transfer(
 
 /// Records a transfer that exists; if even that write fails, the payment stays `releasing`
 /// and reconciliation finds the transfer later.
-pub(super) async fn finish_or_leave(
+async fn finish_or_leave(
     app: &App,
     payment: &Payment,
     transfer_id: &str,
@@ -230,10 +264,19 @@ pub async fn finish_release(
     let now = time::rfc3339(time::now());
     let pk = Payment::key(&payment.payment_id);
     let amount = payment.release_amount.unwrap_or_else(|| payment.releasable_amount());
+    let mut details = json!({ "payment_id": payment.payment_id, "transfer_id": transfer_id, "amount": amount,
+                              "currency": payment.currency });
+    if amount + payment.amount_refunded > payment.amount {
+        // Refunded (from the dashboard) while the transfer was already under way: the
+        // platform has paid out money it gave back. Somebody must decide on a reversal.
+        details["needs_review"] = json!(true);
+        details["amount_refunded"] = json!(payment.amount_refunded);
+        tracing::error!(payment_id = %payment.payment_id, "released and refunded: the platform carries the overlap");
+    }
     let entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
         .target(&payment.provider_user_id)
         .actor_if(actor)
-        .details(json!({ "payment_id": payment.payment_id, "transfer_id": transfer_id, "amount": amount, "currency": payment.currency }));
+        .details(details);
     let done = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Released, &now)
         .update(
             "SET #status = :to, updated_at = :now, transfer_id = :transfer, release_amount = :amount \
@@ -243,7 +286,7 @@ pub async fn finish_release(
         .value(":amount", av::n(amount));
     match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
         Ok(()) => {
-            notify_released(app, payment, amount, transfer_id).await;
+            meta.deadline.bounded("release notifications", notify_released(app, payment, amount, transfer_id)).await;
             Ok(Transferred::Now(transfer_id.to_owned()))
         }
         Err(StoreError::TransactionConditionsFailed(_)) => {

@@ -67,7 +67,7 @@ pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, Ap
             json!({ "payment_id": payment.payment_id, "amount": payment.amount, "currency": payment.currency }),
         )
     });
-    Ok(Effect { changes: vec![app.table().update(change)?], then: announce.map(Then::Announce) })
+    Ok(Effect::new(vec![app.table().update(change)?], announce.map(Then::Announce)))
 }
 
 /// `charge.refunded`: Stripe's running total of refunds on the charge. The total only
@@ -111,7 +111,7 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
     // While `refunding`, this is (most likely) our own refund: the refund route or the
     // reconciler records it with its one audit entry.
     if payment.status == PaymentStatus::Refunding {
-        return Ok(Effect { changes, then: None });
+        return Ok(Effect { changes, then: None, read_dependent: true });
     }
     let amount = total - payment.amount_refunded;
     let mut details = json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
@@ -129,14 +129,12 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
     }
     let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(details);
     changes.push(app.audit().put(&entry)?);
-    Ok(Effect {
-        changes,
-        then: Some(Then::Announce(DomainEvent::new(
-            "payment.refunded",
-            json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
-                    "currency": payment.currency }),
-        ))),
-    })
+    let announce = DomainEvent::new(
+        "payment.refunded",
+        json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
+                "currency": payment.currency }),
+    );
+    Ok(Effect { changes, then: Some(Then::Announce(announce)), read_dependent: true })
 }
 
 /// `charge.dispute.*`: the dispute's status holds or frees the funds (see
@@ -160,7 +158,7 @@ pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         "payment_id": payment.payment_id, "dispute_id": object["id"], "dispute_status": status,
         "amount": object["amount"], "reason": object["reason"], "payment_status": payment.status,
     }));
-    Ok(Effect { changes: vec![app.table().update(change)?, app.audit().put(&entry)?], then: None })
+    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?], None))
 }
 
 /// The payment a transfer belongs to: its metadata, else its `transfer_group`.
@@ -203,10 +201,8 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment_id, "transfer_id": transfer_id, "amount": amount,
                          "currency": payment.currency, "source": "stripe" }));
-    Ok(Effect {
-        changes: vec![app.table().update(done)?, app.audit().put(&entry)?],
-        then: Some(Then::Released { payment: Box::new(payment), transfer_id: transfer_id.to_owned(), amount }),
-    })
+    let then = Then::Released { payment: Box::new(payment), transfer_id: transfer_id.to_owned(), amount };
+    Ok(Effect::new(vec![app.table().update(done)?, app.audit().put(&entry)?], Some(then)))
 }
 
 /// `transfer.reversed`: how much of the transfer came back, recorded and audited.
@@ -225,5 +221,5 @@ pub async fn transfer_reversed(app: &App, event: &StripeEvent, meta: &RequestMet
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment_id, "transfer_id": object["id"], "amount_reversed": reversed,
                          "currency": payment.currency }));
-    Ok(Effect { changes: vec![app.table().update(change)?, app.audit().put(&entry)?], then: None })
+    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?], None))
 }

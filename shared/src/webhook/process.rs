@@ -59,6 +59,9 @@ pub enum Outcome {
 pub struct Effect {
     pub changes: Vec<TransactWriteItem>,
     pub then: Option<Then>,
+    /// Conditioned on what was read rather than on event order: if it keeps losing races,
+    /// the delivery fails (Stripe redelivers) instead of being marked skipped and lost.
+    pub read_dependent: bool,
 }
 
 /// What follows a committed effect.
@@ -74,7 +77,11 @@ pub enum Then {
 
 impl Effect {
     pub fn none() -> Self {
-        Self { changes: Vec::new(), then: None }
+        Self { changes: Vec::new(), then: None, read_dependent: false }
+    }
+
+    pub fn new(changes: Vec<TransactWriteItem>, then: Option<Then>) -> Self {
+        Self { changes, then, read_dependent: false }
     }
 }
 
@@ -132,7 +139,7 @@ async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiEr
         .value(":payouts", av::b(object["payouts_enabled"].as_bool().unwrap_or(false)))
         .value(":created", av::n(event.created))
         .value(":now", av::s(time::rfc3339(time::now())));
-    Ok(Effect { changes: vec![app.table().update(change)?], then: None })
+    Ok(Effect::new(vec![app.table().update(change)?], None))
 }
 
 /// Subscriptions follow Stripe in event order. One we have not stored yet (its event beat
@@ -173,7 +180,7 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
             app.table().put_new(&item)?
         }
     };
-    Ok(Effect { changes: vec![change], then: Some(announce) })
+    Ok(Effect::new(vec![change], Some(announce)))
 }
 
 fn marker(app: &App, event: &StripeEvent, outcome: &str) -> Result<TransactWriteItem, StoreError> {
@@ -195,6 +202,7 @@ const EFFECT_ATTEMPTS: usize = 3;
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.kind))]
 pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, ApiError> {
     let table = app.table();
+    let mut contended = false;
     for _ in 0..EFFECT_ATTEMPTS {
         let Some(effect) = effect_of(app, event, meta).await? else {
             tracing::info!("unhandled Stripe event type; acknowledged");
@@ -203,6 +211,7 @@ pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         if effect.changes.is_empty() {
             return mark_only(app, event, Outcome::Skipped).await;
         }
+        contended = effect.read_dependent;
         let mut items = vec![marker(app, event, "processed")?];
         items.extend(effect.changes);
         match table.transact(items).await {
@@ -224,6 +233,9 @@ pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
             Err(StoreError::TransactionConditionsFailed(_)) => continue,
             Err(other) => return Err(other.into()),
         }
+    }
+    if contended {
+        return Err(ApiError::internal("the state kept changing under the event; Stripe will deliver it again"));
     }
     tracing::info!("event older than the state it would change; skipped");
     mark_only(app, event, Outcome::Skipped).await
