@@ -337,58 +337,100 @@ def post(api_url: str, path: str, body: dict) -> dict:
         return json.load(resp)
 
 
+def call(api_url: str, method: str, path: str, body: dict | None = None, token: str | None = None,
+         headers: dict | None = None) -> tuple[int, dict]:
+    """One request to the running API: (status, JSON body)."""
+    all_headers = {"content-type": "application/json", **(headers or {})}
+    if token:
+        all_headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{api_url}{path}", data=data, method=method, headers=all_headers)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def signed_event(env: dict, kind: str, obj: dict) -> tuple[bytes, str]:
+    """A Stripe event signed with the stack's webhook secret: (body, Stripe-Signature)."""
+    body = json.dumps({"id": f"evt_smoke{secrets.token_hex(8)}", "object": "event", "created": int(time.time()),
+                       "type": kind, "data": {"object": obj}}).encode()
+    stamp = int(time.time())
+    signature = hmac.new(env["STRIPE_WEBHOOK_SECRET"].encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, f"t={stamp},v1={signature}"
+
+
+def deliver(api_url: str, env: dict, kind: str, obj: dict) -> dict:
+    body, signature = signed_event(env, kind, obj)
+    hook = urllib.request.Request(f"{api_url}/lambda-url/webhook/stripe/webhook", data=body, method="POST",
+                                  headers={"content-type": "application/json", "stripe-signature": signature})
+    with urllib.request.urlopen(hook, timeout=120) as resp:
+        return json.load(resp)
+
+
+def signed_up(api_url: str, env: dict, tag: str) -> tuple[str, dict]:
+    """Registers, verifies (with the token from the email moto kept) and logs in a new user."""
+    email = f"smoke-{tag}-{secrets.token_hex(6)}@example.com"
+    status, answer = call(api_url, "POST", "/auth/register", {"email": email, "password": PASSWORD})
+    if status != 202 or answer != {"status": "pending_verification"}:
+        raise SystemExit(f"smoke: register answered {status} {answer}")
+    data = json.load(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/data.json", timeout=10))
+    sent = [m for m in data["ses"]["Message"] if email in m["destinations"]["ToAddresses"]]
+    if len(sent) != 1 or "/verify-email?token=" not in sent[0]["body"]:
+        raise SystemExit(f"smoke: expected one verification email to {email}, moto has {sent}")
+    token = sent[0]["body"].split("/verify-email?token=", 1)[1].split('"', 1)[0]
+    call(api_url, "POST", "/auth/verify-email", {"token": token})
+    status, tokens = call(api_url, "POST", "/auth/login", {"email": email, "password": PASSWORD})
+    if status != 200:
+        raise SystemExit(f"smoke: login answered {status} {tokens}")
+    return email, tokens
+
+
+PASSWORD = "correct horse battery staple"
+
+
 def smoke() -> None:
-    """What the README promises of the run command: the API comes up on the emulator and a
-    registration is answered 202 with its email visible in moto."""
+    """What the README promises of the run command, over HTTP through the emulator: an account
+    from registration to /auth/me, a provider onboarded by a signed webhook, and a payment
+    from creation through a partial refund to its release."""
     stack = Stack("smoke")
     try:
         api_port = free_port()
         env = start_services(stack, free_port(), free_port(), api_port, free_port())
         api_url, _ = start_api(stack, env, api_port)
-        email = f"smoke-{secrets.token_hex(6)}@example.com"
-        body = json.dumps({"email": email, "password": "correct horse battery staple"}).encode()
-        req = urllib.request.Request(f"{api_url}/auth/register", data=body, method="POST",
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            answer = json.load(resp)
-            if resp.status != 202 or answer != {"status": "pending_verification"}:
-                raise SystemExit(f"smoke: register answered {resp.status} {answer}")
-        data = json.load(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/data.json", timeout=10))
-        sent = [m for m in data["ses"]["Message"] if email in m["destinations"]["ToAddresses"]]
-        if len(sent) != 1 or "/verify-email?token=" not in sent[0]["body"]:
-            raise SystemExit(f"smoke: expected one verification email to {email}, moto has {sent}")
-        token = sent[0]["body"].split("/verify-email?token=", 1)[1].split('"', 1)[0]
-        post(api_url, "/auth/verify-email", {"token": token})
-        tokens = post(api_url, "/auth/login", {"email": email, "password": "correct horse battery staple"})
-        me_req = urllib.request.Request(f"{api_url}/auth/me", headers={"authorization": f"Bearer {tokens['access_token']}"})
-        with urllib.request.urlopen(me_req, timeout=60) as resp:
-            me = json.load(resp)
+        email, tokens = signed_up(api_url, env, "provider")
+        status, me = call(api_url, "GET", "/auth/me", token=tokens["access_token"])
         if me.get("email") != email or not me.get("email_verified"):
-            raise SystemExit(f"smoke: /auth/me answered {me}")
-        provider_req = urllib.request.Request(f"{api_url}/providers", data=b"{}", method="POST",
-                                              headers={"authorization": f"Bearer {tokens['access_token']}",
-                                                       "content-type": "application/json"})
-        with urllib.request.urlopen(provider_req, timeout=60) as resp:
-            provider = json.load(resp)
-        if resp.status != 201 or not provider.get("stripe_account_id", "").startswith("acct_"):
-            raise SystemExit(f"smoke: POST /providers answered {provider}")
+            raise SystemExit(f"smoke: /auth/me answered {status} {me}")
+        status, provider = call(api_url, "POST", "/providers", {}, token=tokens["access_token"])
+        if status != 201 or not provider.get("stripe_account_id", "").startswith("acct_"):
+            raise SystemExit(f"smoke: POST /providers answered {status} {provider}")
         # A signed account.updated through the webhook's function URL onboards the provider.
-        event = json.dumps({"id": f"evt_smoke{secrets.token_hex(8)}", "object": "event", "created": int(time.time()),
-                            "type": "account.updated", "data": {"object": {"id": provider["stripe_account_id"],
-                            "charges_enabled": True, "payouts_enabled": True}}}).encode()
-        stamp = int(time.time())
-        signature = hmac.new(env["STRIPE_WEBHOOK_SECRET"].encode(), f"{stamp}.".encode() + event, hashlib.sha256).hexdigest()
-        hook = urllib.request.Request(f"{api_url}/lambda-url/webhook/stripe/webhook", data=event, method="POST",
-                                      headers={"content-type": "application/json", "stripe-signature": f"t={stamp},v1={signature}"})
-        with urllib.request.urlopen(hook, timeout=120) as resp:
-            answer = json.load(resp)
-        get = urllib.request.Request(f"{api_url}/providers/{provider['provider_id']}",
-                                     headers={"authorization": f"Bearer {tokens['access_token']}"})
-        with urllib.request.urlopen(get, timeout=60) as resp:
-            onboarded = json.load(resp)
+        answer = deliver(api_url, env, "account.updated", {"id": provider["stripe_account_id"],
+                                                           "charges_enabled": True, "payouts_enabled": True})
+        _, onboarded = call(api_url, "GET", f"/providers/{provider['provider_id']}", token=tokens["access_token"])
         if answer != {"received": True} or not onboarded.get("payouts_enabled"):
             raise SystemExit(f"smoke: webhook answered {answer}; provider is {onboarded}")
-        log("smoke: register, verify, login, me, POST /providers (Stripe stand-in) and a signed webhook work through the emulator")
+
+        _, payer = signed_up(api_url, env, "payer")
+        status, payment = call(api_url, "POST", "/payments",
+                               {"amount": 2500, "currency": "usd", "provider_id": provider["provider_id"]},
+                               token=payer["access_token"], headers={"idempotency-key": secrets.token_hex(8)})
+        if status != 201:
+            raise SystemExit(f"smoke: POST /payments answered {status} {payment}")
+        deliver(api_url, env, "payment_intent.succeeded", {"id": payment["stripe_payment_intent_id"],
+                                                           "object": "payment_intent", "status": "succeeded",
+                                                           "latest_charge": f"ch_smoke{secrets.token_hex(6)}"})
+        pid = payment["payment_id"]
+        status, refunded = call(api_url, "POST", f"/payments/{pid}/refund", {"amount": 500}, token=payer["access_token"])
+        if status != 200 or refunded != {"payment_id": pid, "status": "succeeded", "amount_refunded": 500}:
+            raise SystemExit(f"smoke: partial refund answered {status} {refunded}")
+        status, released = call(api_url, "POST", f"/payments/{pid}/release", token=payer["access_token"])
+        if status != 200 or released.get("status") != "released" or not released.get("transfer_id"):
+            raise SystemExit(f"smoke: release answered {status} {released}")
+        log("smoke: register, verify, login, me, a provider onboarded by a signed webhook, and a payment paid, "
+            "partly refunded and released work through the emulator")
     finally:
         stack.stop()
 

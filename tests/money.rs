@@ -724,3 +724,38 @@ async fn a_key_reused_after_its_record_expired_gets_its_payment_not_a_new_intent
     assert_eq!((other.status, other.body["code"].as_str()), (422, Some("idempotency_mismatch")));
     assert_eq!(t.stand_in().created("pi_").len(), 1, "no second PaymentIntent");
 }
+
+#[tokio::test]
+async fn transfer_webhooks_finish_an_unresolved_release_and_record_reversals() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let made = transfers(&t)[0].clone();
+
+    // Stripe's `transfer.created` arrives before any reconciliation: it finishes the release.
+    let created = stripe_event("transfer.created", now(), made.clone());
+    assert_eq!(t.deliver(&created).await.body, json!({"received": true}));
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!(
+        (s(&stored, "status"), s(&stored, "transfer_id")),
+        ("released".into(), made["id"].as_str().unwrap().into())
+    );
+    assert!(!stored.contains_key("GSI2PK"));
+    assert_eq!(audit_count(&t, &payer, "payment.released").await, 1);
+    let phone = s(&t.item(&format!("PROVIDER#{}", s(&stored, "provider_id")), "PROVIDER").await.unwrap(), "phone");
+    assert_eq!(t.sms_to(&phone).await.len(), 1, "the provider is told once");
+    // The same transfer's event again (another id) changes nothing.
+    t.deliver(&stripe_event("transfer.created", now(), made.clone())).await;
+    assert_eq!(audit_count(&t, &payer, "payment.released").await, 1);
+
+    // A reversal is recorded, and only ever grows.
+    let mut reversed = made.clone();
+    reversed["amount_reversed"] = json!(1000);
+    t.deliver(&stripe_event("transfer.reversed", now(), reversed.clone())).await;
+    reversed["amount_reversed"] = json!(400);
+    t.deliver(&stripe_event("transfer.reversed", now() - 60, reversed)).await;
+    assert_eq!(s(&payment(&t, &payment_id).await, "transfer_reversed_amount"), "1000");
+    assert_eq!(audit_count(&t, &payer, "payment.transfer_reversed").await, 1);
+    assert_eq!(transfers(&t).len(), 1);
+}
