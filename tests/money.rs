@@ -759,3 +759,75 @@ async fn transfer_webhooks_finish_an_unresolved_release_and_record_reversals() {
     assert_eq!(audit_count(&t, &payer, "payment.transfer_reversed").await, 1);
     assert_eq!(transfers(&t).len(), 1);
 }
+
+#[tokio::test]
+async fn refunds_found_by_reconciliation_are_recorded_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    // Part refunded in the dashboard while the release was unresolved, webhook not yet in.
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerError, 100);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().refund_directly(&pi, 1000);
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Released { found: false, .. }));
+    assert_eq!(transfers(&t)[0]["amount"], 1500);
+    let late =
+        stripe_event("charge.refunded", now(), json!({"id": "ch", "payment_intent": pi, "amount_refunded": 1000}));
+    t.deliver(&late).await;
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1);
+    let org = t.me(token(&payer)).await.body["org_id"].as_str().unwrap().to_owned();
+    let reviews = t
+        .partition(&format!("AUDIT#{org}"))
+        .await
+        .into_iter()
+        .filter(|e| format!("{e:?}").contains("needs_review"))
+        .count();
+    assert_eq!(reviews, 0, "the transfer already left the refund out");
+
+    // Refunded in full in the dashboard: the release is called off, the refund recorded once.
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerError, 100);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().refund_directly(&pi, 2500);
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Settled));
+    assert_eq!(status_of(&t, &payment_id).await, "refunded");
+    t.deliver(&stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch", "payment_intent": pi, "amount_refunded": 2500}),
+    ))
+    .await;
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1);
+}
+
+#[tokio::test]
+async fn a_dashboard_refund_during_a_failed_refund_of_ours_is_still_recorded() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(SLOW), 100);
+    assert_eq!(refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await.status, 202);
+    t.stand_in().heal();
+    let pi = intent_of(&t, &payment_id).await;
+    let ours = t.stand_in().created("re_")[0]["id"].as_str().unwrap().to_owned();
+    t.stand_in().refund_directly(&pi, 300);
+    // Its webhook lands while ours is unresolved: taken for ours, only the total is raised.
+    t.deliver(&stripe_event(
+        "charge.refunded",
+        now(),
+        json!({"id": "ch", "payment_intent": pi, "amount_refunded": 1300}),
+    ))
+    .await;
+    t.stand_in().fail_refund(&ours);
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::ReturnedToSucceeded(_)));
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "300".into()));
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1, "the dashboard's 300, once");
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(transfers(&t)[0]["amount"], 2200);
+}

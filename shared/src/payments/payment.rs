@@ -338,25 +338,27 @@ pub(super) fn transition<'a>(pk: &'a str, from: PaymentStatus, to: PaymentStatus
 }
 
 /// Puts a payment that waits on Stripe (`from`, under the idempotency key in `key_attribute`)
-/// back to `succeeded` after Stripe definitely did nothing, or to `refunded` if refunds
-/// recorded meanwhile (the dashboard's) left nothing. Conditioned on the key, so only the
-/// attempt that owns the state can undo it.
+/// back to `succeeded` after Stripe definitely did nothing, or to `refunded` if refunds left
+/// nothing. `refunded`, when known, is Stripe's refunded total, which becomes the recorded
+/// one. Conditioned on the key, so only the attempt that owns the state can undo it.
+/// Returns the payment as it was read just before (`None` if it had left `from` already).
 pub(super) async fn return_to_succeeded(
     app: &App,
     payment_id: &str,
     from: PaymentStatus,
     key_attribute: &str,
     key: &str,
-) -> Result<(), ApiError> {
+    refunded: Option<i64>,
+) -> Result<Option<Payment>, ApiError> {
     let table = app.table();
     let pk = Payment::key(payment_id);
     for _ in 0..3 {
         let Some(current) = Payment::find(app, payment_id).await? else { return Err(ApiError::NotFound) };
         if current.status != from {
-            return Ok(());
+            return Ok(None);
         }
-        let to =
-            if current.amount_refunded >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Succeeded };
+        let total = refunded.unwrap_or(current.amount_refunded).min(current.amount);
+        let to = if total >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Succeeded };
         let now = time::rfc3339(time::now());
         // Items claimed before keys were recorded have none: their claim is the caller's.
         let condition = format!(
@@ -365,19 +367,43 @@ pub(super) async fn return_to_succeeded(
         );
         let undo = transition(&pk, from, to, &now)
             .update(
-                "SET #status = :to, updated_at = :now REMOVE GSI2PK, GSI2SK, release_amount, release_key, \
-                 refund_pending, refund_base, refund_key, refund_reason",
+                "SET #status = :to, updated_at = :now, amount_refunded = :total REMOVE GSI2PK, GSI2SK, \
+                 release_amount, release_key, refund_pending, refund_base, refund_key, refund_reason",
             )
             .condition(&condition)
             .value(":key", av::s(key))
+            .value(":total", av::n(total))
             .value(":seen_refunded", av::n(current.amount_refunded));
         match table.update_item(undo).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Some(current)),
             Err(StoreError::ConditionFailed) => continue,
             Err(other) => return Err(other.into()),
         }
     }
     Err(ApiError::internal("the payment kept changing while being returned to succeeded"))
+}
+
+/// The audit entry and event for refunds made outside this API (Stripe's dashboard) that
+/// our own code found first (at release, or while finishing a refund or a reconciliation):
+/// `amount` more, making `total`. Their `charge.refunded` webhook then finds the total known
+/// and writes nothing, so this is their one record.
+pub(super) fn refunded_elsewhere(
+    payment: &Payment,
+    amount: i64,
+    total: i64,
+    found: &str,
+    meta: &crate::http::RequestMeta,
+) -> (AuditEntry, crate::notify::DomainEvent) {
+    let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(json!({
+        "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
+        "currency": payment.currency, "source": "stripe", "found": found,
+    }));
+    let event = crate::notify::DomainEvent::new(
+        "payment.refunded",
+        json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
+                "currency": payment.currency }),
+    );
+    (entry, event)
 }
 
 /// Condition: `amount_refunded` is still `:seen_refunded` (`seen`); an item written before

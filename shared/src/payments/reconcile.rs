@@ -19,8 +19,8 @@ use serde_json::json;
 use super::{
     gateway::Stripe,
     payment::{
-        Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, number_is, release_key, return_to_succeeded,
-        transition,
+        Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, amount_refunded_is, number_is,
+        refunded_elsewhere, release_key, return_to_succeeded, transition,
     },
     provider::Provider,
     refund::{Refunded, finish_refund, legacy_key, make_refund, refund_failed},
@@ -152,7 +152,7 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
     // No transfer exists, so nothing has been paid: the release may still be called off.
     let old_key = payment.release_key.clone().unwrap_or_else(|| release_key(&payment_id, 1));
     if payment.dispute_blocks() {
-        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key).await?;
+        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key, None).await?;
         return Ok(Reconciled::ReturnedToSucceeded(super::release::disputed()));
     }
     let at_stripe = match stripe.refunded_total(&payment.stripe_payment_intent_id).await {
@@ -162,7 +162,8 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
             return Ok(Reconciled::Pending);
         }
     };
-    let left = payment.amount - payment.amount_refunded.max(at_stripe);
+    let refunded = payment.amount_refunded.max(at_stripe).min(payment.amount);
+    let left = payment.amount - refunded;
     if left <= 0 {
         return cancel_release(app, &payment, &old_key, meta).await;
     }
@@ -170,15 +171,19 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         payment
     } else {
         // Another amount needs another key: Stripe rejects a key reused with other parameters.
+        // Refunds Stripe has that were not recorded yet are recorded with it, once.
         let attempt = payment.release_seq + 1;
         let key = release_key(&payment_id, attempt);
         let pk = Payment::key(&payment_id);
         let condition = format!(
-            "#status = :releasing AND (attribute_not_exists(release_key) OR release_key = :old) AND {}",
-            number_is("release_seq", ":seen_seq", payment.release_seq)
+            "#status = :releasing AND (attribute_not_exists(release_key) OR release_key = :old) AND {} AND {}",
+            number_is("release_seq", ":seen_seq", payment.release_seq),
+            amount_refunded_is(payment.amount_refunded)
         );
         let rekey = Change::new(&pk, SK)
-            .update("SET release_amount = :amount, release_key = :key, release_seq = :attempt")
+            .update(
+                "SET release_amount = :amount, release_key = :key, release_seq = :attempt, amount_refunded = :refunded",
+            )
             .condition(&condition)
             .name("#status", "status")
             .value(":releasing", av::s(PaymentStatus::Releasing.as_str()))
@@ -186,17 +191,38 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
             .value(":key", av::s(&key))
             .value(":old", av::s(&old_key))
             .value(":attempt", av::n(attempt))
-            .value(":seen_seq", av::n(payment.release_seq));
-        match app.table().update_item(rekey).await {
-            Ok(_) => Payment { release_amount: Some(left), release_key: Some(key), release_seq: attempt, ..payment },
-            Err(StoreError::ConditionFailed) => return Ok(Reconciled::Pending),
+            .value(":seen_seq", av::n(payment.release_seq))
+            .value(":refunded", av::n(refunded))
+            .value(":seen_refunded", av::n(payment.amount_refunded));
+        let table = app.table();
+        let mut items = vec![table.update(rekey)?];
+        let found = (refunded > payment.amount_refunded).then(|| {
+            refunded_elsewhere(&payment, refunded - payment.amount_refunded, refunded, "at_reconciliation", meta)
+        });
+        if let Some((entry, _)) = &found {
+            items.push(app.audit().put(entry)?);
+        }
+        match table.transact(items).await {
+            Ok(()) => {
+                if let Some((_, event)) = found {
+                    meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
+                }
+                Payment {
+                    release_amount: Some(left),
+                    release_key: Some(key),
+                    release_seq: attempt,
+                    amount_refunded: refunded,
+                    ..payment
+                }
+            }
+            Err(StoreError::TransactionConditionsFailed(_)) => return Ok(Reconciled::Pending),
             Err(other) => return Err(other.into()),
         }
     };
     let key = payment.release_key.clone().unwrap_or_default();
     let provider = Provider::find(app, &payment.provider_id).await?;
     let Some(destination) = provider.and_then(|p| p.stripe_account_id.filter(|_| p.payouts_enabled)) else {
-        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &key).await?;
+        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &key, None).await?;
         return Ok(Reconciled::ReturnedToSucceeded(ApiError::OnboardingRequired));
     };
     let payment = match charge_of(stripe, &payment).await {
@@ -215,23 +241,43 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
 }
 
 /// Refunds made while the release was unresolved left nothing to transfer: the release is
-/// called off and the payment is `refunded`.
+/// called off and the payment is `refunded`; refunds not recorded yet are recorded with it.
 async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
     let table = app.table();
     let pk = Payment::key(&payment.payment_id);
     let now = time::rfc3339(time::now());
+    let condition = format!(
+        "#status = :from AND (attribute_not_exists(release_key) OR release_key = :key) AND {}",
+        amount_refunded_is(payment.amount_refunded)
+    );
     let cancel = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Refunded, &now)
         .update(
             "SET #status = :to, updated_at = :now, amount_refunded = :all \
              REMOVE GSI2PK, GSI2SK, release_amount, release_key",
         )
-        .condition("#status = :from AND (attribute_not_exists(release_key) OR release_key = :key)")
+        .condition(&condition)
         .value(":key", av::s(key))
-        .value(":all", av::n(payment.amount));
+        .value(":all", av::n(payment.amount))
+        .value(":seen_refunded", av::n(payment.amount_refunded));
     let entry = AuditEntry::new("payment.release_cancelled", AuditStatus::Success, &payment.payer_org_id, meta)
         .details(json!({ "payment_id": payment.payment_id, "reason": "refunded in full before any transfer" }));
-    match table.transact(vec![table.update(cancel)?, app.audit().put(&entry)?]).await {
-        Ok(()) | Err(StoreError::TransactionConditionsFailed(_)) => Ok(Reconciled::Settled),
+    let mut items = vec![table.update(cancel)?, app.audit().put(&entry)?];
+    let found = (payment.amount > payment.amount_refunded).then(|| {
+        let amount = payment.amount - payment.amount_refunded;
+        refunded_elsewhere(payment, amount, payment.amount, "at_reconciliation", meta)
+    });
+    if let Some((entry, _)) = &found {
+        items.push(app.audit().put(entry)?);
+    }
+    match table.transact(items).await {
+        Ok(()) => {
+            if let Some((_, event)) = found {
+                meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
+            }
+            Ok(Reconciled::Settled)
+        }
+        // The state moved (a webhook recorded the refund): the next run sees it.
+        Err(StoreError::TransactionConditionsFailed(_)) => Ok(Reconciled::Pending),
         Err(other) => Err(other.into()),
     }
 }
@@ -258,7 +304,7 @@ async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta
     if let Some(found) = ours {
         if !found.counts() {
             let reason = format!("the refund {} at Stripe", found.status);
-            refund_failed(app, &payment, &key, &reason, None, meta).await?;
+            refund_failed(app, &payment, &key, &reason, Some(at_stripe), None, meta).await?;
             return Ok(Reconciled::ReturnedToSucceeded(ApiError::PaymentProvider(reason)));
         }
         finish_refund(app, &payment, found, Some(at_stripe), None, meta).await?;

@@ -20,7 +20,7 @@ use super::{
     gateway::{NewRefund, RefundRecord, Stripe},
     payment::{
         NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, for_payer_side, number_is,
-        refund_key, return_to_succeeded, transition,
+        refund_key, refunded_elsewhere, return_to_succeeded, transition,
     },
     reconcile,
 };
@@ -193,7 +193,7 @@ pub(super) async fn make_refund(
             }
         }
         Err(error) if error.is_definite() => {
-            refund_failed(app, payment, &key, &error.reason(), actor, meta).await?;
+            refund_failed(app, payment, &key, &error.reason(), None, actor, meta).await?;
             Ok(Refunded::Refused(error.into()))
         }
         Err(error) => {
@@ -209,19 +209,33 @@ pub(super) fn legacy_key(payment: &Payment) -> String {
 }
 
 /// Undoes a refund claim after Stripe refused (or failed) the refund, with an audit entry.
+/// `at_stripe` is Stripe's refunded total when known (a refund that failed after it was
+/// counted comes off). What the total gained since the claim, beyond this refund, came from
+/// elsewhere (the dashboard; its webhook only raised the total) and is recorded now.
 pub(super) async fn refund_failed(
     app: &App,
     payment: &Payment,
     key: &str,
     reason: &str,
+    at_stripe: Option<i64>,
     actor: Option<&str>,
     meta: &RequestMeta,
 ) -> Result<(), ApiError> {
-    return_to_succeeded(app, &payment.payment_id, PaymentStatus::Refunding, "refund_key", key).await?;
+    let before =
+        return_to_succeeded(app, &payment.payment_id, PaymentStatus::Refunding, "refund_key", key, at_stripe).await?;
     let entry = AuditEntry::new("payment.refunded", AuditStatus::Failure, &payment.payer_org_id, meta)
         .details(json!({ "payment_id": payment.payment_id, "reason": reason }))
         .actor_if(actor);
     app.audit().record_or_log(&entry).await;
+    if let Some(before) = before {
+        let base = before.refund_base.unwrap_or(before.amount_refunded);
+        let total = at_stripe.unwrap_or(before.amount_refunded).min(before.amount);
+        if total > base {
+            let (entry, event) = refunded_elsewhere(&before, total - base, total, "while_refunding", meta);
+            app.audit().record_or_log(&entry).await;
+            meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
+        }
+    }
     Ok(())
 }
 
@@ -285,7 +299,8 @@ pub async fn finish_refund(
                 let announcement = DomainEvent::new(
                     "payment.refunded",
                     json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
-                            "amount_refunded": total, "currency": current.currency }),
+                            "refunded_elsewhere": (total - ours).max(0), "amount_refunded": total,
+                            "currency": current.currency }),
                 );
                 meta.deadline.bounded("refund event", app.events().publish_or_log(announcement)).await;
                 let mut ids = current.refund_ids.clone();

@@ -17,7 +17,7 @@ use super::{
     gateway::{NewTransfer, Stripe},
     payment::{
         NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, amount_refunded_is, for_payer_side, number_is,
-        release_key, return_to_succeeded, transition,
+        refunded_elsewhere, release_key, return_to_succeeded, transition,
     },
     provider::Provider,
     reconcile::{self, Reconciled},
@@ -78,6 +78,11 @@ pub async fn release(
         return Err(ApiError::Conflict("the payment has been refunded in full; there is nothing to release".into()));
     }
 
+    // The reads above may have taken a while: claim only if the transfer can still be made.
+    if !stripe.has_time() {
+        return Err(ApiError::PaymentsUnavailable);
+    }
+
     // 1. succeeded → releasing, for this amount under a key of its own.
     let attempt = payment.release_seq + 1;
     let key = release_key(payment_id, attempt);
@@ -106,16 +111,20 @@ pub async fn release(
         .value(":dispute_won", av::s("won"))
         .value(":dispute_warning_closed", av::s("warning_closed"));
     let mut items = vec![table.update(claim)?];
+    let mut found_refund = None;
     if refunded > payment.amount_refunded {
         // Recorded here, once: the webhook that follows finds the total already known.
-        let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(
-            json!({ "payment_id": payment_id, "amount": refunded - payment.amount_refunded, "amount_refunded": refunded,
-                    "currency": payment.currency, "source": "stripe", "found_at_release": true }),
-        );
+        let (entry, event) =
+            refunded_elsewhere(&payment, refunded - payment.amount_refunded, refunded, "at_release", meta);
         items.push(app.audit().put(&entry)?);
+        found_refund = Some(event);
     }
     match table.transact(items).await {
-        Ok(()) => {}
+        Ok(()) => {
+            if let Some(event) = found_refund {
+                meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
+            }
+        }
         Err(StoreError::TransactionConditionsFailed(_)) => {
             let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
             return match current.status {
@@ -218,7 +227,7 @@ pub(super) async fn transfer(
     match stripe.create_transfer(key, &request).await {
         Ok(transfer_id) => finish_or_leave(app, payment, &transfer_id, actor, meta).await,
         Err(error) if error.is_definite() => {
-            return_to_succeeded(app, payment_id, PaymentStatus::Releasing, "release_key", key).await?;
+            return_to_succeeded(app, payment_id, PaymentStatus::Releasing, "release_key", key, None).await?;
             let entry = AuditEntry::new("payment.released", AuditStatus::Failure, &payment.payer_org_id, meta)
                 .details(json!({ "payment_id": payment_id, "reason": error.reason() }))
                 .actor_if(actor);

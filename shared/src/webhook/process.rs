@@ -217,9 +217,12 @@ pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         match table.transact(items).await {
             Ok(()) => {
                 match effect.then {
-                    Some(Then::Announce(announcement)) => app.events().publish_or_log(announcement).await,
+                    Some(Then::Announce(announcement)) => {
+                        meta.deadline.bounded("event", app.events().publish_or_log(announcement)).await;
+                    }
                     Some(Then::Released { payment, transfer_id, amount }) => {
-                        crate::payments::release::notify_released(app, &payment, amount, &transfer_id).await;
+                        let notify = crate::payments::release::notify_released(app, &payment, amount, &transfer_id);
+                        meta.deadline.bounded("release notifications", notify).await;
                     }
                     None => {}
                 }
