@@ -176,6 +176,8 @@ def provision_table(endpoint: str, table_name: str) -> None:
     }
     if props.get("GlobalSecondaryIndexes"):
         args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if props.get("StreamSpecification"):
+        args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
     if table_name in ddb.list_tables()["TableNames"]:
         ddb.delete_table(TableName=table_name)
         ddb.get_waiter("table_not_exists").wait(TableName=table_name)

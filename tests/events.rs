@@ -58,6 +58,9 @@ const EVENTS: &[(&str, &str, &str)] = &[
 /// Events that do not come through the HTTP API (function URLs, schedules).
 const OTHER_EVENTS: &[(&str, &str)] = &[("webhook.json", "webhook")];
 
+/// DynamoDB stream batches, as the event source mapping hands them to the notifier.
+const STREAM_EVENTS: &[&str] = &["notify.json"];
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -71,8 +74,12 @@ async fn every_sample_event_reaches_its_route() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     listed.sort();
-    let mut known: Vec<String> =
-        EVENTS.iter().map(|(f, _, _)| f.to_string()).chain(OTHER_EVENTS.iter().map(|(f, _)| f.to_string())).collect();
+    let mut known: Vec<String> = EVENTS
+        .iter()
+        .map(|(f, _, _)| f.to_string())
+        .chain(OTHER_EVENTS.iter().map(|(f, _)| f.to_string()))
+        .chain(STREAM_EVENTS.iter().map(|f| f.to_string()))
+        .collect();
     known.sort();
     assert_eq!(listed, known, "every file in events/ is listed here");
 
@@ -83,6 +90,12 @@ async fn every_sample_event_reaches_its_route() {
         let response = t.invoke(handler_for(function), &event).await;
         assert_ne!(response.status, 404, "{file} did not reach a route: {:?}", response.body);
         assert!(response.status < 500, "{file}: {:?}", response.body);
+    }
+    for file in STREAM_EVENTS {
+        let event = std::fs::read_to_string(root().join("events").join(file)).unwrap();
+        let batch = serde_json::from_str(&event).unwrap_or_else(|e| panic!("{file} is a stream event: {e}"));
+        let response = shared::notify::delivery::handle_batch(t.app, batch).await;
+        assert!(response.batch_item_failures.is_empty(), "{file} was delivered");
     }
 }
 

@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod http;
 pub mod identity;
 pub mod notify;
+pub mod outbox;
 pub mod payments;
 pub mod rate_limit;
 pub mod store;

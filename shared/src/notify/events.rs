@@ -38,25 +38,33 @@ impl EventPublisher {
 
     #[tracing::instrument(skip_all, fields(event_type = event.event_type))]
     pub async fn publish(&self, event: &DomainEvent) -> Result<(), NotifyError> {
+        self.publish_json(event.event_type, &serde_json::to_string(event).expect("events serialize")).await?;
+        Ok(())
+    }
+
+    /// Publishes an event already serialised as `message`, with its `event_type` attribute;
+    /// SNS's message id.
+    pub async fn publish_json(&self, event_type: &str, message: &str) -> Result<String, NotifyError> {
         let Some(topic_arn) = &self.topic_arn else {
             // Only possible outside production (the config refuses it there).
             tracing::warn!("no EVENTS_TOPIC_ARN configured; event not published");
-            return Ok(());
+            return Ok(String::new());
         };
         let attribute = MessageAttributeValue::builder()
             .data_type("String")
-            .string_value(event.event_type)
+            .string_value(event_type)
             .build()
             .map_err(|e| NotifyError::Build(e.to_string()))?;
-        self.client
+        let out = self
+            .client
             .publish()
             .topic_arn(topic_arn)
-            .message(serde_json::to_string(event).expect("events serialize"))
+            .message(message)
             .message_attributes("event_type", attribute)
             .send()
             .await
             .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?;
-        Ok(())
+        Ok(out.message_id.unwrap_or_default())
     }
 
     /// Publishes, logging instead of failing: events are notifications about a change that
@@ -67,15 +75,17 @@ impl EventPublisher {
         }
     }
 
-    /// Sends an SMS through SNS (e.g. to a provider when a payment is released).
-    pub async fn send_sms(&self, phone_number: &str, message: &str) -> Result<(), NotifyError> {
-        self.client
+    /// Sends an SMS through SNS (e.g. to a provider when a payment is released); SNS's
+    /// message id.
+    pub async fn send_sms(&self, phone_number: &str, message: &str) -> Result<String, NotifyError> {
+        let out = self
+            .client
             .publish()
             .phone_number(phone_number)
             .message(message)
             .send()
             .await
             .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?;
-        Ok(())
+        Ok(out.message_id.unwrap_or_default())
     }
 }

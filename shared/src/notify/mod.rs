@@ -1,6 +1,7 @@
 //! Outbound notifications: email through SES v2 (rendered from templates), domain events
-//! and SMS through SNS.
+//! and SMS through SNS; and the notifier's delivery of outbox items ([`delivery`]).
 
+pub mod delivery;
 mod events;
 mod mailer;
 mod templates;

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::Email;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EmailKind {
     VerifyEmail,
     AccountExists,

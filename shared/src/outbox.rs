@@ -1,0 +1,120 @@
+//! The transactional outbox: a message (email, SMS, domain event) is an item written in the
+//! same DynamoDB transaction as the change that causes it, so a committed change always has
+//! its message and a rolled-back one never does. The table's stream carries new outbox items
+//! to the notifier ([`crate::notify::delivery`]), which sends them at least once and records
+//! what it sent so a redelivered batch sends nothing twice.
+//!
+//! Item: `PK = OUTBOX#{id}`, `SK = OUTBOX`, with a TTL; the stream's event source mapping
+//! filters on `SK = OUTBOX` and `eventName = INSERT` (template.yaml).
+
+use aws_sdk_dynamodb::types::TransactWriteItem;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    notify::{DomainEvent, EmailKind},
+    store::{StoreError, Table},
+    time,
+};
+
+/// The sort key of outbox items: what the stream filter matches.
+pub const SK: &str = "OUTBOX";
+/// How long an outbox item (and its delivery record) is kept.
+const KEEP_DAYS: i64 = 7;
+
+/// What to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "snake_case")]
+pub enum Message {
+    /// An email rendered from a template at delivery.
+    Email { template: EmailKind, to: String, context: serde_json::Value },
+    /// A text message through SNS.
+    Sms { to: String, text: String },
+    /// A domain event for the events topic, already serialised.
+    Event { event_type: String, body: String },
+}
+
+impl Message {
+    pub fn email(template: EmailKind, to: &str, context: serde_json::Value) -> Self {
+        Self::Email { template, to: to.to_owned(), context }
+    }
+
+    pub fn sms(to: &str, text: impl Into<String>) -> Self {
+        Self::Sms { to: to.to_owned(), text: text.into() }
+    }
+
+    pub fn event(event: &DomainEvent) -> Self {
+        Self::Event {
+            event_type: event.event_type.to_owned(),
+            body: serde_json::to_string(event).expect("events serialize"),
+        }
+    }
+
+    /// The channel, for logs and metrics.
+    pub fn channel(&self) -> &'static str {
+        match self {
+            Self::Email { .. } => "email",
+            Self::Sms { .. } => "sms",
+            Self::Event { .. } => "event",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub id: String,
+    pub message: Message,
+    pub created_at: String,
+    pub ttl: i64,
+}
+
+impl OutboxItem {
+    pub fn new(message: Message) -> Self {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = time::now();
+        Self {
+            pk: format!("OUTBOX#{id}"),
+            sk: SK.to_owned(),
+            id,
+            message,
+            created_at: time::rfc3339(now),
+            ttl: time::epoch_seconds(now + time::Duration::days(KEEP_DAYS)),
+        }
+    }
+
+    /// The transaction item that puts it, for the change's own transaction.
+    pub fn put(&self, table: &Table) -> Result<TransactWriteItem, StoreError> {
+        table.put_new(self)
+    }
+}
+
+/// `message` as a transaction item, ready to join the change that causes it.
+pub fn put(table: &Table, message: Message) -> Result<TransactWriteItem, StoreError> {
+    OutboxItem::new(message).put(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_an_item() {
+        let event = DomainEvent::new("payment.released", serde_json::json!({"payment_id": "p1"}));
+        for message in [
+            Message::email(EmailKind::VerifyEmail, "a@example.com", serde_json::json!({"link": "https://x/v?token=t"})),
+            Message::sms("+14155550123", "You have been paid"),
+            Message::event(&event),
+        ] {
+            let item = OutboxItem::new(message.clone());
+            let stored: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+                serde_dynamo::to_item(&item).unwrap();
+            assert!(matches!(stored.get("SK"), Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)) if sk == "OUTBOX"));
+            let back: OutboxItem = serde_dynamo::from_item(stored).unwrap();
+            assert_eq!(back, item);
+            assert!(back.pk.starts_with("OUTBOX#"));
+        }
+    }
+}

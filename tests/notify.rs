@@ -1,0 +1,134 @@
+//! The notifier: outbox items arrive as DynamoDB stream records (in the shape Lambda's event
+//! source mapping delivers them) and go out through SES and SNS (moto) exactly once per item,
+//! however often a record is redelivered; failures are reported per item.
+
+mod common;
+
+use aws_lambda_events::event::dynamodb::Event;
+use common::{TestApp, s, unique_email};
+use serde_json::{Value, json};
+use shared::{
+    notify::{EmailKind, delivery::handle_batch},
+    outbox::{Message, OutboxItem},
+};
+
+/// A stream record for `item` as the event source mapping hands it over.
+fn record(item: &Value, sequence: &str) -> Value {
+    json!({
+        "eventID": uuid::Uuid::new_v4().simple().to_string(),
+        "eventName": "INSERT",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1795262400,
+            "Keys": {"PK": item["PK"], "SK": item["SK"]},
+            "NewImage": item,
+            "SequenceNumber": sequence,
+            "SizeBytes": 256,
+            "StreamViewType": "NEW_IMAGE"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-11-23T00:00:00.000"
+    })
+}
+
+/// An outbox item as its stream image (DynamoDB JSON).
+fn image(item: &OutboxItem) -> Value {
+    let attributes: serde_dynamo::Item = serde_dynamo::to_item(item).unwrap();
+    serde_json::to_value(attributes).unwrap()
+}
+
+fn batch(records: Vec<Value>) -> Event {
+    serde_json::from_value(json!({ "Records": records })).expect("a DynamoDB stream event")
+}
+
+fn failed(response: &aws_lambda_events::event::streams::DynamoDbEventResponse) -> Vec<String> {
+    response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
+}
+
+fn verification(to: &str) -> OutboxItem {
+    OutboxItem::new(Message::email(
+        EmailKind::VerifyEmail,
+        to,
+        json!({"link": "http://localhost:3000/verify-email?token=abc"}),
+    ))
+}
+
+#[tokio::test]
+async fn an_outbox_item_is_sent_once_however_often_its_record_arrives() {
+    let t = TestApp::new().await;
+    let to = unique_email("outbox");
+    let item = verification(&to);
+    let records = vec![record(&image(&item), "100")];
+    assert!(failed(&handle_batch(t.app, batch(records.clone())).await).is_empty());
+    assert!(failed(&handle_batch(t.app, batch(records.clone())).await).is_empty(), "a redelivery is fine");
+    let sent = t.emails_to(&to).await;
+    assert_eq!(sent.len(), 1, "sent once");
+    assert_eq!(sent[0].token_for("/verify-email").as_deref(), Some("abc"));
+    let delivery = t.item(&item.pk, "DELIVERY").await.expect("a delivery record");
+    assert_eq!((s(&delivery, "status"), s(&delivery, "channel")), ("sent".into(), "email".into()));
+    assert!(!s(&delivery, "provider_message_id").is_empty());
+}
+
+#[tokio::test]
+async fn one_bad_record_fails_alone_and_the_rest_of_the_batch_goes_out() {
+    let t = TestApp::new().await;
+    let to = unique_email("batch");
+    let phone = format!("+1415{:07}", u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()) % 10_000_000);
+    let email = verification(&to);
+    let sms = OutboxItem::new(Message::sms(&phone, "Your code is 123456"));
+    let poisoned = json!({"PK": {"S": "OUTBOX#poison"}, "SK": {"S": "OUTBOX"}, "message": {"S": "not a message"}});
+    let not_outbox = json!({"PK": {"S": "USER#x"}, "SK": {"S": "PROFILE"}});
+    let response = handle_batch(
+        t.app,
+        batch(vec![
+            record(&image(&email), "1"),
+            record(&poisoned, "2"),
+            record(&not_outbox, "3"),
+            record(&image(&sms), "4"),
+        ]),
+    )
+    .await;
+    assert_eq!(failed(&response), ["2"], "only the poisoned record is retried");
+    assert_eq!(t.emails_to(&to).await.len(), 1);
+    assert_eq!(t.sms_to(&phone).await, ["Your code is 123456"]);
+}
+
+#[tokio::test]
+async fn while_ses_refuses_nothing_is_lost_and_after_it_recovers_each_email_goes_once() {
+    // SES refuses mail from an identity it has not verified: the notifier of this app is
+    // misconfigured until it is replaced by a healthy one.
+    let refusing = TestApp::with_env(&[("EMAIL_FROM", "nobody@unverified.invalid")]).await;
+    let healthy = TestApp::new().await;
+    let addresses: Vec<String> = (0..3).map(|i| unique_email(&format!("pending{i}"))).collect();
+    let items: Vec<OutboxItem> = addresses.iter().map(|a| verification(a)).collect();
+    let records: Vec<Value> = items.iter().enumerate().map(|(i, item)| record(&image(item), &i.to_string())).collect();
+
+    let response = handle_batch(refusing.app, batch(records.clone())).await;
+    assert_eq!(failed(&response), ["0", "1", "2"], "every item is reported for retry");
+    for (item, to) in items.iter().zip(&addresses) {
+        assert!(refusing.emails_to(to).await.is_empty());
+        assert!(refusing.item(&item.pk, "DELIVERY").await.is_none(), "the claim was given back");
+    }
+
+    // The retries (the same records again, and again) after SES recovered.
+    for _ in 0..2 {
+        assert!(failed(&handle_batch(healthy.app, batch(records.clone())).await).is_empty());
+    }
+    for to in &addresses {
+        assert_eq!(healthy.emails_to(to).await.len(), 1, "{to} got its email once");
+    }
+}
+
+#[tokio::test]
+async fn events_go_to_the_topic_with_their_type() {
+    let t = TestApp::new().await;
+    let event =
+        shared::notify::DomainEvent::new("payment.refunded", json!({"payment_id": uuid::Uuid::new_v4().to_string()}));
+    let item = OutboxItem::new(Message::event(&event));
+    assert!(failed(&handle_batch(t.app, batch(vec![record(&image(&item), "9")])).await).is_empty());
+    let published = t.published_events().await;
+    let found: Vec<_> = published.iter().filter(|(_, m)| m["event_id"] == event.event_id.as_str()).collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, "payment.refunded");
+}
