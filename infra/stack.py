@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -68,6 +69,7 @@ class Stack:
     def __init__(self, name: str) -> None:
         self.name = name
         self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.stoppers: list = []
         self.logs = LOCAL / "logs" / name
         self.logs.mkdir(parents=True, exist_ok=True)
 
@@ -79,7 +81,14 @@ class Stack:
         self.processes.append((label, proc))
         return proc
 
+    def on_stop(self, action) -> None:
+        """Runs `action` first when the stack stops (threads such as the stream poller)."""
+        self.stoppers.append(action)
+
     def stop(self) -> None:
+        for action in self.stoppers:
+            action()
+        self.stoppers.clear()
         for label, proc in reversed(self.processes):
             if proc.poll() is None:
                 try:
@@ -226,12 +235,135 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None) -> dict:
         secret_arn = sm.create_secret(Name=secret_name, SecretString=json.dumps(values))["ARN"]
     except sm.exceptions.ResourceExistsException:
         secret_arn = sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(values))["ARN"]
-    log("SES identity, SNS topic and secret provisioned")
-    env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn,
+    log("SES identity, SNS topic, dead-letter queue and secret provisioned")
+    dlq_url = client("sqs", moto).create_queue(QueueName=f"{name}-notify-dlq")["QueueUrl"]
+    env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn, "NOTIFY_DLQ_URL": dlq_url,
            "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0]}
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
     return env
+
+
+def matches(pattern, value) -> bool:
+    """An event-filter pattern (the subset event source mappings use here: nested objects,
+    and lists of accepted literal values) against a record."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(k in value and matches(p, value[k]) for k, p in pattern.items())
+    if isinstance(pattern, list):
+        return value in pattern
+    return pattern == value
+
+
+def stream_mapping() -> dict:
+    """The notifier's event source mapping, straight from template.yaml."""
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CloudFormationLoader)
+    for name, resource in template["Resources"].items():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event.get("Type") == "DynamoDB":
+                props = event["Properties"]
+                return {
+                    "function": resource["Metadata"]["BuildProperties"]["Binary"],
+                    "batch_size": int(props.get("BatchSize", 100)),
+                    "max_retries": int(props.get("MaximumRetryAttempts", 2)),
+                    "bisect": bool(props.get("BisectBatchOnFunctionError", False)),
+                    "patterns": [json.loads(f["Pattern"]) for f in props.get("FilterCriteria", {}).get("Filters", [])],
+                    "starting_position": props.get("StartingPosition", "LATEST"),
+                }
+    raise SystemExit("template.yaml has no DynamoDB stream event source")
+
+
+class StreamPoller(threading.Thread):
+    """Lambda's event source mapping, locally: reads DynamoDB Local's stream, keeps the records
+    the mapping's filters accept, and invokes the function with them in batches through the
+    runtime emulator, retrying from the lowest reported item failure (ReportBatchItemFailures),
+    splitting a batch whose invocation fails outright (bisect), and after the retries sending
+    the batch's description to the dead-letter queue, as Lambda's on-failure destination does."""
+
+    def __init__(self, ddb: str, moto: str, table_name: str, invoke_url: str, dlq_url: str) -> None:
+        super().__init__(daemon=True, name="stream-poller")
+        self.ddb, self.moto, self.table_name, self.invoke_url, self.dlq_url = ddb, moto, table_name, invoke_url, dlq_url
+        self.mapping = stream_mapping()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        streams = client("dynamodbstreams", self.ddb)
+        arn = client("dynamodb", self.ddb).describe_table(TableName=self.table_name)["Table"]["LatestStreamArn"]
+        iterators: dict[str, str | None] = {}
+        while not self.stopped.is_set():
+            try:
+                for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+                    if shard["ShardId"] not in iterators:
+                        iterators[shard["ShardId"]] = streams.get_shard_iterator(
+                            StreamArn=arn, ShardId=shard["ShardId"],
+                            ShardIteratorType=self.mapping["starting_position"])["ShardIterator"]
+                idle = True
+                for shard_id, iterator in list(iterators.items()):
+                    if iterator is None:
+                        continue
+                    out = streams.get_records(ShardIterator=iterator, Limit=1000)
+                    iterators[shard_id] = out.get("NextShardIterator")
+                    records = [self.lambda_record(r, arn) for r in out.get("Records", [])]
+                    records = [r for r in records if any(matches(p, r) for p in self.mapping["patterns"])]
+                    for start in range(0, len(records), self.mapping["batch_size"]):
+                        idle = False
+                        self.deliver(records[start:start + self.mapping["batch_size"]])
+                if idle:
+                    self.stopped.wait(0.2)
+            except Exception as error:  # noqa: BLE001 - keep polling, as the service would
+                log(f"stream poller: {error}")
+                self.stopped.wait(1)
+
+    @staticmethod
+    def lambda_record(record: dict, arn: str) -> dict:
+        change = dict(record["dynamodb"])
+        created = change.get("ApproximateCreationDateTime")
+        if hasattr(created, "timestamp"):
+            change["ApproximateCreationDateTime"] = int(created.timestamp())
+        return {"eventID": record["eventID"], "eventName": record["eventName"], "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb", "awsRegion": REGION, "dynamodb": change, "eventSourceARN": arn}
+
+    def invoke(self, records: list[dict]) -> dict | None:
+        """The function's answer, or None if the invocation itself failed."""
+        body = json.dumps({"Records": records}).encode()
+        req = urllib.request.Request(self.invoke_url, data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                answer = json.load(resp)
+                return answer if isinstance(answer, dict) else {}
+        except (urllib.error.URLError, ValueError) as error:
+            log(f"stream poller: invocation failed: {error}")
+            return None
+
+    def deliver(self, batch: list[dict], attempt: int = 0) -> None:
+        while batch and not self.stopped.is_set():
+            answer = self.invoke(batch)
+            if answer is None and self.mapping["bisect"] and len(batch) > 1:
+                middle = len(batch) // 2
+                self.deliver(batch[:middle], attempt + 1)
+                self.deliver(batch[middle:], attempt + 1)
+                return
+            failed = set() if answer is None else {f.get("itemIdentifier") for f in answer.get("batchItemFailures", [])}
+            if answer is not None and not failed:
+                return
+            # Lambda checkpoints before the lowest failed record and retries from there.
+            sequences = [r["dynamodb"]["SequenceNumber"] for r in batch]
+            first = min((sequences.index(s) for s in failed if s in sequences), default=0)
+            batch = batch[first:]
+            attempt += 1
+            if attempt > self.mapping["max_retries"]:
+                self.dead_letter(batch)
+                return
+            self.stopped.wait(min(0.2 * 2 ** attempt, 2))
+
+    def dead_letter(self, batch: list[dict]) -> None:
+        details = {"requestContext": {"condition": "RetryAttemptsExhausted",
+                                      "functionArn": f"function:{self.mapping['function']}"},
+                   "DDBStreamBatchInfo": {"batchSize": len(batch), "streamArn": batch[0]["eventSourceARN"],
+                                          "startSequenceNumber": batch[0]["dynamodb"]["SequenceNumber"],
+                                          "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"]}}
+        client("sqs", self.moto).send_message(QueueUrl=self.dlq_url, MessageBody=json.dumps(details))
+        log(f"stream poller: {len(batch)} record(s) sent to the dead-letter queue")
 
 
 def start_stripe_stand_in(stack: Stack, port: int) -> str:
@@ -312,6 +444,16 @@ def start_api(stack: Stack, env: dict, api_port: int) -> tuple[str, subprocess.P
     return api_url, watch
 
 
+def start_poller(env: dict, api_url: str) -> StreamPoller:
+    """The notifier's event source mapping, fed from DynamoDB Local's stream."""
+    mapping = stream_mapping()
+    poller = StreamPoller(env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL"], env["TABLE_NAME"],
+                          f"{api_url}/2015-03-31/functions/{mapping['function']}/invocations", env["NOTIFY_DLQ_URL"])
+    poller.start()
+    log(f"stream poller feeding `{mapping['function']}` (batches of {mapping['batch_size']})")
+    return poller
+
+
 def serve(args) -> int:
     stack = Stack("dev")
     try:
@@ -319,6 +461,7 @@ def serve(args) -> int:
         env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000), api_port,
                              port_from_env("STRIPE_STAND_IN_PORT", 12111))
         api_url, watch = start_api(stack, env, api_port)
+        stack.on_stop(start_poller(env, api_url).stopped.set)
         settings = {k: v for k, v in function_env(env).items() if k in FUNCTION_DEFAULTS}
         write_env_file(LOCAL / "stack.env",
                        {**settings, **env, "API_URL": api_url, "WEBHOOK_URL": f"{api_url}/lambda-url/webhook"})
@@ -401,6 +544,8 @@ def smoke() -> None:
         api_port = free_port()
         env = start_services(stack, free_port(), free_port(), api_port, free_port())
         api_url, _ = start_api(stack, env, api_port)
+        poller = start_poller(env, api_url)
+        stack.on_stop(poller.stopped.set)
         email, tokens = signed_up(api_url, env, "provider")
         status, me = call(api_url, "GET", "/auth/me", token=tokens["access_token"])
         if me.get("email") != email or not me.get("email_verified"):
@@ -458,6 +603,11 @@ def test(args) -> int:
         run(["openapi-spec-validator", "openapi.yaml"], tenv)
         run(["cargo", "fmt", "--all", "--check"], tenv)
         run(["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], tenv)
+        run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-run"], tenv)
+        # The notifier runs as in AWS: the stream poller invokes it on the runtime emulator.
+        api_url, _ = start_api(stack, env, int(env["JWT_ISSUER"].rsplit(":", 1)[1]))
+        stack.on_stop(start_poller(env, api_url).stopped.set)
+        tenv["NOTIFY_DLQ_URL"] = env["NOTIFY_DLQ_URL"]
         run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-fail-fast"], tenv)
         smoke()
         return 0
