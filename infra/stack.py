@@ -520,8 +520,14 @@ def signed_up(api_url: str, env: dict, tag: str) -> tuple[str, dict]:
     status, answer = call(api_url, "POST", "/auth/register", {"email": email, "password": PASSWORD})
     if status != 202 or answer != {"status": "pending_verification"}:
         raise SystemExit(f"smoke: register answered {status} {answer}")
-    data = json.load(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/data.json", timeout=10))
-    sent = [m for m in data["ses"]["Message"] if email in m["destinations"]["ToAddresses"]]
+    # The email leaves through the outbox: the stream poller hands it to the notifier.
+    sent = []
+    for _ in range(300):
+        data = json.load(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/data.json", timeout=10))
+        sent = [m for m in data["ses"]["Message"] if email in m["destinations"]["ToAddresses"]]
+        if sent:
+            break
+        time.sleep(0.2)
     if len(sent) != 1 or "/verify-email?token=" not in sent[0]["body"]:
         raise SystemExit(f"smoke: expected one verification email to {email}, moto has {sent}")
     token = sent[0]["body"].split("/verify-email?token=", 1)[1].split('"', 1)[0]

@@ -399,8 +399,30 @@ impl TestApp {
             .expect("moto data is JSON")
     }
 
-    /// Emails moto recorded as sent to `to` (moto keeps the HTML part as `body`).
+    /// Waits until the notifier has delivered every outbox item committed before this call.
+    /// A sentinel message goes through the same ordered stream behind them, so once it is
+    /// delivered, so is everything before it (or it failed and was retried first).
+    pub async fn outbox_delivered(&self) {
+        use shared::outbox::{Message, OutboxItem};
+        let item = OutboxItem::new(Message::event(&shared::notify::DomainEvent::new(
+            "test.sentinel",
+            json!({"note": "the test harness waits for this"}),
+        )));
+        let table = self.app.table();
+        table.transact(vec![item.put(table).expect("an outbox item")]).await.expect("sentinel committed");
+        for _ in 0..600 {
+            if self.item(&item.pk, "DELIVERY").await.is_some_and(|d| s(&d, "status") == "sent") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the notifier delivered nothing for 60 s: is the stream poller running (infra/test.sh)?");
+    }
+
+    /// Emails moto recorded as sent to `to` (moto keeps the HTML part as `body`), once the
+    /// notifier has caught up.
     pub async fn emails_to(&self, to: &str) -> Vec<SentEmail> {
+        self.outbox_delivered().await;
         let data = self.moto_data().await;
         data["ses"]["Message"]
             .as_array()
@@ -415,8 +437,9 @@ impl TestApp {
             .collect()
     }
 
-    /// SMS messages moto recorded as sent to `phone`.
+    /// SMS messages moto recorded as sent to `phone`, once the notifier has caught up.
     pub async fn sms_to(&self, phone: &str) -> Vec<String> {
+        self.outbox_delivered().await;
         let data = self.moto_data().await;
         data["sns"]["SMS"]
             .as_array()
@@ -427,8 +450,10 @@ impl TestApp {
             .collect()
     }
 
-    /// Domain events published to the events topic, with their `event_type` attribute.
+    /// Domain events published to the events topic, with their `event_type` attribute, once
+    /// the notifier has caught up.
     pub async fn published_events(&self) -> Vec<(String, Value)> {
+        self.outbox_delivered().await;
         let topic = std::env::var("EVENTS_TOPIC_ARN").expect("EVENTS_TOPIC_ARN");
         let data = self.moto_data().await;
         data["sns"]["Topic"]

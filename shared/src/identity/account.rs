@@ -12,6 +12,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
+    outbox::{self, Message},
     store::{Change, StoreError, av, keys},
     time,
 };
@@ -61,24 +62,26 @@ pub async fn schedule_deletion(
                 .value(":one", av::n(1)),
         ),
         app.audit().put(&audit),
+        outbox::put(
+            table,
+            Message::event(&DomainEvent::new(
+                "account.deletion_scheduled",
+                json!({ "user_id": user.user_id, "org_id": user.org_id, "deletion_scheduled_at": scheduled_at }),
+            )),
+        ),
+        outbox::put(
+            table,
+            Message::email(
+                EmailKind::DeletionScheduled,
+                &user.email,
+                json!({ "deletion_date": &scheduled_at[..10],
+                        "restore_link": format!("{}/restore-account", app.settings().frontend_url) }),
+            ),
+        ),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     table.transact_or(items, ApiError::Conflict("the account is already scheduled for deletion".into())).await?;
-    app.events()
-        .publish_or_log(DomainEvent::new(
-            "account.deletion_scheduled",
-            json!({ "user_id": user.user_id, "org_id": user.org_id, "deletion_scheduled_at": scheduled_at }),
-        ))
-        .await;
-    let base = &app.settings().frontend_url;
-    app.mailer()
-        .send_template_or_log(
-            EmailKind::DeletionScheduled,
-            &user.email,
-            json!({ "deletion_date": &scheduled_at[..10], "restore_link": format!("{base}/restore-account") }),
-        )
-        .await;
     Ok(scheduled_at)
 }
 
@@ -140,16 +143,16 @@ pub async fn invite(
     let audit = AuditEntry::new("org.invitation_sent", AuditStatus::Success, &org.org_id, meta)
         .actor(principal.user_id())
         .details(json!({ "role": role.as_str(), "expires_at": item.expires_at }));
-    let items = vec![table.put_new(&item), app.audit().put(&audit)].into_iter().collect::<Result<Vec<_>, _>>()?;
-    table.transact(items).await.map_err(ApiError::internal)?;
     let link = format!("{}/accept-invitation?token={}", app.settings().frontend_url, token.expose());
-    app.mailer()
-        .send_template_or_log(
-            EmailKind::Invitation,
-            email.as_str(),
-            json!({ "link": link, "org_name": org.name, "role": role.as_str() }),
-        )
-        .await;
+    let invitation = Message::email(
+        EmailKind::Invitation,
+        email.as_str(),
+        json!({ "link": link, "org_name": org.name, "role": role.as_str() }),
+    );
+    let items = vec![table.put_new(&item), app.audit().put(&audit), outbox::put(table, invitation)]
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    table.transact(items).await.map_err(ApiError::internal)?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
+    outbox::{self, Message},
     store::{StoreError, keys},
     time,
 };
@@ -122,6 +123,11 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         }));
 
     let table = app.table();
+    let link = format!("{}/verify-email?token={}", app.settings().frontend_url, verify_token.expose());
+    let verification =
+        Message::email(EmailKind::VerifyEmail, input.email.as_str(), json!({ "link": link, "name": input.full_name }));
+    let registered =
+        DomainEvent::new("user.registered", json!({ "user_id": user_id, "org_id": org_id, "role": role.as_str() }));
     // The email guard goes first: a failed condition at index 0 means "address taken".
     let mut items = vec![
         table.put_new(&EmailGuard::new(input.email.as_str(), &user_id))?,
@@ -129,6 +135,8 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         table.put_new(&membership)?,
         table.put_new(&token_item)?,
         app.audit().put(&audit)?,
+        outbox::put(table, verification)?,
+        outbox::put(table, Message::event(&registered))?,
     ];
     match &placement {
         Placement::NewOrg(org) => items.push(table.put_new(org)?),
@@ -152,23 +160,6 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         Err(other) => return Err(other.into()),
     }
     tracing::info!(%user_id, %org_id, "user registered");
-
-    let link = format!("{}/verify-email?token={}", app.settings().frontend_url, verify_token.expose());
-    // The account is committed: a mail failure must not turn that into an error the client
-    // would retry into an "account exists" email. `resend-verification` recovers.
-    app.mailer()
-        .send_template_or_log(
-            EmailKind::VerifyEmail,
-            input.email.as_str(),
-            json!({ "link": link, "name": input.full_name }),
-        )
-        .await;
-    app.events()
-        .publish_or_log(DomainEvent::new(
-            "user.registered",
-            json!({ "user_id": user_id, "org_id": org_id, "role": role.as_str() }),
-        ))
-        .await;
     Ok(())
 }
 
@@ -190,20 +181,20 @@ async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<P
 /// The address is taken: tell its owner, record the attempt, answer exactly as for a new
 /// registration.
 async fn notify_existing_account(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), RegisterError> {
-    let existing = User::find_by_email(app.table(), email.as_str()).await?;
-    if let Some(user) = &existing {
+    let table = app.table();
+    let base = &app.settings().frontend_url;
+    let notice = Message::email(
+        EmailKind::AccountExists,
+        email.as_str(),
+        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
+    );
+    let mut items = vec![outbox::put(table, notice)?];
+    if let Some(user) = User::find_by_email(table, email.as_str()).await? {
         let entry = AuditEntry::new("auth.register", AuditStatus::Failure, &user.org_id, meta)
             .target(&user.user_id)
             .details(json!({ "reason": "email_already_registered" }));
-        app.audit().record_or_log(&entry).await;
+        items.push(app.audit().put(&entry)?);
     }
-    let base = &app.settings().frontend_url;
-    app.mailer()
-        .send_template_or_log(
-            EmailKind::AccountExists,
-            email.as_str(),
-            json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
-        )
-        .await;
+    table.transact(items).await?;
     Ok(())
 }

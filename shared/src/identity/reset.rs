@@ -9,6 +9,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::EmailKind,
+    outbox::{self, Message},
     store::{Change, av},
     time,
 };
@@ -31,6 +32,7 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
     let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
     let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, meta)
         .target(&user.user_id);
+    let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
     let items = vec![
         table.put_new(&item),
         // Only the newest link works.
@@ -41,12 +43,11 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
                 .value(":hash", av::s(hash.as_str())),
         ),
         app.audit().put(&audit),
+        outbox::put(table, Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link }))),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     table.transact(items).await?;
-    let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
-    app.mailer().send_template_or_log(EmailKind::ResetPassword, &user.email, json!({ "link": link })).await;
     Ok(())
 }
 
@@ -80,6 +81,8 @@ pub async fn reset_password(
     let audit = AuditEntry::new("auth.password_reset", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id);
+    let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
+    let notice = Message::email(EmailKind::PasswordChanged, &user.email, json!({ "reset_link": reset_link }));
     let items = vec![
         token.consume(table, &now),
         table.update(
@@ -98,14 +101,11 @@ pub async fn reset_password(
         ),
         table.delete(Change::new(&user_pk, "LOCKOUT")),
         app.audit().put(&audit),
+        outbox::put(table, notice),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     table.transact_or(items, ApiError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "password reset; all sessions revoked");
-    let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
-    app.mailer()
-        .send_template_or_log(EmailKind::PasswordChanged, &user.email, json!({ "reset_link": reset_link }))
-        .await;
     Ok(())
 }

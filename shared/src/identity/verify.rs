@@ -8,6 +8,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
+    outbox::{self, Message},
     store::{Change, StoreError, av},
     time,
 };
@@ -36,14 +37,18 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
                 .value(":hash", av::s(hash.as_str())),
         ),
         app.audit().put(&audit),
+        outbox::put(
+            table,
+            Message::event(&DomainEvent::new(
+                "user.verified",
+                json!({ "user_id": user.user_id, "org_id": user.org_id }),
+            )),
+        ),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     table.transact_or(items, ApiError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "email verified");
-    app.events()
-        .publish_or_log(DomainEvent::new("user.verified", json!({ "user_id": user.user_id, "org_id": user.org_id })))
-        .await;
     Ok(())
 }
 
@@ -63,6 +68,8 @@ pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiErro
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::VerifyEmail, &hash, &user.user_id, time::hours(VERIFY_TOKEN_HOURS));
+    let link = format!("{}/verify-email?token={}", app.settings().frontend_url, token.expose());
+    let email = Message::email(EmailKind::VerifyEmail, &user.email, json!({ "link": link, "name": user.full_name }));
     let items = vec![
         table.put_new(&item),
         table.update(
@@ -72,6 +79,7 @@ pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiErro
                 .value(":hash", av::s(hash.as_str()))
                 .value(":false", av::b(false)),
         ),
+        outbox::put(table, email),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
@@ -81,9 +89,5 @@ pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiErro
         Err(StoreError::TransactionConditionsFailed(_)) => return Ok(()),
         Err(other) => return Err(ApiError::internal(other)),
     }
-    let link = format!("{}/verify-email?token={}", app.settings().frontend_url, token.expose());
-    app.mailer()
-        .send_template_or_log(EmailKind::VerifyEmail, &user.email, json!({ "link": link, "name": user.full_name }))
-        .await;
     Ok(())
 }
