@@ -58,18 +58,6 @@ impl Deadline {
     }
 }
 
-impl Deadline {
-    /// Runs `work` that must not outlive the invocation (notifications after the final
-    /// write): cut short, and logged, if the deadline comes first.
-    pub async fn bounded(&self, what: &str, work: impl std::future::Future<Output = ()>) {
-        let Some(left) = self.remaining() else { return work.await };
-        let allowed = left.saturating_sub(Duration::from_millis(300));
-        if tokio::time::timeout(allowed, work).await.is_err() {
-            tracing::warn!(what, "cut short by the invocation's deadline");
-        }
-    }
-}
-
 /// Lambda's longest timeout (15 minutes) plus a minute of clock slack.
 const PLAUSIBLE_MS: u64 = 16 * 60 * 1000;
 

@@ -67,14 +67,6 @@ impl EventPublisher {
         Ok(out.message_id.unwrap_or_default())
     }
 
-    /// Publishes, logging instead of failing: events are notifications about a change that
-    /// has already been committed, and must not turn a done action into an error.
-    pub async fn publish_or_log(&self, event: DomainEvent) {
-        if let Err(error) = self.publish(&event).await {
-            tracing::error!(%error, event_type = event.event_type, event_id = %event.event_id, "event publish failed");
-        }
-    }
-
     /// Sends an SMS through SNS (e.g. to a provider when a payment is released); SNS's
     /// message id.
     pub async fn send_sms(&self, phone_number: &str, message: &str) -> Result<String, NotifyError> {

@@ -41,18 +41,6 @@ impl Mailer {
         Self { client, from: from.into() }
     }
 
-    /// Renders and sends, logging instead of failing. For mail about a change that is
-    /// already committed, where an error answer would only make the client retry it.
-    pub async fn send_template_or_log(&self, kind: super::EmailKind, to: &str, context: serde_json::Value) {
-        let result = match super::render(kind, to, context) {
-            Ok(email) => self.send(&email).await,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(error) = result {
-            tracing::error!(%error, ?kind, "email could not be sent");
-        }
-    }
-
     /// Returns SES's message id.
     #[tracing::instrument(skip_all)]
     pub async fn send(&self, email: &Email) -> Result<String, NotifyError> {

@@ -383,17 +383,18 @@ pub(super) async fn return_to_succeeded(
     Err(ApiError::internal("the payment kept changing while being returned to succeeded"))
 }
 
-/// The audit entry and event for refunds made outside this API (Stripe's dashboard) that
-/// our own code found first (at release, or while finishing a refund or a reconciliation):
-/// `amount` more, making `total`. Their `charge.refunded` webhook then finds the total known
-/// and writes nothing, so this is their one record.
+/// The audit entry and outbox message (the `payment.refunded` event) for refunds made outside
+/// this API (Stripe's dashboard) that our own code found first (at release, or while
+/// finishing a refund or a reconciliation): `amount` more, making `total`. Their
+/// `charge.refunded` webhook then finds the total known and writes nothing, so this is their
+/// one record.
 pub(super) fn refunded_elsewhere(
     payment: &Payment,
     amount: i64,
     total: i64,
     found: &str,
     meta: &crate::http::RequestMeta,
-) -> (AuditEntry, crate::notify::DomainEvent) {
+) -> (AuditEntry, crate::outbox::Message) {
     let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(json!({
         "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
         "currency": payment.currency, "source": "stripe", "found": found,
@@ -403,7 +404,7 @@ pub(super) fn refunded_elsewhere(
         json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
                 "currency": payment.currency }),
     );
-    (entry, event)
+    (entry, crate::outbox::Message::event(&event))
 }
 
 /// Condition: `amount_refunded` is still `:seen_refunded` (`seen`); an item written before

@@ -30,6 +30,7 @@ use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
+    outbox,
     store::{Change, StoreError, av},
     time,
 };
@@ -199,22 +200,18 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         let found = (refunded > payment.amount_refunded).then(|| {
             refunded_elsewhere(&payment, refunded - payment.amount_refunded, refunded, "at_reconciliation", meta)
         });
-        if let Some((entry, _)) = &found {
-            items.push(app.audit().put(entry)?);
+        if let Some((entry, event)) = found {
+            items.push(app.audit().put(&entry)?);
+            items.push(outbox::put(table, event)?);
         }
         match table.transact(items).await {
-            Ok(()) => {
-                if let Some((_, event)) = found {
-                    meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
-                }
-                Payment {
-                    release_amount: Some(left),
-                    release_key: Some(key),
-                    release_seq: attempt,
-                    amount_refunded: refunded,
-                    ..payment
-                }
-            }
+            Ok(()) => Payment {
+                release_amount: Some(left),
+                release_key: Some(key),
+                release_seq: attempt,
+                amount_refunded: refunded,
+                ..payment
+            },
             Err(StoreError::TransactionConditionsFailed(_)) => return Ok(Reconciled::Pending),
             Err(other) => return Err(other.into()),
         }
@@ -266,16 +263,12 @@ async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestM
         let amount = payment.amount - payment.amount_refunded;
         refunded_elsewhere(payment, amount, payment.amount, "at_reconciliation", meta)
     });
-    if let Some((entry, _)) = &found {
-        items.push(app.audit().put(entry)?);
+    if let Some((entry, event)) = found {
+        items.push(app.audit().put(&entry)?);
+        items.push(outbox::put(table, event)?);
     }
     match table.transact(items).await {
-        Ok(()) => {
-            if let Some((_, event)) = found {
-                meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
-            }
-            Ok(Reconciled::Settled)
-        }
+        Ok(()) => Ok(Reconciled::Settled),
         // The state moved (a webhook recorded the refund): the next run sees it.
         Err(StoreError::TransactionConditionsFailed(_)) => Ok(Reconciled::Pending),
         Err(other) => Err(other.into()),

@@ -30,6 +30,7 @@ use crate::{
     http::{ApiError, FieldError, RequestMeta},
     identity::auth::Principal,
     notify::DomainEvent,
+    outbox::{self, Message},
     store::{StoreError, av},
     time,
 };
@@ -232,8 +233,8 @@ pub(super) async fn refund_failed(
         let total = at_stripe.unwrap_or(before.amount_refunded).min(before.amount);
         if total > base {
             let (entry, event) = refunded_elsewhere(&before, total - base, total, "while_refunding", meta);
-            app.audit().record_or_log(&entry).await;
-            meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
+            let table = app.table();
+            table.transact(vec![app.audit().put(&entry)?, outbox::put(table, event)?]).await?;
         }
     }
     Ok(())
@@ -294,15 +295,16 @@ pub async fn finish_refund(
         let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &current.payer_org_id, meta)
             .actor_if(actor)
             .details(details);
-        match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
+        let announcement = DomainEvent::new(
+            "payment.refunded",
+            json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
+                    "refunded_elsewhere": (total - ours).max(0), "amount_refunded": total,
+                    "currency": current.currency }),
+        );
+        let items =
+            vec![table.update(done)?, app.audit().put(&entry)?, outbox::put(table, Message::event(&announcement))?];
+        match table.transact(items).await {
             Ok(()) => {
-                let announcement = DomainEvent::new(
-                    "payment.refunded",
-                    json!({ "payment_id": payment_id, "refund_id": refund.id, "amount": refund.amount,
-                            "refunded_elsewhere": (total - ours).max(0), "amount_refunded": total,
-                            "currency": current.currency }),
-                );
-                meta.deadline.bounded("refund event", app.events().publish_or_log(announcement)).await;
                 let mut ids = current.refund_ids.clone();
                 ids.push(refund.id.clone());
                 return Ok(Payment {

@@ -28,6 +28,7 @@ use crate::{
     http::{ApiError, RequestMeta},
     identity::auth::Principal,
     notify::DomainEvent,
+    outbox::{self, Message},
     store::{StoreError, av},
     time,
 };
@@ -111,20 +112,15 @@ pub async fn release(
         .value(":dispute_won", av::s("won"))
         .value(":dispute_warning_closed", av::s("warning_closed"));
     let mut items = vec![table.update(claim)?];
-    let mut found_refund = None;
     if refunded > payment.amount_refunded {
         // Recorded here, once: the webhook that follows finds the total already known.
         let (entry, event) =
             refunded_elsewhere(&payment, refunded - payment.amount_refunded, refunded, "at_release", meta);
         items.push(app.audit().put(&entry)?);
-        found_refund = Some(event);
+        items.push(outbox::put(table, event)?);
     }
     match table.transact(items).await {
-        Ok(()) => {
-            if let Some(event) = found_refund {
-                meta.deadline.bounded("refund event", app.events().publish_or_log(event)).await;
-            }
-        }
+        Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(_)) => {
             let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
             return match current.status {
@@ -293,11 +289,12 @@ pub async fn finish_release(
         )
         .value(":transfer", av::s(transfer_id))
         .value(":amount", av::n(amount));
-    match table.transact(vec![table.update(done)?, app.audit().put(&entry)?]).await {
-        Ok(()) => {
-            meta.deadline.bounded("release notifications", notify_released(app, payment, amount, transfer_id)).await;
-            Ok(Transferred::Now(transfer_id.to_owned()))
-        }
+    let mut items = vec![table.update(done)?, app.audit().put(&entry)?];
+    for message in release_messages(app, payment, amount, transfer_id).await? {
+        items.push(outbox::put(table, message)?);
+    }
+    match table.transact(items).await {
+        Ok(()) => Ok(Transferred::Now(transfer_id.to_owned())),
         Err(StoreError::TransactionConditionsFailed(_)) => {
             let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
             match (current.status, current.transfer_id) {
@@ -309,29 +306,26 @@ pub async fn finish_release(
     }
 }
 
-/// Tells the provider (SMS) and the events topic about a release that was just recorded.
-pub(crate) async fn notify_released(app: &App, payment: &Payment, amount: i64, transfer_id: &str) {
-    app.events()
-        .publish_or_log(DomainEvent::new(
-            "payment.released",
-            json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,
-                    "amount": amount, "currency": payment.currency }),
-        ))
-        .await;
-    let phone = match Provider::find(app, &payment.provider_id).await {
-        Ok(provider) => provider.and_then(|p| p.phone),
-        Err(error) => {
-            tracing::error!(%error, "provider not read; release SMS not sent");
-            None
-        }
-    };
-    if let Some(phone) = phone {
+/// What a recorded release tells: the `payment.released` event, and an SMS to the provider's
+/// phone if they gave one. They go into the outbox with the release itself.
+pub(crate) async fn release_messages(
+    app: &App,
+    payment: &Payment,
+    amount: i64,
+    transfer_id: &str,
+) -> Result<Vec<Message>, ApiError> {
+    let event = DomainEvent::new(
+        "payment.released",
+        json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,
+                "amount": amount, "currency": payment.currency }),
+    );
+    let mut messages = vec![Message::event(&event)];
+    if let Some(phone) = Provider::find(app, &payment.provider_id).await?.and_then(|p| p.phone) {
         let text = format!(
             "You have been paid: {} is on its way to your account.",
             super::money::format_amount(amount, &payment.currency)
         );
-        if let Err(error) = app.events().send_sms(&phone, &text).await {
-            tracing::error!(%error, "release SMS not sent");
-        }
+        messages.push(Message::sms(&phone, text));
     }
+    Ok(messages)
 }

@@ -100,11 +100,9 @@ pub async fn start(
         .actor(principal.user_id())
         .details(json!({ "subscription_id": state.id, "price_id": price_id }));
     let table = app.table();
-    match table.transact(vec![table.put_new(&subscription)?, app.audit().put(&audit)?]).await {
-        Ok(()) => {
-            publish(app, &subscription).await;
-            Ok((subscription, state.client_secret))
-        }
+    let items = vec![table.put_new(&subscription)?, app.audit().put(&audit)?, announce(table, &subscription)?];
+    match table.transact(items).await {
+        Ok(()) => Ok((subscription, state.client_secret)),
         // A retried request with the same key got the same subscription, or its webhook got
         // here first: what is stored is as new or newer than Stripe's answer to the create.
         Err(crate::store::StoreError::TransactionConditionsFailed(_)) => {
@@ -166,22 +164,29 @@ pub async fn cancel(
             .value(":now", av::s(&now))
             .value(":as_of", av::n(as_of)),
     )?;
-    match table.transact(vec![update, app.audit().put(&audit)?]).await {
+    let cancelled = Subscription {
+        status: state.status.clone(),
+        cancel_at_period_end: state.cancel_at_period_end,
+        ..existing.clone()
+    };
+    match table.transact(vec![update, app.audit().put(&audit)?, announce(table, &cancelled)?]).await {
         Ok(()) => {}
+        // A newer state from Stripe is stored (and was announced by its webhook).
         Err(crate::store::StoreError::TransactionConditionsFailed(_)) => app.audit().record_or_log(&audit).await,
         Err(other) => return Err(other.into()),
     }
-    let updated = table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)?;
-    publish(app, &updated).await;
-    Ok(updated)
+    table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
 }
 
-async fn publish(app: &App, subscription: &Subscription) {
-    app.events()
-        .publish_or_log(DomainEvent::new(
-            "subscription.updated",
-            json!({ "subscription_id": subscription.subscription_id, "user_id": subscription.user_id,
-                    "status": subscription.status, "cancel_at_period_end": subscription.cancel_at_period_end }),
-        ))
-        .await;
+/// The `subscription.updated` event for `subscription`, as an outbox item for its change.
+fn announce(
+    table: &crate::store::Table,
+    subscription: &Subscription,
+) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, crate::store::StoreError> {
+    let event = DomainEvent::new(
+        "subscription.updated",
+        json!({ "subscription_id": subscription.subscription_id, "user_id": subscription.user_id,
+                "status": subscription.status, "cancel_at_period_end": subscription.cancel_at_period_end }),
+    );
+    crate::outbox::put(table, crate::outbox::Message::event(&event))
 }

@@ -6,12 +6,13 @@
 
 use serde_json::{Value, json};
 
-use super::process::{Effect, StripeEvent, Then};
+use super::process::{Effect, StripeEvent};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::DomainEvent,
+    outbox::{self, Message},
     payments::payment::{Payment, PaymentStatus},
     store::{Change, av},
     time,
@@ -61,13 +62,15 @@ pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, Ap
     if let Some(charge) = charge {
         change = change.value(":charge", av::s(charge));
     }
-    let announce = succeeded.then(|| {
-        DomainEvent::new(
+    let mut changes = vec![app.table().update(change)?];
+    if succeeded {
+        let event = DomainEvent::new(
             "payment.succeeded",
             json!({ "payment_id": payment.payment_id, "amount": payment.amount, "currency": payment.currency }),
-        )
-    });
-    Ok(Effect::new(vec![app.table().update(change)?], announce.map(Then::Announce)))
+        );
+        changes.push(outbox::put(app.table(), Message::event(&event))?);
+    }
+    Ok(Effect::new(changes))
 }
 
 /// `charge.refunded`: Stripe's running total of refunds on the charge. The total only
@@ -111,7 +114,7 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
     // While `refunding`, this is (most likely) our own refund: the refund route or the
     // reconciler records it with its one audit entry.
     if payment.status == PaymentStatus::Refunding {
-        return Ok(Effect { changes, then: None, read_dependent: true });
+        return Ok(Effect { changes, read_dependent: true });
     }
     let amount = total - payment.amount_refunded;
     let mut details = json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
@@ -134,7 +137,8 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
         json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
                 "currency": payment.currency }),
     );
-    Ok(Effect { changes, then: Some(Then::Announce(announce)), read_dependent: true })
+    changes.push(outbox::put(app.table(), Message::event(&announce))?);
+    Ok(Effect { changes, read_dependent: true })
 }
 
 /// `charge.dispute.*`: the dispute's status holds or frees the funds (see
@@ -158,7 +162,7 @@ pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         "payment_id": payment.payment_id, "dispute_id": object["id"], "dispute_status": status,
         "amount": object["amount"], "reason": object["reason"], "payment_status": payment.status,
     }));
-    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?], None))
+    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?]))
 }
 
 /// The payment a transfer belongs to: its metadata, else its `transfer_group`.
@@ -201,8 +205,11 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment_id, "transfer_id": transfer_id, "amount": amount,
                          "currency": payment.currency, "source": "stripe" }));
-    let then = Then::Released { payment: Box::new(payment), transfer_id: transfer_id.to_owned(), amount };
-    Ok(Effect::new(vec![app.table().update(done)?, app.audit().put(&entry)?], Some(then)))
+    let mut changes = vec![app.table().update(done)?, app.audit().put(&entry)?];
+    for message in crate::payments::release::release_messages(app, &payment, amount, transfer_id).await? {
+        changes.push(outbox::put(app.table(), message)?);
+    }
+    Ok(Effect::new(changes))
 }
 
 /// `transfer.reversed`: how much of the transfer came back, recorded and audited.
@@ -221,5 +228,5 @@ pub async fn transfer_reversed(app: &App, event: &StripeEvent, meta: &RequestMet
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment_id, "transfer_id": object["id"], "amount_reversed": reversed,
                          "currency": payment.currency }));
-    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?], None))
+    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?]))
 }

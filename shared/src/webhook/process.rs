@@ -15,7 +15,7 @@ use crate::{
     App,
     http::{ApiError, RequestMeta},
     notify::DomainEvent,
-    payments::payment::Payment,
+    outbox::{self, Message},
     store::{Change, StoreError, av},
     time,
 };
@@ -55,33 +55,22 @@ pub enum Outcome {
     Ignored,
 }
 
-/// The writes for one event, committed with its marker, and what to do once they commit.
+/// The writes for one event, committed with its marker (its notifications among them, as
+/// outbox items).
 pub struct Effect {
     pub changes: Vec<TransactWriteItem>,
-    pub then: Option<Then>,
     /// Conditioned on what was read rather than on event order: if it keeps losing races,
     /// the delivery fails (Stripe redelivers) instead of being marked skipped and lost.
     pub read_dependent: bool,
 }
 
-/// What follows a committed effect.
-pub enum Then {
-    Announce(DomainEvent),
-    /// A release finished by the webhook: announced and the provider told, as by the route.
-    Released {
-        payment: Box<Payment>,
-        transfer_id: String,
-        amount: i64,
-    },
-}
-
 impl Effect {
     pub fn none() -> Self {
-        Self { changes: Vec::new(), then: None, read_dependent: false }
+        Self { changes: Vec::new(), read_dependent: false }
     }
 
-    pub fn new(changes: Vec<TransactWriteItem>, then: Option<Then>) -> Self {
-        Self { changes, then, read_dependent: false }
+    pub fn new(changes: Vec<TransactWriteItem>) -> Self {
+        Self { changes, read_dependent: false }
     }
 }
 
@@ -139,7 +128,7 @@ async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiEr
         .value(":payouts", av::b(object["payouts_enabled"].as_bool().unwrap_or(false)))
         .value(":created", av::n(event.created))
         .value(":now", av::s(time::rfc3339(time::now())));
-    Ok(Effect::new(vec![app.table().update(change)?], None))
+    Ok(Effect::new(vec![app.table().update(change)?]))
 }
 
 /// Subscriptions follow Stripe in event order. One we have not stored yet (its event beat
@@ -152,10 +141,13 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
     };
     let status = object["status"].as_str().unwrap_or("unknown");
     let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
-    let announce = Then::Announce(DomainEvent::new(
-        "subscription.updated",
-        json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end }),
-    ));
+    let announce = outbox::put(
+        app.table(),
+        Message::event(&DomainEvent::new(
+            "subscription.updated",
+            json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end }),
+        )),
+    )?;
     let change = match find_by_gsi1(app, &format!("SUB#{id}")).await? {
         Some((pk, sk)) => {
             let change = Change::new(&pk, &sk)
@@ -180,7 +172,7 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
             app.table().put_new(&item)?
         }
     };
-    Ok(Effect::new(vec![change], Some(announce)))
+    Ok(Effect::new(vec![change, announce]))
 }
 
 fn marker(app: &App, event: &StripeEvent, outcome: &str) -> Result<TransactWriteItem, StoreError> {
@@ -215,19 +207,7 @@ pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         let mut items = vec![marker(app, event, "processed")?];
         items.extend(effect.changes);
         match table.transact(items).await {
-            Ok(()) => {
-                match effect.then {
-                    Some(Then::Announce(announcement)) => {
-                        meta.deadline.bounded("event", app.events().publish_or_log(announcement)).await;
-                    }
-                    Some(Then::Released { payment, transfer_id, amount }) => {
-                        let notify = crate::payments::release::notify_released(app, &payment, amount, &transfer_id);
-                        meta.deadline.bounded("release notifications", notify).await;
-                    }
-                    None => {}
-                }
-                return Ok(Outcome::Processed);
-            }
+            Ok(()) => return Ok(Outcome::Processed),
             Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => {
                 return Ok(Outcome::Duplicate);
             }
