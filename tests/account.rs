@@ -91,6 +91,9 @@ async fn restore_cancels_a_scheduled_deletion_once() {
     assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 200);
     let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
     assert!(audit.iter().any(|e| s(e, "action") == "account.restored"));
+    let cancelled =
+        t.emails_to(&email).await.into_iter().filter(|e| e.subject == "Your account will not be deleted").count();
+    assert_eq!(cancelled, 1, "one deletion-cancelled email");
 }
 
 #[tokio::test]

@@ -103,6 +103,12 @@ pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMet
     let audit = AuditEntry::new("account.restored", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id);
+    let base = &app.settings().frontend_url;
+    let notice = Message::email(
+        EmailKind::DeletionCancelled,
+        &user.email,
+        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
+    );
     let items = vec![
         table.update(
             Change::new(&pk, &sk)
@@ -112,6 +118,7 @@ pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMet
                 .value(":now", av::s(&now)),
         ),
         app.audit().put(&audit),
+        outbox::put(table, notice),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;

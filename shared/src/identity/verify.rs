@@ -44,6 +44,14 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
                 json!({ "user_id": user.user_id, "org_id": user.org_id }),
             )),
         ),
+        outbox::put(
+            table,
+            Message::email(
+                EmailKind::Welcome,
+                &user.email,
+                json!({ "name": user.full_name, "login_link": format!("{}/login", app.settings().frontend_url) }),
+            ),
+        ),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;

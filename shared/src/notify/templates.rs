@@ -17,6 +17,9 @@ pub enum EmailKind {
     PasswordChanged,
     Invitation,
     DeletionScheduled,
+    Welcome,
+    DeletionCancelled,
+    AccountErased,
 }
 
 impl EmailKind {
@@ -28,6 +31,9 @@ impl EmailKind {
             Self::PasswordChanged => "password_changed",
             Self::Invitation => "invitation",
             Self::DeletionScheduled => "deletion_scheduled",
+            Self::Welcome => "welcome",
+            Self::DeletionCancelled => "deletion_cancelled",
+            Self::AccountErased => "account_erased",
         }
     }
 }
@@ -47,7 +53,8 @@ fn environment() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.add_template("layout.html", include_str!("templates/layout.html")).expect("layout compiles");
-        templates!(env; "verify_email", "account_exists", "reset_password", "password_changed", "invitation", "deletion_scheduled");
+        templates!(env; "verify_email", "account_exists", "reset_password", "password_changed", "invitation",
+            "deletion_scheduled", "welcome", "deletion_cancelled", "account_erased");
         env
     })
 }
@@ -97,6 +104,9 @@ mod tests {
             EmailKind::PasswordChanged,
             EmailKind::Invitation,
             EmailKind::DeletionScheduled,
+            EmailKind::Welcome,
+            EmailKind::DeletionCancelled,
+            EmailKind::AccountErased,
         ] {
             let email = render(kind, "a@example.com", &ctx).unwrap();
             assert!(
