@@ -13,7 +13,7 @@ use crate::{
     http::{ApiError, RequestMeta},
     notify::DomainEvent,
     outbox::{self, Message},
-    payments::payment::{Payment, PaymentStatus},
+    payments::payment::{Payment, PaymentStatus, number_is},
     store::{Change, av},
     time,
 };
@@ -23,14 +23,6 @@ async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Op
     let Some(pi) = payment_intent else { return Ok(None) };
     let Some((pk, _)) = super::process::find_by_gsi1(app, &format!("PI#{pi}")).await? else { return Ok(None) };
     Ok(Payment::find(app, pk.trim_start_matches("PAYMENT#")).await?)
-}
-
-fn refunded_is(seen: i64) -> &'static str {
-    if seen == 0 {
-        "(attribute_not_exists(amount_refunded) OR amount_refunded = :seen_refunded)"
-    } else {
-        "amount_refunded = :seen_refunded"
-    }
 }
 
 /// `payment_intent.succeeded` / `payment_intent.payment_failed`: the charge's outcome, if
@@ -100,7 +92,10 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
         }
         _ => return Ok(Effect::none()),
     };
-    let condition = format!("#status = :seen_status AND {}", refunded_is(payment.amount_refunded));
+    let condition = format!(
+        "#status = :seen_status AND {}",
+        number_is("amount_refunded", ":seen_refunded", payment.amount_refunded)
+    );
     let change = Change::new(&pk, "PAYMENT")
         .update("SET #status = :to, amount_refunded = :total, updated_at = :now")
         .condition(&condition)
