@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    identity::AccountTask,
     notify::{DomainEvent, EmailKind},
     store::{StoreError, Table},
     time,
@@ -31,6 +32,8 @@ pub enum Message {
     Sms { to: String, text: String },
     /// A domain event for the events topic, already serialised.
     Event { event_type: String, body: String },
+    /// Account work done out of the request (it may put further messages).
+    Task(AccountTask),
 }
 
 impl Message {
@@ -55,6 +58,7 @@ impl Message {
             Self::Email { .. } => "email",
             Self::Sms { .. } => "sms",
             Self::Event { .. } => "event",
+            Self::Task(_) => "task",
         }
     }
 }
@@ -107,6 +111,14 @@ mod tests {
             Message::email(EmailKind::VerifyEmail, "a@example.com", serde_json::json!({"link": "https://x/v?token=t"})),
             Message::sms("+14155550123", "You have been paid"),
             Message::event(&event),
+            Message::Task(AccountTask::SendPasswordReset {
+                email: "a@example.com".into(),
+                origin: crate::http::Origin {
+                    request_id: "r1".into(),
+                    source_ip: Some("192.0.2.1".into()),
+                    user_agent: None,
+                },
+            }),
         ] {
             let item = OutboxItem::new(message.clone());
             let stored: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =

@@ -7,5 +7,5 @@ mod request;
 mod response;
 
 pub use problem::{ApiError, FieldError, required_field};
-pub use request::{RequestMeta, parse_json};
+pub use request::{Origin, RequestMeta, parse_json};
 pub use response::{ApiResponse, serve};

@@ -20,6 +20,29 @@ pub struct RequestMeta {
     pub deadline: crate::deadline::Deadline,
 }
 
+/// Who asked, for work a request hands to the notifier (which audits it later): the
+/// request's id, address and user agent, without the invocation's own details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    /// The request as audit entries see it.
+    pub fn meta(&self) -> RequestMeta {
+        RequestMeta {
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            ..RequestMeta::default()
+        }
+    }
+}
+
 /// A caller-supplied id is echoed only if it is short and plain, so it can't smuggle
 /// anything into logs or headers.
 fn sane_request_id(value: &str) -> bool {
@@ -28,6 +51,14 @@ fn sane_request_id(value: &str) -> bool {
 }
 
 impl RequestMeta {
+    pub fn origin(&self) -> Origin {
+        Origin {
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
     /// The client address for per-address rate limits.
     pub fn client_key(&self) -> &str {
         self.source_ip.as_deref().unwrap_or("unknown")

@@ -10,6 +10,7 @@ mod password;
 mod register;
 mod reset;
 pub mod session;
+mod tasks;
 mod token;
 mod verify;
 
@@ -18,5 +19,6 @@ pub use model::{EmailGuard, Membership, OneTimeToken, Org, Role, TokenKind, User
 pub use password::{Password, PasswordError, PasswordHash};
 pub use register::{RegisterError, Registration, register};
 pub use reset::{forgot_password, reset_password};
+pub use tasks::AccountTask;
 pub use token::{OpaqueToken, TokenHash};
 pub use verify::{resend_verification, verify_email};

@@ -7,15 +7,15 @@
 use serde_json::json;
 
 use super::{
-    Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordError, PasswordHash, Role,
-    TokenKind, User,
+    AccountTask, Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordError, PasswordHash,
+    Role, TokenKind, User,
 };
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    http::{ApiError, Origin, RequestMeta},
     notify::{DomainEvent, EmailKind},
-    outbox::{self, Message},
+    outbox::{self, Message, OutboxItem},
     store::{StoreError, keys},
     time,
 };
@@ -148,18 +148,26 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         }
     }
 
-    match table.transact(items).await {
-        Ok(()) => {}
-        Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => {
-            return notify_existing_account(app, &input.email, meta).await;
-        }
+    let taken = match table.transact(items).await {
+        Ok(()) => false,
+        Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => true,
         // Any other failed condition is the invitation having been used concurrently.
         Err(StoreError::TransactionConditionsFailed(_)) if input.invitation_token.is_some() => {
             return Err(RegisterError::InvitationInvalid);
         }
         Err(other) => return Err(other.into()),
+    };
+    // Both outcomes write the same task, so a taken address costs what a free one does; the
+    // notifier finds which it was and warns the owner only if this attempt lost.
+    let check = AccountTask::WarnAccountExists {
+        email: input.email.as_str().to_owned(),
+        origin: meta.origin(),
+        attempted_user_id: user_id.clone(),
+    };
+    table.transact(vec![outbox::put(table, Message::Task(check))?]).await?;
+    if !taken {
+        tracing::info!(%user_id, %org_id, "user registered");
     }
-    tracing::info!(%user_id, %org_id, "user registered");
     Ok(())
 }
 
@@ -178,23 +186,31 @@ async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<P
     }
 }
 
-/// The address is taken: tell its owner, record the attempt, answer exactly as for a new
-/// registration.
-async fn notify_existing_account(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), RegisterError> {
+/// The notifier's half of a registration: if the address belongs to someone other than the
+/// attempt's user (the address was taken), its owner gets an "account exists" email (with
+/// links to log in or reset) and the attempt is audited in their organisation.
+pub(super) async fn warn_account_exists(
+    app: &App,
+    email: &str,
+    origin: &Origin,
+    attempted_user_id: &str,
+) -> Result<Vec<OutboxItem>, ApiError> {
     let table = app.table();
-    let base = &app.settings().frontend_url;
-    let notice = Message::email(
-        EmailKind::AccountExists,
-        email.as_str(),
-        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
-    );
-    let mut items = vec![outbox::put(table, notice)?];
-    if let Some(user) = User::find_by_email(table, email.as_str()).await? {
-        let entry = AuditEntry::new("auth.register", AuditStatus::Failure, &user.org_id, meta)
-            .target(&user.user_id)
-            .details(json!({ "reason": "email_already_registered" }));
-        items.push(app.audit().put(&entry)?);
+    let Some(owner) = User::find_by_email(table, email).await? else {
+        return Ok(Vec::new());
+    };
+    if owner.user_id == attempted_user_id {
+        return Ok(Vec::new());
     }
-    table.transact(items).await?;
-    Ok(())
+    let base = &app.settings().frontend_url;
+    let notice = OutboxItem::new(Message::email(
+        EmailKind::AccountExists,
+        email,
+        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
+    ));
+    let entry = AuditEntry::new("auth.register", AuditStatus::Failure, &owner.org_id, &origin.meta())
+        .target(&owner.user_id)
+        .details(json!({ "reason": "email_already_registered" }));
+    table.transact(vec![notice.put(table)?, app.audit().put(&entry)?]).await?;
+    Ok(vec![notice])
 }

@@ -3,36 +3,49 @@
 
 use serde_json::json;
 
-use super::{Email, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
+use super::{AccountTask, Email, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    http::{ApiError, FieldError, Origin, RequestMeta},
     notify::EmailKind,
-    outbox::{self, Message},
+    outbox::{self, Message, OutboxItem},
     store::{Change, av},
     time,
 };
 
 pub const RESET_TOKEN_HOURS: i64 = 1;
 
-/// Emails a reset link if `email` has an account. The caller answers the same either way.
+/// Asks for a reset link for `email`. The request only hands the work to the notifier (an
+/// outbox task, [`send_password_reset`]), so it does the same thing, in the same time,
+/// whether or not the address has an account.
 #[tracing::instrument(skip_all)]
 pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+    let task = AccountTask::SendPasswordReset { email: email.as_str().to_owned(), origin: meta.origin() };
     let table = app.table();
-    let Some(user) = User::find_by_email(table, email.as_str()).await? else {
-        return Ok(());
+    table.transact(vec![outbox::put(table, Message::Task(task))?]).await?;
+    Ok(())
+}
+
+/// The notifier's half of [`forgot_password`]: if `email` has an account (not being
+/// deleted), a fresh one-hour link replaces any older one, by email, audited. The outbox
+/// items it committed, for the notifier to send at once.
+pub(super) async fn send_password_reset(app: &App, email: &str, origin: &Origin) -> Result<Vec<OutboxItem>, ApiError> {
+    let table = app.table();
+    let Some(user) = User::find_by_email(table, email).await? else {
+        return Ok(Vec::new());
     };
     let (user_pk, user_sk) = User::key(&user.user_id);
     if user.deletion_scheduled_at.is_some() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
-    let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, meta)
+    let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, &origin.meta())
         .target(&user.user_id);
     let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
+    let message = OutboxItem::new(Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link })));
     let items = vec![
         table.put_new(&item),
         // Only the newest link works.
@@ -43,12 +56,12 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
                 .value(":hash", av::s(hash.as_str())),
         ),
         app.audit().put(&audit),
-        outbox::put(table, Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link }))),
+        message.put(table),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     table.transact(items).await?;
-    Ok(())
+    Ok(vec![message])
 }
 
 /// Sets a new password with a reset token. Single use; bumps the session version so every

@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use super::{Email, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
+use super::{AccountTask, Email, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
-    outbox::{self, Message},
+    outbox::{self, Message, OutboxItem},
     store::{Change, StoreError, av},
     time,
 };
@@ -60,24 +60,38 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
     Ok(())
 }
 
-/// Sends a fresh verification email if `email` belongs to an account that still needs one.
-/// The caller answers the same whatever happens here. The new token replaces the user's
-/// current one, so older links stop working.
+/// Asks for a fresh verification email for `email`. Like [`super::forgot_password`], the
+/// request only hands the work to the notifier ([`send_verification`]), so it answers the
+/// same, in the same time, whatever the address.
 #[tracing::instrument(skip_all)]
 pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiError> {
+    let task = AccountTask::ResendVerification { email: email.as_str().to_owned() };
     let table = app.table();
-    let Some(user) = User::find_by_email(table, email.as_str()).await? else {
-        return Ok(());
+    table.transact(vec![outbox::put(table, Message::Task(task))?]).await?;
+    Ok(())
+}
+
+/// The notifier's half of [`resend_verification`]: if `email` belongs to an account that
+/// still needs verifying, a new token replaces the user's current one (older links stop
+/// working) and is emailed. The outbox items it committed.
+pub(super) async fn send_verification(app: &App, email: &str) -> Result<Vec<OutboxItem>, ApiError> {
+    let table = app.table();
+    let Some(user) = User::find_by_email(table, email).await? else {
+        return Ok(Vec::new());
     };
     let (user_pk, user_sk) = User::key(&user.user_id);
     if user.email_verified || user.deletion_scheduled_at.is_some() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::VerifyEmail, &hash, &user.user_id, time::hours(VERIFY_TOKEN_HOURS));
     let link = format!("{}/verify-email?token={}", app.settings().frontend_url, token.expose());
-    let email = Message::email(EmailKind::VerifyEmail, &user.email, json!({ "link": link, "name": user.full_name }));
+    let message = OutboxItem::new(Message::email(
+        EmailKind::VerifyEmail,
+        &user.email,
+        json!({ "link": link, "name": user.full_name }),
+    ));
     let items = vec![
         table.put_new(&item),
         table.update(
@@ -87,15 +101,14 @@ pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiErro
                 .value(":hash", av::s(hash.as_str()))
                 .value(":false", av::b(false)),
         ),
-        outbox::put(table, email),
+        message.put(table),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     match table.transact(items).await {
-        Ok(()) => {}
+        Ok(()) => Ok(vec![message]),
         // Verified in the meantime: nothing to send.
-        Err(StoreError::TransactionConditionsFailed(_)) => return Ok(()),
-        Err(other) => return Err(ApiError::internal(other)),
+        Err(StoreError::TransactionConditionsFailed(_)) => Ok(Vec::new()),
+        Err(other) => Err(ApiError::internal(other)),
     }
-    Ok(())
 }

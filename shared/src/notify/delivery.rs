@@ -138,6 +138,17 @@ async fn send(app: &App, message: &Message) -> Result<String, NotifyError> {
         Message::Email { template, to, context } => app.mailer().send(&render(*template, to, context)?).await,
         Message::Sms { to, text } => app.events().send_sms(to, text).await,
         Message::Event { event_type, body } => app.events().publish_json(event_type, body).await,
+        Message::Task(task) => {
+            let follow_ups = task.run(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
+            // What the task committed goes out now; its own stream record is the backstop
+            // (and finds it sent).
+            for item in &follow_ups {
+                if let Err(error) = Box::pin(deliver(app, item)).await {
+                    tracing::warn!(%error, outbox_id = %item.id, "follow-up not sent yet; the stream retries it");
+                }
+            }
+            Ok(format!("task:{}", task.name()))
+        }
     }
 }
 

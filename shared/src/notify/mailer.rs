@@ -16,6 +16,8 @@ pub enum NotifyError {
     Ses(String),
     #[error("SNS refused or failed: {0}")]
     Sns(String),
+    #[error("task failed: {0}")]
+    Task(String),
 }
 
 #[derive(Debug, Clone)]
