@@ -29,6 +29,7 @@ from pathlib import Path
 import boto3
 import yaml
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -219,9 +220,34 @@ def machine_secrets() -> dict:
     return values
 
 
+def provision_push_and_feedback(moto: str, name: str) -> dict:
+    """What the template's parameters and mail resources give the functions in AWS: the SNS
+    platform applications for push (made outside CloudFormation there, with the FCM / APNs
+    credentials; moto accepts any), the SES feedback topic and the configuration set."""
+    sns = client("sns", moto)
+    apps = {
+        platform: sns.create_platform_application(
+            Name=f"{name}-{suffix}", Platform=platform,
+            Attributes={"PlatformCredential": "local-not-a-real-credential",
+                        **({"PlatformPrincipal": "local-not-a-real-certificate"} if platform == "APNS" else {})},
+        )["PlatformApplicationArn"]
+        for platform, suffix in (("GCM", "fcm"), ("APNS", "apns"))
+    }
+    configuration_set = f"{name}-mail"
+    try:
+        client("sesv2", moto).create_configuration_set(ConfigurationSetName=configuration_set)
+    except ClientError as error:
+        if "AlreadyExists" not in error.response["Error"]["Code"]:
+            raise
+    return {"PUSH_FCM_APPLICATION_ARN": apps["GCM"], "PUSH_APNS_APPLICATION_ARN": apps["APNS"],
+            "SES_FEEDBACK_TOPIC_ARN": sns.create_topic(Name=f"{name}-ses-feedback")["TopicArn"],
+            "SES_CONFIGURATION_SET": configuration_set}
+
+
 def provision_aws(moto: str, name: str, stripe_api_base: str | None) -> dict:
     """The SES sender identity, the SNS topic and the Secrets Manager secret (with a Stripe
-    key for the stand-in when there is one, so the payment routes work offline)."""
+    key for the stand-in when there is one, so the payment routes work offline), and push and
+    mail feedback (above)."""
     sesv2 = client("sesv2", moto)
     sesv2.create_email_identity(EmailIdentity=EMAIL_FROM)
     sesv2.create_email_identity(EmailIdentity=EMAIL_FROM.split("@", 1)[1])
@@ -235,10 +261,11 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None) -> dict:
         secret_arn = sm.create_secret(Name=secret_name, SecretString=json.dumps(values))["ARN"]
     except sm.exceptions.ResourceExistsException:
         secret_arn = sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(values))["ARN"]
-    log("SES identity, SNS topic, dead-letter queue and secret provisioned")
     dlq_url = client("sqs", moto).create_queue(QueueName=f"{name}-notify-dlq")["QueueUrl"]
     env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn, "NOTIFY_DLQ_URL": dlq_url,
-           "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0]}
+           "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0], **provision_push_and_feedback(moto, name)}
+    log("SES identity and configuration set, SNS topics and platform applications, dead-letter queue and "
+        "secret provisioned")
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
     return env
@@ -319,8 +346,23 @@ class StreamPoller(threading.Thread):
         created = change.get("ApproximateCreationDateTime")
         if hasattr(created, "timestamp"):
             change["ApproximateCreationDateTime"] = int(created.timestamp())
+        for image in ("Keys", "NewImage", "OldImage"):
+            if image in change:
+                change[image] = {k: StreamPoller.attribute(v) for k, v in change[image].items()}
         return {"eventID": record["eventID"], "eventName": record["eventName"], "eventVersion": "1.1",
                 "eventSource": "aws:dynamodb", "awsRegion": REGION, "dynamodb": change, "eventSourceARN": arn}
+
+    @staticmethod
+    def attribute(value: dict) -> dict:
+        """DynamoDB Local's stream gives an empty map as `{}` (AWS gives `{"M": {}}`, and `{}` is
+        no attribute value at all), nested too; put the `M` back."""
+        if not value:
+            return {"M": {}}
+        if "M" in value:
+            return {"M": {k: StreamPoller.attribute(v) for k, v in value["M"].items()}}
+        if "L" in value:
+            return {"L": [StreamPoller.attribute(v) for v in value["L"]]}
+        return value
 
     def invoke(self, records: list[dict]) -> dict | None:
         """The function's answer, or None if the invocation itself failed."""
@@ -364,6 +406,94 @@ class StreamPoller(threading.Thread):
                                           "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"]}}
         client("sqs", self.moto).send_message(QueueUrl=self.dlq_url, MessageBody=json.dumps(details))
         log(f"stream poller: {len(batch)} record(s) sent to the dead-letter queue")
+
+
+# The template's topics, by logical id, and the stack variable holding each one's local ARN.
+TOPICS = {"SesFeedbackTopic": "SES_FEEDBACK_TOPIC_ARN", "EventsTopic": "EVENTS_TOPIC_ARN"}
+
+
+def sns_subscriptions(env: dict) -> list[dict]:
+    """The functions' SNS event sources, straight from template.yaml, with local topic ARNs."""
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CloudFormationLoader)
+    found = []
+    for name, resource in template["Resources"].items():
+        for event_name, event in resource.get("Properties", {}).get("Events", {}).items():
+            if event.get("Type") == "SNS":
+                topic = event["Properties"]["Topic"]
+                logical = topic.get("Ref") if isinstance(topic, dict) else None
+                if logical not in TOPICS:
+                    raise SystemExit(f"{name}.{event_name}: no local topic for {topic}; add it to TOPICS")
+                found.append({"function": resource["Metadata"]["BuildProperties"]["Binary"],
+                              "event": event_name, "topic_arn": env[TOPICS[logical]]})
+    return found
+
+
+class SnsRelay(threading.Thread):
+    """An SNS subscription of a function, locally: moto delivers the topic to an SQS queue (the
+    SNS JSON envelope, not raw), and this hands each message to the function through the
+    runtime emulator as the one-record event Lambda gives SNS-triggered functions. A failed
+    invocation is retried twice, as Lambda retries asynchronous invocations, then dropped.
+    It polls without waiting on the server: the serialised moto would stall on a long poll."""
+
+    RETRIES = 2
+
+    def __init__(self, moto: str, subscription: dict, invoke_url: str, stopped: threading.Event) -> None:
+        super().__init__(daemon=True, name=f"sns-relay-{subscription['event']}")
+        self.moto, self.invoke_url, self.stopped = moto, invoke_url, stopped
+        sqs = client("sqs", moto)
+        topic_name = subscription["topic_arn"].rsplit(":", 1)[1]
+        self.queue_url = sqs.create_queue(QueueName=f"{topic_name}-to-{subscription['function']}",
+                                          Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url,
+                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        # Subscribed before the stack reports ready, so nothing published afterwards is missed.
+        self.subscription_arn = client("sns", moto).subscribe(TopicArn=subscription["topic_arn"], Protocol="sqs",
+                                                              Endpoint=queue_arn)["SubscriptionArn"]
+
+    def run(self) -> None:
+        sqs = client("sqs", self.moto)
+        while not self.stopped.is_set():
+            try:
+                messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+                for message in messages:
+                    self.deliver(json.loads(message["Body"]))
+                    sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                if not messages:
+                    self.stopped.wait(0.2)
+            except Exception as error:  # noqa: BLE001 - keep relaying, as the service would
+                log(f"sns relay: {error}")
+                self.stopped.wait(1)
+
+    def lambda_event(self, envelope: dict) -> dict:
+        attributes = {k: {"Type": v.get("Type", "String"), "Value": v.get("Value", "")}
+                      for k, v in (envelope.get("MessageAttributes") or {}).items()}
+        return {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0",
+                             "EventSubscriptionArn": self.subscription_arn,
+                             "Sns": {"Type": envelope.get("Type", "Notification"), "MessageId": envelope["MessageId"],
+                                     "TopicArn": envelope["TopicArn"], "Subject": envelope.get("Subject"),
+                                     "Message": envelope["Message"], "Timestamp": envelope["Timestamp"],
+                                     "SignatureVersion": envelope.get("SignatureVersion", "1"),
+                                     "Signature": envelope.get("Signature", ""),
+                                     "SigningCertUrl": envelope.get("SigningCertURL", ""),
+                                     "UnsubscribeUrl": envelope.get("UnsubscribeURL", ""),
+                                     "MessageAttributes": attributes}}]}
+
+    def deliver(self, envelope: dict) -> None:
+        body = json.dumps(self.lambda_event(envelope)).encode()
+        for attempt in range(self.RETRIES + 1):
+            req = urllib.request.Request(self.invoke_url, data=body, method="POST",
+                                         headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=300) as resp:
+                    error = resp.headers.get("X-Amz-Function-Error")
+                    if not error:
+                        return
+            except OSError as failure:  # HTTP errors, refused connections, timeouts
+                error = failure
+            log(f"sns relay: invocation {attempt + 1} for message {envelope['MessageId']} failed: {error}")
+            if self.stopped.wait(0.5 * 2 ** attempt):
+                return
+        log(f"sns relay: message {envelope['MessageId']} dropped after {self.RETRIES} retries")
 
 
 def start_stripe_stand_in(stack: Stack, port: int) -> str:
@@ -444,14 +574,30 @@ def start_api(stack: Stack, env: dict, api_port: int) -> tuple[str, subprocess.P
     return api_url, watch
 
 
+def invoke_url(api_url: str, function: str) -> str:
+    return f"{api_url}/2015-03-31/functions/{function}/invocations"
+
+
 def start_poller(env: dict, api_url: str) -> StreamPoller:
-    """The notifier's event source mapping, fed from DynamoDB Local's stream."""
+    """The notifier's event source mapping, fed from DynamoDB Local's stream, and the functions'
+    SNS subscriptions (SnsRelay). Setting the returned poller's `stopped` stops them all."""
     mapping = stream_mapping()
     poller = StreamPoller(env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL"], env["TABLE_NAME"],
-                          f"{api_url}/2015-03-31/functions/{mapping['function']}/invocations", env["NOTIFY_DLQ_URL"])
+                          invoke_url(api_url, mapping["function"]), env["NOTIFY_DLQ_URL"])
     poller.start()
     log(f"stream poller feeding `{mapping['function']}` (batches of {mapping['batch_size']})")
+    start_sns_relays(env, api_url, poller.stopped)
     return poller
+
+
+def start_sns_relays(env: dict, api_url: str, stopped: threading.Event) -> list[SnsRelay]:
+    relays = []
+    for subscription in sns_subscriptions(env):
+        relay = SnsRelay(env["AWS_ENDPOINT_URL"], subscription, invoke_url(api_url, subscription["function"]), stopped)
+        relay.start()
+        relays.append(relay)
+        log(f"SNS relay feeding `{subscription['function']}` from {subscription['topic_arn']}")
+    return relays
 
 
 def serve(args) -> int:

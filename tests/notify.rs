@@ -8,7 +8,7 @@ use aws_lambda_events::event::dynamodb::Event;
 use common::{TestApp, s, unique_email};
 use serde_json::{Value, json};
 use shared::{
-    notify::{EmailKind, delivery::handle_batch},
+    notify::{Category, EmailKind, delivery::handle_batch},
     outbox::{Message, OutboxItem},
 };
 
@@ -76,7 +76,7 @@ async fn one_bad_record_fails_alone_and_the_rest_of_the_batch_goes_out() {
     let to = unique_email("batch");
     let phone = format!("+1415{:07}", u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()) % 10_000_000);
     let email = verification(&to);
-    let sms = OutboxItem::new(Message::sms(&phone, "Your code is 123456"));
+    let sms = OutboxItem::new(Message::sms(&phone, "Your code is 123456", "some-user", Category::Security));
     let poisoned = json!({"PK": {"S": "OUTBOX#poison"}, "SK": {"S": "OUTBOX"}, "message": {"S": "not a message"}});
     let not_outbox = json!({"PK": {"S": "USER#x"}, "SK": {"S": "PROFILE"}});
     let response = handle_batch(

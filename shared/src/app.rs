@@ -25,6 +25,7 @@ pub struct App {
     table: OnceLock<Table>,
     mailer: OnceLock<Mailer>,
     events: OnceLock<EventPublisher>,
+    sns: OnceLock<aws_sdk_sns::Client>,
     secrets: OnceLock<SecretsStore>,
     keys: DerivedFromSecret<Arc<KeySet>>,
     /// `None` inside: the secret holds no Stripe key.
@@ -81,6 +82,7 @@ impl App {
             table: OnceLock::new(),
             mailer: OnceLock::new(),
             events: OnceLock::new(),
+            sns: OnceLock::new(),
             secrets: OnceLock::new(),
             keys: DerivedFromSecret::new(),
             gateway: DerivedFromSecret::new(),
@@ -105,13 +107,22 @@ impl App {
     }
 
     pub fn mailer(&self) -> &Mailer {
-        self.mailer.get_or_init(|| Mailer::new(aws_sdk_sesv2::Client::new(&self.sdk), &self.settings.email_from))
+        self.mailer.get_or_init(|| {
+            Mailer::new(
+                aws_sdk_sesv2::Client::new(&self.sdk),
+                &self.settings.email_from,
+                self.settings.ses_configuration_set.clone(),
+            )
+        })
     }
 
     pub fn events(&self) -> &EventPublisher {
-        self.events.get_or_init(|| {
-            EventPublisher::new(aws_sdk_sns::Client::new(&self.sdk), self.settings.events_topic_arn.clone())
-        })
+        self.events.get_or_init(|| EventPublisher::new(self.sns().clone(), self.settings.events_topic_arn.clone()))
+    }
+
+    /// SNS, for push endpoints (events and SMS go through [`App::events`]).
+    pub fn sns(&self) -> &aws_sdk_sns::Client {
+        self.sns.get_or_init(|| aws_sdk_sns::Client::new(&self.sdk))
     }
 
     /// The init-time guard of a function that uses the secret as `use_`: in production, a

@@ -57,6 +57,11 @@ pub struct Settings {
     pub email_from: String,
     /// SNS topic for domain events. Optional outside production.
     pub events_topic_arn: Option<String>,
+    /// SNS platform applications for push (FCM, APNs); a platform without one takes no devices.
+    pub push_fcm_application_arn: Option<String>,
+    pub push_apns_application_arn: Option<String>,
+    /// The SES configuration set whose bounce and complaint events reach the notifier.
+    pub ses_configuration_set: Option<String>,
     pub secret_id: String,
     pub secret_refresh: Duration,
     pub rate_limits: crate::rate_limit::RateLimits,
@@ -164,6 +169,9 @@ impl Settings {
             frontend_url,
             email_from: require("EMAIL_FROM")?,
             events_topic_arn,
+            push_fcm_application_arn: get("PUSH_FCM_APPLICATION_ARN"),
+            push_apns_application_arn: get("PUSH_APNS_APPLICATION_ARN"),
+            ses_configuration_set: get("SES_CONFIGURATION_SET"),
             secret_id: require("SECRET_ID")?,
             secret_refresh,
             rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     identity::AccountTask,
-    notify::{DomainEvent, EmailKind},
+    notify::{Category, DomainEvent, EmailKind},
     store::{StoreError, Table},
     time,
 };
@@ -28,8 +28,17 @@ const KEEP_DAYS: i64 = 7;
 pub enum Message {
     /// An email rendered from a template at delivery.
     Email { template: EmailKind, to: String, context: serde_json::Value },
-    /// A text message through SNS.
-    Sms { to: String, text: String },
+    /// A text message through SNS; when it is for a user, their preferences apply.
+    Sms {
+        to: String,
+        text: String,
+        #[serde(default)]
+        user_id: Option<String>,
+        #[serde(default)]
+        category: Category,
+    },
+    /// A push notification to every device of a user, per their preferences.
+    Push { user_id: String, category: Category, title: String, body: String, data: serde_json::Value },
     /// A domain event for the events topic, already serialised.
     Event { event_type: String, body: String },
     /// Account work done out of the request (it may put further messages).
@@ -41,8 +50,19 @@ impl Message {
         Self::Email { template, to: to.to_owned(), context }
     }
 
-    pub fn sms(to: &str, text: impl Into<String>) -> Self {
-        Self::Sms { to: to.to_owned(), text: text.into() }
+    /// An SMS to a user's phone about `category`.
+    pub fn sms(to: &str, text: impl Into<String>, user_id: &str, category: Category) -> Self {
+        Self::Sms { to: to.to_owned(), text: text.into(), user_id: Some(user_id.to_owned()), category }
+    }
+
+    pub fn push(
+        user_id: &str,
+        category: Category,
+        title: impl Into<String>,
+        body: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Self {
+        Self::Push { user_id: user_id.to_owned(), category, title: title.into(), body: body.into(), data }
     }
 
     pub fn event(event: &DomainEvent) -> Self {
@@ -57,6 +77,7 @@ impl Message {
         match self {
             Self::Email { .. } => "email",
             Self::Sms { .. } => "sms",
+            Self::Push { .. } => "push",
             Self::Event { .. } => "event",
             Self::Task(_) => "task",
         }
@@ -109,7 +130,14 @@ mod tests {
         let event = DomainEvent::new("payment.released", serde_json::json!({"payment_id": "p1"}));
         for message in [
             Message::email(EmailKind::VerifyEmail, "a@example.com", serde_json::json!({"link": "https://x/v?token=t"})),
-            Message::sms("+14155550123", "You have been paid"),
+            Message::sms("+14155550123", "You have been paid", "u1", Category::Payments),
+            Message::push(
+                "u1",
+                Category::Payments,
+                "Paid",
+                "€10 is on its way",
+                serde_json::json!({"payment_id": "p1"}),
+            ),
             Message::event(&event),
             Message::Task(AccountTask::SendPasswordReset {
                 email: "a@example.com".into(),

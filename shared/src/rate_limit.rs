@@ -33,10 +33,14 @@ pub enum Rule {
     Restore,
     /// Invitations sent per admin.
     Invite,
+    /// Unsubscribe links honoured per client address.
+    Unsubscribe,
+    /// Push devices registered per user (each is an SNS call).
+    RegisterDevice,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 12] = [
         Rule::Register,
         Rule::Login,
         Rule::LoginAccount,
@@ -47,6 +51,8 @@ impl Rule {
         Rule::ResetPassword,
         Rule::Restore,
         Rule::Invite,
+        Rule::Unsubscribe,
+        Rule::RegisterDevice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +67,8 @@ impl Rule {
             Rule::ResetPassword => "reset_password",
             Rule::Restore => "restore",
             Rule::Invite => "invite",
+            Rule::Unsubscribe => "unsubscribe",
+            Rule::RegisterDevice => "register_device",
         }
     }
 
@@ -77,6 +85,8 @@ impl Rule {
             Rule::ResetPassword => (10, 3600),
             Rule::Restore => (5, 3600),
             Rule::Invite => (50, 3600),
+            Rule::Unsubscribe => (30, 3600),
+            Rule::RegisterDevice => (30, 3600),
         };
         Limit { count, window_seconds }
     }

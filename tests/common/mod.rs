@@ -450,6 +450,21 @@ impl TestApp {
             .collect()
     }
 
+    /// Push messages moto recorded for a platform endpoint (SNS's JSON message structure,
+    /// parsed), once the notifier has caught up.
+    pub async fn pushes_to(&self, endpoint_arn: &str) -> Vec<Value> {
+        self.outbox_delivered().await;
+        let data = self.moto_data().await;
+        data["sns"]["PlatformEndpoint"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["arn"] == endpoint_arn)
+            .flat_map(|e| e["messages"].as_object().cloned().unwrap_or_default().into_values())
+            .map(|m| serde_json::from_str(m.as_str().unwrap_or("null")).unwrap_or(Value::Null))
+            .collect()
+    }
+
     /// Domain events published to the events topic, with their `event_type` attribute, once
     /// the notifier has caught up.
     pub async fn published_events(&self) -> Vec<(String, Value)> {
@@ -488,7 +503,8 @@ impl SentEmail {
         let marker = format!("{path}?token=");
         let start = self.body.find(&marker)? + marker.len();
         let token: String =
-            self.body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+            // Opaque tokens are base64url; signed ones (unsubscribe) add the JWT's dots.
+            self.body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
         Some(token)
     }
 }

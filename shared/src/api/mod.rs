@@ -4,6 +4,7 @@
 pub mod account;
 pub mod audit;
 pub mod login;
+pub mod notifications;
 pub mod pay;
 pub mod register;
 pub mod reset;

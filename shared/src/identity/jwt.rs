@@ -13,7 +13,7 @@ use jsonwebtoken::{
     jwk::{Jwk, JwkSet, PublicKeyUse},
 };
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::Role;
 use crate::config::{Secrets, Settings};
@@ -83,24 +83,36 @@ impl KeySet {
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign_claims(claims)
+    }
+
+    /// Signs other tokens with the current key (each kind sets its own `aud` and
+    /// `token_use`, so no kind of token passes for another).
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.signing_kid.clone());
         jsonwebtoken::encode(&header, claims, &self.signing)
     }
 
-    /// The claims of a valid access token, or `None` for anything else.
-    pub fn verify(&self, token: &str, settings: &Settings) -> Option<AccessClaims> {
+    /// The claims of a token this key set signed for `issuer` and `audience`, unexpired;
+    /// `None` for anything else.
+    pub fn verify_claims<T: DeserializeOwned>(&self, token: &str, issuer: &str, audience: &str) -> Option<T> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::RS256 {
             return None;
         }
         let key = self.verifying.get(header.kid.as_deref()?)?;
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[&settings.jwt_issuer]);
-        validation.set_audience(&[&settings.jwt_audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).ok()?.claims;
+        jsonwebtoken::decode::<T>(token, key, &validation).ok().map(|t| t.claims)
+    }
+
+    /// The claims of a valid access token, or `None` for anything else.
+    pub fn verify(&self, token: &str, settings: &Settings) -> Option<AccessClaims> {
+        let claims: AccessClaims = self.verify_claims(token, &settings.jwt_issuer, &settings.jwt_audience)?;
         let lifetime = claims.exp - claims.iat;
         let now = crate::time::now().unix_timestamp();
         if claims.token_use != TOKEN_USE_ACCESS

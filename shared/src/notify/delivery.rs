@@ -16,9 +16,20 @@ use aws_lambda_events::event::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{NotifyError, render};
+use serde_json::{Value, json};
+
+use super::{
+    EmailKind, NotifyError,
+    preferences::{Category, Channel, Preferences},
+    push, render,
+    suppression::Suppression,
+    unsubscribe,
+};
 use crate::{
     App,
+    audit::{AuditEntry, AuditStatus},
+    http::RequestMeta,
+    identity::User,
     outbox::{self, Message, OutboxItem},
     store::{Change, StoreError, av},
     time,
@@ -46,8 +57,16 @@ pub enum DeliveryError {
 pub enum Delivered {
     /// Sent now; the provider's message id.
     Sent(String),
-    /// Sent before (a redelivery): nothing done.
+    /// Not sent, on purpose (suppressed address, preference off, no device): why.
+    Skipped(&'static str),
+    /// Done before (a redelivery): nothing done.
     AlreadySent,
+}
+
+/// What sending one message came to.
+enum Sent {
+    Sent(String),
+    Skipped(&'static str),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,7 +116,7 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
         Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
             let existing: Option<DeliveryRecord> = table.get(&item.pk, DELIVERY_SK).await?;
             return match existing.map(|r| r.status) {
-                Some(status) if status == "sent" => Ok(Delivered::AlreadySent),
+                Some(status) if status == "sent" || status == "skipped" => Ok(Delivered::AlreadySent),
                 _ => Err(DeliveryError::InFlight),
             };
         }
@@ -105,19 +124,23 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
     }
 
     match send(app, &item.message).await {
-        Ok(message_id) => {
+        Ok(sent) => {
+            let (status, detail, delivered) = match sent {
+                Sent::Sent(id) => ("sent", id.clone(), Delivered::Sent(id)),
+                Sent::Skipped(reason) => ("skipped", reason.to_owned(), Delivered::Skipped(reason)),
+            };
             let done = Change::new(&item.pk, DELIVERY_SK)
-                .update("SET #status = :sent, provider_message_id = :id, sent_at = :at")
+                .update("SET #status = :status, provider_message_id = :detail, sent_at = :at")
                 .name("#status", "status")
-                .value(":sent", av::s("sent"))
-                .value(":id", av::s(&message_id))
+                .value(":status", av::s(status))
+                .value(":detail", av::s(&detail))
                 .value(":at", av::s(time::rfc3339(time::now())));
             if let Err(error) = table.update_item(done).await {
                 // Sent but not recorded: a redelivery after the lease would send it again.
                 tracing::error!(%error, "message sent but its delivery record not updated");
             }
-            tracing::info!(%message_id, "message delivered");
-            Ok(Delivered::Sent(message_id))
+            tracing::info!(status, %detail, "message delivered");
+            Ok(delivered)
         }
         Err(error) => {
             let give_back = Change::new(&item.pk, DELIVERY_SK)
@@ -132,12 +155,30 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
     }
 }
 
-/// Sends one message through its channel; the provider's message id.
-async fn send(app: &App, message: &Message) -> Result<String, NotifyError> {
+/// Sends one message through its channel, unless the recipient's address is suppressed or
+/// their preferences turn it off.
+async fn send(app: &App, message: &Message) -> Result<Sent, NotifyError> {
     match message {
-        Message::Email { template, to, context } => app.mailer().send(&render(*template, to, context)?).await,
-        Message::Sms { to, text } => app.events().send_sms(to, text).await,
-        Message::Event { event_type, body } => app.events().publish_json(event_type, body).await,
+        Message::Email { template, to, context } => send_email(app, *template, to, context).await,
+        Message::Sms { to, text, user_id, category } => {
+            if let Some(user_id) = user_id
+                && !allowed(app, user_id, Channel::Sms, *category).await?
+            {
+                return Ok(Sent::Skipped("preference"));
+            }
+            Ok(Sent::Sent(app.events().send_sms(to, text).await?))
+        }
+        Message::Push { user_id, category, title, body, data } => {
+            if !allowed(app, user_id, Channel::Push, *category).await? {
+                return Ok(Sent::Skipped("preference"));
+            }
+            let outcome = push::send_to_user(app, user_id, title, body, data).await?;
+            if outcome.sent.is_empty() {
+                return Ok(Sent::Skipped("no_device"));
+            }
+            Ok(Sent::Sent(outcome.sent.join(",")))
+        }
+        Message::Event { event_type, body } => Ok(Sent::Sent(app.events().publish_json(event_type, body).await?)),
         Message::Task(task) => {
             let follow_ups = task.run(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
             // What the task committed goes out now; its own stream record is the backstop
@@ -147,9 +188,58 @@ async fn send(app: &App, message: &Message) -> Result<String, NotifyError> {
                     tracing::warn!(%error, outbox_id = %item.id, "follow-up not sent yet; the stream retries it");
                 }
             }
-            Ok(format!("task:{}", task.name()))
+            Ok(Sent::Sent(format!("task:{}", task.name())))
         }
     }
+}
+
+async fn allowed(app: &App, user_id: &str, channel: Channel, category: Category) -> Result<bool, NotifyError> {
+    if category == Category::Security {
+        return Ok(true);
+    }
+    let preferences = Preferences::load(app.table(), user_id).await.map_err(store)?;
+    Ok(preferences.allows(channel, category))
+}
+
+fn store(error: StoreError) -> NotifyError {
+    NotifyError::Task(format!("table: {error}"))
+}
+
+/// An email, unless its address is suppressed (audited in the owner's organisation) or,
+/// for non-essential mail, the owner turned it off; non-essential mail that goes carries
+/// its unsubscribe link.
+async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -> Result<Sent, NotifyError> {
+    let table = app.table();
+    let category = template.category();
+    if let Some(suppression) = Suppression::find(table, to).await.map_err(store)? {
+        if let Some(owner) = User::find_by_email(table, to).await.map_err(store)? {
+            let meta = RequestMeta { request_id: uuid::Uuid::now_v7().to_string(), ..RequestMeta::default() };
+            let entry = AuditEntry::new("email.not_sent", AuditStatus::Failure, &owner.org_id, &meta)
+                .target(&owner.user_id)
+                .details(json!({ "reason": "suppressed", "suppressed_for": suppression.reason, "email": template }));
+            app.audit().record(&entry).await.map_err(store)?;
+        }
+        tracing::warn!(email = ?template, "address suppressed; email not sent");
+        return Ok(Sent::Skipped("suppressed"));
+    }
+    let mut context = context.clone();
+    if category != Category::Security {
+        let Some(owner) = User::find_by_email(table, to).await.map_err(store)? else {
+            // Non-essential mail only ever goes to account holders.
+            return Ok(Sent::Skipped("no_account"));
+        };
+        if !allowed(app, &owner.user_id, Channel::Email, category).await? {
+            return Ok(Sent::Skipped("preference"));
+        }
+        let keys = app.keys().await.map_err(|e| NotifyError::Task(e.to_string()))?;
+        let token = unsubscribe::issue(app, &keys, &owner.user_id, Channel::Email, category)
+            .map_err(|e| NotifyError::Task(e.to_string()))?;
+        if let Some(fields) = context.as_object_mut() {
+            let link = format!("{}/unsubscribe?token={token}", app.settings().frontend_url);
+            fields.insert("unsubscribe_link".into(), Value::String(link));
+        }
+    }
+    Ok(Sent::Sent(app.mailer().send(&render(template, to, &context)?).await?))
 }
 
 /// The outbox item in a stream record's new image, if it is one.
@@ -180,4 +270,37 @@ pub async fn handle_batch(app: &App, event: Event) -> DynamoDbEventResponse {
         }
     }
     response
+}
+
+/// An SNS-triggered invocation, reduced to what the notifier reads (aws_lambda_events'
+/// `sns` feature would pull serde_with and schemars into every build for two strings).
+#[derive(Debug, Deserialize)]
+pub struct SnsEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<SnsRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SnsRecord {
+    #[serde(rename = "Sns")]
+    pub sns: SnsMessage,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SnsMessage {
+    #[serde(rename = "MessageId")]
+    pub message_id: String,
+    #[serde(rename = "Message")]
+    pub message: String,
+}
+
+/// SES feedback from its SNS topic: each notification's bounces and complaints suppress
+/// their addresses. An error fails the invocation, and Lambda retries it (SNS invokes
+/// asynchronously); recording is idempotent per SES feedback id.
+pub async fn handle_feedback(app: &App, event: SnsEvent) -> Result<(), DeliveryError> {
+    for record in event.records {
+        let suppressed = super::suppression::record_feedback(app, &record.sns.message, &record.sns.message_id).await?;
+        tracing::info!(suppressed, sns_message_id = %record.sns.message_id, "SES feedback recorded");
+    }
+    Ok(())
 }

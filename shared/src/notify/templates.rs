@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-use super::Email;
+use super::{Category, Email};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -23,6 +23,15 @@ pub enum EmailKind {
 }
 
 impl EmailKind {
+    /// What the email is about: security mail is always sent; the rest follows the
+    /// recipient's preferences and carries an unsubscribe link.
+    pub fn category(self) -> Category {
+        match self {
+            Self::Welcome => Category::Product,
+            _ => Category::Security,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::VerifyEmail => "verify_email",
@@ -64,12 +73,14 @@ pub fn render(kind: EmailKind, to: &str, context: impl Serialize) -> Result<Emai
     let env = environment();
     let ctx = minijinja::Value::from_serialize(&context);
     let name = kind.name();
+    let unsubscribe_link = ctx.get_attr("unsubscribe_link").ok().and_then(|v| v.as_str().map(str::to_owned));
     let subject = env.get_template(&format!("{name}.subject.txt"))?.render(&ctx)?;
     Ok(Email {
         to: to.to_owned(),
         subject: subject.trim().to_owned(),
         text: env.get_template(&format!("{name}.txt"))?.render(&ctx)?,
         html: env.get_template(&format!("{name}.html"))?.render(&ctx)?,
+        unsubscribe_link,
     })
 }
 
@@ -116,6 +127,25 @@ mod tests {
         }
         let invite = render(EmailKind::Invitation, "a@example.com", &ctx).unwrap();
         assert!(invite.html.contains("Acme &amp; Co") && invite.text.contains("https://x/p?token=t"));
+    }
+
+    #[test]
+    fn non_essential_mail_shows_its_unsubscribe_link_and_security_mail_has_none() {
+        let link = "https://app.example.com/unsubscribe?token=a.b.c";
+        let welcome = render(
+            EmailKind::Welcome,
+            "a@example.com",
+            serde_json::json!({"login_link": "https://x/login",
+            "unsubscribe_link": link}),
+        )
+        .unwrap();
+        assert_eq!(EmailKind::Welcome.category(), Category::Product);
+        assert_eq!(welcome.unsubscribe_link.as_deref(), Some(link));
+        assert!(welcome.text.contains(link) && welcome.html.contains(link));
+        let reset =
+            render(EmailKind::ResetPassword, "a@example.com", serde_json::json!({"link": "https://x/r"})).unwrap();
+        assert_eq!(EmailKind::ResetPassword.category(), Category::Security);
+        assert!(reset.unsubscribe_link.is_none() && !reset.html.contains("Unsubscribe"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     identity::auth::Principal,
-    notify::DomainEvent,
+    notify::{Category, DomainEvent},
     outbox::{self, Message},
     store::{StoreError, av},
     time,
@@ -301,8 +301,19 @@ pub async fn finish_refund(
                     "refunded_elsewhere": (total - ours).max(0), "amount_refunded": total,
                     "currency": current.currency }),
         );
-        let items =
-            vec![table.update(done)?, app.audit().put(&entry)?, outbox::put(table, Message::event(&announcement))?];
+        let told = Message::push(
+            &current.payer_user_id,
+            Category::Payments,
+            "Refund on its way",
+            format!("{} is being refunded to you.", super::money::format_amount(refund.amount, &current.currency)),
+            json!({ "payment_id": payment_id, "event": "payment.refunded" }),
+        );
+        let items = vec![
+            table.update(done)?,
+            app.audit().put(&entry)?,
+            outbox::put(table, Message::event(&announcement))?,
+            outbox::put(table, told)?,
+        ];
         match table.transact(items).await {
             Ok(()) => {
                 let mut ids = current.refund_ids.clone();

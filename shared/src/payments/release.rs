@@ -27,7 +27,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     identity::auth::Principal,
-    notify::DomainEvent,
+    notify::{Category, DomainEvent},
     outbox::{self, Message},
     store::{StoreError, av},
     time,
@@ -319,13 +319,20 @@ pub(crate) async fn release_messages(
         json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,
                 "amount": amount, "currency": payment.currency }),
     );
-    let mut messages = vec![Message::event(&event)];
+    let paid = super::money::format_amount(amount, &payment.currency);
+    let mut messages = vec![
+        Message::event(&event),
+        Message::push(
+            &payment.provider_user_id,
+            Category::Payments,
+            "You have been paid",
+            format!("{paid} is on its way to your account."),
+            json!({ "payment_id": payment.payment_id, "event": "payment.released" }),
+        ),
+    ];
     if let Some(phone) = Provider::find(app, &payment.provider_id).await?.and_then(|p| p.phone) {
-        let text = format!(
-            "You have been paid: {} is on its way to your account.",
-            super::money::format_amount(amount, &payment.currency)
-        );
-        messages.push(Message::sms(&phone, text));
+        let text = format!("You have been paid: {paid} is on its way to your account.");
+        messages.push(Message::sms(&phone, text, &payment.provider_user_id, Category::Payments));
     }
     Ok(messages)
 }

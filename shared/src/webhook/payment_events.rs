@@ -11,9 +11,12 @@ use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
-    notify::DomainEvent,
+    notify::{Category, DomainEvent},
     outbox::{self, Message},
-    payments::payment::{Payment, PaymentStatus, number_is},
+    payments::{
+        money::format_amount,
+        payment::{Payment, PaymentStatus, number_is},
+    },
     store::{Change, av},
     time,
 };
@@ -61,6 +64,14 @@ pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, Ap
             json!({ "payment_id": payment.payment_id, "amount": payment.amount, "currency": payment.currency }),
         );
         changes.push(outbox::put(app.table(), Message::event(&event))?);
+        let receipt = Message::push(
+            &payment.payer_user_id,
+            Category::Payments,
+            "Payment confirmed",
+            format!("Your payment of {} went through.", format_amount(payment.amount, &payment.currency)),
+            json!({ "payment_id": payment.payment_id, "event": "payment.succeeded" }),
+        );
+        changes.push(outbox::put(app.table(), receipt)?);
     }
     Ok(Effect::new(changes))
 }

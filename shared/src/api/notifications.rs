@@ -1,0 +1,105 @@
+//! `notifications` function: push devices, preferences and unsubscribe links.
+//! `POST /notifications/devices`, `GET /notifications/devices`,
+//! `DELETE /notifications/devices/{device_id}`, `GET|PUT /notifications/preferences`,
+//! `POST /notifications/unsubscribe` (no login: the token is the authority).
+
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    App,
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    identity::auth::authenticate,
+    notify::{
+        Preferences,
+        push::{Device, DeviceToken},
+        unsubscribe,
+    },
+    rate_limit::Rule,
+};
+
+#[derive(Deserialize)]
+struct DeviceBody {
+    platform: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UnsubscribeBody {
+    token: Option<String>,
+}
+
+fn device_body(device: &Device) -> serde_json::Value {
+    json!({ "device_id": device.device_id, "platform": device.platform, "created_at": device.created_at })
+}
+
+async fn add_device(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    app.rate_limit(Rule::RegisterDevice, principal.user_id()).await?;
+    let body = parse_json::<DeviceBody>(req)?;
+    let token = DeviceToken::parse(body.platform.as_deref(), body.token.as_deref())?;
+    let device = Device::register(app, principal.user_id(), &token).await?;
+    Ok(ApiResponse::json(StatusCode::CREATED, device_body(&device)))
+}
+
+async fn list_devices(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let devices = Device::list(app.table(), principal.user_id()).await?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "devices": devices.iter().map(device_body).collect::<Vec<_>>() })))
+}
+
+async fn remove_device(app: &App, req: &Request, device_id: &str) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    Device::remove(app, principal.user_id(), device_id).await?;
+    Ok(ApiResponse::no_content())
+}
+
+async fn get_preferences(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let preferences = Preferences::load(app.table(), principal.user_id()).await?;
+    Ok(ApiResponse::json(StatusCode::OK, preferences))
+}
+
+async fn put_preferences(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let body = parse_json::<serde_json::Value>(req)?;
+    // Checked once before touching the table, so bad input changes nothing.
+    Preferences::default().apply(&body)?;
+    let preferences = Preferences::update(app.table(), principal.user_id(), |p| p.apply(&body)).await?;
+    Ok(ApiResponse::json(StatusCode::OK, preferences))
+}
+
+async fn unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::Unsubscribe, meta.client_key()).await?;
+    let Some(token) = parse_json::<UnsubscribeBody>(req)?.token else {
+        return Err(ApiError::Validation(vec![FieldError::new("token", "is required")]));
+    };
+    let done = unsubscribe::unsubscribe(app, &token).await?;
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        json!({ "status": "unsubscribed", "channel": done.channel, "category": done.category }),
+    ))
+}
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(req, |req, meta| async move {
+        let path = req.uri().path().to_owned();
+        match (req.method().as_str(), path.as_str()) {
+            ("POST", "/notifications/devices") => add_device(app, &req).await,
+            ("GET", "/notifications/devices") => list_devices(app, &req).await,
+            ("DELETE", device) if device.starts_with("/notifications/devices/") => {
+                let device_id = &device["/notifications/devices/".len()..];
+                if device_id.is_empty() || device_id.contains('/') || device_id.len() > 64 {
+                    return Err(ApiError::NotFound);
+                }
+                remove_device(app, &req, device_id).await
+            }
+            ("GET", "/notifications/preferences") => get_preferences(app, &req).await,
+            ("PUT", "/notifications/preferences") => put_preferences(app, &req).await,
+            ("POST", "/notifications/unsubscribe") => unsubscribe(app, &req, &meta).await,
+            _ => Err(ApiError::NotFound),
+        }
+    })
+    .await
+}
