@@ -20,6 +20,9 @@ pub enum EmailKind {
     Welcome,
     DeletionCancelled,
     AccountErased,
+    /// Two-step verification turned on / off (security mail).
+    MfaEnabled,
+    MfaDisabled,
 }
 
 impl EmailKind {
@@ -43,6 +46,8 @@ impl EmailKind {
             Self::Welcome => "welcome",
             Self::DeletionCancelled => "deletion_cancelled",
             Self::AccountErased => "account_erased",
+            Self::MfaEnabled => "mfa_enabled",
+            Self::MfaDisabled => "mfa_disabled",
         }
     }
 }
@@ -63,7 +68,7 @@ fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.add_template("layout.html", include_str!("templates/layout.html")).expect("layout compiles");
         templates!(env; "verify_email", "account_exists", "reset_password", "password_changed", "invitation",
-            "deletion_scheduled", "welcome", "deletion_cancelled", "account_erased");
+            "deletion_scheduled", "welcome", "deletion_cancelled", "account_erased", "mfa_enabled", "mfa_disabled");
         env
     })
 }
@@ -118,11 +123,20 @@ mod tests {
             EmailKind::Welcome,
             EmailKind::DeletionCancelled,
             EmailKind::AccountErased,
+            EmailKind::MfaEnabled,
+            EmailKind::MfaDisabled,
         ] {
             let email = render(kind, "a@example.com", &ctx).unwrap();
             assert!(
                 !email.subject.is_empty() && !email.text.trim().is_empty() && email.html.contains("</html>"),
                 "{kind:?}"
+            );
+        }
+        for kind in [EmailKind::MfaEnabled, EmailKind::MfaDisabled] {
+            let email = render(kind, "a@example.com", &ctx).unwrap();
+            assert_eq!(kind.category(), Category::Security, "MFA changes are security mail");
+            assert!(
+                email.text.contains("https://x/forgot-password") && email.html.contains("https://x/forgot-password")
             );
         }
         let invite = render(EmailKind::Invitation, "a@example.com", &ctx).unwrap();
