@@ -22,6 +22,7 @@ fn handler_for(function: &str) -> Handler {
         "release" => |a, r| Box::pin(shared::api::pay::handle_release(a, r)),
         "webhook" => |a, r| Box::pin(shared::api::webhook::handle(a, r)),
         "audit" => |a, r| Box::pin(shared::api::audit::handle(a, r)),
+        "notifications" => |a, r| Box::pin(shared::api::notifications::handle(a, r)),
         other => panic!("no handler for function {other}"),
     }
 }
@@ -53,6 +54,12 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("list-subscriptions.json", "pay", "GET /subscriptions"),
     ("cancel-subscription.json", "pay", "DELETE /subscriptions/{subscription_id}"),
     ("audit-logs.json", "audit", "GET /admin/audit-logs"),
+    ("add-device.json", "notifications", "POST /notifications/devices"),
+    ("list-devices.json", "notifications", "GET /notifications/devices"),
+    ("remove-device.json", "notifications", "DELETE /notifications/devices/{device_id}"),
+    ("get-preferences.json", "notifications", "GET /notifications/preferences"),
+    ("put-preferences.json", "notifications", "PUT /notifications/preferences"),
+    ("unsubscribe.json", "notifications", "POST /notifications/unsubscribe"),
 ];
 
 /// Events that do not come through the HTTP API (function URLs, schedules).
@@ -60,6 +67,11 @@ const OTHER_EVENTS: &[(&str, &str)] = &[("webhook.json", "webhook")];
 
 /// DynamoDB stream batches, as the event source mapping hands them to the notifier.
 const STREAM_EVENTS: &[&str] = &["notify.json"];
+
+/// Neither HTTP nor stream: the schedule's event (the cleanup only logs it) and SES
+/// feedback through SNS (checked as the notifier parses it; the address is example.com's).
+const SCHEDULE_EVENTS: &[&str] = &["cleanup.json"];
+const SNS_EVENTS: &[&str] = &["ses-feedback.json"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,6 +91,7 @@ async fn every_sample_event_reaches_its_route() {
         .map(|(f, _, _)| f.to_string())
         .chain(OTHER_EVENTS.iter().map(|(f, _)| f.to_string()))
         .chain(STREAM_EVENTS.iter().map(|f| f.to_string()))
+        .chain(SCHEDULE_EVENTS.iter().chain(SNS_EVENTS).map(|f| f.to_string()))
         .collect();
     known.sort();
     assert_eq!(listed, known, "every file in events/ is listed here");
@@ -96,6 +109,18 @@ async fn every_sample_event_reaches_its_route() {
         let batch = serde_json::from_str(&event).unwrap_or_else(|e| panic!("{file} is a stream event: {e}"));
         let response = shared::notify::delivery::handle_batch(t.app, batch).await;
         assert!(response.batch_item_failures.is_empty(), "{file} was delivered");
+    }
+    for file in SCHEDULE_EVENTS {
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root().join("events").join(file)).unwrap()).unwrap();
+        assert_eq!(event["source"], "aws.events", "{file} is an EventBridge event");
+    }
+    for file in SNS_EVENTS {
+        let event: shared::notify::delivery::SnsEvent =
+            serde_json::from_str(&std::fs::read_to_string(root().join("events").join(file)).unwrap())
+                .unwrap_or_else(|e| panic!("{file} is an SNS event: {e}"));
+        let feedback = shared::notify::suppression::parse_feedback(&event.records[0].sns.message).unwrap();
+        assert_eq!(feedback.len(), 1, "{file} carries one bounce");
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Settings {
     pub push_apns_application_arn: Option<String>,
     /// The SES configuration set whose bounce and complaint events reach the notifier.
     pub ses_configuration_set: Option<String>,
+    /// Days between a deletion request and the erasure (`0`: due at the next cleanup run).
+    pub deletion_grace_days: i64,
     pub secret_id: String,
     pub secret_refresh: Duration,
     pub rate_limits: crate::rate_limit::RateLimits,
@@ -172,6 +174,7 @@ impl Settings {
             push_fcm_application_arn: get("PUSH_FCM_APPLICATION_ARN"),
             push_apns_application_arn: get("PUSH_APNS_APPLICATION_ARN"),
             ses_configuration_set: get("SES_CONFIGURATION_SET"),
+            deletion_grace_days: number("DELETION_GRACE_DAYS", 30)?.min(3650) as i64,
             secret_id: require("SECRET_ID")?,
             secret_refresh,
             rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,

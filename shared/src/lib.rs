@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod cleanup;
 pub mod config;
 pub mod deadline;
 pub mod http;

@@ -17,13 +17,13 @@ use crate::{
     time,
 };
 
-pub const DELETION_GRACE_DAYS: i64 = 30;
 pub const INVITATION_DAYS: i64 = 7;
 /// `GSI1PK` of users awaiting erasure; `GSI1SK` is the erasure date, so the cleanup job
 /// finds the due ones with one Query.
 pub const DELETION_INDEX_KEY: &str = "DELETION";
 
-/// Schedules the caller's account for erasure in 30 days and ends all their sessions.
+/// Schedules the caller's account for erasure after the grace period (`DELETION_GRACE_DAYS`,
+/// 30 by default) and ends all their sessions.
 pub async fn schedule_deletion(
     app: &App,
     principal: &Principal,
@@ -40,7 +40,7 @@ pub async fn schedule_deletion(
         return Err(ApiError::InvalidCredentials);
     }
     let now = time::now();
-    let scheduled_at = time::rfc3339(now + time::Duration::days(DELETION_GRACE_DAYS));
+    let scheduled_at = time::rfc3339(now + time::Duration::days(app.settings().deletion_grace_days));
     let (pk, sk) = User::key(&user.user_id);
     let audit = AuditEntry::new("account.deletion_scheduled", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)

@@ -15,6 +15,7 @@ mod token;
 mod verify;
 
 pub use email::Email;
+pub(crate) use model::adjust_admin_count;
 pub use model::{EmailGuard, Membership, OneTimeToken, Org, Role, TokenKind, User};
 pub use password::{Password, PasswordError, PasswordHash};
 pub use register::{RegisterError, Registration, register};

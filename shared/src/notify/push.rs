@@ -188,7 +188,7 @@ impl Device {
 
     /// Deletes the endpoint (idempotent at SNS), then the record: a failure in between
     /// leaves a record whose next push finds the endpoint gone and removes it.
-    async fn forget(&self, app: &App) -> Result<(), NotifyError> {
+    pub(crate) async fn forget(&self, app: &App) -> Result<(), NotifyError> {
         app.sns()
             .delete_endpoint()
             .endpoint_arn(&self.endpoint_arn)

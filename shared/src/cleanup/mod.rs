@@ -1,0 +1,187 @@
+//! The scheduled cleanup (EventBridge, hourly): erases accounts whose grace has passed and
+//! settles payments stuck mid-release or mid-refund. Every piece of work is claimed
+//! conditionally, so overlapping runs never do one thing twice; work stops while there is
+//! still time before the invocation's deadline, and the rest waits for the next run. A run
+//! ends with one summary log line and the same counts as CloudWatch metrics (EMF).
+
+pub mod erasure;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{
+    App,
+    http::RequestMeta,
+    payments::{
+        payment::{REFUNDING_QUEUE, RELEASING_QUEUE},
+        reconcile::{self, Reconciled},
+    },
+};
+
+/// Items taken from a queue per Query.
+const PAGE: i32 = 25;
+/// Left unused at the end of a run: what one more item could take, plus the summary.
+const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub accounts_erased: u32,
+    pub accounts_skipped: u32,
+    pub accounts_contended: u32,
+    pub accounts_failed: u32,
+    pub payments_released: u32,
+    pub payments_settled: u32,
+    pub payments_returned: u32,
+    pub payments_pending: u32,
+    pub payments_failed: u32,
+    /// Whether the run stopped for its deadline with work left.
+    pub stopped_early: bool,
+}
+
+impl Summary {
+    /// Payments the run could not settle: what the alarm watches.
+    pub fn unsettled(&self) -> u32 {
+        self.payments_pending + self.payments_failed
+    }
+
+    /// The counts as one CloudWatch Embedded Metric Format line.
+    pub fn emf(&self, now_ms: i64) -> serde_json::Value {
+        let counts = serde_json::to_value(self).expect("counts serialise");
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": now_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "Backend/Cleanup",
+                    "Dimensions": [[]],
+                    "Metrics": counts.as_object().into_iter().flatten()
+                        .filter(|(_, v)| v.is_u64())
+                        .map(|(k, _)| serde_json::json!({"Name": k, "Unit": "Count"}))
+                        .chain(std::iter::once(serde_json::json!({"Name": "payments_unsettled", "Unit": "Count"})))
+                        .collect::<Vec<_>>(),
+                }],
+            },
+            "payments_unsettled": self.unsettled(),
+        });
+        if let (Some(line), Some(counts)) = (line.as_object_mut(), counts.as_object()) {
+            for (k, v) in counts {
+                line.insert(
+                    k.clone(),
+                    if let Some(b) = v.as_bool() { serde_json::json!(u8::from(b)) } else { v.clone() },
+                );
+            }
+        }
+        line
+    }
+}
+
+/// One cleanup run, within `meta.deadline`.
+pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
+    let mut summary = Summary::default();
+    let out_of_time = || meta.deadline.remaining().is_some_and(|left| left < STOP_BEFORE_DEADLINE);
+
+    // Erasure: the due list shrinks as accounts go, so each page is a fresh Query; accounts
+    // another run holds (or that keep contending) are not retried within this run.
+    let mut passed_over = std::collections::HashSet::new();
+    'erasure: loop {
+        let due = match erasure::due(app.table(), PAGE + passed_over.len() as i32).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(%error, "cannot list accounts due for erasure");
+                summary.accounts_failed += 1;
+                break;
+            }
+        };
+        let fresh: Vec<String> = due.into_iter().filter(|id| !passed_over.contains(id)).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for user_id in fresh {
+            if out_of_time() {
+                summary.stopped_early = true;
+                break 'erasure;
+            }
+            match erasure::erase(app, &user_id, meta, meta.deadline).await {
+                Ok(erasure::Erased::Erased) => summary.accounts_erased += 1,
+                Ok(erasure::Erased::Skipped) => {
+                    summary.accounts_skipped += 1;
+                    passed_over.insert(user_id);
+                }
+                Ok(erasure::Erased::Contended) => {
+                    summary.accounts_contended += 1;
+                    passed_over.insert(user_id);
+                }
+                Err(error) => {
+                    tracing::error!(%error, %user_id, "erasure failed; the next run resumes it");
+                    summary.accounts_failed += 1;
+                    passed_over.insert(user_id);
+                }
+            }
+        }
+    }
+
+    // Payments stuck mid-release or mid-refund. Reconciling one takes it off the due list
+    // (settled, or its lease pushes it to the back), so fresh Queries make progress.
+    for queue in [RELEASING_QUEUE, REFUNDING_QUEUE] {
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            if out_of_time() {
+                summary.stopped_early = true;
+                break;
+            }
+            let due = match reconcile::due(app, queue, PAGE).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::error!(%error, queue, "cannot list payments to reconcile");
+                    summary.payments_failed += 1;
+                    break;
+                }
+            };
+            let fresh: Vec<String> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for payment_id in fresh {
+                if out_of_time() {
+                    summary.stopped_early = true;
+                    break;
+                }
+                match Box::pin(reconcile::payment_by_id(app, &payment_id, meta)).await {
+                    Ok(Reconciled::Released { .. }) => summary.payments_released += 1,
+                    Ok(Reconciled::Settled) => summary.payments_settled += 1,
+                    Ok(Reconciled::ReturnedToSucceeded(_)) => summary.payments_returned += 1,
+                    Ok(Reconciled::Pending) => summary.payments_pending += 1,
+                    Ok(Reconciled::NotDue) => {}
+                    Err(error) => {
+                        tracing::error!(%error, %payment_id, "reconciliation failed; the next run retries");
+                        summary.payments_failed += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    tracing::info!(summary = ?summary, "cleanup run finished");
+    println!("{}", summary.emf(crate::time::now().unix_timestamp() * 1000));
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_line_is_emf_with_every_count() {
+        let summary = Summary { accounts_erased: 2, payments_pending: 1, stopped_early: true, ..Summary::default() };
+        let line = summary.emf(1_795_000_000_000);
+        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        let names: Vec<&str> = metrics.iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"accounts_erased") && names.contains(&"payments_unsettled"));
+        assert!(!names.contains(&"stopped_early"), "a flag is a property, not a metric");
+        assert_eq!(line["accounts_erased"], 2);
+        assert_eq!(line["payments_unsettled"], 1);
+        assert_eq!(line["stopped_early"], 1);
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Backend/Cleanup");
+    }
+}

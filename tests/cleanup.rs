@@ -1,0 +1,157 @@
+//! The scheduled cleanup, run as the hourly schedule runs it (`shared::cleanup::run`, what
+//! the `cleanup` function calls), against the local stack: erasure after the grace period
+//! (here `DELETION_GRACE_DAYS=0`), with organisation succession, and payments left
+//! mid-release settled. Two runs at once must come to what one run does.
+
+mod common;
+
+use common::{
+    STRONG_PASSWORD, TestApp,
+    money::{backdate_queue, held_payment, release, status_of, token},
+    s,
+};
+use serde_json::{Value, json};
+use shared::{cleanup, http::RequestMeta};
+use stripe_stand_in::Failure;
+
+fn run_meta() -> RequestMeta {
+    RequestMeta { request_id: format!("cleanup-{}", uuid::Uuid::new_v4()), ..RequestMeta::default() }
+}
+
+async fn schedule_deletion(t: &TestApp, tokens: &Value) {
+    let scheduled = t
+        .authed(
+            shared::api::account::handle,
+            "DELETE",
+            "/auth/me",
+            token(tokens),
+            &[],
+            Some(json!({"password": STRONG_PASSWORD})),
+        )
+        .await;
+    assert_eq!(scheduled.status, 202, "{:?}", scheduled.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_past_its_grace_is_erased_once_by_two_concurrent_runs_and_its_org_gets_a_new_admin() {
+    let t = TestApp::with_env(&[("DELETION_GRACE_DAYS", "0")]).await;
+    let (admin, member_email, _member_tokens, member_id) = t.org_with_member("member").await;
+    let me = t.me(token(&admin)).await.body;
+    let (admin_id, admin_email, org_id) = (
+        me["user_id"].as_str().unwrap().to_owned(),
+        me["email"].as_str().unwrap().to_owned(),
+        me["org_id"].as_str().unwrap().to_owned(),
+    );
+    // A device (an SNS endpoint) and audit entries with the client's address.
+    let device = t
+        .authed(
+            shared::api::notifications::handle,
+            "POST",
+            "/notifications/devices",
+            token(&admin),
+            &[],
+            Some(json!({"platform": "fcm", "token": format!("tok-{}", uuid::Uuid::new_v4().simple())})),
+        )
+        .await;
+    assert_eq!(device.status, 201, "{:?}", device.body);
+    schedule_deletion(&t, &admin).await;
+    let before = t.partition(&format!("AUDIT#{org_id}")).await;
+    assert!(before.iter().any(|e| e.contains_key("ip")), "entries carry the client address before");
+
+    // Two overlapping runs, on separate threads.
+    let app = t.app;
+    let first = tokio::spawn(async move { cleanup::run(app, &run_meta()).await });
+    let second = tokio::spawn(async move { cleanup::run(app, &run_meta()).await });
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(a.accounts_failed + b.accounts_failed, 0, "{a:?} {b:?}");
+    let user_pk = format!("USER#{admin_id}");
+    assert!(t.partition(&user_pk).await.is_empty(), "every item of the user is gone");
+    assert!(t.item(&format!("EMAIL#{admin_email}"), "EMAIL").await.is_none());
+    assert!(t.item(&format!("ORG#{org_id}"), &format!("MEMBER#{admin_id}")).await.is_none());
+
+    // Login fails exactly as for an unknown address.
+    let login = t.login(&admin_email, STRONG_PASSWORD).await;
+    let unknown = t.login(&common::unique_email("nobody"), STRONG_PASSWORD).await;
+    assert_eq!((login.status, &login.body["code"]), (unknown.status, &unknown.body["code"]));
+
+    // The member is the org's admin now, in the membership and the profile.
+    let membership = t.item(&format!("ORG#{org_id}"), &format!("MEMBER#{member_id}")).await.unwrap();
+    assert_eq!(s(&membership, "role"), "admin");
+    assert_eq!(s(&t.user_by_email(&member_email).await, "role"), "admin");
+    assert_eq!(s(&t.item(&format!("ORG#{org_id}"), "ORG").await.unwrap(), "admin_count"), "1");
+
+    // The audit log keeps ids, not the client's address; one account.erased entry.
+    let audit = t.partition(&format!("AUDIT#{org_id}")).await;
+    let theirs: Vec<_> = audit
+        .iter()
+        .filter(|e| {
+            e.get("actor_user_id").and_then(|v| v.as_s().ok()) == Some(&admin_id)
+                || e.get("target_user_id").and_then(|v| v.as_s().ok()) == Some(&admin_id)
+        })
+        .collect();
+    assert!(theirs.len() >= 3, "{theirs:?}");
+    for entry in &theirs {
+        assert!(!entry.contains_key("ip") && !entry.contains_key("user_agent"), "{entry:?}");
+    }
+    let erased: Vec<_> = audit.iter().filter(|e| s(e, "action") == "account.erased").collect();
+    assert_eq!(erased.len(), 1, "one erasure, however many runs");
+    assert_eq!(s(erased[0], "target_user_id"), admin_id);
+
+    // One "account erased" email; then the address is free to register again.
+    let erased_mail =
+        t.emails_to(&admin_email).await.into_iter().filter(|m| m.subject == "Your account has been erased").count();
+    assert_eq!(erased_mail, 1);
+    assert!(
+        t.published_events()
+            .await
+            .iter()
+            .any(|(kind, body)| kind == "account.erased" && body["data"]["user_id"] == admin_id.as_str())
+    );
+    let again = t.register(json!({"email": admin_email, "password": STRONG_PASSWORD})).await;
+    assert_eq!(again.status, 202);
+    let guard = t.item(&format!("EMAIL#{admin_email}"), "EMAIL").await.expect("registered again");
+    assert_ne!(s(&guard, "user_id"), admin_id);
+
+    // Nothing left to do: a third run erases nothing.
+    let third = cleanup::run(t.app, &run_meta()).await;
+    assert_eq!(third.accounts_erased, 0);
+}
+
+#[tokio::test]
+async fn the_last_member_leaving_deletes_the_org_and_an_account_in_its_grace_is_kept() {
+    let t = TestApp::with_env(&[("DELETION_GRACE_DAYS", "0")]).await;
+    let (email, tokens) = t.logged_in("alone").await;
+    let org_id = t.me(token(&tokens)).await.body["org_id"].as_str().unwrap().to_owned();
+    schedule_deletion(&t, &tokens).await;
+
+    // Someone still inside the 30-day grace is untouched.
+    let patient = TestApp::new().await;
+    let (kept_email, kept) = patient.logged_in("kept").await;
+    schedule_deletion(&patient, &kept).await;
+
+    cleanup::run(t.app, &run_meta()).await;
+    assert!(t.item(&format!("ORG#{org_id}"), "ORG").await.is_none(), "an org without members is deleted");
+    assert!(t.item(&format!("EMAIL#{email}"), "EMAIL").await.is_none());
+    assert!(t.item(&format!("EMAIL#{kept_email}"), "EMAIL").await.is_some(), "not due yet");
+}
+
+#[tokio::test]
+async fn a_payment_left_releasing_by_a_crash_is_settled_by_the_next_run_with_one_transfer() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::ServerErrorAfterWork, 1);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    assert_eq!(status_of(&t, &payment_id).await, "releasing");
+    backdate_queue(&t, &payment_id).await;
+
+    let summary = cleanup::run(t.app, &run_meta()).await;
+    assert!(summary.payments_released >= 1, "{summary:?}");
+    assert_eq!(status_of(&t, &payment_id).await, "released");
+    let ours: Vec<Value> = t
+        .stand_in()
+        .created("tr_")
+        .into_iter()
+        .filter(|tr| tr["metadata"]["payment_id"] == payment_id.as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "never a second transfer");
+}
