@@ -158,3 +158,48 @@ async fn a_payment_left_releasing_by_a_crash_is_settled_by_the_next_run_with_one
         .collect();
     assert_eq!(ours.len(), 1, "never a second transfer");
 }
+
+#[tokio::test]
+async fn a_payment_whose_success_webhook_was_lost_is_succeeded_after_a_run_and_the_late_webhook_changes_nothing() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = common::money::provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    let item = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!(s(&item, "GSI2PK"), "AWAITING_PAYMENT", "an unpaid payment is on the queue");
+    // The payer pays at Stripe; the webhook never arrives.
+    let intent = t.stand_in().succeed_payment_intent(&s(&item, "stripe_payment_intent_id"));
+
+    // Within the hour the run leaves it alone.
+    cleanup::run(t.app, &run_meta()).await;
+    assert_eq!(status_of(&t, &payment_id).await, "requires_payment");
+
+    backdate_queue(&t, &payment_id).await;
+    let summary = cleanup::run(t.app, &run_meta()).await;
+    assert!(summary.payments_recovered >= 1, "{summary:?}");
+    let item = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!(s(&item, "status"), "succeeded");
+    assert!(!item.contains_key("GSI2PK"), "off the queue");
+    assert_eq!(s(&item, "stripe_charge_id"), intent["latest_charge"].as_str().unwrap());
+    assert!(
+        t.published_events()
+            .await
+            .iter()
+            .any(|(kind, body)| kind == "payment.succeeded" && body["data"]["payment_id"] == payment_id.as_str())
+    );
+
+    // The lost event turns up after all: it is older than what the run recorded.
+    let late = t
+        .deliver(&common::stripe_event("payment_intent.succeeded", shared::time::now().unix_timestamp() - 3600, intent))
+        .await;
+    assert_eq!(late.status, 200);
+    let succeeded_events = t
+        .published_events()
+        .await
+        .into_iter()
+        .filter(|(kind, body)| kind == "payment.succeeded" && body["data"]["payment_id"] == payment_id.as_str())
+        .count();
+    assert_eq!(succeeded_events, 1, "announced once");
+}

@@ -1,5 +1,6 @@
-//! The scheduled cleanup (EventBridge, hourly): erases accounts whose grace has passed and
-//! settles payments stuck mid-release or mid-refund. Every piece of work is claimed
+//! The scheduled cleanup (EventBridge, hourly): erases accounts whose grace has passed,
+//! settles payments stuck mid-release or mid-refund, and asks Stripe about payments whose
+//! outcome webhook never came. Every piece of work is claimed
 //! conditionally, so overlapping runs never do one thing twice; work stops while there is
 //! still time before the invocation's deadline, and the rest waits for the next run. A run
 //! ends with one summary log line and the same counts as CloudWatch metrics (EMF).
@@ -36,6 +37,10 @@ pub struct Summary {
     pub payments_returned: u32,
     pub payments_pending: u32,
     pub payments_failed: u32,
+    /// Unpaid payments whose outcome was recovered from Stripe (a lost webhook).
+    pub payments_recovered: u32,
+    /// Unpaid payments still waiting for the payer at Stripe.
+    pub payments_awaiting: u32,
     /// Whether the run stopped for its deadline with work left.
     pub stopped_early: bool,
 }
@@ -157,6 +162,38 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
                         tracing::error!(%error, %payment_id, "reconciliation failed; the next run retries");
                         summary.payments_failed += 1;
                     }
+                }
+            }
+        }
+    }
+
+    // Payments whose payer paid (or gave up) at Stripe without the webhook telling us.
+    let mut seen = std::collections::HashSet::new();
+    'awaiting: loop {
+        let due = match reconcile::awaiting_payment_due(app, PAGE).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(%error, "cannot list unpaid payments");
+                summary.payments_failed += 1;
+                break;
+            }
+        };
+        let fresh: Vec<String> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for payment_id in fresh {
+            if out_of_time() {
+                summary.stopped_early = true;
+                break 'awaiting;
+            }
+            match reconcile::awaiting_payment(app, &payment_id, meta).await {
+                Ok(reconcile::Awaited::Recorded { .. }) => summary.payments_recovered += 1,
+                Ok(reconcile::Awaited::StillWaiting) => summary.payments_awaiting += 1,
+                Ok(reconcile::Awaited::NotDue) => {}
+                Err(error) => {
+                    tracing::error!(%error, %payment_id, "unpaid payment not checked; the next run retries");
+                    summary.payments_failed += 1;
                 }
             }
         }

@@ -26,6 +26,9 @@ pub(super) const SK: &str = "PAYMENT";
 pub const RELEASING_QUEUE: &str = "RELEASING";
 /// `GSI2PK` of payments waiting on a refund.
 pub const REFUNDING_QUEUE: &str = "REFUNDING";
+/// `GSI2PK` of payments waiting for the payer (`requires_payment`): the cleanup asks
+/// Stripe about the ones whose webhook never came.
+pub const AWAITING_PAYMENT_QUEUE: &str = "AWAITING_PAYMENT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,7 +118,7 @@ pub struct Payment {
     pub gsi1pk: String,
     #[serde(rename = "GSI1SK")]
     pub gsi1sk: String,
-    /// The work queue while `releasing` or `refunding`.
+    /// The work queue while `requires_payment`, `releasing` or `refunding`.
     #[serde(rename = "GSI2PK", default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// When the queued work was last driven (RFC 3339): by the request or a reconciler.
@@ -274,9 +277,9 @@ pub async fn create(
         refund_reason: None,
         description: input.description,
         created_at: now.clone(),
-        updated_at: now,
-        queue: None,
-        queued_at: None,
+        updated_at: now.clone(),
+        queue: Some(AWAITING_PAYMENT_QUEUE.to_owned()),
+        queued_at: Some(now),
     };
     let audit = AuditEntry::new("payment.created", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())

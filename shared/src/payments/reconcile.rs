@@ -19,8 +19,8 @@ use serde_json::json;
 use super::{
     gateway::Stripe,
     payment::{
-        Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, amount_refunded_is, number_is,
-        refunded_elsewhere, release_key, return_to_succeeded, transition,
+        AWAITING_PAYMENT_QUEUE, Payment, PaymentStatus, REFUNDING_QUEUE, RELEASING_QUEUE, SK, amount_refunded_is,
+        number_is, refunded_elsewhere, release_key, return_to_succeeded, transition,
     },
     provider::Provider,
     refund::{Refunded, finish_refund, legacy_key, make_refund, refund_failed},
@@ -105,6 +105,11 @@ pub async fn payment_by_id(app: &App, payment_id: &str, meta: &RequestMeta) -> R
 /// oldest first, at most `limit`.
 pub async fn due(app: &App, queue: &str, limit: i32) -> Result<Vec<String>, ApiError> {
     debug_assert!(queue == RELEASING_QUEUE || queue == REFUNDING_QUEUE);
+    due_before(app, queue, &cutoff(), limit).await
+}
+
+/// Ids of payments on `queue` last driven before `cutoff` (RFC 3339), oldest first.
+async fn due_before(app: &App, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, ApiError> {
     let table = app.table();
     let out = table
         .client()
@@ -113,7 +118,7 @@ pub async fn due(app: &App, queue: &str, limit: i32) -> Result<Vec<String>, ApiE
         .index_name("GSI2")
         .key_condition_expression("GSI2PK = :queue AND GSI2SK < :cutoff")
         .expression_attribute_values(":queue", av::s(queue))
-        .expression_attribute_values(":cutoff", av::s(cutoff()))
+        .expression_attribute_values(":cutoff", av::s(cutoff))
         .limit(limit)
         .send()
         .await
@@ -308,4 +313,107 @@ async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta
         Refunded::Unknown => Reconciled::Pending,
         Refunded::Refused(error) => Reconciled::ReturnedToSucceeded(error),
     })
+}
+
+/// A payment still `requires_payment` after this long is asked about at Stripe (its
+/// `payment_intent.*` webhook may have been lost).
+pub const AWAITING_PAYMENT_AFTER: time::Duration = time::Duration::hours(1);
+/// After this long a PaymentIntent nobody paid leaves the queue (a late webhook still works).
+const AWAITING_PAYMENT_GIVE_UP: time::Duration = time::Duration::days(7);
+
+/// What asking Stripe about an unpaid payment came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Awaited {
+    /// Not due, or another run has it.
+    NotDue,
+    /// Stripe says it succeeded (or failed): recorded, as its webhook would have.
+    Recorded { succeeded: bool },
+    /// Still waiting for the payer; asked again next run (or dropped after a week).
+    StillWaiting,
+}
+
+/// Payments `requires_payment` for over an hour, oldest first.
+pub async fn awaiting_payment_due(app: &App, limit: i32) -> Result<Vec<String>, ApiError> {
+    due_before(app, AWAITING_PAYMENT_QUEUE, &time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER), limit).await
+}
+
+/// Recovers a lost `payment_intent.succeeded` / `payment_failed`: the PaymentIntent's status
+/// at Stripe decides, written exactly as the webhook writes it (as of now, so the lost
+/// event arriving later changes nothing). A lease on the queue time keeps overlapping runs
+/// from asking twice.
+#[tracing::instrument(skip(app, meta))]
+pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -> Result<Awaited, ApiError> {
+    let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Awaited::NotDue) };
+    let cutoff = time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER);
+    if payment.status != PaymentStatus::RequiresPayment
+        || payment.queue.as_deref() != Some(AWAITING_PAYMENT_QUEUE)
+        || payment.queued_at.as_deref().is_some_and(|at| at >= cutoff.as_str())
+    {
+        return Ok(Awaited::NotDue);
+    }
+    let stripe = app.stripe(meta.deadline).await?;
+    if !stripe.has_time() {
+        return Ok(Awaited::NotDue);
+    }
+    let pk = Payment::key(payment_id);
+    let now = time::now();
+    let lease = Change::new(&pk, SK)
+        .update("SET GSI2SK = :now")
+        .condition("#status = :status AND GSI2PK = :queue AND GSI2SK < :cutoff")
+        .name("#status", "status")
+        .value(":status", av::s(PaymentStatus::RequiresPayment.as_str()))
+        .value(":queue", av::s(AWAITING_PAYMENT_QUEUE))
+        .value(":now", av::s(time::rfc3339(now)))
+        .value(":cutoff", av::s(&cutoff));
+    match app.table().update_item(lease).await {
+        Ok(_) => {}
+        Err(StoreError::ConditionFailed) => return Ok(Awaited::NotDue),
+        Err(other) => return Err(other.into()),
+    }
+    let intent = stripe.payment_intent(&payment.stripe_payment_intent_id).await.map_err(ApiError::from)?;
+    let succeeded = match intent.status.as_str() {
+        "succeeded" => true,
+        "canceled" => false,
+        _ => {
+            let created = time::parse_rfc3339(&payment.created_at).unwrap_or(now);
+            if now - created > AWAITING_PAYMENT_GIVE_UP {
+                let drop = Change::new(&pk, SK)
+                    .update("REMOVE GSI2PK, GSI2SK")
+                    .condition("#status = :status")
+                    .name("#status", "status")
+                    .value(":status", av::s(PaymentStatus::RequiresPayment.as_str()));
+                app.table().update_item(drop).await.or_else(|e| match e {
+                    StoreError::ConditionFailed => Ok(Default::default()),
+                    other => Err(other),
+                })?;
+            }
+            return Ok(Awaited::StillWaiting);
+        }
+    };
+    let effect = crate::webhook::payment_events::apply_intent_outcome(
+        app,
+        &payment,
+        succeeded,
+        intent.latest_charge.as_deref(),
+        now.unix_timestamp(),
+    )?;
+    let mut changes = effect.changes;
+    let entry = crate::audit::AuditEntry::new(
+        if succeeded { "payment.succeeded" } else { "payment.failed" },
+        crate::audit::AuditStatus::Success,
+        &payment.payer_org_id,
+        meta,
+    )
+    .details(serde_json::json!({ "payment_id": payment_id, "recovered_by": "reconciliation",
+                                 "stripe_status": intent.status }));
+    changes.push(app.audit().put(&entry)?);
+    match app.table().transact(changes).await {
+        Ok(()) => {
+            tracing::warn!(succeeded, "a lost PaymentIntent outcome was recovered from Stripe");
+            Ok(Awaited::Recorded { succeeded })
+        }
+        // The webhook got there in the meantime.
+        Err(StoreError::TransactionConditionsFailed(_)) => Ok(Awaited::NotDue),
+        Err(other) => Err(other.into()),
+    }
 }

@@ -1,6 +1,6 @@
 //! The Stripe webhook: our own signature verification ([`signature`]) and exactly-once,
 //! order-aware processing ([`process`]).
 
-mod payment_events;
+pub(crate) mod payment_events;
 pub mod process;
 pub mod signature;

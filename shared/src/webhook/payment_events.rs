@@ -33,15 +33,32 @@ async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Op
 pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["id"].as_str()).await? else { return Ok(Effect::none()) };
-    let pk = Payment::key(&payment.payment_id);
     let succeeded = event.kind == "payment_intent.succeeded";
+    let charge = object["latest_charge"].as_str();
+    apply_intent_outcome(app, &payment, succeeded, charge, event.created)
+}
+
+/// The change a PaymentIntent's outcome makes to its payment, as of `created` (the event's
+/// time, or when the cleanup asked Stripe): a webhook and the cleanup share it, and the
+/// older of the two changes nothing.
+pub(crate) fn apply_intent_outcome(
+    app: &App,
+    payment: &Payment,
+    succeeded: bool,
+    charge: Option<&str>,
+    created: i64,
+) -> Result<Effect, ApiError> {
+    let pk = Payment::key(&payment.payment_id);
     let (to, from): (&str, &[&str]) =
         if succeeded { ("succeeded", &["requires_payment", "failed"]) } else { ("failed", &["requires_payment"]) };
-    let charge = object["latest_charge"].as_str().filter(|c| c.starts_with("ch_") || c.starts_with("py_"));
+    let charge = charge.filter(|c| c.starts_with("ch_") || c.starts_with("py_"));
+    // Off the awaiting-payment queue (the release or refund queues come later, from
+    // `succeeded`).
     let update = if charge.is_some() {
-        "SET #status = :to, stripe_event_created = :created, updated_at = :now, stripe_charge_id = :charge"
+        "SET #status = :to, stripe_event_created = :created, updated_at = :now, stripe_charge_id = :charge \
+         REMOVE GSI2PK, GSI2SK"
     } else {
-        "SET #status = :to, stripe_event_created = :created, updated_at = :now"
+        "SET #status = :to, stripe_event_created = :created, updated_at = :now REMOVE GSI2PK, GSI2SK"
     };
     let condition = "#status IN (:from0, :from1) AND \
                      (attribute_not_exists(stripe_event_created) OR stripe_event_created <= :created)";
@@ -52,7 +69,7 @@ pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, Ap
         .value(":to", av::s(to))
         .value(":from0", av::s(from[0]))
         .value(":from1", av::s(*from.last().expect("one at least")))
-        .value(":created", av::n(event.created))
+        .value(":created", av::n(created))
         .value(":now", av::s(time::rfc3339(time::now())));
     if let Some(charge) = charge {
         change = change.value(":charge", av::s(charge));
