@@ -139,6 +139,18 @@ async fn the_last_member_leaving_deletes_the_org_and_an_account_in_its_grace_is_
 }
 
 #[tokio::test]
+async fn an_erased_provider_keeps_its_record_for_the_payments_but_not_the_phone() {
+    let t = TestApp::with_stripe(&[("DELETION_GRACE_DAYS", "0")]).await;
+    let (tokens, provider_id) = common::money::provider(&t, true).await;
+    let pk = format!("PROVIDER#{provider_id}");
+    assert!(t.item(&pk, "PROVIDER").await.unwrap().contains_key("phone"));
+    schedule_deletion(&t, &tokens).await;
+    cleanup::run(t.app, &run_meta()).await;
+    let provider = t.item(&pk, "PROVIDER").await.expect("the provider record stays");
+    assert!(!provider.contains_key("phone"), "{provider:?}");
+}
+
+#[tokio::test]
 async fn a_payment_left_releasing_by_a_crash_is_settled_by_the_next_run_with_one_transfer() {
     let t = TestApp::with_stripe(&[]).await;
     let (payer, _, _, payment_id) = held_payment(&t, true).await;

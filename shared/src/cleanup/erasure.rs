@@ -4,8 +4,9 @@
 //! erasure date). Each is claimed with a lease on its profile (a conditional update), so two
 //! overlapping runs never erase one account together. Then, all idempotent, so a run that
 //! dies midway leaves work the next one finishes: the user's other items go (sessions,
-//! devices with their SNS endpoints, preferences, lockout, MFA secrets, live tokens), their
-//! audit entries lose `ip` and `user_agent`; and last, one transaction removes the profile
+//! devices with their SNS endpoints, preferences, lockout, MFA secrets, live tokens; a
+//! provider record stays, for the payments that name it, without the phone), their audit
+//! entries lose `ip` and `user_agent`; and last, one transaction removes the profile
 //! (under the lease), the email guard and the membership, hands the organisation on (or
 //! deletes it when empty), and writes the `account.erased` audit entry, event and email.
 
@@ -121,7 +122,7 @@ async fn remove_belongings(app: &App, user: &User) -> Result<(), StoreError> {
             .table_name(table.name())
             .key_condition_expression("PK = :pk")
             .expression_attribute_values(":pk", av::s(&pk))
-            .projection_expression("PK, SK, current_hash")
+            .projection_expression("PK, SK, current_hash, provider_id")
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -131,6 +132,20 @@ async fn remove_belongings(app: &App, user: &User) -> Result<(), StoreError> {
             let Some(sk) = item.get("SK").and_then(|v| v.as_s().ok()).cloned() else { continue };
             if sk == keys::PROFILE {
                 continue;
+            }
+            // A provider keeps its record (payments name it) but not the person's phone.
+            if let Some(provider_id) = item.get("provider_id").and_then(|v| v.as_s().ok()) {
+                table
+                    .update_item(
+                        Change::new(&format!("PROVIDER#{provider_id}"), "PROVIDER")
+                            .update("REMOVE phone")
+                            .condition("attribute_exists(PK)"),
+                    )
+                    .await
+                    .or_else(|e| match e {
+                        StoreError::ConditionFailed => Ok(Default::default()),
+                        other => Err(other),
+                    })?;
             }
             // A session's live refresh token.
             if let Some(hash) = item.get("current_hash").and_then(|v| v.as_s().ok()) {
