@@ -128,7 +128,8 @@ impl From<StoreError> for crate::http::ApiError {
     }
 }
 
-fn dynamo_error<E, R>(error: SdkError<E, R>) -> StoreError
+/// Any SDK call's error, with its context, as a store error.
+pub fn dynamo_error<E, R>(error: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -166,6 +167,25 @@ impl Table {
             .table_name(&self.name)
             .set_item(Some(serde_dynamo::to_item(item)?))
             .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// A `Put` under `condition`, with the condition's `:values`.
+    pub fn put_if(
+        &self,
+        item: &impl Serialize,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.name)
+            .set_item(Some(serde_dynamo::to_item(item)?))
+            .condition_expression(condition)
+            .set_expression_attribute_values(
+                (!values.is_empty()).then(|| values.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()),
+            )
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())

@@ -21,7 +21,7 @@ use crate::{
     identity::{Membership, Org, Role, User, account::DELETION_INDEX_KEY},
     notify::{DomainEvent, EmailKind, push::Device},
     outbox::{self, Message},
-    store::{Change, StoreError, Table, av, keys},
+    store::{Change, StoreError, Table, av, dynamo_error, keys},
     time,
 };
 
@@ -57,7 +57,7 @@ pub async fn due(table: &Table, limit: i32) -> Result<Vec<String>, StoreError> {
         .limit(limit)
         .send()
         .await
-        .map_err(|e| StoreError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+        .map_err(dynamo_error)?;
     let mut ids = Vec::new();
     for item in out.items.unwrap_or_default() {
         let due: Due = serde_dynamo::from_item(item)?;
@@ -126,7 +126,7 @@ async fn remove_belongings(app: &App, user: &User) -> Result<(), StoreError> {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| StoreError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+            .map_err(dynamo_error)?;
         let mut deletes = Vec::new();
         for item in out.items.unwrap_or_default() {
             let Some(sk) = item.get("SK").and_then(|v| v.as_s().ok()).cloned() else { continue };
@@ -190,7 +190,7 @@ async fn scrub_audit(table: &Table, user: &User, deadline: Deadline) -> Result<(
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| StoreError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+                .map_err(dynamo_error)?;
             for item in out.items.unwrap_or_default() {
                 if !item.contains_key("ip") && !item.contains_key("user_agent") {
                     continue;
@@ -312,6 +312,6 @@ async fn members(table: &Table, org_id: &str) -> Result<Vec<Membership>, StoreEr
         .consistent_read(true)
         .send()
         .await
-        .map_err(|e| StoreError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+        .map_err(dynamo_error)?;
     out.items.unwrap_or_default().into_iter().map(|i| serde_dynamo::from_item(i).map_err(StoreError::from)).collect()
 }

@@ -120,7 +120,7 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
                 _ => Err(DeliveryError::InFlight),
             };
         }
-        Err(e) => return Err(StoreError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()).into()),
+        Err(e) => return Err(crate::store::dynamo_error(e).into()),
     }
 
     match send(app, &item.message).await {

@@ -3,7 +3,6 @@
 //!
 //! Item: `PK = USER#{id}`, `SK = PREFERENCES`; absent means every switch is on.
 
-use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -182,16 +181,11 @@ impl Preferences {
                 version: version + 1,
                 updated_at: crate::time::rfc3339(crate::time::now()),
             };
-            let mut put = aws_sdk_dynamodb::types::Put::builder()
-                .table_name(table.name())
-                .set_item(Some(serde_dynamo::to_item(&stored).map_err(StoreError::from)?));
-            put = if version == 0 {
-                put.condition_expression("attribute_not_exists(PK)")
+            let put = if version == 0 {
+                table.put_new(&stored)?
             } else {
-                put.condition_expression("version = :version").expression_attribute_values(":version", av::n(version))
+                table.put_if(&stored, "version = :version", &[(":version", av::n(version))])?
             };
-            let put =
-                TransactWriteItem::builder().put(put.build().map_err(|e| StoreError::Dynamo(e.to_string()))?).build();
             match table.transact(vec![put]).await {
                 Ok(()) => return Ok(preferences),
                 Err(StoreError::TransactionConditionsFailed(_)) => continue,

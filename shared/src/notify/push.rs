@@ -13,7 +13,7 @@ use super::NotifyError;
 use crate::{
     App,
     http::{ApiError, FieldError},
-    store::{Change, StoreError, Table, av, keys},
+    store::{Change, StoreError, Table, av, dynamo_error, keys},
     time,
 };
 
@@ -115,7 +115,7 @@ impl Device {
             .expression_attribute_values(":prefix", av::s(DEVICE_PREFIX))
             .send()
             .await
-            .map_err(|e| StoreError::Dynamo(DisplayErrorContext(&e).to_string()))?;
+            .map_err(dynamo_error)?;
         out.items
             .unwrap_or_default()
             .into_iter()

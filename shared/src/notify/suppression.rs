@@ -116,14 +116,11 @@ pub async fn record_feedback(app: &App, message: &str, notification_id: &str) ->
             feedback_id: f.feedback_id.clone(),
             suppressed_at: time::rfc3339(time::now()),
         };
-        let put = aws_sdk_dynamodb::types::Put::builder()
-            .table_name(table.name())
-            .set_item(Some(serde_dynamo::to_item(&item)?))
-            .condition_expression("attribute_not_exists(PK) OR feedback_id <> :id")
-            .expression_attribute_values(":id", crate::store::av::s(&f.feedback_id))
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        let mut items = vec![aws_sdk_dynamodb::types::TransactWriteItem::builder().put(put).build()];
+        let mut items = vec![table.put_if(
+            &item,
+            "attribute_not_exists(PK) OR feedback_id <> :id",
+            &[(":id", crate::store::av::s(&f.feedback_id))],
+        )?];
         let owner = User::find_by_email(table, &f.address).await?;
         if let Some(owner) = &owner {
             let entry = AuditEntry::new("email.suppressed", AuditStatus::Success, &owner.org_id, &meta)
