@@ -8,7 +8,7 @@ mod common;
 use common::{
     STRONG_PASSWORD, TestApp,
     money::{backdate_queue, held_payment, release, status_of, token},
-    s,
+    s, stripe_event,
 };
 use serde_json::{Value, json};
 use shared::{cleanup, http::RequestMeta};
@@ -214,4 +214,122 @@ async fn a_payment_whose_success_webhook_was_lost_is_succeeded_after_a_run_and_t
         .filter(|(kind, body)| kind == "payment.succeeded" && body["data"]["payment_id"] == payment_id.as_str())
         .count();
     assert_eq!(succeeded_events, 1, "announced once");
+}
+
+/// Every item stored with a `ttl` must be on the expiry index, or the sweep never sees it.
+async fn items_with_ttl_but_no_expiry_shard(t: &TestApp) -> Vec<String> {
+    let table = t.app.table();
+    let mut missing = Vec::new();
+    let mut start = None;
+    loop {
+        let page = table
+            .client()
+            .scan()
+            .table_name(table.name())
+            .filter_expression("attribute_exists(#ttl) AND attribute_not_exists(expiry_shard)")
+            .expression_attribute_names("#ttl", "ttl")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        missing.extend(page.items().iter().map(|item| format!("{} / {}", s(item, "PK"), s(item, "SK"))));
+        match page.last_evaluated_key {
+            Some(next) if !next.is_empty() => start = Some(next),
+            _ => return missing,
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_items_ttl_has_not_removed_are_swept_and_live_ones_stay() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("expired").await;
+    let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
+    // A failed login leaves a lockout counter; a reset request a one-time token.
+    let wrong = t.login(&email, "not the password at all 42").await;
+    assert_eq!(wrong.status, 401, "{:?}", wrong.body);
+    let forgot = t.post(shared::api::reset::handle, "/auth/forgot-password", json!({"email": email})).await;
+    assert_eq!(forgot.status, 202, "{:?}", forgot.body);
+    let reset_token = t
+        .emails_to(&email)
+        .await
+        .iter()
+        .rev()
+        .find(|e| e.subject == "Reset your password")
+        .and_then(|e| e.token_for("/reset-password"))
+        .expect("reset email");
+    use sha2::Digest;
+    let reset_pk = format!("TOKEN#{}", hex::encode(sha2::Sha256::digest(reset_token.as_bytes())));
+    let user_pk = format!("USER#{user_id}");
+    assert!(t.item(&user_pk, "LOCKOUT").await.is_some() && t.item(&reset_pk, "TOKEN").await.is_some());
+    assert_eq!(items_with_ttl_but_no_expiry_shard(&t).await, Vec::<String>::new());
+
+    // Both expire; TTL (which DynamoDB Local never runs, and AWS runs days late) has not acted.
+    let past = aws_sdk_dynamodb::types::AttributeValue::N((shared::time::now().unix_timestamp() - 60).to_string());
+    t.set(&user_pk, "LOCKOUT", &[("ttl", past.clone())]).await;
+    t.set(&reset_pk, "TOKEN", &[("ttl", past)]).await;
+    let sessions_before = t.partition(&user_pk).await.iter().filter(|i| s(i, "SK").starts_with("SESSION#")).count();
+
+    // (Other tests' runs sweep the same table, so the counts are not ours to check.)
+    cleanup::run(t.app, &run_meta()).await;
+    assert!(t.item(&user_pk, "LOCKOUT").await.is_none(), "the expired counter is gone");
+    assert!(t.item(&reset_pk, "TOKEN").await.is_none(), "the expired token is gone");
+    let sessions_after = t.partition(&user_pk).await.iter().filter(|i| s(i, "SK").starts_with("SESSION#")).count();
+    assert_eq!((sessions_before, sessions_after), (1, 1), "a live session (ttl ahead) stays");
+    let reset = t
+        .post(
+            shared::api::reset::handle,
+            "/auth/reset-password",
+            json!({"token": reset_token, "new_password": "another Strong passphrase 77"}),
+        )
+        .await;
+    assert_eq!((reset.status, reset.body["code"].as_str()), (400, Some("token_invalid")), "{:?}", reset.body);
+    assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 200, "the account itself is untouched");
+}
+
+#[tokio::test]
+async fn an_erased_subscriber_is_deleted_at_stripe_and_late_subscription_events_bring_nothing_back() {
+    let t = TestApp::with_stripe(&[("DELETION_GRACE_DAYS", "0")]).await;
+    let (_, tokens) = t.logged_in("subscriber").await;
+    let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
+    let started = t
+        .authed(
+            shared::api::pay::handle,
+            "POST",
+            "/subscriptions",
+            token(&tokens),
+            &[("idempotency-key", "erase-sub")],
+            Some(json!({"price_id": "price_gold"})),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let sub = started.body["subscription_id"].as_str().unwrap().to_owned();
+    let customer = t.stand_in().created("cus_")[0]["id"].as_str().unwrap().to_owned();
+    schedule_deletion(&t, &tokens).await;
+
+    // Stripe fails once: the erasure waits for the next run, with nothing half done.
+    t.stand_in().fail(&format!("/v1/customers/{customer}"), Failure::ServerError, 10);
+    cleanup::run(t.app, &run_meta()).await;
+    assert!(
+        t.item(&format!("USER#{user_id}"), "PROFILE").await.is_some(),
+        "not erased while Stripe keeps the customer"
+    );
+    t.stand_in().heal();
+    cleanup::run(t.app, &run_meta()).await;
+    assert!(t.item(&format!("USER#{user_id}"), "PROFILE").await.is_none(), "erased");
+    let deletes: Vec<_> =
+        t.stand_in().received("/v1/customers/").into_iter().filter(|r| r.method == "DELETE").collect();
+    assert!(!deletes.is_empty(), "the Stripe customer (its email, its card) was deleted");
+    let at_stripe = t.stand_in().created(&sub);
+    assert_eq!(at_stripe[0]["status"], "canceled", "billing stopped with the customer");
+
+    // Stripe's last word on the subscription does not recreate the person's data.
+    let ended = stripe_event(
+        "customer.subscription.deleted",
+        shared::time::now().unix_timestamp(),
+        json!({"id": sub, "status": "canceled", "cancel_at_period_end": false,
+               "metadata": {"user_id": user_id, "price_id": "price_gold"}}),
+    );
+    assert_eq!(t.deliver(&ended).await.status, 200);
+    assert!(t.partition(&format!("USER#{user_id}")).await.is_empty(), "nothing of the user is left");
 }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     TestApp,
     money::{backdate_queue, held_payment, mark_succeeded, pay, provider, release, status_of, token},
@@ -452,18 +451,11 @@ async fn a_crashed_attempt_frees_its_key_after_the_lock_expires() {
     // An attempt that took the key and died: still locked, then expired.
     let now = shared::time::now().unix_timestamp();
     let put = |lock: i64| {
-        t.app
-            .table()
-            .client()
-            .put_item()
-            .table_name(t.app.table().name())
-            .item("PK", AttributeValue::S(pk.clone()))
-            .item("SK", AttributeValue::S("IDEMPOTENCY".into()))
-            .item("status", AttributeValue::S("in_progress".into()))
-            .item("request_hash", AttributeValue::S(hash.clone()))
-            .item("lock_expires", AttributeValue::N(lock.to_string()))
-            .item("ttl", AttributeValue::N((now + 86400).to_string()))
-            .send()
+        let record = json!({
+            "PK": pk, "SK": "IDEMPOTENCY", "status": "in_progress", "request_hash": hash,
+            "lock_expires": lock, "ttl": now + 86400,
+        });
+        async move { t.app.table().put_item(&record).await }
     };
     put(now + 60).await.unwrap();
     let locked = pay(&t, &payer, &provider_id, "crash-key", 1200).await;

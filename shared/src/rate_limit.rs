@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     config::ConfigError,
     http::ApiError,
-    store::{Change, StoreError, Table, av},
+    store::{Change, StoreError, Table, av, expiry},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,8 +166,9 @@ impl RateLimits {
         let item = table
             .update_item(
                 Change::new(&pk, &sk)
-                    .update("ADD hits :one SET #ttl = :ttl")
+                    .update("ADD hits :one SET #ttl = :ttl, expiry_shard = :shard")
                     .value(":one", av::n(1))
+                    .value(":shard", av::s(expiry::shard_of(&pk)))
                     .value(":ttl", av::n(window_end + 60))
                     .name("#ttl", "ttl"),
             )

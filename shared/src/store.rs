@@ -14,6 +14,10 @@
 //!
 //! Later modules add sessions, payments, providers, webhook events, idempotency records and
 //! rate-limit counters under their own prefixes (see DESIGN.md).
+//!
+//! Every item written with a `ttl` also gets an [`expiry`] shard, which puts it on the sparse
+//! index the scheduled cleanup sweeps: TTL deletion can lag by days (and DynamoDB Local never
+//! deletes), and the sweep must find what has expired without a Scan.
 
 use std::collections::HashMap;
 
@@ -39,6 +43,41 @@ pub mod av {
     pub fn b(value: bool) -> AttributeValue {
         AttributeValue::Bool(value)
     }
+}
+
+/// The sparse `ByExpiry` index (partition `expiry_shard`, sort `ttl`, keys only) over every
+/// item that has a `ttl`. Items spread over [`SHARDS`] partitions by a hash of their `PK`, so
+/// no index partition takes more than its share of writes, and an item keeps its shard
+/// when rewritten. An item's index entry is written when it is created or its `ttl` moves;
+/// repeated updates that leave both alone (a rate-limit counter's hits) cost the index nothing.
+pub mod expiry {
+    use sha2::{Digest, Sha256};
+
+    pub const INDEX: &str = "ByExpiry";
+    pub const ATTRIBUTE: &str = "expiry_shard";
+    pub const SHARDS: u8 = 16;
+
+    /// The shard of the item with partition key `pk`.
+    pub fn shard_of(pk: &str) -> String {
+        format!("EXPIRY#{}", Sha256::digest(pk.as_bytes())[0] % SHARDS)
+    }
+
+    /// Every shard, to sweep them all.
+    pub fn shards() -> impl Iterator<Item = String> {
+        (0..SHARDS).map(|n| format!("EXPIRY#{n}"))
+    }
+}
+
+/// `item` as DynamoDB attributes, with its expiry shard when it has a `ttl`.
+pub fn to_item(item: &impl Serialize) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(item)?;
+    if item.contains_key("ttl")
+        && let Some(AttributeValue::S(pk)) = item.get("PK")
+    {
+        let shard = expiry::shard_of(pk);
+        item.insert(expiry::ATTRIBUTE.to_owned(), AttributeValue::S(shard));
+    }
+    Ok(item)
 }
 
 /// An update or delete: the key, the expressions and their values.
@@ -165,7 +204,7 @@ impl Table {
     pub fn put(&self, item: &impl Serialize, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.name)
-            .set_item(Some(serde_dynamo::to_item(item)?))
+            .set_item(Some(to_item(item)?))
             .set_condition_expression(condition.map(str::to_owned))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
@@ -181,7 +220,7 @@ impl Table {
     ) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.name)
-            .set_item(Some(serde_dynamo::to_item(item)?))
+            .set_item(Some(to_item(item)?))
             .condition_expression(condition)
             .set_expression_attribute_values(
                 (!values.is_empty()).then(|| values.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()),
@@ -201,11 +240,43 @@ impl Table {
         self.client
             .put_item()
             .table_name(&self.name)
-            .set_item(Some(serde_dynamo::to_item(item)?))
+            .set_item(Some(to_item(item)?))
             .send()
             .await
             .map_err(dynamo_error)?;
         Ok(())
+    }
+
+    /// A single conditional put outside a transaction; `ConditionFailed` when the condition
+    /// does not hold.
+    pub async fn put_item_if(
+        &self,
+        item: &impl Serialize,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, AttributeValue)],
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(item)?))
+            .condition_expression(condition)
+            .set_expression_attribute_names(
+                (!names.is_empty()).then(|| names.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            )
+            .set_expression_attribute_values(
+                (!values.is_empty()).then(|| values.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(error) => Err(dynamo_error(error)),
+        }
     }
 
     /// A conditional update for use in a transaction.
@@ -254,6 +325,29 @@ impl Table {
             .await;
         match result {
             Ok(out) => Ok(out.attributes.unwrap_or_default()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(error) => Err(dynamo_error(error)),
+        }
+    }
+
+    /// A single conditional delete, outside a transaction; `ConditionFailed` when the
+    /// condition does not hold (or, for a condition on an attribute, the item is gone).
+    pub async fn delete_item(&self, change: Change<'_>) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key("PK", av::s(change.pk))
+            .key("SK", av::s(change.sk))
+            .set_condition_expression(change.condition.map(str::to_owned))
+            .set_expression_attribute_values(change.values_map())
+            .set_expression_attribute_names(change.names_map())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::ConditionFailed)
             }

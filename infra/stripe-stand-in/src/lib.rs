@@ -173,6 +173,20 @@ impl State {
                     "metadata": {"price_id": price}, "start_date": created, "status": "incomplete"
                 })
             }
+            // As Stripe does: the customer goes, and its subscriptions are cancelled at once.
+            ("DELETE", ["customers", id]) => {
+                if self.objects.get(*id).is_none_or(|c| c["deleted"] == json!(true)) {
+                    return error(404, "invalid_request_error", &format!("No such customer: '{id}'"));
+                }
+                for object in self.objects.values_mut() {
+                    if object["object"] == "subscription" && object["customer"] == json!(id) {
+                        object["status"] = json!("canceled");
+                        object["canceled_at"] = json!(created);
+                    }
+                }
+                self.objects.insert((*id).to_owned(), json!({"id": id, "object": "customer", "deleted": true}));
+                return (200, json!({"id": id, "object": "customer", "deleted": true}));
+            }
             ("POST", ["subscriptions", id]) | ("DELETE", ["subscriptions", id]) => {
                 let Some(existing) = self.objects.get(*id).cloned() else {
                     return error(404, "invalid_request_error", "No such subscription");

@@ -28,6 +28,19 @@ use crate::{
 /// How long a run holds an account it is erasing; far longer than one erasure takes.
 const LEASE_SECONDS: i64 = 300;
 
+/// Why an erasure stopped; whatever it did stays done, and the next run resumes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Stripe: {0}")]
+    Stripe(String),
+    #[error("push endpoint: {0}")]
+    Push(String),
+    #[error("out of time while scrubbing the audit log")]
+    OutOfTime,
+}
+
 /// How one due account came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Erased {
@@ -70,7 +83,7 @@ pub async fn due(table: &Table, limit: i32) -> Result<Vec<String>, StoreError> {
 
 /// Erases `user_id` if it is due and no other run holds it.
 #[tracing::instrument(skip(app, meta, deadline))]
-pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadline) -> Result<Erased, StoreError> {
+pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadline) -> Result<Erased, ErasureError> {
     let table = app.table();
     let Some(user) = User::find(table, user_id).await? else {
         return Ok(Erased::Skipped);
@@ -92,27 +105,56 @@ pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadl
     match table.transact(vec![table.update(claim)?]).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(_)) => return Ok(Erased::Skipped),
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     }
 
-    remove_belongings(app, &user).await?;
-    scrub_audit(table, &user, deadline).await?;
-    for _ in 0..3 {
-        match finish(app, &user, lease, meta).await? {
-            Erased::Contended => continue,
-            done => return Ok(done),
+    let erased = async {
+        forget_at_stripe(app, &user, deadline).await?;
+        remove_belongings(app, &user).await?;
+        scrub_audit(table, &user, deadline).await?;
+        for _ in 0..3 {
+            match finish(app, &user, lease, meta).await? {
+                Erased::Contended => continue,
+                done => return Ok(done),
+            }
+        }
+        Ok(Erased::Contended)
+    }
+    .await;
+    if erased.is_err() {
+        // Let the next run (or this one's retry) take it without waiting out the lease.
+        let release = Change::new(&pk, &sk)
+            .update("REMOVE erasure_lease_until")
+            .condition("erasure_lease_until = :lease")
+            .value(":lease", av::n(lease));
+        if let Err(error) = table.update_item(release).await {
+            tracing::warn!(%error, "erasure lease not released; it lapses");
         }
     }
-    Ok(Erased::Contended)
+    erased
+}
+
+/// The user's Stripe customer (their email there, and the card on file) is deleted, which
+/// also ends their subscriptions: nobody is left to cancel them, and billing an erased person
+/// must stop. Stripe failing leaves the erasure for the next run.
+async fn forget_at_stripe(app: &App, user: &User, deadline: Deadline) -> Result<(), ErasureError> {
+    let Some(customer) = &user.stripe_customer_id else {
+        return Ok(());
+    };
+    let stripe = app.stripe(deadline).await.map_err(|e| ErasureError::Stripe(e.to_string()))?;
+    stripe
+        .delete_customer(customer)
+        .await
+        .map_err(|e| ErasureError::Stripe(format!("customer {customer} not deleted: {e}")))
 }
 
 /// Everything of the user but the profile: their partition's items (SNS endpoints of
 /// devices first) and the tokens the profile points at.
-async fn remove_belongings(app: &App, user: &User) -> Result<(), StoreError> {
+async fn remove_belongings(app: &App, user: &User) -> Result<(), ErasureError> {
     let table = app.table();
     let pk = keys::user(&user.user_id);
     for device in Device::list(table, &user.user_id).await? {
-        device.forget(app).await.map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        device.forget(app).await.map_err(|e| ErasureError::Push(e.to_string()))?;
     }
     let mut start = None;
     loop {
@@ -170,13 +212,13 @@ async fn remove_belongings(app: &App, user: &User) -> Result<(), StoreError> {
 
 /// The user's audit entries (as actor or target) lose the client address and user agent.
 /// Entries hold ids, never emails, so nothing else needs rewriting.
-async fn scrub_audit(table: &Table, user: &User, deadline: Deadline) -> Result<(), StoreError> {
+async fn scrub_audit(table: &Table, user: &User, deadline: Deadline) -> Result<(), ErasureError> {
     let key = format!("{}#{}", user.org_id, user.user_id);
     for (index, attribute) in [("AuditByActor", "audit_actor"), ("AuditByTarget", "audit_target")] {
         let mut start = None;
         loop {
             if deadline.remaining().is_some_and(|left| left < std::time::Duration::from_secs(5)) {
-                return Err(StoreError::Dynamo("out of time while scrubbing the audit log".into()));
+                return Err(ErasureError::OutOfTime);
             }
             let out = table
                 .client()

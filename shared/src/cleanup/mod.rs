@@ -1,11 +1,12 @@
 //! The scheduled cleanup (EventBridge, hourly): erases accounts whose grace has passed,
 //! settles payments stuck mid-release or mid-refund, and asks Stripe about payments whose
-//! outcome webhook never came. Every piece of work is claimed
+//! outcome webhook never came, and removes expired items TTL has not got to. Every piece of work is claimed
 //! conditionally, so overlapping runs never do one thing twice; work stops while there is
 //! still time before the invocation's deadline, and the rest waits for the next run. A run
 //! ends with one summary log line and the same counts as CloudWatch metrics (EMF).
 
 pub mod erasure;
+pub mod expired;
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use crate::{
 /// Items taken from a queue per Query.
 const PAGE: i32 = 25;
 /// Left unused at the end of a run: what one more item could take, plus the summary.
-const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(30);
+pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +42,12 @@ pub struct Summary {
     pub payments_recovered: u32,
     /// Unpaid payments still waiting for the payer at Stripe.
     pub payments_awaiting: u32,
+    /// Expired items removed (TTL had not yet).
+    pub expired_removed: u32,
+    /// Expired items already gone, or renewed, when their turn came.
+    pub expired_kept: u32,
+    /// Expired items that could not be removed this run.
+    pub expired_failed: u32,
     /// Whether the run stopped for its deadline with work left.
     pub stopped_early: bool,
 }
@@ -198,6 +205,13 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
             }
         }
     }
+
+    // Last, as the least urgent: reads already ignore what has expired.
+    let swept = expired::sweep(app.table(), crate::time::now().unix_timestamp(), out_of_time).await;
+    summary.expired_removed = swept.removed;
+    summary.expired_kept = swept.kept;
+    summary.expired_failed = swept.failed;
+    summary.stopped_early |= swept.stopped_early;
 
     tracing::info!(summary = ?summary, "cleanup run finished");
     println!("{}", summary.emf(crate::time::now().unix_timestamp() * 1000));

@@ -17,7 +17,7 @@ use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     rate_limit::Rule,
-    store::{Change, StoreError, av, keys},
+    store::{Change, StoreError, av, expiry, keys},
     time,
 };
 
@@ -38,6 +38,8 @@ struct Lockout {
     locked_until: i64,
     #[serde(default)]
     last_failure: i64,
+    #[serde(default)]
+    ttl: i64,
 }
 
 /// How long the `failures`-th consecutive failure locks the account for.
@@ -157,12 +159,16 @@ async fn count_failure(app: &App, subject: &str, now: i64) -> Result<u32, ApiErr
     let item = table
         .update_item(
             Change::new(&pk, LOCKOUT_SK)
-                .update("SET failures = if_not_exists(failures, :zero) + :one, last_failure = :now, #ttl = :ttl")
+                .update(
+                    "SET failures = if_not_exists(failures, :zero) + :one, last_failure = :now, #ttl = :ttl, \
+                     expiry_shard = :shard",
+                )
                 .condition("attribute_not_exists(last_failure) OR last_failure > :forget_before")
                 .value(":zero", av::n(0))
                 .value(":one", av::n(1))
                 .value(":now", av::n(now))
                 .value(":ttl", av::n(ttl))
+                .value(":shard", av::s(expiry::shard_of(&pk)))
                 .value(":forget_before", av::n(now - FAILURE_MEMORY_SECONDS))
                 .name("#ttl", "ttl"),
         )
@@ -170,17 +176,8 @@ async fn count_failure(app: &App, subject: &str, now: i64) -> Result<u32, ApiErr
     match item {
         Ok(item) => Ok(serde_dynamo::from_item::<_, Lockout>(item).map_err(ApiError::internal)?.failures),
         Err(StoreError::ConditionFailed) => {
-            let fresh = Lockout { pk, sk: LOCKOUT_SK.to_owned(), failures: 1, locked_until: 0, last_failure: now };
-            let mut item = serde_dynamo::to_item::<_, crate::store::Item>(&fresh).map_err(ApiError::internal)?;
-            item.insert("ttl".into(), av::n(ttl));
-            table
-                .client()
-                .put_item()
-                .table_name(table.name())
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(ApiError::internal)?;
+            let fresh = Lockout { pk, sk: LOCKOUT_SK.to_owned(), failures: 1, locked_until: 0, last_failure: now, ttl };
+            table.put_item(&fresh).await?;
             Ok(1)
         }
         Err(other) => Err(other.into()),
@@ -189,16 +186,9 @@ async fn count_failure(app: &App, subject: &str, now: i64) -> Result<u32, ApiErr
 
 async fn clear_failures(app: &App, user: &User) {
     let table = app.table();
-    let result = table
-        .client()
-        .delete_item()
-        .table_name(table.name())
-        .key("PK", av::s(keys::user(&user.user_id)))
-        .key("SK", av::s(LOCKOUT_SK))
-        .send()
-        .await;
-    if let Err(error) = result {
-        tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "could not clear login failures");
+    let pk = keys::user(&user.user_id);
+    if let Err(error) = table.delete_item(Change::new(&pk, LOCKOUT_SK)).await {
+        tracing::warn!(%error, "could not clear login failures");
     }
 }
 

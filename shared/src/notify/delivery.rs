@@ -101,26 +101,23 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
         ttl: time::epoch_seconds(now + time::Duration::days(KEEP_DAYS)),
     };
     let claim = table
-        .client()
-        .put_item()
-        .table_name(table.name())
-        .set_item(Some(serde_dynamo::to_item(&record).map_err(StoreError::from)?))
-        .condition_expression("attribute_not_exists(PK) OR (#status = :sending AND lease_until < :now)")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":sending", av::s("sending"))
-        .expression_attribute_values(":now", av::n(now.unix_timestamp()))
-        .send()
+        .put_item_if(
+            &record,
+            "attribute_not_exists(PK) OR (#status = :sending AND lease_until < :now)",
+            &[("#status", "status")],
+            &[(":sending", av::s("sending")), (":now", av::n(now.unix_timestamp()))],
+        )
         .await;
     match claim {
-        Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
             let existing: Option<DeliveryRecord> = table.get(&item.pk, DELIVERY_SK).await?;
             return match existing.map(|r| r.status) {
                 Some(status) if status == "sent" || status == "skipped" => Ok(Delivered::AlreadySent),
                 _ => Err(DeliveryError::InFlight),
             };
         }
-        Err(e) => return Err(crate::store::dynamo_error(e).into()),
+        Err(e) => return Err(e.into()),
     }
 
     match send(app, &item.message).await {

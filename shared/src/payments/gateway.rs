@@ -255,6 +255,22 @@ impl Stripe {
         Ok(customer.id.as_str().to_owned())
     }
 
+    /// Deletes a customer (with its email) at Stripe, which also cancels its subscriptions
+    /// at once. A customer Stripe no longer knows counts as deleted.
+    pub async fn delete_customer(&self, id: &str) -> Result<(), GatewayError> {
+        use stripe_core::customer::DeleteCustomer;
+        let deleted = self
+            .call(None, |strategy| {
+                let request = DeleteCustomer::new(id);
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) | Err(GatewayError::Refused { status: 404, .. }) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
     /// A PaymentIntent charged to the platform, grouped for the later transfer.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_payment_intent(

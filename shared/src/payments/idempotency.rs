@@ -87,25 +87,19 @@ pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) ->
         response_body: None,
         ttl: now + RECORD_HOURS * 3600,
     };
+    // A crashed attempt's key may be taken over, but only by the same request.
     let put = table
-        .client()
-        .put_item()
-        .table_name(table.name())
-        .set_item(Some(serde_dynamo::to_item(&record).map_err(StoreError::from)?))
-        // A crashed attempt's key may be taken over, but only by the same request.
-        .condition_expression(
+        .put_item_if(
+            &record,
             "attribute_not_exists(PK) OR (#status = :in_progress AND lock_expires < :now AND request_hash = :hash)",
+            &[("#status", "status")],
+            &[(":in_progress", av::s("in_progress")), (":now", av::n(now)), (":hash", av::s(request_hash))],
         )
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":in_progress", av::s("in_progress"))
-        .expression_attribute_values(":now", av::n(now))
-        .expression_attribute_values(":hash", av::s(request_hash))
-        .send()
         .await;
     match put {
-        Ok(_) => return Ok(Begin::Proceed(Claim { pk, request_hash: request_hash.to_owned() })),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-        Err(e) => return Err(ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e))),
+        Ok(()) => return Ok(Begin::Proceed(Claim { pk, request_hash: request_hash.to_owned() })),
+        Err(StoreError::ConditionFailed) => {}
+        Err(e) => return Err(ApiError::internal(e)),
     }
     let existing = table.get::<Record>(&pk, SK).await?.ok_or(ApiError::IdempotencyInProgress)?;
     if existing.request_hash != request_hash {
@@ -139,19 +133,16 @@ impl Claim {
 
     /// Gives the key back after a failure, so the client may retry with it.
     pub async fn release(self, table: &Table) {
-        let result = table
-            .client()
-            .delete_item()
-            .table_name(table.name())
-            .key("PK", av::s(&self.pk))
-            .key("SK", av::s(SK))
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":in_progress", av::s("in_progress"))
-            .send()
+        let released = table
+            .delete_item(
+                Change::new(&self.pk, SK)
+                    .condition("#status = :in_progress")
+                    .name("#status", "status")
+                    .value(":in_progress", av::s("in_progress")),
+            )
             .await;
-        if let Err(error) = result {
-            tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "idempotency key not released; it expires");
+        if let Err(error) = released {
+            tracing::warn!(%error, "idempotency key not released; it expires");
         }
     }
 }

@@ -165,6 +165,13 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
                 tracing::info!(subscription = id, "subscription not ours; skipped");
                 return Ok(Effect::none());
             };
+            // An erased account's subscriptions end with its Stripe customer (and one being
+            // erased is on its way there); their last events must not bring the person back.
+            let owner = crate::identity::User::find(app.table(), user_id).await?;
+            if owner.is_none_or(|u| u.deletion_scheduled_at.is_some()) {
+                tracing::info!(subscription = id, "subscription of an erased account; skipped");
+                return Ok(Effect::none());
+            }
             let price_id = object["metadata"]["price_id"].as_str().unwrap_or_default();
             let mut item =
                 crate::payments::subscription::Subscription::new(id, user_id, price_id, status, cancel_at_period_end);
