@@ -333,3 +333,97 @@ async fn an_erased_subscriber_is_deleted_at_stripe_and_late_subscription_events_
     assert_eq!(t.deliver(&ended).await.status, 200);
     assert!(t.partition(&format!("USER#{user_id}")).await.is_empty(), "nothing of the user is left");
 }
+
+/// Whether the notifier's dead-letter queue got a batch description sent at or after
+/// `since_ms` (the stream mapping gave up on a batch), waiting for it (bounded).
+async fn dead_lettered_since(since_ms: u128) -> bool {
+    let queue = std::env::var("NOTIFY_DLQ_URL").expect("the stack's dead-letter queue");
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        let answer: Value = client
+            .post(&moto)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "AmazonSQS.ReceiveMessage")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0")
+            .body(
+                json!({"QueueUrl": queue, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0,
+                       "AttributeNames": ["SentTimestamp"]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        let sent: Vec<u128> = answer["Messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["Attributes"]["SentTimestamp"].as_str()?.parse().ok())
+            .collect();
+        if sent.iter().any(|&at| at >= since_ms) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_message_the_stream_gave_up_on_is_delivered_once_by_the_next_run() {
+    use shared::outbox::{Message, OutboxItem};
+    let t = TestApp::new().await;
+    let to = common::unique_email("lost-message");
+    let item = OutboxItem::new(Message::email(
+        shared::notify::EmailKind::VerifyEmail,
+        &to,
+        json!({"link": "http://localhost:3000/verify-email?token=abc"}),
+    ));
+    // A notifier that died mid-send left its claim: every stream retry finds the message
+    // "in flight" until the mapping gives up and dead-letters the batch.
+    let now = shared::time::now().unix_timestamp();
+    let table = t.app.table();
+    table
+        .put_item(&json!({"PK": item.pk, "SK": "DELIVERY", "status": "sending", "lease_until": now + 3600,
+                          "channel": "email", "ttl": now + 86400}))
+        .await
+        .unwrap();
+    let committed_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() - 1000;
+    table.transact(vec![item.put(table).unwrap()]).await.unwrap();
+    assert!(dead_lettered_since(committed_ms).await, "the stream mapping gave up on the message");
+    assert!(t.emails_to(&to).await.is_empty(), "nothing went out");
+
+    // Later: the dead notifier's lease has lapsed and the message has waited past the cutoff.
+    let lapsed = aws_sdk_dynamodb::types::AttributeValue::N((now - 1).to_string());
+    t.set(&item.pk, "DELIVERY", &[("lease_until", lapsed)]).await;
+    let long_ago = aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000000Z".into());
+    t.set(&item.pk, "OUTBOX", &[("GSI2SK", long_ago)]).await;
+    let (meta_a, meta_b) = (run_meta(), run_meta());
+    let (first, second) = tokio::join!(cleanup::run(t.app, &meta_a), cleanup::run(t.app, &meta_b));
+
+    assert!(first.outbox_redelivered + second.outbox_redelivered >= 1, "{first:?} {second:?}");
+    assert_eq!(t.emails_to(&to).await.len(), 1, "delivered, once, by two overlapping runs");
+    let outbox = t.item(&item.pk, "OUTBOX").await.expect("the outbox item");
+    assert!(!outbox.contains_key("GSI2PK"), "off the unsent queue");
+    assert_eq!(s(&t.item(&item.pk, "DELIVERY").await.unwrap(), "status"), "sent");
+    // And a message delivered the ordinary way leaves the queue as it goes.
+    let ordinary = common::unique_email("ordinary-message");
+    let sent = OutboxItem::new(Message::email(
+        shared::notify::EmailKind::VerifyEmail,
+        &ordinary,
+        json!({"link": "http://localhost:3000/verify-email?token=abc"}),
+    ));
+    table.transact(vec![sent.put(table).unwrap()]).await.unwrap();
+    assert_eq!(t.emails_to(&ordinary).await.len(), 1);
+    let mut settled = false;
+    for _ in 0..100 {
+        if !t.item(&sent.pk, "OUTBOX").await.unwrap().contains_key("GSI2PK") {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(settled, "a delivered message leaves the unsent queue");
+}

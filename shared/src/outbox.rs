@@ -5,22 +5,40 @@
 //! what it sent so a redelivered batch sends nothing twice.
 //!
 //! Item: `PK = OUTBOX#{id}`, `SK = OUTBOX`, with a TTL; the stream's event source mapping
-//! filters on `SK = OUTBOX` and `eventName = INSERT` (template.yaml).
+//! filters on `SK = OUTBOX` and `eventName = INSERT` (template.yaml). Until it is delivered
+//! (or found needing nothing) an item also sits on the sparse `GSI2` queue of unsent
+//! messages: what the stream gives up on (retries spent while SES was down, a notifier that
+//! died holding a delivery lease) the hourly cleanup delivers from there.
 
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{
     identity::AccountTask,
     notify::{Category, DomainEvent, EmailKind},
-    store::{StoreError, Table},
+    store::{Change, StoreError, Table, av},
     time,
 };
 
 /// The sort key of outbox items: what the stream filter matches.
 pub const SK: &str = "OUTBOX";
 /// How long an outbox item (and its delivery record) is kept.
-const KEEP_DAYS: i64 = 7;
+pub const KEEP_DAYS: i64 = 7;
+/// `GSI2PK` prefix of undelivered items; the queue is spread over [`UNSENT_SHARDS`]
+/// partitions, as every message passes through it.
+pub const UNSENT_QUEUE: &str = "OUTBOX_UNSENT";
+pub const UNSENT_SHARDS: u8 = 8;
+
+/// The unsent-queue partition of the item with this id.
+fn unsent_queue(id: &str) -> String {
+    format!("{UNSENT_QUEUE}#{}", Sha256::digest(id.as_bytes())[0] % UNSENT_SHARDS)
+}
+
+/// Every partition of the unsent queue.
+pub fn unsent_queues() -> impl Iterator<Item = String> {
+    (0..UNSENT_SHARDS).map(|n| format!("{UNSENT_QUEUE}#{n}"))
+}
 
 /// What to send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +112,12 @@ pub struct OutboxItem {
     pub message: Message,
     pub created_at: String,
     pub ttl: i64,
+    /// The unsent queue, until delivered.
+    #[serde(rename = "GSI2PK", default, skip_serializing_if = "Option::is_none")]
+    pub unsent_queue: Option<String>,
+    /// When it was last tried: the queue's order.
+    #[serde(rename = "GSI2SK", default, skip_serializing_if = "Option::is_none")]
+    pub last_tried: Option<String>,
 }
 
 impl OutboxItem {
@@ -103,10 +127,33 @@ impl OutboxItem {
         Self {
             pk: format!("OUTBOX#{id}"),
             sk: SK.to_owned(),
+            unsent_queue: Some(unsent_queue(&id)),
             id,
             message,
             created_at: time::rfc3339(now),
+            last_tried: Some(time::rfc3339(now)),
             ttl: time::epoch_seconds(now + time::Duration::days(KEEP_DAYS)),
+        }
+    }
+
+    /// Takes the item off the unsent queue: it was delivered, or needs nothing.
+    pub async fn settle(table: &Table, pk: &str) -> Result<(), StoreError> {
+        let change = Change::new(pk, SK).update("REMOVE GSI2PK, GSI2SK").condition("attribute_exists(GSI2PK)");
+        match table.update_item(change).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Moves the item to the back of the unsent queue after a failed try.
+    pub async fn tried(table: &Table, pk: &str) -> Result<(), StoreError> {
+        let change = Change::new(pk, SK)
+            .update("SET GSI2SK = :now")
+            .condition("attribute_exists(GSI2PK)")
+            .value(":now", av::s(time::rfc3339(time::now())));
+        match table.update_item(change).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 

@@ -1,12 +1,14 @@
 //! The scheduled cleanup (EventBridge, hourly): erases accounts whose grace has passed,
 //! settles payments stuck mid-release or mid-refund, and asks Stripe about payments whose
-//! outcome webhook never came, and removes expired items TTL has not got to. Every piece of work is claimed
+//! outcome webhook never came, delivers messages the stream gave up on, and removes expired
+//! items TTL has not got to. Every piece of work is claimed
 //! conditionally, so overlapping runs never do one thing twice; work stops while there is
 //! still time before the invocation's deadline, and the rest waits for the next run. A run
 //! ends with one summary log line and the same counts as CloudWatch metrics (EMF).
 
 pub mod erasure;
 pub mod expired;
+pub mod undelivered;
 
 use std::time::Duration;
 
@@ -42,6 +44,12 @@ pub struct Summary {
     pub payments_recovered: u32,
     /// Unpaid payments still waiting for the payer at Stripe.
     pub payments_awaiting: u32,
+    /// Messages the stream gave up on, delivered now.
+    pub outbox_redelivered: u32,
+    /// Messages that failed again (the next run retries).
+    pub outbox_failed: u32,
+    /// Messages undelivered for days, given up on: what the outbox alarm watches.
+    pub outbox_abandoned: u32,
     /// Expired items removed (TTL had not yet).
     pub expired_removed: u32,
     /// Expired items already gone, or renewed, when their turn came.
@@ -205,6 +213,12 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
             }
         }
     }
+
+    let redelivered = undelivered::redeliver(app, out_of_time).await;
+    summary.outbox_redelivered = redelivered.delivered;
+    summary.outbox_failed = redelivered.failed;
+    summary.outbox_abandoned = redelivered.abandoned;
+    summary.stopped_early |= redelivered.stopped_early;
 
     // Last, as the least urgent: reads already ignore what has expired.
     let swept = expired::sweep(app.table(), crate::time::now().unix_timestamp(), out_of_time).await;

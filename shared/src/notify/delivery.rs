@@ -113,7 +113,10 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
         Err(StoreError::ConditionFailed) => {
             let existing: Option<DeliveryRecord> = table.get(&item.pk, DELIVERY_SK).await?;
             return match existing.map(|r| r.status) {
-                Some(status) if status == "sent" || status == "skipped" => Ok(Delivered::AlreadySent),
+                Some(status) if status == "sent" || status == "skipped" => {
+                    settle(table, item).await;
+                    Ok(Delivered::AlreadySent)
+                }
                 _ => Err(DeliveryError::InFlight),
             };
         }
@@ -137,6 +140,7 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
                 tracing::error!(%error, "message sent but its delivery record not updated");
             }
             tracing::info!(status, %detail, "message delivered");
+            settle(table, item).await;
             Ok(delivered)
         }
         Err(error) => {
@@ -149,6 +153,16 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
             }
             Err(error.into())
         }
+    }
+}
+
+/// Takes a delivered item off the unsent queue. Best effort: should it stay, the cleanup
+/// finds it delivered and takes it off then.
+async fn settle(table: &crate::store::Table, item: &OutboxItem) {
+    if item.unsent_queue.is_some()
+        && let Err(error) = OutboxItem::settle(table, &item.pk).await
+    {
+        tracing::warn!(%error, "delivered item left on the unsent queue");
     }
 }
 
