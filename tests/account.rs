@@ -97,6 +97,40 @@ async fn restore_cancels_a_scheduled_deletion_once() {
 }
 
 #[tokio::test]
+async fn restore_is_no_easier_to_guess_through_than_login() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let (email, tokens) = t.logged_in("restore-guess").await;
+    t.authed(handle, "DELETE", "/auth/me", token_of(&tokens), &[], Some(json!({"password": STRONG_PASSWORD}))).await;
+    let ip = common::random_ip();
+    let t = &t;
+    let restore = |password: &str| {
+        let body = json!({"email": email, "password": password}).to_string();
+        let event = common::http_event_from(&ip, "POST", "/auth/me/restore", &[], Some(&body));
+        async move { t.invoke(handle, &event).await }
+    };
+    // Wrong passwords on restore and on login from one address share one count.
+    for _ in 0..3 {
+        assert_eq!(restore("not my password at all").await.status, 401);
+    }
+    for _ in 0..2 {
+        assert_eq!(t.login_from(&ip, &email, "not my password at all").await.status, 401);
+    }
+    let locked = restore(STRONG_PASSWORD).await;
+    assert_eq!((locked.status, locked.body["code"].as_str()), (429, Some("rate_limited")), "{:?}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+
+    let user = t.user_by_email(&email).await;
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    let failed_restores =
+        audit.iter().filter(|e| s(e, "action") == "account.restored" && s(e, "status") == "failure").count();
+    assert_eq!(failed_restores, 3, "every wrong restore password is audited");
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.lockout"));
+    // From the owner's own address, restore still works.
+    let restored = t.post(handle, "/auth/me/restore", json!({"email": email, "password": STRONG_PASSWORD})).await;
+    assert_eq!(restored.status, 200, "{:?}", restored.body);
+}
+
+#[tokio::test]
 async fn an_invitation_admits_one_user_to_the_org_with_its_role() {
     let t = TestApp::new().await;
     let (admin, member_email, member, member_id) = org_with_member(&t, "viewer").await;

@@ -246,7 +246,9 @@ async fn expired_items_ttl_has_not_removed_are_swept_and_live_ones_stay() {
     let (email, tokens) = t.logged_in("expired").await;
     let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
     // A failed login leaves a lockout counter; a reset request a one-time token.
-    let wrong = t.login(&email, "not the password at all 42").await;
+    let ip = common::random_ip();
+    let counter = shared::identity::attempts::counter_sort_key(&ip);
+    let wrong = t.login_from(&ip, &email, "not the password at all 42").await;
     assert_eq!(wrong.status, 401, "{:?}", wrong.body);
     let forgot = t.post(shared::api::reset::handle, "/auth/forgot-password", json!({"email": email})).await;
     assert_eq!(forgot.status, 202, "{:?}", forgot.body);
@@ -261,18 +263,18 @@ async fn expired_items_ttl_has_not_removed_are_swept_and_live_ones_stay() {
     use sha2::Digest;
     let reset_pk = format!("TOKEN#{}", hex::encode(sha2::Sha256::digest(reset_token.as_bytes())));
     let user_pk = format!("USER#{user_id}");
-    assert!(t.item(&user_pk, "LOCKOUT").await.is_some() && t.item(&reset_pk, "TOKEN").await.is_some());
+    assert!(t.item(&user_pk, &counter).await.is_some() && t.item(&reset_pk, "TOKEN").await.is_some());
     assert_eq!(items_with_ttl_but_no_expiry_shard(&t).await, Vec::<String>::new());
 
     // Both expire; TTL (which DynamoDB Local never runs, and AWS runs days late) has not acted.
     let past = aws_sdk_dynamodb::types::AttributeValue::N((shared::time::now().unix_timestamp() - 60).to_string());
-    t.set(&user_pk, "LOCKOUT", &[("ttl", past.clone())]).await;
+    t.set(&user_pk, &counter, &[("ttl", past.clone())]).await;
     t.set(&reset_pk, "TOKEN", &[("ttl", past)]).await;
     let sessions_before = t.partition(&user_pk).await.iter().filter(|i| s(i, "SK").starts_with("SESSION#")).count();
 
     // (Other tests' runs sweep the same table, so the counts are not ours to check.)
     cleanup::run(t.app, &run_meta()).await;
-    assert!(t.item(&user_pk, "LOCKOUT").await.is_none(), "the expired counter is gone");
+    assert!(t.item(&user_pk, &counter).await.is_none(), "the expired counter is gone");
     assert!(t.item(&reset_pk, "TOKEN").await.is_none(), "the expired token is gone");
     let sessions_after = t.partition(&user_pk).await.iter().filter(|i| s(i, "SK").starts_with("SESSION#")).count();
     assert_eq!((sessions_before, sessions_after), (1, 1), "a live session (ttl ahead) stays");

@@ -3,7 +3,7 @@
 mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{STRONG_PASSWORD, TestApp, s, unique_email};
+use common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
 use serde_json::{Value, json};
 use shared::api::login::handle;
@@ -130,17 +130,20 @@ async fn unverified_accounts_learn_it_only_with_the_right_password() {
 }
 
 #[tokio::test]
-async fn repeated_failures_lock_the_account_progressively_and_the_lock_releases() {
+async fn repeated_failures_lock_the_account_for_that_address_progressively_and_the_lock_releases() {
     let t = TestApp::with_env(&[("RATE_LIMIT_ENABLED", "false")]).await;
     let email = t.verified_user("lockout").await;
+    let attacker = random_ip();
     for _ in 0..5 {
-        assert_eq!(t.login(&email, "wrong password, definitely").await.status, 401);
+        assert_eq!(t.login_from(&attacker, &email, "wrong password, definitely").await.status, 401);
     }
-    // Locked now: even the right password is refused, with a Retry-After.
-    let locked = t.login(&email, STRONG_PASSWORD).await;
+    // Locked now for that address: even the right password is refused, with a Retry-After.
+    let locked = t.login_from(&attacker, &email, STRONG_PASSWORD).await;
     assert_eq!((locked.status, locked.body["code"].as_str()), (429, Some("rate_limited")));
     let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry), "first lock is 30 s: {retry}");
+    // The owner, from their own address, is not.
+    assert_eq!(t.login_from(&random_ip(), &email, STRONG_PASSWORD).await.status, 200);
 
     let user = t.user_by_email(&email).await;
     let user_pk = format!("USER#{}", s(&user, "user_id"));
@@ -148,22 +151,88 @@ async fn repeated_failures_lock_the_account_progressively_and_the_lock_releases(
     assert!(audit.iter().any(|e| s(e, "action") == "auth.lockout"));
 
     // Once the window has passed (simulated), the right password works and clears the count.
-    set_attribute(&t, &user_pk, "LOCKOUT", "locked_until", AttributeValue::N("0".into())).await;
-    let after = t.login(&email, STRONG_PASSWORD).await;
+    let counter = shared::identity::attempts::counter_sort_key(&attacker);
+    set_attribute(&t, &user_pk, &counter, "locked_until", AttributeValue::N("0".into())).await;
+    let after = t.login_from(&attacker, &email, STRONG_PASSWORD).await;
     assert_eq!(after.status, 200, "{:?}", after.body);
-    assert!(t.item(&user_pk, "LOCKOUT").await.is_none());
+    assert!(t.item(&user_pk, &counter).await.is_none());
 }
 
 #[tokio::test]
-async fn login_attempts_per_account_are_rate_limited() {
+async fn the_owner_logs_in_from_their_address_while_an_attacker_hammers_the_account_from_many() {
+    let t = TestApp::new().await;
+    let email = t.verified_user("hammered").await;
+    let mut refused = 0;
+    for _ in 0..8 {
+        let attacker = random_ip();
+        for _ in 0..7 {
+            let answer = t.login_from(&attacker, &email, "wrong password, definitely").await;
+            assert!(matches!(answer.status, 401 | 429), "{:?}", answer.body);
+            refused += u32::from(answer.status == 429);
+        }
+    }
+    assert!(refused >= 8, "each attacking address was stopped");
+    let owner = t.login_from(&random_ip(), &email, STRONG_PASSWORD).await;
+    assert_eq!(owner.status, 200, "{:?}", owner.body);
+}
+
+/// `n` wrong guesses at once from one address: how many were checked (401) and refused (429).
+async fn burst(t: &TestApp, ip: &str, email: &str, n: usize) -> (usize, usize) {
+    let body = json!({"email": email, "password": "wrong password, definitely"}).to_string();
+    let guesses: Vec<_> = (0..n)
+        .map(|_| common::spawn_invoke(t.app, handle, http_event_from(ip, "POST", "/auth/login", &[], Some(&body))))
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap().0);
+    }
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429)), "{statuses:?}");
+    (statuses.iter().filter(|s| **s == 401).count(), statuses.iter().filter(|s| **s == 429).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_guesses_get_no_more_tries_than_sequential_ones() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let email = t.verified_user("burst").await;
+    let ip = random_ip();
+    assert_eq!(burst(&t, &ip, &email, 20).await, (5, 15), "a fresh count allows five tries");
+    // At the lock's expiry (simulated), one more try, and the lock doubles.
+    let user_pk = format!("USER#{}", s(&t.user_by_email(&email).await, "user_id"));
+    let counter = shared::identity::attempts::counter_sort_key(&ip);
+    set_attribute(&t, &user_pk, &counter, "locked_until", AttributeValue::N("0".into())).await;
+    assert_eq!(burst(&t, &ip, &email, 20).await, (1, 19), "an expired lock allows one");
+    let locked = t.login_from(&ip, &email, STRONG_PASSWORD).await;
+    let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((31..=60).contains(&retry), "the second lock is 60 s: {retry}");
+}
+
+#[tokio::test]
+async fn login_attempts_per_account_and_address_are_rate_limited() {
     let t = TestApp::with_env(&[("RATE_LIMIT_LOGIN_ACCOUNT", "2/60")]).await;
     let email = unique_email("login-limit");
+    let ip = random_ip();
     for _ in 0..2 {
-        assert_eq!(t.login(&email, STRONG_PASSWORD).await.status, 401);
+        assert_eq!(t.login_from(&ip, &email, STRONG_PASSWORD).await.status, 401);
     }
-    let limited = t.login(&email, STRONG_PASSWORD).await;
+    let limited = t.login_from(&ip, &email, STRONG_PASSWORD).await;
     assert_eq!(limited.status, 429);
     assert!(limited.header("retry-after").is_some());
+    // Somebody else's attempts don't spend the owner's.
+    assert_eq!(t.login_from(&random_ip(), &email, STRONG_PASSWORD).await.status, 401);
+}
+
+#[tokio::test]
+async fn password_limits_refuse_when_their_counter_cannot_be_kept_and_signup_does_not() {
+    let t = TestApp::with_stripe_and_faults(&[]).await;
+    let email = t.verified_user("limiter-down").await;
+    t.faults().fail("UpdateItem", "RATE#login", u32::MAX);
+    let refused = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!((refused.status, refused.header("retry-after")), (429, Some("1")), "{:?}", refused.body);
+    t.faults().heal();
+    t.faults().fail("UpdateItem", "RATE#register", u32::MAX);
+    let registered = t.register(json!({"email": unique_email("limiter-down"), "password": STRONG_PASSWORD})).await;
+    assert_eq!(registered.status, 202, "{:?}", registered.body);
+    t.faults().heal();
 }
 
 #[tokio::test]
@@ -379,13 +448,11 @@ async fn unknown_addresses_lock_out_exactly_like_known_ones() {
     let known = t.verified_user("lock-known").await;
     let unknown = unique_email("lock-unknown");
     for email in [&known, &unknown] {
-        let statuses: Vec<u16> = {
-            let mut v = Vec::new();
-            for _ in 0..6 {
-                v.push(t.login(email, "wrong password, definitely").await.status);
-            }
-            v
-        };
+        let ip = random_ip();
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(t.login_from(&ip, email, "wrong password, definitely").await.status);
+        }
         assert_eq!(statuses, [401, 401, 401, 401, 401, 429], "{email}");
     }
 }

@@ -19,9 +19,10 @@ use crate::{
 pub enum Rule {
     /// Registrations per client address.
     Register,
-    /// Login attempts per client address.
+    /// Password attempts (login, restore) per client address.
     Login,
-    /// Login attempts per account (email), whichever address they come from.
+    /// Password attempts on one account (email) from one client address: nobody else's
+    /// attempts spend the owner's.
     LoginAccount,
     Refresh,
     VerifyEmail,
@@ -89,6 +90,15 @@ impl Rule {
             Rule::RegisterDevice => (30, 3600),
         };
         Limit { count, window_seconds }
+    }
+
+    /// Whether a request is refused when its counter cannot be kept (DynamoDB throttling or
+    /// down). Rules that stand between a guesser and a password or a token refuse: an
+    /// attacker who can make the table throttle must not also lift the limit. The others let
+    /// the request through, since a counter outage should not take sign-up or unsubscribe
+    /// down with it, and those routes hold no secret to guess.
+    pub fn fails_closed(self) -> bool {
+        matches!(self, Rule::Login | Rule::LoginAccount | Rule::Restore | Rule::ResetPassword | Rule::VerifyEmail)
     }
 
     pub fn env_var(self) -> String {
@@ -175,7 +185,10 @@ impl RateLimits {
             .await;
         let item = match item {
             Ok(item) => item,
-            // A limiter that cannot count must not take the service down with it.
+            Err(error @ StoreError::Dynamo(_)) if rule.fails_closed() => {
+                tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; refusing");
+                return Err(ApiError::RateLimited { retry_after_seconds: 1 });
+            }
             Err(error @ StoreError::Dynamo(_)) => {
                 tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; allowing");
                 return Ok(());

@@ -264,6 +264,12 @@ impl TestApp {
         self.post(shared::api::login::handle, "/auth/login", json!({"email": email, "password": password})).await
     }
 
+    /// A login from the client address `ip` (password attempts count per account and address).
+    pub async fn login_from(&self, ip: &str, email: &str, password: &str) -> TestResponse {
+        let body = json!({"email": email, "password": password}).to_string();
+        self.invoke(shared::api::login::handle, &http_event_from(ip, "POST", "/auth/login", &[], Some(&body))).await
+    }
+
     /// A verified user's login answer (tokens).
     pub async fn logged_in(&self, tag: &str) -> (String, Value) {
         let email = self.verified_user(tag).await;

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{
-    Email, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User, auth::Principal,
-    model::adjust_admin_count,
+    Email, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User, attempts,
+    auth::Principal, model::adjust_admin_count,
 };
 use crate::{
     App,
@@ -88,13 +88,21 @@ pub async fn schedule_deletion(
 /// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong
 /// passwords answer alike, after the same Argon2 work.
 pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+    // A password check like login's: the same limits, the same count and lock, audited.
+    attempts::limit(app, email, meta).await?;
     let table = app.table();
-    let user = User::find_by_email(table, email.as_str()).await?;
+    let (user, subject) = attempts::subject(app, email).await?;
+    let attempt = attempts::reserve(app, &subject, meta.client_key()).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
-    let (Some(user), true) = (user, matches) else {
-        return Err(ApiError::InvalidCredentials);
+    let user = match user {
+        Some(user) if matches => user,
+        user => {
+            attempt.failed(app, user.as_ref(), "account.restored", meta).await;
+            return Err(ApiError::InvalidCredentials);
+        }
     };
+    attempt.succeeded(app).await;
     let now = time::rfc3339(time::now());
     let Some(scheduled) = user.deletion_scheduled_at.clone().filter(|at| *at > now) else {
         return Err(ApiError::Conflict("the account is not scheduled for deletion".into()));

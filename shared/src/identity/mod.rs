@@ -1,6 +1,7 @@
 //! Users, organisations, passwords and one-time tokens.
 
 pub mod account;
+pub mod attempts;
 pub mod auth;
 mod email;
 pub mod jwt;

@@ -112,7 +112,9 @@ pub async fn reset_password(
                 .value(":one", av::n(1))
                 .value(":token", av::s(hash.as_str())),
         ),
-        table.delete(Change::new(&user_pk, "LOCKOUT")),
+        // The owner proved themselves from this address: its count starts over (the counts
+        // of other addresses, an attacker's say, stay).
+        table.delete(Change::new(&user_pk, &super::attempts::counter_sort_key(meta.client_key()))),
         app.audit().put(&audit),
         outbox::put(table, notice),
     ]
