@@ -178,6 +178,9 @@ async fn a_tampered_or_foreign_cursor_is_400() {
     assert_eq!(other.status, 400);
     let bad_limit = audit_logs(&t, &admin, &[("limit", "500")]).await;
     assert_eq!(bad_limit.body["code"], "validation_failed");
+    let backwards =
+        audit_logs(&t, &admin, &[("since", "2026-11-02T00:00:00Z"), ("until", "2026-11-01T00:00:00Z")]).await;
+    assert_eq!((backwards.status, backwards.body["code"].as_str()), (400, Some("validation_failed")));
 }
 
 #[tokio::test]

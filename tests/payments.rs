@@ -47,6 +47,9 @@ async fn a_provider_gets_one_connected_account_and_a_fresh_link_each_time() {
     let invalid = t
         .authed(handle, "POST", "/providers", token(&stranger), &[], Some(json!({"country": "usa", "phone": "12"})))
         .await;
+    let unassigned =
+        t.authed(handle, "POST", "/providers", token(&stranger), &[], Some(json!({"country": "YY"}))).await;
+    assert_eq!((unassigned.status, unassigned.body["errors"][0]["field"].as_str()), (400, Some("country")));
     assert_eq!((invalid.status, invalid.body["code"].as_str()), (400, Some("validation_failed")));
 }
 

@@ -26,10 +26,16 @@ fn optional_text(field: &str, value: Option<String>, errors: &mut Vec<FieldError
     let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())?;
     if value.chars().count() > MAX_NAME_CHARS {
         errors.push(FieldError::new(field, "must be at most 200 characters"));
-    } else if value.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, "must not contain control characters"));
+    } else if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        errors.push(FieldError::new(field, "must not contain control or text-direction characters"));
     }
     Some(value)
+}
+
+/// Unicode's explicit direction marks, embeddings, overrides and isolates: in a name they
+/// end up in email subjects and admin screens, where they can reorder the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl RegisterBody {
@@ -69,4 +75,24 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "pending_verification" })))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reject_control_and_direction_characters() {
+        for bad in ["Eve\u{202E}gnp.exe", "a\u{2066}b", "tab\there", "rlm\u{200F}"] {
+            let mut errors = Vec::new();
+            optional_text("full_name", Some(bad.to_owned()), &mut errors);
+            assert_eq!(errors.len(), 1, "{bad:?}");
+        }
+        let mut errors = Vec::new();
+        assert_eq!(
+            optional_text("full_name", Some(" Zoë Ōsaka-نور ".to_owned()), &mut errors).as_deref(),
+            Some("Zoë Ōsaka-نور")
+        );
+        assert!(errors.is_empty());
+    }
 }

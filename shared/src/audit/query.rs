@@ -79,6 +79,11 @@ impl AuditFilter {
         };
         let since = time("since");
         let until = time("until");
+        if let (Some(since), Some(until)) = (&since, &until)
+            && since > until
+        {
+            errors.push(FieldError::new("since", "must not be after `until`"));
+        }
         let limit = match query.get("limit").map(|l| l.parse::<i32>()) {
             None => DEFAULT_LIMIT,
             Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
@@ -329,6 +334,10 @@ mod tests {
         assert!(AuditFilter::parse(&q(&[("limit", "101")])).is_err());
         assert!(AuditFilter::parse(&q(&[("status", "maybe")])).is_err());
         assert!(AuditFilter::parse(&q(&[("since", "yesterday")])).is_err());
+        let backwards = [("since", "2026-11-02T00:00:00Z"), ("until", "2026-11-01T00:00:00Z")];
+        assert!(AuditFilter::parse(&q(&backwards)).is_err(), "since after until is a 400, not a 500");
+        let same = [("since", "2026-11-01T00:00:00Z"), ("until", "2026-11-01T00:00:00Z")];
+        assert!(AuditFilter::parse(&q(&same)).is_ok());
         assert!(AuditFilter::parse(&q(&[("action", "a b")])).is_err());
         let f = AuditFilter::parse(&q(&[("action", "auth.login"), ("status", "failure"), ("limit", "10")])).unwrap();
         assert_eq!(f.limit, 10);

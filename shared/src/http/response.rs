@@ -30,7 +30,11 @@ impl ApiResponse {
     }
 
     fn into_response(self) -> Response<Body> {
-        let mut builder = Response::builder().status(self.status).header("cache-control", "no-store");
+        let mut builder = Response::builder().status(self.status);
+        // Answers are not cached unless the handler says otherwise (and then only its word).
+        if !self.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("cache-control")) {
+            builder = builder.header("cache-control", "no-store");
+        }
         for (name, value) in self.headers {
             builder = builder.header(name, value);
         }
@@ -75,4 +79,19 @@ where
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_has_one_cache_control_header() {
+        let default = ApiResponse::json(StatusCode::OK, serde_json::json!({})).into_response();
+        assert_eq!(default.headers().get_all("cache-control").iter().collect::<Vec<_>>(), ["no-store"]);
+        let cached = ApiResponse::json(StatusCode::OK, serde_json::json!({}))
+            .with_header("cache-control", "public, max-age=300")
+            .into_response();
+        assert_eq!(cached.headers().get_all("cache-control").iter().collect::<Vec<_>>(), ["public, max-age=300"]);
+    }
 }
