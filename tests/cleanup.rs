@@ -336,43 +336,6 @@ async fn an_erased_subscriber_is_deleted_at_stripe_and_late_subscription_events_
     assert!(t.partition(&format!("USER#{user_id}")).await.is_empty(), "nothing of the user is left");
 }
 
-/// Whether the notifier's dead-letter queue got a batch description sent at or after
-/// `since_ms` (the stream mapping gave up on a batch), waiting for it (bounded).
-async fn dead_lettered_since(since_ms: u128) -> bool {
-    let queue = std::env::var("NOTIFY_DLQ_URL").expect("the stack's dead-letter queue");
-    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        let answer: Value = client
-            .post(&moto)
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", "AmazonSQS.ReceiveMessage")
-            .header("authorization", "AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0")
-            .body(
-                json!({"QueueUrl": queue, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0,
-                       "AttributeNames": ["SentTimestamp"]})
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        let sent: Vec<u128> = answer["Messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["Attributes"]["SentTimestamp"].as_str()?.parse().ok())
-            .collect();
-        if sent.iter().any(|&at| at >= since_ms) {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn a_message_the_stream_gave_up_on_is_delivered_once_by_the_next_run() {
     use shared::outbox::{Message, OutboxItem};
@@ -394,7 +357,7 @@ async fn a_message_the_stream_gave_up_on_is_delivered_once_by_the_next_run() {
         .unwrap();
     let committed_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() - 1000;
     table.transact(vec![item.put(table).unwrap()]).await.unwrap();
-    assert!(dead_lettered_since(committed_ms).await, "the stream mapping gave up on the message");
+    assert!(!common::dead_letters_since(committed_ms).await.is_empty(), "the stream mapping gave up on the message");
     assert!(t.emails_to(&to).await.is_empty(), "nothing went out");
 
     // Later: the dead notifier's lease has lapsed and the message has waited past the cutoff.

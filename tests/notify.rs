@@ -175,7 +175,6 @@ async fn a_committed_outbox_item_goes_out_through_the_stream_and_a_rolled_back_o
 #[tokio::test]
 async fn a_poisoned_outbox_item_lands_in_the_dead_letter_queue_and_the_rest_is_delivered() {
     let t = TestApp::new().await;
-    let queue = std::env::var("NOTIFY_DLQ_URL").expect("the stack's dead-letter queue");
     // An outbox item whose message no notifier can read (a future message kind, say).
     let poison = json!({"PK": format!("OUTBOX#poison-{}", uuid::Uuid::new_v4()), "SK": "OUTBOX",
                         "message": {"channel": "carrier_pigeon"}});
@@ -185,38 +184,7 @@ async fn a_poisoned_outbox_item_lands_in_the_dead_letter_queue_and_the_rest_is_d
     table.transact(vec![table.put_new(&poison).unwrap(), good.put(table).unwrap()]).await.unwrap();
     assert_eq!(wait_for_email(&t, &after).await, 1, "the batch's other message is delivered");
 
-    let sqs = dead_letters(&queue).await;
+    let sqs = common::dead_letters_since(0).await;
     assert!(sqs.iter().any(|m| m["DDBStreamBatchInfo"]["batchSize"].as_u64() >= Some(1)), "{sqs:?}");
     assert!(t.item(poison["PK"].as_str().unwrap(), "DELIVERY").await.is_none(), "never claimed as sent");
-}
-
-/// The dead-letter queue's messages (moto's SQS), waiting (bounded) for at least one.
-async fn dead_letters(queue: &str) -> Vec<Value> {
-    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        let answer: Value = client
-            .post(&moto)
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", "AmazonSQS.ReceiveMessage")
-            .header("authorization", "AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0")
-            .body(json!({"QueueUrl": queue, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        let messages: Vec<Value> = answer["Messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| serde_json::from_str(m["Body"].as_str()?).ok())
-            .collect();
-        if !messages.is_empty() {
-            return messages;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    Vec::new()
 }

@@ -176,6 +176,19 @@ where
     StoreError::Dynamo(DisplayErrorContext(&error).to_string())
 }
 
+/// A single conditional write's result: its failed condition as [`StoreError::ConditionFailed`],
+/// any other error with its context.
+fn conditional<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<T, StoreError>
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    result.map_err(|error| match error.as_service_error().and_then(|e| e.code()) {
+        Some("ConditionalCheckFailedException") => StoreError::ConditionFailed,
+        _ => dynamo_error(error),
+    })
+}
+
 /// How many times a transaction that lost only to a concurrent transaction is retried.
 /// Such conflicts are transient: the retry sees the winner's write and fails or succeeds
 /// on its conditions alone.
@@ -270,13 +283,7 @@ impl Table {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result).map(|_| ())
     }
 
     /// A conditional update for use in a transaction.
@@ -323,13 +330,7 @@ impl Table {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => Ok(out.attributes.unwrap_or_default()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result).map(|out| out.attributes.unwrap_or_default())
     }
 
     /// A single conditional delete, outside a transaction; `ConditionFailed` when the
@@ -346,13 +347,25 @@ impl Table {
             .set_expression_attribute_names(change.names_map())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result).map(|_| ())
+    }
+
+    /// Partition keys on a sparse `GSI2` work queue whose `GSI2SK` (when last driven) is
+    /// before `cutoff`, oldest first.
+    pub async fn queue_due(&self, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name("GSI2")
+            .key_condition_expression("GSI2PK = :queue AND GSI2SK < :cutoff")
+            .expression_attribute_values(":queue", av::s(queue))
+            .expression_attribute_values(":cutoff", av::s(cutoff))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(out.items().iter().filter_map(|item| item.get("PK").and_then(|pk| pk.as_s().ok()).cloned()).collect())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, StoreError> {

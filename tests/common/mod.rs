@@ -561,3 +561,46 @@ pub fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
         other => panic!("attribute {key} missing or unexpected: {other:?}"),
     }
 }
+
+/// The notifier's dead-letter queue (moto's SQS): the bodies of messages sent at or after
+/// `since_ms` (epoch milliseconds), waiting (bounded) for at least one.
+pub async fn dead_letters_since(since_ms: u128) -> Vec<Value> {
+    let queue = std::env::var("NOTIFY_DLQ_URL").expect("the stack's dead-letter queue");
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        let answer: Value = client
+            .post(&moto)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "AmazonSQS.ReceiveMessage")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0")
+            .body(
+                json!({"QueueUrl": queue, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0,
+                       "AttributeNames": ["SentTimestamp"]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        let messages: Vec<Value> = answer["Messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                m["Attributes"]["SentTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<u128>().ok())
+                    .is_some_and(|t| t >= since_ms)
+            })
+            .filter_map(|m| serde_json::from_str(m["Body"].as_str()?).ok())
+            .collect();
+        if !messages.is_empty() {
+            return messages;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Vec::new()
+}

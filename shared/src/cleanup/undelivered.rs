@@ -10,7 +10,7 @@ use crate::{
     App,
     notify::delivery,
     outbox::{self, OutboxItem},
-    store::{StoreError, av},
+    store::StoreError,
     time,
 };
 
@@ -46,7 +46,7 @@ pub async fn redeliver(app: &App, out_of_time: impl Fn() -> bool) -> Redelivered
                 done.stopped_early = true;
                 return done;
             }
-            let due = match due(app, &queue, &cutoff).await {
+            let due = match table.queue_due(&queue, &cutoff, PAGE).await {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::error!(%error, queue, "cannot list unsent messages");
@@ -108,22 +108,4 @@ async fn redeliver_one(app: &App, pk: &str, give_up_before: &str) -> Result<Outc
     }
     delivery::deliver(app, &item).await.map_err(|e| e.to_string())?;
     Ok(Outcome::Delivered)
-}
-
-/// Unsent items in `queue` last tried before `cutoff`, oldest first.
-async fn due(app: &App, queue: &str, cutoff: &str) -> Result<Vec<String>, StoreError> {
-    let table = app.table();
-    let out = table
-        .client()
-        .query()
-        .table_name(table.name())
-        .index_name("GSI2")
-        .key_condition_expression("GSI2PK = :queue AND GSI2SK < :cutoff")
-        .expression_attribute_values(":queue", av::s(queue))
-        .expression_attribute_values(":cutoff", av::s(cutoff))
-        .limit(PAGE)
-        .send()
-        .await
-        .map_err(crate::store::dynamo_error)?;
-    Ok(out.items().iter().filter_map(|item| item.get("PK").and_then(|pk| pk.as_s().ok()).cloned()).collect())
 }

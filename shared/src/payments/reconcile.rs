@@ -110,28 +110,8 @@ pub async fn due(app: &App, queue: &str, limit: i32) -> Result<Vec<String>, ApiE
 
 /// Ids of payments on `queue` last driven before `cutoff` (RFC 3339), oldest first.
 async fn due_before(app: &App, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, ApiError> {
-    let table = app.table();
-    let out = table
-        .client()
-        .query()
-        .table_name(table.name())
-        .index_name("GSI2")
-        .key_condition_expression("GSI2PK = :queue AND GSI2SK < :cutoff")
-        .expression_attribute_values(":queue", av::s(queue))
-        .expression_attribute_values(":cutoff", av::s(cutoff))
-        .limit(limit)
-        .send()
-        .await
-        .map_err(|e| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
-    Ok(out
-        .items
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|item| match item.get("PK") {
-            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) => pk.strip_prefix("PAYMENT#").map(str::to_owned),
-            _ => None,
-        })
-        .collect())
+    let keys = app.table().queue_due(queue, cutoff, limit).await?;
+    Ok(keys.iter().filter_map(|pk| pk.strip_prefix("PAYMENT#").map(str::to_owned)).collect())
 }
 
 async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
