@@ -10,7 +10,8 @@
 //!
 //! Under `cargo test` it runs with 100 and 1 000 entries, to keep it working.
 
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+mod common;
+
 use shared::{
     App,
     audit::{
@@ -29,36 +30,8 @@ async fn seed(app: &App, org_id: &str, n: usize) {
             AuditEntry::new(action, AuditStatus::Success, org_id, &meta).actor(&format!("actor-{}", i % 10))
         })
         .collect();
-    let table = app.table();
-    let batches: Vec<_> = entries.chunks(25).collect();
-    for group in batches.chunks(8) {
-        let writes = group.iter().map(|batch| {
-            let requests: Vec<WriteRequest> = batch
-                .iter()
-                .map(|e| {
-                    WriteRequest::builder()
-                        .put_request(
-                            PutRequest::builder().set_item(Some(serde_dynamo::to_item(e).unwrap())).build().unwrap(),
-                        )
-                        .build()
-                })
-                .collect();
-            async move {
-                let mut pending = Some(requests);
-                while let Some(requests) = pending.take().filter(|r| !r.is_empty()) {
-                    let out = table
-                        .client()
-                        .batch_write_item()
-                        .request_items(table.name(), requests)
-                        .send()
-                        .await
-                        .expect("batch write");
-                    pending = out.unprocessed_items.and_then(|mut m| m.remove(table.name()));
-                }
-            }
-        });
-        futures::future::join_all(writes).await;
-    }
+    let items = entries.iter().map(|e| serde_dynamo::to_item(e).expect("an entry")).collect();
+    common::seed_items(app.table(), items).await;
 }
 
 #[tokio::main]

@@ -14,9 +14,11 @@
 //! the other tests' accounts and payments on the shared table), and checks that the runs
 //! together remove them all.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use serde_json::json;
 use shared::{
     App,
@@ -43,36 +45,6 @@ fn backlog(tag: &str, n: usize) -> Vec<Item> {
             shared::store::to_item(&item).expect("an item")
         })
         .collect()
-}
-
-async fn seed(app: &App, items: &[Item]) {
-    let table = app.table();
-    for group in items.chunks(25 * 8) {
-        let writes = group.chunks(25).map(|batch| {
-            let requests: Vec<WriteRequest> = batch
-                .iter()
-                .map(|item| {
-                    WriteRequest::builder()
-                        .put_request(PutRequest::builder().set_item(Some(item.clone())).build().unwrap())
-                        .build()
-                })
-                .collect();
-            async move {
-                let mut pending = Some(requests);
-                while let Some(requests) = pending.take().filter(|r| !r.is_empty()) {
-                    let out = table
-                        .client()
-                        .batch_write_item()
-                        .request_items(table.name(), requests)
-                        .send()
-                        .await
-                        .expect("batch write");
-                    pending = out.unprocessed_items.and_then(|mut m| m.remove(table.name()));
-                }
-            }
-        });
-        futures::future::join_all(writes).await;
-    }
 }
 
 /// How many of `items` are still in the table.
@@ -134,7 +106,7 @@ async fn main() {
 
     let items = backlog(&format!("bench-{}", uuid::Uuid::new_v4().simple()), n);
     let started = Instant::now();
-    seed(&app, &items).await;
+    common::seed_items(app.table(), items.clone()).await;
     println!("{n} expired items seeded in {:.1?}", started.elapsed());
 
     let (_, stopped_early) = timed_run(&app, benchmarking, &format!("run with {short:?} of work"), short).await;
