@@ -240,8 +240,21 @@ fn looks_placeholder(value: &str) -> bool {
 
 impl Secrets {
     pub fn parse(secret_id: &str, json: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(json)
-            .map_err(|e| ConfigError::SecretMalformed { secret_id: secret_id.to_owned(), reason: e.to_string() })
+        // serde's own message quotes the offending value ("invalid type: string \"sk_live_…\""),
+        // which here is a secret: say where and what kind of problem, never what was there.
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let kind = match e.inner().classify() {
+                serde_json::error::Category::Io => "unreadable",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Eof => "cut short",
+                serde_json::error::Category::Data => "a field of the wrong shape",
+            };
+            ConfigError::SecretMalformed {
+                secret_id: secret_id.to_owned(),
+                reason: format!("{kind} at `{}` (line {}, column {})", e.path(), e.inner().line(), e.inner().column()),
+            }
+        })
     }
 
     /// The production guards. Each field that is present must also be strong; the signing
@@ -456,5 +469,22 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("supersecret"));
         assert!(!shown.contains("whsec_abc"));
+    }
+
+    #[test]
+    fn a_mis_shaped_secret_is_reported_without_a_byte_of_it() {
+        for json in [
+            r#"{"jwt_signing_keys":"sk_live_SECRETBYTES0123456789"}"#,
+            r#"{"stripe_webhook_secrets":"whsec_SECRETBYTES0123456789"}"#,
+            r#"{"stripe_secret_key":["sk_live_SECRETBYTES0123456789"]}"#,
+            r#"{"stripe_secret_key":"sk_live_SECRETBYTES0123456789""#,
+            r#"sk_live_SECRETBYTES0123456789"#,
+        ] {
+            let error = Secrets::parse("app/secret", json).unwrap_err().to_string();
+            assert!(!error.contains("SECRETBYTES") && !error.contains("sk_live"), "{error}");
+            assert!(error.contains("app/secret"), "{error}");
+        }
+        let error = Secrets::parse("s", r#"{"jwt_signing_keys":"sk_live_x"}"#).unwrap_err().to_string();
+        assert!(error.contains("jwt_signing_keys"), "names where: {error}");
     }
 }
