@@ -456,3 +456,19 @@ async fn unknown_addresses_lock_out_exactly_like_known_ones() {
         assert_eq!(statuses, [401, 401, 401, 401, 401, 429], "{email}");
     }
 }
+
+#[tokio::test]
+async fn the_callers_request_id_is_echoed_and_kept_beside_ours_but_never_replaces_it() {
+    let t = TestApp::new().await;
+    let email = t.verified_user("request-id").await;
+    let body = json!({"email": email, "password": STRONG_PASSWORD}).to_string();
+    let event =
+        http_event_from(&random_ip(), "POST", "/auth/login", &[("X-Request-Id", "client-chosen-1")], Some(&body));
+    let answer = t.invoke(handle, &event).await;
+    assert_eq!((answer.status, answer.header("x-request-id")), (200, Some("client-chosen-1")));
+    let user = t.user_by_email(&email).await;
+    let audit = t.partition(&format!("AUDIT#{}", s(&user, "org_id"))).await;
+    let login = audit.iter().find(|e| s(e, "action") == "auth.login").expect("the login's entry");
+    assert_eq!(s(login, "client_request_id"), "client-chosen-1");
+    assert!(s(login, "request_id").starts_with("apigw-"), "ours, not the caller's: {}", s(login, "request_id"));
+}

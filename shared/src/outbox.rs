@@ -190,6 +190,7 @@ mod tests {
                 email: "a@example.com".into(),
                 origin: crate::http::Origin {
                     request_id: "r1".into(),
+                    client_request_id: None,
                     source_ip: Some("192.0.2.1".into()),
                     user_agent: None,
                 },

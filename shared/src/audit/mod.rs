@@ -46,6 +46,9 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     pub request_id: String,
+    /// The caller's own request id, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     pub details: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_actor: Option<String>,
@@ -72,6 +75,7 @@ impl AuditEntry {
             ip: meta.source_ip.clone(),
             user_agent: meta.user_agent.clone(),
             request_id: meta.request_id.clone(),
+            client_request_id: meta.client_request_id.clone(),
             details: serde_json::Value::Object(Default::default()),
             audit_actor: None,
             audit_target: None,

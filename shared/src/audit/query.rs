@@ -121,6 +121,8 @@ pub struct AuditItem {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     pub details: serde_json::Value,
 }
 
@@ -137,6 +139,7 @@ impl From<AuditEntry> for AuditItem {
             ip: e.ip,
             user_agent: e.user_agent,
             request_id: e.request_id,
+            client_request_id: e.client_request_id,
             details: e.details,
         }
     }

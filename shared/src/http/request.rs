@@ -8,8 +8,12 @@ use super::{ApiError, FieldError};
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
-    /// The id we answer with in `X-Request-Id` and in problem documents.
+    /// Our id for the request (API Gateway's, else the invocation's): what logs and audit
+    /// entries carry. A caller can't choose it.
     pub request_id: String,
+    /// The caller's own `X-Request-Id`, when sane: echoed back, and kept beside ours in
+    /// audit entries.
+    pub client_request_id: Option<String>,
     /// API Gateway's own id for the request, when there was one.
     pub apigw_request_id: Option<String>,
     /// The Lambda invocation id.
@@ -26,6 +30,8 @@ pub struct RequestMeta {
 pub struct Origin {
     pub request_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
@@ -36,6 +42,7 @@ impl Origin {
     pub fn meta(&self) -> RequestMeta {
         RequestMeta {
             request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
             source_ip: self.source_ip.clone(),
             user_agent: self.user_agent.clone(),
             ..RequestMeta::default()
@@ -51,9 +58,16 @@ fn sane_request_id(value: &str) -> bool {
 }
 
 impl RequestMeta {
+    /// The id the answer carries (`X-Request-Id`, problem documents): the caller's if it sent
+    /// a sane one, ours otherwise.
+    pub fn answer_id(&self) -> &str {
+        self.client_request_id.as_deref().unwrap_or(&self.request_id)
+    }
+
     pub fn origin(&self) -> Origin {
         Origin {
             request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
             source_ip: self.source_ip.clone(),
             user_agent: self.user_agent.clone(),
         }
@@ -75,13 +89,13 @@ impl RequestMeta {
         let lambda_request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).filter(|id| !id.is_empty());
         let deadline =
             req.lambda_context_ref().map(|c| crate::deadline::Deadline::from_epoch_ms(c.deadline)).unwrap_or_default();
-        let request_id = header("x-request-id")
-            .filter(|id| sane_request_id(id))
-            .or_else(|| apigw_request_id.clone())
+        let request_id = apigw_request_id
+            .clone()
             .or_else(|| lambda_request_id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         Self {
             request_id,
+            client_request_id: header("x-request-id").filter(|id| sane_request_id(id)),
             apigw_request_id,
             lambda_request_id,
             source_ip,

@@ -58,12 +58,13 @@ where
     let span = tracing::info_span!(
         "request",
         request_id = %meta.request_id,
+        client_request_id = meta.client_request_id.as_deref().unwrap_or(""),
         apigw_request_id = meta.apigw_request_id.as_deref().unwrap_or(""),
         lambda_request_id = meta.lambda_request_id.as_deref().unwrap_or(""),
         method = %req.method(),
         path = %req.uri().path(),
     );
-    let request_id = meta.request_id.clone();
+    let request_id = meta.answer_id().to_owned();
     async move {
         let mut response = match handler(req, meta).await {
             Ok(ok) => {
