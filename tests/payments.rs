@@ -54,6 +54,24 @@ async fn a_provider_gets_one_connected_account_and_a_fresh_link_each_time() {
 }
 
 #[tokio::test]
+async fn routes_that_call_stripe_are_rate_limited_per_user() {
+    let t = TestApp::with_stripe(&[("RATE_LIMIT_STRIPE", "2/60")]).await;
+    let (_, tokens) = t.logged_in("stripe-limit").await;
+    for _ in 0..2 {
+        assert_eq!(t.authed(handle, "POST", "/providers", token(&tokens), &[], None).await.status, 201);
+    }
+    let limited = t.authed(handle, "POST", "/providers", token(&tokens), &[], None).await;
+    assert_eq!((limited.status, limited.body["code"].as_str()), (429, Some("rate_limited")));
+    assert!(limited.header("retry-after").is_some());
+    let subscription =
+        t.authed(handle, "POST", "/subscriptions", token(&tokens), &[], Some(json!({"price_id": "price_gold"}))).await;
+    assert_eq!(subscription.status, 429, "one budget across the Stripe routes");
+    assert_eq!(t.stand_in().received("/v1/account_links").len(), 2, "no Stripe call past the limit");
+    let (_, other) = t.logged_in("stripe-limit-other").await;
+    assert_eq!(t.authed(handle, "POST", "/providers", token(&other), &[], None).await.status, 201, "per user");
+}
+
+#[tokio::test]
 async fn concurrent_provider_creation_makes_one_account() {
     let t = TestApp::with_stripe(&[]).await;
     let (_, tokens) = t.logged_in("provider-race").await;

@@ -38,10 +38,13 @@ pub enum Rule {
     Unsubscribe,
     /// Push devices registered per user (each is an SNS call).
     RegisterDevice,
+    /// Requests per user that call Stripe (providers, payments, subscriptions, refunds):
+    /// each is an API call (and an account link or intent) made in our name.
+    Stripe,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 13] = [
         Rule::Register,
         Rule::Login,
         Rule::LoginAccount,
@@ -54,6 +57,7 @@ impl Rule {
         Rule::Invite,
         Rule::Unsubscribe,
         Rule::RegisterDevice,
+        Rule::Stripe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Rule {
             Rule::Invite => "invite",
             Rule::Unsubscribe => "unsubscribe",
             Rule::RegisterDevice => "register_device",
+            Rule::Stripe => "stripe",
         }
     }
 
@@ -88,6 +93,7 @@ impl Rule {
             Rule::Invite => (50, 3600),
             Rule::Unsubscribe => (30, 3600),
             Rule::RegisterDevice => (30, 3600),
+            Rule::Stripe => (20, 60),
         };
         Limit { count, window_seconds }
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, required_field, serve},
-    identity::auth::authenticate,
+    identity::auth::{Principal, authenticate},
     payments::{
         Amount, Currency, idempotency,
         payment::{self, NewPayment},
@@ -18,6 +18,7 @@ use crate::{
         release::{self, ReleaseOutcome},
         subscription,
     },
+    rate_limit::Rule,
 };
 
 #[derive(Deserialize, Default)]
@@ -78,8 +79,15 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(req: &Request) -> Res
     if req.body().iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(req) }
 }
 
-async fn create_provider(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+/// The caller, once they have a Stripe call left in their rate limit.
+async fn stripe_caller(app: &App, req: &Request) -> Result<Principal, ApiError> {
     let principal = authenticate(app, req).await?;
+    app.rate_limit(Rule::Stripe, principal.user_id()).await?;
+    Ok(principal)
+}
+
+async fn create_provider(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = stripe_caller(app, req).await?;
     let body: ProviderBody = optional_body(req)?;
     let input = ProviderInput::parse(body.country, body.business_type, body.phone)?;
     let (provider, url) = provider::create_or_refresh(app, &principal, input, meta).await?;
@@ -124,7 +132,7 @@ where
 }
 
 async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    let principal = authenticate(app, req).await?;
+    let principal = stripe_caller(app, req).await?;
     let key = idempotency::parse_key(req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()))?;
     let scope = format!("payments#{}", principal.user_id());
     let input = parse_json::<PaymentBody>(req)?.validate(payment::payment_id_for(&scope, &key))?;
@@ -147,7 +155,7 @@ async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<
 /// `POST /subscriptions`: `Idempotency-Key` is optional here and, when given, works as
 /// for payments.
 async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    let principal = authenticate(app, req).await?;
+    let principal = stripe_caller(app, req).await?;
     if principal.role() == crate::identity::Role::Viewer {
         return Err(ApiError::Forbidden);
     }
@@ -200,7 +208,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             }
             ("DELETE", p) if split_id(p, "/subscriptions/").is_some_and(|(_, a)| a.is_none()) => {
                 let (id, _) = split_id(p, "/subscriptions/").expect("matched");
-                let principal = authenticate(app, &req).await?;
+                let principal = stripe_caller(app, &req).await?;
                 let body: CancelBody = optional_body(&req)?;
                 let sub = subscription::cancel(app, &principal, id, body.at_period_end.unwrap_or(false), &meta).await?;
                 Ok(ApiResponse::json(StatusCode::OK, sub.body()))
@@ -218,7 +226,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             }
             ("POST", p) if split_id(p, "/payments/").is_some_and(|(_, a)| a == Some("refund")) => {
                 let (id, _) = split_id(p, "/payments/").expect("matched");
-                let principal = authenticate(app, &req).await?;
+                let principal = stripe_caller(app, &req).await?;
                 let body: RefundBody = optional_body(&req)?;
                 let mut errors = Vec::new();
                 if body.amount.is_some_and(|a| a <= 0) {
