@@ -131,6 +131,26 @@ async fn restore_is_no_easier_to_guess_through_than_login() {
 }
 
 #[tokio::test]
+async fn a_stolen_access_token_cannot_guess_the_password_through_deletion() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let (_, tokens) = t.logged_in("delete-guess").await;
+    let ip = common::random_ip();
+    let bearer = format!("Bearer {}", token_of(&tokens));
+    let delete = |password: &str| {
+        let body = json!({"password": password}).to_string();
+        let event = common::http_event_from(&ip, "DELETE", "/auth/me", &[("authorization", &bearer)], Some(&body));
+        let t = &t;
+        async move { t.invoke(handle, &event).await }
+    };
+    for _ in 0..5 {
+        assert_eq!(delete("not my password at all").await.status, 401);
+    }
+    let locked = delete(STRONG_PASSWORD).await;
+    assert_eq!((locked.status, locked.body["code"].as_str()), (429, Some("rate_limited")), "{:?}", locked.body);
+    assert_eq!(t.me(token_of(&tokens)).await.status, 200, "nothing was scheduled");
+}
+
+#[tokio::test]
 async fn an_invitation_admits_one_user_to_the_org_with_its_role() {
     let t = TestApp::new().await;
     let (admin, member_email, member, member_id) = org_with_member(&t, "viewer").await;

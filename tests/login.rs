@@ -222,7 +222,7 @@ async fn login_attempts_per_account_and_address_are_rate_limited() {
 }
 
 #[tokio::test]
-async fn password_limits_refuse_when_their_counter_cannot_be_kept_and_signup_does_not() {
+async fn limits_refuse_when_their_counter_cannot_be_kept_except_refresh() {
     let t = TestApp::with_stripe_and_faults(&[]).await;
     let email = t.verified_user("limiter-down").await;
     t.faults().fail("UpdateItem", "RATE#login", u32::MAX);
@@ -231,7 +231,12 @@ async fn password_limits_refuse_when_their_counter_cannot_be_kept_and_signup_doe
     t.faults().heal();
     t.faults().fail("UpdateItem", "RATE#register", u32::MAX);
     let registered = t.register(json!({"email": unique_email("limiter-down"), "password": STRONG_PASSWORD})).await;
-    assert_eq!(registered.status, 202, "{:?}", registered.body);
+    assert_eq!(registered.status, 429, "signup sends email: refused too");
+    t.faults().heal();
+    let tokens = t.login(&email, STRONG_PASSWORD).await.body;
+    t.faults().fail("UpdateItem", "RATE#refresh", u32::MAX);
+    let refreshed = refresh(&t, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status, 200, "a session refresh goes through: {:?}", refreshed.body);
     t.faults().heal();
 }
 

@@ -99,12 +99,12 @@ impl Rule {
     }
 
     /// Whether a request is refused when its counter cannot be kept (DynamoDB throttling or
-    /// down). Rules that stand between a guesser and a password or a token refuse: an
-    /// attacker who can make the table throttle must not also lift the limit. The others let
-    /// the request through, since a counter outage should not take sign-up or unsubscribe
-    /// down with it, and those routes hold no secret to guess.
+    /// down). Refused: everything that guards a password or token, or sends mail or SMS, or
+    /// spends money at Stripe or SNS, since an attacker who can make the table throttle must
+    /// not also lift the limit. Let through: refreshing a session and honouring an
+    /// unsubscribe, which only help the user and have nothing to guess.
     pub fn fails_closed(self) -> bool {
-        matches!(self, Rule::Login | Rule::LoginAccount | Rule::Restore | Rule::ResetPassword | Rule::VerifyEmail)
+        !matches!(self, Rule::Refresh | Rule::Unsubscribe)
     }
 
     pub fn env_var(self) -> String {

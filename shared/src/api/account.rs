@@ -55,7 +55,7 @@ async fn delete_me(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRe
 }
 
 async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    app.rate_limit(Rule::Restore, meta.client_key()).await?;
+    app.rate_limit(Rule::Restore, &meta.client_key()).await?;
     let body = parse_json::<RestoreBody>(req)?;
     let email = email_field(body.email)?;
     let password = password(body.password)?;

@@ -38,7 +38,7 @@ async fn login_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<Api
 }
 
 async fn refresh_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    app.rate_limit(Rule::Refresh, meta.client_key()).await?;
+    app.rate_limit(Rule::Refresh, &meta.client_key()).await?;
     let token = token_field("refresh_token", parse_json::<RefreshBody>(req)?.refresh_token).map_err(|e| match e {
         ApiError::TokenInvalid => ApiError::Unauthorized,
         other => other,

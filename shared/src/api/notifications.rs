@@ -71,7 +71,7 @@ async fn put_preferences(app: &App, req: &Request) -> Result<ApiResponse, ApiErr
 }
 
 async fn unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    app.rate_limit(Rule::Unsubscribe, meta.client_key()).await?;
+    app.rate_limit(Rule::Unsubscribe, &meta.client_key()).await?;
     let Some(token) = parse_json::<UnsubscribeBody>(req)?.token else {
         return Err(ApiError::Validation(vec![FieldError::new("token", "is required")]));
     };

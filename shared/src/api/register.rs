@@ -69,7 +69,7 @@ impl RegisterBody {
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
-        app.rate_limit(Rule::Register, meta.client_key()).await?;
+        app.rate_limit(Rule::Register, &meta.client_key()).await?;
         let input = parse_json::<RegisterBody>(&req)?.validate()?;
         register(app, input, &meta).await?;
         Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "pending_verification" })))

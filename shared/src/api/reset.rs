@@ -31,7 +31,7 @@ async fn forgot(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRespo
 }
 
 async fn reset(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    app.rate_limit(Rule::ResetPassword, meta.client_key()).await?;
+    app.rate_limit(Rule::ResetPassword, &meta.client_key()).await?;
     let body = parse_json::<ResetBody>(req)?;
     let Some(new_password) = body.new_password else {
         return Err(ApiError::Validation(vec![FieldError::new("new_password", "is required")]));

@@ -23,7 +23,7 @@ struct EmailBody {
 }
 
 async fn verify_email(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    app.rate_limit(Rule::VerifyEmail, meta.client_key()).await?;
+    app.rate_limit(Rule::VerifyEmail, &meta.client_key()).await?;
     let token = token_field("token", parse_json::<TokenBody>(req)?.token)?;
     identity::verify_email(app, &token, meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "verified" })))

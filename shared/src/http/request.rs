@@ -73,9 +73,19 @@ impl RequestMeta {
         }
     }
 
-    /// The client address for per-address rate limits.
-    pub fn client_key(&self) -> &str {
-        self.source_ip.as_deref().unwrap_or("unknown")
+    /// The client address for per-address limits and lockouts. An IPv6 client is its /64:
+    /// one subscriber gets a whole /64 and could otherwise step through it for fresh counts.
+    pub fn client_key(&self) -> std::borrow::Cow<'_, str> {
+        let Some(ip) = self.source_ip.as_deref() else {
+            return "unknown".into();
+        };
+        match ip.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]).into()
+            }
+            _ => ip.into(),
+        }
     }
 
     pub fn from_request(req: &Request) -> Self {
@@ -169,5 +179,22 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse_json::<Body>(&request(r#"{"email": "a@b.co"}"#)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod client_key_tests {
+    use super::RequestMeta;
+
+    fn key(ip: &str) -> String {
+        RequestMeta { source_ip: Some(ip.into()), ..RequestMeta::default() }.client_key().into_owned()
+    }
+
+    #[test]
+    fn ipv6_clients_are_their_64_and_ipv4_clients_their_address() {
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(RequestMeta::default().client_key(), "unknown");
     }
 }

@@ -31,14 +31,14 @@ pub async fn schedule_deletion(
     meta: &RequestMeta,
 ) -> Result<String, ApiError> {
     let user = &principal.user;
+    // A stolen access token must not make this a password oracle: login's count and lock.
+    let attempt = attempts::reserve(app, &user.user_id, &meta.client_key()).await?;
     let stored = PasswordHash::from_stored(&user.password_hash);
     if !stored.verify(Password::presented(password)).await.map_err(ApiError::internal)? {
-        let entry = AuditEntry::new("account.deletion_scheduled", AuditStatus::Failure, &user.org_id, meta)
-            .actor(&user.user_id)
-            .details(json!({ "reason": "invalid_credentials" }));
-        app.audit().record_or_log(&entry).await;
+        attempt.failed(app, Some(user), "account.deletion_scheduled", meta).await;
         return Err(ApiError::InvalidCredentials);
     }
+    attempt.succeeded(app).await;
     let now = time::now();
     let scheduled_at = time::rfc3339(now + time::Duration::days(app.settings().deletion_grace_days));
     let (pk, sk) = User::key(&user.user_id);
@@ -92,7 +92,7 @@ pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMet
     attempts::limit(app, email, meta).await?;
     let table = app.table();
     let (user, subject) = attempts::subject(app, email).await?;
-    let attempt = attempts::reserve(app, &subject, meta.client_key()).await?;
+    let attempt = attempts::reserve(app, &subject, &meta.client_key()).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
     let user = match user {

@@ -74,7 +74,7 @@ pub struct Attempt {
 /// The rate limits every password attempt spends, whatever the route: per client address,
 /// and per account *from* that address (so nobody else can spend the owner's).
 pub async fn limit(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
-    app.rate_limit(Rule::Login, meta.client_key()).await?;
+    app.rate_limit(Rule::Login, &meta.client_key()).await?;
     app.rate_limit(Rule::LoginAccount, &format!("{}\n{}", email.as_str(), meta.client_key())).await
 }
 
@@ -156,21 +156,23 @@ impl Attempt {
     /// (and its lock as `auth.lockout`), alongside the day's count, so that known and unknown
     /// addresses cost about the same.
     pub async fn failed(self, app: &App, user: Option<&User>, action: &str, meta: &RequestMeta) {
-        let audit = async {
+        let failure = async {
             let Some(user) = user else { return };
             let entry = AuditEntry::new(action, AuditStatus::Failure, &user.org_id, meta)
                 .target(&user.user_id)
                 .details(json!({ "reason": "invalid_credentials" }));
             app.audit().record_or_log(&entry).await;
-            if let Some(seconds) = self.lock_seconds {
-                let entry = AuditEntry::new("auth.lockout", AuditStatus::Success, &user.org_id, meta)
-                    .target(&user.user_id)
-                    .details(json!({ "locked_seconds": seconds }));
-                app.audit().record_or_log(&entry).await;
-                tracing::warn!(user_id = %user.user_id, seconds, "account locked for one client address");
-            }
         };
-        let ((), counted) = tokio::join!(audit, count_day(app, &self.pk, self.now));
+        let lock = async {
+            let (Some(user), Some(seconds)) = (user, self.lock_seconds) else { return };
+            let entry = AuditEntry::new("auth.lockout", AuditStatus::Success, &user.org_id, meta)
+                .target(&user.user_id)
+                .details(json!({ "locked_seconds": seconds }));
+            app.audit().record_or_log(&entry).await;
+            tracing::warn!(user_id = %user.user_id, seconds, "account locked for one client address");
+        };
+        // All at once: a real account's failure then costs one write's time, as an unknown one's does.
+        let ((), (), counted) = tokio::join!(failure, lock, count_day(app, &self.pk, self.now));
         if let Err(error) = counted {
             tracing::warn!(%error, "failure not counted toward the account's day");
         }

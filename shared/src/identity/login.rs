@@ -24,7 +24,7 @@ pub async fn login(
 ) -> Result<session::IssuedTokens, ApiError> {
     attempts::limit(app, email, meta).await?;
     let (user, subject) = attempts::subject(app, email).await?;
-    let attempt = attempts::reserve(app, &subject, meta.client_key()).await?;
+    let attempt = attempts::reserve(app, &subject, &meta.client_key()).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
     let user = match user {

@@ -114,7 +114,7 @@ pub async fn reset_password(
         ),
         // The owner proved themselves from this address: its count starts over (the counts
         // of other addresses, an attacker's say, stay).
-        table.delete(Change::new(&user_pk, &super::attempts::counter_sort_key(meta.client_key()))),
+        table.delete(Change::new(&user_pk, &super::attempts::counter_sort_key(&meta.client_key()))),
         app.audit().put(&audit),
         outbox::put(table, notice),
     ]
