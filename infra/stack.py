@@ -244,10 +244,10 @@ def provision_push_and_feedback(moto: str, name: str) -> dict:
             "SES_CONFIGURATION_SET": configuration_set}
 
 
-def provision_aws(moto: str, name: str, stripe_api_base: str | None) -> dict:
+def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_secret: str | None = None) -> dict:
     """The SES sender identity, the SNS topic and the Secrets Manager secret (with a Stripe
-    key for the stand-in when there is one, so the payment routes work offline), and push and
-    mail feedback (above)."""
+    key for the stand-in when there is one, so the payment routes work offline, and the
+    CAPTCHA secret when one is given), and push and mail feedback (above)."""
     sesv2 = client("sesv2", moto)
     sesv2.create_email_identity(EmailIdentity=EMAIL_FROM)
     sesv2.create_email_identity(EmailIdentity=EMAIL_FROM.split("@", 1)[1])
@@ -255,6 +255,8 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None) -> dict:
     values = dict(machine_secrets())
     if stripe_api_base:
         values["stripe_secret_key"] = "sk_test_local_stand_in_not_a_real_key"
+    if captcha_secret:
+        values["captcha_secret"] = captcha_secret
     sm = client("secretsmanager", moto)
     secret_name = f"{name}/app"
     try:
@@ -514,7 +516,7 @@ def start_stripe_stand_in(stack: Stack, port: int) -> str:
 
 
 def start_services(stack: Stack, ddb_port: int, moto_port: int, api_port: int,
-                   stripe_port: int | None = None) -> dict:
+                   stripe_port: int | None = None, captcha_secret: str | None = None) -> dict:
     ddb = start_dynamodb(stack, ddb_port)
     moto = start_moto(stack, moto_port)
     wait_until(stack, "DynamoDB Local", lambda: client("dynamodb", ddb).list_tables())
@@ -532,7 +534,7 @@ def start_services(stack: Stack, ddb_port: int, moto_port: int, api_port: int,
         "JWT_ISSUER": f"http://127.0.0.1:{api_port}",
     }
     stripe_api_base = start_stripe_stand_in(stack, stripe_port) if stripe_port else None
-    env.update(provision_aws(moto, stack.name, stripe_api_base))
+    env.update(provision_aws(moto, stack.name, stripe_api_base, captcha_secret))
     return env
 
 
@@ -544,6 +546,8 @@ def function_env(stack_env: dict) -> dict:
     env.update(stack_env)
     env.pop("AWS_PROFILE", None)
     env.pop("AWS_SESSION_TOKEN", None)
+    # Functions read it from the secret (provisioned above), never from their environment.
+    env.pop("CAPTCHA_SECRET", None)
     return env
 
 
@@ -605,7 +609,8 @@ def serve(args) -> int:
     try:
         api_port = port_from_env("API_PORT", 9000)
         env = start_services(stack, port_from_env("DYNAMODB_PORT", 8000), port_from_env("MOTO_PORT", 5000), api_port,
-                             port_from_env("STRIPE_STAND_IN_PORT", 12111))
+                             port_from_env("STRIPE_STAND_IN_PORT", 12111),
+                             captcha_secret=os.environ.get("CAPTCHA_SECRET") or None)
         api_url, watch = start_api(stack, env, api_port)
         stack.on_stop(start_poller(env, api_url).stopped.set)
         settings = {k: v for k, v in function_env(env).items() if k in FUNCTION_DEFAULTS}

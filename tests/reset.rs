@@ -98,13 +98,25 @@ async fn forgot_answers_the_same_for_unknown_addresses_and_sends_nothing() {
     assert_eq!((bogus.status, bogus.body["code"].as_str()), (400, Some("token_invalid")));
 }
 
+async fn forgot_from(t: &TestApp, ip: &str, email: &str) -> common::TestResponse {
+    let event =
+        common::http_event_from(ip, "POST", "/auth/forgot-password", &[], Some(&json!({"email": email}).to_string()));
+    t.invoke(handle, &event).await
+}
+
 #[tokio::test]
-async fn forgot_is_rate_limited_per_address() {
-    let t = TestApp::with_env(&[("RATE_LIMIT_FORGOT_PASSWORD", "1/3600")]).await;
+async fn forgot_is_limited_per_client_and_nobody_spends_the_owners_requests() {
+    let t =
+        TestApp::with_env(&[("RATE_LIMIT_FORGOT_PASSWORD", "1/3600"), ("RATE_LIMIT_FORGOT_PASSWORD_INBOX", "2/3600")])
+            .await;
     let email = t.verified_user("forgot-limit").await;
-    assert_eq!(forgot(&t, &email).await.status, 202);
-    let limited = forgot(&t, &email).await;
-    assert_eq!(limited.status, 429);
+    let (attacker, owner) = (common::random_ip(), common::random_ip());
+    assert_eq!(forgot_from(&t, &attacker, &email).await.status, 202);
+    let limited = forgot_from(&t, &attacker, &email).await;
+    assert_eq!((limited.status, limited.body["code"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(forgot_from(&t, &owner, &email).await.status, 202, "the attacker's requests spend only their own");
+    // However many clients ask, one inbox gets at most the inbox cap.
+    assert_eq!(forgot_from(&t, &common::random_ip(), &email).await.status, 429);
     let resets = t.emails_to(&email).await.into_iter().filter(|e| e.subject == "Reset your password").count();
-    assert_eq!(resets, 1);
+    assert_eq!(resets, 2);
 }

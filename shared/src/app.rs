@@ -11,6 +11,7 @@ use lambda_http::{Body, Request, Response, service_fn};
 
 use crate::{
     audit::AuditLog,
+    captcha::CaptchaVerifier,
     config::{ConfigError, SecretsStore, Settings},
     deadline::Deadline,
     identity::jwt::KeySet,
@@ -27,6 +28,7 @@ pub struct App {
     events: OnceLock<EventPublisher>,
     sns: OnceLock<aws_sdk_sns::Client>,
     secrets: OnceLock<SecretsStore>,
+    captcha: OnceLock<CaptchaVerifier>,
     keys: DerivedFromSecret<Arc<KeySet>>,
     /// `None` inside: the secret holds no Stripe key.
     gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
@@ -84,6 +86,7 @@ impl App {
             events: OnceLock::new(),
             sns: OnceLock::new(),
             secrets: OnceLock::new(),
+            captcha: OnceLock::new(),
             keys: DerivedFromSecret::new(),
             gateway: DerivedFromSecret::new(),
         }
@@ -159,6 +162,25 @@ impl App {
             })
             .await?;
         gateway.map(|g| g.within(deadline)).ok_or(crate::http::ApiError::PaymentsUnavailable)
+    }
+
+    /// Whether CAPTCHA is configured: the secret holds a `captcha_secret`.
+    pub async fn captcha_configured(&self) -> Result<bool, crate::http::ApiError> {
+        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
+        Ok(secrets.captcha_secret.is_some())
+    }
+
+    /// When CAPTCHA is configured, `token` must be a solved CAPTCHA: 400 `captcha_required`
+    /// if not, 503 `captcha_unavailable` if the provider cannot say. Without it, nothing.
+    pub async fn require_captcha(
+        &self,
+        token: Option<&str>,
+        meta: &crate::http::RequestMeta,
+    ) -> Result<(), crate::http::ApiError> {
+        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
+        let Some(secret) = &secrets.captcha_secret else { return Ok(()) };
+        let verifier = self.captcha.get_or_init(|| CaptchaVerifier::new(&self.settings.captcha));
+        Ok(verifier.verify(secret, token, meta.source_ip.as_deref()).await?)
     }
 
     pub fn secrets(&self) -> &SecretsStore {

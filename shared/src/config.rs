@@ -76,6 +76,19 @@ pub struct Settings {
     /// Browser origins allowed to make credentialed unsafe requests (CSRF check).
     pub allowed_origins: Vec<String>,
     pub stripe: StripeSettings,
+    pub captcha: CaptchaSettings,
+}
+
+/// Where CAPTCHA tokens are checked and when login asks for one. The CAPTCHA secret itself
+/// is in the secret (`captcha_secret`); without it no route asks for a token.
+#[derive(Debug, Clone)]
+pub struct CaptchaSettings {
+    /// A Turnstile-compatible `siteverify` URL.
+    pub verify_url: String,
+    /// Failed password attempts on one account in a day (from any address) after which its
+    /// login and restore need a solved CAPTCHA.
+    pub after_failures: u32,
+    pub timeout: Duration,
 }
 
 /// How we talk to Stripe. The API key itself is in the secret.
@@ -159,6 +172,16 @@ impl Settings {
                 }
             },
         };
+        let captcha_verify_url =
+            get("CAPTCHA_VERIFY_URL").unwrap_or_else(|| crate::captcha::TURNSTILE_SITEVERIFY.into());
+        if !(captcha_verify_url.starts_with("https://")
+            || (!environment.is_production() && captcha_verify_url.starts_with("http://")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "CAPTCHA_VERIFY_URL",
+                reason: "must be an https URL (http allowed outside production)".into(),
+            });
+        }
         let allowed_origins = get("ALLOWED_ORIGINS")
             .unwrap_or_else(|| frontend_origin(&frontend_url))
             .split(',')
@@ -187,6 +210,11 @@ impl Settings {
                 timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 10_000)?),
                 max_attempts: number("STRIPE_MAX_ATTEMPTS", 3)?.clamp(1, 10) as u32,
                 webhook_tolerance_seconds: number("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)?.clamp(1, 3600) as i64,
+            },
+            captcha: CaptchaSettings {
+                verify_url: captcha_verify_url,
+                after_failures: number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
+                timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 10_000)),
             },
         })
     }
@@ -219,6 +247,9 @@ pub struct Secrets {
     /// Several during rotation; any of them may sign a delivery.
     #[serde(default)]
     pub stripe_webhook_secrets: Vec<SecretString>,
+    /// The CAPTCHA provider's secret key (`CAPTCHA_SECRET`); absent: no CAPTCHA is asked for.
+    #[serde(default)]
+    pub captcha_secret: Option<SecretString>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -227,6 +258,7 @@ impl std::fmt::Debug for Secrets {
             .field("jwt_signing_keys", &self.jwt_signing_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "[redacted]"))
             .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
+            .field("captcha_secret", &self.captcha_secret.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -293,6 +325,11 @@ impl Secrets {
             if looks_placeholder(k) || k.len() < 24 || !(k.starts_with("sk_") || k.starts_with("rk_")) {
                 return weak("stripe_secret_key", "placeholder or not a Stripe secret key");
             }
+        }
+        if let Some(secret) = &self.captcha_secret
+            && (looks_placeholder(secret.expose_secret()) || secret.expose_secret().len() < 16)
+        {
+            return weak("captcha_secret", "placeholder or shorter than 16 characters");
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod captcha;
 pub mod cleanup;
 pub mod config;
 pub mod deadline;

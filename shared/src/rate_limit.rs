@@ -28,8 +28,10 @@ pub enum Rule {
     VerifyEmail,
     /// Verification emails per address asked for.
     ResendVerification,
-    /// Reset emails per address asked for.
+    /// Reset requests for one address from one client address.
     ForgotPassword,
+    /// Reset emails one address receives, whoever asks.
+    ForgotPasswordInbox,
     ResetPassword,
     Restore,
     /// Invitations sent per admin.
@@ -44,7 +46,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 13] = [
+    pub const ALL: [Rule; 14] = [
         Rule::Register,
         Rule::Login,
         Rule::LoginAccount,
@@ -52,6 +54,7 @@ impl Rule {
         Rule::VerifyEmail,
         Rule::ResendVerification,
         Rule::ForgotPassword,
+        Rule::ForgotPasswordInbox,
         Rule::ResetPassword,
         Rule::Restore,
         Rule::Invite,
@@ -69,6 +72,7 @@ impl Rule {
             Rule::VerifyEmail => "verify_email",
             Rule::ResendVerification => "resend_verification",
             Rule::ForgotPassword => "forgot_password",
+            Rule::ForgotPasswordInbox => "forgot_password_inbox",
             Rule::ResetPassword => "reset_password",
             Rule::Restore => "restore",
             Rule::Invite => "invite",
@@ -88,6 +92,7 @@ impl Rule {
             Rule::VerifyEmail => (10, 3600),
             Rule::ResendVerification => (3, 3600),
             Rule::ForgotPassword => (3, 3600),
+            Rule::ForgotPasswordInbox => (10, 3600),
             Rule::ResetPassword => (10, 3600),
             Rule::Restore => (5, 3600),
             Rule::Invite => (50, 3600),

@@ -35,7 +35,7 @@ impl DynamoFaults {
         let url = format!("http://{}", listener.local_addr().expect("bound"));
         let faults = Self { url, rules: Arc::default(), failed: Arc::default() };
         let upstream = upstream.trim_end_matches('/').to_owned();
-        let client = reqwest::Client::new();
+        let client = super::http_client();
         let state = faults.clone();
         tokio::spawn(async move {
             loop {

@@ -57,6 +57,31 @@ where
     })
 }
 
+/// An HTTP client for the tests. reqwest is built without a TLS provider of its own (the
+/// app installs aws-lc-rs, which the SDK already uses), so the tests install it too.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A new secret: the stack's, with `field` set to `value`. Returns its name.
+async fn secret_with(sdk: &aws_config::SdkConfig, field: &str, value: Value) -> String {
+    let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    let stack_secret = sm
+        .get_secret_value()
+        .secret_id(std::env::var("SECRET_ID").expect("SECRET_ID"))
+        .send()
+        .await
+        .expect("stack secret")
+        .secret_string
+        .unwrap();
+    let mut secret: Value = serde_json::from_str(&stack_secret).unwrap();
+    secret[field] = value;
+    let name = format!("test/{}", uuid::Uuid::new_v4().simple());
+    sm.create_secret().name(&name).secret_string(secret.to_string()).send().await.expect("secret");
+    name
+}
+
 /// A client address of its own, so per-address rate limits of parallel tests don't meet.
 pub fn random_ip() -> String {
     let b = uuid::Uuid::new_v4().into_bytes();
@@ -131,7 +156,7 @@ impl TestApp {
             stripe: None,
             faults: None,
             moto_url: std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL points at moto"),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -171,19 +196,7 @@ impl TestApp {
     async fn stripe_app(overrides: &[(&str, &str)], with_faults: bool) -> Self {
         let stand_in = stripe_stand_in::StripeStandIn::start().await;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-        let stack_secret = sm
-            .get_secret_value()
-            .secret_id(std::env::var("SECRET_ID").expect("SECRET_ID"))
-            .send()
-            .await
-            .expect("stack secret")
-            .secret_string
-            .unwrap();
-        let mut secret: Value = serde_json::from_str(&stack_secret).unwrap();
-        secret["stripe_secret_key"] = json!("sk_test_standin_0000000000000000000000");
-        let name = format!("stripe-test/{}", uuid::Uuid::new_v4().simple());
-        sm.create_secret().name(&name).secret_string(secret.to_string()).send().await.expect("secret");
+        let name = secret_with(&sdk, "stripe_secret_key", json!("sk_test_standin_0000000000000000000000")).await;
         let url = stand_in.url();
         let mut all: Vec<(&str, &str)> = vec![
             ("SECRET_ID", name.as_str()),
@@ -204,6 +217,16 @@ impl TestApp {
         };
         t.stripe = Some(stand_in);
         t
+    }
+
+    /// An app whose secret holds a CAPTCHA secret, checked against `verify_url` (a stand-in
+    /// `siteverify`).
+    pub async fn with_captcha(secret: &str, verify_url: &str, overrides: &[(&str, &str)]) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let name = secret_with(&sdk, "captcha_secret", json!(secret)).await;
+        let mut all: Vec<(&str, &str)> = vec![("SECRET_ID", name.as_str()), ("CAPTCHA_VERIFY_URL", verify_url)];
+        all.extend_from_slice(overrides);
+        Self::with_env(&all).await
     }
 
     pub fn stand_in(&self) -> &stripe_stand_in::StripeStandIn {
@@ -567,7 +590,7 @@ pub fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
 pub async fn dead_letters_since(since_ms: u128) -> Vec<Value> {
     let queue = std::env::var("NOTIFY_DLQ_URL").expect("the stack's dead-letter queue");
     let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client();
     for _ in 0..300 {
         let answer: Value = client
             .post(&moto)

@@ -22,6 +22,7 @@ struct PasswordBody {
 struct RestoreBody {
     email: Option<String>,
     password: Option<String>,
+    captcha_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +60,7 @@ async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResp
     let body = parse_json::<RestoreBody>(req)?;
     let email = email_field(body.email)?;
     let password = password(body.password)?;
-    account::restore(app, &email, &password, meta).await?;
+    account::restore(app, &email, &password, body.captcha_token.as_deref(), meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "restored" })))
 }
 

@@ -18,6 +18,7 @@ use crate::{
 struct LoginBody {
     email: Option<String>,
     password: Option<String>,
+    captcha_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -33,7 +34,7 @@ async fn login_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<Api
         Some(p) if !p.is_empty() => return Err(ApiError::InvalidCredentials),
         _ => return Err(ApiError::Validation(vec![FieldError::new("password", "is required")])),
     };
-    let tokens = login::login(app, &email, &password, meta).await?;
+    let tokens = login::login(app, &email, &password, body.captcha_token.as_deref(), meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, tokens))
 }
 

@@ -18,6 +18,7 @@ struct RegisterBody {
     full_name: Option<String>,
     org_name: Option<String>,
     invitation_token: Option<String>,
+    captcha_token: Option<String>,
 }
 
 const MAX_NAME_CHARS: usize = 200;
@@ -70,7 +71,11 @@ impl RegisterBody {
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
         app.rate_limit(Rule::Register, &meta.client_key()).await?;
-        let input = parse_json::<RegisterBody>(&req)?.validate()?;
+        let mut body = parse_json::<RegisterBody>(&req)?;
+        let captcha_token = body.captcha_token.take();
+        let input = body.validate()?;
+        // After validation: a token is single use, so a typo in the form must not spend it.
+        app.require_captcha(captcha_token.as_deref(), &meta).await?;
         register(app, input, &meta).await?;
         Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "pending_verification" })))
     })

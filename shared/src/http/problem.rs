@@ -84,6 +84,11 @@ pub enum ApiError {
     RateLimited { retry_after_seconds: u64 },
     #[error("payments are not available")]
     PaymentsUnavailable,
+    #[error("a solved CAPTCHA (captcha_token) is required")]
+    CaptchaRequired,
+    /// The CAPTCHA provider could not be asked; the request is refused, not waved through.
+    #[error("the CAPTCHA check is unavailable; try again shortly")]
+    CaptchaUnavailable,
     /// Never shown to the client beyond a generic message; logged with the request id.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,7 +101,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Validation(_) | Self::MalformedJson(_) | Self::TokenInvalid => StatusCode::BAD_REQUEST,
+            Self::Validation(_) | Self::MalformedJson(_) | Self::TokenInvalid | Self::CaptchaRequired => {
+                StatusCode::BAD_REQUEST
+            }
             Self::InvalidCredentials | Self::Unauthorized | Self::TokenReused => StatusCode::UNAUTHORIZED,
             Self::EmailNotVerified
             | Self::Forbidden
@@ -112,7 +119,7 @@ impl ApiError {
             Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::PaymentsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PaymentsUnavailable | Self::CaptchaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -139,6 +146,8 @@ impl ApiError {
             Self::PaymentProvider(_) => "payment_provider_error",
             Self::RateLimited { .. } => "rate_limited",
             Self::PaymentsUnavailable => "payments_unavailable",
+            Self::CaptchaRequired => "captcha_required",
+            Self::CaptchaUnavailable => "captcha_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -165,6 +174,8 @@ impl ApiError {
             Self::PaymentProvider(_) => "Payment provider error",
             Self::RateLimited { .. } => "Too many requests",
             Self::PaymentsUnavailable => "Payments unavailable",
+            Self::CaptchaRequired => "CAPTCHA required",
+            Self::CaptchaUnavailable => "CAPTCHA unavailable",
             Self::Internal(_) => "Internal error",
         }
     }

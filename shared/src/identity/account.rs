@@ -87,12 +87,16 @@ pub async fn schedule_deletion(
 
 /// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong
 /// passwords answer alike, after the same Argon2 work.
-pub async fn restore(app: &App, email: &Email, password: &str, meta: &RequestMeta) -> Result<(), ApiError> {
-    // A password check like login's: the same limits, the same count and lock, audited.
-    attempts::limit(app, email, meta).await?;
+pub async fn restore(
+    app: &App,
+    email: &Email,
+    password: &str,
+    captcha_token: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    // A password check like login's: the same limits, CAPTCHA, count and lock, audited.
+    let (user, attempt) = attempts::begin(app, email, captcha_token, meta).await?;
     let table = app.table();
-    let (user, subject) = attempts::subject(app, email).await?;
-    let attempt = attempts::reserve(app, &subject, &meta.client_key()).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
     let user = match user {

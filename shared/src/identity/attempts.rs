@@ -12,6 +12,11 @@
 //!
 //! Every failure also counts toward the account's day (`ATTEMPTS#DAY#{date}`, any address):
 //! the pressure on one account from many addresses, which no per-address lock can show.
+//! When CAPTCHA is configured, an account with [`CaptchaSettings::after_failures`] failures
+//! today needs a solved CAPTCHA for every attempt until the day ends: many addresses slow
+//! down to a person's pace, and the owner is never locked out of their own account.
+//!
+//! [`CaptchaSettings::after_failures`]: crate::config::CaptchaSettings::after_failures
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -73,16 +78,47 @@ pub struct Attempt {
 
 /// The rate limits every password attempt spends, whatever the route: per client address,
 /// and per account *from* that address (so nobody else can spend the owner's).
-pub async fn limit(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn limit(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
     app.rate_limit(Rule::Login, &meta.client_key()).await?;
     app.rate_limit(Rule::LoginAccount, &format!("{}\n{}", email.as_str(), meta.client_key())).await
+}
+
+/// Everything a password attempt on `email` passes before Argon2 runs: the rate limits, the
+/// CAPTCHA of a flagged account, and a reserved place in the count. Returns the account
+/// (`None` for an unknown address) and the attempt to settle.
+pub async fn begin(
+    app: &App,
+    email: &Email,
+    captcha_token: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<(Option<User>, Attempt), ApiError> {
+    limit(app, email, meta).await?;
+    let (user, subject) = subject(app, email).await?;
+    challenge(app, &subject, captcha_token, meta).await?;
+    let attempt = reserve(app, &subject, &meta.client_key()).await?;
+    Ok((user, attempt))
+}
+
+/// When CAPTCHA is configured and `subject` has had many failures today, `captcha_token`
+/// must be a solved CAPTCHA (400 `captcha_required`). Unknown addresses' stand-ins are
+/// counted and flagged alike, so the question reveals nothing either.
+async fn challenge(app: &App, subject: &str, captcha_token: Option<&str>, meta: &RequestMeta) -> Result<(), ApiError> {
+    if !app.captcha_configured().await? {
+        return Ok(());
+    }
+    let now = time::now().unix_timestamp();
+    let today: Option<DayCount> = app.table().get(&keys::user(subject), &day_sort_key(now)).await?;
+    if today.is_some_and(|day| day.failures >= app.settings().captcha.after_failures) {
+        app.require_captcha(captcha_token, meta).await?;
+    }
+    Ok(())
 }
 
 /// The account behind `email`, and the subject its attempts count against. Unknown
 /// addresses take the same path as known ones, against a stand-in subject: the same reads,
 /// the same Argon2 work, the same counting and locks. Neither timing nor a lock tells an
 /// attacker whether the address has an account.
-pub async fn subject(app: &App, email: &Email) -> Result<(Option<User>, String), ApiError> {
+async fn subject(app: &App, email: &Email) -> Result<(Option<User>, String), ApiError> {
     let table = app.table();
     let user = User::find_by_email(table, email.as_str()).await?;
     let subject = match &user {
@@ -179,10 +215,21 @@ impl Attempt {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct DayCount {
+    #[serde(default)]
+    failures: u32,
+}
+
+/// The sort key of the account's count for the (UTC) day holding `now`.
+fn day_sort_key(now: i64) -> String {
+    format!("ATTEMPTS#DAY#{}", now - now.rem_euclid(86_400))
+}
+
 /// The account's failures today, from any address.
 async fn count_day(app: &App, pk: &str, now: i64) -> Result<(), StoreError> {
     let day_start = now - now.rem_euclid(86_400);
-    let sk = format!("ATTEMPTS#DAY#{day_start}");
+    let sk = day_sort_key(now);
     app.table()
         .update_item(
             Change::new(pk, &sk)

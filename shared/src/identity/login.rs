@@ -20,11 +20,10 @@ pub async fn login(
     app: &App,
     email: &Email,
     password: &str,
+    captcha_token: Option<&str>,
     meta: &RequestMeta,
 ) -> Result<session::IssuedTokens, ApiError> {
-    attempts::limit(app, email, meta).await?;
-    let (user, subject) = attempts::subject(app, email).await?;
-    let attempt = attempts::reserve(app, &subject, &meta.client_key()).await?;
+    let (user, attempt) = attempts::begin(app, email, captcha_token, meta).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
     let user = match user {
