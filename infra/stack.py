@@ -275,12 +275,18 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_sec
 
 def matches(pattern, value) -> bool:
     """An event-filter pattern (the subset event source mappings use here: nested objects,
-    and lists of accepted literal values) against a record."""
+    and lists of accepted literal values or `{"prefix": ...}`) against a record."""
     if isinstance(pattern, dict):
         return isinstance(value, dict) and all(k in value and matches(p, value[k]) for k, p in pattern.items())
     if isinstance(pattern, list):
-        return value in pattern
+        return any(accepts(p, value) for p in pattern)
     return pattern == value
+
+
+def accepts(accepted, value) -> bool:
+    if isinstance(accepted, dict) and set(accepted) == {"prefix"}:
+        return isinstance(value, str) and value.startswith(accepted["prefix"])
+    return accepted == value
 
 
 def stream_mapping() -> dict:

@@ -84,6 +84,7 @@ async fn paging_returns_every_entry_once_newest_first_with_the_total() {
     let (_, admin) = t.logged_in("audit-admin").await;
     let org_id = t.me(admin["access_token"].as_str().unwrap()).await.body["org_id"].as_str().unwrap().to_owned();
     seed(&t, &org_id, 250).await;
+    t.audit_counted(&org_id).await;
     let expected: Vec<String> =
         all_entries(&t, &org_id).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert!(expected.len() >= 250);
@@ -117,6 +118,7 @@ async fn filters_alone_and_combined_match_the_log() {
     let (_, admin) = t.logged_in("audit-filters").await;
     let org_id = t.me(admin["access_token"].as_str().unwrap()).await.body["org_id"].as_str().unwrap().to_owned();
     seed(&t, &org_id, 60).await;
+    t.audit_counted(&org_id).await;
     let entries = all_entries(&t, &org_id).await;
     type Case<'a> = (Vec<(&'a str, &'a str)>, Box<dyn Fn(&Value) -> bool>);
     let cases: Vec<Case> = vec![
@@ -209,4 +211,67 @@ async fn members_viewers_and_other_orgs_see_nothing_of_this_org() {
     let own = audit_logs(&t, &admin, &[]).await;
     assert!(own.body["items"].as_array().unwrap().iter().all(|i| i["org_id"] == org_id.as_str()));
     assert!(own.body["total"].as_u64().unwrap() >= 5);
+}
+
+/// A stream record of `entry`, as the event source mapping hands it to the notifier.
+fn stream_record(entry: &AuditEntry, event_name: &str, sequence: usize) -> Value {
+    let image: serde_dynamo::Item = serde_dynamo::to_item(entry).unwrap();
+    json!({
+        "eventID": format!("test-{sequence}"),
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "Keys": {"PK": {"S": entry.pk}, "SK": {"S": entry.sk}},
+            "NewImage": image,
+            "SequenceNumber": format!("{sequence:021}"),
+            "SizeBytes": 100,
+            "StreamViewType": "NEW_IMAGE"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/test/stream/x"
+    })
+}
+
+#[tokio::test]
+async fn totals_count_every_entry_exactly_once_through_redelivery_and_concurrent_batches() {
+    let t = TestApp::new().await;
+    let org_id = format!("org-totals-{}", uuid::Uuid::new_v4().simple());
+    let meta = RequestMeta { request_id: "totals".into(), ..Default::default() };
+    let entries: Vec<AuditEntry> = (0..60)
+        .map(|i| {
+            let status = if i % 3 == 0 { AuditStatus::Failure } else { AuditStatus::Success };
+            AuditEntry::new(["test.one", "test.two"][i % 2], status, &org_id, &meta)
+                .actor(&format!("actor-{}", i % 4))
+                .target("target-x")
+        })
+        .collect();
+    for entry in &entries {
+        t.app.audit().record(entry).await.unwrap();
+    }
+    // The same records handed over again, four batches at once, beside the live notifier
+    // that is counting them from the stream; with a change (MODIFY) that must not count.
+    let mut records: Vec<Value> = entries.iter().enumerate().map(|(i, e)| stream_record(e, "INSERT", i)).collect();
+    records.push(stream_record(&entries[0], "MODIFY", 999));
+    let event: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_value(json!({ "Records": records })).unwrap();
+    let app = t.app;
+    let batches = (0..4).map(|_| {
+        let event = event.clone();
+        tokio::spawn(async move { shared::notify::delivery::handle_batch(app, event).await })
+    });
+    for answer in futures::future::join_all(batches).await {
+        assert!(answer.unwrap().batch_item_failures.is_empty(), "every record counted or found counted");
+    }
+    t.audit_counted(&org_id).await;
+    let table = t.app.table();
+    let total = |counter: &'static str| {
+        let org_id = org_id.clone();
+        async move { shared::audit::totals::read(table, &org_id, counter).await.unwrap() }
+    };
+    assert_eq!(total("ALL").await, 60);
+    assert_eq!(total("action#test.one").await, 30);
+    assert_eq!(total("status#failure").await, 20);
+    assert_eq!(total("actor#actor-1").await, 15);
+    assert_eq!(total("target#target-x").await, 60);
 }

@@ -466,6 +466,19 @@ impl TestApp {
             .collect()
     }
 
+    /// Waits until the notifier has counted every entry of `org_id`'s audit log toward the
+    /// totals (it counts from the table's stream, within seconds).
+    pub async fn audit_counted(&self, org_id: &str) {
+        for _ in 0..600 {
+            let entries = self.partition(&format!("AUDIT#{org_id}")).await;
+            if entries.iter().all(|entry| entry.contains_key("counted")) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the audit entries of {org_id} were not all counted within a minute");
+    }
+
     /// SMS messages moto recorded as sent to `phone`, once the notifier has caught up.
     pub async fn sms_to(&self, phone: &str) -> Vec<String> {
         self.outbox_delivered().await;

@@ -10,6 +10,9 @@
 //! the audit GSIs, which share `SK` as their sort key.
 
 pub mod query;
+pub mod totals;
+
+pub use query::AuditFilter;
 
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};

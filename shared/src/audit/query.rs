@@ -3,8 +3,9 @@
 //! The narrowest key among the filters picks the index: actor, target, action or status
 //! each have a GSI partitioned by `{org_id}#{value}` and sorted by `SK` (`{at}#{id}`), so
 //! `since`/`until` are a key range and a page reads what it returns. Further filters are
-//! applied to what that key reads. `total` counts with the same Query (`Select=COUNT`),
-//! so it reads the entries matching the narrowest key, never the whole log.
+//! applied to what that key reads. `total` is one counter read ([`super::totals`]) when the
+//! query has no time range and at most one of those filters; otherwise it counts with the
+//! same Query (`Select=COUNT`), reading the entries matching the narrowest key.
 //!
 //! The cursor is the page's last key, bound to the caller's org and filter and signed with
 //! an HMAC, so a modified or transplanted cursor is rejected (400).
@@ -308,17 +309,22 @@ pub async fn query(app: &App, org_id: &str, filter: &AuditFilter) -> Result<Audi
         encode_cursor(&signing, &fingerprint, &key)
     });
 
-    // The total for the filter.
-    let mut total = 0u64;
-    let mut start = None;
-    loop {
-        let out = base().select(Select::Count).set_exclusive_start_key(start).send().await.map_err(dynamo)?;
-        total += out.count as u64;
-        start = out.last_evaluated_key;
-        if start.is_none() {
-            break;
+    // The total: one counter read when a counter holds it, else a count along the key.
+    let total = match super::totals::counter_for(filter) {
+        Some(counter) => super::totals::read(table, org_id, &counter).await?,
+        None => {
+            let mut total = 0u64;
+            let mut start = None;
+            loop {
+                let out = base().select(Select::Count).set_exclusive_start_key(start).send().await.map_err(dynamo)?;
+                total += out.count as u64;
+                start = out.last_evaluated_key;
+                if start.is_none() {
+                    break total;
+                }
+            }
         }
-    }
+    };
     Ok(AuditPage { items, next_cursor, total, page_read_units })
 }
 

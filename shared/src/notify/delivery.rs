@@ -263,10 +263,43 @@ fn outbox_item(record: &EventRecord) -> Result<Option<OutboxItem>, DeliveryError
     serde_dynamo::from_item(image.clone()).map(Some).map_err(|e| DeliveryError::Malformed(e.to_string()))
 }
 
-/// One batch from the stream: every outbox item is delivered (or found delivered); the ones
-/// that fail are reported by sequence number, so only they are retried.
+/// The audit entry in a stream record's new image, if it is a new one.
+fn new_audit_entry(record: &EventRecord) -> Result<Option<AuditEntry>, DeliveryError> {
+    let image = &record.change.new_image;
+    let is_audit = matches!(image.get("PK"), Some(serde_dynamo::AttributeValue::S(pk)) if pk.starts_with("AUDIT#"))
+        && image.contains_key("audit_action");
+    if record.event_name != "INSERT" || !is_audit {
+        return Ok(None);
+    }
+    serde_dynamo::from_item(image.clone()).map(Some).map_err(|e| DeliveryError::Malformed(e.to_string()))
+}
+
+fn failure(sequence_number: Option<String>) -> DynamoDbBatchItemFailure {
+    let mut failure = DynamoDbBatchItemFailure::default();
+    failure.item_identifier = sequence_number;
+    failure
+}
+
+/// One batch from the stream: new audit entries are counted toward the audit totals (all
+/// together), and every outbox item is delivered (or found delivered). Records that fail are
+/// reported by sequence number, so only they are retried.
 pub async fn handle_batch(app: &App, event: Event) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
+    let mut entries = Vec::new();
+    for record in &event.records {
+        let sequence = record.change.sequence_number.as_deref().unwrap_or_default();
+        match new_audit_entry(record) {
+            Ok(Some(entry)) => entries.push((sequence, entry)),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, event_id = %record.event_id, "audit entry unreadable; reported for retry");
+                response.batch_item_failures.push(failure(record.change.sequence_number.clone()));
+            }
+        }
+    }
+    for sequence in crate::audit::totals::count(app.table(), entries).await {
+        response.batch_item_failures.push(failure(Some(sequence.to_owned())));
+    }
     for record in &event.records {
         let outcome = match outbox_item(record) {
             Ok(Some(item)) => deliver(app, &item).await.map(Some),
@@ -275,9 +308,7 @@ pub async fn handle_batch(app: &App, event: Event) -> DynamoDbEventResponse {
         };
         if let Err(error) = outcome {
             tracing::error!(%error, event_id = %record.event_id, "outbox item not delivered; reported for retry");
-            let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = record.change.sequence_number.clone();
-            response.batch_item_failures.push(failure);
+            response.batch_item_failures.push(failure(record.change.sequence_number.clone()));
         }
     }
     response
