@@ -289,22 +289,26 @@ def accepts(accepted, value) -> bool:
     return accepted == value
 
 
-def stream_mapping() -> dict:
-    """The notifier's event source mapping, straight from template.yaml."""
+def stream_mappings() -> list[dict]:
+    """The functions' DynamoDB stream event source mappings, straight from template.yaml."""
     template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CloudFormationLoader)
+    found = []
     for name, resource in template["Resources"].items():
-        for event in resource.get("Properties", {}).get("Events", {}).values():
+        for event_name, event in resource.get("Properties", {}).get("Events", {}).items():
             if event.get("Type") == "DynamoDB":
                 props = event["Properties"]
-                return {
+                found.append({
+                    "name": event_name,
                     "function": resource["Metadata"]["BuildProperties"]["Binary"],
                     "batch_size": int(props.get("BatchSize", 100)),
                     "max_retries": int(props.get("MaximumRetryAttempts", 2)),
                     "bisect": bool(props.get("BisectBatchOnFunctionError", False)),
                     "patterns": [json.loads(f["Pattern"]) for f in props.get("FilterCriteria", {}).get("Filters", [])],
                     "starting_position": props.get("StartingPosition", "LATEST"),
-                }
-    raise SystemExit("template.yaml has no DynamoDB stream event source")
+                })
+    if not found:
+        raise SystemExit("template.yaml has no DynamoDB stream event source")
+    return found
 
 
 class StreamPoller(threading.Thread):
@@ -314,11 +318,12 @@ class StreamPoller(threading.Thread):
     splitting a batch whose invocation fails outright (bisect), and after the retries sending
     the batch's description to the dead-letter queue, as Lambda's on-failure destination does."""
 
-    def __init__(self, ddb: str, moto: str, table_name: str, invoke_url: str, dlq_url: str) -> None:
-        super().__init__(daemon=True, name="stream-poller")
+    def __init__(self, mapping: dict, ddb: str, moto: str, table_name: str, invoke_url: str, dlq_url: str,
+                 stopped: threading.Event) -> None:
+        super().__init__(daemon=True, name=f"stream-poller-{mapping['name']}")
         self.ddb, self.moto, self.table_name, self.invoke_url, self.dlq_url = ddb, moto, table_name, invoke_url, dlq_url
-        self.mapping = stream_mapping()
-        self.stopped = threading.Event()
+        self.mapping = mapping
+        self.stopped = stopped
 
     def run(self) -> None:
         streams = client("dynamodbstreams", self.ddb)
@@ -589,15 +594,19 @@ def invoke_url(api_url: str, function: str) -> str:
 
 
 def start_poller(env: dict, api_url: str) -> StreamPoller:
-    """The notifier's event source mapping, fed from DynamoDB Local's stream, and the functions'
-    SNS subscriptions (SnsRelay). Setting the returned poller's `stopped` stops them all."""
-    mapping = stream_mapping()
-    poller = StreamPoller(env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL"], env["TABLE_NAME"],
-                          invoke_url(api_url, mapping["function"]), env["NOTIFY_DLQ_URL"])
-    poller.start()
-    log(f"stream poller feeding `{mapping['function']}` (batches of {mapping['batch_size']})")
-    start_sns_relays(env, api_url, poller.stopped)
-    return poller
+    """The stream's event source mappings (one poller each, reading the stream independently,
+    as Lambda's do), and the functions' SNS subscriptions (SnsRelay). Setting the returned
+    poller's `stopped` stops them all."""
+    stopped = threading.Event()
+    pollers = []
+    for mapping in stream_mappings():
+        poller = StreamPoller(mapping, env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL"], env["TABLE_NAME"],
+                              invoke_url(api_url, mapping["function"]), env["NOTIFY_DLQ_URL"], stopped)
+        poller.start()
+        pollers.append(poller)
+        log(f"stream poller `{mapping['name']}` feeding `{mapping['function']}` (batches of {mapping['batch_size']})")
+    start_sns_relays(env, api_url, stopped)
+    return pollers[0]
 
 
 def start_sns_relays(env: dict, api_url: str, stopped: threading.Event) -> list[SnsRelay]:

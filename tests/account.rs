@@ -257,3 +257,90 @@ async fn concurrent_demotions_of_two_admins_leave_one_admin() {
         assert_eq!(admins, 1);
     }
 }
+
+async fn invitations(t: &TestApp, admin: &Value) -> common::TestResponse {
+    t.authed(handle, "GET", "/orgs/invitations", token_of(admin), &[], None).await
+}
+
+async fn revoke(t: &TestApp, admin: &Value, invitation_id: &str) -> common::TestResponse {
+    t.authed(handle, "DELETE", &format!("/orgs/invitations/{invitation_id}"), token_of(admin), &[], None).await
+}
+
+async fn schedule_deletion(t: &TestApp, tokens: &Value) {
+    let deleted =
+        t.authed(handle, "DELETE", "/auth/me", token_of(tokens), &[], Some(json!({"password": STRONG_PASSWORD}))).await;
+    assert_eq!(deleted.status, 202, "{:?}", deleted.body);
+}
+
+async fn join(t: &TestApp, email: &str) -> common::TestResponse {
+    let token = t.emails_to(email).await[0].token_for("/accept-invitation").expect("invitation link");
+    t.register(json!({"email": email, "password": STRONG_PASSWORD, "invitation_token": token})).await
+}
+
+#[tokio::test]
+async fn admins_list_and_revoke_pending_invitations() {
+    let t = TestApp::new().await;
+    let (admin, _, viewer, _) = org_with_member(&t, "viewer").await;
+    let admin_id = t.me(token_of(&admin)).await.body["user_id"].as_str().unwrap().to_owned();
+    let (kept, revoked) = (unique_email("kept"), unique_email("revoked"));
+    assert_eq!(invite(&t, &admin, &kept, "member").await.status, 202);
+    assert_eq!(invite(&t, &admin, &revoked, "viewer").await.status, 202);
+
+    let listed = invitations(&t, &admin).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the used invitation is not pending: {items:?}");
+    assert_eq!(items[0]["email"], revoked.as_str(), "newest first");
+    assert_eq!((items[0]["role"].as_str(), items[0]["invited_by"].as_str()), (Some("viewer"), Some(admin_id.as_str())));
+    assert!(items[0]["expires_at"].is_string() && items[0]["invitation_id"].is_string());
+    let revoked_id = items[0]["invitation_id"].as_str().unwrap().to_owned();
+
+    let refused = invitations(&t, &viewer).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(revoke(&t, &viewer, &revoked_id).await.status, 403);
+    let (_, outsider) = t.logged_in("outsider").await;
+    assert_eq!(revoke(&t, &outsider, &revoked_id).await.status, 404, "another org's invitation is not found");
+
+    assert_eq!(revoke(&t, &admin, &revoked_id).await.status, 204);
+    assert_eq!(revoke(&t, &admin, &revoked_id).await.status, 404);
+    let rest = invitations(&t, &admin).await.body["items"].as_array().unwrap().clone();
+    assert_eq!(rest.iter().map(|i| i["email"].as_str().unwrap()).collect::<Vec<_>>(), [kept.as_str()]);
+    let late = join(&t, &revoked).await;
+    assert_eq!((late.status, late.body["code"].as_str()), (400, Some("token_invalid")));
+    assert_eq!(join(&t, &kept).await.status, 202);
+    assert!(invitations(&t, &admin).await.body["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_invitation_stops_working_when_its_sender_is_no_longer_an_active_admin() {
+    let t = TestApp::new().await;
+    let (first, _, second, second_id) = org_with_member(&t, "admin").await;
+    let (after_demotion, after_deletion) = (unique_email("demoted-sender"), unique_email("leaving-sender"));
+
+    // Sent by an admin who is then demoted.
+    assert_eq!(invite(&t, &second, &after_demotion, "member").await.status, 202);
+    assert_eq!(set_role(&t, &first, &second_id, "member").await.status, 200);
+    let refused = join(&t, &after_demotion).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (400, Some("token_invalid")));
+
+    // Sent by an admin who then schedules their account for deletion.
+    assert_eq!(set_role(&t, &first, &second_id, "admin").await.status, 200);
+    assert_eq!(invite(&t, &second, &after_deletion, "member").await.status, 202);
+    // Both count again now that their sender is an admin again.
+    assert_eq!(invitations(&t, &first).await.body["items"].as_array().unwrap().len(), 2);
+    schedule_deletion(&t, &second).await;
+    assert!(invitations(&t, &first).await.body["items"].as_array().unwrap().is_empty(), "no longer pending");
+    let refused = join(&t, &after_deletion).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (400, Some("token_invalid")));
+}
+
+#[tokio::test]
+async fn an_admin_scheduled_for_deletion_does_not_count_as_the_remaining_admin() {
+    let t = TestApp::new().await;
+    let (first, _, second, _) = org_with_member(&t, "admin").await;
+    let first_id = t.me(token_of(&first)).await.body["user_id"].as_str().unwrap().to_owned();
+    schedule_deletion(&t, &second).await;
+    let refused = set_role(&t, &first, &first_id, "member").await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (409, Some("conflict")), "{:?}", refused.body);
+    assert_eq!(t.me(token_of(&first)).await.body["role"], "admin");
+}

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{
     Client,
     error::{DisplayErrorContext, SdkError},
-    types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update},
+    types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem, Update},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -299,6 +299,21 @@ impl Table {
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// A condition on an item the transaction does not change (it fails the transaction if
+    /// the item no longer satisfies it).
+    pub fn check(&self, change: Change<'_>) -> Result<TransactWriteItem, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.name)
+            .key("PK", av::s(change.pk))
+            .key("SK", av::s(change.sk))
+            .set_condition_expression(change.condition.map(str::to_owned))
+            .set_expression_attribute_values(change.values_map())
+            .set_expression_attribute_names(change.names_map())
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
     /// A (conditional) delete for use in a transaction.

@@ -240,7 +240,8 @@ impl TestApp {
         Fut: Future<Output = Response<Body>>,
     {
         let request = lambda_http::request::from_str(event).expect("a valid API Gateway v2 event");
-        let response = handler(self.app, request).await;
+        // Boxed: a debug build's handler future is large, and tests nest several.
+        let response = Box::pin(handler(self.app, request)).await;
         let status = response.status().as_u16();
         let headers = response
             .headers()

@@ -1,5 +1,5 @@
-//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `POST /orgs/invitations`,
-//! `PATCH /orgs/members/{user_id}`.
+//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `POST`/`GET /orgs/invitations`,
+//! `DELETE /orgs/invitations/{invitation_id}`, `PATCH /orgs/members/{user_id}`.
 
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use super::email_field;
 use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::{Role, account, auth::authenticate},
+    identity::{Role, account, auth::authenticate, invitations},
     rate_limit::Rule,
 };
 
@@ -71,7 +71,7 @@ async fn invite(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRespo
     let body = parse_json::<InviteBody>(req)?;
     let email = email_field(body.email)?;
     let role = required("role", body.role)?;
-    account::invite(app, &principal, &email, role, meta).await?;
+    invitations::invite(app, &principal, &email, role, meta).await?;
     Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "invited" })))
 }
 
@@ -86,6 +86,26 @@ async fn change_role(app: &App, req: &Request, meta: &RequestMeta, user_id: &str
     ))
 }
 
+async fn list_invitations(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let items = invitations::list(app, &principal).await?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "items": items })))
+}
+
+async fn revoke_invitation(app: &App, req: &Request, meta: &RequestMeta, id: &str) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    invitations::revoke(app, &principal, id, meta).await?;
+    Ok(ApiResponse::no_content())
+}
+
+/// A single path segment that can be an id (anything else is no resource of ours).
+fn id_segment(rest: &str) -> Result<&str, ApiError> {
+    if rest.is_empty() || rest.contains('/') || rest.len() > 64 {
+        return Err(ApiError::NotFound);
+    }
+    Ok(rest)
+}
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
         let path = req.uri().path().to_owned();
@@ -93,12 +113,16 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             ("DELETE", "/auth/me") => delete_me(app, &req, &meta).await,
             ("POST", "/auth/me/restore") => restore(app, &req, &meta).await,
             ("POST", "/orgs/invitations") => invite(app, &req, &meta).await,
+            // Boxed: these futures nest several SDK calls, and a debug build's copy of them
+            // would otherwise sit on the (2 MiB) stack of whatever polls the handler.
+            ("GET", "/orgs/invitations") => Box::pin(list_invitations(app, &req)).await,
+            ("DELETE", invitation) if invitation.starts_with("/orgs/invitations/") => {
+                let id = id_segment(&invitation["/orgs/invitations/".len()..])?;
+                Box::pin(revoke_invitation(app, &req, &meta, id)).await
+            }
             ("PATCH", member) if member.starts_with("/orgs/members/") => {
-                let user_id = &member["/orgs/members/".len()..];
-                if user_id.is_empty() || user_id.contains('/') || user_id.len() > 64 {
-                    return Err(ApiError::NotFound);
-                }
-                change_role(app, &req, &meta, user_id).await
+                let user_id = id_segment(&member["/orgs/members/".len()..])?;
+                Box::pin(change_role(app, &req, &meta, user_id)).await
             }
             _ => Err(ApiError::NotFound),
         }

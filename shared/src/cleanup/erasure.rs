@@ -261,8 +261,11 @@ async fn finish(app: &App, user: &User, lease: i64, meta: &RequestMeta) -> Resul
     let (pk, sk) = User::key(&user.user_id);
     let org_pk = keys::org(&user.org_id);
     let org: Option<Org> = table.get(&org_pk, keys::ORG).await?;
-    let others: Vec<Membership> =
-        members(table, &user.org_id).await?.into_iter().filter(|m| m.user_id != user.user_id).collect();
+    let others: Vec<Membership> = crate::identity::invitations::members(table, &user.org_id)
+        .await?
+        .into_iter()
+        .filter(|m| m.user_id != user.user_id)
+        .collect();
 
     let mut items = vec![
         table.delete(Change::new(&pk, &sk).condition("erasure_lease_until = :lease").value(":lease", av::n(lease)))?,
@@ -279,8 +282,8 @@ async fn finish(app: &App, user: &User, lease: i64, meta: &RequestMeta) -> Resul
             Change::new(&org_pk, keys::ORG).condition("admin_count = :seen").value(":seen", av::n(org.admin_count)),
         )?),
         (Some(org), false) if user.role == Role::Admin && org.admin_count <= 1 => {
-            // The last admin leaves: the longest-standing member takes over.
-            let heir = others.iter().min_by(|a, b| a.joined_at.cmp(&b.joined_at)).expect("not empty");
+            // The last admin leaves: the longest-standing member who can act as one takes over.
+            let heir = heir(table, &others).await?;
             items.push(
                 table.update(
                     Change::new(&org_pk, &keys::member(&heir.user_id))
@@ -343,17 +346,16 @@ async fn finish(app: &App, user: &User, lease: i64, meta: &RequestMeta) -> Resul
     }
 }
 
-async fn members(table: &Table, org_id: &str) -> Result<Vec<Membership>, StoreError> {
-    let out = table
-        .client()
-        .query()
-        .table_name(table.name())
-        .key_condition_expression("PK = :pk AND begins_with(SK, :member)")
-        .expression_attribute_values(":pk", av::s(keys::org(org_id)))
-        .expression_attribute_values(":member", av::s("MEMBER#"))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(dynamo_error)?;
-    out.items.unwrap_or_default().into_iter().map(|i| serde_dynamo::from_item(i).map_err(StoreError::from)).collect()
+/// Who inherits an org's last admin role: the longest-standing member who is verified and
+/// not scheduled for deletion, or, if none is, the longest-standing member.
+async fn heir<'a>(table: &Table, others: &'a [Membership]) -> Result<&'a Membership, StoreError> {
+    let mut by_seniority: Vec<&Membership> = others.iter().collect();
+    by_seniority.sort_by(|a, b| a.joined_at.cmp(&b.joined_at));
+    for member in &by_seniority {
+        let (pk, sk) = User::key(&member.user_id);
+        if table.get::<User>(&pk, &sk).await?.as_ref().is_some_and(crate::identity::invitations::is_active) {
+            return Ok(member);
+        }
+    }
+    Ok(by_seniority[0])
 }

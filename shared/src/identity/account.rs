@@ -1,11 +1,11 @@
-//! Account lifecycle and organisation administration: scheduled deletion and restore,
-//! invitations, and role changes that never leave an organisation without an admin.
+//! Account lifecycle and organisation administration: scheduled deletion and restore, and
+//! role changes that never leave an organisation without an active, verified admin.
 
 use serde_json::json;
 
 use super::{
-    Email, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordHash, Role, TokenKind, User, attempts,
-    auth::Principal, model::adjust_admin_count,
+    Email, Membership, Password, PasswordHash, Role, User, attempts, auth::Principal, invitations,
+    model::adjust_admin_count,
 };
 use crate::{
     App,
@@ -17,7 +17,6 @@ use crate::{
     time,
 };
 
-pub const INVITATION_DAYS: i64 = 7;
 /// `GSI1PK` of users awaiting erasure; `GSI1SK` is the erasure date, so the cleanup job
 /// finds the due ones with one Query.
 pub const DELETION_INDEX_KEY: &str = "DELETION";
@@ -137,44 +136,6 @@ pub async fn restore(
     table.transact_or(items, ApiError::Conflict("the account is not scheduled for deletion".into())).await
 }
 
-/// Emails a 7-day, single-use invitation to join the caller's organisation with `role`.
-pub async fn invite(
-    app: &App,
-    principal: &Principal,
-    email: &Email,
-    role: Role,
-    meta: &RequestMeta,
-) -> Result<(), ApiError> {
-    principal.require_admin()?;
-    let table = app.table();
-    let org = table
-        .get::<Org>(&keys::org(principal.org_id()), keys::ORG)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::internal("the caller's organisation is missing"))?;
-    let token = OpaqueToken::generate();
-    let hash = token.hash();
-    let mut item =
-        OneTimeToken::new(TokenKind::Invitation, &hash, principal.user_id(), time::Duration::days(INVITATION_DAYS));
-    item.org_id = Some(org.org_id.clone());
-    item.role = Some(role);
-    item.email = Some(email.as_str().to_owned());
-    let audit = AuditEntry::new("org.invitation_sent", AuditStatus::Success, &org.org_id, meta)
-        .actor(principal.user_id())
-        .details(json!({ "role": role.as_str(), "expires_at": item.expires_at }));
-    let link = format!("{}/accept-invitation?token={}", app.settings().frontend_url, token.expose());
-    let invitation = Message::email(
-        EmailKind::Invitation,
-        email.as_str(),
-        json!({ "link": link, "org_name": org.name, "role": role.as_str() }),
-    );
-    let items = vec![table.put_new(&item), app.audit().put(&audit), outbox::put(table, invitation)]
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    table.transact(items).await.map_err(ApiError::internal)?;
-    Ok(())
-}
-
 /// Changes a member's role. The admin count moves in the same transaction, conditioned on
 /// staying at least one, so concurrent demotions can never empty an organisation of admins.
 pub async fn change_role(
@@ -221,6 +182,14 @@ pub async fn change_role(
     let demotes_admin = previous == Role::Admin;
     if demotes_admin {
         items.push(adjust_admin_count(table, principal.org_id(), -1));
+        // Another admin who counts (verified, not scheduled for deletion) must remain, and
+        // still be one when this commits.
+        let Some(witness) =
+            invitations::active_admins(table, principal.org_id(), target_user_id).await?.into_iter().next()
+        else {
+            return Err(last_admin(app, principal, target_user_id, previous, role, meta).await);
+        };
+        items.extend(invitations::still_active_admin(table, principal.org_id(), &witness.user_id)?.map(Ok));
     } else if role == Role::Admin {
         items.push(adjust_admin_count(table, principal.org_id(), 1));
     }
@@ -228,20 +197,45 @@ pub async fn change_role(
     match table.transact(items).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(failed)) => {
-            let message = if demotes_admin && failed.contains(&3) {
-                "an organisation must keep at least one admin"
-            } else {
-                "the member's role changed concurrently; read it again and retry"
-            };
-            let entry = AuditEntry::new("org.role_changed", AuditStatus::Failure, principal.org_id(), meta)
-                .actor(principal.user_id())
-                .target(target_user_id)
-                .details(json!({ "from": previous.as_str(), "to": role.as_str(), "reason": message }));
-            app.audit().record_or_log(&entry).await;
-            return Err(ApiError::Conflict(message.into()));
+            if demotes_admin && failed.iter().any(|&i| i >= 3) {
+                return Err(last_admin(app, principal, target_user_id, previous, role, meta).await);
+            }
+            let message = "the member's role changed concurrently; read it again and retry";
+            return Err(refused(app, principal, target_user_id, previous, role, message, meta).await);
         }
         Err(other) => return Err(ApiError::internal(other)),
     }
     member.role = role;
     Ok(member)
+}
+
+const LAST_ADMIN: &str = "an organisation must keep at least one active, verified admin";
+
+async fn last_admin(
+    app: &App,
+    principal: &Principal,
+    target_user_id: &str,
+    from: Role,
+    to: Role,
+    meta: &RequestMeta,
+) -> ApiError {
+    refused(app, principal, target_user_id, from, to, LAST_ADMIN, meta).await
+}
+
+/// Audits a refused role change and answers 409 with `message`.
+async fn refused(
+    app: &App,
+    principal: &Principal,
+    target_user_id: &str,
+    from: Role,
+    to: Role,
+    message: &str,
+    meta: &RequestMeta,
+) -> ApiError {
+    let entry = AuditEntry::new("org.role_changed", AuditStatus::Failure, principal.org_id(), meta)
+        .actor(principal.user_id())
+        .target(target_user_id)
+        .details(json!({ "from": from.as_str(), "to": to.as_str(), "reason": message }));
+    app.audit().record_or_log(&entry).await;
+    ApiError::Conflict(message.into())
 }

@@ -4,6 +4,7 @@ pub mod account;
 pub mod attempts;
 pub mod auth;
 mod email;
+pub mod invitations;
 pub mod jwt;
 pub mod login;
 mod model;

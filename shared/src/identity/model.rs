@@ -148,6 +148,21 @@ pub struct OneTimeToken {
     pub expires_at: String,
     pub ttl: i64,
     pub created_at: String,
+    /// Invitations only: the id admins list and revoke it by, and its place in the org's
+    /// list of pending invitations (`GSI1PK = INVITES#{org}`, removed when it is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation_id: Option<String>,
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi1pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi1sk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<String>,
+}
+
+/// `GSI1PK` of an organisation's pending invitations.
+pub fn invitations_index(org_id: &str) -> String {
+    format!("INVITES#{org_id}")
 }
 
 impl OneTimeToken {
@@ -166,6 +181,10 @@ impl OneTimeToken {
             expires_at: crate::time::rfc3339(expires),
             ttl: crate::time::epoch_seconds(expires),
             created_at: crate::time::rfc3339(now),
+            invitation_id: None,
+            gsi1pk: None,
+            gsi1sk: None,
+            used_at: None,
         }
     }
 
@@ -205,7 +224,7 @@ impl OneTimeToken {
 pub(crate) fn consume_invitation(table: &Table, token_pk: &str, now: &str) -> Result<TransactWriteItem, StoreError> {
     table.update(
         Change::new(token_pk, keys::TOKEN)
-            .update("SET used_at = :now")
+            .update("SET used_at = :now REMOVE GSI1PK, GSI1SK")
             .condition("attribute_exists(PK) AND attribute_not_exists(used_at) AND expires_at > :now")
             .value(":now", av::s(now)),
     )

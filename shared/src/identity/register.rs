@@ -54,7 +54,13 @@ impl From<RegisterError> for ApiError {
 /// Where the new user lands: a fresh org they administer, or the org of an invitation.
 enum Placement {
     NewOrg(Org),
-    Invited { org_id: String, role: Role, token_pk: String },
+    /// `issued_by`: the admin who sent it, who must still be an active admin.
+    Invited {
+        org_id: String,
+        role: Role,
+        token_pk: String,
+        issued_by: String,
+    },
 }
 
 #[tracing::instrument(skip_all)]
@@ -140,8 +146,9 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
     ];
     match &placement {
         Placement::NewOrg(org) => items.push(table.put_new(org)?),
-        Placement::Invited { token_pk, role, org_id } => {
+        Placement::Invited { token_pk, role, org_id, issued_by } => {
             items.push(super::model::consume_invitation(table, token_pk, &created_at)?);
+            items.extend(super::invitations::still_active_admin(table, org_id, issued_by)?);
             if *role == Role::Admin {
                 items.push(super::model::adjust_admin_count(table, org_id, 1)?);
             }
@@ -180,7 +187,7 @@ async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<P
     let live = item.is_live(TokenKind::Invitation);
     match (item.org_id, item.role, item.email) {
         (Some(org_id), Some(role), Some(invited)) if live && invited == email.as_str() => {
-            Ok(Placement::Invited { org_id, role, token_pk: pk })
+            Ok(Placement::Invited { org_id, role, token_pk: pk, issued_by: item.user_id })
         }
         _ => Err(RegisterError::InvitationInvalid),
     }
