@@ -705,6 +705,26 @@ def signed_up(api_url: str, env: dict, tag: str) -> tuple[str, dict]:
 
 
 PASSWORD = "correct horse battery staple"
+FUZZ_EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "8")
+FUZZ_SEED = os.environ.get("FUZZ_SEED", "20261129")
+
+
+def fuzz(api_url: str, env: dict, tenv: dict) -> None:
+    """schemathesis over openapi.yaml against the running stack (infra/schemathesis.toml and
+    infra/schemathesis_hooks.py): every check, a bounded number of examples per operation
+    (`FUZZ_EXAMPLES`, seed `FUZZ_SEED`), as a signed-up admin. The webhook is a function URL,
+    so it is fuzzed at its own base URL."""
+    email, tokens = signed_up(api_url, env, "fuzz")
+    status, logout_session = call(api_url, "POST", "/auth/login", {"email": email, "password": PASSWORD})
+    if status != 200:
+        raise SystemExit(f"fuzz: second login answered {status} {logout_session}")
+    fenv = dict(tenv, FUZZ_ACCESS_TOKEN=tokens["access_token"], FUZZ_LOGOUT_TOKEN=logout_session["access_token"],
+                PYTHONPATH=str(ROOT / "infra"))
+    command = [str(LOCAL / "venv" / "bin" / "schemathesis"), "--config-file", "infra/schemathesis.toml", "run",
+               "openapi.yaml", "--checks", "all", "--max-examples", FUZZ_EXAMPLES, "--seed", FUZZ_SEED,
+               "--phases", "examples,coverage,fuzzing", "--no-color", "--workers", "2"]
+    run(command + ["--url", api_url, "--exclude-path", "/stripe/webhook"], fenv)
+    run(command + ["--url", f"{api_url}/lambda-url/webhook", "--include-path", "/stripe/webhook"], fenv)
 
 
 def smoke() -> None:
@@ -781,6 +801,7 @@ def test(args) -> int:
         stack.on_stop(start_poller(env, api_url).stopped.set)
         tenv["NOTIFY_DLQ_URL"] = env["NOTIFY_DLQ_URL"]
         run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-fail-fast"], tenv)
+        fuzz(api_url, env, tenv)
         smoke()
         return 0
     except subprocess.CalledProcessError as error:

@@ -152,3 +152,51 @@ fn every_route_is_in_the_template_the_router_and_the_openapi_document() {
         assert!(section.contains(&format!("    {}:", method.to_lowercase())), "{route} in openapi.yaml");
     }
 }
+
+#[test]
+fn the_route_table_behind_405_is_the_templates() {
+    let template = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    let lines: Vec<&str> = template.lines().map(str::trim).collect();
+    let mut in_template: Vec<(String, String)> = lines
+        .windows(2)
+        .filter_map(|w| Some((w[0].strip_prefix("Method: ")?.to_owned(), w[1].strip_prefix("Path: ")?.to_owned())))
+        .filter(|(_, path)| path != "$default")
+        .collect();
+    let mut in_table: Vec<(String, String)> = shared::http::routes::ROUTES
+        .iter()
+        .flat_map(|(path, methods)| methods.iter().map(move |m| (m.to_string(), path.to_string())))
+        .collect();
+    in_template.sort();
+    in_table.sort();
+    assert_eq!(in_table, in_template);
+}
+
+/// A route's path with every `{param}` filled in.
+fn concrete(path: &str) -> String {
+    path.split('/').map(|s| if s.starts_with('{') { "id-1" } else { s }).collect::<Vec<_>>().join("/")
+}
+
+#[tokio::test]
+async fn other_methods_on_our_paths_are_405_with_allow_and_unknown_paths_404() {
+    let t = TestApp::new().await;
+    for (path, methods) in shared::http::routes::ROUTES {
+        let path = concrete(path);
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"].into_iter().filter(|m| !methods.contains(m)) {
+            // API Gateway's `$default` route: the login function's fallback.
+            let answer = t.invoke(shared::api::login::handle, &common::http_event(method, &path, &[], None)).await;
+            assert_eq!(
+                (answer.status, answer.body["code"].as_str()),
+                (405, Some("method_not_allowed")),
+                "{method} {path}"
+            );
+            assert_eq!(answer.header("allow"), Some(methods.join(", ").as_str()), "{method} {path}");
+        }
+    }
+    // The functions' own fallbacks agree (a request that reaches one with another method).
+    let answer = t.invoke(shared::api::register::handle, &common::http_event("GET", "/auth/register", &[], None)).await;
+    assert_eq!((answer.status, answer.header("allow")), (405, Some("POST")));
+    let answer = t.invoke(shared::api::pay::handle, &common::http_event("PUT", "/payments/id-1", &[], None)).await;
+    assert_eq!((answer.status, answer.header("allow")), (405, Some("GET")));
+    let unknown = t.invoke(shared::api::login::handle, &common::http_event("GET", "/no/such/route", &[], None)).await;
+    assert_eq!((unknown.status, unknown.body["code"].as_str()), (404, Some("not_found")));
+}

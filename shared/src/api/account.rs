@@ -124,7 +124,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                 let user_id = id_segment(&member["/orgs/members/".len()..])?;
                 Box::pin(change_role(app, &req, &meta, user_id)).await
             }
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await

@@ -26,7 +26,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, _meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("GET", "/admin/audit-logs") => audit_logs(app, &req).await,
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await

@@ -101,7 +101,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             ("GET", "/auth/me") => me_route(app, &req).await,
             ("GET", "/.well-known/jwks.json") => jwks_route(app).await,
             ("GET", "/.well-known/openid-configuration") => Ok(openid_configuration(app)),
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await

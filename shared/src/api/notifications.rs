@@ -98,7 +98,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             ("GET", "/notifications/preferences") => get_preferences(app, &req).await,
             ("PUT", "/notifications/preferences") => put_preferences(app, &req).await,
             ("POST", "/notifications/unsubscribe") => unsubscribe(app, &req, &meta).await,
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await

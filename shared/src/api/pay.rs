@@ -253,7 +253,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                             "amount_refunded": refunded.amount_refunded }),
                 ))
             }
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await
@@ -278,7 +278,7 @@ pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
                     }
                 })
             }
-            _ => Err(ApiError::NotFound),
+            (method, _) => Err(crate::http::routes::unrouted(method, &path)),
         }
     })
     .await

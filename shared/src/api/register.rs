@@ -70,6 +70,9 @@ impl RegisterBody {
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
+        if (req.method().as_str(), req.uri().path()) != ("POST", "/auth/register") {
+            return Err(crate::http::routes::unrouted(req.method().as_str(), req.uri().path()));
+        }
         app.rate_limit(Rule::Register, &meta.client_key()).await?;
         let mut body = parse_json::<RegisterBody>(&req)?;
         let captcha_token = body.captcha_token.take();

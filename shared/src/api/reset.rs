@@ -53,7 +53,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/forgot-password") => forgot(app, &req, &meta).await,
             ("POST", "/auth/reset-password") => reset(app, &req, &meta).await,
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await

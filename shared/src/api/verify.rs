@@ -41,7 +41,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/verify-email") => verify_email(app, &req, &meta).await,
             ("POST", "/auth/resend-verification") => resend(app, &req).await,
-            _ => Err(ApiError::NotFound),
+            (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })
     .await

@@ -45,6 +45,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/" | "/stripe/webhook") => receive(app, &req, &meta).await,
+            (_, "/" | "/stripe/webhook") => Err(ApiError::MethodNotAllowed("POST".into())),
             _ => Err(ApiError::NotFound),
         }
     })

@@ -5,6 +5,7 @@
 mod problem;
 mod request;
 mod response;
+pub mod routes;
 
 pub use problem::{ApiError, FieldError, required_field};
 pub use request::{Origin, RequestMeta, parse_json};

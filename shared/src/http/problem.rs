@@ -64,6 +64,9 @@ pub enum ApiError {
     SignatureInvalid,
     #[error("not found")]
     NotFound,
+    /// A route of ours, asked with a method it does not take; holds the `Allow` value.
+    #[error("this route takes only {0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the payment is being released by another request")]
@@ -111,6 +114,7 @@ impl ApiError {
             | Self::CsrfFailed
             | Self::SignatureInvalid => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_)
             | Self::ReleaseInProgress
             | Self::PaymentNotSucceeded
@@ -137,6 +141,7 @@ impl ApiError {
             Self::CsrfFailed => "csrf_failed",
             Self::SignatureInvalid => "signature_invalid",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::ReleaseInProgress => "release_in_progress",
             Self::PaymentNotSucceeded => "payment_not_succeeded",
@@ -165,6 +170,7 @@ impl ApiError {
             Self::CsrfFailed => "CSRF check failed",
             Self::SignatureInvalid => "Invalid signature",
             Self::NotFound => "Not found",
+            Self::MethodNotAllowed(_) => "Method not allowed",
             Self::Conflict(_) => "Conflict",
             Self::ReleaseInProgress => "Release in progress",
             Self::PaymentNotSucceeded => "Payment not succeeded",
@@ -212,6 +218,9 @@ impl ApiError {
             .header("cache-control", "no-store");
         if let Self::RateLimited { retry_after_seconds } = self {
             builder = builder.header("retry-after", retry_after_seconds.to_string());
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            builder = builder.header("allow", allow.as_str());
         }
         builder.body(Body::from(doc.to_string())).expect("static headers are valid")
     }
