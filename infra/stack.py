@@ -329,29 +329,57 @@ class StreamPoller(threading.Thread):
         streams = client("dynamodbstreams", self.ddb)
         arn = client("dynamodb", self.ddb).describe_table(TableName=self.table_name)["Table"]["LatestStreamArn"]
         iterators: dict[str, str | None] = {}
+        # The last record handed over per shard: where a reopened iterator resumes.
+        checkpoints: dict[str, str] = {}
+
+        def reopen(shard_id: str) -> str:
+            if shard_id in checkpoints:
+                return streams.get_shard_iterator(StreamArn=arn, ShardId=shard_id,
+                                                  ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                                  SequenceNumber=checkpoints[shard_id])["ShardIterator"]
+            return streams.get_shard_iterator(StreamArn=arn, ShardId=shard_id,
+                                              ShardIteratorType=self.mapping["starting_position"])["ShardIterator"]
+
         while not self.stopped.is_set():
             try:
-                for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+                for shard in self.shards(streams, arn):
                     if shard["ShardId"] not in iterators:
-                        iterators[shard["ShardId"]] = streams.get_shard_iterator(
-                            StreamArn=arn, ShardId=shard["ShardId"],
-                            ShardIteratorType=self.mapping["starting_position"])["ShardIterator"]
+                        iterators[shard["ShardId"]] = reopen(shard["ShardId"])
                 idle = True
                 for shard_id, iterator in list(iterators.items()):
                     if iterator is None:
                         continue
-                    out = streams.get_records(ShardIterator=iterator, Limit=1000)
+                    try:
+                        out = streams.get_records(ShardIterator=iterator, Limit=1000)
+                    except Exception as error:  # noqa: BLE001 - a timeout, or an iterator expired (15 min)
+                        log(f"stream poller `{self.mapping['name']}`: {error}; reopening the shard")
+                        iterators[shard_id] = reopen(shard_id)
+                        continue
                     iterators[shard_id] = out.get("NextShardIterator")
-                    records = [self.lambda_record(r, arn) for r in out.get("Records", [])]
+                    raw = out.get("Records", [])
+                    records = [self.lambda_record(r, arn) for r in raw]
                     records = [r for r in records if any(matches(p, r) for p in self.mapping["patterns"])]
                     for start in range(0, len(records), self.mapping["batch_size"]):
                         idle = False
                         self.deliver(records[start:start + self.mapping["batch_size"]])
+                    if raw:
+                        checkpoints[shard_id] = raw[-1]["dynamodb"]["SequenceNumber"]
                 if idle:
                     self.stopped.wait(0.2)
             except Exception as error:  # noqa: BLE001 - keep polling, as the service would
-                log(f"stream poller: {error}")
+                log(f"stream poller `{self.mapping['name']}`: {error}")
                 self.stopped.wait(1)
+
+    @staticmethod
+    def shards(streams, arn: str) -> list[dict]:
+        """Every shard of the stream (DescribeStream pages them, 100 at a time)."""
+        found, start = [], None
+        while True:
+            page = streams.describe_stream(StreamArn=arn, **({"ExclusiveStartShardId": start} if start else {}))
+            found += page["StreamDescription"]["Shards"]
+            start = page["StreamDescription"].get("LastEvaluatedShardId")
+            if not start:
+                return found
 
     @staticmethod
     def lambda_record(record: dict, arn: str) -> dict:
@@ -722,7 +750,8 @@ def fuzz(api_url: str, env: dict, tenv: dict) -> None:
                 PYTHONPATH=str(ROOT / "infra"))
     command = [str(LOCAL / "venv" / "bin" / "schemathesis"), "--config-file", "infra/schemathesis.toml", "run",
                "openapi.yaml", "--checks", "all", "--max-examples", FUZZ_EXAMPLES, "--seed", FUZZ_SEED,
-               "--phases", "examples,coverage,fuzzing", "--no-color", "--workers", "2"]
+               "--phases", "examples,coverage,fuzzing", "--no-color", "--workers", "1",
+               "--request-timeout", "120"]
     run(command + ["--url", api_url, "--exclude-path", "/stripe/webhook"], fenv)
     run(command + ["--url", f"{api_url}/lambda-url/webhook", "--include-path", "/stripe/webhook"], fenv)
 

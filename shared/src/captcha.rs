@@ -8,13 +8,24 @@ use std::{sync::OnceLock, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::http::ApiError;
+use crate::http::{ApiError, FieldError};
 
 pub const TURNSTILE_SITEVERIFY: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
 /// Turnstile's own bound on a token's length; anything longer is not a token.
 const MAX_TOKEN_BYTES: usize = 2048;
 /// Calls per check: one retry when the service, not the token, failed.
 const CALLS: usize = 2;
+
+/// `captcha_token` as sent: longer than any provider's token is an input error, whether or
+/// not CAPTCHA is on.
+pub fn token_field(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(token) if token.chars().count() > MAX_TOKEN_BYTES => {
+            Err(ApiError::Validation(vec![FieldError::new("captcha_token", "must be at most 2048 characters")]))
+        }
+        other => Ok(other),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptchaError {
@@ -164,6 +175,13 @@ mod tests {
         let secret = SecretString::from("0x0000000000000000000000000000000AA");
         let result = verifier().verify(&secret, Some("token"), None).await;
         assert!(matches!(result, Err(CaptchaError::Unavailable(_))), "{result:?}");
+    }
+
+    #[test]
+    fn an_oversized_token_is_an_input_error_even_without_captcha() {
+        assert!(token_field(Some("t".repeat(MAX_TOKEN_BYTES + 1))).is_err());
+        assert_eq!(token_field(Some("t".repeat(MAX_TOKEN_BYTES))).unwrap().map(|t| t.len()), Some(MAX_TOKEN_BYTES));
+        assert_eq!(token_field(None).unwrap(), None);
     }
 
     #[test]

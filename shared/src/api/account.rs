@@ -58,9 +58,10 @@ async fn delete_me(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRe
 async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     app.rate_limit(Rule::Restore, &meta.client_key()).await?;
     let body = parse_json::<RestoreBody>(req)?;
+    let captcha_token = crate::captcha::token_field(body.captcha_token)?;
     let email = email_field(body.email)?;
     let password = password(body.password)?;
-    account::restore(app, &email, &password, body.captcha_token.as_deref(), meta).await?;
+    account::restore(app, &email, &password, captcha_token.as_deref(), meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "restored" })))
 }
 

@@ -28,13 +28,14 @@ struct RefreshBody {
 
 async fn login_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let body = parse_json::<LoginBody>(req)?;
+    let captcha_token = crate::captcha::token_field(body.captcha_token)?;
     let email = email_field(body.email)?;
     let password = match body.password {
         Some(p) if !p.is_empty() && p.chars().count() <= 128 => p,
         Some(p) if !p.is_empty() => return Err(ApiError::InvalidCredentials),
         _ => return Err(ApiError::Validation(vec![FieldError::new("password", "is required")])),
     };
-    let tokens = login::login(app, &email, &password, body.captcha_token.as_deref(), meta).await?;
+    let tokens = login::login(app, &email, &password, captcha_token.as_deref(), meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, tokens))
 }
 

@@ -132,8 +132,10 @@ where
 }
 
 async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    let principal = stripe_caller(app, req).await?;
+    // A request missing its key is refused before it spends the caller's Stripe allowance.
+    let principal = authenticate(app, req).await?;
     let key = idempotency::parse_key(req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()))?;
+    app.rate_limit(Rule::Stripe, principal.user_id()).await?;
     let scope = format!("payments#{}", principal.user_id());
     let input = parse_json::<PaymentBody>(req)?.validate(payment::payment_id_for(&scope, &key))?;
     idempotent(app, req, &scope, Some(&key), || async {

@@ -75,7 +75,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         }
         app.rate_limit(Rule::Register, &meta.client_key()).await?;
         let mut body = parse_json::<RegisterBody>(&req)?;
-        let captcha_token = body.captcha_token.take();
+        let captcha_token = crate::captcha::token_field(body.captcha_token.take())?;
         let input = body.validate()?;
         // After validation: a token is single use, so a typo in the form must not spend it.
         app.require_captcha(captcha_token.as_deref(), &meta).await?;

@@ -26,13 +26,14 @@ struct ResetBody {
 
 async fn forgot(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let body = parse_json::<ForgotBody>(req)?;
+    let captcha_token = crate::captcha::token_field(body.captcha_token)?;
     let email = email_field(body.email)?;
     // Per address *and* client, so nobody else spends the owner's requests; the inbox cap
     // bounds what many clients together can send one person (who then already holds a
     // fresh link).
     app.rate_limit(Rule::ForgotPassword, &format!("{}\n{}", email.as_str(), meta.client_key())).await?;
     app.rate_limit(Rule::ForgotPasswordInbox, email.as_str()).await?;
-    app.require_captcha(body.captcha_token.as_deref(), meta).await?;
+    app.require_captcha(captcha_token.as_deref(), meta).await?;
     identity::forgot_password(app, &email, meta).await?;
     Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "sent_if_registered" })))
 }
