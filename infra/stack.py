@@ -414,7 +414,9 @@ class StreamPoller(threading.Thread):
             with urllib.request.urlopen(req, timeout=300) as resp:
                 answer = json.load(resp)
                 return answer if isinstance(answer, dict) else {}
-        except (urllib.error.URLError, ValueError) as error:
+        # A timeout while reading the answer is a TimeoutError, not a URLError: a failed
+        # invocation all the same (retried, split, dead-lettered), never a lost batch.
+        except (urllib.error.URLError, ValueError, OSError) as error:
             log(f"stream poller: invocation failed: {error}")
             return None
 
