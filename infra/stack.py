@@ -749,11 +749,11 @@ def fuzz(api_url: str, env: dict, tenv: dict) -> None:
     if status != 200:
         raise SystemExit(f"fuzz: second login answered {status} {logout_session}")
     fenv = dict(tenv, FUZZ_ACCESS_TOKEN=tokens["access_token"], FUZZ_LOGOUT_TOKEN=logout_session["access_token"],
-                PYTHONPATH=str(ROOT / "infra"))
+                PYTHONPATH=str(ROOT / "infra"), HYPOTHESIS_STORAGE_DIRECTORY=str(LOCAL / "hypothesis"))
     command = [str(LOCAL / "venv" / "bin" / "schemathesis"), "--config-file", "infra/schemathesis.toml", "run",
                "openapi.yaml", "--checks", "all", "--max-examples", FUZZ_EXAMPLES, "--seed", FUZZ_SEED,
                "--phases", "examples,coverage,fuzzing", "--no-color", "--workers", "1",
-               "--request-timeout", "120"]
+               "--request-timeout", "120", "--request-retries", "1"]
     run(command + ["--url", api_url, "--exclude-path", "/stripe/webhook"], fenv)
     run(command + ["--url", f"{api_url}/lambda-url/webhook", "--include-path", "/stripe/webhook"], fenv)
 
