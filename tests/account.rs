@@ -344,3 +344,35 @@ async fn an_admin_scheduled_for_deletion_does_not_count_as_the_remaining_admin()
     assert_eq!((refused.status, refused.body["code"].as_str()), (409, Some("conflict")), "{:?}", refused.body);
     assert_eq!(t.me(token_of(&first)).await.body["role"], "admin");
 }
+
+#[tokio::test]
+async fn the_org_view_lists_members_to_admins_only() {
+    let t = TestApp::new().await;
+    let (admin, member_email, member, member_id) = org_with_member(&t, "member").await;
+    let admin_me = t.me(token_of(&admin)).await.body;
+    let seen = t.authed(handle, "GET", "/orgs/me", token_of(&admin), &[], None).await;
+    assert_eq!(seen.status, 200, "{:?}", seen.body);
+    assert_eq!(seen.body["org_id"], admin_me["org_id"]);
+    assert!(seen.body["name"].is_string() && seen.body["created_at"].is_string());
+    let members = seen.body["members"].as_array().unwrap();
+    let rows: Vec<(&str, &str, &str)> = members
+        .iter()
+        .map(|m| (m["user_id"].as_str().unwrap(), m["email"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (admin_me["user_id"].as_str().unwrap(), admin_me["email"].as_str().unwrap(), "admin"),
+            (member_id.as_str(), member_email.as_str(), "member")
+        ],
+        "longest-standing first"
+    );
+    assert!(members.iter().all(|m| m.get("full_name").is_some() && m["joined_at"].is_string()));
+
+    let as_member = t.authed(handle, "GET", "/orgs/me", token_of(&member), &[], None).await;
+    assert_eq!(as_member.status, 200);
+    assert_eq!(as_member.body["org_id"], admin_me["org_id"]);
+    assert!(as_member.body.get("members").is_none(), "members are for admins: {:?}", as_member.body);
+    let nobody = t.invoke(handle, &common::http_event("GET", "/orgs/me", &[], None)).await;
+    assert_eq!((nobody.status, nobody.body["code"].as_str()), (401, Some("unauthorized")));
+}

@@ -43,6 +43,7 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("delete-me.json", "account", "DELETE /auth/me"),
     ("restore-me.json", "account", "POST /auth/me/restore"),
     ("invite.json", "account", "POST /orgs/invitations"),
+    ("org-me.json", "account", "GET /orgs/me"),
     ("list-invitations.json", "account", "GET /orgs/invitations"),
     ("revoke-invitation.json", "account", "DELETE /orgs/invitations/{invitation_id}"),
     ("change-role.json", "account", "PATCH /orgs/members/{user_id}"),

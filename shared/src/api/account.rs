@@ -1,4 +1,4 @@
-//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `POST`/`GET /orgs/invitations`,
+//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `GET /orgs/me`, `POST`/`GET /orgs/invitations`,
 //! `DELETE /orgs/invitations/{invitation_id}`, `PATCH /orgs/members/{user_id}`.
 
 use lambda_http::{Body, Request, Response, http::StatusCode};
@@ -9,7 +9,7 @@ use super::email_field;
 use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::{Role, account, auth::authenticate, invitations},
+    identity::{Role, account, auth::authenticate, invitations, orgs},
     rate_limit::Rule,
 };
 
@@ -87,6 +87,11 @@ async fn change_role(app: &App, req: &Request, meta: &RequestMeta, user_id: &str
     ))
 }
 
+async fn org_me(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    Ok(ApiResponse::json(StatusCode::OK, orgs::view(app, &principal).await?))
+}
+
 async fn list_invitations(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
     let principal = authenticate(app, req).await?;
     let items = invitations::list(app, &principal).await?;
@@ -117,6 +122,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             // Boxed: these futures nest several SDK calls, and a debug build's copy of them
             // would otherwise sit on the (2 MiB) stack of whatever polls the handler.
             ("GET", "/orgs/invitations") => Box::pin(list_invitations(app, &req)).await,
+            ("GET", "/orgs/me") => Box::pin(org_me(app, &req)).await,
             ("DELETE", invitation) if invitation.starts_with("/orgs/invitations/") => {
                 let id = id_segment(&invitation["/orgs/invitations/".len()..])?;
                 Box::pin(revoke_invitation(app, &req, &meta, id)).await

@@ -18,6 +18,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/auth/logout", &["POST"]),
     ("/auth/me", &["GET", "DELETE"]),
     ("/auth/me/restore", &["POST"]),
+    ("/orgs/me", &["GET"]),
     ("/orgs/invitations", &["POST", "GET"]),
     ("/orgs/invitations/{invitation_id}", &["DELETE"]),
     ("/orgs/members/{user_id}", &["PATCH"]),

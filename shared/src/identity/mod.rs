@@ -8,6 +8,7 @@ pub mod invitations;
 pub mod jwt;
 pub mod login;
 mod model;
+pub mod orgs;
 mod password;
 mod register;
 mod reset;
