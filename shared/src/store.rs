@@ -301,6 +301,26 @@ impl Table {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
+    /// Every item `query` finds, page after page, as `T`. For queries whose result is small
+    /// by design (an org's members, its pending invitations).
+    pub async fn query_all<T: DeserializeOwned>(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = query.clone().set_exclusive_start_key(start).send().await.map_err(dynamo_error)?;
+            for item in out.items.unwrap_or_default() {
+                found.push(serde_dynamo::from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(found),
+            }
+        }
+    }
+
     /// A condition on an item the transaction does not change (it fails the transaction if
     /// the item no longer satisfies it).
     pub fn check(&self, change: Change<'_>) -> Result<TransactWriteItem, StoreError> {

@@ -16,7 +16,7 @@ use crate::{
     http::{ApiError, RequestMeta},
     notify::EmailKind,
     outbox::{self, Message},
-    store::{Change, StoreError, Table, av, dynamo_error, keys},
+    store::{Change, StoreError, Table, av, keys},
     time,
 };
 
@@ -24,29 +24,15 @@ pub const INVITATION_DAYS: i64 = 7;
 
 /// Every membership of `org_id`.
 pub(crate) async fn members(table: &Table, org_id: &str) -> Result<Vec<Membership>, StoreError> {
-    let mut found = Vec::new();
-    let mut start = None;
-    loop {
-        let out = table
-            .client()
-            .query()
-            .table_name(table.name())
-            .key_condition_expression("PK = :pk AND begins_with(SK, :member)")
-            .expression_attribute_values(":pk", av::s(keys::org(org_id)))
-            .expression_attribute_values(":member", av::s("MEMBER#"))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        for item in out.items.unwrap_or_default() {
-            found.push(serde_dynamo::from_item(item)?);
-        }
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(found),
-        }
-    }
+    let query = table
+        .client()
+        .query()
+        .table_name(table.name())
+        .key_condition_expression("PK = :pk AND begins_with(SK, :member)")
+        .expression_attribute_values(":pk", av::s(keys::org(org_id)))
+        .expression_attribute_values(":member", av::s("MEMBER#"))
+        .consistent_read(true);
+    table.query_all(query).await
 }
 
 /// Whether `user` counts as a working admin: verified, and not on the way out.
@@ -150,31 +136,17 @@ pub struct PendingInvitation {
 /// up, and sent by someone who is still an active admin. Newest first.
 async fn pending(table: &Table, org_id: &str) -> Result<Vec<OneTimeToken>, StoreError> {
     let now = time::rfc3339(time::now());
-    let mut found: Vec<OneTimeToken> = Vec::new();
-    let mut start = None;
-    loop {
-        let out = table
-            .client()
-            .query()
-            .table_name(table.name())
-            .index_name("GSI1")
-            .key_condition_expression("GSI1PK = :invites")
-            .filter_expression("expires_at > :now AND attribute_not_exists(used_at)")
-            .expression_attribute_values(":invites", av::s(super::model::invitations_index(org_id)))
-            .expression_attribute_values(":now", av::s(&now))
-            .scan_index_forward(false)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        for item in out.items.unwrap_or_default() {
-            found.push(serde_dynamo::from_item(item)?);
-        }
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => break,
-        }
-    }
+    let query = table
+        .client()
+        .query()
+        .table_name(table.name())
+        .index_name("GSI1")
+        .key_condition_expression("GSI1PK = :invites")
+        .filter_expression("expires_at > :now AND attribute_not_exists(used_at)")
+        .expression_attribute_values(":invites", av::s(super::model::invitations_index(org_id)))
+        .expression_attribute_values(":now", av::s(&now))
+        .scan_index_forward(false);
+    let mut found: Vec<OneTimeToken> = table.query_all(query).await?;
     let admins: Vec<String> = active_admins(table, org_id, "").await?.into_iter().map(|u| u.user_id).collect();
     found.retain(|invitation| admins.contains(&invitation.user_id));
     Ok(found)
