@@ -175,3 +175,17 @@ async fn an_unreachable_captcha_service_refuses_and_changes_nothing() {
     assert_eq!(server.received_requests().await.unwrap().len(), 2, "one retry, then refused");
     assert!(t.emails_to(&email).await.is_empty());
 }
+
+#[tokio::test]
+async fn refused_requests_do_not_spend_the_inbox_cap() {
+    let email = TestApp::new().await.verified_user("captcha-inbox").await;
+    let (t, _server) = captcha_app(&[("RATE_LIMIT_FORGOT_PASSWORD_INBOX", "2/3600")]).await;
+    for _ in 0..3 {
+        let refused =
+            call(&t, shared::api::reset::handle, &random_ip(), "/auth/forgot-password", json!({"email": email})).await;
+        assert_eq!(code(&refused), (400, Some("captcha_required")));
+    }
+    let owner = json!({"email": email, "captcha_token": SOLVED});
+    let answer = call(&t, shared::api::reset::handle, &random_ip(), "/auth/forgot-password", owner).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+}

@@ -214,7 +214,8 @@ impl Settings {
             captcha: CaptchaSettings {
                 verify_url: captcha_verify_url,
                 after_failures: number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
-                timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 10_000)),
+                // Two calls at most must fit the functions' 10 s timeout with room to answer.
+                timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 4_000)),
             },
         })
     }

@@ -31,9 +31,11 @@ async fn forgot(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRespo
     // Per address *and* client, so nobody else spends the owner's requests; the inbox cap
     // bounds what many clients together can send one person (who then already holds a
     // fresh link).
+    // The inbox cap is spent only by requests that passed the CAPTCHA, so refused ones from
+    // many addresses cannot use up the owner's hour.
     app.rate_limit(Rule::ForgotPassword, &format!("{}\n{}", email.as_str(), meta.client_key())).await?;
-    app.rate_limit(Rule::ForgotPasswordInbox, email.as_str()).await?;
     app.require_captcha(captcha_token.as_deref(), meta).await?;
+    app.rate_limit(Rule::ForgotPasswordInbox, email.as_str()).await?;
     identity::forgot_password(app, &email, meta).await?;
     Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "sent_if_registered" })))
 }
