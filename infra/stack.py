@@ -200,11 +200,23 @@ def provision_table(endpoint: str, table_name: str) -> None:
     log(f"table {table_name} created from template.yaml")
 
 
+def mfa_key() -> dict:
+    """A fresh 256-bit key for sealing MFA secrets."""
+    import base64
+    return {"kid": f"local-{secrets.token_hex(4)}", "key": base64.b64encode(secrets.token_bytes(32)).decode()}
+
+
 def machine_secrets() -> dict:
     """Secret values generated once for this machine and kept in .local/ (never committed)."""
     path = LOCAL / "secrets.json"
     if path.exists():
-        return json.loads(path.read_text())
+        values = json.loads(path.read_text())
+        if "mfa_encryption_keys" in values:
+            return values
+        # Made before MFA: add its key, keep the rest.
+        values["mfa_encryption_keys"] = [mfa_key()]
+        path.write_text(json.dumps(values, indent=2))
+        return values
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -214,6 +226,7 @@ def machine_secrets() -> dict:
     values = {
         "jwt_signing_keys": [{"kid": f"local-{secrets.token_hex(4)}", "private_key_pem": pem}],
         "stripe_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
+        "mfa_encryption_keys": [mfa_key()],
     }
     path.write_text(json.dumps(values, indent=2))
     path.chmod(0o600)

@@ -164,6 +164,13 @@ impl App {
         gateway.map(|g| g.within(deadline)).ok_or(crate::http::ApiError::PaymentsUnavailable)
     }
 
+    /// What seals and opens MFA secrets, from the secret's `mfa_encryption_keys`.
+    pub async fn mfa_cipher(&self) -> Result<crate::identity::mfa::cipher::SecretCipher, crate::http::ApiError> {
+        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
+        crate::identity::mfa::cipher::SecretCipher::from_keys(&secrets.mfa_encryption_keys)
+            .map_err(crate::http::ApiError::internal)
+    }
+
     /// Whether CAPTCHA is configured: the secret holds a `captcha_secret`.
     pub async fn captcha_configured(&self) -> Result<bool, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;

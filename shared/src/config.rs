@@ -77,6 +77,9 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub stripe: StripeSettings,
     pub captcha: CaptchaSettings,
+    /// The name authenticator apps show beside a user's codes (`MFA_ISSUER`, by default the
+    /// frontend's host).
+    pub mfa_issuer: String,
 }
 
 /// Where CAPTCHA tokens are checked and when login asks for one. The CAPTCHA secret itself
@@ -188,7 +191,20 @@ impl Settings {
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
             .collect();
+        let mfa_issuer = get("MFA_ISSUER").unwrap_or_else(|| {
+            let origin = frontend_origin(&frontend_url);
+            let host = origin.split_once("://").map_or(origin.as_str(), |(_, host)| host);
+            host.split(':').next().unwrap_or(host).to_owned()
+        });
+        // The otpauth label is `issuer:account`; apps split it at the first colon.
+        if mfa_issuer.contains(':') || mfa_issuer.chars().count() > 64 {
+            return Err(ConfigError::Invalid {
+                name: "MFA_ISSUER",
+                reason: "must be at most 64 characters, without ':'".into(),
+            });
+        }
         Ok(Self {
+            mfa_issuer,
             environment,
             table_name: require("TABLE_NAME")?,
             frontend_url,
@@ -238,6 +254,14 @@ pub struct SigningKey {
     pub private_key_pem: SecretString,
 }
 
+/// A 256-bit key that seals MFA secrets at rest (standard base64 of 32 bytes). The first
+/// key seals; the others still open what they sealed, for rotation.
+#[derive(Clone, Deserialize)]
+pub struct EncryptionKey {
+    pub kid: String,
+    pub key: SecretString,
+}
+
 /// The JSON document stored in the Secrets Manager secret.
 #[derive(Clone, Deserialize)]
 pub struct Secrets {
@@ -251,6 +275,9 @@ pub struct Secrets {
     /// The CAPTCHA provider's secret key (`CAPTCHA_SECRET`); absent: no CAPTCHA is asked for.
     #[serde(default)]
     pub captcha_secret: Option<SecretString>,
+    /// Seals authenticator (TOTP) secrets; MFA routes answer 500 without one.
+    #[serde(default)]
+    pub mfa_encryption_keys: Vec<EncryptionKey>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -260,6 +287,7 @@ impl std::fmt::Debug for Secrets {
             .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "[redacted]"))
             .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
             .field("captcha_secret", &self.captcha_secret.as_ref().map(|_| "[redacted]"))
+            .field("mfa_encryption_keys", &self.mfa_encryption_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -325,6 +353,16 @@ impl Secrets {
             let k = key.expose_secret();
             if looks_placeholder(k) || k.len() < 24 || !(k.starts_with("sk_") || k.starts_with("rk_")) {
                 return weak("stripe_secret_key", "placeholder or not a Stripe secret key");
+            }
+        }
+        if self.mfa_encryption_keys.is_empty() {
+            return weak("mfa_encryption_keys", "missing");
+        }
+        for key in &self.mfa_encryption_keys {
+            match key.decode() {
+                Some(bytes) if bytes.iter().collect::<std::collections::HashSet<_>>().len() >= 16 => {}
+                Some(_) => return weak("mfa_encryption_keys", "not random (too few distinct bytes)"),
+                None => return weak("mfa_encryption_keys", "not standard base64 of 32 bytes"),
             }
         }
         if let Some(secret) = &self.captcha_secret

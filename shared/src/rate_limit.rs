@@ -43,10 +43,12 @@ pub enum Rule {
     /// Requests per user that call Stripe (providers, payments, subscriptions, refunds):
     /// each is an API call (and an account link or intent) made in our name.
     Stripe,
+    /// MFA enrolments, confirmations and turnings-off per user.
+    Mfa,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 14] = [
+    pub const ALL: [Rule; 15] = [
         Rule::Register,
         Rule::Login,
         Rule::LoginAccount,
@@ -61,6 +63,7 @@ impl Rule {
         Rule::Unsubscribe,
         Rule::RegisterDevice,
         Rule::Stripe,
+        Rule::Mfa,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Rule {
             Rule::Unsubscribe => "unsubscribe",
             Rule::RegisterDevice => "register_device",
             Rule::Stripe => "stripe",
+            Rule::Mfa => "mfa",
         }
     }
 
@@ -99,6 +103,7 @@ impl Rule {
             Rule::Unsubscribe => (30, 3600),
             Rule::RegisterDevice => (30, 3600),
             Rule::Stripe => (20, 60),
+            Rule::Mfa => (20, 3600),
         };
         Limit { count, window_seconds }
     }

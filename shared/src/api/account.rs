@@ -1,21 +1,34 @@
-//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `GET /orgs/me`, `POST`/`GET /orgs/invitations`,
+//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `POST /auth/mfa/totp`,
+//! `POST /auth/mfa/totp/confirm`, `DELETE /auth/mfa/totp`, `GET /orgs/me`, `POST`/`GET /orgs/invitations`,
 //! `DELETE /orgs/invitations/{invitation_id}`, `PATCH /orgs/members/{user_id}`.
 
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::email_field;
+use super::{email_field, mfa_proof, totp_code};
 use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::{Role, account, auth::authenticate, invitations, orgs},
+    identity::{Role, account, auth::authenticate, invitations, mfa, orgs},
     rate_limit::Rule,
 };
 
 #[derive(Deserialize)]
 struct PasswordBody {
     password: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct CodeBody {
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MfaOffBody {
+    password: Option<String>,
+    code: Option<String>,
+    recovery_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +76,32 @@ async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResp
     let password = password(body.password)?;
     account::restore(app, &email, &password, captcha_token.as_deref(), meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "restored" })))
+}
+
+async fn mfa_enrol(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    app.rate_limit(Rule::Mfa, principal.user_id()).await?;
+    let enrolment = mfa::enrol(app, &principal).await?;
+    Ok(ApiResponse::json(StatusCode::OK, enrolment).with_header("cache-control", "no-store"))
+}
+
+async fn mfa_confirm(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    app.rate_limit(Rule::Mfa, principal.user_id()).await?;
+    let code = totp_code(parse_json::<CodeBody>(req)?.code)?;
+    let recovery_codes = mfa::confirm(app, &principal, &code, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "recovery_codes": recovery_codes }))
+        .with_header("cache-control", "no-store"))
+}
+
+async fn mfa_disable(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    app.rate_limit(Rule::Mfa, principal.user_id()).await?;
+    let body = parse_json::<MfaOffBody>(req)?;
+    let password = password(body.password)?;
+    let proof = mfa_proof(body.code, body.recovery_code)?;
+    mfa::disable(app, &principal, &password, proof, meta).await?;
+    Ok(ApiResponse::no_content())
 }
 
 async fn invite(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
@@ -119,6 +158,9 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             ("DELETE", "/auth/me") => delete_me(app, &req, &meta).await,
             ("POST", "/auth/me/restore") => restore(app, &req, &meta).await,
             ("POST", "/orgs/invitations") => invite(app, &req, &meta).await,
+            ("POST", "/auth/mfa/totp") => Box::pin(mfa_enrol(app, &req)).await,
+            ("POST", "/auth/mfa/totp/confirm") => Box::pin(mfa_confirm(app, &req, &meta)).await,
+            ("DELETE", "/auth/mfa/totp") => Box::pin(mfa_disable(app, &req, &meta)).await,
             // Boxed: these futures nest several SDK calls, and a debug build's copy of them
             // would otherwise sit on the (2 MiB) stack of whatever polls the handler.
             ("GET", "/orgs/invitations") => Box::pin(list_invitations(app, &req)).await,

@@ -1,4 +1,4 @@
-//! `login` function: `POST /auth/login`, `POST /auth/refresh`, `POST /auth/logout`,
+//! `login` function: `POST /auth/login`, `POST /auth/login/mfa`, `POST /auth/refresh`, `POST /auth/logout`,
 //! `GET /auth/me`, `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 
 use lambda_http::{Body, Request, Response, http::StatusCode};
@@ -10,7 +10,7 @@ use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::{auth::authenticate, login, session},
+    identity::{auth::authenticate, login, mfa, session},
     rate_limit::Rule,
 };
 
@@ -19,6 +19,13 @@ struct LoginBody {
     email: Option<String>,
     password: Option<String>,
     captcha_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MfaLoginBody {
+    mfa_token: Option<String>,
+    code: Option<String>,
+    recovery_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +43,18 @@ async fn login_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<Api
         _ => return Err(ApiError::Validation(vec![FieldError::new("password", "is required")])),
     };
     let tokens = login::login(app, &email, &password, captcha_token.as_deref(), meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, tokens))
+}
+
+async fn mfa_login_route(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::Login, &meta.client_key()).await?;
+    let body = parse_json::<MfaLoginBody>(req)?;
+    let mfa_token = token_field("mfa_token", body.mfa_token).map_err(|e| match e {
+        ApiError::TokenInvalid => ApiError::InvalidCredentials,
+        other => other,
+    })?;
+    let proof = super::mfa_proof(body.code, body.recovery_code)?;
+    let tokens = mfa::complete_login(app, &mfa_token, proof, meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, tokens))
 }
 
@@ -97,6 +116,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/login") => login_route(app, &req, &meta).await,
+            ("POST", "/auth/login/mfa") => mfa_login_route(app, &req, &meta).await,
             ("POST", "/auth/refresh") => refresh_route(app, &req, &meta).await,
             ("POST", "/auth/logout") => logout_route(app, &req, &meta).await,
             ("GET", "/auth/me") => me_route(app, &req).await,

@@ -13,7 +13,7 @@ pub mod webhook;
 
 use crate::{
     http::{ApiError, FieldError},
-    identity::{Email, User},
+    identity::{Email, User, mfa},
 };
 
 /// The body of `GET /auth/me`.
@@ -27,6 +27,9 @@ pub(crate) fn me_body(user: &User) -> serde_json::Value {
         "role": user.role,
         "created_at": user.created_at,
         "deletion_scheduled_at": user.deletion_scheduled_at,
+        "phone": user.phone,
+        "phone_verified": user.phone_verified,
+        "mfa_enabled": user.mfa_enabled,
     })
 }
 
@@ -46,4 +49,24 @@ pub(crate) fn token_field(field: &str, value: Option<String>) -> Result<String, 
         Some(token) if token.is_empty() || token.len() > 256 => Err(ApiError::TokenInvalid),
         Some(token) => Ok(token),
     }
+}
+
+/// The second factor of a request: exactly one of `code` (from the authenticator app) and
+/// `recovery_code`.
+pub(crate) fn mfa_proof(code: Option<String>, recovery_code: Option<String>) -> Result<mfa::Proof, ApiError> {
+    let invalid = |field: &str, message: &str| ApiError::Validation(vec![FieldError::new(field, message)]);
+    match (code, recovery_code) {
+        (Some(code), None) => mfa::totp::TotpCode::parse(&code).map(mfa::Proof::Code).map_err(|m| invalid("code", m)),
+        (None, Some(recovery)) => {
+            mfa::recovery::hash(&recovery).map(mfa::Proof::RecoveryCode).map_err(|m| invalid("recovery_code", m))
+        }
+        (Some(_), Some(_)) => Err(invalid("recovery_code", "give either code or recovery_code, not both")),
+        (None, None) => Err(invalid("code", "is required (or recovery_code)")),
+    }
+}
+
+/// A required authenticator code.
+pub(crate) fn totp_code(value: Option<String>) -> Result<mfa::totp::TotpCode, ApiError> {
+    let invalid = |message: &str| ApiError::Validation(vec![FieldError::new("code", message)]);
+    mfa::totp::TotpCode::parse(&value.ok_or_else(|| invalid("is required"))?).map_err(invalid)
 }

@@ -75,7 +75,9 @@ pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiErro
         .map_err(ApiError::internal)?;
     match (user, family) {
         (Some(user), Some(family))
-            if family.is_live(&user) && user.session_version == claims.sv && user.deletion_scheduled_at.is_none() =>
+            // The family decides, not the token's `sv`: turning MFA off moves the user's
+            // version and the caller's own family with it, so that one session lives on.
+            if family.is_live(&user) && user.deletion_scheduled_at.is_none() =>
         {
             Ok(Principal { user, claims })
         }

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Email, Password, PasswordHash, User, attempts, session};
+use super::{Email, Password, PasswordHash, User, attempts, mfa, session};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -15,6 +15,14 @@ use crate::{
 
 pub use super::attempts::{FIRST_LOCK_SECONDS, LOCK_AFTER, MAX_LOCK_SECONDS, lock_seconds};
 
+/// What a right password earns: a session, or with MFA on, the way to the second step.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum LoginOutcome {
+    Tokens(session::IssuedTokens),
+    MfaRequired(mfa::Challenge),
+}
+
 #[tracing::instrument(skip_all)]
 pub async fn login(
     app: &App,
@@ -22,7 +30,7 @@ pub async fn login(
     password: &str,
     captcha_token: Option<&str>,
     meta: &RequestMeta,
-) -> Result<session::IssuedTokens, ApiError> {
+) -> Result<LoginOutcome, ApiError> {
     let (user, attempt) = attempts::begin(app, email, captcha_token, meta).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
     let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
@@ -49,11 +57,14 @@ pub async fn login(
     if stored.needs_rehash() {
         rehash(app, &user, password).await;
     }
+    if user.mfa_enabled {
+        return Ok(LoginOutcome::MfaRequired(mfa::challenge(app, &user).await?));
+    }
     let entry = AuditEntry::new("auth.login", AuditStatus::Success, &user.org_id, meta).actor(&user.user_id);
     let audit = app.audit().put(&entry).map_err(ApiError::internal)?;
     let tokens = session::start(app, &user, vec![audit]).await?;
     tracing::info!(user_id = %user.user_id, "login");
-    Ok(tokens)
+    Ok(LoginOutcome::Tokens(tokens))
 }
 
 /// Replaces a hash made with outdated parameters. Best effort: the login goes on either way,

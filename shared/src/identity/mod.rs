@@ -7,6 +7,7 @@ mod email;
 pub mod invitations;
 pub mod jwt;
 pub mod login;
+pub mod mfa;
 mod model;
 pub mod orgs;
 mod password;

@@ -56,6 +56,15 @@ pub struct User {
     /// Created on the user's first payment or subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_customer_id: Option<String>,
+    /// Whether logins need a second factor; the factor itself is the `MFA` item
+    /// ([`super::mfa`]), changed in the same transactions as this flag.
+    #[serde(default)]
+    pub mfa_enabled: bool,
+    /// E.164; SMS go to it only once `phone_verified` (a code sent to it came back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub phone_verified: bool,
 }
 
 impl User {
@@ -125,6 +134,8 @@ pub enum TokenKind {
     VerifyEmail,
     ResetPassword,
     Invitation,
+    /// The second step of a login with MFA on: proves the password was right.
+    MfaLogin,
 }
 
 /// A single-use token, keyed by the SHA-256 of its value. `ttl` lets DynamoDB drop it;
@@ -158,6 +169,16 @@ pub struct OneTimeToken {
     pub gsi1sk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_at: Option<String>,
+    /// MFA logins only: codes tried with this token, and the sessions generation it was
+    /// issued under (a password reset meanwhile voids it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_version: Option<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `GSI1PK` of an organisation's pending invitations.
@@ -185,6 +206,8 @@ impl OneTimeToken {
             gsi1pk: None,
             gsi1sk: None,
             used_at: None,
+            tries: 0,
+            session_version: None,
         }
     }
 

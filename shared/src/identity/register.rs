@@ -110,6 +110,9 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         deletion_scheduled_at: None,
         session_version: 0,
         stripe_customer_id: None,
+        mfa_enabled: false,
+        phone: None,
+        phone_verified: false,
     };
     let token_item = OneTimeToken::new(TokenKind::VerifyEmail, &verify_hash, &user_id, time::hours(VERIFY_TOKEN_HOURS));
     let membership = Membership {

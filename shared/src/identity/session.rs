@@ -124,6 +124,17 @@ fn new_refresh_record(user_id: &str, session_id: &str, expires_at: &str, ttl: i6
 /// Starts a new session family for `user`, committing `extra` (e.g. the audit entry) in the
 /// same transaction.
 pub async fn start(app: &App, user: &User, extra: Vec<TransactWriteItem>) -> Result<IssuedTokens, ApiError> {
+    start_guarded(app, user, extra, ApiError::internal("a new session collided with an existing one")).await
+}
+
+/// [`start`], where `extra` holds conditions (a one-time token, a code) of which any failing
+/// means no session, answered with `refused`.
+pub async fn start_guarded(
+    app: &App,
+    user: &User,
+    extra: Vec<TransactWriteItem>,
+    refused: ApiError,
+) -> Result<IssuedTokens, ApiError> {
     let now = time::now();
     let expires = now + time::Duration::days(SESSION_LIFETIME_DAYS);
     let expires_at = time::rfc3339(expires);
@@ -145,7 +156,7 @@ pub async fn start(app: &App, user: &User, extra: Vec<TransactWriteItem>) -> Res
     let mut items =
         vec![table.put_new(&family).map_err(ApiError::internal)?, table.put_new(&record).map_err(ApiError::internal)?];
     items.extend(extra);
-    table.transact(items).await.map_err(ApiError::internal)?;
+    table.transact_or(items, refused).await?;
     let (access_token, csrf_token, expires_in) = access_token(app, user, &session_id).await?;
     Ok(IssuedTokens {
         access_token,

@@ -1,0 +1,443 @@
+//! Two-step verification with an authenticator app (TOTP, [`totp`]).
+//!
+//! One `MFA` item per user (`USER#{user_id}` / `MFA`) holds the sealed secret ([`cipher`]),
+//! the last time step a code was accepted for, and the hashes of the unused recovery codes
+//! ([`recovery`]) as a string set. Turning it on or off changes that item and the profile's
+//! `mfa_enabled` in one transaction, with the audit entry and the security email.
+//!
+//! Every accepted code moves `last_step` forward with a condition (`last_step < :step`), and
+//! every recovery code leaves the set with one (`contains(recovery, :code)`), inside the
+//! transaction that does what the code was for: of two requests with the same code, exactly
+//! one commits, and a code that has been used never works again (RFC 6238 §5.2).
+//!
+//! A login with MFA on ends its password step with an `mfa_token` (a one-time token, 5
+//! minutes, [`CHALLENGE_TRIES`] codes). Wrong codes count toward a lockout per account and
+//! client address kept apart from the password's (a right password must not wipe them) and
+//! toward the account's day, which brings the CAPTCHA.
+
+pub mod cipher;
+pub mod recovery;
+pub mod totp;
+
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{
+    OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User, attempts,
+    auth::Principal,
+    session::{self, IssuedTokens, SessionFamily},
+};
+use crate::{
+    App,
+    audit::{AuditEntry, AuditStatus},
+    http::{ApiError, FieldError, RequestMeta},
+    notify::EmailKind,
+    outbox::{self, Message},
+    store::{Change, StoreError, Table, av, keys},
+    time,
+};
+use cipher::SecretCipher;
+use totp::{TotpCode, TotpSecret};
+
+const SORT_KEY: &str = "MFA";
+/// How long a started enrolment waits for its first code.
+const ENROLMENT_MINUTES: i64 = 15;
+pub const CHALLENGE_MINUTES: i64 = 5;
+/// Codes one `mfa_token` may be tried with before the password must be given again.
+pub const CHALLENGE_TRIES: u32 = 5;
+
+/// The MFA item, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Factor {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_secret: Option<String>,
+    #[serde(default)]
+    pending_until: i64,
+    #[serde(default)]
+    last_step: u64,
+    #[serde(default)]
+    recovery: Vec<String>,
+}
+
+impl Factor {
+    async fn find(table: &Table, user_id: &str) -> Result<Option<Self>, StoreError> {
+        table.get(&keys::user(user_id), SORT_KEY).await
+    }
+}
+
+/// What proves the second factor.
+pub enum Proof {
+    Code(TotpCode),
+    /// The hash of a presented recovery code.
+    RecoveryCode(String),
+}
+
+impl Proof {
+    fn method(&self) -> &'static str {
+        match self {
+            Self::Code(_) => "totp",
+            Self::RecoveryCode(_) => "recovery_code",
+        }
+    }
+}
+
+/// The second step of a login: to be completed with [`complete_login`].
+#[derive(Debug, serde::Serialize)]
+pub struct Challenge {
+    pub mfa_required: bool,
+    pub mfa_token: String,
+    pub expires_in: i64,
+}
+
+/// A started enrolment: what the authenticator app needs.
+#[derive(Debug, serde::Serialize)]
+pub struct Enrolment {
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+fn client_key(meta: &RequestMeta) -> String {
+    // Apart from the password's counter, so that a right password does not clear it.
+    format!("mfa\n{}", meta.client_key())
+}
+
+fn not_matching(field: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError::new(field, "does not match the authenticator app; check the device's clock")])
+}
+
+/// Starts (or restarts) enrolment: a fresh secret, sealed, waiting for its first code.
+pub async fn enrol(app: &App, principal: &Principal) -> Result<Enrolment, ApiError> {
+    let user = &principal.user;
+    if user.mfa_enabled {
+        return Err(ApiError::Conflict("two-step verification is already on; turn it off first".into()));
+    }
+    let cipher = app.mfa_cipher().await?;
+    let secret = TotpSecret::generate();
+    let sealed = cipher.seal(secret.expose_bytes(), &user.user_id).map_err(ApiError::internal)?;
+    let until = time::now().unix_timestamp() + ENROLMENT_MINUTES * 60;
+    let pk = keys::user(&user.user_id);
+    let started = app
+        .table()
+        .update_item(
+            Change::new(&pk, SORT_KEY)
+                .update("SET pending_secret = :sealed, pending_until = :until, enabled = :false")
+                .condition("attribute_not_exists(PK) OR enabled = :false")
+                .value(":sealed", av::s(sealed))
+                .value(":until", av::n(until))
+                .value(":false", av::b(false)),
+        )
+        .await;
+    match started {
+        Ok(_) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(ApiError::Conflict("two-step verification is already on; turn it off first".into()));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    Ok(Enrolment { otpauth_uri: secret.otpauth_uri(&app.settings().mfa_issuer, &user.email), secret: secret.base32() })
+}
+
+/// Finishes enrolment with a code from the app: MFA is on, and the recovery codes (shown
+/// this once) are returned.
+pub async fn confirm(
+    app: &App,
+    principal: &Principal,
+    code: &TotpCode,
+    meta: &RequestMeta,
+) -> Result<Vec<String>, ApiError> {
+    let user = &principal.user;
+    let table = app.table();
+    let now = time::now().unix_timestamp();
+    let pending = match Factor::find(table, &user.user_id).await? {
+        Some(Factor { enabled: false, pending_secret: Some(sealed), pending_until, .. }) if pending_until > now => {
+            sealed
+        }
+        Some(Factor { enabled: true, .. }) => {
+            return Err(ApiError::Conflict("two-step verification is already on".into()));
+        }
+        _ => return Err(ApiError::Conflict("no enrolment in progress; start one with POST /auth/mfa/totp".into())),
+    };
+    let cipher = app.mfa_cipher().await?;
+    let secret = TotpSecret::from_bytes(cipher.open(&pending, &user.user_id).map_err(ApiError::internal)?);
+    let step = secret.matching_step(code, now).ok_or_else(|| not_matching("code"))?;
+    let sealed = cipher.seal(secret.expose_bytes(), &user.user_id).map_err(ApiError::internal)?;
+    let (shown, hashes) = recovery::generate();
+
+    let (pk, sk) = User::key(&user.user_id);
+    let stamp = time::rfc3339(time::now());
+    let audit = AuditEntry::new("auth.mfa_enabled", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .target(&user.user_id)
+        .details(json!({ "method": "totp" }));
+    let items = vec![
+        table.update(
+            Change::new(&pk, SORT_KEY)
+                .update(
+                    "SET enabled = :true, secret = :sealed, last_step = :step, recovery = :codes, confirmed_at = :now \
+                     REMOVE pending_secret, pending_until",
+                )
+                .condition("pending_secret = :pending AND enabled = :false")
+                .value(":true", av::b(true))
+                .value(":false", av::b(false))
+                .value(":sealed", av::s(sealed))
+                .value(":step", av::n(step))
+                .value(":codes", AttributeValue::Ss(hashes))
+                .value(":now", av::s(&stamp))
+                .value(":pending", av::s(&pending)),
+        ),
+        table.update(
+            Change::new(&pk, &sk)
+                .update("SET mfa_enabled = :true, updated_at = :now")
+                .condition("attribute_exists(PK) AND attribute_not_exists(deletion_scheduled_at)")
+                .value(":true", av::b(true))
+                .value(":now", av::s(&stamp)),
+        ),
+        app.audit().put(&audit),
+        security_notice(app, table, EmailKind::MfaEnabled, user),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    table.transact_or(items, ApiError::Conflict("the enrolment changed meanwhile; start again".into())).await?;
+    tracing::info!(user_id = %user.user_id, "MFA turned on");
+    Ok(shown)
+}
+
+fn security_notice(app: &App, table: &Table, kind: EmailKind, user: &User) -> Result<TransactWriteItem, StoreError> {
+    let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
+    outbox::put(table, Message::email(kind, &user.email, json!({ "reset_link": reset_link })))
+}
+
+/// Issues the `mfa_token` that a right password earns when MFA is on.
+pub async fn challenge(app: &App, user: &User) -> Result<Challenge, ApiError> {
+    let token = OpaqueToken::generate();
+    let mut item = OneTimeToken::new(
+        TokenKind::MfaLogin,
+        &token.hash(),
+        &user.user_id,
+        time::Duration::minutes(CHALLENGE_MINUTES),
+    );
+    item.session_version = Some(user.session_version);
+    app.table().put_item(&item).await?;
+    Ok(Challenge { mfa_required: true, mfa_token: token.expose().to_owned(), expires_in: CHALLENGE_MINUTES * 60 })
+}
+
+/// A proof found right, and what spending it takes.
+enum Spent {
+    /// A code of this time step: later codes only from now on.
+    Step(u64),
+    /// This recovery code (its hash), which leaves the set.
+    RecoveryCode(String),
+}
+
+impl Spent {
+    /// `proof` checked against `factor`: `None` when it is wrong, or a code already used.
+    fn check(
+        cipher: &SecretCipher,
+        factor: &Factor,
+        user_id: &str,
+        proof: &Proof,
+        now: i64,
+    ) -> Result<Option<Self>, ApiError> {
+        Ok(match proof {
+            Proof::Code(code) => {
+                let sealed = factor.secret.as_deref().ok_or_else(|| ApiError::internal("MFA on without a secret"))?;
+                let secret = TotpSecret::from_bytes(cipher.open(sealed, user_id).map_err(ApiError::internal)?);
+                secret.matching_step(code, now).filter(|step| *step > factor.last_step).map(Self::Step)
+            }
+            Proof::RecoveryCode(hash) => factor.recovery.contains(hash).then(|| Self::RecoveryCode(hash.clone())),
+        })
+    }
+
+    /// The condition that this proof is still unspent (for [`Self::spend`] and the delete that
+    /// turns MFA off), on a change to the factor item.
+    fn unspent<'a>(&'a self, change: Change<'a>) -> Change<'a> {
+        match self {
+            Self::Step(step) => change
+                .condition("enabled = :true AND last_step < :step")
+                .value(":step", av::n(step))
+                .value(":true", av::b(true)),
+            Self::RecoveryCode(hash) => change
+                .condition("enabled = :true AND contains(recovery, :code)")
+                .value(":code", av::s(hash))
+                .value(":true", av::b(true)),
+        }
+    }
+
+    /// Spends the proof: the step moves forward, or the recovery code leaves the set, on
+    /// condition nobody did so first.
+    fn spend(&self, table: &Table, pk: &str) -> Result<TransactWriteItem, StoreError> {
+        let change = match self {
+            Self::Step(_) => Change::new(pk, SORT_KEY).update("SET last_step = :step"),
+            Self::RecoveryCode(hash) => Change::new(pk, SORT_KEY)
+                .update("DELETE recovery :codes")
+                .value(":codes", AttributeValue::Ss(vec![hash.clone()])),
+        };
+        table.update(self.unspent(change))
+    }
+}
+
+/// The second step of a login: the `mfa_token` and a code (or a recovery code) for tokens.
+#[tracing::instrument(skip_all)]
+pub async fn complete_login(
+    app: &App,
+    mfa_token: &str,
+    proof: Proof,
+    meta: &RequestMeta,
+) -> Result<IssuedTokens, ApiError> {
+    let table = app.table();
+    let token = take_try(table, mfa_token).await?;
+    let user = match User::find(table, &token.user_id).await? {
+        Some(user)
+            if user.mfa_enabled
+                && user.email_verified
+                && user.deletion_scheduled_at.is_none()
+                && token.session_version == Some(user.session_version) =>
+        {
+            user
+        }
+        _ => return Err(ApiError::InvalidCredentials),
+    };
+    let attempt = attempts::reserve(app, &user.user_id, &client_key(meta)).await?;
+    let cipher = app.mfa_cipher().await?;
+    let now = time::now().unix_timestamp();
+    let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
+    let spent = match &factor {
+        Some(factor) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
+        None => None,
+    };
+    let Some(spent) = spent else {
+        attempt.failed(app, Some(&user), "auth.login", meta).await;
+        return Err(ApiError::InvalidCredentials);
+    };
+    let left = factor
+        .as_ref()
+        .map_or(0, |f| f.recovery.len())
+        .saturating_sub(usize::from(matches!(spent, Spent::RecoveryCode(_))));
+    let audit = AuditEntry::new("auth.login", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .details(json!({ "mfa": proof.method(), "recovery_codes_left": left }));
+    let consume = token.consume(table, &time::rfc3339(time::now()))?;
+    let extra = vec![consume, spent.spend(table, &keys::user(&user.user_id))?, app.audit().put(&audit)?];
+    match session::start_guarded(app, &user, extra, ApiError::InvalidCredentials).await {
+        Ok(tokens) => {
+            attempt.succeeded(app).await;
+            tracing::info!(user_id = %user.user_id, method = proof.method(), "login with MFA");
+            Ok(tokens)
+        }
+        // Another request spent the token or the code first: this one is a replay.
+        Err(ApiError::InvalidCredentials) => {
+            attempt.failed(app, Some(&user), "auth.login", meta).await;
+            Err(ApiError::InvalidCredentials)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Counts one try against a live `mfa_token` and returns it; 401 once it is spent, expired,
+/// or out of tries.
+async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, ApiError> {
+    let hash = OpaqueToken::from_presented(presented).hash();
+    let pk = keys::token(hash.as_str());
+    let result = table
+        .update_item(
+            Change::new(&pk, keys::TOKEN)
+                .update("SET tries = if_not_exists(tries, :zero) + :one")
+                .condition(
+                    "attribute_exists(PK) AND kind = :kind AND expires_at > :now \
+                     AND (attribute_not_exists(tries) OR tries < :max)",
+                )
+                .value(":zero", av::n(0))
+                .value(":one", av::n(1))
+                .value(":kind", av::s("mfa_login"))
+                .value(":now", av::s(time::rfc3339(time::now())))
+                .value(":max", av::n(CHALLENGE_TRIES)),
+        )
+        .await;
+    match result {
+        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal),
+        Err(StoreError::ConditionFailed) => Err(ApiError::InvalidCredentials),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Turns MFA off, given the password and a current code (or a recovery code): the factor
+/// goes, and every session but this one ends.
+pub async fn disable(
+    app: &App,
+    principal: &Principal,
+    password: &str,
+    proof: Proof,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    let user = &principal.user;
+    if !user.mfa_enabled {
+        return Err(ApiError::Conflict("two-step verification is not on".into()));
+    }
+    // A stolen access token must not make this a password or code oracle.
+    let attempt = attempts::reserve(app, &user.user_id, &meta.client_key()).await?;
+    let table = app.table();
+    let cipher = app.mfa_cipher().await?;
+    let password_ok = PasswordHash::from_stored(&user.password_hash)
+        .verify(Password::presented(password))
+        .await
+        .map_err(ApiError::internal)?;
+    let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
+    let now = time::now().unix_timestamp();
+    let spent = match (&factor, password_ok) {
+        (Some(factor), true) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
+        _ => None,
+    };
+    let Some(spent) = spent else {
+        attempt.failed(app, Some(user), "auth.mfa_disabled", meta).await;
+        return Err(ApiError::InvalidCredentials);
+    };
+    attempt.succeeded(app).await;
+
+    let (pk, sk) = User::key(&user.user_id);
+    let current = user.session_version;
+    let next = current + 1;
+    let stamp = time::rfc3339(time::now());
+    let audit = AuditEntry::new("auth.mfa_disabled", AuditStatus::Success, &user.org_id, meta)
+        .actor(&user.user_id)
+        .target(&user.user_id)
+        .details(json!({ "method": proof.method(), "other_sessions_revoked": true }));
+    let family_sk = SessionFamily::sort_key(principal.session_id());
+    let items = vec![
+        // Removing the factor spends the proof: a code used meanwhile makes this fail.
+        table.delete(spent.unspent(Change::new(&pk, SORT_KEY)))?,
+        // Every session lives only while its version is the user's: moving the user's on,
+        // and this session's with it, ends all the others at once.
+        table.update(
+            Change::new(&pk, &sk)
+                .update("SET mfa_enabled = :false, session_version = :next, updated_at = :now")
+                .condition("mfa_enabled = :true AND session_version = :current")
+                .value(":false", av::b(false))
+                .value(":true", av::b(true))
+                .value(":next", av::n(next))
+                .value(":current", av::n(current))
+                .value(":now", av::s(&stamp)),
+        )?,
+        table.update(
+            Change::new(&pk, &family_sk)
+                .update("SET session_version = :next")
+                .condition("revoked = :false AND session_version = :current")
+                .value(":next", av::n(next))
+                .value(":current", av::n(current))
+                .value(":false", av::b(false)),
+        )?,
+        app.audit().put(&audit)?,
+        security_notice(app, table, EmailKind::MfaDisabled, user)?,
+    ];
+    table.transact_or(items, ApiError::InvalidCredentials).await?;
+    tracing::info!(user_id = %user.user_id, "MFA turned off");
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Two-step verification (TOTP) end to end. Codes are computed by `totp-rs` from the
+//! `otpauth_uri` the API hands out, never by the code under test.
+
+mod common;
+
+use common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
+use serde_json::{Value, json};
+use shared::api::{account, login};
+use totp_rs::TOTP;
+
+fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
+}
+
+fn now() -> u64 {
+    shared::time::now().unix_timestamp() as u64
+}
+
+/// The app's view of the secret, as an authenticator app would read the QR code.
+fn authenticator(enrolment: &Value) -> TOTP {
+    TOTP::from_url(enrolment["otpauth_uri"].as_str().unwrap()).expect("a valid otpauth URI")
+}
+
+/// A six-digit code that is none of the codes valid now (±1 step).
+fn wrong_code(app: &TOTP) -> String {
+    let valid: Vec<String> = [now() - 30, now(), now() + 30].iter().map(|t| app.generate(*t)).collect();
+    (0..).map(|n| format!("{:06}", (n * 7919 + 123) % 1_000_000)).find(|c| !valid.contains(c)).unwrap()
+}
+
+async fn enrol(t: &TestApp, tokens: &Value) -> common::TestResponse {
+    t.authed(account::handle, "POST", "/auth/mfa/totp", access(tokens), &[], None).await
+}
+
+async fn confirm(t: &TestApp, tokens: &Value, code: &str) -> common::TestResponse {
+    t.authed(account::handle, "POST", "/auth/mfa/totp/confirm", access(tokens), &[], Some(json!({"code": code}))).await
+}
+
+async fn mfa_login(t: &TestApp, ip: &str, body: Value) -> common::TestResponse {
+    let event = http_event_from(ip, "POST", "/auth/login/mfa", &[], Some(&body.to_string()));
+    t.invoke(login::handle, &event).await
+}
+
+/// The first step of a login with MFA on: the `mfa_token`.
+async fn password_step(t: &TestApp, ip: &str, email: &str) -> String {
+    let response = t.login_from(ip, email, STRONG_PASSWORD).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    assert_eq!(response.body["mfa_required"], true, "{:?}", response.body);
+    assert!(response.body.get("access_token").is_none(), "no session before the second factor");
+    response.body["mfa_token"].as_str().unwrap().to_owned()
+}
+
+/// A logged-in user who has turned MFA on: (email, tokens of the session that did it, the
+/// authenticator, the recovery codes).
+async fn with_mfa(t: &TestApp, tag: &str) -> (String, Value, TOTP, Vec<String>) {
+    let (email, tokens) = t.logged_in(tag).await;
+    let enrolment = enrol(t, &tokens).await;
+    assert_eq!(enrolment.status, 200, "{:?}", enrolment.body);
+    let app = authenticator(&enrolment.body);
+    let confirmed = confirm(t, &tokens, &app.generate(now())).await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    let codes = confirmed.body["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned());
+    (email, tokens, app, codes.collect())
+}
+
+#[tokio::test]
+async fn mfa_end_to_end_with_codes_computed_independently() {
+    let t = TestApp::new().await;
+    let (email, tokens) = t.logged_in("mfa-e2e").await;
+    assert_eq!(t.me(access(&tokens)).await.body["mfa_enabled"], false);
+
+    let enrolment = enrol(&t, &tokens).await;
+    assert_eq!(enrolment.status, 200, "{:?}", enrolment.body);
+    assert_eq!(enrolment.header("cache-control"), Some("no-store"));
+    let app = authenticator(&enrolment.body);
+    assert_eq!(app.account_name, email);
+    assert_eq!(app.get_secret_base32(), enrolment.body["secret"].as_str().unwrap());
+    assert_eq!(t.me(access(&tokens)).await.body["mfa_enabled"], false, "not on until confirmed");
+
+    let wrong = confirm(&t, &tokens, &wrong_code(&app)).await;
+    assert_eq!((wrong.status, wrong.body["errors"][0]["field"].as_str()), (400, Some("code")), "{:?}", wrong.body);
+
+    let confirmed = confirm(&t, &tokens, &app.generate(now())).await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    let codes = confirmed.body["recovery_codes"].as_array().unwrap();
+    assert_eq!(codes.len(), 10);
+    assert_eq!(t.me(access(&tokens)).await.body["mfa_enabled"], true);
+
+    // At rest the secret is sealed, and the recovery codes are hashes.
+    let user_id = t.me(access(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
+    let factor = t.item(&format!("USER#{user_id}"), "MFA").await.expect("the factor item");
+    let stored = format!("{factor:?}");
+    assert!(!stored.contains(enrolment.body["secret"].as_str().unwrap()), "secret stored in the clear");
+    for code in codes {
+        assert!(!stored.contains(&code.as_str().unwrap().replace('-', "")), "recovery code stored in the clear");
+    }
+    assert!(t.emails_to(&email).await.iter().any(|m| m.subject.to_lowercase().contains("two-step")));
+
+    // Login: the password alone earns only the way to the second step.
+    let ip = random_ip();
+    let mfa_token = password_step(&t, &ip, &email).await;
+    // The next step's code: the current one was spent on confirming.
+    let code = app.generate(now() + 30);
+    let session = mfa_login(&t, &ip, json!({"mfa_token": mfa_token, "code": code})).await;
+    assert_eq!(session.status, 200, "{:?}", session.body);
+    assert_eq!(t.me(access(&session.body)).await.status, 200);
+
+    // The same code again, with a fresh token: refused.
+    let again = password_step(&t, &ip, &email).await;
+    let replay = mfa_login(&t, &ip, json!({"mfa_token": again, "code": code})).await;
+    assert_eq!((replay.status, replay.body["code"].as_str()), (401, Some("invalid_credentials")));
+    // The token that was used is spent too.
+    let reused = mfa_login(&t, &ip, json!({"mfa_token": mfa_token, "code": app.generate(now() + 30)})).await;
+    assert_eq!(reused.status, 401);
+
+    let audit = t.partition(&format!("AUDIT#{}", s(&t.user_by_email(&email).await, "org_id"))).await;
+    let actions: Vec<String> = audit.iter().map(|e| s(e, "action")).collect();
+    assert!(actions.contains(&"auth.mfa_enabled".to_owned()), "{actions:?}");
+}
+
+#[tokio::test]
+async fn concurrent_uses_of_one_code_get_one_session() {
+    let t = TestApp::new().await;
+    let (email, _, app, _) = with_mfa(&t, "mfa-race").await;
+    let ip = random_ip();
+    let tokens: Vec<String> = futures::future::join_all((0..4).map(|_| password_step(&t, &ip, &email))).await;
+    let code = app.generate(now() + 30);
+    let answers = futures::future::join_all(
+        tokens.iter().map(|token| mfa_login(&t, &ip, json!({"mfa_token": token, "code": code}))),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 401), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_recovery_code_works_once() {
+    let t = TestApp::new().await;
+    let (email, _, _, codes) = with_mfa(&t, "mfa-recovery").await;
+    let ip = random_ip();
+    let token = password_step(&t, &ip, &email).await;
+    // Case and separators do not matter.
+    let typed = codes[3].to_uppercase().replace('-', " ");
+    let session = mfa_login(&t, &ip, json!({"mfa_token": token, "recovery_code": typed})).await;
+    assert_eq!(session.status, 200, "{:?}", session.body);
+
+    let token = password_step(&t, &ip, &email).await;
+    let again = mfa_login(&t, &ip, json!({"mfa_token": token, "recovery_code": codes[3]})).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (401, Some("invalid_credentials")));
+    let other = mfa_login(&t, &ip, json!({"mfa_token": token, "recovery_code": codes[4]})).await;
+    assert_eq!(other.status, 200, "another code still works: {:?}", other.body);
+
+    let audit = t.partition(&format!("AUDIT#{}", s(&t.user_by_email(&email).await, "org_id"))).await;
+    let lefts: Vec<String> = audit
+        .iter()
+        .filter(|e| s(e, "action") == "auth.login" && s(e, "status") == "success")
+        .filter_map(|e| e.get("details")?.as_m().ok()?.get("recovery_codes_left")?.as_n().ok().cloned())
+        .collect();
+    assert!(lefts.contains(&"9".to_owned()) && lefts.contains(&"8".to_owned()), "{lefts:?}");
+}
+
+#[tokio::test]
+async fn wrong_codes_spend_the_token_and_lock_the_address() {
+    let t = TestApp::new().await;
+    let (email, _, app, _) = with_mfa(&t, "mfa-lockout").await;
+    let ip = random_ip();
+    let token = password_step(&t, &ip, &email).await;
+    for _ in 0..shared::identity::mfa::CHALLENGE_TRIES {
+        let wrong = mfa_login(&t, &ip, json!({"mfa_token": token, "code": wrong_code(&app)})).await;
+        assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
+    }
+    // Out of tries: even the right code is refused with this token.
+    let spent = mfa_login(&t, &ip, json!({"mfa_token": token, "code": app.generate(now() + 30)})).await;
+    assert_eq!(spent.status, 401);
+
+    // The right password again does not wipe the code failures: this address is locked.
+    let token = password_step(&t, &ip, &email).await;
+    let locked = mfa_login(&t, &ip, json!({"mfa_token": token, "code": app.generate(now() + 30)})).await;
+    assert_eq!(locked.status, 429, "{:?}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+
+    // Another address is not locked.
+    let elsewhere = random_ip();
+    let token = password_step(&t, &elsewhere, &email).await;
+    let fine = mfa_login(&t, &elsewhere, json!({"mfa_token": token, "code": app.generate(now() + 30)})).await;
+    assert_eq!(fine.status, 200, "{:?}", fine.body);
+    let audit = t.partition(&format!("AUDIT#{}", s(&t.user_by_email(&email).await, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.lockout"));
+}
+
+#[tokio::test]
+async fn turning_mfa_off_needs_password_and_code_and_ends_other_sessions() {
+    let t = TestApp::new().await;
+    let (email, here, app, codes) = with_mfa(&t, "mfa-off").await;
+    let ip = random_ip();
+    let token = password_step(&t, &ip, &email).await;
+    let there = mfa_login(&t, &ip, json!({"mfa_token": token, "recovery_code": codes[0]})).await;
+    assert_eq!(there.status, 200, "{:?}", there.body);
+
+    let off = |body: Value| {
+        let here = here.clone();
+        let t = &t;
+        async move { t.authed(account::handle, "DELETE", "/auth/mfa/totp", access(&here), &[], Some(body)).await }
+    };
+    let wrong_password = off(json!({"password": "not the password at all", "code": app.generate(now() + 30)})).await;
+    assert_eq!((wrong_password.status, wrong_password.body["code"].as_str()), (401, Some("invalid_credentials")));
+    let wrong_code = off(json!({"password": STRONG_PASSWORD, "code": wrong_code(&app)})).await;
+    assert_eq!(wrong_code.status, 401);
+    let missing = off(json!({"password": STRONG_PASSWORD})).await;
+    assert_eq!((missing.status, missing.body["errors"][0]["field"].as_str()), (400, Some("code")));
+    assert_eq!(t.me(access(&here)).await.body["mfa_enabled"], true, "failures change nothing");
+    assert_eq!(t.me(access(&there.body)).await.status, 200);
+
+    let done = off(json!({"password": STRONG_PASSWORD, "code": app.generate(now() + 30)})).await;
+    assert_eq!(done.status, 204, "{:?}", done.body);
+
+    // This session lives on; the other one is over, refresh token included.
+    let me = t.me(access(&here)).await;
+    assert_eq!((me.status, me.body["mfa_enabled"].as_bool()), (200, Some(false)), "{:?}", me.body);
+    assert_eq!(t.me(access(&there.body)).await.status, 401);
+    let refresh =
+        |tokens: &Value| t.post(login::handle, "/auth/refresh", json!({"refresh_token": tokens["refresh_token"]}));
+    assert_eq!(refresh(&there.body).await.status, 401);
+    let renewed = refresh(&here).await;
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+    assert_eq!(t.me(access(&renewed.body)).await.status, 200);
+
+    // The password alone logs in again, and the factor is gone.
+    let plain = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!(plain.status, 200);
+    assert!(plain.body["access_token"].is_string(), "{:?}", plain.body);
+    let user_id = me.body["user_id"].as_str().unwrap();
+    assert!(t.item(&format!("USER#{user_id}"), "MFA").await.is_none());
+    let subjects: Vec<String> = t.emails_to(&email).await.into_iter().map(|m| m.subject).collect();
+    assert!(subjects.iter().any(|s| s.to_lowercase().contains("turned off")), "{subjects:?}");
+    let audit = t.partition(&format!("AUDIT#{}", s(&t.user_by_email(&email).await, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.mfa_disabled" && s(e, "status") == "success"));
+}
+
+#[tokio::test]
+async fn bad_input_is_named_and_changes_nothing() {
+    let t = TestApp::new().await;
+    let (_, tokens) = t.logged_in("mfa-input").await;
+    let ip = random_ip();
+
+    let cases = [
+        (json!({"code": "123456"}), "mfa_token"),
+        (json!({"mfa_token": "abc", "code": "12ab56"}), "code"),
+        (json!({"mfa_token": "abc"}), "code"),
+        (json!({"mfa_token": "abc", "recovery_code": "nope"}), "recovery_code"),
+        (json!({"mfa_token": "abc", "code": "123456", "recovery_code": "abcd-efgh-ijkl-mnop"}), "recovery_code"),
+    ];
+    for (body, field) in cases {
+        let answer = mfa_login(&t, &ip, body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}: {:?}", answer.body);
+        assert_eq!(answer.body["code"], "validation_failed");
+        assert_eq!(answer.body["errors"][0]["field"], field, "{body}: {:?}", answer.body);
+    }
+    let unknown = mfa_login(&t, &ip, json!({"mfa_token": "not-a-token", "code": "123456"})).await;
+    assert_eq!((unknown.status, unknown.body["code"].as_str()), (401, Some("invalid_credentials")));
+
+    // Confirming with nothing started, and enrolling without a session.
+    let nothing = confirm(&t, &tokens, "123456").await;
+    assert_eq!((nothing.status, nothing.body["code"].as_str()), (409, Some("conflict")));
+    let bad = confirm(&t, &tokens, "12345").await;
+    assert_eq!((bad.status, bad.body["errors"][0]["field"].as_str()), (400, Some("code")));
+    let anonymous = t.post(account::handle, "/auth/mfa/totp", json!({})).await;
+    assert_eq!(anonymous.status, 401);
+    let off = t
+        .authed(
+            account::handle,
+            "DELETE",
+            "/auth/mfa/totp",
+            access(&tokens),
+            &[],
+            Some(json!({"password": STRONG_PASSWORD, "code": "123456"})),
+        )
+        .await;
+    assert_eq!((off.status, off.body["code"].as_str()), (409, Some("conflict")), "MFA is not on");
+    assert_eq!(t.me(access(&tokens)).await.body["mfa_enabled"], false);
+
+    // Enrolling twice replaces the pending secret; once on, enrolling again is refused.
+    let first = authenticator(&enrol(&t, &tokens).await.body);
+    let second = authenticator(&enrol(&t, &tokens).await.body);
+    let stale = confirm(&t, &tokens, &first.generate(now())).await;
+    if first.generate(now()) != second.generate(now()) {
+        assert_eq!(stale.status, 400, "the replaced secret's code: {:?}", stale.body);
+    }
+    assert_eq!(confirm(&t, &tokens, &second.generate(now())).await.status, 200);
+    assert_eq!(enrol(&t, &tokens).await.status, 409);
+}
+
+#[tokio::test]
+async fn an_unknown_address_with_mfa_fields_learns_nothing() {
+    let t = TestApp::new().await;
+    let response = t.login(&unique_email("mfa-nobody"), STRONG_PASSWORD).await;
+    assert_eq!((response.status, response.body["code"].as_str()), (401, Some("invalid_credentials")));
+    assert!(response.body.get("mfa_required").is_none());
+}
