@@ -42,6 +42,8 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("forgot-password.json", "reset", "POST /auth/forgot-password"),
     ("reset-password.json", "reset", "POST /auth/reset-password"),
     ("delete-me.json", "account", "DELETE /auth/me"),
+    ("update-me.json", "account", "PATCH /auth/me"),
+    ("verify-phone.json", "account", "POST /auth/me/phone/verify"),
     ("restore-me.json", "account", "POST /auth/me/restore"),
     ("mfa-enrol.json", "account", "POST /auth/mfa/totp"),
     ("mfa-confirm.json", "account", "POST /auth/mfa/totp/confirm"),

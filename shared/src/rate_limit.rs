@@ -45,10 +45,13 @@ pub enum Rule {
     Stripe,
     /// MFA enrolments, confirmations and turnings-off per user.
     Mfa,
+    /// Phone verification codes (SMS) sent per user, and to one number whoever asks.
+    PhoneCode,
+    PhoneCodeNumber,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 15] = [
+    pub const ALL: [Rule; 17] = [
         Rule::Register,
         Rule::Login,
         Rule::LoginAccount,
@@ -64,6 +67,8 @@ impl Rule {
         Rule::RegisterDevice,
         Rule::Stripe,
         Rule::Mfa,
+        Rule::PhoneCode,
+        Rule::PhoneCodeNumber,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +88,8 @@ impl Rule {
             Rule::RegisterDevice => "register_device",
             Rule::Stripe => "stripe",
             Rule::Mfa => "mfa",
+            Rule::PhoneCode => "phone_code",
+            Rule::PhoneCodeNumber => "phone_code_number",
         }
     }
 
@@ -104,6 +111,8 @@ impl Rule {
             Rule::RegisterDevice => (30, 3600),
             Rule::Stripe => (20, 60),
             Rule::Mfa => (20, 3600),
+            Rule::PhoneCode => (3, 3600),
+            Rule::PhoneCodeNumber => (5, 86_400),
         };
         Limit { count, window_seconds }
     }

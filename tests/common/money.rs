@@ -19,17 +19,20 @@ pub fn unique_phone() -> String {
 /// A logged-in provider with a connected account; onboarded (payouts on) if asked.
 pub async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
     let (_, tokens) = t.logged_in("provider").await;
+    let phone = unique_phone();
     let created = t
-        .authed(
-            handle,
-            "POST",
-            "/providers",
-            token(&tokens),
-            &[],
-            Some(json!({"country": "US", "phone": unique_phone()})),
-        )
+        .authed(handle, "POST", "/providers", token(&tokens), &[], Some(json!({"country": "US", "phone": phone})))
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
+    // The owner has verified the same number: release SMS go only to verified phones (the
+    // verification itself is tested in tests/profile.rs).
+    let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
+    t.set(
+        &format!("USER#{user_id}"),
+        "PROFILE",
+        &[("phone", AttributeValue::S(phone)), ("phone_verified", AttributeValue::Bool(true))],
+    )
+    .await;
     let provider_id = created.body["provider_id"].as_str().unwrap().to_owned();
     if onboarded {
         t.set(

@@ -1,4 +1,4 @@
-//! `account` function: `DELETE /auth/me`, `POST /auth/me/restore`, `POST /auth/mfa/totp`,
+//! `account` function: `PATCH`/`DELETE /auth/me`, `POST /auth/me/phone/verify`, `POST /auth/me/restore`, `POST /auth/mfa/totp`,
 //! `POST /auth/mfa/totp/confirm`, `DELETE /auth/mfa/totp`, `GET /orgs/me`, `POST`/`GET /orgs/invitations`,
 //! `DELETE /orgs/invitations/{invitation_id}`, `PATCH /orgs/members/{user_id}`.
 
@@ -6,11 +6,16 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{email_field, mfa_proof, totp_code};
+use super::{email_field, me_body, mfa_proof, optional_text, totp_code};
 use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::{Role, account, auth::authenticate, invitations, mfa, orgs},
+    identity::{
+        Role, account,
+        auth::authenticate,
+        invitations, mfa, orgs,
+        phone::{self, Phone, ProfileChange},
+    },
     rate_limit::Rule,
 };
 
@@ -22,6 +27,31 @@ struct PasswordBody {
 #[derive(Deserialize, Default)]
 struct CodeBody {
     code: Option<String>,
+}
+
+/// `null` and absent differ here: `null` clears the field, absent leaves it alone.
+#[derive(Deserialize)]
+struct ProfileBody {
+    #[serde(default, deserialize_with = "present")]
+    full_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    phone: Option<Option<String>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl ProfileBody {
+    fn validate(self) -> Result<ProfileChange, ApiError> {
+        let mut errors = Vec::new();
+        let full_name = self.full_name.map(|name| optional_text("full_name", name, &mut errors));
+        let phone = self.phone.map(|phone| {
+            let phone = phone.filter(|p| !p.trim().is_empty())?;
+            Phone::parse(&phone).map_err(|message| errors.push(FieldError::new("phone", message))).ok()
+        });
+        if errors.is_empty() { Ok(ProfileChange { full_name, phone }) } else { Err(ApiError::Validation(errors)) }
+    }
 }
 
 #[derive(Deserialize)]
@@ -76,6 +106,25 @@ async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResp
     let password = password(body.password)?;
     account::restore(app, &email, &password, captcha_token.as_deref(), meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "restored" })))
+}
+
+async fn update_me(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let change = parse_json::<ProfileBody>(req)?.validate()?;
+    let user = phone::update_profile(app, &principal, change, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, me_body(&user)))
+}
+
+async fn verify_phone(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let raw = parse_json::<CodeBody>(req)?.code;
+    let code = raw
+        .as_deref()
+        .map(phone::parse_code)
+        .unwrap_or(Err("is required"))
+        .map_err(|message| ApiError::Validation(vec![FieldError::new("code", message)]))?;
+    let user = phone::verify(app, &principal, &code, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, me_body(&user)))
 }
 
 async fn mfa_enrol(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
@@ -156,6 +205,8 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         let path = req.uri().path().to_owned();
         match (req.method().as_str(), path.as_str()) {
             ("DELETE", "/auth/me") => delete_me(app, &req, &meta).await,
+            ("PATCH", "/auth/me") => Box::pin(update_me(app, &req, &meta)).await,
+            ("POST", "/auth/me/phone/verify") => Box::pin(verify_phone(app, &req, &meta)).await,
             ("POST", "/auth/me/restore") => restore(app, &req, &meta).await,
             ("POST", "/orgs/invitations") => invite(app, &req, &meta).await,
             ("POST", "/auth/mfa/totp") => Box::pin(mfa_enrol(app, &req)).await,

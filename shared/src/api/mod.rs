@@ -70,3 +70,23 @@ pub(crate) fn totp_code(value: Option<String>) -> Result<mfa::totp::TotpCode, Ap
     let invalid = |message: &str| ApiError::Validation(vec![FieldError::new("code", message)]);
     mfa::totp::TotpCode::parse(&value.ok_or_else(|| invalid("is required"))?).map_err(invalid)
 }
+
+const MAX_NAME_CHARS: usize = 200;
+
+/// An optional free-text field (a name): trimmed, empty is absent, at most 200 characters,
+/// and nothing that reorders or hides text.
+pub(crate) fn optional_text(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())?;
+    if value.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new(field, "must be at most 200 characters"));
+    } else if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        errors.push(FieldError::new(field, "must not contain control or text-direction characters"));
+    }
+    Some(value)
+}
+
+/// Unicode's explicit direction marks, embeddings, overrides and isolates: in a name they
+/// end up in email subjects and admin screens, where they can reorder the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}

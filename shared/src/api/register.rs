@@ -4,6 +4,7 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::optional_text;
 use crate::{
     App,
     http::{ApiError, ApiResponse, FieldError, parse_json, required_field, serve},
@@ -19,24 +20,6 @@ struct RegisterBody {
     org_name: Option<String>,
     invitation_token: Option<String>,
     captcha_token: Option<String>,
-}
-
-const MAX_NAME_CHARS: usize = 200;
-
-fn optional_text(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
-    let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())?;
-    if value.chars().count() > MAX_NAME_CHARS {
-        errors.push(FieldError::new(field, "must be at most 200 characters"));
-    } else if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
-        errors.push(FieldError::new(field, "must not contain control or text-direction characters"));
-    }
-    Some(value)
-}
-
-/// Unicode's explicit direction marks, embeddings, overrides and isolates: in a name they
-/// end up in email subjects and admin screens, where they can reorder the text around them.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl RegisterBody {

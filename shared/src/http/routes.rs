@@ -17,7 +17,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/auth/login/mfa", &["POST"]),
     ("/auth/refresh", &["POST"]),
     ("/auth/logout", &["POST"]),
-    ("/auth/me", &["GET", "DELETE"]),
+    ("/auth/me", &["GET", "PATCH", "DELETE"]),
+    ("/auth/me/phone/verify", &["POST"]),
     ("/auth/me/restore", &["POST"]),
     ("/auth/mfa/totp", &["POST", "DELETE"]),
     ("/auth/mfa/totp/confirm", &["POST"]),
@@ -79,7 +80,9 @@ mod tests {
     #[test]
     fn a_known_path_with_another_method_is_405_with_its_methods() {
         assert!(matches!(unrouted("PUT", "/auth/login"), ApiError::MethodNotAllowed(allow) if allow == "POST"));
-        assert!(matches!(unrouted("POST", "/auth/me"), ApiError::MethodNotAllowed(allow) if allow == "GET, DELETE"));
+        assert!(
+            matches!(unrouted("POST", "/auth/me"), ApiError::MethodNotAllowed(allow) if allow == "GET, PATCH, DELETE")
+        );
         assert!(
             matches!(unrouted("GET", "/payments/pay_1/refund"), ApiError::MethodNotAllowed(allow) if allow == "POST")
         );

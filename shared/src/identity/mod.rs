@@ -11,6 +11,7 @@ pub mod mfa;
 mod model;
 pub mod orgs;
 mod password;
+pub mod phone;
 mod register;
 mod reset;
 pub mod session;

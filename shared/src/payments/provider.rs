@@ -95,14 +95,14 @@ impl ProviderInput {
             errors
                 .push(FieldError::new("business_type", "must be individual, company, non_profit or government_entity"));
         }
-        if let Some(p) = &phone
-            && !(p.starts_with('+')
-                && (8..=16).contains(&p.len())
-                && p[1..].bytes().all(|b| b.is_ascii_digit())
-                && !p[1..].starts_with('0'))
-        {
-            errors.push(FieldError::new("phone", "must be an E.164 number such as +14155550123"));
-        }
+        let phone = match phone.as_deref().map(crate::identity::phone::Phone::parse) {
+            Some(Ok(phone)) => Some(phone.as_str().to_owned()),
+            Some(Err(message)) => {
+                errors.push(FieldError::new("phone", message));
+                None
+            }
+            None => None,
+        };
         if errors.is_empty() { Ok(Self { country, business_type, phone }) } else { Err(ApiError::Validation(errors)) }
     }
 }

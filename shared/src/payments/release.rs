@@ -307,7 +307,7 @@ pub async fn finish_release(
 }
 
 /// What a recorded release tells: the `payment.released` event, and an SMS to the provider's
-/// phone if they gave one. They go into the outbox with the release itself.
+/// owner if they have a verified phone. They go into the outbox with the release itself.
 pub(crate) async fn release_messages(
     app: &App,
     payment: &Payment,
@@ -330,7 +330,10 @@ pub(crate) async fn release_messages(
             json!({ "payment_id": payment.payment_id, "event": "payment.released" }),
         ),
     ];
-    if let Some(phone) = Provider::find(app, &payment.provider_id).await?.and_then(|p| p.phone) {
+    // SMS go only to numbers their owner has verified (the one the provider gave Stripe
+    // at onboarding is not).
+    let owner = crate::identity::User::find(app.table(), &payment.provider_user_id).await?;
+    if let Some(phone) = owner.filter(|u| u.phone_verified).and_then(|u| u.phone) {
         let text = format!("You have been paid: {paid} is on its way to your account.");
         messages.push(Message::sms(&phone, text, &payment.provider_user_id, Category::Payments));
     }
