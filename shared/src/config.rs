@@ -365,6 +365,9 @@ impl Secrets {
                 None => return weak("mfa_encryption_keys", "not standard base64 of 32 bytes"),
             }
         }
+        if let Err(error) = crate::identity::mfa::cipher::SecretCipher::from_keys(&self.mfa_encryption_keys) {
+            return weak("mfa_encryption_keys", &error.to_string());
+        }
         if let Some(secret) = &self.captcha_secret
             && (looks_placeholder(secret.expose_secret()) || secret.expose_secret().len() < 16)
         {

@@ -29,6 +29,12 @@ struct CodeBody {
     code: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct MfaConfirmBody {
+    password: Option<String>,
+    code: Option<String>,
+}
+
 /// `null` and absent differ here: `null` clears the field, absent leaves it alone.
 #[derive(Deserialize)]
 struct ProfileBody {
@@ -137,8 +143,10 @@ async fn mfa_enrol(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
 async fn mfa_confirm(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let principal = authenticate(app, req).await?;
     app.rate_limit(Rule::Mfa, principal.user_id()).await?;
-    let code = totp_code(parse_json::<CodeBody>(req)?.code)?;
-    let recovery_codes = mfa::confirm(app, &principal, &code, meta).await?;
+    let body = parse_json::<MfaConfirmBody>(req)?;
+    let code = totp_code(body.code)?;
+    let password = password(body.password)?;
+    let recovery_codes = mfa::confirm(app, &principal, &password, &code, meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "recovery_codes": recovery_codes }))
         .with_header("cache-control", "no-store"))
 }

@@ -51,6 +51,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("this refresh token was already used; the session has been revoked")]
     TokenReused,
+    /// The second step of a login can no longer be finished with this `mfa_token`.
+    #[error("this sign-in has expired or was tried too often; sign in with your password again")]
+    MfaRequired,
     #[error("the email address has not been verified")]
     EmailNotVerified,
     #[error("you are not allowed to do this")]
@@ -107,7 +110,9 @@ impl ApiError {
             Self::Validation(_) | Self::MalformedJson(_) | Self::TokenInvalid | Self::CaptchaRequired => {
                 StatusCode::BAD_REQUEST
             }
-            Self::InvalidCredentials | Self::Unauthorized | Self::TokenReused => StatusCode::UNAUTHORIZED,
+            Self::InvalidCredentials | Self::Unauthorized | Self::TokenReused | Self::MfaRequired => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::EmailNotVerified
             | Self::Forbidden
             | Self::ForbiddenBecause(_)
@@ -136,6 +141,7 @@ impl ApiError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthorized => "unauthorized",
             Self::TokenReused => "token_reused",
+            Self::MfaRequired => "mfa_required",
             Self::EmailNotVerified => "email_not_verified",
             Self::Forbidden | Self::ForbiddenBecause(_) => "forbidden",
             Self::CsrfFailed => "csrf_failed",
@@ -165,6 +171,7 @@ impl ApiError {
             Self::InvalidCredentials => "Invalid credentials",
             Self::Unauthorized => "Unauthorized",
             Self::TokenReused => "Token reused",
+            Self::MfaRequired => "Second factor required",
             Self::EmailNotVerified => "Email not verified",
             Self::Forbidden | Self::ForbiddenBecause(_) => "Forbidden",
             Self::CsrfFailed => "CSRF check failed",

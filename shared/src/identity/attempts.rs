@@ -180,6 +180,10 @@ pub async fn reserve(app: &App, subject: &str, client: &str) -> Result<Attempt, 
 }
 
 impl Attempt {
+    /// The attempt failed, and is already counted as such; nothing more is recorded (for a
+    /// second count of a try whose failure is recorded through another attempt).
+    pub fn stands(self) {}
+
     /// The password was right: the count starts over.
     pub async fn succeeded(self, app: &App) {
         if let Err(error) = app.table().delete_item(Change::new(&self.pk, &self.sk)).await {

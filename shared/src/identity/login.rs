@@ -58,6 +58,11 @@ pub async fn login(
         rehash(app, &user, password).await;
     }
     if user.mfa_enabled {
+        // The password is known to whoever this is: worth a line in the log either way.
+        let entry = AuditEntry::new("auth.login_password", AuditStatus::Success, &user.org_id, meta)
+            .actor(&user.user_id)
+            .details(json!({ "next": "mfa" }));
+        app.audit().record_or_log(&entry).await;
         return Ok(LoginOutcome::MfaRequired(mfa::challenge(app, &user).await?));
     }
     let entry = AuditEntry::new("auth.login", AuditStatus::Success, &user.org_id, meta).actor(&user.user_id);

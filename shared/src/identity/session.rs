@@ -124,11 +124,13 @@ fn new_refresh_record(user_id: &str, session_id: &str, expires_at: &str, ttl: i6
 /// Starts a new session family for `user`, committing `extra` (e.g. the audit entry) in the
 /// same transaction.
 pub async fn start(app: &App, user: &User, extra: Vec<TransactWriteItem>) -> Result<IssuedTokens, ApiError> {
-    start_guarded(app, user, extra, ApiError::internal("a new session collided with an existing one")).await
+    start_guarded(app, user, extra, ApiError::InvalidCredentials).await
 }
 
 /// [`start`], where `extra` holds conditions (a one-time token, a code) of which any failing
-/// means no session, answered with `refused`.
+/// means no session, answered with `refused`. The session also needs the account as `user`
+/// was read: the same session version (no reset or deletion since), the same MFA state (a
+/// login that saw MFA off does not outlive its turning on).
 pub async fn start_guarded(
     app: &App,
     user: &User,
@@ -153,8 +155,24 @@ pub async fn start_guarded(
         ttl: time::epoch_seconds(expires),
     };
     let table = app.table();
-    let mut items =
-        vec![table.put_new(&family).map_err(ApiError::internal)?, table.put_new(&record).map_err(ApiError::internal)?];
+    // Nothing may fail after the commit that can fail before it.
+    app.keys().await?;
+    let (pk, sk) = User::key(&user.user_id);
+    let unchanged = if user.mfa_enabled {
+        "session_version = :sv AND attribute_not_exists(deletion_scheduled_at) AND mfa_enabled = :mfa"
+    } else {
+        "session_version = :sv AND attribute_not_exists(deletion_scheduled_at) \
+         AND (attribute_not_exists(mfa_enabled) OR mfa_enabled = :mfa)"
+    };
+    let account = Change::new(&pk, &sk)
+        .condition(unchanged)
+        .value(":sv", av::n(user.session_version))
+        .value(":mfa", av::b(user.mfa_enabled));
+    let mut items = vec![
+        table.put_new(&family).map_err(ApiError::internal)?,
+        table.put_new(&record).map_err(ApiError::internal)?,
+        table.check(account).map_err(ApiError::internal)?,
+    ];
     items.extend(extra);
     table.transact_or(items, refused).await?;
     let (access_token, csrf_token, expires_in) = access_token(app, user, &session_id).await?;

@@ -40,6 +40,9 @@ impl SecretCipher {
         if keys.is_empty() {
             return Err(CipherError::NoKey);
         }
+        if let Some(twice) = keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|o| o.kid == k.kid)) {
+            return Err(CipherError::BadKey(format!("{} (listed twice)", twice.1.kid)));
+        }
         let keys = keys
             .iter()
             .map(|key| {
@@ -57,7 +60,7 @@ impl SecretCipher {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: owner.as_bytes() })
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad(owner).as_bytes() })
             .map_err(|_| CipherError::Corrupt)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -74,9 +77,14 @@ impl SecretCipher {
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: owner.as_bytes() })
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad(owner).as_bytes() })
             .map_err(|_| CipherError::Corrupt)
     }
+}
+
+/// What a sealed value is bound to: its purpose and format version, and its owner.
+fn aad(owner: &str) -> String {
+    format!("mfa-totp/v1/{owner}")
 }
 
 impl EncryptionKey {

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User, attempts,
+    OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User,
+    attempts::{self, Attempt},
     auth::Principal,
     session::{self, IssuedTokens, SessionFamily},
 };
@@ -41,6 +42,8 @@ use cipher::SecretCipher;
 use totp::{TotpCode, TotpSecret};
 
 const SORT_KEY: &str = "MFA";
+/// The client key of the per-account count of code failures, from any address.
+const ACCOUNT_WIDE: &str = "mfa\nany address";
 /// How long a started enrolment waits for its first code.
 const ENROLMENT_MINUTES: i64 = 15;
 pub const CHALLENGE_MINUTES: i64 = 5;
@@ -151,11 +154,15 @@ pub async fn enrol(app: &App, principal: &Principal) -> Result<Enrolment, ApiErr
 pub async fn confirm(
     app: &App,
     principal: &Principal,
+    password: &str,
     code: &TotpCode,
     meta: &RequestMeta,
 ) -> Result<Vec<String>, ApiError> {
     let user = &principal.user;
     let table = app.table();
+    // The password again: an access token alone (stolen, or a device left signed in) must not
+    // be able to put the account behind an authenticator its owner does not have.
+    check_password(app, user, password, "auth.mfa_enabled", meta).await?;
     let now = time::now().unix_timestamp();
     let pending = match Factor::find(table, &user.user_id).await? {
         Some(Factor { enabled: false, pending_secret: Some(sealed), pending_until, .. }) if pending_until > now => {
@@ -177,7 +184,7 @@ pub async fn confirm(
     let audit = AuditEntry::new("auth.mfa_enabled", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id)
-        .details(json!({ "method": "totp" }));
+        .details(json!({ "method": "totp", "other_sessions_revoked": true }));
     let items = vec![
         table.update(
             Change::new(&pk, SORT_KEY)
@@ -194,13 +201,17 @@ pub async fn confirm(
                 .value(":now", av::s(&stamp))
                 .value(":pending", av::s(&pending)),
         ),
+        // Sessions started before MFA was on (a thief's, perhaps) end: this one goes on.
         table.update(
             Change::new(&pk, &sk)
-                .update("SET mfa_enabled = :true, updated_at = :now")
-                .condition("attribute_exists(PK) AND attribute_not_exists(deletion_scheduled_at)")
+                .update("SET mfa_enabled = :true, session_version = :next, updated_at = :now")
+                .condition("attribute_not_exists(deletion_scheduled_at) AND session_version = :current")
                 .value(":true", av::b(true))
+                .value(":next", av::n(user.session_version + 1))
+                .value(":current", av::n(user.session_version))
                 .value(":now", av::s(&stamp)),
         ),
+        keep_this_session(table, principal),
         app.audit().put(&audit),
         security_notice(app, table, EmailKind::MfaEnabled, user),
     ]
@@ -209,6 +220,81 @@ pub async fn confirm(
     table.transact_or(items, ApiError::Conflict("the enrolment changed meanwhile; start again".into())).await?;
     tracing::info!(user_id = %user.user_id, "MFA turned on");
     Ok(shown)
+}
+
+/// Moves the caller's session family to the user's next session version, which the same
+/// transaction gives the user: every other session, on the old version, ends at once.
+fn keep_this_session(table: &Table, principal: &Principal) -> Result<TransactWriteItem, StoreError> {
+    let current = principal.user.session_version;
+    table.update(
+        Change::new(&keys::user(principal.user_id()), &SessionFamily::sort_key(principal.session_id()))
+            .update("SET session_version = :next")
+            .condition("revoked = :false AND session_version = :current")
+            .value(":next", av::n(current + 1))
+            .value(":current", av::n(current))
+            .value(":false", av::b(false)),
+    )
+}
+
+/// The caller's password, counted and locked as login's attempts are.
+async fn check_password(
+    app: &App,
+    user: &User,
+    password: &str,
+    action: &str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    let attempt = attempts::reserve(app, &user.user_id, &meta.client_key()).await?;
+    let right = PasswordHash::from_stored(&user.password_hash)
+        .verify(Password::presented(password))
+        .await
+        .map_err(ApiError::internal)?;
+    if right {
+        attempt.succeeded(app).await;
+        Ok(())
+    } else {
+        attempt.failed(app, Some(user), action, meta).await;
+        Err(ApiError::InvalidCredentials)
+    }
+}
+
+/// The counts a second-factor try is held to: per account and client address, as
+/// passwords' are but apart from them (a right password must not wipe them); and for
+/// authenticator codes also per account from any address, since six digits can be guessed
+/// and whoever is guessing already has the password, so addresses cannot be the limit.
+/// Recovery codes (80 bits) are not held to the account-wide count, so the owner always has
+/// a way in.
+struct FactorAttempts {
+    address: Attempt,
+    account: Option<Attempt>,
+}
+
+impl FactorAttempts {
+    async fn reserve(app: &App, user_id: &str, proof: &Proof, meta: &RequestMeta) -> Result<Self, ApiError> {
+        let address = attempts::reserve(app, user_id, &client_key(meta)).await?;
+        let account = match proof {
+            // A locked account leaves this address's reservation standing: one more failure.
+            Proof::Code(_) => Some(attempts::reserve(app, user_id, ACCOUNT_WIDE).await?),
+            Proof::RecoveryCode(_) => None,
+        };
+        Ok(Self { address, account })
+    }
+
+    async fn succeeded(self, app: &App) {
+        if let Some(account) = self.account {
+            account.succeeded(app).await;
+        }
+        self.address.succeeded(app).await;
+    }
+
+    /// Audited (and counted toward the account's day) once, on the address's count; the
+    /// account-wide reservation simply stands.
+    async fn failed(self, app: &App, user: &User, action: &str, meta: &RequestMeta) {
+        if let Some(account) = self.account {
+            account.stands();
+        }
+        self.address.failed(app, Some(user), action, meta).await;
+    }
 }
 
 fn security_notice(app: &App, table: &Table, kind: EmailKind, user: &User) -> Result<TransactWriteItem, StoreError> {
@@ -304,9 +390,10 @@ pub async fn complete_login(
         {
             user
         }
-        _ => return Err(ApiError::InvalidCredentials),
+        // MFA turned off, a password reset or a deletion meanwhile: start over.
+        _ => return Err(ApiError::MfaRequired),
     };
-    let attempt = attempts::reserve(app, &user.user_id, &client_key(meta)).await?;
+    let attempt = FactorAttempts::reserve(app, &user.user_id, &proof, meta).await?;
     let cipher = app.mfa_cipher().await?;
     let now = time::now().unix_timestamp();
     let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
@@ -315,7 +402,7 @@ pub async fn complete_login(
         None => None,
     };
     let Some(spent) = spent else {
-        attempt.failed(app, Some(&user), "auth.login", meta).await;
+        attempt.failed(app, &user, "auth.login_mfa", meta).await;
         return Err(ApiError::InvalidCredentials);
     };
     let left = factor
@@ -335,15 +422,15 @@ pub async fn complete_login(
         }
         // Another request spent the token or the code first: this one is a replay.
         Err(ApiError::InvalidCredentials) => {
-            attempt.failed(app, Some(&user), "auth.login", meta).await;
+            attempt.failed(app, &user, "auth.login_mfa", meta).await;
             Err(ApiError::InvalidCredentials)
         }
         Err(other) => Err(other),
     }
 }
 
-/// Counts one try against a live `mfa_token` and returns it; 401 once it is spent, expired,
-/// or out of tries.
+/// Counts one try against a live `mfa_token` and returns it; 401 `mfa_required` once it is
+/// spent, expired, or out of tries.
 async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, ApiError> {
     let hash = OpaqueToken::from_presented(presented).hash();
     let pk = keys::token(hash.as_str());
@@ -364,7 +451,7 @@ async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, ApiErr
         .await;
     match result {
         Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal),
-        Err(StoreError::ConditionFailed) => Err(ApiError::InvalidCredentials),
+        Err(StoreError::ConditionFailed) => Err(ApiError::MfaRequired),
         Err(other) => Err(other.into()),
     }
 }
@@ -382,25 +469,21 @@ pub async fn disable(
     if !user.mfa_enabled {
         return Err(ApiError::Conflict("two-step verification is not on".into()));
     }
-    // A stolen access token must not make this a password or code oracle.
-    let attempt = attempts::reserve(app, &user.user_id, &meta.client_key()).await?;
+    // A stolen access token must not make this a password or code oracle: both are counted.
+    check_password(app, user, password, "auth.mfa_disabled", meta).await?;
     let table = app.table();
+    let attempt = FactorAttempts::reserve(app, &user.user_id, &proof, meta).await?;
     let cipher = app.mfa_cipher().await?;
-    let password_ok = PasswordHash::from_stored(&user.password_hash)
-        .verify(Password::presented(password))
-        .await
-        .map_err(ApiError::internal)?;
     let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
     let now = time::now().unix_timestamp();
-    let spent = match (&factor, password_ok) {
-        (Some(factor), true) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
-        _ => None,
+    let spent = match &factor {
+        Some(factor) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
+        None => None,
     };
     let Some(spent) = spent else {
-        attempt.failed(app, Some(user), "auth.mfa_disabled", meta).await;
+        attempt.failed(app, user, "auth.mfa_disabled", meta).await;
         return Err(ApiError::InvalidCredentials);
     };
-    attempt.succeeded(app).await;
 
     let (pk, sk) = User::key(&user.user_id);
     let current = user.session_version;
@@ -410,7 +493,6 @@ pub async fn disable(
         .actor(&user.user_id)
         .target(&user.user_id)
         .details(json!({ "method": proof.method(), "other_sessions_revoked": true }));
-    let family_sk = SessionFamily::sort_key(principal.session_id());
     let items = vec![
         // Removing the factor spends the proof: a code used meanwhile makes this fail.
         table.delete(spent.unspent(Change::new(&pk, SORT_KEY)))?,
@@ -426,18 +508,18 @@ pub async fn disable(
                 .value(":current", av::n(current))
                 .value(":now", av::s(&stamp)),
         )?,
-        table.update(
-            Change::new(&pk, &family_sk)
-                .update("SET session_version = :next")
-                .condition("revoked = :false AND session_version = :current")
-                .value(":next", av::n(next))
-                .value(":current", av::n(current))
-                .value(":false", av::b(false)),
-        )?,
+        keep_this_session(table, principal)?,
         app.audit().put(&audit)?,
         security_notice(app, table, EmailKind::MfaDisabled, user)?,
     ];
-    table.transact_or(items, ApiError::InvalidCredentials).await?;
+    if let Err(error) = table.transact_or(items, ApiError::InvalidCredentials).await {
+        // A code spent meanwhile (a replay) is a failed try like any other.
+        if matches!(error, ApiError::InvalidCredentials) {
+            attempt.failed(app, user, "auth.mfa_disabled", meta).await;
+        }
+        return Err(error);
+    }
+    attempt.succeeded(app).await;
     tracing::info!(user_id = %user.user_id, "MFA turned off");
     Ok(())
 }
