@@ -50,6 +50,7 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("create-provider.json", "pay", "POST /providers"),
     ("get-provider.json", "pay", "GET /providers/{provider_id}"),
     ("create-payment.json", "pay", "POST /payments"),
+    ("list-payments.json", "pay", "GET /payments"),
     ("get-payment.json", "pay", "GET /payments/{payment_id}"),
     ("refund-payment.json", "pay", "POST /payments/{payment_id}/refund"),
     ("release-payment.json", "release", "POST /payments/{payment_id}/release"),

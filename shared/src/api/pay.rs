@@ -1,8 +1,10 @@
-//! `pay` function: `POST /providers`, `GET /providers/{id}`, `POST /payments`,
-//! `GET /payments/{id}`, `POST /payments/{id}/refund`; and the `release` function's
-//! `POST /payments/{id}/release`.
+//! `pay` function: `POST /providers`, `GET /providers/{id}`, `POST`/`GET /payments`,
+//! `GET /payments/{id}`, `POST /payments/{id}/refund`, the subscription routes; and the
+//! `release` function's `POST /payments/{id}/release`.
 
-use lambda_http::{Body, Request, Response, http::StatusCode};
+use std::collections::HashMap;
+
+use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,7 +13,9 @@ use crate::{
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, required_field, serve},
     identity::auth::{Principal, authenticate},
     payments::{
-        Amount, Currency, idempotency,
+        Amount, Currency,
+        history::{self, HistoryQuery},
+        idempotency,
         payment::{self, NewPayment},
         provider::{self, ProviderInput},
         refund::{self, RefundOutcome},
@@ -154,6 +158,15 @@ async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<
     .await
 }
 
+/// `GET /payments`: a page of the caller's history as payer or provider.
+async fn list_payments(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let params = req.query_string_parameters();
+    let query: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let page = history::page(app, &principal, &HistoryQuery::parse(&query)?).await?;
+    Ok(ApiResponse::json(StatusCode::OK, page.body()))
+}
+
 /// `POST /subscriptions`: `Idempotency-Key` is optional here and, when given, works as
 /// for payments.
 async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
@@ -202,6 +215,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         match (method.as_str(), path.as_str()) {
             ("POST", "/providers") => create_provider(app, &req, &meta).await,
             ("POST", "/payments") => create_payment(app, &req, &meta).await,
+            ("GET", "/payments") => list_payments(app, &req).await,
             ("POST", "/subscriptions") => create_subscription(app, &req, &meta).await,
             ("GET", "/subscriptions") => {
                 let principal = authenticate(app, &req).await?;

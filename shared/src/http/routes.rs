@@ -24,7 +24,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/orgs/members/{user_id}", &["PATCH"]),
     ("/providers", &["POST"]),
     ("/providers/{provider_id}", &["GET"]),
-    ("/payments", &["POST"]),
+    ("/payments", &["POST", "GET"]),
     ("/payments/{payment_id}", &["GET"]),
     ("/payments/{payment_id}/refund", &["POST"]),
     ("/payments/{payment_id}/release", &["POST"]),
