@@ -57,6 +57,7 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("create-subscription.json", "pay", "POST /subscriptions"),
     ("list-subscriptions.json", "pay", "GET /subscriptions"),
     ("cancel-subscription.json", "pay", "DELETE /subscriptions/{subscription_id}"),
+    ("change-subscription-plan.json", "pay", "PATCH /subscriptions/{subscription_id}"),
     ("audit-logs.json", "audit", "GET /admin/audit-logs"),
     ("add-device.json", "notifications", "POST /notifications/devices"),
     ("list-devices.json", "notifications", "GET /notifications/devices"),

@@ -20,7 +20,7 @@ use crate::{
         provider::{self, ProviderInput},
         refund::{self, RefundOutcome},
         release::{self, ReleaseOutcome},
-        subscription,
+        subscription::{self, PlanChange},
     },
     rate_limit::Rule,
 };
@@ -43,6 +43,12 @@ struct PaymentBody {
 #[derive(Deserialize)]
 struct SubscriptionBody {
     price_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlanChangeBody {
+    price_id: Option<String>,
+    proration_behavior: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -200,6 +206,17 @@ async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Re
     .await
 }
 
+/// `PATCH /subscriptions/{id}`: a plan change. A body that can't be one is refused before it
+/// spends the caller's Stripe allowance.
+async fn change_plan(app: &App, req: &Request, id: &str, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let body: PlanChangeBody = parse_json(req)?;
+    let change = PlanChange::parse(body.price_id, body.proration_behavior)?;
+    app.rate_limit(Rule::Stripe, principal.user_id()).await?;
+    let sub = subscription::change_plan(app, &principal, id, &change, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, sub.body()))
+}
+
 /// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).
 fn split_id<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>)> {
     let rest = path.strip_prefix(prefix)?;
@@ -228,6 +245,10 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                 let body: CancelBody = optional_body(&req)?;
                 let sub = subscription::cancel(app, &principal, id, body.at_period_end.unwrap_or(false), &meta).await?;
                 Ok(ApiResponse::json(StatusCode::OK, sub.body()))
+            }
+            ("PATCH", p) if split_id(p, "/subscriptions/").is_some_and(|(_, a)| a.is_none()) => {
+                let (id, _) = split_id(p, "/subscriptions/").expect("matched");
+                change_plan(app, &req, id, &meta).await
             }
             ("GET", p) if split_id(p, "/providers/").is_some_and(|(_, a)| a.is_none()) => {
                 let (id, _) = split_id(p, "/providers/").expect("matched");

@@ -29,7 +29,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/payments/{payment_id}/refund", &["POST"]),
     ("/payments/{payment_id}/release", &["POST"]),
     ("/subscriptions", &["POST", "GET"]),
-    ("/subscriptions/{subscription_id}", &["DELETE"]),
+    ("/subscriptions/{subscription_id}", &["DELETE", "PATCH"]),
     ("/admin/audit-logs", &["GET"]),
     ("/notifications/devices", &["POST", "GET"]),
     ("/notifications/devices/{device_id}", &["DELETE"]),
