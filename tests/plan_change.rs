@@ -105,6 +105,33 @@ async fn a_plan_change_asks_stripe_with_its_proration_and_the_webhook_syncs_the_
 }
 
 #[tokio::test]
+async fn changing_back_before_the_webhook_leaves_the_latest_change_pending() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, tokens) = t.logged_in("subscriber").await;
+    let id = subscribe(&t, &tokens, "price_gold").await;
+    assert_eq!(change(&t, &tokens, &id, json!({"price_id": "price_platinum"})).await.status, 200);
+    let back = change(&t, &tokens, &id, json!({"price_id": "price_gold"})).await;
+    assert_eq!(back.status, 200, "{:?}", back.body);
+    assert_eq!((&back.body["price_id"], &back.body["pending_price_id"]), (&json!("price_gold"), &json!("price_gold")));
+    assert_eq!(item_of(&t, &id)["price"]["id"], "price_gold");
+
+    // The first change's event, then the second's.
+    let now = shared::time::now().unix_timestamp();
+    let mut first = t.stand_in().object(&id).unwrap();
+    first["items"]["data"][0]["price"]["id"] = json!("price_platinum");
+    assert_eq!(t.deliver(&common::stripe_event("customer.subscription.updated", now, first)).await.status, 200);
+    let between = listed(&t, &tokens, &id).await;
+    assert_eq!((&between["price_id"], &between["pending_price_id"]), (&json!("price_platinum"), &json!("price_gold")));
+    deliver_state(&t, "customer.subscription.updated", &id, now + 1).await;
+    let synced = listed(&t, &tokens, &id).await;
+    assert_eq!((&synced["price_id"], &synced["pending_price_id"]), (&json!("price_gold"), &Value::Null));
+
+    // Once confirmed, a change to the price it has leaves nothing pending.
+    let same = change(&t, &tokens, &id, json!({"price_id": "price_gold"})).await;
+    assert_eq!((same.status, &same.body["pending_price_id"]), (200, &Value::Null));
+}
+
+#[tokio::test]
 async fn an_ended_subscription_cannot_change_plan() {
     let t = TestApp::with_stripe(&[]).await;
     let (_, tokens) = t.logged_in("subscriber").await;

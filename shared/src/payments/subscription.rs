@@ -263,7 +263,8 @@ pub async fn cancel(
 /// subscription Stripe has ended (while our record waits for its event) is 409 too. Then the
 /// item is moved, with a fresh idempotency key (the same change asked twice is two changes to
 /// Stripe, as it is to the caller) reused by the gateway's retries. The record notes the
-/// pending price with the audit entry, unless the webhook already reported it.
+/// pending price with the audit entry, unless the webhook already reported it and nothing
+/// else pends.
 pub async fn change_plan(
     app: &App,
     principal: &Principal,
@@ -301,14 +302,19 @@ pub async fn change_plan(
     let pending = table.update(
         Change::new(&pk, &sk)
             .update("SET pending_price_id = :price, updated_at = :now")
-            .condition("attribute_exists(PK) AND price_id <> :price")
+            .condition(
+                "attribute_exists(PK) AND (price_id <> :price OR \
+                 (attribute_exists(pending_price_id) AND pending_price_id <> :price))",
+            )
             .value(":price", av::s(&change.price_id))
             .value(":now", av::s(time::rfc3339(time::now()))),
     )?;
     match table.transact(vec![pending, app.audit().put(&audit)?]).await {
         Ok(()) => {}
-        // Its event came first and set the price (or the price was already this one): there
-        // is nothing to wait for.
+        // The record has this price and no other change pending (its event came first, or
+        // it was already this price): there is nothing to wait for. Back to the confirmed
+        // price while another change pends, this one is noted, as that one's event will
+        // report the other price first.
         Err(crate::store::StoreError::TransactionConditionsFailed(_)) => app.audit().record_or_log(&audit).await,
         Err(other) => return Err(other.into()),
     }
