@@ -28,6 +28,8 @@ use aws_sdk_dynamodb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+pub mod cursor;
+
 pub type Item = HashMap<String, AttributeValue>;
 
 /// Attribute value shorthands for expression values.

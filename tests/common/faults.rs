@@ -26,6 +26,8 @@ pub struct DynamoFaults {
     rules: Arc<Mutex<Vec<Rule>>>,
     /// How many requests were failed so far.
     failed: Arc<Mutex<u32>>,
+    /// Every request seen: (operation, body).
+    seen: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl DynamoFaults {
@@ -33,7 +35,7 @@ impl DynamoFaults {
     pub async fn start(upstream: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("bound"));
-        let faults = Self { url, rules: Arc::default(), failed: Arc::default() };
+        let faults = Self { url, rules: Arc::default(), failed: Arc::default(), seen: Arc::default() };
         let upstream = upstream.trim_end_matches('/').to_owned();
         let client = super::http_client();
         let state = faults.clone();
@@ -77,6 +79,12 @@ impl DynamoFaults {
         *self.failed.lock().unwrap()
     }
 
+    /// How many requests of `operation` whose body contains `body_contains` went through so
+    /// far (failed ones included), so a test can count what a request cost.
+    pub fn seen(&self, operation: &str, body_contains: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|(op, body)| op == operation && body.contains(body_contains)).count()
+    }
+
     async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
@@ -93,6 +101,7 @@ impl DynamoFaults {
             .unwrap_or_default()
             .to_owned();
         let text = String::from_utf8_lossy(&body);
+        self.seen.lock().unwrap().push((operation.clone(), text.clone().into_owned()));
         let injected = {
             let mut rules = self.rules.lock().unwrap();
             match rules

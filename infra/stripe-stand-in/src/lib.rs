@@ -4,7 +4,8 @@
 //! There is no offline Stripe, so this answers the calls the backend makes with
 //! current-format Stripe JSON (objects async-stripe parses), honours `Idempotency-Key` the
 //! way Stripe does (same key, same result, including a saved 500), lists transfers by
-//! `transfer_group` and refunds by PaymentIntent, refunds in parts, records every request
+//! `transfer_group` and refunds by PaymentIntent, refunds in parts, changes a subscription's
+//! price (its items, as Stripe's update does), records every request
 //! (method, path, form body, idempotency key) so tests can check what Stripe was asked, and
 //! can be told to fail, to answer late after doing the work, or to forget its keys (as
 //! Stripe does after 24 hours).
@@ -93,6 +94,54 @@ fn error(status: u16, kind: &str, message: &str) -> (u16, Value) {
     (status, json!({"error": {"type": kind, "message": message}}))
 }
 
+/// A subscription item on `price` (a monthly licensed price of the stand-in's one product),
+/// with the price and its legacy plan in full, as Stripe returns them.
+fn subscription_item(subscription: &str, price: &str, created: i64) -> Value {
+    let price_object = json!({
+        "id": price, "object": "price", "active": true, "billing_scheme": "per_unit", "created": created,
+        "currency": "usd", "livemode": false, "metadata": {}, "product": "prod_standin", "type": "recurring",
+        "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}, "unit_amount": 1000
+    });
+    let plan = json!({
+        "id": price, "object": "plan", "active": true, "billing_scheme": "per_unit", "created": created,
+        "currency": "usd", "interval": "month", "interval_count": 1, "livemode": false, "usage_type": "licensed",
+        "amount": 1000, "product": "prod_standin"
+    });
+    json!({
+        "id": new_id("si"), "object": "subscription_item", "created": created, "current_period_start": created,
+        "current_period_end": created + 30 * 86_400, "discounts": [], "metadata": {}, "quantity": 1,
+        "subscription": subscription, "price": price_object, "plan": plan
+    })
+}
+
+/// A plan change, as Stripe applies `items[0][id]` + `items[0][price]`: the item named is
+/// moved to the new price; without an id, an item is added. A canceled subscription, or an
+/// item it does not have, is refused.
+fn change_items(sub: &mut Value, form: &HashMap<String, String>, created: i64) -> Result<(), (u16, Value)> {
+    let Some(price) = form.get("items[0][price]") else { return Ok(()) };
+    if sub["status"] == "canceled" {
+        return Err(error(
+            400,
+            "invalid_request_error",
+            "A canceled subscription can only update its cancellation_details and metadata.",
+        ));
+    }
+    let id = sub["id"].as_str().unwrap_or_default().to_owned();
+    let items = sub["items"]["data"].as_array_mut().expect("a subscription's items");
+    match form.get("items[0][id]") {
+        Some(item_id) => {
+            let Some(item) = items.iter_mut().find(|i| i["id"] == json!(item_id)) else {
+                return Err(error(400, "invalid_request_error", &format!("Invalid subscription_item id: {item_id}")));
+            };
+            let mut moved = subscription_item(&id, price, created);
+            moved["id"] = json!(item_id);
+            *item = moved;
+        }
+        None => items.push(subscription_item(&id, price, created)),
+    }
+    Ok(())
+}
+
 impl State {
     fn create(&mut self, method: &str, path: &str, form: &HashMap<String, String>) -> (u16, Value) {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
@@ -160,15 +209,16 @@ impl State {
             ("POST", ["subscriptions"]) => {
                 let id = new_id("sub");
                 let price = form.get("items[0][price]").cloned().unwrap_or_default();
-                // Items and the invoice stay unexpanded here: their full objects are large and
-                // nothing in the backend reads them from this response.
+                // The invoice stays unexpanded here: its full object is large and nothing in
+                // the backend reads it from this response.
                 json!({
                     "id": id, "object": "subscription", "automatic_tax": {"enabled": false, "liability": null},
                     "billing_cycle_anchor": created, "billing_mode": {"type": "classic"}, "billing_schedules": [],
                     "cancel_at_period_end": false, "collection_method": "charge_automatically", "created": created,
                     "currency": "usd", "customer": form.get("customer"), "discounts": [],
                     "invoice_settings": {"issuer": {"type": "self"}},
-                    "items": {"object": "list", "has_more": false, "url": format!("/v1/subscription_items?subscription={id}"), "data": []},
+                    "items": {"object": "list", "has_more": false, "url": format!("/v1/subscription_items?subscription={id}"),
+                              "data": [subscription_item(&id, &price, created)]},
                     "latest_invoice": new_id("in"), "livemode": false,
                     "metadata": {"price_id": price}, "start_date": created, "status": "incomplete"
                 })
@@ -195,8 +245,18 @@ impl State {
                 if method == "DELETE" {
                     sub["status"] = json!("canceled");
                     sub["canceled_at"] = json!(created);
-                } else if let Some(flag) = form.get("cancel_at_period_end") {
-                    sub["cancel_at_period_end"] = json!(flag == "true");
+                } else {
+                    if let Err(refused) = change_items(&mut sub, form, created) {
+                        return refused;
+                    }
+                    if let Some(flag) = form.get("cancel_at_period_end") {
+                        sub["cancel_at_period_end"] = json!(flag == "true");
+                    }
+                    if let Value::Object(changes) = metadata(form)
+                        && let Some(kept) = sub["metadata"].as_object_mut()
+                    {
+                        kept.extend(changes);
+                    }
                 }
                 sub
             }
@@ -421,6 +481,11 @@ impl StripeStandIn {
     /// Stops injecting failures.
     pub fn heal(&self) {
         self.state.lock().expect("stand-in state").failures.clear();
+    }
+
+    /// The object with this id as the stand-in holds it now (what an event about it carries).
+    pub fn object(&self, id: &str) -> Option<Value> {
+        self.state.lock().expect("stand-in state").objects.get(id).cloned()
     }
 
     /// Distinct objects created with ids starting `prefix` (e.g. `tr_`).

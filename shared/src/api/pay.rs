@@ -1,8 +1,10 @@
-//! `pay` function: `POST /providers`, `GET /providers/{id}`, `POST /payments`,
-//! `GET /payments/{id}`, `POST /payments/{id}/refund`; and the `release` function's
-//! `POST /payments/{id}/release`.
+//! `pay` function: `POST /providers`, `GET /providers/{id}`, `POST`/`GET /payments`,
+//! `GET /payments/{id}`, `POST /payments/{id}/refund`, the subscription routes; and the
+//! `release` function's `POST /payments/{id}/release`.
 
-use lambda_http::{Body, Request, Response, http::StatusCode};
+use std::collections::HashMap;
+
+use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,12 +13,14 @@ use crate::{
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, required_field, serve},
     identity::auth::{Principal, authenticate},
     payments::{
-        Amount, Currency, idempotency,
+        Amount, Currency,
+        history::{self, HistoryQuery},
+        idempotency,
         payment::{self, NewPayment},
         provider::{self, ProviderInput},
         refund::{self, RefundOutcome},
         release::{self, ReleaseOutcome},
-        subscription,
+        subscription::{self, PlanChange},
     },
     rate_limit::Rule,
 };
@@ -39,6 +43,12 @@ struct PaymentBody {
 #[derive(Deserialize)]
 struct SubscriptionBody {
     price_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlanChangeBody {
+    price_id: Option<String>,
+    proration_behavior: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -154,6 +164,15 @@ async fn create_payment(app: &App, req: &Request, meta: &RequestMeta) -> Result<
     .await
 }
 
+/// `GET /payments`: a page of the caller's history as payer or provider.
+async fn list_payments(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let params = req.query_string_parameters();
+    let query: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let page = history::page(app, &principal, &HistoryQuery::parse(&query)?).await?;
+    Ok(ApiResponse::json(StatusCode::OK, page.body()))
+}
+
 /// `POST /subscriptions`: `Idempotency-Key` is optional here and, when given, works as
 /// for payments.
 async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
@@ -187,6 +206,17 @@ async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Re
     .await
 }
 
+/// `PATCH /subscriptions/{id}`: a plan change. A body that can't be one is refused before it
+/// spends the caller's Stripe allowance.
+async fn change_plan(app: &App, req: &Request, id: &str, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(app, req).await?;
+    let body: PlanChangeBody = parse_json(req)?;
+    let change = PlanChange::parse(body.price_id, body.proration_behavior)?;
+    app.rate_limit(Rule::Stripe, principal.user_id()).await?;
+    let sub = subscription::change_plan(app, &principal, id, &change, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, sub.body()))
+}
+
 /// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).
 fn split_id<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>)> {
     let rest = path.strip_prefix(prefix)?;
@@ -202,6 +232,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         match (method.as_str(), path.as_str()) {
             ("POST", "/providers") => create_provider(app, &req, &meta).await,
             ("POST", "/payments") => create_payment(app, &req, &meta).await,
+            ("GET", "/payments") => list_payments(app, &req).await,
             ("POST", "/subscriptions") => create_subscription(app, &req, &meta).await,
             ("GET", "/subscriptions") => {
                 let principal = authenticate(app, &req).await?;
@@ -214,6 +245,10 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                 let body: CancelBody = optional_body(&req)?;
                 let sub = subscription::cancel(app, &principal, id, body.at_period_end.unwrap_or(false), &meta).await?;
                 Ok(ApiResponse::json(StatusCode::OK, sub.body()))
+            }
+            ("PATCH", p) if split_id(p, "/subscriptions/").is_some_and(|(_, a)| a.is_none()) => {
+                let (id, _) = split_id(p, "/subscriptions/").expect("matched");
+                change_plan(app, &req, id, &meta).await
             }
             ("GET", p) if split_id(p, "/providers/").is_some_and(|(_, a)| a.is_none()) => {
                 let (id, _) = split_id(p, "/providers/").expect("matched");

@@ -12,17 +12,17 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac};
+use aws_sdk_dynamodb::types::Select;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::AuditEntry;
 use crate::{
     App,
     http::{ApiError, FieldError},
-    store::av,
+    store::{
+        av,
+        cursor::{Cursors, Key, fingerprint},
+    },
 };
 
 pub const DEFAULT_LIMIT: i32 = 50;
@@ -103,11 +103,10 @@ impl AuditFilter {
 
     /// What a cursor is bound to: everything but the page size and the cursor itself.
     fn fingerprint(&self, org_id: &str) -> String {
-        let text = format!(
+        fingerprint(&format!(
             "{org_id}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.action, self.status, self.actor_user_id, self.target_user_id, self.since, self.until
-        );
-        hex::encode(Sha256::digest(text.as_bytes()))
+        ))
     }
 }
 
@@ -189,51 +188,10 @@ fn plan(org_id: &str, f: &AuditFilter) -> Plan {
     }
 }
 
-type Key = HashMap<String, AttributeValue>;
-
-fn cursor_mac(app_key: &[u8], fingerprint: &str, payload: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_key).expect("any key length");
-    mac.update(fingerprint.as_bytes());
-    mac.update(b"|");
-    mac.update(payload.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn encode_cursor(app_key: &[u8], fingerprint: &str, key: &Key) -> String {
-    let plain: HashMap<&str, &str> =
-        key.iter().filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str()))).collect();
-    let payload = serde_json::to_string(&plain).expect("strings serialize");
-    let mac = cursor_mac(app_key, fingerprint, &payload);
-    format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(mac))
-}
-
-fn decode_cursor(app_key: &[u8], fingerprint: &str, cursor: &str) -> Result<Key, ApiError> {
-    let invalid = || ApiError::Validation(vec![FieldError::new("cursor", "is not a cursor this query issued")]);
-    let (payload, mac) = cursor.split_once('.').ok_or_else(invalid)?;
-    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?).map_err(|_| invalid())?;
-    let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| invalid())?;
-    let mut check = Hmac::<Sha256>::new_from_slice(app_key).expect("any key length");
-    check.update(fingerprint.as_bytes());
-    check.update(b"|");
-    check.update(payload.as_bytes());
-    check.verify_slice(&mac).map_err(|_| invalid())?;
-    let plain: HashMap<String, String> = serde_json::from_str(&payload).map_err(|_| invalid())?;
-    Ok(plain.into_iter().map(|(k, v)| (k, av::s(v))).collect())
-}
-
-/// The key that signs cursors: derived from the current JWT signing key, so every instance
-/// agrees on it and it rotates with that key (cursors are short-lived anyway).
-async fn cursor_key(app: &App) -> Result<Vec<u8>, ApiError> {
-    use secrecy::ExposeSecret;
-    let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
-    let key = secrets.jwt_signing_keys.first().ok_or_else(|| ApiError::internal("no signing key"))?;
-    Ok(Sha256::digest([b"audit-cursor|".as_slice(), key.private_key_pem.expose_secret().as_bytes()].concat()).to_vec())
-}
-
 pub async fn query(app: &App, org_id: &str, filter: &AuditFilter) -> Result<AuditPage, ApiError> {
     let fingerprint = filter.fingerprint(org_id);
-    let signing = cursor_key(app).await?;
-    let start = filter.cursor.as_deref().map(|c| decode_cursor(&signing, &fingerprint, c)).transpose()?;
+    let cursors = Cursors::for_app(app, "audit-cursor").await?;
+    let start = filter.cursor.as_deref().map(|c| cursors.decode(&fingerprint, c)).transpose()?;
     let plan = plan(org_id, filter);
 
     let mut key_condition = "#k = :k".to_owned();
@@ -307,7 +265,7 @@ pub async fn query(app: &App, org_id: &str, filter: &AuditFilter) -> Result<Audi
     let next_cursor = last_key.map(|key| {
         let key: Key =
             key.into_iter().filter(|(k, _)| matches!(k.as_str(), "PK" | "SK") || k.starts_with("audit_")).collect();
-        encode_cursor(&signing, &fingerprint, &key)
+        cursors.encode(&fingerprint, &key)
     });
 
     // The total: one counter read when a counter holds it, else a count along the key.
@@ -364,20 +322,5 @@ mod tests {
         assert_eq!(p.filters.len(), 1);
         let p = plan("o1", &AuditFilter::default());
         assert_eq!((p.index, p.key_value.as_str()), (None, "AUDIT#o1"));
-    }
-
-    #[test]
-    fn cursors_are_tamper_evident_and_bound_to_their_query() {
-        let key: Key =
-            HashMap::from([("PK".into(), av::s("AUDIT#o1")), ("SK".into(), av::s("2026-01-01T00:00:00.000000Z#x"))]);
-        let cursor = encode_cursor(b"k", "fp", &key);
-        assert_eq!(decode_cursor(b"k", "fp", &cursor).unwrap(), key);
-        assert!(decode_cursor(b"k", "other", &cursor).is_err(), "another query");
-        assert!(decode_cursor(b"other", "fp", &cursor).is_err(), "another key");
-        let (payload, mac) = cursor.split_once('.').unwrap();
-        let forged = URL_SAFE_NO_PAD.encode(br#"{"PK":"AUDIT#o2","SK":"z"}"#);
-        assert!(decode_cursor(b"k", "fp", &format!("{forged}.{mac}")).is_err());
-        assert!(decode_cursor(b"k", "fp", &format!("{payload}x.{mac}")).is_err());
-        assert!(decode_cursor(b"k", "fp", "garbage").is_err());
     }
 }

@@ -6,7 +6,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use secrecy::ExposeSecret;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
-use super::money::{Amount, Currency};
+use super::{
+    money::{Amount, Currency},
+    subscription::Proration,
+};
 use crate::{
     config::{Secrets, Settings},
     deadline::Deadline,
@@ -442,6 +445,9 @@ pub struct SubscriptionState {
     pub status: String,
     pub cancel_at_period_end: bool,
     pub client_secret: Option<String>,
+    /// Its (first) item, the one a plan change moves to another price, and that price.
+    pub item_id: Option<String>,
+    pub price_id: Option<String>,
 }
 
 fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
@@ -451,11 +457,14 @@ fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
         }
         _ => None,
     };
+    let item = sub.items.data.first();
     SubscriptionState {
         id: sub.id.as_str().to_owned(),
         status: sub.status.as_str().to_owned(),
         cancel_at_period_end: sub.cancel_at_period_end,
         client_secret,
+        item_id: item.map(|i| i.id.as_str().to_owned()),
+        price_id: item.map(|i| i.price.id.as_str().to_owned()),
     }
 }
 
@@ -485,6 +494,55 @@ impl Stripe {
                         ("user_id".to_owned(), user_id.to_owned()),
                         ("price_id".to_owned(), price_id.to_owned()),
                     ]);
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+            })
+            .await?;
+        Ok(subscription_state(sub))
+    }
+
+    /// The subscription as Stripe holds it now.
+    pub async fn subscription(&self, id: &str) -> Result<SubscriptionState, GatewayError> {
+        use stripe_billing::subscription::RetrieveSubscription;
+        let sub = self
+            .call(None, |strategy| {
+                let request = RetrieveSubscription::new(id);
+                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+            })
+            .await?;
+        Ok(subscription_state(sub))
+    }
+
+    /// A plan change: the subscription's item `item_id` moves to `price_id` (Stripe's way of
+    /// replacing a price; without the item's id it would add a second one), prorated as
+    /// `proration` says. The metadata's `price_id` follows, since the webhook creates a
+    /// record it lacks from it.
+    pub async fn change_subscription_price(
+        &self,
+        key: &str,
+        id: &str,
+        item_id: &str,
+        price_id: &str,
+        proration: Proration,
+    ) -> Result<SubscriptionState, GatewayError> {
+        use stripe_billing::subscription::{
+            UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior as Behavior,
+        };
+        let behavior = match proration {
+            Proration::CreateProrations => Behavior::CreateProrations,
+            Proration::None => Behavior::None,
+            Proration::AlwaysInvoice => Behavior::AlwaysInvoice,
+        };
+        let sub = self
+            .call(Some(key), |strategy| {
+                let item = UpdateSubscriptionItems {
+                    id: Some(item_id.to_owned()),
+                    price: Some(price_id.to_owned()),
+                    ..UpdateSubscriptionItems::new()
+                };
+                let request = UpdateSubscription::new(id)
+                    .items(vec![item])
+                    .proration_behavior(behavior.clone())
+                    .metadata([("price_id".to_owned(), price_id.to_owned())]);
                 async move { request.customize().request_strategy(strategy).send(self.client()).await }
             })
             .await?;

@@ -1,8 +1,10 @@
 //! Payments on Stripe Connect ("separate charges and transfers"): providers, payments held
 //! on the platform, release to the provider, refunds, reconciliation of what a request left
-//! unresolved; plus the `Idempotency-Key` building block the create routes use.
+//! unresolved, the payer's and the provider's history; plus the `Idempotency-Key` building
+//! block the create routes use.
 
 pub mod gateway;
+pub mod history;
 pub mod idempotency;
 pub mod money;
 pub mod payment;

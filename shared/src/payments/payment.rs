@@ -6,12 +6,14 @@
 //! The two states that wait on Stripe, `releasing` and `refunding`, put the payment on the
 //! sparse `GSI2` work queue (`GSI2PK` = the queue, `GSI2SK` = when it was last driven), so
 //! reconciliation ([`super::reconcile`]) can finish whatever a request left unresolved.
+//! Every payment is also on its payer's and its provider's history (`GSI3`, `GSI4`:
+//! [`super::history`]).
 //! Release and refund live in [`super::release`] and [`super::refund`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Amount, Currency, gateway::Stripe, provider::Provider};
+use super::{Amount, Currency, gateway::Stripe, history, provider::Provider};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -43,6 +45,20 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    pub const ALL: [Self; 7] = [
+        Self::RequiresPayment,
+        Self::Succeeded,
+        Self::Releasing,
+        Self::Released,
+        Self::Failed,
+        Self::Refunding,
+        Self::Refunded,
+    ];
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == value)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RequiresPayment => "requires_payment",
@@ -124,6 +140,17 @@ pub struct Payment {
     /// When the queued work was last driven (RFC 3339): by the request or a reconciler.
     #[serde(rename = "GSI2SK", default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<String>,
+    /// The payer's history (`PAYER#{payer_user_id}`, [`super::history`]); absent on payments
+    /// made before the history existed.
+    #[serde(rename = "GSI3PK", default, skip_serializing_if = "Option::is_none")]
+    pub payer_history: Option<String>,
+    #[serde(rename = "GSI3SK", default, skip_serializing_if = "Option::is_none")]
+    pub payer_history_at: Option<String>,
+    /// The provider's owner's history (`PAYEE#{provider_user_id}`), likewise.
+    #[serde(rename = "GSI4PK", default, skip_serializing_if = "Option::is_none")]
+    pub payee_history: Option<String>,
+    #[serde(rename = "GSI4SK", default, skip_serializing_if = "Option::is_none")]
+    pub payee_history_at: Option<String>,
 }
 
 impl Payment {
@@ -279,7 +306,11 @@ pub async fn create(
         created_at: now.clone(),
         updated_at: now.clone(),
         queue: Some(AWAITING_PAYMENT_QUEUE.to_owned()),
-        queued_at: Some(now),
+        queued_at: Some(now.clone()),
+        payer_history: Some(history::Side::Payer.key(principal.user_id())),
+        payer_history_at: Some(history::sort_key(&now, &payment_id)),
+        payee_history: Some(history::Side::Provider.key(&provider.user_id)),
+        payee_history_at: Some(history::sort_key(&now, &payment_id)),
     };
     let audit = AuditEntry::new("payment.created", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())

@@ -1,8 +1,14 @@
 //! Subscriptions: started through Stripe Billing, listed as last synced (the webhook keeps
-//! them current), cancelled now or at the end of the period.
+//! them current), moved to another price (a plan change), cancelled now or at the end of the
+//! period.
 //!
 //! Item: `USER#{user_id}` / `SUBSCRIPTION#{id}`, with `GSI1PK = SUB#{id}` so the webhook
 //! finds it by Stripe id.
+//!
+//! A plan change is made at Stripe at once, but the record's `price_id` is Stripe's as the
+//! webhook last reported it, in event order: the change only notes the new price as
+//! `pending_price_id`, and the `customer.subscription.updated` event that carries it sets
+//! `price_id` and clears the note.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -11,8 +17,8 @@ use super::{gateway::SubscriptionState, payment::customer_for};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
-    identity::auth::Principal,
+    http::{ApiError, FieldError, RequestMeta},
+    identity::{Role, auth::Principal},
     notify::DomainEvent,
     store::{Change, av, keys},
     time,
@@ -39,6 +45,9 @@ pub struct Subscription {
     /// of our own call for what Stripe answered it. Older states never overwrite it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_event_created: Option<i64>,
+    /// The price of a plan change Stripe made that no event has reported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_price_id: Option<String>,
 }
 
 pub fn sort_key(subscription_id: &str) -> String {
@@ -61,6 +70,7 @@ impl Subscription {
             gsi1pk: format!("SUB#{subscription_id}"),
             gsi1sk: "SUBSCRIPTION".into(),
             sub_event_created: None,
+            pending_price_id: None,
         }
     }
 
@@ -69,6 +79,7 @@ impl Subscription {
             "subscription_id": self.subscription_id,
             "status": self.status,
             "price_id": self.price_id,
+            "pending_price_id": self.pending_price_id,
             "cancel_at_period_end": self.cancel_at_period_end,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -80,6 +91,75 @@ pub fn valid_price_id(price_id: &str) -> bool {
     price_id.starts_with("price_")
         && price_id.len() <= 255
         && price_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether Stripe is done with a subscription in `status`: it can no longer change plan.
+pub fn has_ended(status: &str) -> bool {
+    matches!(status, "canceled" | "incomplete_expired")
+}
+
+/// How Stripe bills a plan change made mid-period (its `proration_behavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proration {
+    /// Credit the unused time, charge the new price's, on the next invoice (Stripe's default).
+    #[default]
+    CreateProrations,
+    /// No adjustment: the new price applies from the next period's invoice.
+    None,
+    /// Prorate and invoice the difference now.
+    AlwaysInvoice,
+}
+
+impl Proration {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "create_prorations" => Some(Self::CreateProrations),
+            "none" => Some(Self::None),
+            "always_invoice" => Some(Self::AlwaysInvoice),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateProrations => "create_prorations",
+            Self::None => "none",
+            Self::AlwaysInvoice => "always_invoice",
+        }
+    }
+}
+
+/// The body of `PATCH /subscriptions/{id}`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChange {
+    pub price_id: String,
+    pub proration: Proration,
+}
+
+impl PlanChange {
+    /// Every problem reported at once.
+    pub fn parse(price_id: Option<String>, proration_behavior: Option<String>) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        match &price_id {
+            None => errors.push(FieldError::new("price_id", "is required")),
+            Some(p) if !valid_price_id(p) => {
+                errors.push(FieldError::new("price_id", "must be a Stripe price id (price_...)"));
+            }
+            Some(_) => {}
+        }
+        let proration = match proration_behavior.as_deref().map(Proration::parse) {
+            None => Proration::default(),
+            Some(Some(proration)) => proration,
+            Some(None) => {
+                errors.push(FieldError::new("proration_behavior", "must be create_prorations, none or always_invoice"));
+                Proration::default()
+            }
+        };
+        match price_id {
+            Some(price_id) if errors.is_empty() => Ok(Self { price_id, proration }),
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
 }
 
 /// Starts a subscription; `request_key` makes a retried request reuse the same Stripe call.
@@ -178,6 +258,69 @@ pub async fn cancel(
     table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
 }
 
+/// Moves the caller's subscription to another price. Stripe is asked for the subscription
+/// first: a plan change replaces its item's price, which takes the item's id, and a
+/// subscription Stripe has ended (while our record waits for its event) is 409 too. Then the
+/// item is moved, with a fresh idempotency key (the same change asked twice is two changes to
+/// Stripe, as it is to the caller) reused by the gateway's retries. The record notes the
+/// pending price with the audit entry, unless the webhook already reported it and nothing
+/// else pends.
+pub async fn change_plan(
+    app: &App,
+    principal: &Principal,
+    subscription_id: &str,
+    change: &PlanChange,
+    meta: &RequestMeta,
+) -> Result<Subscription, ApiError> {
+    if principal.role() == Role::Viewer {
+        return Err(ApiError::Forbidden);
+    }
+    let table = app.table();
+    let pk = keys::user(principal.user_id());
+    let sk = sort_key(subscription_id);
+    let existing = table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)?;
+    let ended = || ApiError::Conflict("the subscription has ended; start a new one".into());
+    if has_ended(&existing.status) {
+        return Err(ended());
+    }
+    let gateway = app.stripe(meta.deadline).await?;
+    let current = gateway.subscription(&existing.subscription_id).await?;
+    if has_ended(&current.status) {
+        return Err(ended());
+    }
+    let item = current.item_id.ok_or_else(|| ApiError::internal("a Stripe subscription without items"))?;
+    let key = format!("plan-change:{}:{}", existing.subscription_id, uuid::Uuid::new_v4());
+    gateway
+        .change_subscription_price(&key, &existing.subscription_id, &item, &change.price_id, change.proration)
+        .await?;
+    let audit = AuditEntry::new("subscription.plan_changed", AuditStatus::Success, principal.org_id(), meta)
+        .actor(principal.user_id())
+        .details(json!({
+            "subscription_id": existing.subscription_id, "from_price_id": current.price_id,
+            "price_id": change.price_id, "proration_behavior": change.proration.as_str(),
+        }));
+    let pending = table.update(
+        Change::new(&pk, &sk)
+            .update("SET pending_price_id = :price, updated_at = :now")
+            .condition(
+                "attribute_exists(PK) AND (price_id <> :price OR \
+                 (attribute_exists(pending_price_id) AND pending_price_id <> :price))",
+            )
+            .value(":price", av::s(&change.price_id))
+            .value(":now", av::s(time::rfc3339(time::now()))),
+    )?;
+    match table.transact(vec![pending, app.audit().put(&audit)?]).await {
+        Ok(()) => {}
+        // The record has this price and no other change pending (its event came first, or
+        // it was already this price): there is nothing to wait for. Back to the confirmed
+        // price while another change pends, this one is noted, as that one's event will
+        // report the other price first.
+        Err(crate::store::StoreError::TransactionConditionsFailed(_)) => app.audit().record_or_log(&audit).await,
+        Err(other) => return Err(other.into()),
+    }
+    table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
+}
+
 /// The `subscription.updated` event for `subscription`, as an outbox item for its change.
 fn announce(
     table: &crate::store::Table,
@@ -189,4 +332,42 @@ fn announce(
                 "status": subscription.status, "cancel_at_period_end": subscription.cancel_at_period_end }),
     );
     crate::outbox::put(table, crate::outbox::Message::event(&event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(result: Result<PlanChange, ApiError>) -> Vec<String> {
+        match result {
+            Err(ApiError::Validation(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plan_change_needs_a_price_and_takes_stripes_proration_behaviors() {
+        let change = PlanChange::parse(Some("price_gold".into()), None).unwrap();
+        assert_eq!(change.proration, Proration::CreateProrations, "Stripe's default");
+        for (name, proration) in [
+            ("create_prorations", Proration::CreateProrations),
+            ("none", Proration::None),
+            ("always_invoice", Proration::AlwaysInvoice),
+        ] {
+            assert_eq!(PlanChange::parse(Some("price_gold".into()), Some(name.into())).unwrap().proration, proration);
+            assert_eq!(proration.as_str(), name);
+        }
+        assert_eq!(fields(PlanChange::parse(None, None)), ["price_id"]);
+        assert_eq!(fields(PlanChange::parse(Some("gold".into()), None)), ["price_id"]);
+        assert_eq!(fields(PlanChange::parse(Some("price_gold".into()), Some("None".into()))), ["proration_behavior"]);
+        assert_eq!(fields(PlanChange::parse(Some("x".into()), Some("".into()))), ["price_id", "proration_behavior"]);
+    }
+
+    #[test]
+    fn only_canceled_and_expired_subscriptions_have_ended() {
+        assert!(has_ended("canceled") && has_ended("incomplete_expired"));
+        for live in ["active", "trialing", "incomplete", "past_due", "unpaid", "paused"] {
+            assert!(!has_ended(live), "{live}");
+        }
+    }
 }

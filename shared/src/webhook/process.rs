@@ -134,52 +134,86 @@ async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiEr
 /// Subscriptions follow Stripe in event order. One we have not stored yet (its event beat
 /// the request that started it) is created from the `user_id` in its metadata, so the
 /// request then finds it instead of writing an older state over it.
+///
+/// The price is the first item's (what a plan change moves), else the metadata's. An event
+/// that reports the pending price of a plan change, or the end of the subscription, clears
+/// the pending note; that choice rests on the note as read, so the write is conditioned on
+/// it and a plan change noted meanwhile makes the effect be computed again.
 async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
+    use crate::payments::subscription::{Subscription, has_ended};
     let object = &event.object;
     let Some(id) = object["id"].as_str().filter(|id| id.starts_with("sub_") && id.len() <= 255) else {
         return Ok(Effect::none());
     };
     let status = object["status"].as_str().unwrap_or("unknown");
     let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
+    let price_id = object["items"]["data"][0]["price"]["id"]
+        .as_str()
+        .or_else(|| object["metadata"]["price_id"].as_str())
+        .filter(|p| crate::payments::subscription::valid_price_id(p));
     let announce = outbox::put(
         app.table(),
         Message::event(&DomainEvent::new(
             "subscription.updated",
-            json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end }),
+            json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end,
+                    "price_id": price_id }),
         )),
     )?;
-    let change = match find_by_gsi1(app, &format!("SUB#{id}")).await? {
-        Some((pk, sk)) => {
-            let change = Change::new(&pk, &sk)
-                .update("SET #status = :status, cancel_at_period_end = :cape, sub_event_created = :created, updated_at = :now")
-                .condition("attribute_not_exists(sub_event_created) OR sub_event_created <= :created")
-                .name("#status", "status")
-                .value(":status", av::s(status))
-                .value(":cape", av::b(cancel_at_period_end))
-                .value(":created", av::n(event.created))
-                .value(":now", av::s(time::rfc3339(time::now())));
-            app.table().update(change)?
+    let Some((pk, sk)) = find_by_gsi1(app, &format!("SUB#{id}")).await? else {
+        let Some(user_id) = object["metadata"]["user_id"].as_str().filter(|u| u.len() <= 64) else {
+            tracing::info!(subscription = id, "subscription not ours; skipped");
+            return Ok(Effect::none());
+        };
+        // An erased account's subscriptions end with its Stripe customer (and one being
+        // erased is on its way there); their last events must not bring the person back.
+        let owner = crate::identity::User::find(app.table(), user_id).await?;
+        if owner.is_none_or(|u| u.deletion_scheduled_at.is_some()) {
+            tracing::info!(subscription = id, "subscription of an erased account; skipped");
+            return Ok(Effect::none());
         }
-        None => {
-            let Some(user_id) = object["metadata"]["user_id"].as_str().filter(|u| u.len() <= 64) else {
-                tracing::info!(subscription = id, "subscription not ours; skipped");
-                return Ok(Effect::none());
-            };
-            // An erased account's subscriptions end with its Stripe customer (and one being
-            // erased is on its way there); their last events must not bring the person back.
-            let owner = crate::identity::User::find(app.table(), user_id).await?;
-            if owner.is_none_or(|u| u.deletion_scheduled_at.is_some()) {
-                tracing::info!(subscription = id, "subscription of an erased account; skipped");
-                return Ok(Effect::none());
-            }
-            let price_id = object["metadata"]["price_id"].as_str().unwrap_or_default();
-            let mut item =
-                crate::payments::subscription::Subscription::new(id, user_id, price_id, status, cancel_at_period_end);
-            item.sub_event_created = Some(event.created);
-            app.table().put_new(&item)?
-        }
+        let mut item = Subscription::new(id, user_id, price_id.unwrap_or_default(), status, cancel_at_period_end);
+        item.sub_event_created = Some(event.created);
+        return Ok(Effect::new(vec![app.table().put_new(&item)?, announce]));
     };
-    Ok(Effect::new(vec![change, announce]))
+    /// What of the stored subscription decides the write.
+    #[derive(serde::Deserialize)]
+    struct Synced {
+        sub_event_created: Option<i64>,
+        pending_price_id: Option<String>,
+    }
+    let Some(stored) = app.table().get::<Synced>(&pk, &sk).await? else { return Ok(Effect::none()) };
+    if stored.sub_event_created.is_some_and(|newest| newest > event.created) {
+        return Ok(Effect::none());
+    }
+    let mut update = "SET #status = :status, cancel_at_period_end = :cape, sub_event_created = :created, \
+                      updated_at = :now"
+        .to_owned();
+    let mut condition = "(attribute_not_exists(sub_event_created) OR sub_event_created <= :created)".to_owned();
+    if price_id.is_some() {
+        update.push_str(", price_id = :price");
+    }
+    let confirmed = stored.pending_price_id.as_deref().is_some_and(|p| Some(p) == price_id || has_ended(status));
+    if confirmed {
+        update.push_str(" REMOVE pending_price_id");
+        condition.push_str(" AND pending_price_id = :pending");
+    } else if price_id.is_some() {
+        condition.push_str(" AND (attribute_not_exists(pending_price_id) OR pending_price_id <> :price)");
+    }
+    let mut change = Change::new(&pk, &sk)
+        .update(&update)
+        .condition(&condition)
+        .name("#status", "status")
+        .value(":status", av::s(status))
+        .value(":cape", av::b(cancel_at_period_end))
+        .value(":created", av::n(event.created))
+        .value(":now", av::s(time::rfc3339(time::now())));
+    if let Some(price) = price_id {
+        change = change.value(":price", av::s(price));
+    }
+    if let (true, Some(pending)) = (confirmed, &stored.pending_price_id) {
+        change = change.value(":pending", av::s(pending));
+    }
+    Ok(Effect { changes: vec![app.table().update(change)?, announce], read_dependent: true })
 }
 
 fn marker(app: &App, event: &StripeEvent, outcome: &str) -> Result<TransactWriteItem, StoreError> {
