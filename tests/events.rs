@@ -39,6 +39,8 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("me.json", "login", "GET /auth/me"),
     ("jwks.json", "login", "GET /.well-known/jwks.json"),
     ("openid-configuration.json", "login", "GET /.well-known/openid-configuration"),
+    ("health.json", "login", "GET /health"),
+    ("openapi.json", "login", "GET /openapi.json"),
     ("forgot-password.json", "reset", "POST /auth/forgot-password"),
     ("reset-password.json", "reset", "POST /auth/reset-password"),
     ("delete-me.json", "account", "DELETE /auth/me"),

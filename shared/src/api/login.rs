@@ -1,5 +1,6 @@
 //! `login` function: `POST /auth/login`, `POST /auth/login/mfa`, `POST /auth/refresh`, `POST /auth/logout`,
-//! `GET /auth/me`, `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
+//! `GET /auth/me`, `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`,
+//! `GET /health`, `GET /openapi.json`.
 
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
@@ -92,6 +93,20 @@ async fn jwks_route(app: &App) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(StatusCode::OK, keys.jwks()).with_header("cache-control", "public, max-age=300"))
 }
 
+/// `GET /health`: that the function runs, and which build it is. Touches nothing else, so
+/// it says nothing about DynamoDB or Stripe (their alarms do) and costs nothing to poll.
+fn health() -> ApiResponse {
+    ApiResponse::json(StatusCode::OK, json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+        .with_header("cache-control", "no-store")
+}
+
+/// The project's OpenAPI document (`openapi.yaml`, as JSON; see `shared/build.rs`).
+const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
+
+fn openapi() -> ApiResponse {
+    ApiResponse::raw_json(StatusCode::OK, OPENAPI_JSON).with_header("cache-control", "public, max-age=300")
+}
+
 fn openid_configuration(app: &App) -> ApiResponse {
     let issuer = &app.settings().jwt_issuer;
     ApiResponse::json(
@@ -122,6 +137,8 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             ("GET", "/auth/me") => me_route(app, &req).await,
             ("GET", "/.well-known/jwks.json") => jwks_route(app).await,
             ("GET", "/.well-known/openid-configuration") => Ok(openid_configuration(app)),
+            ("GET", "/health") => Ok(health()),
+            ("GET", "/openapi.json") => Ok(openapi()),
             (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })

@@ -11,13 +11,23 @@ use super::{ApiError, RequestMeta};
 #[derive(Debug)]
 pub struct ApiResponse {
     status: StatusCode,
-    body: Option<serde_json::Value>,
+    /// Serialised JSON.
+    body: Option<String>,
     headers: Vec<(&'static str, String)>,
 }
 
 impl ApiResponse {
     pub fn json(status: StatusCode, body: impl Serialize) -> Self {
-        Self { status, body: Some(serde_json::to_value(body).expect("response bodies serialize")), headers: Vec::new() }
+        Self {
+            status,
+            body: Some(serde_json::to_string(&body).expect("response bodies serialize")),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A body that is JSON already (a document built into the binary).
+    pub fn raw_json(status: StatusCode, body: &str) -> Self {
+        Self { status, body: Some(body.to_owned()), headers: Vec::new() }
     }
 
     pub fn no_content() -> Self {
@@ -39,7 +49,7 @@ impl ApiResponse {
             builder = builder.header(name, value);
         }
         match self.body {
-            Some(body) => builder.header("content-type", "application/json").body(Body::from(body.to_string())),
+            Some(body) => builder.header("content-type", "application/json").body(Body::from(body)),
             None => builder.body(Body::Empty),
         }
         .expect("handler headers are valid")

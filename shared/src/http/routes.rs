@@ -41,6 +41,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/notifications/unsubscribe", &["POST"]),
     ("/.well-known/jwks.json", &["GET"]),
     ("/.well-known/openid-configuration", &["GET"]),
+    ("/health", &["GET"]),
+    ("/openapi.json", &["GET"]),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
