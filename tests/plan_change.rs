@@ -235,3 +235,57 @@ async fn a_plan_change_spends_the_callers_stripe_allowance() {
     assert!(limited.header("retry-after").is_some());
     assert_eq!(updates(&t, &id).len(), 1);
 }
+
+#[tokio::test]
+async fn one_plan_change_at_a_time_and_a_retry_does_not_change_twice() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, tokens) = t.logged_in("one-at-a-time").await;
+    let id = subscribe(&t, &tokens, "price_gold").await;
+    let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
+
+    // Another request holds the subscription: this one is refused before Stripe is asked.
+    let held_until = shared::time::now().unix_timestamp() + 30;
+    let key = (format!("USER#{user_id}"), format!("SUBSCRIPTION#{id}"));
+    assert!(t.item(&key.0, &key.1).await.is_some(), "the subscription record's key");
+    t.set(&key.0, &key.1, &[("plan_change_until", aws_sdk_dynamodb::types::AttributeValue::N(held_until.to_string()))])
+        .await;
+    let refused = change(&t, &tokens, &id, json!({"price_id": "price_platinum"})).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (409, Some("conflict")), "{:?}", refused.body);
+    assert!(updates(&t, &id).is_empty(), "Stripe was not asked");
+
+    // Once it has expired, changes go through, and leave no hold behind.
+    let expired = (shared::time::now().unix_timestamp() - 1).to_string();
+    t.set(&key.0, &key.1, &[("plan_change_until", aws_sdk_dynamodb::types::AttributeValue::N(expired))]).await;
+    assert_eq!(change(&t, &tokens, &id, json!({"price_id": "price_platinum"})).await.status, 200);
+    assert!(!t.item(&key.0, &key.1).await.unwrap().contains_key("plan_change_until"));
+    assert_eq!(updates(&t, &id).len(), 1);
+
+    // The same change again (a retry whose answer was lost): Stripe has that price already,
+    // so it is not asked to change it a second time.
+    let again = change(&t, &tokens, &id, json!({"price_id": "price_platinum"})).await;
+    assert_eq!((again.status, again.body["pending_price_id"].as_str()), (200, Some("price_platinum")));
+    assert_eq!(updates(&t, &id).len(), 1, "one change at Stripe");
+
+    // Any event made after the change shows where it left the subscription: the note goes,
+    // whatever price it reports.
+    let later = shared::time::now().unix_timestamp() + 5;
+    deliver_state(&t, "customer.subscription.updated", &id, later).await;
+    let after = listed(&t, &tokens, &id).await;
+    assert_eq!((&after["price_id"], &after["pending_price_id"]), (&json!("price_platinum"), &Value::Null));
+}
+
+#[tokio::test]
+async fn an_ended_subscription_is_not_brought_back_by_an_older_event_of_the_same_second() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, tokens) = t.logged_in("ended-stays").await;
+    let id = subscribe(&t, &tokens, "price_gold").await;
+    let active = t.stand_in().object(&id).unwrap();
+    let now = shared::time::now().unix_timestamp();
+    let mut canceled = active.clone();
+    canceled["status"] = json!("canceled");
+    for object in [canceled, active] {
+        let delivered = t.deliver(&common::stripe_event("customer.subscription.updated", now + 10, object)).await;
+        assert_eq!(delivered.status, 200, "{:?}", delivered.body);
+    }
+    assert_eq!(listed(&t, &tokens, &id).await["status"], "canceled");
+}

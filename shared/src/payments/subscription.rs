@@ -283,16 +283,66 @@ pub async fn change_plan(
     if has_ended(&existing.status) {
         return Err(ended());
     }
+    // One change at a time: the database, not the order of Stripe's answers, decides which
+    // of two concurrent requests asks Stripe. The lease ends with the request, or by itself.
+    let lease_until = time::now().unix_timestamp() + PLAN_CHANGE_LEASE_SECONDS;
+    let claimed = table
+        .update_item(
+            Change::new(&pk, &sk)
+                .update("SET plan_change_until = :until")
+                .condition("attribute_not_exists(plan_change_until) OR plan_change_until < :now")
+                .value(":until", av::n(lease_until))
+                .value(":now", av::n(time::now().unix_timestamp())),
+        )
+        .await;
+    match claimed {
+        Ok(_) => {}
+        Err(crate::store::StoreError::ConditionFailed) => {
+            return Err(ApiError::Conflict("another plan change of this subscription is in progress".into()));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    let changed = Box::pin(ask_stripe_and_note(app, principal, &existing, change, meta)).await;
+    let release = Change::new(&pk, &sk)
+        .update("REMOVE plan_change_until")
+        .condition("plan_change_until = :until")
+        .value(":until", av::n(lease_until));
+    if let Err(error) = table.update_item(release).await {
+        tracing::info!(%error, "plan change lease left to expire");
+    }
+    changed?;
+    table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
+}
+
+/// How long a plan change holds its subscription: longer than a request can run.
+const PLAN_CHANGE_LEASE_SECONDS: i64 = 60;
+
+/// The plan change itself, under the lease: Stripe first, then the note.
+async fn ask_stripe_and_note(
+    app: &App,
+    principal: &Principal,
+    existing: &Subscription,
+    change: &PlanChange,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    let table = app.table();
+    let pk = keys::user(principal.user_id());
+    let sk = sort_key(&existing.subscription_id);
+    let ended = || ApiError::Conflict("the subscription has ended; start a new one".into());
     let gateway = app.stripe(meta.deadline).await?;
     let current = gateway.subscription(&existing.subscription_id).await?;
     if has_ended(&current.status) {
         return Err(ended());
     }
-    let item = current.item_id.ok_or_else(|| ApiError::internal("a Stripe subscription without items"))?;
-    let key = format!("plan-change:{}:{}", existing.subscription_id, uuid::Uuid::new_v4());
-    gateway
-        .change_subscription_price(&key, &existing.subscription_id, &item, &change.price_id, change.proration)
-        .await?;
+    // Already on that price at Stripe (a retry after an answer that was lost, say): asking
+    // again would be a second change, so only the note is made.
+    if current.price_id.as_deref() != Some(change.price_id.as_str()) {
+        let item = current.item_id.ok_or_else(|| ApiError::internal("a Stripe subscription without items"))?;
+        let key = format!("plan-change:{}:{}", existing.subscription_id, uuid::Uuid::new_v4());
+        gateway
+            .change_subscription_price(&key, &existing.subscription_id, &item, &change.price_id, change.proration)
+            .await?;
+    }
     let audit = AuditEntry::new("subscription.plan_changed", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())
         .details(json!({
@@ -301,24 +351,31 @@ pub async fn change_plan(
         }));
     let pending = table.update(
         Change::new(&pk, &sk)
-            .update("SET pending_price_id = :price, updated_at = :now")
+            .update("SET pending_price_id = :price, pending_at = :at, updated_at = :now")
             .condition(
                 "attribute_exists(PK) AND (price_id <> :price OR \
                  (attribute_exists(pending_price_id) AND pending_price_id <> :price))",
             )
             .value(":price", av::s(&change.price_id))
+            .value(":at", av::n(time::now().unix_timestamp()))
             .value(":now", av::s(time::rfc3339(time::now()))),
     )?;
     match table.transact(vec![pending, app.audit().put(&audit)?]).await {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         // The record has this price and no other change pending (its event came first, or
         // it was already this price): there is nothing to wait for. Back to the confirmed
         // price while another change pends, this one is noted, as that one's event will
         // report the other price first.
-        Err(crate::store::StoreError::TransactionConditionsFailed(_)) => app.audit().record_or_log(&audit).await,
-        Err(other) => return Err(other.into()),
+        Err(crate::store::StoreError::TransactionConditionsFailed(_)) => {
+            app.audit().record_or_log(&audit).await;
+            Ok(())
+        }
+        Err(other) => {
+            // Stripe has the change; the note can wait for the webhook, the record cannot.
+            app.audit().record_or_log(&audit).await;
+            Err(other.into())
+        }
     }
-    table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
 }
 
 /// The `subscription.updated` event for `subscription`, as an outbox item for its change.

@@ -180,9 +180,16 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
     struct Synced {
         sub_event_created: Option<i64>,
         pending_price_id: Option<String>,
+        /// When our last plan change was answered by Stripe: any event created after it
+        /// shows the subscription as that change left it (or later), pending or not.
+        pending_at: Option<i64>,
+        status: Option<String>,
     }
     let Some(stored) = app.table().get::<Synced>(&pk, &sk).await? else { return Ok(Effect::none()) };
     if stored.sub_event_created.is_some_and(|newest| newest > event.created) {
+        return Ok(Effect::none());
+    }
+    if stored.status.as_deref().is_some_and(has_ended) && !has_ended(status) {
         return Ok(Effect::none());
     }
     let mut update = "SET #status = :status, cancel_at_period_end = :cape, sub_event_created = :created, \
@@ -192,9 +199,18 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
     if price_id.is_some() {
         update.push_str(", price_id = :price");
     }
-    let confirmed = stored.pending_price_id.as_deref().is_some_and(|p| Some(p) == price_id || has_ended(status));
+    let after_the_change = stored.pending_at.is_some_and(|at| event.created > at);
+    let confirmed = stored
+        .pending_price_id
+        .as_deref()
+        .is_some_and(|p| Some(p) == price_id || has_ended(status) || after_the_change);
+    // An ended subscription never comes back (Stripe cannot reactivate one): an older
+    // event of the same second must not make it active again.
+    if !has_ended(status) {
+        condition.push_str(" AND NOT (#status IN (:canceled, :expired))");
+    }
     if confirmed {
-        update.push_str(" REMOVE pending_price_id");
+        update.push_str(" REMOVE pending_price_id, pending_at");
         condition.push_str(" AND pending_price_id = :pending");
     } else if price_id.is_some() {
         condition.push_str(" AND (attribute_not_exists(pending_price_id) OR pending_price_id <> :price)");
@@ -209,6 +225,9 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
         .value(":now", av::s(time::rfc3339(time::now())));
     if let Some(price) = price_id {
         change = change.value(":price", av::s(price));
+    }
+    if !has_ended(status) {
+        change = change.value(":canceled", av::s("canceled")).value(":expired", av::s("incomplete_expired"));
     }
     if let (true, Some(pending)) = (confirmed, &stored.pending_price_id) {
         change = change.value(":pending", av::s(pending));
