@@ -142,6 +142,23 @@ impl App {
         Ok(())
     }
 
+    /// What the first request would otherwise wait for, done during init (which Lambda
+    /// runs at full CPU, and before anyone waits): the secret fetched and the signing key
+    /// parsed, while the DynamoDB client is built. Best effort: a failure here is the first
+    /// request's to report.
+    pub async fn warm_up(&self, secrets: Secrets) {
+        if secrets == Secrets::Unused {
+            self.table();
+            return;
+        }
+        let (keys, ()) = tokio::join!(self.keys(), async {
+            self.table();
+        });
+        if let Err(error) = keys {
+            tracing::warn!(%error, "signing keys not loaded at init; the first request will try again");
+        }
+    }
+
     /// The JWT key set for the current secret.
     pub async fn keys(&self) -> Result<Arc<KeySet>, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
@@ -214,6 +231,7 @@ where
     let app = async {
         let app = App::from_env().await?;
         app.check_secrets_for(secrets).await?;
+        app.warm_up(secrets).await;
         Ok::<_, ConfigError>(app)
     };
     // Leaked on purpose: it lives as long as the process, and handlers borrow it freely.
