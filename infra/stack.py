@@ -610,6 +610,40 @@ def write_env_file(path: Path, values: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def sam_env(env: dict) -> dict:
+    """`sam local invoke --env-vars .local/sam-env.json` against this stack: every function of
+    template.yaml, with every variable the template declares for it (Globals and its own) set
+    as this stack runs it. Variables the template sets only locally (`!If [IsLocalStack, ...]`)
+    are given when the stack has them."""
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CloudFormationLoader)
+    parameters = template.get("Parameters", {})
+    declared_globally = template["Globals"]["Function"]["Environment"]["Variables"]
+    running = function_env(env)
+    local = {"LOG_LEVEL": running.get("RUST_LOG", "info")}
+
+    def value(name, declared):
+        if name in running:
+            return running[name]
+        if name in local:
+            return local[name]
+        if isinstance(declared, str):
+            return declared
+        if isinstance(declared, dict) and "Ref" in declared and "Default" in parameters.get(declared["Ref"], {}):
+            return str(parameters[declared["Ref"]]["Default"])
+        if isinstance(declared, dict) and "Fn::If" in declared:
+            return None
+        raise SystemExit(f"no local value for {name}, which template.yaml gives every function")
+
+    functions = {}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        own = resource["Properties"].get("Environment", {}).get("Variables", {})
+        values = {var: value(var, declared) for var, declared in {**declared_globally, **own}.items()}
+        functions[name] = {var: v for var, v in values.items() if v is not None}
+    return functions
+
+
 def start_api(stack: Stack, env: dict, api_port: int) -> tuple[str, subprocess.Popen]:
     """Serves every function on the Lambda runtime emulator, routed as in Cargo.toml."""
     api_url = f"http://127.0.0.1:{api_port}"
@@ -674,6 +708,7 @@ def serve(args) -> int:
         settings = {k: v for k, v in function_env(env).items() if k in FUNCTION_DEFAULTS}
         write_env_file(LOCAL / "stack.env",
                        {**settings, **env, "API_URL": api_url, "WEBHOOK_URL": f"{api_url}/lambda-url/webhook"})
+        (LOCAL / "sam-env.json").write_text(json.dumps(sam_env(env), indent=2) + "\n")
         log(f"ready: API_URL={api_url}; settings in .local/stack.env; Ctrl-C stops everything")
         return watch.wait()
     except KeyboardInterrupt:
@@ -829,6 +864,7 @@ def test(args) -> int:
         env = start_services(stack, free_port(), free_port(), free_port())
         tenv = function_env(env)
         write_env_file(LOCAL / "test-stack.env", env)
+        (LOCAL / "sam-env.json").write_text(json.dumps(sam_env(env), indent=2) + "\n")
         venv_bin = str(LOCAL / "venv" / "bin")
         tenv["PATH"] = venv_bin + os.pathsep + tenv.get("PATH", "")
         tenv["SAM_CLI_TELEMETRY"] = "0"
