@@ -360,3 +360,30 @@ async fn a_wrong_password_on_an_mfa_account_answers_as_an_unknown_address_does()
     }
     assert_eq!(known.body["detail"], unknown.body["detail"]);
 }
+
+#[tokio::test]
+async fn restoring_an_account_with_mfa_on_needs_the_second_factor() {
+    let t = TestApp::new().await;
+    let (email, tokens, app, recovery) = with_mfa(&t, "mfa-restore").await;
+    let scheduled = t
+        .authed(account::handle, "DELETE", "/auth/me", access(&tokens), &[], Some(json!({"password": STRONG_PASSWORD})))
+        .await;
+    assert_eq!(scheduled.status, 202, "{:?}", scheduled.body);
+    let restore = |body: Value| t.post(account::handle, "/auth/me/restore", body);
+
+    let password_only = restore(json!({"email": email, "password": STRONG_PASSWORD})).await;
+    assert_eq!((password_only.status, password_only.body["code"].as_str()), (401, Some("mfa_required")));
+    let wrong = restore(json!({"email": email, "password": STRONG_PASSWORD, "code": wrong_code(&app)})).await;
+    assert_eq!((wrong.status, wrong.body["code"].as_str()), (401, Some("invalid_credentials")));
+    let user = t.user_by_email(&email).await;
+    assert!(user.contains_key("deletion_scheduled_at"), "still scheduled");
+
+    let done = restore(json!({"email": email, "password": STRONG_PASSWORD, "recovery_code": recovery[1]})).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert!(!t.user_by_email(&email).await.contains_key("deletion_scheduled_at"));
+    // The recovery code is spent.
+    let ip = random_ip();
+    let token = password_step(&t, &ip, &email).await;
+    let reused = mfa_login(&t, &ip, json!({"mfa_token": token, "recovery_code": recovery[1]})).await;
+    assert_eq!(reused.status, 401);
+}

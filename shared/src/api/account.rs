@@ -72,6 +72,9 @@ struct RestoreBody {
     email: Option<String>,
     password: Option<String>,
     captcha_token: Option<String>,
+    /// With MFA on: a code from the authenticator, or a recovery code.
+    code: Option<String>,
+    recovery_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +113,11 @@ async fn restore(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResp
     let captcha_token = crate::captcha::token_field(body.captcha_token)?;
     let email = email_field(body.email)?;
     let password = password(body.password)?;
-    account::restore(app, &email, &password, captcha_token.as_deref(), meta).await?;
+    let second_factor = match (body.code, body.recovery_code) {
+        (None, None) => None,
+        (code, recovery_code) => Some(mfa_proof(code, recovery_code)?),
+    };
+    account::restore(app, &email, &password, captcha_token.as_deref(), second_factor, meta).await?;
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "restored" })))
 }
 

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    Email, Membership, Password, PasswordHash, Role, User, attempts, auth::Principal, invitations,
+    Email, Membership, Password, PasswordHash, Role, User, attempts, auth::Principal, invitations, mfa,
     model::adjust_admin_count,
 };
 use crate::{
@@ -91,6 +91,7 @@ pub async fn restore(
     email: &Email,
     password: &str,
     captcha_token: Option<&str>,
+    second_factor: Option<mfa::Proof>,
     meta: &RequestMeta,
 ) -> Result<(), ApiError> {
     // A password check like login's: the same limits, CAPTCHA, count and lock, audited.
@@ -110,6 +111,8 @@ pub async fn restore(
     let Some(scheduled) = user.deletion_scheduled_at.clone().filter(|at| *at > now) else {
         return Err(ApiError::Conflict("the account is not scheduled for deletion".into()));
     };
+    // With MFA on, the password alone must not undo what the owner asked for.
+    let proven = mfa::prove(app, &user, second_factor, "account.restored", meta).await?;
     let (pk, sk) = User::key(&user.user_id);
     let audit = AuditEntry::new("account.restored", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
@@ -132,8 +135,20 @@ pub async fn restore(
         outbox::put(table, notice),
     ]
     .into_iter()
+    .chain(proven.as_ref().map(|p| Ok(p.spend())))
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::Conflict("the account is not scheduled for deletion".into())).await
+    let restored = table.transact(items).await;
+    if let Some(proven) = proven {
+        let committed = restored.is_ok();
+        proven.settle(app, &user, committed, "account.restored", meta).await;
+    }
+    match restored {
+        Ok(()) => Ok(()),
+        Err(StoreError::TransactionConditionsFailed(_)) => {
+            Err(ApiError::Conflict("the account is not scheduled for deletion, or the code was used meanwhile".into()))
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Changes a member's role. The admin count moves in the same transaction, conditioned on

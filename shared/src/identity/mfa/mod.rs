@@ -297,6 +297,61 @@ impl FactorAttempts {
     }
 }
 
+/// A second factor proven for an action other than login (restoring an account): the write
+/// that spends it, for the action's transaction, and the counts to settle after it.
+pub struct Proven {
+    spend: TransactWriteItem,
+    attempt: FactorAttempts,
+}
+
+impl Proven {
+    /// The write that spends the proof, conditioned on nobody having spent it first.
+    pub fn spend(&self) -> TransactWriteItem {
+        self.spend.clone()
+    }
+
+    /// After the action's transaction: committed, the counts start over; refused (the code
+    /// was spent meanwhile, say), it was a failed try.
+    pub async fn settle(self, app: &App, user: &User, committed: bool, action: &str, meta: &RequestMeta) {
+        if committed {
+            self.attempt.succeeded(app).await;
+        } else {
+            self.attempt.failed(app, user, action, meta).await;
+        }
+    }
+}
+
+/// The second factor `user` owes for `action`, if MFA is on: none given is 401
+/// `mfa_required`, a wrong one 401 `invalid_credentials`, counted and locked as at login.
+pub async fn prove(
+    app: &App,
+    user: &User,
+    proof: Option<Proof>,
+    action: &str,
+    meta: &RequestMeta,
+) -> Result<Option<Proven>, ApiError> {
+    if !user.mfa_enabled {
+        return Ok(None);
+    }
+    let proof = proof.ok_or(ApiError::MfaRequired)?;
+    let attempt = FactorAttempts::reserve(app, &user.user_id, &proof, meta).await?;
+    let cipher = app.mfa_cipher().await?;
+    let table = app.table();
+    let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
+    let now = time::now().unix_timestamp();
+    let spent = match &factor {
+        Some(factor) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
+        None => None,
+    };
+    match spent {
+        Some(spent) => Ok(Some(Proven { spend: spent.spend(table, &keys::user(&user.user_id))?, attempt })),
+        None => {
+            attempt.failed(app, user, action, meta).await;
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
 fn security_notice(app: &App, table: &Table, kind: EmailKind, user: &User) -> Result<TransactWriteItem, StoreError> {
     let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
     outbox::put(table, Message::email(kind, &user.email, json!({ "reset_link": reset_link })))
