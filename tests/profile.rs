@@ -49,6 +49,7 @@ async fn the_name_changes_and_clears_and_bad_input_changes_nothing() {
         (json!({"full_name": "x".repeat(201)}), "full_name"),
         (json!({"phone": "0207 946 0958"}), "phone"),
         (json!({"phone": "+1415555012a"}), "phone"),
+        (json!({"phone": ""}), "phone"),
         (json!({"full_name": "Changed", "phone": "12"}), "phone"),
     ] {
         let refused = patch_me(&t, &tokens, body.clone()).await;

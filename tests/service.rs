@@ -27,3 +27,18 @@ async fn the_openapi_document_served_is_openapi_yaml() {
     assert_eq!(response.body, expected);
     assert!(response.body["paths"]["/openapi.json"].is_object());
 }
+
+#[test]
+fn every_problem_code_is_in_the_openapi_document() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let problem = std::fs::read_to_string(format!("{root}/shared/src/http/problem.rs")).unwrap();
+    let body = problem.split("pub fn code(&self)").nth(1).unwrap().split("\n    }\n").next().unwrap();
+    let codes: Vec<&str> = body.lines().filter_map(|l| l.split("=> \"").nth(1)?.split('"').next()).collect();
+    assert!(codes.len() >= 20, "{codes:?}");
+    let document: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(format!("{root}/openapi.yaml")).unwrap()).unwrap();
+    let listed = &document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"];
+    for code in codes {
+        assert!(listed.as_array().unwrap().iter().any(|c| c == code), "{code} is not in openapi.yaml's Problem.code");
+    }
+}

@@ -52,10 +52,10 @@ impl ProfileBody {
     fn validate(self) -> Result<ProfileChange, ApiError> {
         let mut errors = Vec::new();
         let full_name = self.full_name.map(|name| optional_text("full_name", name, &mut errors));
-        let phone = self.phone.map(|phone| {
-            let phone = phone.filter(|p| !p.trim().is_empty())?;
-            Phone::parse(&phone).map_err(|message| errors.push(FieldError::new("phone", message))).ok()
-        });
+        // Only `null` clears the number: an empty string is a mistake, not a request.
+        let phone = self
+            .phone
+            .map(|phone| Phone::parse(&phone?).map_err(|message| errors.push(FieldError::new("phone", message))).ok());
         if errors.is_empty() { Ok(ProfileChange { full_name, phone }) } else { Err(ApiError::Validation(errors)) }
     }
 }
