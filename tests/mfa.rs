@@ -186,6 +186,15 @@ async fn a_recovery_code_works_once() {
         .filter_map(|e| e.get("details")?.as_m().ok()?.get("recovery_codes_left")?.as_n().ok().cloned())
         .collect();
     assert!(lefts.contains(&"9".to_owned()) && lefts.contains(&"8".to_owned()), "{lefts:?}");
+    let notices: Vec<String> = t
+        .emails_to(&email)
+        .await
+        .into_iter()
+        .filter(|m| m.subject.contains("recovery code was used"))
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(notices.len(), 2, "one notice per recovery code used");
+    assert!(notices.iter().any(|b| b.contains("8 unused codes")), "{notices:?}");
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ pub enum EmailKind {
     /// Two-step verification turned on / off (security mail).
     MfaEnabled,
     MfaDisabled,
+    /// A recovery code was spent on a login (security mail).
+    MfaRecoveryUsed,
 }
 
 impl EmailKind {
@@ -48,6 +50,7 @@ impl EmailKind {
             Self::AccountErased => "account_erased",
             Self::MfaEnabled => "mfa_enabled",
             Self::MfaDisabled => "mfa_disabled",
+            Self::MfaRecoveryUsed => "mfa_recovery_used",
         }
     }
 }
@@ -68,7 +71,8 @@ fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.add_template("layout.html", include_str!("templates/layout.html")).expect("layout compiles");
         templates!(env; "verify_email", "account_exists", "reset_password", "password_changed", "invitation",
-            "deletion_scheduled", "welcome", "deletion_cancelled", "account_erased", "mfa_enabled", "mfa_disabled");
+            "deletion_scheduled", "welcome", "deletion_cancelled", "account_erased", "mfa_enabled", "mfa_disabled",
+            "mfa_recovery_used");
         env
     })
 }
@@ -112,7 +116,7 @@ mod tests {
     fn every_kind_renders_both_parts() {
         let ctx = serde_json::json!({"link": "https://x/p?token=t", "org_name": "Acme & Co", "role": "member",
             "deletion_date": "2026-12-21", "restore_link": "https://x/restore", "login_link": "https://x/login",
-            "reset_link": "https://x/forgot-password", "name": "Ada"});
+            "reset_link": "https://x/forgot-password", "name": "Ada", "codes_left": 9});
         for kind in [
             EmailKind::VerifyEmail,
             EmailKind::AccountExists,
@@ -125,6 +129,7 @@ mod tests {
             EmailKind::AccountErased,
             EmailKind::MfaEnabled,
             EmailKind::MfaDisabled,
+            EmailKind::MfaRecoveryUsed,
         ] {
             let email = render(kind, "a@example.com", &ctx).unwrap();
             assert!(

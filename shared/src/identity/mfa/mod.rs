@@ -468,7 +468,13 @@ pub async fn complete_login(
         .actor(&user.user_id)
         .details(json!({ "mfa": proof.method(), "recovery_codes_left": left }));
     let consume = token.consume(table, &time::rfc3339(time::now()))?;
-    let extra = vec![consume, spent.spend(table, &keys::user(&user.user_id))?, app.audit().put(&audit)?];
+    let mut extra = vec![consume, spent.spend(table, &keys::user(&user.user_id))?, app.audit().put(&audit)?];
+    if matches!(spent, Spent::RecoveryCode(_)) {
+        // The owner hears of it: a recovery code in use means a lost device, or a thief.
+        let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
+        let notice = json!({ "reset_link": reset_link, "codes_left": left });
+        extra.push(outbox::put(table, Message::email(EmailKind::MfaRecoveryUsed, &user.email, notice))?);
+    }
     match session::start_guarded(app, &user, extra, ApiError::InvalidCredentials).await {
         Ok(tokens) => {
             attempt.succeeded(app).await;
