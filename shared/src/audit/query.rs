@@ -86,14 +86,12 @@ impl AuditFilter {
         {
             errors.push(FieldError::new("since", "must not be after `until`"));
         }
-        let limit = match query.get("limit").map(|l| l.parse::<i32>()) {
-            None => DEFAULT_LIMIT,
-            Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
-            Some(_) => {
-                errors.push(FieldError::new("limit", "must be a whole number from 1 to 100"));
-                DEFAULT_LIMIT
-            }
-        };
+        let limit = crate::store::cursor::page_limit(
+            query.get("limit").map(String::as_str),
+            DEFAULT_LIMIT,
+            MAX_LIMIT,
+            &mut errors,
+        );
         if errors.is_empty() {
             Ok(Self { action, status, actor_user_id, target_user_id, since, until, limit, cursor })
         } else {

@@ -121,14 +121,12 @@ impl HistoryQuery {
                 None
             }
         };
-        let limit = match query.get("limit").map(|l| l.parse::<i32>()) {
-            None => DEFAULT_LIMIT,
-            Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
-            Some(_) => {
-                errors.push(FieldError::new("limit", "must be a whole number from 1 to 100"));
-                DEFAULT_LIMIT
-            }
-        };
+        let limit = crate::store::cursor::page_limit(
+            query.get("limit").map(String::as_str),
+            DEFAULT_LIMIT,
+            MAX_LIMIT,
+            &mut errors,
+        );
         let cursor = query.get("cursor").filter(|c| !c.is_empty()).cloned();
         if errors.is_empty() { Ok(Self { side, status, limit, cursor }) } else { Err(ApiError::Validation(errors)) }
     }

@@ -81,6 +81,19 @@ pub fn fingerprint(parts: &str) -> String {
     hex::encode(Sha256::digest(parts.as_bytes()))
 }
 
+/// A page size from the `limit` query parameter: `default` when absent, else a whole number
+/// from 1 to `max` (otherwise a `limit` error, and `default` so the other fields still check).
+pub fn page_limit(raw: Option<&str>, default: i32, max: i32, errors: &mut Vec<crate::http::FieldError>) -> i32 {
+    match raw.map(str::parse::<i32>) {
+        None => default,
+        Some(Ok(limit)) if (1..=max).contains(&limit) => limit,
+        Some(_) => {
+            errors.push(crate::http::FieldError::new("limit", format!("must be a whole number from 1 to {max}")));
+            default
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
