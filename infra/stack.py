@@ -875,6 +875,10 @@ def test(args) -> int:
         run(["openapi-spec-validator", "openapi.yaml"], tenv)
         run(["cargo", "fmt", "--all", "--check"], tenv)
         run(["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], tenv)
+        # Each function also builds alone, with only its own features of `shared`, as
+        # `sam build` builds it (the workspace build above turns every feature on).
+        for function in sorted(p.name for p in (ROOT / "functions").iterdir()):
+            run(["cargo", "clippy", "--locked", "--package", function, "--", "-D", "warnings"], tenv)
         run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-run"], tenv)
         # Every function built before it is served: otherwise the first request to each (the
         # fuzz's, for functions the tests never invoke) waits for its compilation.

@@ -9,28 +9,38 @@ use std::{
 
 use lambda_http::{Body, Request, Response, service_fn};
 
+#[cfg(feature = "sns")]
+use crate::notify::EventPublisher;
+#[cfg(feature = "mail")]
+use crate::notify::Mailer;
 use crate::{
     audit::AuditLog,
     captcha::CaptchaVerifier,
     config::{ConfigError, SecretsStore, Settings},
-    deadline::Deadline,
     identity::jwt::KeySet,
-    notify::{EventPublisher, Mailer},
-    payments::{Gateway, gateway::Stripe},
     store::Table,
+};
+#[cfg(feature = "payments")]
+use crate::{
+    deadline::Deadline,
+    payments::{Gateway, gateway::Stripe},
 };
 
 pub struct App {
     settings: Settings,
     sdk: aws_config::SdkConfig,
     table: OnceLock<Table>,
+    #[cfg(feature = "mail")]
     mailer: OnceLock<Mailer>,
+    #[cfg(feature = "sns")]
     events: OnceLock<EventPublisher>,
+    #[cfg(feature = "sns")]
     sns: OnceLock<aws_sdk_sns::Client>,
     secrets: OnceLock<SecretsStore>,
     captcha: OnceLock<CaptchaVerifier>,
     keys: DerivedFromSecret<Arc<KeySet>>,
     /// `None` inside: the secret holds no Stripe key.
+    #[cfg(feature = "payments")]
     gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
 }
 
@@ -82,12 +92,16 @@ impl App {
             settings,
             sdk,
             table: OnceLock::new(),
+            #[cfg(feature = "mail")]
             mailer: OnceLock::new(),
+            #[cfg(feature = "sns")]
             events: OnceLock::new(),
+            #[cfg(feature = "sns")]
             sns: OnceLock::new(),
             secrets: OnceLock::new(),
             captcha: OnceLock::new(),
             keys: DerivedFromSecret::new(),
+            #[cfg(feature = "payments")]
             gateway: DerivedFromSecret::new(),
         }
     }
@@ -109,6 +123,7 @@ impl App {
         AuditLog::new(self.table().clone())
     }
 
+    #[cfg(feature = "mail")]
     pub fn mailer(&self) -> &Mailer {
         self.mailer.get_or_init(|| {
             Mailer::new(
@@ -119,11 +134,13 @@ impl App {
         })
     }
 
+    #[cfg(feature = "sns")]
     pub fn events(&self) -> &EventPublisher {
         self.events.get_or_init(|| EventPublisher::new(self.sns().clone(), self.settings.events_topic_arn.clone()))
     }
 
     /// SNS, for push endpoints (events and SMS go through [`App::events`]).
+    #[cfg(feature = "sns")]
     pub fn sns(&self) -> &aws_sdk_sns::Client {
         self.sns.get_or_init(|| aws_sdk_sns::Client::new(&self.sdk))
     }
@@ -165,6 +182,7 @@ impl App {
         self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(crate::http::ApiError::internal)).await
     }
 
+    #[cfg(feature = "payments")]
     /// The Stripe client, for calls made within `deadline`. Without a Stripe key in the
     /// secret: 503 `payments_unavailable` (production functions that take payments refuse to
     /// start instead).

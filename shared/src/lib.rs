@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod captcha;
+#[cfg(all(feature = "payments", feature = "mail", feature = "sns"))]
 pub mod cleanup;
 pub mod config;
 pub mod deadline;
@@ -13,11 +14,13 @@ pub mod http;
 pub mod identity;
 pub mod notify;
 pub mod outbox;
+#[cfg(feature = "payments")]
 pub mod payments;
 pub mod rate_limit;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+#[cfg(feature = "payments")]
 pub mod webhook;
 
 pub use app::App;

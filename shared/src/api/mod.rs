@@ -4,11 +4,14 @@
 pub mod account;
 pub mod audit;
 pub mod login;
+#[cfg(feature = "sns")]
 pub mod notifications;
+#[cfg(feature = "payments")]
 pub mod pay;
 pub mod register;
 pub mod reset;
 pub mod verify;
+#[cfg(feature = "payments")]
 pub mod webhook;
 
 use crate::{

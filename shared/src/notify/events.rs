@@ -1,9 +1,11 @@
 //! Domain events on SNS: a JSON message with an `event_type` message attribute so that
 //! subscribers can filter without parsing bodies.
 
+#[cfg(feature = "sns")]
 use aws_sdk_sns::{Client, error::DisplayErrorContext, types::MessageAttributeValue};
 use serde::Serialize;
 
+#[cfg(feature = "sns")]
 use super::NotifyError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,12 +27,14 @@ impl DomainEvent {
     }
 }
 
+#[cfg(feature = "sns")]
 #[derive(Clone, Debug)]
 pub struct EventPublisher {
     client: Client,
     topic_arn: Option<String>,
 }
 
+#[cfg(feature = "sns")]
 impl EventPublisher {
     pub fn new(client: Client, topic_arn: Option<String>) -> Self {
         Self { client, topic_arn }

@@ -1,5 +1,6 @@
 //! Sends email through SES v2 with both a text and an HTML part.
 
+#[cfg(feature = "mail")]
 use aws_sdk_sesv2::{
     Client,
     error::DisplayErrorContext,
@@ -10,6 +11,7 @@ use aws_sdk_sesv2::{
 pub enum NotifyError {
     #[error("email could not be built: {0}")]
     Build(String),
+    #[cfg(feature = "mail")]
     #[error("email could not be rendered: {0}")]
     Render(#[from] minijinja::Error),
     #[error("SES refused or failed: {0}")]
@@ -31,6 +33,7 @@ pub struct Email {
     pub unsubscribe_link: Option<String>,
 }
 
+#[cfg(feature = "mail")]
 #[derive(Clone, Debug)]
 pub struct Mailer {
     client: Client,
@@ -39,10 +42,12 @@ pub struct Mailer {
     configuration_set: Option<String>,
 }
 
+#[cfg(feature = "mail")]
 fn utf8(data: &str) -> Result<Content, NotifyError> {
     Content::builder().data(data).charset("UTF-8").build().map_err(|e| NotifyError::Build(e.to_string()))
 }
 
+#[cfg(feature = "mail")]
 /// The SES message: subject, both parts, and `List-Unsubscribe` where the mail has a link.
 fn message(email: &Email) -> Result<Message, NotifyError> {
     let mut message = Message::builder()
@@ -59,6 +64,7 @@ fn message(email: &Email) -> Result<Message, NotifyError> {
     Ok(message.build())
 }
 
+#[cfg(feature = "mail")]
 impl Mailer {
     pub fn new(client: Client, from: impl Into<String>, configuration_set: Option<String>) -> Self {
         Self { client, from: from.into(), configuration_set }
@@ -83,7 +89,7 @@ impl Mailer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mail"))]
 mod tests {
     use super::*;
 

@@ -2,16 +2,24 @@
 //! and domain events through SNS; the notifier's delivery of outbox items ([`delivery`]),
 //! per-user preferences, unsubscribe links and suppressed addresses.
 
+#[cfg(all(feature = "mail", feature = "sns"))]
 pub mod delivery;
 mod events;
 mod mailer;
 pub mod preferences;
+#[cfg(feature = "sns")]
 pub mod push;
 pub mod suppression;
 mod templates;
 pub mod unsubscribe;
 
-pub use events::{DomainEvent, EventPublisher};
-pub use mailer::{Email, Mailer, NotifyError};
+pub use events::DomainEvent;
+#[cfg(feature = "sns")]
+pub use events::EventPublisher;
+#[cfg(feature = "mail")]
+pub use mailer::Mailer;
+pub use mailer::{Email, NotifyError};
 pub use preferences::{Category, Channel, Preferences};
-pub use templates::{EmailKind, render};
+pub use templates::EmailKind;
+#[cfg(feature = "mail")]
+pub use templates::render;

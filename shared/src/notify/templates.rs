@@ -1,12 +1,17 @@
 //! Email templates: one subject, text and HTML template per kind, compiled into the binary
 //! and rendered with minijinja (HTML auto-escaped).
 
+#[cfg(feature = "mail")]
 use std::sync::OnceLock;
 
+#[cfg(feature = "mail")]
 use minijinja::Environment;
+#[cfg(feature = "mail")]
 use serde::Serialize;
 
-use super::{Category, Email};
+use super::Category;
+#[cfg(feature = "mail")]
+use super::Email;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +42,7 @@ impl EmailKind {
         }
     }
 
+    #[cfg(feature = "mail")]
     fn name(self) -> &'static str {
         match self {
             Self::VerifyEmail => "verify_email",
@@ -55,6 +61,7 @@ impl EmailKind {
     }
 }
 
+#[cfg(feature = "mail")]
 macro_rules! templates {
     ($env:ident; $($name:literal),* $(,)?) => {
         $(
@@ -65,6 +72,7 @@ macro_rules! templates {
     };
 }
 
+#[cfg(feature = "mail")]
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -77,6 +85,7 @@ fn environment() -> &'static Environment<'static> {
     })
 }
 
+#[cfg(feature = "mail")]
 /// Renders `kind` for `to` with `context` into a ready-to-send email.
 pub fn render(kind: EmailKind, to: &str, context: impl Serialize) -> Result<Email, minijinja::Error> {
     let env = environment();
@@ -93,7 +102,7 @@ pub fn render(kind: EmailKind, to: &str, context: impl Serialize) -> Result<Emai
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mail"))]
 mod tests {
     use super::*;
 
