@@ -220,10 +220,12 @@ impl Stripe {
                         _ => CreateAccountBusinessType::Individual,
                     });
                 }
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
-        Ok(account.id.as_str().to_owned())
+        Ok(account.id)
     }
 
     /// A fresh onboarding link (links are single-use and short-lived, so never cached).
@@ -241,7 +243,9 @@ impl Stripe {
                 let request = CreateAccountLink::new(account, CreateAccountLinkType::AccountOnboarding)
                     .refresh_url(refresh_url)
                     .return_url(return_url);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Link>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
         Ok(link.url)
@@ -252,10 +256,12 @@ impl Stripe {
         let customer = self
             .call(Some(key), |strategy| {
                 let request = CreateCustomer::new().email(email).metadata([("user_id".to_owned(), user_id.to_owned())]);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
-        Ok(customer.id.as_str().to_owned())
+        Ok(customer.id)
     }
 
     /// Deletes a customer (with its email) at Stripe, which also cancels its subscriptions
@@ -265,7 +271,9 @@ impl Stripe {
         let deleted = self
             .call(None, |strategy| {
                 let request = DeleteCustomer::new(id);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await;
         match deleted {
@@ -296,14 +304,16 @@ impl Stripe {
                 if let Some(description) = description {
                     request = request.description(description);
                 }
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Intent>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
         let client_secret = intent
             .client_secret
             .clone()
             .ok_or_else(|| GatewayError::Unavailable("PaymentIntent without client_secret".into()))?;
-        Ok(CreatedIntent { id: intent.id.as_str().to_owned(), client_secret })
+        Ok(CreatedIntent { id: intent.id, client_secret })
     }
 
     /// Moves held funds to the provider's connected account. `source_transaction` ties the
@@ -320,10 +330,12 @@ impl Stripe {
                 if let Some(charge) = transfer.source_transaction {
                     request = request.source_transaction(charge);
                 }
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
-        Ok(created.id.as_str().to_owned())
+        Ok(created.id)
     }
 
     /// Every transfer in the payment's group (there should be one at most).
@@ -332,17 +344,20 @@ impl Stripe {
         let list = self
             .call(None, |strategy| {
                 let request = ListTransfer::new().transfer_group(payment_id).limit(100);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request
+                        .build()
+                        .customize::<answers::Transfers>()
+                        .request_strategy(strategy)
+                        .send(self.client())
+                        .await
+                }
             })
             .await?;
         Ok(list
             .data
             .into_iter()
-            .map(|t| TransferRecord {
-                id: t.id.as_str().to_owned(),
-                amount: t.amount,
-                amount_reversed: t.amount_reversed,
-            })
+            .map(|t| TransferRecord { id: t.id, amount: t.amount, amount_reversed: t.amount_reversed })
             .collect())
     }
 
@@ -364,7 +379,9 @@ impl Stripe {
                         _ => CreateRefundReason::RequestedByCustomer,
                     });
                 }
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Refund>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
         Ok(refund_record(created))
@@ -376,7 +393,9 @@ impl Stripe {
         let list = self
             .call(None, |strategy| {
                 let request = ListRefund::new().payment_intent(payment_intent).limit(100);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Refunds>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
         Ok(list.data.into_iter().map(refund_record).collect())
@@ -394,12 +413,14 @@ impl Stripe {
         let intent = self
             .call(None, |strategy| {
                 let request = RetrievePaymentIntent::new(id);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request.build().customize::<answers::Intent>().request_strategy(strategy).send(self.client()).await
+                }
             })
             .await?;
         Ok(IntentState {
-            status: intent.status.as_str().to_owned(),
-            latest_charge: intent.latest_charge.map(|c| c.id().as_str().to_owned()),
+            status: intent.status,
+            latest_charge: intent.latest_charge,
             client_secret: intent.client_secret,
         })
     }
@@ -429,11 +450,11 @@ pub struct IntentState {
     pub client_secret: Option<String>,
 }
 
-fn refund_record(refund: stripe_shared::Refund) -> RefundRecord {
+fn refund_record(refund: answers::Refund) -> RefundRecord {
     RefundRecord {
-        id: refund.id.as_str().to_owned(),
+        id: refund.id,
         amount: refund.amount,
-        status: refund.status.clone().unwrap_or_default(),
+        status: refund.status.unwrap_or_default(),
         refund_key: refund.metadata.as_ref().and_then(|m| m.get("refund_key").cloned()),
         payment_id: refund.metadata.as_ref().and_then(|m| m.get("payment_id").cloned()),
     }
@@ -450,21 +471,109 @@ pub struct SubscriptionState {
     pub price_id: Option<String>,
 }
 
-fn subscription_state(sub: stripe_shared::Subscription) -> SubscriptionState {
-    let client_secret = match &sub.latest_invoice {
-        Some(stripe_types::Expandable::Object(invoice)) => {
-            invoice.confirmation_secret.as_ref().map(|c| c.client_secret.clone())
-        }
-        _ => None,
-    };
-    let item = sub.items.data.first();
+fn subscription_state(sub: answers::Subscription) -> SubscriptionState {
+    let client_secret = sub.latest_invoice.as_ref().and_then(answers::confirmation_secret);
+    let item = sub.items.data.into_iter().next();
     SubscriptionState {
-        id: sub.id.as_str().to_owned(),
-        status: sub.status.as_str().to_owned(),
+        id: sub.id,
+        status: sub.status,
         cancel_at_period_end: sub.cancel_at_period_end,
         client_secret,
-        item_id: item.map(|i| i.id.as_str().to_owned()),
-        price_id: item.map(|i| i.price.id.as_str().to_owned()),
+        price_id: item.as_ref().map(|i| i.price.id.clone()),
+        item_id: item.map(|i| i.id),
+    }
+}
+
+/// What we read of Stripe's answers: the fields we use and nothing else. async-stripe's own
+/// response types parse Stripe's whole object model (an Account, a PaymentIntent or a
+/// Subscription brings every object it can expand to), which was most of a payment
+/// function's binary; these are sent with the same typed requests, parsed the same way
+/// (miniserde, unknown fields skipped).
+mod answers {
+    use std::collections::BTreeMap;
+
+    use miniserde::{Deserialize, json::Value};
+
+    /// Anything of which we keep the id: an account, a customer (or its deletion), a
+    /// transfer.
+    #[derive(Deserialize)]
+    pub struct Object {
+        pub id: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Link {
+        pub url: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Intent {
+        pub id: String,
+        pub status: String,
+        pub client_secret: Option<String>,
+        /// An id: we never expand it.
+        pub latest_charge: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Transfer {
+        pub id: String,
+        pub amount: i64,
+        pub amount_reversed: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Transfers {
+        pub data: Vec<Transfer>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Refund {
+        pub id: String,
+        pub amount: i64,
+        pub status: Option<String>,
+        pub metadata: Option<BTreeMap<String, String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Refunds {
+        pub data: Vec<Refund>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Subscription {
+        pub id: String,
+        pub status: String,
+        pub cancel_at_period_end: bool,
+        /// An id, or the invoice itself where the request expanded it.
+        pub latest_invoice: Option<Value>,
+        pub items: Items,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Items {
+        pub data: Vec<Item>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Item {
+        pub id: String,
+        pub price: Price,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Price {
+        pub id: String,
+    }
+
+    /// The client secret of an expanded invoice's `confirmation_secret`.
+    pub fn confirmation_secret(invoice: &Value) -> Option<String> {
+        let Value::Object(invoice) = invoice else { return None };
+        let Some(Value::Object(secret)) = invoice.get("confirmation_secret") else { return None };
+        match secret.get("client_secret") {
+            Some(Value::String(client_secret)) => Some(client_secret.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -494,7 +603,14 @@ impl Stripe {
                         ("user_id".to_owned(), user_id.to_owned()),
                         ("price_id".to_owned(), price_id.to_owned()),
                     ]);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request
+                        .build()
+                        .customize::<answers::Subscription>()
+                        .request_strategy(strategy)
+                        .send(self.client())
+                        .await
+                }
             })
             .await?;
         Ok(subscription_state(sub))
@@ -506,7 +622,14 @@ impl Stripe {
         let sub = self
             .call(None, |strategy| {
                 let request = RetrieveSubscription::new(id);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request
+                        .build()
+                        .customize::<answers::Subscription>()
+                        .request_strategy(strategy)
+                        .send(self.client())
+                        .await
+                }
             })
             .await?;
         Ok(subscription_state(sub))
@@ -543,7 +666,14 @@ impl Stripe {
                     .items(vec![item])
                     .proration_behavior(behavior.clone())
                     .metadata([("price_id".to_owned(), price_id.to_owned())]);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request
+                        .build()
+                        .customize::<answers::Subscription>()
+                        .request_strategy(strategy)
+                        .send(self.client())
+                        .await
+                }
             })
             .await?;
         Ok(subscription_state(sub))
@@ -556,13 +686,27 @@ impl Stripe {
         let sub = if at_period_end {
             self.call(Some(&key), |strategy| {
                 let request = UpdateSubscription::new(id).cancel_at_period_end(true);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request
+                        .build()
+                        .customize::<answers::Subscription>()
+                        .request_strategy(strategy)
+                        .send(self.client())
+                        .await
+                }
             })
             .await?
         } else {
             self.call(Some(&key), |strategy| {
                 let request = CancelSubscription::new(id);
-                async move { request.customize().request_strategy(strategy).send(self.client()).await }
+                async move {
+                    request
+                        .build()
+                        .customize::<answers::Subscription>()
+                        .request_strategy(strategy)
+                        .send(self.client())
+                        .await
+                }
             })
             .await?
         };
