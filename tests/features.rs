@@ -1,6 +1,6 @@
 //! Lean functions: each function links only the services it uses. `shared` puts Stripe, SES
 //! and SNS behind features; these tests read the dependency graph cargo resolves for each
-//! function on its own (as `sam build` builds it, with `--package`), so a function that
+//! function on its own (as `sam build` builds it, from the function's directory), so a function that
 //! starts pulling in Stripe or SES by accident fails here, not in a size report.
 
 use std::{collections::BTreeSet, process::Command};
@@ -70,12 +70,17 @@ fn every_function_in_the_workspace_is_listed() {
 
 #[test]
 fn sam_builds_each_function_as_its_own_package() {
+    // From its own directory (SAM passes no package flag to cargo-lambda): cargo then
+    // resolves features for that package alone.
     let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
     for (function, _) in FUNCTIONS {
-        assert!(template.contains(&format!("Binary: {function}\n")), "{function}: built from its binary");
+        let built = format!("Binary: {function}\n");
+        let at = template.find(&built).unwrap_or_else(|| panic!("{function}: built from its binary"));
+        let properties = &template[at..];
+        let properties = &properties[..properties.find("\n  Function").unwrap_or(properties.len())];
         assert!(
-            template.contains(&format!("CargoLambdaFlags: [--package, {function}]\n")),
-            "{function}: built with --package {function}, so with its own features only"
+            properties.contains(&format!("CodeUri: functions/{function}\n")),
+            "{function}: built from functions/{function}, so with its own features only"
         );
     }
 }
