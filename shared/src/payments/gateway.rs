@@ -1,7 +1,7 @@
 //! The Stripe port: one client per cold start, timeouts, and bounded retries that reuse one
 //! idempotency key, so a retried call can never create a second object at Stripe.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
@@ -148,13 +148,14 @@ impl Stripe {
         self.deadline.budget_for(self.gateway.timeout).is_some()
     }
 
-    /// Runs `make` until it succeeds, fails for good, the attempts are spent or the deadline
-    /// leaves no time for another; every attempt with the same idempotency key, if any.
-    async fn call<T, F, Fut>(&self, key: Option<&str>, make: F) -> Result<T, GatewayError>
-    where
-        F: Fn(RequestStrategy) -> Fut,
-        Fut: Future<Output = Result<T, StripeError>>,
-    {
+    /// Sends `request` until it succeeds, fails for good, the attempts are spent or the
+    /// deadline leaves no time for another; every attempt with the same idempotency key, if
+    /// any. Stripe's answer is read as `T` (see [`answers`]).
+    async fn call<T: miniserde::Deserialize>(
+        &self,
+        key: Option<&str>,
+        request: &impl StripeRequest,
+    ) -> Result<T, GatewayError> {
         let strategy = match key {
             Some(key) => RequestStrategy::Idempotent(
                 IdempotencyKey::new(key).map_err(|e| GatewayError::NotSent(format!("bad idempotency key: {e}")))?,
@@ -168,7 +169,8 @@ impl Stripe {
                 break;
             };
             attempt += 1;
-            let error = match tokio::time::timeout(budget, make(strategy.clone())).await {
+            let attempt_once = request.build().customize::<T>().request_strategy(strategy.clone()).send(self.client());
+            let error = match tokio::time::timeout(budget, attempt_once).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => {
                     let (retryable, error) = classify(error);
@@ -203,28 +205,22 @@ impl Stripe {
     ) -> Result<String, GatewayError> {
         use stripe_connect::account::{CreateAccount, CreateAccountType};
         use stripe_shared::AccountBusinessType as CreateAccountBusinessType;
-        let account = self
-            .call(Some(key), |strategy| {
-                let mut request = CreateAccount::new()
-                    .type_(CreateAccountType::Express)
-                    .email(email)
-                    .metadata([("provider_id".to_owned(), provider_id.to_owned())]);
-                if let Some(country) = country {
-                    request = request.country(country);
-                }
-                if let Some(kind) = business_type {
-                    request = request.business_type(match kind {
-                        "company" => CreateAccountBusinessType::Company,
-                        "non_profit" => CreateAccountBusinessType::NonProfit,
-                        "government_entity" => CreateAccountBusinessType::GovernmentEntity,
-                        _ => CreateAccountBusinessType::Individual,
-                    });
-                }
-                async move {
-                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let mut request = CreateAccount::new()
+            .type_(CreateAccountType::Express)
+            .email(email)
+            .metadata([("provider_id".to_owned(), provider_id.to_owned())]);
+        if let Some(country) = country {
+            request = request.country(country);
+        }
+        if let Some(kind) = business_type {
+            request = request.business_type(match kind {
+                "company" => CreateAccountBusinessType::Company,
+                "non_profit" => CreateAccountBusinessType::NonProfit,
+                "government_entity" => CreateAccountBusinessType::GovernmentEntity,
+                _ => CreateAccountBusinessType::Individual,
+            });
+        }
+        let account: answers::Object = self.call(Some(key), &request).await?;
         Ok(account.id)
     }
 
@@ -238,29 +234,17 @@ impl Stripe {
         use stripe_connect::account_link::CreateAccountLink;
         use stripe_connect::account_link::CreateAccountLinkType;
         let key = format!("account-link:{}", uuid::Uuid::new_v4());
-        let link = self
-            .call(Some(&key), |strategy| {
-                let request = CreateAccountLink::new(account, CreateAccountLinkType::AccountOnboarding)
-                    .refresh_url(refresh_url)
-                    .return_url(return_url);
-                async move {
-                    request.build().customize::<answers::Link>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let request = CreateAccountLink::new(account, CreateAccountLinkType::AccountOnboarding)
+            .refresh_url(refresh_url)
+            .return_url(return_url);
+        let link: answers::Link = self.call(Some(&key), &request).await?;
         Ok(link.url)
     }
 
     pub async fn create_customer(&self, key: &str, email: &str, user_id: &str) -> Result<String, GatewayError> {
         use stripe_core::customer::CreateCustomer;
-        let customer = self
-            .call(Some(key), |strategy| {
-                let request = CreateCustomer::new().email(email).metadata([("user_id".to_owned(), user_id.to_owned())]);
-                async move {
-                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let request = CreateCustomer::new().email(email).metadata([("user_id".to_owned(), user_id.to_owned())]);
+        let customer: answers::Object = self.call(Some(key), &request).await?;
         Ok(customer.id)
     }
 
@@ -268,14 +252,8 @@ impl Stripe {
     /// at once. A customer Stripe no longer knows counts as deleted.
     pub async fn delete_customer(&self, id: &str) -> Result<(), GatewayError> {
         use stripe_core::customer::DeleteCustomer;
-        let deleted = self
-            .call(None, |strategy| {
-                let request = DeleteCustomer::new(id);
-                async move {
-                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await;
+        let request = DeleteCustomer::new(id);
+        let deleted: Result<answers::Object, _> = self.call(None, &request).await;
         match deleted {
             Ok(_) | Err(GatewayError::Refused { status: 404, .. }) => Ok(()),
             Err(other) => Err(other),
@@ -294,21 +272,15 @@ impl Stripe {
         description: Option<&str>,
     ) -> Result<CreatedIntent, GatewayError> {
         use stripe_core::payment_intent::{CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods};
-        let intent = self
-            .call(Some(key), |strategy| {
-                let mut request = CreatePaymentIntent::new(amount.minor_units(), currency.to_stripe())
-                    .customer(customer)
-                    .transfer_group(payment_id)
-                    .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods::new(true))
-                    .metadata([("payment_id".to_owned(), payment_id.to_owned())]);
-                if let Some(description) = description {
-                    request = request.description(description);
-                }
-                async move {
-                    request.build().customize::<answers::Intent>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let mut request = CreatePaymentIntent::new(amount.minor_units(), currency.to_stripe())
+            .customer(customer)
+            .transfer_group(payment_id)
+            .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods::new(true))
+            .metadata([("payment_id".to_owned(), payment_id.to_owned())]);
+        if let Some(description) = description {
+            request = request.description(description);
+        }
+        let intent: answers::Intent = self.call(Some(key), &request).await?;
         let client_secret = intent
             .client_secret
             .clone()
@@ -321,39 +293,22 @@ impl Stripe {
     /// `transfer_group` and the metadata let reconciliation find it again.
     pub async fn create_transfer(&self, key: &str, transfer: &NewTransfer<'_>) -> Result<String, GatewayError> {
         use stripe_connect::transfer::CreateTransfer;
-        let created = self
-            .call(Some(key), |strategy| {
-                let mut request = CreateTransfer::new(transfer.currency.to_stripe(), transfer.destination)
-                    .amount(transfer.amount)
-                    .transfer_group(transfer.payment_id)
-                    .metadata([("payment_id".to_owned(), transfer.payment_id.to_owned())]);
-                if let Some(charge) = transfer.source_transaction {
-                    request = request.source_transaction(charge);
-                }
-                async move {
-                    request.build().customize::<answers::Object>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let mut request = CreateTransfer::new(transfer.currency.to_stripe(), transfer.destination)
+            .amount(transfer.amount)
+            .transfer_group(transfer.payment_id)
+            .metadata([("payment_id".to_owned(), transfer.payment_id.to_owned())]);
+        if let Some(charge) = transfer.source_transaction {
+            request = request.source_transaction(charge);
+        }
+        let created: answers::Object = self.call(Some(key), &request).await?;
         Ok(created.id)
     }
 
     /// Every transfer in the payment's group (there should be one at most).
     pub async fn transfers_for(&self, payment_id: &str) -> Result<Vec<TransferRecord>, GatewayError> {
         use stripe_connect::transfer::ListTransfer;
-        let list = self
-            .call(None, |strategy| {
-                let request = ListTransfer::new().transfer_group(payment_id).limit(100);
-                async move {
-                    request
-                        .build()
-                        .customize::<answers::Transfers>()
-                        .request_strategy(strategy)
-                        .send(self.client())
-                        .await
-                }
-            })
-            .await?;
+        let request = ListTransfer::new().transfer_group(payment_id).limit(100);
+        let list: answers::Transfers = self.call(None, &request).await?;
         Ok(list
             .data
             .into_iter()
@@ -365,39 +320,26 @@ impl Stripe {
     /// into its metadata so reconciliation can tell our refunds apart.
     pub async fn create_refund(&self, refund_key: &str, refund: &NewRefund<'_>) -> Result<RefundRecord, GatewayError> {
         use stripe_core::refund::{CreateRefund, CreateRefundReason};
-        let created = self
-            .call(Some(refund_key), |strategy| {
-                let mut request =
-                    CreateRefund::new().payment_intent(refund.payment_intent).amount(refund.amount).metadata([
-                        ("payment_id".to_owned(), refund.payment_id.to_owned()),
-                        ("refund_key".to_owned(), refund_key.to_owned()),
-                    ]);
-                if let Some(reason) = refund.reason {
-                    request = request.reason(match reason {
-                        "duplicate" => CreateRefundReason::Duplicate,
-                        "fraudulent" => CreateRefundReason::Fraudulent,
-                        _ => CreateRefundReason::RequestedByCustomer,
-                    });
-                }
-                async move {
-                    request.build().customize::<answers::Refund>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let mut request = CreateRefund::new().payment_intent(refund.payment_intent).amount(refund.amount).metadata([
+            ("payment_id".to_owned(), refund.payment_id.to_owned()),
+            ("refund_key".to_owned(), refund_key.to_owned()),
+        ]);
+        if let Some(reason) = refund.reason {
+            request = request.reason(match reason {
+                "duplicate" => CreateRefundReason::Duplicate,
+                "fraudulent" => CreateRefundReason::Fraudulent,
+                _ => CreateRefundReason::RequestedByCustomer,
+            });
+        }
+        let created: answers::Refund = self.call(Some(refund_key), &request).await?;
         Ok(refund_record(created))
     }
 
     /// Every refund of the PaymentIntent's charge.
     pub async fn refunds_for(&self, payment_intent: &str) -> Result<Vec<RefundRecord>, GatewayError> {
         use stripe_core::refund::ListRefund;
-        let list = self
-            .call(None, |strategy| {
-                let request = ListRefund::new().payment_intent(payment_intent).limit(100);
-                async move {
-                    request.build().customize::<answers::Refunds>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let request = ListRefund::new().payment_intent(payment_intent).limit(100);
+        let list: answers::Refunds = self.call(None, &request).await?;
         Ok(list.data.into_iter().map(refund_record).collect())
     }
 
@@ -410,14 +352,8 @@ impl Stripe {
     /// The PaymentIntent's status and latest charge.
     pub async fn payment_intent(&self, id: &str) -> Result<IntentState, GatewayError> {
         use stripe_core::payment_intent::RetrievePaymentIntent;
-        let intent = self
-            .call(None, |strategy| {
-                let request = RetrievePaymentIntent::new(id);
-                async move {
-                    request.build().customize::<answers::Intent>().request_strategy(strategy).send(self.client()).await
-                }
-            })
-            .await?;
+        let request = RetrievePaymentIntent::new(id);
+        let intent: answers::Intent = self.call(None, &request).await?;
         Ok(IntentState {
             status: intent.status,
             latest_charge: intent.latest_charge,
@@ -590,48 +526,22 @@ impl Stripe {
         use stripe_billing::subscription::{
             CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
         };
-        let sub = self
-            .call(Some(key), |strategy| {
-                let item =
-                    CreateSubscriptionItems { price: Some(price_id.to_owned()), ..CreateSubscriptionItems::new() };
-                let request = CreateSubscription::new()
-                    .customer(customer)
-                    .items(vec![item])
-                    .payment_behavior(CreateSubscriptionPaymentBehavior::DefaultIncomplete)
-                    .expand(vec!["latest_invoice.confirmation_secret".to_owned()])
-                    .metadata([
-                        ("user_id".to_owned(), user_id.to_owned()),
-                        ("price_id".to_owned(), price_id.to_owned()),
-                    ]);
-                async move {
-                    request
-                        .build()
-                        .customize::<answers::Subscription>()
-                        .request_strategy(strategy)
-                        .send(self.client())
-                        .await
-                }
-            })
-            .await?;
+        let item = CreateSubscriptionItems { price: Some(price_id.to_owned()), ..CreateSubscriptionItems::new() };
+        let request = CreateSubscription::new()
+            .customer(customer)
+            .items(vec![item])
+            .payment_behavior(CreateSubscriptionPaymentBehavior::DefaultIncomplete)
+            .expand(vec!["latest_invoice.confirmation_secret".to_owned()])
+            .metadata([("user_id".to_owned(), user_id.to_owned()), ("price_id".to_owned(), price_id.to_owned())]);
+        let sub: answers::Subscription = self.call(Some(key), &request).await?;
         Ok(subscription_state(sub))
     }
 
     /// The subscription as Stripe holds it now.
     pub async fn subscription(&self, id: &str) -> Result<SubscriptionState, GatewayError> {
         use stripe_billing::subscription::RetrieveSubscription;
-        let sub = self
-            .call(None, |strategy| {
-                let request = RetrieveSubscription::new(id);
-                async move {
-                    request
-                        .build()
-                        .customize::<answers::Subscription>()
-                        .request_strategy(strategy)
-                        .send(self.client())
-                        .await
-                }
-            })
-            .await?;
+        let request = RetrieveSubscription::new(id);
+        let sub: answers::Subscription = self.call(None, &request).await?;
         Ok(subscription_state(sub))
     }
 
@@ -655,27 +565,16 @@ impl Stripe {
             Proration::None => Behavior::None,
             Proration::AlwaysInvoice => Behavior::AlwaysInvoice,
         };
-        let sub = self
-            .call(Some(key), |strategy| {
-                let item = UpdateSubscriptionItems {
-                    id: Some(item_id.to_owned()),
-                    price: Some(price_id.to_owned()),
-                    ..UpdateSubscriptionItems::new()
-                };
-                let request = UpdateSubscription::new(id)
-                    .items(vec![item])
-                    .proration_behavior(behavior.clone())
-                    .metadata([("price_id".to_owned(), price_id.to_owned())]);
-                async move {
-                    request
-                        .build()
-                        .customize::<answers::Subscription>()
-                        .request_strategy(strategy)
-                        .send(self.client())
-                        .await
-                }
-            })
-            .await?;
+        let item = UpdateSubscriptionItems {
+            id: Some(item_id.to_owned()),
+            price: Some(price_id.to_owned()),
+            ..UpdateSubscriptionItems::new()
+        };
+        let request = UpdateSubscription::new(id)
+            .items(vec![item])
+            .proration_behavior(behavior)
+            .metadata([("price_id".to_owned(), price_id.to_owned())]);
+        let sub: answers::Subscription = self.call(Some(key), &request).await?;
         Ok(subscription_state(sub))
     }
 
@@ -684,31 +583,11 @@ impl Stripe {
         use stripe_billing::subscription::{CancelSubscription, UpdateSubscription};
         let key = format!("cancel:{id}:{at_period_end}");
         let sub = if at_period_end {
-            self.call(Some(&key), |strategy| {
-                let request = UpdateSubscription::new(id).cancel_at_period_end(true);
-                async move {
-                    request
-                        .build()
-                        .customize::<answers::Subscription>()
-                        .request_strategy(strategy)
-                        .send(self.client())
-                        .await
-                }
-            })
-            .await?
+            let request = UpdateSubscription::new(id).cancel_at_period_end(true);
+            self.call(Some(&key), &request).await?
         } else {
-            self.call(Some(&key), |strategy| {
-                let request = CancelSubscription::new(id);
-                async move {
-                    request
-                        .build()
-                        .customize::<answers::Subscription>()
-                        .request_strategy(strategy)
-                        .send(self.client())
-                        .await
-                }
-            })
-            .await?
+            let request = CancelSubscription::new(id);
+            self.call(Some(&key), &request).await?
         };
         Ok(subscription_state(sub))
     }
