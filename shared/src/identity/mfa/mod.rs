@@ -334,18 +334,31 @@ pub async fn prove(
         return Ok(None);
     }
     let proof = proof.ok_or(ApiError::MfaRequired)?;
-    let attempt = FactorAttempts::reserve(app, &user.user_id, &proof, meta).await?;
+    let (attempt, _, spent) = check_proof(app, user, &proof, action, meta).await?;
+    Ok(Some(Proven { spend: spent.spend(app.table(), &keys::user(&user.user_id))?, attempt }))
+}
+
+/// `user`'s enabled factor and what `proof` spends of it, counted against the attempt
+/// limits: a wrong or already used proof is counted as a failure of `action` and is 401
+/// `invalid_credentials`.
+async fn check_proof(
+    app: &App,
+    user: &User,
+    proof: &Proof,
+    action: &str,
+    meta: &RequestMeta,
+) -> Result<(FactorAttempts, Factor, Spent), ApiError> {
+    let attempt = FactorAttempts::reserve(app, &user.user_id, proof, meta).await?;
     let cipher = app.mfa_cipher().await?;
-    let table = app.table();
-    let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
+    let factor = Factor::find(app.table(), &user.user_id).await?.filter(|f| f.enabled);
     let now = time::now().unix_timestamp();
     let spent = match &factor {
-        Some(factor) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
+        Some(factor) => Spent::check(&cipher, factor, &user.user_id, proof, now)?,
         None => None,
     };
-    match spent {
-        Some(spent) => Ok(Some(Proven { spend: spent.spend(table, &keys::user(&user.user_id))?, attempt })),
-        None => {
+    match (factor, spent) {
+        (Some(factor), Some(spent)) => Ok((attempt, factor, spent)),
+        _ => {
             attempt.failed(app, user, action, meta).await;
             Err(ApiError::InvalidCredentials)
         }
@@ -448,22 +461,8 @@ pub async fn complete_login(
         // MFA turned off, a password reset or a deletion meanwhile: start over.
         _ => return Err(ApiError::MfaRequired),
     };
-    let attempt = FactorAttempts::reserve(app, &user.user_id, &proof, meta).await?;
-    let cipher = app.mfa_cipher().await?;
-    let now = time::now().unix_timestamp();
-    let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
-    let spent = match &factor {
-        Some(factor) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
-        None => None,
-    };
-    let Some(spent) = spent else {
-        attempt.failed(app, &user, "auth.login_mfa", meta).await;
-        return Err(ApiError::InvalidCredentials);
-    };
-    let left = factor
-        .as_ref()
-        .map_or(0, |f| f.recovery.len())
-        .saturating_sub(usize::from(matches!(spent, Spent::RecoveryCode(_))));
+    let (attempt, factor, spent) = check_proof(app, &user, &proof, "auth.login_mfa", meta).await?;
+    let left = factor.recovery.len().saturating_sub(usize::from(matches!(spent, Spent::RecoveryCode(_))));
     let audit = AuditEntry::new("auth.login", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .details(json!({ "mfa": proof.method(), "recovery_codes_left": left }));
@@ -533,18 +532,7 @@ pub async fn disable(
     // A stolen access token must not make this a password or code oracle: both are counted.
     check_password(app, user, password, "auth.mfa_disabled", meta).await?;
     let table = app.table();
-    let attempt = FactorAttempts::reserve(app, &user.user_id, &proof, meta).await?;
-    let cipher = app.mfa_cipher().await?;
-    let factor = Factor::find(table, &user.user_id).await?.filter(|f| f.enabled);
-    let now = time::now().unix_timestamp();
-    let spent = match &factor {
-        Some(factor) => Spent::check(&cipher, factor, &user.user_id, &proof, now)?,
-        None => None,
-    };
-    let Some(spent) = spent else {
-        attempt.failed(app, user, "auth.mfa_disabled", meta).await;
-        return Err(ApiError::InvalidCredentials);
-    };
+    let (attempt, _, spent) = check_proof(app, user, &proof, "auth.mfa_disabled", meta).await?;
 
     let (pk, sk) = User::key(&user.user_id);
     let current = user.session_version;
