@@ -80,6 +80,20 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1, no access log, no Nagle delay."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        # Headers and body are separate writes: without this, Nagle's algorithm and the
+        # client's delayed ACK add 40 ms to every answer.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
@@ -118,17 +132,7 @@ class RuntimeApi:
         self.first_poll_at = 0.0
         api = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                # Headers and body are separate writes: without this, Nagle's algorithm and
-                # the client's delayed ACK add 40 ms to every answer.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        class Handler(QuietHandler):
 
             def do_GET(self):
                 if not self.path.endswith("/runtime/invocation/next"):
@@ -197,17 +201,7 @@ class CountingProxy:
         self.calls: list[tuple[str, float, float]] = []
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                # Headers and body are separate writes: without this, Nagle's algorithm and
-                # the client's delayed ACK add 40 ms to every answer.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        class Handler(QuietHandler):
 
             def do_POST(self):
                 started = time.perf_counter()
