@@ -43,6 +43,7 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("openapi.json", "login", "GET /openapi.json"),
     ("forgot-password.json", "reset", "POST /auth/forgot-password"),
     ("reset-password.json", "reset", "POST /auth/reset-password"),
+    ("revoke-factor.json", "reset", "POST /auth/factors/revoke"),
     ("delete-me.json", "account", "DELETE /auth/me"),
     ("update-me.json", "account", "PATCH /auth/me"),
     ("verify-phone.json", "account", "POST /auth/me/phone/verify"),
@@ -73,6 +74,7 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("get-preferences.json", "notifications", "GET /notifications/preferences"),
     ("put-preferences.json", "notifications", "PUT /notifications/preferences"),
     ("unsubscribe.json", "notifications", "POST /notifications/unsubscribe"),
+    ("one-click-unsubscribe.json", "notifications", "POST /notifications/unsubscribe/one-click"),
 ];
 
 /// Events that do not come through the HTTP API (function URLs, schedules).

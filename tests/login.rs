@@ -477,3 +477,66 @@ async fn the_callers_request_id_is_echoed_and_kept_beside_ours_but_never_replace
     assert_eq!(s(login, "client_request_id"), "client-chosen-1");
     assert!(s(login, "request_id").starts_with("apigw-"), "ours, not the caller's: {}", s(login, "request_id"));
 }
+
+/// A page on another site posting logins as `text/plain` (a "simple" request: no preflight)
+/// from the victim's browser, so from the victim's own address.
+fn cross_site_login(ip: &str, email: &str, origin: Option<&str>) -> String {
+    let body = json!({"email": email, "password": "wrong-password-from-a-page"}).to_string();
+    let mut headers = vec![("content-type", "text/plain;charset=UTF-8")];
+    if let Some(origin) = origin {
+        headers.push(("origin", origin));
+    }
+    common::http_event_from(ip, "POST", "/auth/login", &headers, Some(&body))
+}
+
+#[tokio::test]
+async fn a_cross_site_text_plain_login_burst_from_the_owners_address_never_locks_the_owner_out() {
+    let t = TestApp::new().await;
+    let email = t.verified_user("csrfburst").await;
+    let owner_ip = common::random_ip();
+    for attempt in 0..30 {
+        // Browsers send the page's origin on a cross-site POST; a proxy may strip it.
+        let origin = if attempt % 2 == 0 { Some("https://evil.example") } else { None };
+        let refused = t.invoke(handle, &cross_site_login(&owner_ip, &email, origin)).await;
+        let expected = if origin.is_some() { "csrf_failed" } else { "unsupported_media_type" };
+        assert_eq!(refused.body["code"].as_str(), Some(expected), "attempt {attempt}: {:?}", refused.body);
+        assert_eq!(refused.status, if origin.is_some() { 403 } else { 415 });
+    }
+    let opaque = t.invoke(handle, &cross_site_login(&owner_ip, &email, Some("null"))).await;
+    assert_eq!((opaque.status, opaque.body["code"].as_str()), (403, Some("csrf_failed")));
+
+    // Nothing was counted: the owner, from the same address, signs in at once.
+    let owner = t.login_from(&owner_ip, &email, common::STRONG_PASSWORD).await;
+    assert_eq!(owner.status, 200, "{:?}", owner.body);
+    // And the forgot-password budget is untouched by the same trick.
+    let reset_body = json!({"email": email}).to_string();
+    for _ in 0..10 {
+        let headers = [("content-type", "text/plain"), ("origin", "https://evil.example")];
+        let event = common::http_event_from(&owner_ip, "POST", "/auth/forgot-password", &headers, Some(&reset_body));
+        assert_eq!(t.invoke(shared::api::reset::handle, &event).await.status, 403);
+    }
+    let event = common::http_event_from(&owner_ip, "POST", "/auth/forgot-password", &[], Some(&reset_body));
+    assert_eq!(t.invoke(shared::api::reset::handle, &event).await.status, 202);
+}
+
+#[tokio::test]
+async fn json_with_a_charset_from_the_frontend_origin_still_signs_in() {
+    let t = TestApp::new().await;
+    let email = t.verified_user("charset").await;
+    let frontend = std::env::var("FRONTEND_URL").unwrap();
+    let origin = frontend.trim_end_matches('/');
+    let body = json!({"email": email, "password": common::STRONG_PASSWORD}).to_string();
+    let headers = [("content-type", "application/json; charset=utf-8"), ("origin", origin)];
+    let answer = t.invoke(handle, &common::http_event("POST", "/auth/login", &headers, Some(&body))).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    // A bodiless POST needs no type (logout with a bearer token and no body).
+    let access = answer.body["access_token"].as_str().unwrap();
+    let csrf = answer.body["csrf_token"].as_str().unwrap();
+    let bearer = format!("Bearer {access}");
+    let headers = [("authorization", bearer.as_str()), ("origin", origin), ("x-csrf-token", csrf)];
+    let mut logout: serde_json::Value =
+        serde_json::from_str(&common::http_event("POST", "/auth/logout", &headers, None)).unwrap();
+    logout["headers"].as_object_mut().unwrap().remove("content-type");
+    let out = t.invoke(handle, &logout.to_string()).await;
+    assert_eq!(out.status, 204, "{:?}", out.body);
+}

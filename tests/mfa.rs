@@ -396,3 +396,88 @@ async fn restoring_an_account_with_mfa_on_needs_the_second_factor() {
     let reused = mfa_login(&t, &ip, json!({"mfa_token": token, "recovery_code": recovery[1]})).await;
     assert_eq!(reused.status, 401);
 }
+
+/// The token of the link in the "two-step verification is on" email.
+async fn revoke_link_token(t: &TestApp, email: &str) -> String {
+    let notices: Vec<_> = t
+        .emails_to(email)
+        .await
+        .into_iter()
+        .filter(|m| m.subject.to_lowercase().contains("two-step verification is on"))
+        .collect();
+    notices.last().expect("the notice").token_for("/revoke-factor").expect("a revoke link in the notice")
+}
+
+async fn revoke(t: &TestApp, token: &str) -> common::TestResponse {
+    t.post(shared::api::reset::handle, "/auth/factors/revoke", json!({"token": token})).await
+}
+
+#[tokio::test]
+async fn an_owner_undoes_mfa_someone_else_turned_on_from_the_notice_and_gets_a_reset_link() {
+    let t = TestApp::new().await;
+    // Someone with the password puts the account behind their own authenticator.
+    let (email, thief, _thiefs_app, _) = with_mfa(&t, "notme").await;
+    let user_id = t.me(access(&thief)).await.body["user_id"].as_str().unwrap().to_owned();
+    let token = revoke_link_token(&t, &email).await;
+
+    for bad in ["not-a-token", &token[..token.len() - 2]] {
+        let refused = revoke(&t, bad).await;
+        assert_eq!((refused.status, refused.body["code"].as_str()), (400, Some("token_invalid")), "{bad}");
+    }
+    assert_eq!(t.me(access(&thief)).await.status, 200, "a bad token changes nothing");
+
+    let done = revoke(&t, &token).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    // The factor is gone and every session with it, the thief's included.
+    assert!(t.item(&format!("USER#{user_id}"), "MFA").await.is_none(), "the factor item is removed");
+    assert_eq!(t.me(access(&thief)).await.status, 401, "every session ended");
+    let refresh = t
+        .post(login::handle, "/auth/refresh", json!({"refresh_token": thief["refresh_token"]}))
+        .await;
+    assert_eq!(refresh.status, 401, "the refresh token is dead too");
+    // Single use.
+    let again = revoke(&t, &token).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (400, Some("token_invalid")));
+
+    // A reset link came with it, and it works: the thief's password is no more.
+    let reset_mail =
+        t.emails_to(&email).await.into_iter().rev().find(|m| m.subject.contains("Reset your password")).expect("reset");
+    let reset_token = reset_mail.token_for("/reset-password").expect("a reset link");
+    let new_password = "an entirely new passphrase 7";
+    let reset = t
+        .post(
+            shared::api::reset::handle,
+            "/auth/reset-password",
+            json!({"token": reset_token, "new_password": new_password}),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{:?}", reset.body);
+    let owner = t.login(&email, new_password).await;
+    assert_eq!(owner.status, 200, "{:?}", owner.body);
+    assert!(owner.body.get("access_token").is_some(), "no second factor asked: {:?}", owner.body);
+
+    let audit = t.partition(&format!("AUDIT#{}", s(&t.user_by_email(&email).await, "org_id"))).await;
+    assert!(audit.iter().any(|e| s(e, "action") == "auth.mfa_revoked"), "audited");
+}
+
+#[tokio::test]
+async fn a_revoke_link_dies_with_its_factor_and_never_removes_a_later_one() {
+    let t = TestApp::new().await;
+    let (email, tokens, app, _) = with_mfa(&t, "relink").await;
+    let first_link = revoke_link_token(&t, &email).await;
+    let body = json!({"password": STRONG_PASSWORD, "code": app.generate(now() + 30)});
+    let off = t.authed(account::handle, "DELETE", "/auth/mfa/totp", access(&tokens), &[], Some(body)).await;
+    assert_eq!(off.status, 204, "{:?}", off.body);
+    let dead = revoke(&t, &first_link).await;
+    assert_eq!((dead.status, dead.body["code"].as_str()), (400, Some("token_invalid")), "its factor is gone");
+
+    // On again, with a new authenticator: the first link still can't touch it.
+    let enrolment = enrol(&t, &tokens).await;
+    assert_eq!(enrolment.status, 200, "{:?}", enrolment.body);
+    let second = authenticator(&enrolment.body);
+    let confirmed = confirm(&t, &tokens, &second.generate(now())).await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    let stale = revoke(&t, &first_link).await;
+    assert_eq!(stale.status, 400);
+    assert_eq!(t.me(access(&tokens)).await.body["mfa_enabled"], true, "the later factor stays");
+}

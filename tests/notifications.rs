@@ -249,6 +249,49 @@ async fn the_welcome_email_carries_an_unsubscribe_link_that_turns_product_mail_o
     assert!(subjects.iter().any(|s| s.to_lowercase().contains("reset")), "{subjects:?}");
 }
 
+/// A mail client's RFC 8058 one-click post: the form, from its own origin, token in the URL.
+fn one_click(token: &str, content_type: &str, body: &str) -> String {
+    let event = common::http_event(
+        "POST",
+        "/notifications/unsubscribe/one-click",
+        &[("content-type", content_type), ("origin", "https://mail.example.net")],
+        Some(body),
+    );
+    let mut event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    event["rawQueryString"] = json!(format!("token={token}"));
+    event["queryStringParameters"] = json!({ "token": token });
+    event.to_string()
+}
+
+#[tokio::test]
+async fn a_mail_clients_one_click_form_from_any_origin_unsubscribes_and_nothing_else_passes_that_way() {
+    let t = TestApp::new().await;
+    let email = t.verified_user("oneclick").await;
+    let welcome = t.emails_to(&email).await.into_iter().find(|m| m.subject.contains("Welcome")).expect("welcome");
+    let token = welcome.token_for("/unsubscribe").expect("unsubscribe link in the welcome email");
+    let form = "application/x-www-form-urlencoded";
+
+    let wrong_form = t.invoke(handle, &one_click(&token, form, "List-Unsubscribe=Other")).await;
+    assert_eq!((wrong_form.status, wrong_form.body["code"].as_str()), (400, Some("validation_failed")));
+    let forged = t.invoke(handle, &one_click(&token[..token.len() - 3], form, "List-Unsubscribe=One-Click")).await;
+    assert_eq!((forged.status, forged.body["code"].as_str()), (400, Some("token_invalid")));
+    // The other unsubscribe route takes JSON from allowed origins only, like every other.
+    let mut cross_site: serde_json::Value = serde_json::from_str(&one_click(&token, form, "token=x")).unwrap();
+    cross_site["rawPath"] = json!("/notifications/unsubscribe");
+    cross_site["requestContext"]["http"]["path"] = json!("/notifications/unsubscribe");
+    let refused = t.invoke(handle, &cross_site.to_string()).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("csrf_failed")));
+
+    let done = t.invoke(handle, &one_click(&token, form, "List-Unsubscribe=One-Click")).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!((done.body["channel"].as_str(), done.body["category"].as_str()), (Some("email"), Some("product")));
+    let again = t.invoke(handle, &one_click(&token, form, "List-Unsubscribe=One-Click")).await;
+    assert_eq!(again.status, 200, "idempotent");
+    let login = t.login(&email, common::STRONG_PASSWORD).await;
+    let prefs = call(&t, &login.body, "GET", "/notifications/preferences", None).await;
+    assert_eq!(prefs.body["email"], json!({"payments": true, "product": false}));
+}
+
 #[tokio::test]
 async fn a_bounce_through_sns_suppresses_the_address_and_a_later_reset_sends_nothing_and_is_audited() {
     let t = TestApp::new().await;

@@ -514,3 +514,25 @@ async fn a_refusal_from_stripe_is_502_payment_provider_error_and_frees_the_key()
     let retried = pay(&t, &payer, &provider_id, "refused-key", 1200).await;
     assert_eq!(retried.status, 201, "{:?}", retried.body);
 }
+
+#[tokio::test]
+async fn the_longest_idempotency_key_is_taken_and_what_reaches_stripe_fits_its_255_characters() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, tokens) = t.logged_in("longkey").await;
+    let longest = "k".repeat(255);
+    let body = Some(json!({"price_id": "price_gold"}));
+    let started =
+        t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", &longest)], body.clone()).await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let sent = t.stand_in().received("/v1/subscriptions");
+    let key = sent[0].idempotency_key.as_deref().expect("an idempotency key");
+    assert!(key.len() <= stripe_stand_in::MAX_IDEMPOTENCY_KEY_LEN, "{} characters", key.len());
+    assert!(!key.contains(&longest), "the caller's key is hashed into ours");
+
+    for bad in ["k".repeat(256), "has space".to_owned(), "tab\tkey".to_owned()] {
+        let refused =
+            t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", &bad)], body.clone()).await;
+        assert_eq!((refused.status, refused.body["code"].as_str()), (400, Some("validation_failed")), "{bad:.20}");
+    }
+    assert_eq!(t.stand_in().received("/v1/subscriptions").len(), 1, "nothing more reached Stripe");
+}

@@ -115,6 +115,11 @@ impl App {
         &self.settings
     }
 
+    /// The browser-safety rules of this function's API Gateway routes.
+    pub fn browser(&self) -> crate::http::Browser<'_> {
+        crate::http::Browser::Guarded { allowed_origins: &self.settings.allowed_origins }
+    }
+
     pub fn table(&self) -> &Table {
         self.table.get_or_init(|| Table::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.settings.table_name))
     }

@@ -111,6 +111,12 @@ impl Settings {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// The API's public base URL. It is the token issuer (`JWT_ISSUER`): the JWKS and the
+    /// discovery document are served under it.
+    pub fn api_url(&self) -> &str {
+        &self.jwt_issuer
+    }
+
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());

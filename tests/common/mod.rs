@@ -541,10 +541,12 @@ pub struct SentEmail {
 }
 
 impl SentEmail {
-    /// The `token` query parameter of the first link to `path` in the email.
+    /// The token of the first link to `path` in the email: its `token` query parameter, or
+    /// for links that carry it in the fragment, `#token=`.
     pub fn token_for(&self, path: &str) -> Option<String> {
-        let marker = format!("{path}?token=");
-        let start = self.body.find(&marker)? + marker.len();
+        let (query, fragment) = (format!("{path}?token="), format!("{path}#token="));
+        let (at, marker) = [&query, &fragment].into_iter().find_map(|m| Some((self.body.find(m.as_str())?, m)))?;
+        let start = at + marker.len();
         let token: String =
             // Opaque tokens are base64url; signed ones (unsubscribe) add the JWT's dots.
             self.body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();

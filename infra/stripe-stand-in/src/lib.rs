@@ -90,6 +90,9 @@ fn int(form: &HashMap<String, String>, key: &str) -> i64 {
     form.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// Stripe refuses longer `Idempotency-Key`s with a 400.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
 fn error(status: u16, kind: &str, message: &str) -> (u16, Value) {
     (status, json!({"error": {"type": kind, "message": message}}))
 }
@@ -344,6 +347,14 @@ impl Respond for Responder {
                 state.idempotent.insert((method.clone(), path.clone(), key.clone()), refused.clone());
             }
             return ResponseTemplate::new(refused.0).set_body_json(refused.1);
+        }
+        if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_LEN) {
+            let (status, body) = error(
+                400,
+                "invalid_request_error",
+                "Keys for idempotent requests can only be 255 characters long and should be unique.",
+            );
+            return ResponseTemplate::new(status).set_body_json(body);
         }
         let (status, body) = match &key {
             Some(key) => {

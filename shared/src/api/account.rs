@@ -216,7 +216,7 @@ fn id_segment(rest: &str) -> Result<&str, ApiError> {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         let path = req.uri().path().to_owned();
         match (req.method().as_str(), path.as_str()) {
             ("DELETE", "/auth/me") => delete_me(app, &req, &meta).await,

@@ -23,7 +23,7 @@ async fn audit_logs(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, _meta| async move {
+    serve(req, app.browser(), |req, _meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("GET", "/admin/audit-logs") => audit_logs(app, &req).await,
             (method, path) => Err(crate::http::routes::unrouted(method, path)),

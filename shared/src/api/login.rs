@@ -128,7 +128,7 @@ fn openid_configuration(app: &App) -> ApiResponse {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/login") => login_route(app, &req, &meta).await,
             ("POST", "/auth/login/mfa") => mfa_login_route(app, &req, &meta).await,

@@ -1,9 +1,10 @@
 //! `notifications` function: push devices, preferences and unsubscribe links.
 //! `POST /notifications/devices`, `GET /notifications/devices`,
 //! `DELETE /notifications/devices/{device_id}`, `GET|PUT /notifications/preferences`,
-//! `POST /notifications/unsubscribe` (no login: the token is the authority).
+//! `POST /notifications/unsubscribe` and `POST /notifications/unsubscribe/one-click?token=`
+//! (no login: the token is the authority).
 
-use lambda_http::{Body, Request, Response, http::StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -82,8 +83,27 @@ async fn unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> Result<Api
     ))
 }
 
+/// `POST /notifications/unsubscribe/one-click?token=`: RFC 8058, what Gmail and Yahoo ask of
+/// bulk senders. A mail client posts the form `List-Unsubscribe=One-Click` to the URL in the
+/// `List-Unsubscribe` header, from any origin or none (the browser rules let this one
+/// route through); the token in the URL is the authority, as for the link.
+async fn one_click_unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::Unsubscribe, &meta.client_key()).await?;
+    if !unsubscribe::is_one_click_form(req.body().as_ref()) {
+        return Err(ApiError::Validation(vec![FieldError::new("List-Unsubscribe", "must be One-Click")]));
+    }
+    let Some(token) = req.query_string_parameters_ref().and_then(|q| q.first("token")).map(str::to_owned) else {
+        return Err(ApiError::Validation(vec![FieldError::new("token", "is required")]));
+    };
+    let done = unsubscribe::unsubscribe(app, &token).await?;
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        json!({ "status": "unsubscribed", "channel": done.channel, "category": done.category }),
+    ))
+}
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         let path = req.uri().path().to_owned();
         match (req.method().as_str(), path.as_str()) {
             ("POST", "/notifications/devices") => add_device(app, &req).await,
@@ -98,6 +118,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             ("GET", "/notifications/preferences") => get_preferences(app, &req).await,
             ("PUT", "/notifications/preferences") => put_preferences(app, &req).await,
             ("POST", "/notifications/unsubscribe") => unsubscribe(app, &req, &meta).await,
+            ("POST", unsubscribe::ONE_CLICK_PATH) => one_click_unsubscribe(app, &req, &meta).await,
             (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })

@@ -193,7 +193,7 @@ async fn create_subscription(app: &App, req: &Request, meta: &RequestMeta) -> Re
     let header = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok());
     let key = header.map(|_| idempotency::parse_key(header)).transpose()?;
     let stripe_key = match &key {
-        Some(key) => format!("subscription:{}:{}", principal.user_id(), key),
+        Some(key) => idempotency::stripe_key(&format!("subscription:{}", principal.user_id()), key),
         None => format!("subscription:{}", uuid::Uuid::new_v4()),
     };
     let scope = format!("subscriptions#{}", principal.user_id());
@@ -226,7 +226,7 @@ fn split_id<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         match (method.as_str(), path.as_str()) {
@@ -298,7 +298,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
 
 /// `POST /payments/{id}/release`
 pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         let path = req.uri().path().to_owned();
         match (req.method().as_str(), split_id(&path, "/payments/")) {
             ("POST", Some((id, Some("release")))) => {

@@ -52,7 +52,7 @@ impl RegisterBody {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         if (req.method().as_str(), req.uri().path()) != ("POST", "/auth/register") {
             return Err(crate::http::routes::unrouted(req.method().as_str(), req.uri().path()));
         }

@@ -1,4 +1,5 @@
-//! `reset` function: `POST /auth/forgot-password`, `POST /auth/reset-password`.
+//! `reset` function: `POST /auth/forgot-password`, `POST /auth/reset-password`,
+//! `POST /auth/factors/revoke` (the links that give an account back to its mailbox's owner).
 
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
@@ -51,11 +52,25 @@ async fn reset(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRespon
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "password_reset" })))
 }
 
+#[derive(Deserialize)]
+struct RevokeBody {
+    token: Option<String>,
+}
+
+/// `POST /auth/factors/revoke`: the link in a "two-step verification is on" email.
+async fn revoke_factor(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    app.rate_limit(Rule::ResetPassword, &meta.client_key()).await?;
+    let token = token_field("token", parse_json::<RevokeBody>(req)?.token)?;
+    identity::mfa::revoke_by_link(app, &token, meta).await?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "revoked" })))
+}
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/forgot-password") => forgot(app, &req, &meta).await,
             ("POST", "/auth/reset-password") => reset(app, &req, &meta).await,
+            ("POST", "/auth/factors/revoke") => revoke_factor(app, &req, &meta).await,
             (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })

@@ -37,7 +37,7 @@ async fn resend(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, app.browser(), |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/verify-email") => verify_email(app, &req, &meta).await,
             ("POST", "/auth/resend-verification") => resend(app, &req).await,

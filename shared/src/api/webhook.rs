@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
-    http::{ApiError, ApiResponse, RequestMeta, serve},
+    http::{ApiError, ApiResponse, Browser, RequestMeta, serve},
     webhook::{
         process::{Outcome, StripeEvent, process},
         signature::verify,
@@ -42,7 +42,7 @@ async fn receive(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResp
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(req, Browser::SignedTransport, |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/" | "/stripe/webhook") => receive(app, &req, &meta).await,
             (_, "/" | "/stripe/webhook") => Err(ApiError::MethodNotAllowed("POST".into())),

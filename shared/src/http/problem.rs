@@ -63,6 +63,9 @@ pub enum ApiError {
     ForbiddenBecause(&'static str),
     #[error("cross-site request check failed")]
     CsrfFailed,
+    /// A body not declared `application/json`.
+    #[error("the request body must be sent as Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("signature verification failed")]
     SignatureInvalid,
     #[error("not found")]
@@ -120,6 +123,7 @@ impl ApiError {
             | Self::SignatureInvalid => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_)
             | Self::ReleaseInProgress
             | Self::PaymentNotSucceeded
@@ -148,6 +152,7 @@ impl ApiError {
             Self::SignatureInvalid => "signature_invalid",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Conflict(_) => "conflict",
             Self::ReleaseInProgress => "release_in_progress",
             Self::PaymentNotSucceeded => "payment_not_succeeded",
@@ -178,6 +183,7 @@ impl ApiError {
             Self::SignatureInvalid => "Invalid signature",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::UnsupportedMediaType => "Unsupported media type",
             Self::Conflict(_) => "Conflict",
             Self::ReleaseInProgress => "Release in progress",
             Self::PaymentNotSucceeded => "Payment not succeeded",

@@ -6,7 +6,7 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::{ApiError, RequestMeta};
+use super::{ApiError, Browser, RequestMeta};
 
 #[derive(Debug)]
 pub struct ApiResponse {
@@ -56,10 +56,11 @@ impl ApiResponse {
     }
 }
 
-/// Runs `handler` inside a span carrying the request ids, renders its result (errors as
-/// problem+json) and stamps `X-Request-Id` on whatever comes out. Never fails: a Lambda
-/// error would turn into API Gateway's opaque 500.
-pub async fn serve<F, Fut>(req: Request, handler: F) -> Response<Body>
+/// Runs `handler` inside a span carrying the request ids, once the request has passed the
+/// `browser` rules; renders its result (errors as problem+json) and stamps `X-Request-Id`
+/// on whatever comes out. Never fails: a Lambda error would turn into API Gateway's opaque
+/// 500.
+pub async fn serve<F, Fut>(req: Request, browser: Browser<'_>, handler: F) -> Response<Body>
 where
     F: FnOnce(Request, RequestMeta) -> Fut,
     Fut: Future<Output = Result<ApiResponse, ApiError>>,
@@ -76,7 +77,11 @@ where
     );
     let request_id = meta.answer_id().to_owned();
     async move {
-        let mut response = match handler(req, meta).await {
+        let outcome = match super::browser::check(&req, browser) {
+            Ok(()) => handler(req, meta).await,
+            Err(refused) => Err(refused),
+        };
+        let mut response = match outcome {
             Ok(ok) => {
                 tracing::info!(status = ok.status.as_u16(), "request handled");
                 ok.into_response()

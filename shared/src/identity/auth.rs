@@ -1,11 +1,17 @@
 //! Who is calling: the bearer access token, checked against the live session, and the CSRF
 //! rule for browser requests.
 
-use lambda_http::{Request, http::Method};
+use lambda_http::Request;
 use subtle::ConstantTimeEq;
 
 use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
-use crate::{App, http::ApiError};
+use crate::{
+    App,
+    http::{
+        ApiError,
+        browser::{is_unsafe, origin_allowed},
+    },
+};
 
 /// An authenticated caller. `user` is read fresh, so role changes and revocations apply
 /// to live access tokens immediately.
@@ -40,12 +46,9 @@ fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-fn is_unsafe(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
-}
-
 /// A browser request (it has an `Origin`) that changes state must come from an allowed
-/// origin and prove it read the CSRF token issued with the access token.
+/// origin (which [`crate::http::browser`] checked for every route already) and prove it
+/// read the CSRF token issued with the access token.
 fn check_csrf(app: &App, req: &Request, claims: &AccessClaims) -> Result<(), ApiError> {
     if !is_unsafe(req.method()) {
         return Ok(());
@@ -53,8 +56,8 @@ fn check_csrf(app: &App, req: &Request, claims: &AccessClaims) -> Result<(), Api
     let Some(origin) = req.headers().get("origin") else {
         return Ok(());
     };
-    let origin = origin.to_str().map_err(|_| ApiError::CsrfFailed)?.trim_end_matches('/');
-    if !app.settings().allowed_origins.iter().any(|allowed| allowed == origin) {
+    let origin = origin.to_str().map_err(|_| ApiError::CsrfFailed)?;
+    if !origin_allowed(origin, &app.settings().allowed_origins) {
         return Err(ApiError::CsrfFailed);
     }
     let presented = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();

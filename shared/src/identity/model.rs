@@ -136,6 +136,9 @@ pub enum TokenKind {
     Invitation,
     /// The second step of a login with MFA on: proves the password was right.
     MfaLogin,
+    /// The link in the "two-step verification is on" email: turns that factor off again,
+    /// for an owner who did not turn it on.
+    FactorRevoke,
 }
 
 /// A single-use token, keyed by the SHA-256 of its value. `ttl` lets DynamoDB drop it;
@@ -175,6 +178,10 @@ pub struct OneTimeToken {
     pub tries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_version: Option<u32>,
+    /// Factor revocations only: when the factor it revokes was confirmed, so the link of an
+    /// earlier enrolment can't remove a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_confirmed_at: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -208,6 +215,7 @@ impl OneTimeToken {
             used_at: None,
             tries: 0,
             session_version: None,
+            factor_confirmed_at: None,
         }
     }
 

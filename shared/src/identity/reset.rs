@@ -39,13 +39,9 @@ pub(super) async fn send_password_reset(app: &App, email: &str, origin: &Origin)
     if user.deletion_scheduled_at.is_some() {
         return Ok(Vec::new());
     }
-    let token = OpaqueToken::generate();
-    let hash = token.hash();
-    let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
+    let ResetLink { item, hash, message } = reset_link(app, &user);
     let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, &origin.meta())
         .target(&user.user_id);
-    let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
-    let message = OutboxItem::new(Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link })));
     let items = vec![
         table.put_new(&item),
         // Only the newest link works.
@@ -62,6 +58,23 @@ pub(super) async fn send_password_reset(app: &App, email: &str, origin: &Origin)
     .collect::<Result<Vec<_>, _>>()?;
     table.transact(items).await?;
     Ok(vec![message])
+}
+
+/// A fresh reset link for `user`: its token item, the hash the user item must name (only
+/// the newest link works) and the email that carries it.
+pub(super) struct ResetLink {
+    pub item: OneTimeToken,
+    pub hash: super::TokenHash,
+    pub message: OutboxItem,
+}
+
+pub(super) fn reset_link(app: &App, user: &User) -> ResetLink {
+    let token = OpaqueToken::generate();
+    let hash = token.hash();
+    let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
+    let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
+    let message = OutboxItem::new(Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link })));
+    ResetLink { item, hash, message }
 }
 
 /// Sets a new password with a reset token. Single use; bumps the session version so every

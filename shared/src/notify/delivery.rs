@@ -248,6 +248,8 @@ async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -
         if let Some(fields) = context.as_object_mut() {
             let link = format!("{}/unsubscribe?token={token}", app.settings().frontend_url);
             fields.insert("unsubscribe_link".into(), Value::String(link));
+            let one_click = format!("{}{}?token={token}", app.settings().api_url(), unsubscribe::ONE_CLICK_PATH);
+            fields.insert("one_click_unsubscribe".into(), Value::String(one_click));
         }
     }
     Ok(Sent::Sent(app.mailer().send(&render(template, to, &context)?).await?))

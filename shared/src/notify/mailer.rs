@@ -28,9 +28,12 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
-    /// For non-essential mail: the link that turns this kind of mail off, sent as
-    /// `List-Unsubscribe` so mail clients offer it too.
+    /// For non-essential mail: the page that turns this kind of mail off, in the body.
     pub unsubscribe_link: Option<String>,
+    /// For non-essential mail: the API URL a mail client posts to (RFC 8058), sent as
+    /// `List-Unsubscribe` with `List-Unsubscribe-Post`, which Gmail and Yahoo require of
+    /// bulk senders.
+    pub one_click_unsubscribe: Option<String>,
 }
 
 #[cfg(feature = "mail")]
@@ -48,18 +51,19 @@ fn utf8(data: &str) -> Result<Content, NotifyError> {
 }
 
 #[cfg(feature = "mail")]
-/// The SES message: subject, both parts, and `List-Unsubscribe` where the mail has a link.
+/// The SES message: subject, both parts, and the one-click unsubscribe headers where the
+/// mail has them (RFC 8058: one HTTPS URI, and the form the client is to post).
 fn message(email: &Email) -> Result<Message, NotifyError> {
     let mut message = Message::builder()
         .subject(utf8(&email.subject)?)
         .body(Body::builder().text(utf8(&email.text)?).html(utf8(&email.html)?).build());
-    if let Some(link) = &email.unsubscribe_link {
-        let header = MessageHeader::builder()
-            .name("List-Unsubscribe")
-            .value(format!("<{link}>"))
-            .build()
-            .map_err(|e| NotifyError::Build(e.to_string()))?;
-        message = message.headers(header);
+    let header = |name: &str, value: String| {
+        MessageHeader::builder().name(name).value(value).build().map_err(|e| NotifyError::Build(e.to_string()))
+    };
+    if let Some(url) = &email.one_click_unsubscribe {
+        message = message
+            .headers(header("List-Unsubscribe", format!("<{url}>"))?)
+            .headers(header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_owned())?);
     }
     Ok(message.build())
 }
@@ -93,22 +97,29 @@ impl Mailer {
 mod tests {
     use super::*;
 
-    fn email(unsubscribe_link: Option<&str>) -> Email {
+    fn email(one_click: Option<&str>) -> Email {
         Email {
             to: "a@example.com".into(),
             subject: "s".into(),
             text: "t".into(),
             html: "<p>h</p>".into(),
-            unsubscribe_link: unsubscribe_link.map(str::to_owned),
+            unsubscribe_link: one_click.map(|_| "https://app.example.com/unsubscribe?token=abc".to_owned()),
+            one_click_unsubscribe: one_click.map(str::to_owned),
         }
     }
 
     #[test]
-    fn only_mail_with_an_unsubscribe_link_carries_list_unsubscribe() {
-        let link = "https://app.example.com/unsubscribe?token=abc";
-        let with = message(&email(Some(link))).unwrap();
+    fn only_mail_with_an_unsubscribe_link_carries_the_one_click_headers() {
+        let url = "https://api.example.com/notifications/unsubscribe/one-click?token=abc";
+        let with = message(&email(Some(url))).unwrap();
         let headers: Vec<_> = with.headers().iter().map(|h| (h.name(), h.value())).collect();
-        assert_eq!(headers, [("List-Unsubscribe", format!("<{link}>").as_str())]);
+        assert_eq!(
+            headers,
+            [
+                ("List-Unsubscribe", format!("<{url}>").as_str()),
+                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+            ]
+        );
         assert!(message(&email(None)).unwrap().headers().is_empty());
     }
 }

@@ -91,7 +91,8 @@ pub fn render(kind: EmailKind, to: &str, context: impl Serialize) -> Result<Emai
     let env = environment();
     let ctx = minijinja::Value::from_serialize(&context);
     let name = kind.name();
-    let unsubscribe_link = ctx.get_attr("unsubscribe_link").ok().and_then(|v| v.as_str().map(str::to_owned));
+    let text_attr = |name: &str| ctx.get_attr(name).ok().and_then(|v| v.as_str().map(str::to_owned));
+    let (unsubscribe_link, one_click_unsubscribe) = (text_attr("unsubscribe_link"), text_attr("one_click_unsubscribe"));
     let subject = env.get_template(&format!("{name}.subject.txt"))?.render(&ctx)?;
     Ok(Email {
         to: to.to_owned(),
@@ -99,6 +100,7 @@ pub fn render(kind: EmailKind, to: &str, context: impl Serialize) -> Result<Emai
         text: env.get_template(&format!("{name}.txt"))?.render(&ctx)?,
         html: env.get_template(&format!("{name}.html"))?.render(&ctx)?,
         unsubscribe_link,
+        one_click_unsubscribe,
     })
 }
 

@@ -82,3 +82,33 @@ pub async fn unsubscribe(app: &App, token: &str) -> Result<Unsubscribed, ApiErro
     tracing::info!(user_id = %claims.sub, channel = ?claims.channel, category = ?claims.category, "unsubscribed");
     Ok(Unsubscribed { channel: claims.channel, category: claims.category })
 }
+
+/// The API route a mail client posts a one-click unsubscribe to (RFC 8058).
+pub const ONE_CLICK_PATH: &str = "/notifications/unsubscribe/one-click";
+
+/// Whether `body` is RFC 8058's one-click form: `List-Unsubscribe=One-Click`, sent
+/// `application/x-www-form-urlencoded` or as a `multipart/form-data` field.
+pub fn is_one_click_form(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else { return false };
+    let urlencoded = text.trim().split('&').any(|pair| pair == "List-Unsubscribe=One-Click");
+    let multipart = text
+        .split_once("name=\"List-Unsubscribe\"")
+        .is_some_and(|(_, rest)| rest.split_once("\r\n\r\n").is_some_and(|(_, value)| value.starts_with("One-Click")));
+    urlencoded || multipart
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_one_click_form;
+
+    #[test]
+    fn only_the_one_click_form_is_a_one_click_request() {
+        assert!(is_one_click_form(b"List-Unsubscribe=One-Click"));
+        assert!(is_one_click_form(b"a=b&List-Unsubscribe=One-Click\r\n"));
+        let multipart = "--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n";
+        assert!(is_one_click_form(multipart.as_bytes()));
+        assert!(!is_one_click_form(b""));
+        assert!(!is_one_click_form(b"List-Unsubscribe=Other"));
+        assert!(!is_one_click_form(b"{\"List-Unsubscribe\":\"One-Click\"}"));
+    }
+}

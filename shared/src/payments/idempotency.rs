@@ -67,6 +67,15 @@ pub fn parse_key(value: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
+/// The idempotency key sent to Stripe for a caller's key within `scope` (`kind:user`): the
+/// caller's key is hashed, so the result is always 64 hex digits after the scope and never
+/// exceeds Stripe's 255 characters, whatever the caller sent.
+pub fn stripe_key(scope: &str, key: &str) -> String {
+    let stripe_key = format!("{scope}:{}", hex::encode(Sha256::digest(key.as_bytes())));
+    debug_assert!(stripe_key.len() <= 255, "scopes are short: {stripe_key}");
+    stripe_key
+}
+
 pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
     // Hash the parsed JSON, not the bytes, so whitespace and key order don't matter.
     let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
@@ -158,6 +167,18 @@ mod tests {
         assert!(parse_key(Some("has space")).is_err());
         assert!(parse_key(Some(&"k".repeat(256))).is_err());
         assert_eq!(parse_key(Some("order-42")).unwrap(), "order-42");
+        for bad in ["tab\t", "é", "new\nline"] {
+            assert!(parse_key(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_stripe_key_of_the_longest_caller_key_fits_stripes_limit() {
+        let longest = parse_key(Some(&"k".repeat(255))).unwrap();
+        let scope = format!("subscription:{}", uuid::Uuid::new_v4());
+        assert!(stripe_key(&scope, &longest).len() <= 255);
+        assert_ne!(stripe_key(&scope, "a"), stripe_key(&scope, "b"));
+        assert_eq!(stripe_key(&scope, "a"), stripe_key(&scope, "a"));
     }
 
     #[test]

@@ -17,7 +17,10 @@
 
 pub mod cipher;
 pub mod recovery;
+mod revoke;
 pub mod totp;
+
+pub use revoke::{REVOKE_LINK_DAYS, revoke_by_link};
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use serde::{Deserialize, Serialize};
@@ -181,6 +184,7 @@ pub async fn confirm(
 
     let (pk, sk) = User::key(&user.user_id);
     let stamp = time::rfc3339(time::now());
+    let (revoke_item, revoke_link) = revoke::link(app, user, &stamp);
     let audit = AuditEntry::new("auth.mfa_enabled", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id)
@@ -213,7 +217,9 @@ pub async fn confirm(
         ),
         keep_this_session(table, principal),
         app.audit().put(&audit),
-        security_notice(app, table, EmailKind::MfaEnabled, user),
+        // The owner can undo what they did not do: the notice's link turns this factor off.
+        table.put_new(&revoke_item),
+        outbox::put(table, Message::email(EmailKind::MfaEnabled, &user.email, json!({ "revoke_link": revoke_link }))),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
