@@ -47,6 +47,11 @@ FUNCTION_DEFAULTS = {
     "RUST_LOG": "info",
     "JWT_AUDIENCE": "backend-api",
     "ALLOWED_ORIGINS": "http://localhost:3000",
+    # AWS SDK timeouts (production defaults: 1 s connect, 2 s an attempt, 5 s a call) made
+    # roomier here: DynamoDB Local's JVM answers its first requests slowly, and the test run
+    # keeps both cores busy. tests/login.rs shows a stalled call still gets an answer.
+    "AWS_ATTEMPT_TIMEOUT_MS": "5000",
+    "AWS_OPERATION_TIMEOUT_MS": "15000",
 }
 
 

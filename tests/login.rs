@@ -241,6 +241,23 @@ async fn limits_refuse_when_their_counter_cannot_be_kept_except_refresh() {
 }
 
 #[tokio::test]
+async fn a_stalled_table_gets_an_answer_instead_of_holding_the_invocation() {
+    let t =
+        TestApp::with_stripe_and_faults(&[("AWS_ATTEMPT_TIMEOUT_MS", "1000"), ("AWS_OPERATION_TIMEOUT_MS", "2500")])
+            .await;
+    let (_, tokens) = t.logged_in("stalled").await;
+    t.faults().stall("GetItem", "", u32::MAX);
+    // Without SDK timeouts the call waits on the stalled connection until Lambda kills the
+    // invocation, which answers nothing and logs nothing.
+    let me = tokio::time::timeout(std::time::Duration::from_secs(120), t.me(tokens["access_token"].as_str().unwrap()))
+        .await
+        .expect("the SDK gives up on a stalled call");
+    t.faults().heal();
+    assert!(t.faults().failed() > 0, "the stall was reached");
+    assert_eq!((me.status, me.body["code"].as_str()), (500, Some("internal")), "{:?}", me.body);
+}
+
+#[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     let t = TestApp::new().await;
     let (_, tokens) = t.logged_in("rotate").await;

@@ -431,9 +431,7 @@ async fn an_owner_undoes_mfa_someone_else_turned_on_from_the_notice_and_gets_a_r
     // The factor is gone and every session with it, the thief's included.
     assert!(t.item(&format!("USER#{user_id}"), "MFA").await.is_none(), "the factor item is removed");
     assert_eq!(t.me(access(&thief)).await.status, 401, "every session ended");
-    let refresh = t
-        .post(login::handle, "/auth/refresh", json!({"refresh_token": thief["refresh_token"]}))
-        .await;
+    let refresh = t.post(login::handle, "/auth/refresh", json!({"refresh_token": thief["refresh_token"]})).await;
     assert_eq!(refresh.status, 401, "the refresh token is dead too");
     // Single use.
     let again = revoke(&t, &token).await;

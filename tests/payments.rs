@@ -521,8 +521,9 @@ async fn the_longest_idempotency_key_is_taken_and_what_reaches_stripe_fits_its_2
     let (_, tokens) = t.logged_in("longkey").await;
     let longest = "k".repeat(255);
     let body = Some(json!({"price_id": "price_gold"}));
-    let started =
-        t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", &longest)], body.clone()).await;
+    let started = t
+        .authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", &longest)], body.clone())
+        .await;
     assert_eq!(started.status, 201, "{:?}", started.body);
     let sent = t.stand_in().received("/v1/subscriptions");
     let key = sent[0].idempotency_key.as_deref().expect("an idempotency key");
@@ -530,8 +531,9 @@ async fn the_longest_idempotency_key_is_taken_and_what_reaches_stripe_fits_its_2
     assert!(!key.contains(&longest), "the caller's key is hashed into ours");
 
     for bad in ["k".repeat(256), "has space".to_owned(), "tab\tkey".to_owned()] {
-        let refused =
-            t.authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", &bad)], body.clone()).await;
+        let refused = t
+            .authed(handle, "POST", "/subscriptions", token(&tokens), &[("idempotency-key", &bad)], body.clone())
+            .await;
         assert_eq!((refused.status, refused.body["code"].as_str()), (400, Some("validation_failed")), "{bad:.20}");
     }
     assert_eq!(t.stand_in().received("/v1/subscriptions").len(), 1, "nothing more reached Stripe");

@@ -87,7 +87,9 @@ impl App {
         Ok(())
     }
 
+    /// Every client made from `sdk` gets the settings' timeouts.
     pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
+        let sdk = sdk.into_builder().timeout_config(settings.aws_timeouts.sdk_config()).build();
         Self {
             settings,
             sdk,
@@ -267,7 +269,12 @@ where
     };
     lambda_http::run(service_fn(|req| {
         let response = handler(app, req);
-        async move { Ok::<_, std::convert::Infallible>(response.await) }
+        async move {
+            let response = response.await;
+            // A 500 we answer is not a Lambda error: the 5xx alarms watch this metric.
+            crate::metrics::record_response(response.status());
+            Ok::<_, std::convert::Infallible>(response)
+        }
     }))
     .await
 }

@@ -77,6 +77,7 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub stripe: StripeSettings,
     pub captcha: CaptchaSettings,
+    pub aws_timeouts: AwsTimeouts,
     /// The name authenticator apps show beside a user's codes (`MFA_ISSUER`, by default the
     /// frontend's host).
     pub mfa_issuer: String,
@@ -92,6 +93,31 @@ pub struct CaptchaSettings {
     /// login and restore need a solved CAPTCHA.
     pub after_failures: u32,
     pub timeout: Duration,
+}
+
+/// Timeouts of every AWS SDK call (DynamoDB, SES, SNS, Secrets Manager). Without them a
+/// stalled connection waits for the function's own timeout, which kills the invocation
+/// without an answer or a log line. Defaults fit the HTTP functions' 10 seconds: a call
+/// with its retries gives up with time left to answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// Establishing a connection (`AWS_CONNECT_TIMEOUT_MS`, default 1 s).
+    pub connect: Duration,
+    /// One attempt of a call (`AWS_ATTEMPT_TIMEOUT_MS`, default 2 s).
+    pub attempt: Duration,
+    /// A call with all its retries (`AWS_OPERATION_TIMEOUT_MS`, default 5 s; never less than
+    /// one attempt).
+    pub operation: Duration,
+}
+
+impl AwsTimeouts {
+    pub fn sdk_config(&self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
 }
 
 /// How we talk to Stripe. The API key itself is in the secret.
@@ -238,6 +264,16 @@ impl Settings {
                 after_failures: number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
                 // Two calls at most must fit the functions' 10 s timeout with room to answer.
                 timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 4_000)),
+            },
+            aws_timeouts: {
+                let attempt = number("AWS_ATTEMPT_TIMEOUT_MS", 2_000)?.clamp(100, 900_000);
+                AwsTimeouts {
+                    connect: Duration::from_millis(number("AWS_CONNECT_TIMEOUT_MS", 1_000)?.clamp(50, 60_000)),
+                    attempt: Duration::from_millis(attempt),
+                    operation: Duration::from_millis(
+                        number("AWS_OPERATION_TIMEOUT_MS", 5_000)?.clamp(attempt, 900_000),
+                    ),
+                }
             },
         })
     }
@@ -486,6 +522,25 @@ mod tests {
         assert!(s.events_topic_arn.is_none());
         assert_eq!(s.allowed_origins, ["http://localhost:3000"]);
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn aws_calls_time_out_within_an_http_functions_ten_seconds() {
+        let s = Settings::from_lookup(env(BASE)).unwrap();
+        let t = s.aws_timeouts;
+        assert_eq!(
+            (t.connect, t.attempt, t.operation),
+            (Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(5))
+        );
+        let sdk = t.sdk_config();
+        assert_eq!(sdk.connect_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(sdk.operation_attempt_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(sdk.operation_timeout(), Some(Duration::from_secs(5)));
+
+        let mut pairs = BASE.to_vec();
+        pairs.extend([("AWS_ATTEMPT_TIMEOUT_MS", "3000"), ("AWS_OPERATION_TIMEOUT_MS", "1000")]);
+        let t = Settings::from_lookup(env(&pairs)).unwrap().aws_timeouts;
+        assert_eq!(t.operation, Duration::from_secs(3), "a call's budget holds at least one attempt");
     }
 
     #[test]

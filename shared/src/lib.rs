@@ -12,6 +12,7 @@ pub mod config;
 pub mod deadline;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod notify;
 pub mod outbox;
 #[cfg(feature = "payments")]

@@ -18,6 +18,8 @@ struct Rule {
     /// A fragment the request body must contain (an attribute value, say).
     body_contains: String,
     times_left: u32,
+    /// Never answer (a stalled connection), instead of a 500.
+    stall: bool,
 }
 
 #[derive(Clone)]
@@ -67,6 +69,18 @@ impl DynamoFaults {
             operation: operation.to_owned(),
             body_contains: body_contains.to_owned(),
             times_left: times,
+            stall: false,
+        });
+    }
+
+    /// Holds the next `times` requests of `operation` whose body contains `body_contains`
+    /// without ever answering: a connection that stalls.
+    pub fn stall(&self, operation: &str, body_contains: &str, times: u32) {
+        self.rules.lock().unwrap().push(Rule {
+            operation: operation.to_owned(),
+            body_contains: body_contains.to_owned(),
+            times_left: times,
+            stall: true,
         });
     }
 
@@ -110,12 +124,16 @@ impl DynamoFaults {
             {
                 Some(rule) => {
                     rule.times_left -= 1;
-                    true
+                    Some(rule.stall)
                 }
-                None => false,
+                None => None,
             }
         };
-        if injected {
+        if injected == Some(true) {
+            *self.failed.lock().unwrap() += 1;
+            std::future::pending::<()>().await;
+        }
+        if injected.is_some() {
             *self.failed.lock().unwrap() += 1;
             return Response::builder()
                 .status(500)

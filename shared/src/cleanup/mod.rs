@@ -44,6 +44,8 @@ pub struct Summary {
     pub payments_recovered: u32,
     /// Unpaid payments still waiting for the payer at Stripe.
     pub payments_awaiting: u32,
+    /// Unpaid payments whose outcome could not be asked of Stripe (the next run retries).
+    pub payments_unchecked: u32,
     /// Messages the stream gave up on, delivered now.
     pub outbox_redelivered: u32,
     /// Messages that failed again (the next run retries).
@@ -61,38 +63,24 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Payments the run could not settle: what the alarm watches.
+    /// Payments stuck mid-release or mid-refund that the run could not settle.
     pub fn unsettled(&self) -> u32 {
         self.payments_pending + self.payments_failed
     }
 
-    /// The counts as one CloudWatch Embedded Metric Format line.
-    pub fn emf(&self, now_ms: i64) -> serde_json::Value {
-        let counts = serde_json::to_value(self).expect("counts serialise");
-        let mut line = serde_json::json!({
-            "_aws": {
-                "Timestamp": now_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": "Backend/Cleanup",
-                    "Dimensions": [[]],
-                    "Metrics": counts.as_object().into_iter().flatten()
-                        .filter(|(_, v)| v.is_u64())
-                        .map(|(k, _)| serde_json::json!({"Name": k, "Unit": "Count"}))
-                        .chain(std::iter::once(serde_json::json!({"Name": "payments_unsettled", "Unit": "Count"})))
-                        .collect::<Vec<_>>(),
-                }],
-            },
-            "payments_unsettled": self.unsettled(),
-        });
-        if let (Some(line), Some(counts)) = (line.as_object_mut(), counts.as_object()) {
-            for (k, v) in counts {
-                line.insert(
-                    k.clone(),
-                    if let Some(b) = v.as_bool() { serde_json::json!(u8::from(b)) } else { v.clone() },
-                );
-            }
-        }
-        line
+    /// The counts the alarms watch, as metrics; every count rides along as a property, for
+    /// Logs Insights.
+    fn metrics(&self) -> ([(&'static str, u64); 3], serde_json::Map<String, serde_json::Value>) {
+        let counts = [
+            ("PaymentsUnsettled", u64::from(self.unsettled())),
+            ("PaymentsUnrecovered", u64::from(self.payments_unchecked)),
+            ("OutboxAbandoned", u64::from(self.outbox_abandoned)),
+        ];
+        let serde_json::Value::Object(mut properties) = serde_json::to_value(self).expect("counts serialise") else {
+            unreachable!("a summary serialises as an object")
+        };
+        properties.insert("stopped_early".to_owned(), serde_json::json!(u8::from(self.stopped_early)));
+        (counts, properties)
     }
 }
 
@@ -189,7 +177,7 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
             Ok(due) => due,
             Err(error) => {
                 tracing::error!(%error, "cannot list unpaid payments");
-                summary.payments_failed += 1;
+                summary.payments_unchecked += 1;
                 break;
             }
         };
@@ -208,7 +196,7 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
                 Ok(reconcile::Awaited::NotDue) => {}
                 Err(error) => {
                     tracing::error!(%error, %payment_id, "unpaid payment not checked; the next run retries");
-                    summary.payments_failed += 1;
+                    summary.payments_unchecked += 1;
                 }
             }
         }
@@ -228,7 +216,10 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
     summary.stopped_early |= swept.stopped_early;
 
     tracing::info!(summary = ?summary, "cleanup run finished");
-    println!("{}", summary.emf(crate::time::now().unix_timestamp() * 1000));
+    if let Some(metrics) = crate::metrics::Metrics::get() {
+        let (counts, properties) = summary.metrics();
+        metrics.emit(&counts, properties);
+    }
     summary
 }
 
@@ -237,16 +228,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_metrics_line_is_emf_with_every_count() {
-        let summary = Summary { accounts_erased: 2, payments_pending: 1, stopped_early: true, ..Summary::default() };
-        let line = summary.emf(1_795_000_000_000);
-        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
-        let names: Vec<&str> = metrics.iter().map(|m| m["Name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"accounts_erased") && names.contains(&"payments_unsettled"));
-        assert!(!names.contains(&"stopped_early"), "a flag is a property, not a metric");
-        assert_eq!(line["accounts_erased"], 2);
-        assert_eq!(line["payments_unsettled"], 1);
-        assert_eq!(line["stopped_early"], 1);
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Backend/Cleanup");
+    fn the_alarmed_counts_are_metrics_and_every_count_a_property() {
+        let summary = Summary {
+            accounts_erased: 2,
+            payments_pending: 1,
+            payments_failed: 2,
+            payments_unchecked: 4,
+            outbox_abandoned: 5,
+            stopped_early: true,
+            ..Summary::default()
+        };
+        let (counts, properties) = summary.metrics();
+        assert_eq!(counts, [("PaymentsUnsettled", 3), ("PaymentsUnrecovered", 4), ("OutboxAbandoned", 5)]);
+        assert_eq!(properties["accounts_erased"], 2);
+        assert_eq!(properties["stopped_early"], 1, "a flag is a 0/1 property, not a metric");
     }
 }

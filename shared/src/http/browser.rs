@@ -92,7 +92,8 @@ mod tests {
 
     fn verdict(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<(), &'static str> {
         let origins = allowed();
-        check(&request(method, path, headers, body), Browser::Guarded { allowed_origins: &origins }).map_err(|e| e.code())
+        check(&request(method, path, headers, body), Browser::Guarded { allowed_origins: &origins })
+            .map_err(|e| e.code())
     }
 
     #[test]
@@ -102,7 +103,10 @@ mod tests {
         assert_eq!(verdict("POST", "/auth/login", &evil, login), Err("csrf_failed"));
         assert_eq!(verdict("POST", "/auth/login", &[("origin", "null")], login), Err("csrf_failed"));
         // Without an Origin (a server, or a form a proxy stripped), the type still decides.
-        assert_eq!(verdict("POST", "/auth/login", &[("content-type", "text/plain")], login), Err("unsupported_media_type"));
+        assert_eq!(
+            verdict("POST", "/auth/login", &[("content-type", "text/plain")], login),
+            Err("unsupported_media_type")
+        );
         assert_eq!(verdict("POST", "/auth/login", &[], login), Err("unsupported_media_type"));
         let form = [("content-type", "application/x-www-form-urlencoded")];
         assert_eq!(verdict("POST", "/auth/login", &form, "email=a"), Err("unsupported_media_type"));

@@ -105,7 +105,8 @@ mod tests {
     fn only_the_one_click_form_is_a_one_click_request() {
         assert!(is_one_click_form(b"List-Unsubscribe=One-Click"));
         assert!(is_one_click_form(b"a=b&List-Unsubscribe=One-Click\r\n"));
-        let multipart = "--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n";
+        let multipart =
+            "--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n";
         assert!(is_one_click_form(multipart.as_bytes()));
         assert!(!is_one_click_form(b""));
         assert!(!is_one_click_form(b"List-Unsubscribe=Other"));
