@@ -214,12 +214,15 @@ def mfa_key() -> dict:
 def machine_secrets() -> dict:
     """Secret values generated once for this machine and kept in .local/ (never committed)."""
     path = LOCAL / "secrets.json"
+    # Made by an older version: add what it lacks, keep the rest.
+    later = {"mfa_encryption_keys": lambda: [mfa_key()],
+             "stripe_connect_webhook_secrets": lambda: [f"whsec_{secrets.token_urlsafe(32)}"]}
     if path.exists():
         values = json.loads(path.read_text())
-        if "mfa_encryption_keys" in values:
+        if all(field in values for field in later):
             return values
-        # Made before MFA: add its key, keep the rest.
-        values["mfa_encryption_keys"] = [mfa_key()]
+        for field, make in later.items():
+            values.setdefault(field, make())
         path.write_text(json.dumps(values, indent=2))
         return values
     from cryptography.hazmat.primitives import serialization
@@ -231,6 +234,7 @@ def machine_secrets() -> dict:
     values = {
         "jwt_signing_keys": [{"kid": f"local-{secrets.token_hex(4)}", "private_key_pem": pem}],
         "stripe_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
+        "stripe_connect_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
         "mfa_encryption_keys": [mfa_key()],
     }
     path.write_text(json.dumps(values, indent=2))
@@ -283,7 +287,8 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_sec
         secret_arn = sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(values))["ARN"]
     dlq_url = client("sqs", moto).create_queue(QueueName=f"{name}-notify-dlq")["QueueUrl"]
     env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn, "NOTIFY_DLQ_URL": dlq_url,
-           "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0], **provision_push_and_feedback(moto, name)}
+           "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0],
+           "STRIPE_CONNECT_WEBHOOK_SECRET": values["stripe_connect_webhook_secrets"][0], **provision_push_and_feedback(moto, name)}
     log("SES identity and configuration set, SNS topics and platform applications, dead-letter queue and "
         "secret provisioned")
     if stripe_api_base:
@@ -747,11 +752,18 @@ def call(api_url: str, method: str, path: str, body: dict | None = None, token: 
 
 
 def signed_event(env: dict, kind: str, obj: dict) -> tuple[bytes, str]:
-    """A Stripe event signed with the stack's webhook secret: (body, Stripe-Signature)."""
-    body = json.dumps({"id": f"evt_smoke{secrets.token_hex(8)}", "object": "event", "created": int(time.time()),
-                       "type": kind, "data": {"object": obj}}).encode()
+    """A Stripe event signed as Stripe's endpoint for it would: a connected account's
+    (`account.*`) by the Connect endpoint, with `account`; any other by the platform's.
+    Returns (body, Stripe-Signature)."""
+    event = {"id": f"evt_smoke{secrets.token_hex(8)}", "object": "event", "created": int(time.time()),
+             "type": kind, "data": {"object": obj}}
+    secret = env["STRIPE_WEBHOOK_SECRET"]
+    if kind.startswith("account."):
+        event["account"] = obj["id"]
+        secret = env["STRIPE_CONNECT_WEBHOOK_SECRET"]
+    body = json.dumps(event).encode()
     stamp = int(time.time())
-    signature = hmac.new(env["STRIPE_WEBHOOK_SECRET"].encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
     return body, f"t={stamp},v1={signature}"
 
 

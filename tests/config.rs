@@ -5,7 +5,12 @@ mod common;
 
 use shared::{App, config::Settings};
 
+/// A production app on `secret`, with CAPTCHA off accepted (the stack's secret has none).
 async fn production_app_with_secret(secret: Option<&str>) -> App {
+    production_app(secret, &[("CAPTCHA_OFF_ACCEPTED", "true")]).await
+}
+
+async fn production_app(secret: Option<&str>, overrides: &[(&str, &str)]) -> App {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let name = format!("guard-test/{}", uuid::Uuid::new_v4().simple());
     if let Some(value) = secret {
@@ -17,7 +22,10 @@ async fn production_app_with_secret(secret: Option<&str>) -> App {
             .await
             .expect("moto creates the secret");
     }
+    let overrides: std::collections::HashMap<String, String> =
+        overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let settings = Settings::from_lookup(|key| match key {
+        _ if overrides.contains_key(key) => overrides.get(key).cloned(),
         "ENVIRONMENT" => Some("production".into()),
         "FRONTEND_URL" => Some("https://app.example.com".into()),
         "JWT_ISSUER" => Some("https://api.example.com".into()),
@@ -80,6 +88,12 @@ async fn production_payment_functions_refuse_to_start_without_a_stripe_key() {
     no_webhook["stripe_webhook_secrets"] = serde_json::json!([]);
     let app_without = production_app_with_secret(Some(&no_webhook.to_string())).await;
     assert!(app_without.check_secrets().await.is_err(), "no webhook secret");
+    // Nor without the Connect endpoint's: providers would never be onboarded.
+    let mut no_connect: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    no_connect["stripe_connect_webhook_secrets"] = serde_json::json!([]);
+    let app_without = production_app_with_secret(Some(&no_connect.to_string())).await;
+    let error = app_without.check_secrets().await.expect_err("no Connect webhook secret");
+    assert!(error.to_string().contains("stripe_connect_webhook_secrets"), "{error}");
     assert!(app.check_secrets_for(Secrets::RequiredWithStripe).await.is_err(), "no Stripe key");
 
     let mut with_key: serde_json::Value = serde_json::from_str(&generated).unwrap();
@@ -89,4 +103,20 @@ async fn production_payment_functions_refuse_to_start_without_a_stripe_key() {
     with_key["stripe_secret_key"] = serde_json::json!("sk_live_CHANGEME_placeholder_value");
     let app = production_app_with_secret(Some(&with_key.to_string())).await;
     assert!(app.check_secrets_for(Secrets::RequiredWithStripe).await.is_err(), "placeholder key");
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_captcha_unless_the_risk_is_accepted() {
+    let _ = common::TestApp::new().await;
+    let generated = generated_secret().await;
+    let refused = production_app(Some(&generated), &[]).await;
+    let error = refused.check_secrets().await.expect_err("no CAPTCHA, risk not accepted");
+    assert!(error.to_string().contains("captcha_secret"), "{error}");
+    let accepted = production_app(Some(&generated), &[("CAPTCHA_OFF_ACCEPTED", "true")]).await;
+    accepted.check_secrets().await.expect("the risk accepted in so many words");
+
+    let mut with_captcha: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    with_captcha["captcha_secret"] = serde_json::json!("0x4AAAAAAA-a-turnstile-secret-key");
+    let app = production_app(Some(&with_captcha.to_string()), &[]).await;
+    app.check_secrets().await.expect("CAPTCHA configured");
 }

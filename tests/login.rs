@@ -162,6 +162,8 @@ async fn repeated_failures_lock_the_account_for_that_address_progressively_and_t
 async fn the_owner_logs_in_from_their_address_while_an_attacker_hammers_the_account_from_many() {
     let t = TestApp::new().await;
     let email = t.verified_user("hammered").await;
+    let owner_ip = random_ip();
+    assert_eq!(t.login_from(&owner_ip, &email, STRONG_PASSWORD).await.status, 200, "the owner's usual address");
     let mut refused = 0;
     for _ in 0..8 {
         let attacker = random_ip();
@@ -172,8 +174,35 @@ async fn the_owner_logs_in_from_their_address_while_an_attacker_hammers_the_acco
         }
     }
     assert!(refused >= 8, "each attacking address was stopped");
-    let owner = t.login_from(&random_ip(), &email, STRONG_PASSWORD).await;
+    let owner = t.login_from(&owner_ip, &email, STRONG_PASSWORD).await;
     assert_eq!(owner.status, 200, "{:?}", owner.body);
+}
+
+#[tokio::test]
+async fn without_captcha_the_accounts_failures_from_any_address_are_capped_but_the_owner_gets_in() {
+    // The stack has no CAPTCHA secret; a day-long window keeps the test off the boundary.
+    let t = TestApp::with_env(&[("RATE_LIMIT_ACCOUNT_FAILURES", "3/86400")]).await;
+    assert!(!t.app.captcha_configured().await.unwrap());
+    let email = t.verified_user("capped").await;
+    let owner_ip = random_ip();
+    assert_eq!(t.login_from(&owner_ip, &email, STRONG_PASSWORD).await.status, 200);
+    for _ in 0..3 {
+        let guess = t.login_from(&random_ip(), &email, "wrong password, definitely").await;
+        assert_eq!(guess.status, 401, "{:?}", guess.body);
+    }
+    // The account's failures are spent: a new address waits, even with the right password
+    // (its attempt is not even tried, so nothing is learnt from it)...
+    let fresh = t.login_from(&random_ip(), &email, STRONG_PASSWORD).await;
+    assert_eq!((fresh.status, fresh.body["code"].as_str()), (429, Some("rate_limited")), "{:?}", fresh.body);
+    assert!(fresh.header("retry-after").is_some());
+    let more = t.login_from(&random_ip(), &email, "another wrong guess entirely").await;
+    assert_eq!(more.status, 429, "a guess is refused before Argon2");
+    // ...while an address the account has signed in from still gets in.
+    let owner = t.login_from(&owner_ip, &email, STRONG_PASSWORD).await;
+    assert_eq!(owner.status, 200, "{:?}", owner.body);
+    // Another account is not affected.
+    let other = t.verified_user("capped-other").await;
+    assert_eq!(t.login_from(&random_ip(), &other, STRONG_PASSWORD).await.status, 200);
 }
 
 /// `n` wrong guesses at once from one address: how many were checked (401) and refused (429).

@@ -234,6 +234,48 @@ async fn release_needs_a_succeeded_payment_and_an_onboarded_provider() {
 }
 
 #[tokio::test]
+async fn a_release_asks_stripe_about_a_provider_whose_account_event_was_lost_at_most_once_a_minute() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, false).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let created = pay(&t, &payer, &provider_id, "lost-account-event", 2500).await;
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(&t, &payment_id).await;
+    let provider_pk = format!("PROVIDER#{provider_id}");
+    let account = s(&t.item(&provider_pk, "PROVIDER").await.unwrap(), "stripe_account_id");
+    let asked = || t.stand_in().received(&format!("/v1/accounts/{account}")).len();
+
+    // Not onboarded at Stripe either: concurrent releases ask Stripe once between them.
+    let access = token(&payer).to_owned();
+    let tasks = (0..5).map(|_| {
+        let path = format!("/payments/{payment_id}/release");
+        let event = common::http_event("POST", &path, &[("authorization", &format!("Bearer {access}"))], None);
+        common::spawn_invoke(t.app, handle_release, event)
+    });
+    for result in futures::future::join_all(tasks).await {
+        let (status, body) = result.unwrap();
+        assert_eq!((status, body["code"].as_str()), (409, Some("onboarding_required")), "{body}");
+    }
+    assert_eq!(asked(), 1, "one look at Stripe for all of them");
+
+    // Onboarding finishes at Stripe, and its account.updated is lost. Within the minute the
+    // release still refuses without asking again...
+    t.stand_in().onboard(&account);
+    assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "onboarding_required");
+    assert_eq!(asked(), 1);
+    assert!(t.stand_in().received("/v1/transfers").is_empty());
+    // ...and once the last look is a minute old, it asks, finds the account enabled and pays.
+    let minute_ago = shared::time::now().unix_timestamp() - shared::payments::provider::ONBOARDING_RECHECK_SECONDS;
+    t.set(&provider_pk, "PROVIDER", &[("account_checked_at", AttributeValue::N(minute_ago.to_string()))]).await;
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!((released.status, released.body["status"].as_str()), (200, Some("released")), "{:?}", released.body);
+    assert_eq!(asked(), 2);
+    let stored = t.item(&provider_pk, "PROVIDER").await.unwrap();
+    assert_eq!((s(&stored, "charges_enabled"), s(&stored, "payouts_enabled")), ("true".into(), "true".into()));
+}
+
+#[tokio::test]
 async fn fifty_concurrent_releases_make_exactly_one_transfer() {
     let t = TestApp::with_stripe(&[]).await;
     let (payer, _, provider_id, payment_id) = held_payment(&t, true).await;

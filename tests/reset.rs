@@ -120,3 +120,21 @@ async fn forgot_is_limited_per_client_and_nobody_spends_the_owners_requests() {
     let resets = t.emails_to(&email).await.into_iter().filter(|e| e.subject == "Reset your password").count();
     assert_eq!(resets, 2);
 }
+
+#[tokio::test]
+async fn one_client_asking_for_many_addresses_is_limited_whatever_addresses_it_names() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_FORGOT_PASSWORD_CLIENT", "2/86400")]).await;
+    let client = common::random_ip();
+    for n in 0..2 {
+        let asked = forgot_from(&t, &client, &common::unique_email(&format!("spray-{n}"))).await;
+        assert_eq!(asked.status, 202, "{:?}", asked.body);
+    }
+    let limited = forgot_from(&t, &client, &common::unique_email("spray-2")).await;
+    assert_eq!((limited.status, limited.body["code"].as_str()), (429, Some("rate_limited")));
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(
+        forgot_from(&t, &common::random_ip(), &common::unique_email("spray-3")).await.status,
+        202,
+        "others are not"
+    );
+}

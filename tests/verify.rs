@@ -138,3 +138,25 @@ async fn resend_is_rate_limited_per_address() {
     assert!(limited.header("retry-after").is_some());
     assert_eq!(t.emails_to(&email).await.len(), 3, "the limited request sent nothing");
 }
+
+#[tokio::test]
+async fn resend_is_limited_per_client_whatever_addresses_it_names() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_RESEND_VERIFICATION_CLIENT", "2/86400")]).await;
+    let client = common::random_ip();
+    let t = &t;
+    let resend = |email: String| {
+        let event = common::http_event_from(
+            &client,
+            "POST",
+            "/auth/resend-verification",
+            &[],
+            Some(&json!({"email": email}).to_string()),
+        );
+        async move { t.invoke(handle, &event).await }
+    };
+    for n in 0..2 {
+        assert_eq!(resend(unique_email(&format!("resend-spray-{n}"))).await.status, 202);
+    }
+    let limited = resend(unique_email("resend-spray-2")).await;
+    assert_eq!((limited.status, limited.body["code"].as_str()), (429, Some("rate_limited")));
+}

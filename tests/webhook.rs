@@ -19,6 +19,10 @@ fn event(kind: &str, created: i64, object: Value) -> String {
     common::stripe_event(kind, created, object)
 }
 
+fn connect_event(kind: &str, created: i64, object: Value) -> String {
+    common::connect_event(kind, created, object)
+}
+
 async fn deliver(t: &TestApp, body: &str) -> TestResponse {
     t.deliver(body).await
 }
@@ -104,6 +108,68 @@ async fn bad_signatures_are_403_and_change_nothing() {
     assert!(audit.iter().any(|e| s(e, "action") == "webhook.signature_failure"));
 }
 
+/// A provider row for `account`, not onboarded: (provider PK).
+async fn provider_for(t: &TestApp, account: &str) -> String {
+    let provider_pk = format!("PROVIDER#{}", uuid::Uuid::new_v4());
+    t.set(
+        &provider_pk,
+        "PROVIDER",
+        &[
+            ("charges_enabled", AttributeValue::Bool(false)),
+            ("payouts_enabled", AttributeValue::Bool(false)),
+            ("GSI1PK", AttributeValue::S(format!("ACCOUNT#{account}"))),
+            ("GSI1SK", AttributeValue::S("PROVIDER".into())),
+        ],
+    )
+    .await;
+    provider_pk
+}
+
+#[tokio::test]
+async fn each_stripe_endpoint_is_verified_with_its_own_secret_and_connect_applies_only_account_events() {
+    let t = TestApp::new().await;
+    let now = shared::time::now().unix_timestamp();
+    let account = format!("acct_{}", uuid::Uuid::new_v4().simple());
+    let provider_pk = provider_for(&t, &account).await;
+    let onboarded = json!({"id": account, "object": "account", "charges_enabled": true, "payouts_enabled": true});
+    let payouts = || async { s(&t.item(&provider_pk, "PROVIDER").await.unwrap(), "payouts_enabled") };
+
+    // A connected account's event signed with the platform's secret is not Stripe's.
+    let connected = connect_event("account.updated", now, onboarded.clone());
+    let forged = t.invoke(handle, &delivery(&connected, Some(&sign(connected.as_bytes(), &secret(), now)))).await;
+    assert_eq!((forged.status, forged.body["code"].as_str()), (403, Some("signature_invalid")));
+    assert_eq!(payouts().await, "false");
+    // Nor is a platform event signed with the Connect endpoint's secret.
+    let (payment_id, pi) = payment(&t, "requires_payment").await;
+    let platform = event("payment_intent.succeeded", now, json!({"id": pi, "object": "payment_intent"}));
+    let connect_secret = common::connect_webhook_secret();
+    let forged = t.invoke(handle, &delivery(&platform, Some(&sign(platform.as_bytes(), &connect_secret, now)))).await;
+    assert_eq!((forged.status, forged.body["code"].as_str()), (403, Some("signature_invalid")));
+    assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "requires_payment");
+
+    // From the Connect endpoint, a connected account's payment event changes nothing of ours
+    // (it is the account's own business), nor does an account event about another account.
+    let mut elsewhere: Value = serde_json::from_str(&connect_event(
+        "payment_intent.succeeded",
+        now,
+        json!({"id": pi, "object": "payment_intent"}),
+    ))
+    .unwrap();
+    elsewhere["account"] = json!(account);
+    let ignored = deliver(&t, &elsewhere.to_string()).await;
+    assert_eq!(ignored.status, 200, "{:?}", ignored.body);
+    assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "requires_payment");
+    let mut about_another: Value = serde_json::from_str(&connected).unwrap();
+    about_another["account"] = json!(format!("acct_{}", uuid::Uuid::new_v4().simple()));
+    assert_eq!(deliver(&t, &about_another.to_string()).await.status, 200);
+    assert_eq!(payouts().await, "false");
+
+    // Signed by the Connect endpoint, the account's own event onboards the provider.
+    let applied = deliver(&t, &connected).await;
+    assert_eq!((applied.status, &applied.body), (200, &json!({"received": true})));
+    assert_eq!(payouts().await, "true");
+}
+
 #[tokio::test]
 async fn a_verified_but_unparsable_body_is_400_and_unknown_types_are_acknowledged() {
     let t = TestApp::new().await;
@@ -169,12 +235,20 @@ async fn older_events_never_overwrite_newer_state() {
         .unwrap();
     deliver(
         &t,
-        &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true})),
+        &connect_event(
+            "account.updated",
+            now,
+            json!({"id": account, "charges_enabled": true, "payouts_enabled": true}),
+        ),
     )
     .await;
     deliver(
         &t,
-        &event("account.updated", now - 60, json!({"id": account, "charges_enabled": false, "payouts_enabled": false})),
+        &connect_event(
+            "account.updated",
+            now - 60,
+            json!({"id": account, "charges_enabled": false, "payouts_enabled": false}),
+        ),
     )
     .await;
     let provider = t.item(&provider_pk, "PROVIDER").await.unwrap();
@@ -256,11 +330,9 @@ async fn webhook_events_drive_a_payment_from_creation_to_release() {
     let intent = t.stand_in().succeed_payment_intent(&pi);
     deliver(&t, &event("payment_intent.succeeded", now, intent)).await;
     assert_eq!(release().await.body["code"], "onboarding_required");
-    deliver(
-        &t,
-        &event("account.updated", now, json!({"id": account, "charges_enabled": true, "payouts_enabled": true})),
-    )
-    .await;
+    // Onboarding finishes at Stripe after the release looked; its event then arrives.
+    let onboarded = t.stand_in().onboard(&account);
+    deliver(&t, &connect_event("account.updated", shared::time::now().unix_timestamp(), onboarded)).await;
     let released = release().await;
     assert_eq!(
         (released.status, released.body["already_released"].as_bool()),

@@ -158,6 +158,7 @@ mod tests {
             verify_url: "http://127.0.0.1:9/siteverify".into(),
             after_failures: 10,
             timeout: Duration::from_millis(200),
+            off_accepted: false,
         })
     }
 
@@ -190,6 +191,7 @@ mod tests {
             verify_url: TURNSTILE_SITEVERIFY.into(),
             after_failures: 10,
             timeout: Duration::from_secs(1),
+            off_accepted: false,
         });
         verifier.client();
     }

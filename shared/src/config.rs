@@ -93,6 +93,11 @@ pub struct CaptchaSettings {
     /// login and restore need a solved CAPTCHA.
     pub after_failures: u32,
     pub timeout: Duration,
+    /// `CAPTCHA_OFF_ACCEPTED=true`: production may run without a CAPTCHA secret, and then
+    /// guesses on one account from many addresses are slowed only by the account-wide limit
+    /// (`RATE_LIMIT_ACCOUNT_FAILURES`). Without it, production refuses to start with no
+    /// CAPTCHA.
+    pub off_accepted: bool,
 }
 
 /// Timeouts of every AWS SDK call (DynamoDB, SES, SNS, Secrets Manager). Without them a
@@ -264,6 +269,16 @@ impl Settings {
                 after_failures: number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
                 // Two calls at most must fit the functions' 10 s timeout with room to answer.
                 timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 4_000)),
+                off_accepted: match get("CAPTCHA_OFF_ACCEPTED").as_deref().map(str::trim) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            name: "CAPTCHA_OFF_ACCEPTED",
+                            reason: format!("{other:?} is not true or false"),
+                        });
+                    }
+                },
             },
             aws_timeouts: {
                 let attempt = number("AWS_ATTEMPT_TIMEOUT_MS", 2_000)?.clamp(100, 900_000);
@@ -311,9 +326,14 @@ pub struct Secrets {
     pub jwt_signing_keys: Vec<SigningKey>,
     #[serde(default)]
     pub stripe_secret_key: Option<SecretString>,
-    /// Several during rotation; any of them may sign a delivery.
+    /// The platform endpoint's signing secrets (events about our own payments, transfers
+    /// and subscriptions). Several during rotation; any of them may sign a delivery.
     #[serde(default)]
     pub stripe_webhook_secrets: Vec<SecretString>,
+    /// The Connect endpoint's signing secrets (connected accounts' events, which carry
+    /// `account`): a separate endpoint at Stripe, with its own secret.
+    #[serde(default)]
+    pub stripe_connect_webhook_secrets: Vec<SecretString>,
     /// The CAPTCHA provider's secret key (`CAPTCHA_SECRET`); absent: no CAPTCHA is asked for.
     #[serde(default)]
     pub captcha_secret: Option<SecretString>,
@@ -328,6 +348,7 @@ impl std::fmt::Debug for Secrets {
             .field("jwt_signing_keys", &self.jwt_signing_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "[redacted]"))
             .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
+            .field("stripe_connect_webhook_secrets", &self.stripe_connect_webhook_secrets.len())
             .field("captcha_secret", &self.captcha_secret.as_ref().map(|_| "[redacted]"))
             .field("mfa_encryption_keys", &self.mfa_encryption_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .finish()
@@ -382,13 +403,19 @@ impl Secrets {
                 return weak("jwt_signing_keys", "not an RSA private key");
             }
         }
-        if self.stripe_webhook_secrets.is_empty() {
-            return weak("stripe_webhook_secrets", "missing");
-        }
-        for secret in &self.stripe_webhook_secrets {
-            let s = secret.expose_secret();
-            if looks_placeholder(s) || s.len() < 32 {
-                return weak("stripe_webhook_secrets", "placeholder or shorter than 32 characters");
+        // Without the Connect endpoint's secret no provider is ever onboarded.
+        for (field, secrets) in [
+            ("stripe_webhook_secrets", &self.stripe_webhook_secrets),
+            ("stripe_connect_webhook_secrets", &self.stripe_connect_webhook_secrets),
+        ] {
+            if secrets.is_empty() {
+                return weak(field, "missing");
+            }
+            for secret in secrets {
+                let s = secret.expose_secret();
+                if looks_placeholder(s) || s.len() < 32 {
+                    return weak(field, "placeholder or shorter than 32 characters");
+                }
             }
         }
         if let Some(key) = &self.stripe_secret_key {
@@ -433,6 +460,7 @@ pub struct SecretsStore {
     secret_id: String,
     refresh: Duration,
     production: bool,
+    captcha_off_accepted: bool,
     cached: RwLock<Option<(std::time::Instant, Arc<Secrets>)>>,
 }
 
@@ -443,6 +471,7 @@ impl SecretsStore {
             secret_id: settings.secret_id.clone(),
             refresh: settings.secret_refresh,
             production: settings.environment.is_production(),
+            captcha_off_accepted: settings.captcha.off_accepted,
             cached: RwLock::new(None),
         }
     }
@@ -491,6 +520,14 @@ impl SecretsStore {
         let secrets = Secrets::parse(&self.secret_id, json)?;
         if self.production {
             secrets.check_production()?;
+            if secrets.captcha_secret.is_none() && !self.captcha_off_accepted {
+                return Err(ConfigError::WeakSecret {
+                    field: "captcha_secret",
+                    reason: "missing: without CAPTCHA, guesses on one account from many addresses are slowed \
+                             only by an account-wide limit; set CAPTCHA_OFF_ACCEPTED=true to accept that"
+                        .into(),
+                });
+            }
         }
         Ok(secrets)
     }

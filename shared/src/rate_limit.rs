@@ -30,6 +30,13 @@ pub enum Rule {
     ResendVerification,
     /// Reset requests for one address from one client address.
     ForgotPassword,
+    /// Reset requests from one client address, whatever the address asked for.
+    ForgotPasswordClient,
+    /// Verification emails asked for from one client address, whatever the address.
+    ResendVerificationClient,
+    /// Failed password attempts on one account from any address, where no CAPTCHA is
+    /// configured to slow many addresses down (counted on failure, checked before).
+    AccountFailures,
     /// Reset emails one address receives, whoever asks.
     ForgotPasswordInbox,
     ResetPassword,
@@ -51,7 +58,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 20] = [
         Rule::Register,
         Rule::Login,
         Rule::LoginAccount,
@@ -59,6 +66,9 @@ impl Rule {
         Rule::VerifyEmail,
         Rule::ResendVerification,
         Rule::ForgotPassword,
+        Rule::ForgotPasswordClient,
+        Rule::ResendVerificationClient,
+        Rule::AccountFailures,
         Rule::ForgotPasswordInbox,
         Rule::ResetPassword,
         Rule::Restore,
@@ -80,6 +90,9 @@ impl Rule {
             Rule::VerifyEmail => "verify_email",
             Rule::ResendVerification => "resend_verification",
             Rule::ForgotPassword => "forgot_password",
+            Rule::ForgotPasswordClient => "forgot_password_client",
+            Rule::ResendVerificationClient => "resend_verification_client",
+            Rule::AccountFailures => "account_failures",
             Rule::ForgotPasswordInbox => "forgot_password_inbox",
             Rule::ResetPassword => "reset_password",
             Rule::Restore => "restore",
@@ -103,6 +116,9 @@ impl Rule {
             Rule::VerifyEmail => (10, 3600),
             Rule::ResendVerification => (3, 3600),
             Rule::ForgotPassword => (3, 3600),
+            Rule::ForgotPasswordClient => (10, 3600),
+            Rule::ResendVerificationClient => (10, 3600),
+            Rule::AccountFailures => (10, 60),
             Rule::ForgotPasswordInbox => (10, 3600),
             Rule::ResetPassword => (10, 3600),
             Rule::Restore => (5, 3600),
@@ -190,46 +206,102 @@ impl RateLimits {
         if !self.enabled {
             return Ok(());
         }
-        let limit = self.limit(rule);
+        let window = self.window(rule);
+        let hits = match self.count_in(table, rule, key, &window).await {
+            Ok(hits) => hits,
+            Err(error) => return unavailable(rule, error),
+        };
+        if hits > u64::from(self.limit(rule).count) {
+            tracing::warn!(rule = rule.name(), hits, "rate limited");
+            return Err(ApiError::RateLimited { retry_after_seconds: window.retry_after() });
+        }
+        Ok(())
+    }
+
+    /// Counts one event for `key` under `rule` without judging it (a failure that a later
+    /// [`RateLimits::spent`] weighs).
+    pub async fn count(&self, table: &Table, rule: Rule, key: &str) -> Result<(), StoreError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.count_in(table, rule, key, &self.window(rule)).await.map(|_| ())
+    }
+
+    /// Whether `key`'s count under `rule` is spent for this window, without counting: the
+    /// seconds until it renews, if so.
+    pub async fn spent(&self, table: &Table, rule: Rule, key: &str) -> Result<Option<u64>, ApiError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let window = self.window(rule);
+        #[derive(serde::Deserialize)]
+        struct Hits {
+            #[serde(default)]
+            hits: u64,
+        }
+        let hits = match table.get::<Hits>(&window.pk(rule, key), &window.start.to_string()).await {
+            Ok(hits) => hits.map_or(0, |h| h.hits),
+            Err(error) => return unavailable(rule, error).map(|()| None),
+        };
+        Ok((hits >= u64::from(self.limit(rule).count)).then(|| window.retry_after()))
+    }
+
+    fn window(&self, rule: Rule) -> Window {
         let now = crate::time::now().unix_timestamp();
-        let window = limit.window_seconds as i64;
-        let window_start = now - now.rem_euclid(window);
-        let window_end = window_start + window;
-        let hashed = hex::encode(&Sha256::digest(key.as_bytes())[..16]);
-        let pk = format!("RATE#{}#{hashed}", rule.name());
-        let sk = window_start.to_string();
+        let length = self.limit(rule).window_seconds as i64;
+        let start = now - now.rem_euclid(length);
+        Window { now, start, end: start + length }
+    }
+
+    async fn count_in(&self, table: &Table, rule: Rule, key: &str, window: &Window) -> Result<u64, StoreError> {
+        let pk = window.pk(rule, key);
+        let sk = window.start.to_string();
         let item = table
             .update_item(
                 Change::new(&pk, &sk)
                     .update("ADD hits :one SET #ttl = :ttl, expiry_shard = :shard")
                     .value(":one", av::n(1))
                     .value(":shard", av::s(expiry::shard_of(&pk)))
-                    .value(":ttl", av::n(window_end + 60))
+                    .value(":ttl", av::n(window.end + 60))
                     .name("#ttl", "ttl"),
             )
-            .await;
-        let item = match item {
-            Ok(item) => item,
-            Err(error @ StoreError::Dynamo(_)) if rule.fails_closed() => {
-                tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; refusing");
-                return Err(ApiError::RateLimited { retry_after_seconds: 1 });
-            }
-            Err(error @ StoreError::Dynamo(_)) => {
-                tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; allowing");
-                return Ok(());
-            }
-            Err(other) => return Err(ApiError::internal(other)),
-        };
-        let hits: u64 = match item.get("hits") {
+            .await?;
+        Ok(match item.get("hits") {
             Some(aws_sdk_dynamodb::types::AttributeValue::N(n)) => n.parse().unwrap_or(0),
             _ => 0,
-        };
-        if hits > u64::from(limit.count) {
-            let retry_after_seconds = (window_end - now).max(1) as u64;
-            tracing::warn!(rule = rule.name(), hits, "rate limited");
-            return Err(ApiError::RateLimited { retry_after_seconds });
+        })
+    }
+}
+
+/// The fixed window a count falls in.
+struct Window {
+    now: i64,
+    start: i64,
+    end: i64,
+}
+
+impl Window {
+    fn pk(&self, rule: Rule, key: &str) -> String {
+        format!("RATE#{}#{}", rule.name(), hex::encode(&Sha256::digest(key.as_bytes())[..16]))
+    }
+
+    fn retry_after(&self) -> u64 {
+        (self.end - self.now).max(1) as u64
+    }
+}
+
+/// A counter that cannot be kept: refused or let through as the rule says.
+fn unavailable(rule: Rule, error: StoreError) -> Result<(), ApiError> {
+    match error {
+        error @ StoreError::Dynamo(_) if rule.fails_closed() => {
+            tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; refusing");
+            Err(ApiError::RateLimited { retry_after_seconds: 1 })
         }
-        Ok(())
+        error @ StoreError::Dynamo(_) => {
+            tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; allowing");
+            Ok(())
+        }
+        other => Err(ApiError::internal(other)),
     }
 }
 

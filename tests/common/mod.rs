@@ -579,15 +579,32 @@ pub fn stripe_event(kind: &str, created: i64, object: Value) -> String {
     .to_string()
 }
 
+/// A connected account's event as Stripe's Connect endpoint sends it: with `account`, the
+/// account it is about (`object`'s id, for an account's own events).
+pub fn connect_event(kind: &str, created: i64, object: Value) -> String {
+    let mut event: Value = serde_json::from_str(&stripe_event(kind, created, object.clone())).expect("an event");
+    event["account"] = object["id"].clone();
+    event.to_string()
+}
+
+/// The platform endpoint's signing secret.
 pub fn webhook_secret() -> String {
     std::env::var("STRIPE_WEBHOOK_SECRET").expect("the stack's webhook secret")
 }
 
+/// The Connect endpoint's signing secret.
+pub fn connect_webhook_secret() -> String {
+    std::env::var("STRIPE_CONNECT_WEBHOOK_SECRET").expect("the stack's Connect webhook secret")
+}
+
 impl TestApp {
-    /// Delivers `body` to the webhook, signed with the stack's secret as Stripe would.
+    /// Delivers `body` to the webhook signed as Stripe would: by the Connect endpoint when
+    /// the event carries `account`, else by the platform endpoint.
     pub async fn deliver(&self, body: &str) -> TestResponse {
         let now = shared::time::now().unix_timestamp();
-        let signature = shared::webhook::signature::sign(body.as_bytes(), &webhook_secret(), now);
+        let connected = serde_json::from_str::<Value>(body).is_ok_and(|event| event["account"].is_string());
+        let secret = if connected { connect_webhook_secret() } else { webhook_secret() };
+        let signature = shared::webhook::signature::sign(body.as_bytes(), &secret, now);
         self.invoke(shared::api::webhook::handle, &webhook_delivery(body, Some(&signature))).await
     }
 }

@@ -489,6 +489,17 @@ impl StripeStandIn {
         intent.clone()
     }
 
+    /// What Stripe does when a connected account finishes onboarding: charges and payouts
+    /// are enabled. Returns the account as an `account.updated` event would carry it.
+    pub fn onboard(&self, account: &str) -> Value {
+        let mut state = self.state.lock().expect("stand-in state");
+        let object = state.objects.get_mut(account).expect("an account the stand-in made");
+        object["charges_enabled"] = json!(true);
+        object["payouts_enabled"] = json!(true);
+        object["details_submitted"] = json!(true);
+        object.clone()
+    }
+
     /// Stops injecting failures.
     pub fn heal(&self) {
         self.state.lock().expect("stand-in state").failures.clear();

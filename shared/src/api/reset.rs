@@ -34,6 +34,8 @@ async fn forgot(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRespo
     // fresh link).
     // The inbox cap is spent only by requests that passed the CAPTCHA, so refused ones from
     // many addresses cannot use up the owner's hour.
+    // A client asking for many addresses is bounded too, whichever addresses it names.
+    app.rate_limit(Rule::ForgotPasswordClient, &meta.client_key()).await?;
     app.rate_limit(Rule::ForgotPassword, &format!("{}\n{}", email.as_str(), meta.client_key())).await?;
     app.require_captcha(captcha_token.as_deref(), meta).await?;
     app.rate_limit(Rule::ForgotPasswordInbox, email.as_str()).await?;

@@ -29,8 +29,10 @@ async fn verify_email(app: &App, req: &Request, meta: &RequestMeta) -> Result<Ap
     Ok(ApiResponse::json(StatusCode::OK, json!({ "status": "verified" })))
 }
 
-async fn resend(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
+async fn resend(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let email = email_field(parse_json::<EmailBody>(req)?.email)?;
+    // Per client, whichever addresses it names; then per address, whoever asks.
+    app.rate_limit(Rule::ResendVerificationClient, &meta.client_key()).await?;
     app.rate_limit(Rule::ResendVerification, email.as_str()).await?;
     identity::resend_verification(app, &email).await?;
     Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({ "status": "sent_if_pending" })))
@@ -40,7 +42,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
         match (req.method().as_str(), req.uri().path()) {
             ("POST", "/auth/verify-email") => verify_email(app, &req, &meta).await,
-            ("POST", "/auth/resend-verification") => resend(app, &req).await,
+            ("POST", "/auth/resend-verification") => resend(app, &req, &meta).await,
             (method, path) => Err(crate::http::routes::unrouted(method, path)),
         }
     })

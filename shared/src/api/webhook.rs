@@ -20,14 +20,23 @@ pub const PLATFORM_AUDIT_ORG: &str = "platform";
 
 async fn receive(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
-    let keys: Vec<&str> = secrets.stripe_webhook_secrets.iter().map(|s| s.expose_secret()).collect();
-    let header = req.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
     let body = req.body().as_ref();
+    // Two Stripe endpoints deliver here, each signing with its own secret: the Connect
+    // endpoint's events carry `account`, the platform endpoint's don't. Each is verified with
+    // its own endpoint's secrets only, so neither secret can forge the other's events.
+    let connected = StripeEvent::claimed_account(body);
+    let endpoint_secrets = match connected {
+        Some(_) => &secrets.stripe_connect_webhook_secrets,
+        None => &secrets.stripe_webhook_secrets,
+    };
+    let keys: Vec<&str> = endpoint_secrets.iter().map(|s| s.expose_secret()).collect();
+    let header = req.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = crate::time::now().unix_timestamp();
     if let Err(error) = verify(header, body, &keys, now, app.settings().stripe.webhook_tolerance_seconds) {
-        tracing::warn!(%error, "Stripe webhook signature rejected");
+        let endpoint = if connected.is_some() { "connect" } else { "platform" };
+        tracing::warn!(%error, endpoint, "Stripe webhook signature rejected");
         let entry = AuditEntry::new("webhook.signature_failure", AuditStatus::Failure, PLATFORM_AUDIT_ORG, meta)
-            .details(json!({ "reason": error.to_string() }));
+            .details(json!({ "reason": error.to_string(), "endpoint": endpoint }));
         app.audit().record_or_log(&entry).await;
         return Err(ApiError::SignatureInvalid);
     }

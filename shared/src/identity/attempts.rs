@@ -15,6 +15,10 @@
 //! When CAPTCHA is configured, an account with [`CaptchaSettings::after_failures`] failures
 //! today needs a solved CAPTCHA for every attempt until the day ends: many addresses slow
 //! down to a person's pace, and the owner is never locked out of their own account.
+//! Without CAPTCHA (which production allows only when told to accept the risk), the
+//! account's failures per minute from any address are capped instead
+//! ([`Rule::AccountFailures`]): once spent, attempts wait for the next minute, except from
+//! an address this account has signed in from before, so the owner still gets in.
 //!
 //! [`CaptchaSettings::after_failures`]: crate::config::CaptchaSettings::after_failures
 
@@ -94,7 +98,11 @@ pub async fn begin(
 ) -> Result<(Option<User>, Attempt), ApiError> {
     limit(app, email, meta).await?;
     let (user, subject) = subject(app, email).await?;
-    challenge(app, &subject, captcha_token, meta).await?;
+    if app.captcha_configured().await? {
+        challenge(app, &subject, captcha_token, meta).await?;
+    } else {
+        slow_down(app, &subject, &meta.client_key()).await?;
+    }
     let attempt = reserve(app, &subject, &meta.client_key()).await?;
     Ok((user, attempt))
 }
@@ -103,15 +111,43 @@ pub async fn begin(
 /// must be a solved CAPTCHA (400 `captcha_required`). Unknown addresses' stand-ins are
 /// counted and flagged alike, so the question reveals nothing either.
 async fn challenge(app: &App, subject: &str, captcha_token: Option<&str>, meta: &RequestMeta) -> Result<(), ApiError> {
-    if !app.captcha_configured().await? {
-        return Ok(());
-    }
     let now = time::now().unix_timestamp();
     let today: Option<DayCount> = app.table().get(&keys::user(subject), &day_sort_key(now)).await?;
     if today.is_some_and(|day| day.failures >= app.settings().captcha.after_failures) {
         app.require_captcha(captcha_token, meta).await?;
     }
     Ok(())
+}
+
+/// Without CAPTCHA: 429 once `subject`'s failures this minute (from any address) are spent,
+/// unless `client` has signed in to it before.
+async fn slow_down(app: &App, subject: &str, client: &str) -> Result<(), ApiError> {
+    let rate_limits = &app.settings().rate_limits;
+    let Some(retry_after_seconds) = rate_limits.spent(app.table(), Rule::AccountFailures, subject).await? else {
+        return Ok(());
+    };
+    let known: Option<KnownClient> = app.table().get(&keys::user(subject), &known_sort_key(client)).await?;
+    if known.is_some_and(|k| k.ttl > time::now().unix_timestamp()) {
+        return Ok(());
+    }
+    tracing::warn!(retry_after_seconds, "account-wide failures spent; attempts from new addresses wait");
+    Err(ApiError::RateLimited { retry_after_seconds })
+}
+
+/// An address that signed in to the account, remembered for [`KNOWN_CLIENT_DAYS`].
+#[derive(Debug, Serialize, Deserialize)]
+struct KnownClient {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    ttl: i64,
+}
+
+const KNOWN_CLIENT_DAYS: i64 = 30;
+
+fn known_sort_key(client: &str) -> String {
+    format!("KNOWN#{}", &counter_sort_key(client)["ATTEMPTS#".len()..])
 }
 
 /// The account behind `email`, and the subject its attempts count against. Unknown
@@ -184,10 +220,22 @@ impl Attempt {
     /// second count of a try whose failure is recorded through another attempt).
     pub fn stands(self) {}
 
-    /// The password was right: the count starts over.
+    /// The password was right: the count starts over, and the address is one the account
+    /// knows.
     pub async fn succeeded(self, app: &App) {
-        if let Err(error) = app.table().delete_item(Change::new(&self.pk, &self.sk)).await {
+        let known = KnownClient {
+            pk: self.pk.clone(),
+            sk: format!("KNOWN#{}", &self.sk["ATTEMPTS#".len()..]),
+            ttl: self.now + KNOWN_CLIENT_DAYS * 86_400,
+        };
+        let table = app.table();
+        let (cleared, remembered) =
+            tokio::join!(table.delete_item(Change::new(&self.pk, &self.sk)), table.put_item(&known));
+        if let Err(error) = cleared {
             tracing::warn!(%error, "could not clear password failures");
+        }
+        if let Err(error) = remembered {
+            tracing::warn!(%error, "could not remember the address as known");
         }
     }
 
@@ -212,9 +260,11 @@ impl Attempt {
             tracing::warn!(user_id = %user.user_id, seconds, "account locked for one client address");
         };
         // All at once: a real account's failure then costs one write's time, as an unknown one's does.
-        let ((), (), counted) = tokio::join!(failure, lock, count_day(app, &self.pk, self.now));
-        if let Err(error) = counted {
-            tracing::warn!(%error, "failure not counted toward the account's day");
+        let subject = &self.pk["USER#".len()..];
+        let minute = app.settings().rate_limits.count(app.table(), Rule::AccountFailures, subject);
+        let ((), (), counted, minute) = tokio::join!(failure, lock, count_day(app, &self.pk, self.now), minute);
+        if let Err(error) = counted.and(minute) {
+            tracing::warn!(%error, "failure not counted toward the account's day or minute");
         }
     }
 }

@@ -224,6 +224,16 @@ impl Stripe {
         Ok(account.id)
     }
 
+    /// The connected account's onboarding flags as Stripe holds them now.
+    pub async fn account_flags(&self, account: &str) -> Result<AccountFlags, GatewayError> {
+        use stripe_connect::account::RetrieveAccount;
+        let account: answers::Account = self.call(None, &RetrieveAccount::new(account)).await?;
+        Ok(AccountFlags {
+            charges_enabled: account.charges_enabled.unwrap_or(false),
+            payouts_enabled: account.payouts_enabled.unwrap_or(false),
+        })
+    }
+
     /// A fresh onboarding link (links are single-use and short-lived, so never cached).
     pub async fn create_account_link(
         &self,
@@ -362,6 +372,13 @@ impl Stripe {
     }
 }
 
+/// What a connected account may do, as `account.updated` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountFlags {
+    pub charges_enabled: bool,
+    pub payouts_enabled: bool,
+}
+
 /// What a transfer is made of.
 pub struct NewTransfer<'a> {
     pub payment_id: &'a str,
@@ -435,6 +452,12 @@ mod answers {
     #[derive(Deserialize)]
     pub struct Object {
         pub id: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Account {
+        pub charges_enabled: Option<bool>,
+        pub payouts_enabled: Option<bool>,
     }
 
     #[derive(Deserialize)]

@@ -3,11 +3,14 @@
 //! One provider per user, held by a `USER#{id}` / `PROVIDER` guard item. The account is
 //! created with the idempotency key `account:{provider_id}`, so concurrent or retried
 //! calls all end with the same Stripe account. Onboarding flags are written by the
-//! webhook (`account.updated`).
+//! webhook (`account.updated`, from the Connect endpoint), and re-read from Stripe when a
+//! release finds them off ([`Provider::recheck_onboarding`]), so a missed event never blocks
+//! payouts for good.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::gateway::Stripe;
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -18,6 +21,10 @@ use crate::{
 };
 
 const SK: &str = "PROVIDER";
+/// How often a release may ask Stripe about a provider whose flags are off: a missed
+/// `account.updated` delays payouts by a minute at most, and callers retrying a refused
+/// release cannot spend the platform's Stripe rate limit on one account.
+pub const ONBOARDING_RECHECK_SECONDS: i64 = 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provider {
@@ -114,6 +121,52 @@ impl Provider {
 
     pub async fn find(app: &App, provider_id: &str) -> Result<Option<Provider>, StoreError> {
         app.table().get(&Self::key(provider_id), SK).await
+    }
+
+    /// Whether transfers to this provider can be made.
+    pub fn payout_destination(&self) -> Option<&str> {
+        self.stripe_account_id.as_deref().filter(|_| self.payouts_enabled)
+    }
+
+    /// The provider with its flags as Stripe holds them now, when they are off here and the
+    /// last look at Stripe is a minute old or more (the look is claimed first, so concurrent
+    /// releases ask once); otherwise the provider as it is. The flags read are written in
+    /// event order: an `account.updated` created after the read wins.
+    pub async fn recheck_onboarding(self, app: &App, stripe: &Stripe) -> Result<Provider, ApiError> {
+        let Some(account) = self.stripe_account_id.clone().filter(|_| !self.payouts_enabled) else {
+            return Ok(self);
+        };
+        let pk = Self::key(&self.provider_id);
+        let read_at = time::now().unix_timestamp();
+        let claim = Change::new(&pk, SK)
+            .update("SET account_checked_at = :now")
+            .condition(
+                "attribute_exists(PK) AND (attribute_not_exists(account_checked_at) OR account_checked_at <= :due)",
+            )
+            .value(":now", av::n(read_at))
+            .value(":due", av::n(read_at - ONBOARDING_RECHECK_SECONDS));
+        match app.table().update_item(claim).await {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed) => return Ok(self),
+            Err(other) => return Err(other.into()),
+        }
+        let flags = stripe.account_flags(&account).await?;
+        tracing::info!(provider_id = %self.provider_id, ?flags, "onboarding flags re-read from Stripe");
+        let write = Change::new(&pk, SK)
+            .update("SET charges_enabled = :charges, payouts_enabled = :payouts, account_event_created = :read_at, updated_at = :at")
+            .condition("attribute_exists(PK) AND (attribute_not_exists(account_event_created) OR account_event_created <= :read_at)")
+            .value(":charges", av::b(flags.charges_enabled))
+            .value(":payouts", av::b(flags.payouts_enabled))
+            .value(":read_at", av::n(read_at))
+            .value(":at", av::s(time::rfc3339(time::now())));
+        match app.table().update_item(write).await {
+            Ok(item) => Ok(serde_dynamo::from_item(item).map_err(StoreError::from)?),
+            // An event newer than the read got there first: it is the truth.
+            Err(StoreError::ConditionFailed) => {
+                Ok(Self::find(app, &self.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?)
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     pub fn body(&self, onboarding_url: Option<&str>) -> serde_json::Value {

@@ -63,10 +63,17 @@ pub async fn release(
     }
     let provider =
         Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
-    let Some(destination) = provider.stripe_account_id.clone().filter(|_| provider.payouts_enabled) else {
+    if provider.stripe_account_id.is_none() {
+        return Err(ApiError::OnboardingRequired);
+    }
+    let stripe = app.stripe(meta.deadline).await?;
+    if !stripe.has_time() {
+        return Err(ApiError::PaymentsUnavailable);
+    }
+    let provider = provider.recheck_onboarding(app, &stripe).await?;
+    let Some(destination) = provider.payout_destination().map(str::to_owned) else {
         return Err(ApiError::OnboardingRequired);
     };
-    let stripe = app.stripe(meta.deadline).await?;
     if !stripe.has_time() {
         return Err(ApiError::PaymentsUnavailable);
     }

@@ -28,6 +28,8 @@ pub struct StripeEvent {
     pub kind: String,
     pub created: i64,
     pub object: Value,
+    /// The connected account the event is about, for events from the Connect endpoint.
+    pub account: Option<String>,
 }
 
 impl StripeEvent {
@@ -39,7 +41,28 @@ impl StripeEvent {
             kind: value["type"].as_str()?.to_owned(),
             created: value["created"].as_i64()?,
             object: value["data"]["object"].clone(),
+            account: value["account"].as_str().map(str::to_owned),
         })
+    }
+
+    /// The `account` of a body not yet verified: it decides which endpoint's secrets verify
+    /// the signature (the signature covers the field, so lying about it only fails).
+    pub fn claimed_account(body: &[u8]) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Claimed {
+            account: Option<String>,
+        }
+        serde_json::from_slice::<Claimed>(body).ok()?.account
+    }
+
+    /// Whether the event is one we act on from where it came: a connected account's event
+    /// (the Connect endpoint) only if it is about the account itself; our payments,
+    /// transfers and subscriptions are the platform's own events.
+    pub fn applies(&self) -> bool {
+        match &self.account {
+            Some(_) => self.kind.starts_with("account."),
+            None => true,
+        }
     }
 }
 
@@ -118,6 +141,11 @@ async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result
 async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(account) = object["id"].as_str() else { return Ok(Effect::none()) };
+    // From the Connect endpoint, an account's event is about that account only.
+    if event.account.as_deref().is_some_and(|about| about != account) {
+        tracing::warn!(account, about = event.account.as_deref(), "account.updated about another account; skipped");
+        return Ok(Effect::none());
+    }
     let Some((pk, sk)) = find_by_gsi1(app, &format!("ACCOUNT#{account}")).await? else {
         return Ok(Effect::none());
     };
@@ -253,6 +281,10 @@ const EFFECT_ATTEMPTS: usize = 3;
 
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.kind))]
 pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, ApiError> {
+    if !event.applies() {
+        tracing::info!(account = event.account.as_deref(), "a connected account's event other than account.*; ignored");
+        return mark_only(app, event, Outcome::Ignored).await;
+    }
     let table = app.table();
     let mut contended = false;
     for _ in 0..EFFECT_ATTEMPTS {
