@@ -206,7 +206,7 @@ def provision_table(endpoint: str, table_name: str) -> None:
 
 
 def mfa_key() -> dict:
-    """A fresh 256-bit key for sealing MFA secrets."""
+    """A fresh 256-bit key for sealing (MFA secrets, outbox items)."""
     import base64
     return {"kid": f"local-{secrets.token_hex(4)}", "key": base64.b64encode(secrets.token_bytes(32)).decode()}
 
@@ -216,7 +216,8 @@ def machine_secrets() -> dict:
     path = LOCAL / "secrets.json"
     # Made by an older version: add what it lacks, keep the rest.
     later = {"mfa_encryption_keys": lambda: [mfa_key()],
-             "stripe_connect_webhook_secrets": lambda: [f"whsec_{secrets.token_urlsafe(32)}"]}
+             "stripe_connect_webhook_secrets": lambda: [f"whsec_{secrets.token_urlsafe(32)}"],
+             "outbox_sealing_keys": lambda: [mfa_key()]}
     if path.exists():
         values = json.loads(path.read_text())
         if all(field in values for field in later):
@@ -236,6 +237,7 @@ def machine_secrets() -> dict:
         "stripe_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
         "stripe_connect_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
         "mfa_encryption_keys": [mfa_key()],
+        "outbox_sealing_keys": [mfa_key()],
     }
     path.write_text(json.dumps(values, indent=2))
     path.chmod(0o600)

@@ -241,7 +241,8 @@ async fn the_welcome_email_carries_an_unsubscribe_link_that_turns_product_mail_o
     let message =
         shared::outbox::Message::email(shared::notify::EmailKind::Welcome, &email, json!({"login_link": "x"}));
     let table = t.app.table();
-    table.transact(vec![shared::outbox::put(table, message).unwrap()]).await.unwrap();
+    let sealer = t.app.outbox_sealer().await.unwrap();
+    table.transact(vec![shared::outbox::put_sealed(table, &sealer, message).unwrap()]).await.unwrap();
     let forgot = t.post(shared::api::reset::handle, "/auth/forgot-password", json!({"email": email})).await;
     assert_eq!(forgot.status, 202);
     let subjects: Vec<String> = t.emails_to(&email).await.into_iter().map(|m| m.subject).collect();

@@ -46,19 +46,17 @@ fn failed(response: &aws_lambda_events::event::streams::DynamoDbEventResponse) -
     response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
 }
 
-fn verification(to: &str) -> OutboxItem {
-    OutboxItem::new(Message::email(
-        EmailKind::VerifyEmail,
-        to,
-        json!({"link": "http://localhost:3000/verify-email?token=abc"}),
-    ))
+async fn verification(t: &TestApp, to: &str) -> OutboxItem {
+    let email =
+        Message::email(EmailKind::VerifyEmail, to, json!({"link": "http://localhost:3000/verify-email?token=abc"}));
+    OutboxItem::sealed(email, &t.app.outbox_sealer().await.unwrap()).unwrap()
 }
 
 #[tokio::test]
 async fn an_outbox_item_is_sent_once_however_often_its_record_arrives() {
     let t = TestApp::new().await;
     let to = unique_email("outbox");
-    let item = verification(&to);
+    let item = verification(&t, &to).await;
     let records = vec![record(&image(&item), "100")];
     assert!(failed(&handle_batch(t.app, batch(records.clone())).await).is_empty());
     assert!(failed(&handle_batch(t.app, batch(records.clone())).await).is_empty(), "a redelivery is fine");
@@ -75,8 +73,9 @@ async fn one_bad_record_fails_alone_and_the_rest_of_the_batch_goes_out() {
     let t = TestApp::new().await;
     let to = unique_email("batch");
     let phone = format!("+1415{:07}", u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()) % 10_000_000);
-    let email = verification(&to);
-    let sms = OutboxItem::new(Message::sms(&phone, "Your code is 123456", "some-user", Category::Security));
+    let email = verification(&t, &to).await;
+    let sms = Message::sms(&phone, "Your code is 123456", "some-user", Category::Security);
+    let sms = OutboxItem::sealed(sms, &t.app.outbox_sealer().await.unwrap()).unwrap();
     let poisoned = json!({"PK": {"S": "OUTBOX#poison"}, "SK": {"S": "OUTBOX"}, "message": {"S": "not a message"}});
     let not_outbox = json!({"PK": {"S": "USER#x"}, "SK": {"S": "PROFILE"}});
     let response = handle_batch(
@@ -101,7 +100,10 @@ async fn while_ses_refuses_nothing_is_lost_and_after_it_recovers_each_email_goes
     let refusing = TestApp::with_env(&[("EMAIL_FROM", "nobody@unverified.invalid")]).await;
     let healthy = TestApp::new().await;
     let addresses: Vec<String> = (0..3).map(|i| unique_email(&format!("pending{i}"))).collect();
-    let items: Vec<OutboxItem> = addresses.iter().map(|a| verification(a)).collect();
+    let mut items = Vec::new();
+    for address in &addresses {
+        items.push(verification(&healthy, address).await);
+    }
     let records: Vec<Value> = items.iter().enumerate().map(|(i, item)| record(&image(item), &i.to_string())).collect();
 
     let response = handle_batch(refusing.app, batch(records.clone())).await;
@@ -157,7 +159,7 @@ async fn a_committed_outbox_item_goes_out_through_the_stream_and_a_rolled_back_o
     let t = TestApp::new().await;
     // A change that fails its condition, with its message in the same transaction.
     let rolled_back = unique_email("rolled-back");
-    let doomed = verification(&rolled_back);
+    let doomed = verification(&t, &rolled_back).await;
     let table = t.app.table();
     let guard = json!({"PK": format!("EMAIL#{}", unique_email("taken")), "SK": "EMAIL"});
     table.put_item(&guard).await.unwrap();
@@ -166,7 +168,7 @@ async fn a_committed_outbox_item_goes_out_through_the_stream_and_a_rolled_back_o
 
     // A committed one after it: once it has arrived, the stream has passed the other point.
     let committed = unique_email("committed");
-    commit(&t, &[&verification(&committed)]).await;
+    commit(&t, &[&verification(&t, &committed).await]).await;
     assert_eq!(wait_for_email(&t, &committed).await, 1, "the stream poller fed the notifier");
     assert!(t.emails_to(&rolled_back).await.is_empty(), "nothing for a rolled-back change");
     assert!(t.item(&doomed.pk, "OUTBOX").await.is_none());
@@ -180,11 +182,75 @@ async fn a_poisoned_outbox_item_lands_in_the_dead_letter_queue_and_the_rest_is_d
                         "message": {"channel": "carrier_pigeon"}});
     let after = unique_email("after-poison");
     let table = t.app.table();
-    let good = verification(&after);
+    let good = verification(&t, &after).await;
     table.transact(vec![table.put_new(&poison).unwrap(), good.put(table).unwrap()]).await.unwrap();
     assert_eq!(wait_for_email(&t, &after).await, 1, "the batch's other message is delivered");
 
     let sqs = common::dead_letters_since(0).await;
     assert!(sqs.iter().any(|m| m["DDBStreamBatchInfo"]["batchSize"].as_u64() >= Some(1)), "{sqs:?}");
     assert!(t.item(poison["PK"].as_str().unwrap(), "DELIVERY").await.is_none(), "never claimed as sent");
+}
+
+/// Every flow that mails or texts a live token or code, then a full scan of the table: none
+/// of them may be there in clear (tokens are stored as hashes; the outbox holds them sealed).
+#[tokio::test]
+async fn no_live_token_code_or_client_secret_is_left_in_the_table() {
+    let t = TestApp::with_stripe(&[]).await;
+    let mut live: Vec<(&str, String)> = Vec::new();
+
+    // Verification.
+    let (email, verify_token) = t.registered("sealed-verify").await;
+    live.push(("verification token", verify_token.clone()));
+    let verified = t.post(shared::api::verify::handle, "/auth/verify-email", json!({"token": verify_token})).await;
+    assert_eq!(verified.status, 200, "{:?}", verified.body);
+
+    // Reset.
+    let forgot = t.post(shared::api::reset::handle, "/auth/forgot-password", json!({"email": email})).await;
+    assert_eq!(forgot.status, 202);
+    t.outbox_delivered().await;
+    let reset =
+        t.emails_to(&email).await.iter().rev().find_map(|e| e.token_for("/reset-password")).expect("a reset link");
+    live.push(("reset token", reset));
+
+    // Invitation.
+    let (_, admin) = t.logged_in("sealed-admin").await;
+    let invitee = unique_email("sealed-invitee");
+    let invited = t
+        .authed(
+            shared::api::account::handle,
+            "POST",
+            "/orgs/invitations",
+            admin["access_token"].as_str().unwrap(),
+            &[],
+            Some(json!({"email": invitee, "role": "member"})),
+        )
+        .await;
+    assert_eq!(invited.status, 202, "{:?}", invited.body);
+    let invitation = t.emails_to(&invitee).await[0].token_for("/accept-invitation").expect("an invitation link");
+    live.push(("invitation token", invitation));
+
+    // A phone code.
+    let (_, tokens) = t.logged_in("sealed-phone").await;
+    let phone = common::money::unique_phone();
+    let access = tokens["access_token"].as_str().unwrap();
+    let patched =
+        t.authed(shared::api::account::handle, "PATCH", "/auth/me", access, &[], Some(json!({"phone": phone}))).await;
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    let text = t.sms_to(&phone).await.pop().expect("a code texted");
+    live.push(("SMS text", text.clone()));
+    live.push(("SMS code", text.split_whitespace().next().unwrap().to_owned()));
+
+    // A payment's client_secret, kept for the Idempotency-Key's replays.
+    let (_, provider_id) = common::money::provider(&t, true).await;
+    let (_, payer) = t.logged_in("sealed-payer").await;
+    let paid = common::money::pay(&t, &payer, &provider_id, "sealed-answer", 2500).await;
+    let client_secret = paid.body["client_secret"].as_str().expect("a client_secret").to_owned();
+    let replayed = common::money::pay(&t, &payer, &provider_id, "sealed-answer", 2500).await;
+    assert_eq!(replayed.body["client_secret"], client_secret.as_str(), "the sealed answer replays whole");
+    live.push(("client_secret", client_secret));
+
+    for (what, value) in &live {
+        let holding = t.items_holding(value).await;
+        assert!(holding.is_empty(), "a live {what} is in the table: {holding:?}");
+    }
 }

@@ -207,10 +207,20 @@ impl App {
     }
 
     /// What seals and opens MFA secrets, from the secret's `mfa_encryption_keys`.
-    pub async fn mfa_cipher(&self) -> Result<crate::identity::mfa::cipher::SecretCipher, crate::http::ApiError> {
-        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        crate::identity::mfa::cipher::SecretCipher::from_keys(&secrets.mfa_encryption_keys)
-            .map_err(crate::http::ApiError::internal)
+    pub async fn mfa_cipher(&self) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
+        self.sealer(crate::seal::MFA_TOTP).await
+    }
+
+    /// What seals and opens email and SMS outbox items.
+    pub async fn outbox_sealer(&self) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
+        self.sealer(crate::seal::OUTBOX).await
+    }
+
+    /// What seals and opens values for `purpose`, from the secret's keys for it.
+    pub async fn sealer(&self, purpose: crate::seal::Purpose) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
+        let secrets =
+            self.secrets().get().await.map_err(|e| crate::seal::CipherError::KeysUnavailable(e.to_string()))?;
+        crate::seal::Sealer::from_secrets(&secrets, purpose)
     }
 
     /// Whether CAPTCHA is configured: the secret holds a `captcha_secret`.

@@ -340,6 +340,10 @@ pub struct Secrets {
     /// Seals authenticator (TOTP) secrets; MFA routes answer 500 without one.
     #[serde(default)]
     pub mfa_encryption_keys: Vec<EncryptionKey>,
+    /// Seals what the table would otherwise hold live: email and SMS outbox items (their
+    /// links and codes) and stored idempotent answers (their `client_secret`s).
+    #[serde(default)]
+    pub outbox_sealing_keys: Vec<EncryptionKey>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -351,6 +355,7 @@ impl std::fmt::Debug for Secrets {
             .field("stripe_connect_webhook_secrets", &self.stripe_connect_webhook_secrets.len())
             .field("captcha_secret", &self.captcha_secret.as_ref().map(|_| "[redacted]"))
             .field("mfa_encryption_keys", &self.mfa_encryption_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field("outbox_sealing_keys", &self.outbox_sealing_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -424,18 +429,23 @@ impl Secrets {
                 return weak("stripe_secret_key", "placeholder or not a Stripe secret key");
             }
         }
-        if self.mfa_encryption_keys.is_empty() {
-            return weak("mfa_encryption_keys", "missing");
-        }
-        for key in &self.mfa_encryption_keys {
-            match key.decode() {
-                Some(bytes) if bytes.iter().collect::<std::collections::HashSet<_>>().len() >= 16 => {}
-                Some(_) => return weak("mfa_encryption_keys", "not random (too few distinct bytes)"),
-                None => return weak("mfa_encryption_keys", "not standard base64 of 32 bytes"),
+        for (purpose, keys) in
+            [(crate::seal::MFA_TOTP, &self.mfa_encryption_keys), (crate::seal::OUTBOX, &self.outbox_sealing_keys)]
+        {
+            let field = purpose.keys_field;
+            if keys.is_empty() {
+                return weak(field, "missing");
             }
-        }
-        if let Err(error) = crate::identity::mfa::cipher::SecretCipher::from_keys(&self.mfa_encryption_keys) {
-            return weak("mfa_encryption_keys", &error.to_string());
+            for key in keys {
+                match key.decode() {
+                    Some(bytes) if bytes.iter().collect::<std::collections::HashSet<_>>().len() >= 16 => {}
+                    Some(_) => return weak(field, "not random (too few distinct bytes)"),
+                    None => return weak(field, "not standard base64 of 32 bytes"),
+                }
+            }
+            if let Err(error) = crate::seal::Sealer::from_secrets(self, purpose) {
+                return weak(field, &error.to_string());
+            }
         }
         if let Some(secret) = &self.captcha_secret
             && (looks_placeholder(secret.expose_secret()) || secret.expose_secret().len() < 16)

@@ -18,6 +18,7 @@ pub mod outbox;
 #[cfg(feature = "payments")]
 pub mod payments;
 pub mod rate_limit;
+pub mod seal;
 pub mod store;
 pub mod telemetry;
 pub mod time;

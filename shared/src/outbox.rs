@@ -5,7 +5,10 @@
 //! what it sent so a redelivered batch sends nothing twice.
 //!
 //! Item: `PK = OUTBOX#{id}`, `SK = OUTBOX`, with a TTL; the stream's event source mapping
-//! filters on `SK = OUTBOX` and `eventName = INSERT` (template.yaml). Until it is delivered
+//! filters on `SK = OUTBOX` and `eventName = INSERT` (template.yaml). Emails and SMS (which
+//! carry live links and codes) are stored sealed ([`crate::seal::OUTBOX`], bound to the
+//! item's id): the table, its backups and its stream hold none of them in clear, and the
+//! notifier opens them in memory only. Until it is delivered
 //! (or found needing nothing) an item also sits on the sparse `GSI2` queue of unsent
 //! messages: what the stream gives up on (retries spent while SES was down, a notifier that
 //! died holding a delivery lease) the hourly cleanup delivers from there.
@@ -17,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     identity::AccountTask,
     notify::{Category, DomainEvent, EmailKind},
+    seal::Sealer,
     store::{Change, StoreError, Table, av},
     time,
 };
@@ -61,16 +65,42 @@ pub enum Message {
     Event { event_type: String, body: String },
     /// Account work done out of the request (it may put further messages).
     Task(AccountTask),
+    /// An email or SMS as stored: the JSON of the message, sealed for the item's id.
+    Sealed { sealed: String },
+}
+
+/// An email or SMS: content that may carry a live link or code, which is therefore only
+/// ever stored sealed ([`put_sealed`], [`OutboxItem::sealed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Private(Message);
+
+impl Private {
+    /// The message, to send it (never to store it).
+    pub fn into_message(self) -> Message {
+        self.0
+    }
 }
 
 impl Message {
-    pub fn email(template: EmailKind, to: &str, context: serde_json::Value) -> Self {
-        Self::Email { template, to: to.to_owned(), context }
+    pub fn email(template: EmailKind, to: &str, context: serde_json::Value) -> Private {
+        Private(Self::Email { template, to: to.to_owned(), context })
     }
 
     /// An SMS to a user's phone about `category`.
-    pub fn sms(to: &str, text: impl Into<String>, user_id: &str, category: Category) -> Self {
-        Self::Sms { to: to.to_owned(), text: text.into(), user_id: Some(user_id.to_owned()), category }
+    pub fn sms(to: &str, text: impl Into<String>, user_id: &str, category: Category) -> Private {
+        Private(Self::Sms { to: to.to_owned(), text: text.into(), user_id: Some(user_id.to_owned()), category })
+    }
+
+    /// The message to send: itself, or, sealed, opened with `sealer` for item `id`.
+    pub fn open(&self, sealer: &Sealer, id: &str) -> Result<Message, StoreError> {
+        let Self::Sealed { sealed } = self else { return Ok(self.clone()) };
+        let json = sealer.open(sealed, id)?;
+        let message: Message = serde_json::from_slice(&json)
+            .map_err(|e| StoreError::Dynamo(format!("sealed outbox message is not a message: {e}")))?;
+        if matches!(message, Self::Sealed { .. }) {
+            return Err(StoreError::Dynamo("a sealed outbox message seals another".into()));
+        }
+        Ok(message)
     }
 
     pub fn push(
@@ -98,6 +128,7 @@ impl Message {
             Self::Push { .. } => "push",
             Self::Event { .. } => "event",
             Self::Task(_) => "task",
+            Self::Sealed { .. } => "sealed",
         }
     }
 }
@@ -121,8 +152,21 @@ pub struct OutboxItem {
 }
 
 impl OutboxItem {
+    /// An item for an event, a push or a task (emails and SMS are [`OutboxItem::sealed`]).
     pub fn new(message: Message) -> Self {
+        debug_assert!(!matches!(message, Message::Email { .. } | Message::Sms { .. }), "emails and SMS are sealed");
+        Self::with_id(uuid::Uuid::now_v7().to_string(), message)
+    }
+
+    /// An item for an email or SMS, its content sealed for the item's id.
+    pub fn sealed(message: Private, sealer: &Sealer) -> Result<Self, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
+        let json = serde_json::to_vec(&message.0).expect("messages serialize");
+        let sealed = sealer.seal(&json, &id)?;
+        Ok(Self::with_id(id, Message::Sealed { sealed }))
+    }
+
+    fn with_id(id: String, message: Message) -> Self {
         let now = time::now();
         Self {
             pk: format!("OUTBOX#{id}"),
@@ -168,6 +212,11 @@ pub fn put(table: &Table, message: Message) -> Result<TransactWriteItem, StoreEr
     OutboxItem::new(message).put(table)
 }
 
+/// An email or SMS as a transaction item, sealed.
+pub fn put_sealed(table: &Table, sealer: &Sealer, message: Private) -> Result<TransactWriteItem, StoreError> {
+    OutboxItem::sealed(message, sealer)?.put(table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,8 +225,6 @@ mod tests {
     fn messages_round_trip_through_an_item() {
         let event = DomainEvent::new("payment.released", serde_json::json!({"payment_id": "p1"}));
         for message in [
-            Message::email(EmailKind::VerifyEmail, "a@example.com", serde_json::json!({"link": "https://x/v?token=t"})),
-            Message::sms("+14155550123", "You have been paid", "u1", Category::Payments),
             Message::push(
                 "u1",
                 Category::Payments,
@@ -203,6 +250,40 @@ mod tests {
             let back: OutboxItem = serde_dynamo::from_item(stored).unwrap();
             assert_eq!(back, item);
             assert!(back.pk.starts_with("OUTBOX#"));
+        }
+    }
+
+    fn sealer() -> Sealer {
+        use base64::Engine;
+        let key = crate::config::EncryptionKey {
+            kid: "k1".into(),
+            key: base64::engine::general_purpose::STANDARD.encode([9u8; 32]).into(),
+        };
+        Sealer::new(&[key], crate::seal::OUTBOX).unwrap()
+    }
+
+    #[test]
+    fn emails_and_sms_are_stored_sealed_and_open_for_their_own_item_only() {
+        let sealer = sealer();
+        for private in [
+            Message::email(
+                EmailKind::ResetPassword,
+                "a@example.com",
+                serde_json::json!({"link": "https://x/r#token=tok123"}),
+            ),
+            Message::sms("+14155550123", "Your code is 482913", "u1", Category::Security),
+        ] {
+            let item = OutboxItem::sealed(private.clone(), &sealer).unwrap();
+            let stored: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+                serde_dynamo::to_item(&item).unwrap();
+            let text = format!("{stored:?}");
+            for live in ["tok123", "482913", "a@example.com", "+14155550123"] {
+                assert!(!text.contains(live), "{live} is in the stored item: {text}");
+            }
+            let back: OutboxItem = serde_dynamo::from_item(stored).unwrap();
+            assert_eq!(back.message.open(&sealer, &back.id).unwrap(), private.clone().into_message());
+            let other = OutboxItem::sealed(private, &sealer).unwrap();
+            assert!(back.message.open(&sealer, &other.id).is_err(), "moved to another item, it does not open");
         }
     }
 }

@@ -161,6 +161,9 @@ pub enum StoreError {
     Serde(#[from] serde_dynamo::Error),
     #[error("dynamodb: {0}")]
     Dynamo(String),
+    /// A sealed attribute could not be sealed or opened (no key, a retired key, altered).
+    #[error("sealed value: {0}")]
+    Seal(#[from] crate::seal::CipherError),
 }
 
 impl From<StoreError> for crate::http::ApiError {

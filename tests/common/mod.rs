@@ -418,6 +418,44 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// The keys of every item in the table (a full scan, as a stolen backup would read it)
+    /// with a string anywhere in it that contains `needle`.
+    pub async fn items_holding(&self, needle: &str) -> Vec<String> {
+        fn holds(value: &AttributeValue, needle: &str) -> bool {
+            match value {
+                AttributeValue::S(s) | AttributeValue::N(s) => s.contains(needle),
+                AttributeValue::Ss(list) | AttributeValue::Ns(list) => list.iter().any(|s| s.contains(needle)),
+                AttributeValue::L(list) => list.iter().any(|v| holds(v, needle)),
+                AttributeValue::M(map) => map.values().any(|v| holds(v, needle)),
+                AttributeValue::B(bytes) => String::from_utf8_lossy(bytes.as_ref()).contains(needle),
+                _ => false,
+            }
+        }
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .app
+                .table()
+                .client()
+                .scan()
+                .table_name(self.app.table().name())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            for item in page.items.unwrap_or_default() {
+                if item.values().any(|v| holds(v, needle)) {
+                    found.push(format!("{} / {}", s(&item, "PK"), s(&item, "SK")));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return found;
+            }
+        }
+    }
+
     async fn moto_data(&self) -> Value {
         self.http
             .get(format!("{}/moto-api/data.json", self.moto_url))

@@ -122,7 +122,8 @@ where
     };
     let hash = idempotency::request_hash(req.method().as_str(), req.uri().path(), req.body().as_ref());
     let table = app.table();
-    let claim = match idempotency::begin(table, scope, key, &hash).await? {
+    let sealer = app.sealer(crate::seal::IDEMPOTENT_ANSWER).await?;
+    let claim = match idempotency::begin(table, &sealer, scope, key, &hash).await? {
         idempotency::Begin::Replay { status, body } => {
             let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
             return Ok(ApiResponse::json(status, body).with_header("idempotent-replayed", "true"));
@@ -131,7 +132,7 @@ where
     };
     match create().await {
         Ok(body) => {
-            claim.complete(table, StatusCode::CREATED.as_u16(), &body).await?;
+            claim.complete(table, &sealer, StatusCode::CREATED.as_u16(), &body).await?;
             Ok(ApiResponse::json(StatusCode::CREATED, body))
         }
         Err(error) => {

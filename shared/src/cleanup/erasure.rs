@@ -333,7 +333,8 @@ async fn finish(app: &App, user: &User, lease: i64, meta: &RequestMeta) -> Resul
             json!({ "user_id": user.user_id, "org_id": user.org_id, "org_deleted": others.is_empty() }),
         )),
     )?);
-    items.push(outbox::put(table, Message::email(EmailKind::AccountErased, &user.email, json!({})))?);
+    let farewell = Message::email(EmailKind::AccountErased, &user.email, json!({}));
+    items.push(outbox::put_sealed(table, &app.outbox_sealer().await?, farewell)?);
     match table.transact(items).await {
         Ok(()) => {
             tracing::info!(user_id = %user.user_id, promoted = ?promoted, "account erased");

@@ -46,6 +46,7 @@ pub async fn schedule_deletion(
         .target(&user.user_id)
         .details(json!({ "deletion_scheduled_at": scheduled_at }));
     let table = app.table();
+    let sealer = app.outbox_sealer().await?;
     let items = vec![
         table.update(
             Change::new(&pk, &sk)
@@ -68,8 +69,9 @@ pub async fn schedule_deletion(
                 json!({ "user_id": user.user_id, "org_id": user.org_id, "deletion_scheduled_at": scheduled_at }),
             )),
         ),
-        outbox::put(
+        outbox::put_sealed(
             table,
+            &sealer,
             Message::email(
                 EmailKind::DeletionScheduled,
                 &user.email,
@@ -132,7 +134,7 @@ pub async fn restore(
                 .value(":now", av::s(&now)),
         ),
         app.audit().put(&audit),
-        outbox::put(table, notice),
+        outbox::put_sealed(table, &app.outbox_sealer().await?, notice),
     ]
     .into_iter()
     .chain(proven.as_ref().map(|p| Ok(p.spend())))

@@ -116,7 +116,8 @@ pub async fn invite(
         email.as_str(),
         json!({ "link": link, "org_name": org.name, "role": role.as_str() }),
     );
-    let items = vec![table.put_new(&item), app.audit().put(&audit), outbox::put(table, invitation)]
+    let sealer = app.outbox_sealer().await?;
+    let items = vec![table.put_new(&item), app.audit().put(&audit), outbox::put_sealed(table, &sealer, invitation)]
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     table.transact(items).await.map_err(ApiError::internal)?;

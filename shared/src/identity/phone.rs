@@ -142,7 +142,8 @@ pub async fn update_profile(
                 app.settings().mfa_issuer
             );
             extra.push(table.put(&pending, None)?);
-            extra.push(outbox::put(table, Message::sms(phone.as_str(), text, &user.user_id, Category::Security))?);
+            let sms = Message::sms(phone.as_str(), text, &user.user_id, Category::Security);
+            extra.push(outbox::put_sealed(table, &app.outbox_sealer().await?, sms)?);
         }
         Some(None) if user.phone.is_some() => {
             removes.extend(["phone", "phone_verified"]);

@@ -40,6 +40,8 @@ pub enum RegisterError {
     Password(#[from] PasswordError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::CipherError),
 }
 
 impl From<RegisterError> for ApiError {
@@ -144,7 +146,7 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
         table.put_new(&membership)?,
         table.put_new(&token_item)?,
         app.audit().put(&audit)?,
-        outbox::put(table, verification)?,
+        outbox::put_sealed(table, &app.outbox_sealer().await?, verification)?,
         outbox::put(table, Message::event(&registered))?,
     ];
     match &placement {
@@ -213,11 +215,14 @@ pub(super) async fn warn_account_exists(
         return Ok(Vec::new());
     }
     let base = &app.settings().frontend_url;
-    let notice = OutboxItem::new(Message::email(
-        EmailKind::AccountExists,
-        email,
-        json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
-    ));
+    let notice = OutboxItem::sealed(
+        Message::email(
+            EmailKind::AccountExists,
+            email,
+            json!({ "login_link": format!("{base}/login"), "reset_link": format!("{base}/forgot-password") }),
+        ),
+        &app.outbox_sealer().await?,
+    )?;
     let entry = AuditEntry::new("auth.register", AuditStatus::Failure, &owner.org_id, &origin.meta())
         .target(&owner.user_id)
         .details(json!({ "reason": "email_already_registered" }));

@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use super::{AccountTask, Email, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
+use crate::seal::Sealer;
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -39,7 +40,7 @@ pub(super) async fn send_password_reset(app: &App, email: &str, origin: &Origin)
     if user.deletion_scheduled_at.is_some() {
         return Ok(Vec::new());
     }
-    let ResetLink { item, hash, message } = reset_link(app, &user);
+    let ResetLink { item, hash, message } = reset_link(app, &user, &app.outbox_sealer().await?)?;
     let audit = AuditEntry::new("auth.password_reset_requested", AuditStatus::Success, &user.org_id, &origin.meta())
         .target(&user.user_id);
     let items = vec![
@@ -68,13 +69,14 @@ pub(super) struct ResetLink {
     pub message: OutboxItem,
 }
 
-pub(super) fn reset_link(app: &App, user: &User) -> ResetLink {
+pub(super) fn reset_link(app: &App, user: &User, sealer: &Sealer) -> Result<ResetLink, ApiError> {
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
     let link = format!("{}/reset-password?token={}", app.settings().frontend_url, token.expose());
-    let message = OutboxItem::new(Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link })));
-    ResetLink { item, hash, message }
+    let message =
+        OutboxItem::sealed(Message::email(EmailKind::ResetPassword, &user.email, json!({ "link": link })), sealer)?;
+    Ok(ResetLink { item, hash, message })
 }
 
 /// Sets a new password with a reset token. Single use; bumps the session version so every
@@ -129,7 +131,7 @@ pub async fn reset_password(
         // of other addresses, an attacker's say, stay).
         table.delete(Change::new(&user_pk, &super::attempts::counter_sort_key(&meta.client_key()))),
         app.audit().put(&audit),
-        outbox::put(table, notice),
+        outbox::put_sealed(table, &app.outbox_sealer().await?, notice),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;

@@ -26,6 +26,7 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
     let audit = AuditEntry::new("auth.verify_email", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id);
+    let sealer = app.outbox_sealer().await?;
     let items = vec![
         token.consume(table, &now),
         table.update(
@@ -44,8 +45,9 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
                 json!({ "user_id": user.user_id, "org_id": user.org_id }),
             )),
         ),
-        outbox::put(
+        outbox::put_sealed(
             table,
+            &sealer,
             Message::email(
                 EmailKind::Welcome,
                 &user.email,
@@ -87,11 +89,10 @@ pub(super) async fn send_verification(app: &App, email: &str) -> Result<Vec<Outb
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::VerifyEmail, &hash, &user.user_id, time::hours(VERIFY_TOKEN_HOURS));
     let link = format!("{}/verify-email?token={}", app.settings().frontend_url, token.expose());
-    let message = OutboxItem::new(Message::email(
-        EmailKind::VerifyEmail,
-        &user.email,
-        json!({ "link": link, "name": user.full_name }),
-    ));
+    let message = OutboxItem::sealed(
+        Message::email(EmailKind::VerifyEmail, &user.email, json!({ "link": link, "name": user.full_name })),
+        &app.outbox_sealer().await?,
+    )?;
     let items = vec![
         table.put_new(&item),
         table.update(

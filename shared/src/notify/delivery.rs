@@ -86,16 +86,26 @@ struct DeliveryRecord {
 }
 
 /// Sends `item` unless it was sent before.
-#[tracing::instrument(skip_all, fields(outbox_id = %item.id, channel = item.message.channel()))]
+#[tracing::instrument(skip_all, fields(outbox_id = %item.id, channel = tracing::field::Empty))]
 pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, DeliveryError> {
     let table = app.table();
+    // A sealed email or SMS is opened here, in memory: nothing opened is ever written back
+    // (a retry opens it again).
+    let message = match &item.message {
+        Message::Sealed { .. } => {
+            let sealer = app.outbox_sealer().await.map_err(StoreError::from)?;
+            item.message.open(&sealer, &item.id)?
+        }
+        public => public.clone(),
+    };
+    tracing::Span::current().record("channel", message.channel());
     let now = time::now();
     let record = DeliveryRecord {
         pk: item.pk.clone(),
         sk: DELIVERY_SK.to_owned(),
         status: "sending".into(),
         lease_until: now.unix_timestamp() + LEASE_SECONDS,
-        channel: item.message.channel().to_owned(),
+        channel: message.channel().to_owned(),
         provider_message_id: None,
         sent_at: None,
         ttl: time::epoch_seconds(now + time::Duration::days(KEEP_DAYS)),
@@ -123,7 +133,7 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
         Err(e) => return Err(e.into()),
     }
 
-    match send(app, &item.message).await {
+    match send(app, &message).await {
         Ok(sent) => {
             let (status, detail, delivered) = match sent {
                 Sent::Sent(id) => ("sent", id.clone(), Delivered::Sent(id)),
@@ -190,6 +200,7 @@ async fn send(app: &App, message: &Message) -> Result<Sent, NotifyError> {
             Ok(Sent::Sent(outcome.sent.join(",")))
         }
         Message::Event { event_type, body } => Ok(Sent::Sent(app.events().publish_json(event_type, body).await?)),
+        Message::Sealed { .. } => Err(NotifyError::Task("a sealed message reached send unopened".into())),
         Message::Task(task) => {
             let follow_ups = task.run(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
             // What the task committed goes out now; its own stream record is the backstop

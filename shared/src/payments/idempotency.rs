@@ -7,13 +7,16 @@
 //! while the first still runs, 409 `idempotency_in_progress`. A request that fails gives
 //! its key back, and a crashed one's lock expires, so the client can retry either (a
 //! takeover must present the same request).
-//! Records live 24 hours. Keys are scoped to the caller and the route.
+//! Records live 24 hours. Keys are scoped to the caller and the route. The stored response
+//! is sealed ([`crate::seal::IDEMPOTENT_ANSWER`], bound to the record's key): it carries the
+//! PaymentIntent's `client_secret`, which the table must not hold in clear.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
     http::{ApiError, FieldError},
+    seal::Sealer,
     store::{Change, StoreError, Table, av},
     time,
 };
@@ -34,8 +37,9 @@ struct Record {
     lock_expires: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     response_status: Option<u16>,
+    /// The response body, sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    response_body: Option<String>,
+    response_sealed: Option<String>,
     ttl: i64,
 }
 
@@ -82,7 +86,13 @@ pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
     hex::encode(Sha256::digest(format!("{method} {path}\n{canonical}").as_bytes()))
 }
 
-pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) -> Result<Begin, ApiError> {
+pub async fn begin(
+    table: &Table,
+    sealer: &Sealer,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+) -> Result<Begin, ApiError> {
     let key_hash = hex::encode(Sha256::digest(key.as_bytes()));
     let pk = format!("IDEMP#{scope}#{key_hash}");
     let now = time::now().unix_timestamp();
@@ -93,7 +103,7 @@ pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) ->
         request_hash: request_hash.to_owned(),
         lock_expires: now + LOCK_SECONDS,
         response_status: None,
-        response_body: None,
+        response_sealed: None,
         ttl: now + RECORD_HOURS * 3600,
     };
     // A crashed attempt's key may be taken over, but only by the same request.
@@ -114,9 +124,10 @@ pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) ->
     if existing.request_hash != request_hash {
         return Err(ApiError::IdempotencyMismatch);
     }
-    match (existing.status.as_str(), existing.response_status, existing.response_body) {
-        ("completed", Some(status), Some(body)) => {
-            Ok(Begin::Replay { status, body: serde_json::from_str(&body).map_err(ApiError::internal)? })
+    match (existing.status.as_str(), existing.response_status, existing.response_sealed) {
+        ("completed", Some(status), Some(sealed)) => {
+            let body = sealer.open(&sealed, &pk).map_err(ApiError::internal)?;
+            Ok(Begin::Replay { status, body: serde_json::from_slice(&body).map_err(ApiError::internal)? })
         }
         _ => Err(ApiError::IdempotencyInProgress),
     }
@@ -124,16 +135,23 @@ pub async fn begin(table: &Table, scope: &str, key: &str, request_hash: &str) ->
 
 impl Claim {
     /// Stores the response for replays.
-    pub async fn complete(self, table: &Table, status: u16, body: &serde_json::Value) -> Result<(), ApiError> {
+    pub async fn complete(
+        self,
+        table: &Table,
+        sealer: &Sealer,
+        status: u16,
+        body: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let sealed = sealer.seal(body.to_string().as_bytes(), &self.pk).map_err(ApiError::internal)?;
         table
             .update_item(
                 Change::new(&self.pk, SK)
-                    .update("SET #status = :completed, response_status = :code, response_body = :body")
+                    .update("SET #status = :completed, response_status = :code, response_sealed = :body")
                     .condition("request_hash = :hash")
                     .name("#status", "status")
                     .value(":completed", av::s("completed"))
                     .value(":code", av::n(status))
-                    .value(":body", av::s(body.to_string()))
+                    .value(":body", av::s(sealed))
                     .value(":hash", av::s(&self.request_hash)),
             )
             .await?;

@@ -10,6 +10,7 @@
 //! The amount is what refunds have left, counting the refunds Stripe already has (a
 //! dashboard refund whose webhook is still on its way) as well as those recorded here.
 
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde_json::json;
 
 use super::{
@@ -297,9 +298,7 @@ pub async fn finish_release(
         .value(":transfer", av::s(transfer_id))
         .value(":amount", av::n(amount));
     let mut items = vec![table.update(done)?, app.audit().put(&entry)?];
-    for message in release_messages(app, payment, amount, transfer_id).await? {
-        items.push(outbox::put(table, message)?);
-    }
+    items.extend(release_messages(app, payment, amount, transfer_id).await?);
     match table.transact(items).await {
         Ok(()) => Ok(Transferred::Now(transfer_id.to_owned())),
         Err(StoreError::TransactionConditionsFailed(_)) => {
@@ -314,35 +313,40 @@ pub async fn finish_release(
 }
 
 /// What a recorded release tells: the `payment.released` event, and an SMS to the provider's
-/// owner if they have a verified phone. They go into the outbox with the release itself.
+/// owner if they have a verified phone. Outbox items, to join the release's own transaction.
 pub(crate) async fn release_messages(
     app: &App,
     payment: &Payment,
     amount: i64,
     transfer_id: &str,
-) -> Result<Vec<Message>, ApiError> {
+) -> Result<Vec<TransactWriteItem>, ApiError> {
     let event = DomainEvent::new(
         "payment.released",
         json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,
                 "amount": amount, "currency": payment.currency }),
     );
     let paid = super::money::format_amount(amount, &payment.currency);
-    let mut messages = vec![
-        Message::event(&event),
-        Message::push(
-            &payment.provider_user_id,
-            Category::Payments,
-            "You have been paid",
-            format!("{paid} is on its way to your account."),
-            json!({ "payment_id": payment.payment_id, "event": "payment.released" }),
-        ),
+    let table = app.table();
+    let mut items = vec![
+        outbox::put(table, Message::event(&event))?,
+        outbox::put(
+            table,
+            Message::push(
+                &payment.provider_user_id,
+                Category::Payments,
+                "You have been paid",
+                format!("{paid} is on its way to your account."),
+                json!({ "payment_id": payment.payment_id, "event": "payment.released" }),
+            ),
+        )?,
     ];
     // SMS go only to numbers their owner has verified (the one the provider gave Stripe
     // at onboarding is not).
-    let owner = crate::identity::User::find(app.table(), &payment.provider_user_id).await?;
+    let owner = crate::identity::User::find(table, &payment.provider_user_id).await?;
     if let Some(phone) = owner.filter(|u| u.phone_verified).and_then(|u| u.phone) {
         let text = format!("You have been paid: {paid} is on its way to your account.");
-        messages.push(Message::sms(&phone, text, &payment.provider_user_id, Category::Payments));
+        let sms = Message::sms(&phone, text, &payment.provider_user_id, Category::Payments);
+        items.push(outbox::put_sealed(table, &app.outbox_sealer().await?, sms)?);
     }
-    Ok(messages)
+    Ok(items)
 }

@@ -229,9 +229,7 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
         .details(json!({ "payment_id": payment_id, "transfer_id": transfer_id, "amount": amount,
                          "currency": payment.currency, "source": "stripe" }));
     let mut changes = vec![app.table().update(done)?, app.audit().put(&entry)?];
-    for message in crate::payments::release::release_messages(app, &payment, amount, transfer_id).await? {
-        changes.push(outbox::put(app.table(), message)?);
-    }
+    changes.extend(crate::payments::release::release_messages(app, &payment, amount, transfer_id).await?);
     Ok(Effect::new(changes))
 }
 

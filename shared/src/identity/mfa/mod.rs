@@ -1,6 +1,6 @@
 //! Two-step verification with an authenticator app (TOTP, [`totp`]).
 //!
-//! One `MFA` item per user (`USER#{user_id}` / `MFA`) holds the sealed secret ([`cipher`]),
+//! One `MFA` item per user (`USER#{user_id}` / `MFA`) holds the sealed secret ([`crate::seal`]),
 //! the last time step a code was accepted for, and the hashes of the unused recovery codes
 //! ([`recovery`]) as a string set. Turning it on or off changes that item and the profile's
 //! `mfa_enabled` in one transaction, with the audit entry and the security email.
@@ -15,7 +15,6 @@
 //! client address kept apart from the password's (a right password must not wipe them) and
 //! toward the account's day, which brings the CAPTCHA.
 
-pub mod cipher;
 pub mod recovery;
 mod revoke;
 pub mod totp;
@@ -32,6 +31,7 @@ use super::{
     auth::Principal,
     session::{self, IssuedTokens, SessionFamily},
 };
+use crate::seal::Sealer;
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -41,7 +41,6 @@ use crate::{
     store::{Change, StoreError, Table, av, keys},
     time,
 };
-use cipher::SecretCipher;
 use totp::{TotpCode, TotpSecret};
 
 const SORT_KEY: &str = "MFA";
@@ -219,7 +218,11 @@ pub async fn confirm(
         app.audit().put(&audit),
         // The owner can undo what they did not do: the notice's link turns this factor off.
         table.put_new(&revoke_item),
-        outbox::put(table, Message::email(EmailKind::MfaEnabled, &user.email, json!({ "revoke_link": revoke_link }))),
+        outbox::put_sealed(
+            table,
+            &app.outbox_sealer().await?,
+            Message::email(EmailKind::MfaEnabled, &user.email, json!({ "revoke_link": revoke_link })),
+        ),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
@@ -371,9 +374,15 @@ async fn check_proof(
     }
 }
 
-fn security_notice(app: &App, table: &Table, kind: EmailKind, user: &User) -> Result<TransactWriteItem, StoreError> {
+async fn security_notice(
+    app: &App,
+    table: &Table,
+    kind: EmailKind,
+    user: &User,
+) -> Result<TransactWriteItem, ApiError> {
     let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
-    outbox::put(table, Message::email(kind, &user.email, json!({ "reset_link": reset_link })))
+    let notice = Message::email(kind, &user.email, json!({ "reset_link": reset_link }));
+    Ok(outbox::put_sealed(table, &app.outbox_sealer().await?, notice)?)
 }
 
 /// Issues the `mfa_token` that a right password earns when MFA is on.
@@ -401,7 +410,7 @@ enum Spent {
 impl Spent {
     /// `proof` checked against `factor`: `None` when it is wrong, or a code already used.
     fn check(
-        cipher: &SecretCipher,
+        cipher: &Sealer,
         factor: &Factor,
         user_id: &str,
         proof: &Proof,
@@ -478,7 +487,8 @@ pub async fn complete_login(
         // The owner hears of it: a recovery code in use means a lost device, or a thief.
         let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
         let notice = json!({ "reset_link": reset_link, "codes_left": left });
-        extra.push(outbox::put(table, Message::email(EmailKind::MfaRecoveryUsed, &user.email, notice))?);
+        let notice = Message::email(EmailKind::MfaRecoveryUsed, &user.email, notice);
+        extra.push(outbox::put_sealed(table, &app.outbox_sealer().await?, notice)?);
     }
     match session::start_guarded(app, &user, extra, ApiError::InvalidCredentials).await {
         Ok(tokens) => {
@@ -565,7 +575,7 @@ pub async fn disable(
         )?,
         keep_this_session(table, principal)?,
         app.audit().put(&audit)?,
-        security_notice(app, table, EmailKind::MfaDisabled, user)?,
+        security_notice(app, table, EmailKind::MfaDisabled, user).await?,
     ];
     if let Err(error) = table.transact_or(items, ApiError::InvalidCredentials).await {
         // A code spent meanwhile (a replay) is a failed try like any other.

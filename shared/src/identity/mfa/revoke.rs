@@ -42,7 +42,8 @@ pub async fn revoke_by_link(app: &App, presented: &str, meta: &RequestMeta) -> R
     let confirmed_at = token.factor_confirmed_at.clone().ok_or(ApiError::TokenInvalid)?;
     let (pk, sk) = User::key(&user.user_id);
     let now = time::rfc3339(time::now());
-    let reset::ResetLink { item: reset_item, hash: reset_hash, message } = reset::reset_link(app, &user);
+    let reset::ResetLink { item: reset_item, hash: reset_hash, message } =
+        reset::reset_link(app, &user, &app.outbox_sealer().await?)?;
     let audit = AuditEntry::new("auth.mfa_revoked", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
         .target(&user.user_id)

@@ -1,11 +1,13 @@
-//! MFA secrets at rest: AES-256-GCM under a key from the secret document
-//! (`mfa_encryption_keys`), bound to the user it belongs to. A copy of the table alone
-//! (a backup, an export, a read-only role) yields no authenticator secrets, and a sealed
-//! value moved to another user's item does not open.
+//! Secrets at rest: AES-256-GCM under keys from the secret document, each sealed value
+//! bound to its purpose and its owner (authenticated, not encrypted). A copy of the table
+//! alone (a backup, an export, the stream, a read-only role) yields no authenticator secret,
+//! no live link or code from the outbox and no stored `client_secret`; a sealed value moved
+//! to another item, or used for another purpose, does not open.
 //!
 //! Sealed form: `{kid}:{base64url(nonce ‖ ciphertext ‖ tag)}`. The first key seals; every
-//! key opens what it sealed, so keys rotate by putting the new one first and re-sealing at
-//! leisure before the old one is dropped.
+//! key opens what it sealed, so keys rotate by putting the new one first and, once nothing
+//! sealed under the old one is still kept (outbox items and idempotent answers live days;
+//! MFA secrets until re-sealed), dropping it.
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
@@ -15,30 +17,59 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
 use secrecy::ExposeSecret;
 
-use crate::config::EncryptionKey;
+use crate::config::{EncryptionKey, Secrets};
 
 const NONCE_BYTES: usize = 12;
 
+/// What a sealed value is for: part of what it is bound to, and where its keys live.
+#[derive(Clone, Copy)]
+pub struct Purpose {
+    /// Bound into every value (with a format version).
+    label: &'static str,
+    /// The secret document's field with the keys.
+    pub keys_field: &'static str,
+    keys: fn(&Secrets) -> &[EncryptionKey],
+}
+
+/// Authenticator (TOTP) secrets, owned by their user.
+pub const MFA_TOTP: Purpose =
+    Purpose { label: "mfa-totp/v1", keys_field: "mfa_encryption_keys", keys: |s| &s.mfa_encryption_keys };
+/// The content of email and SMS outbox items (links and codes), owned by the item's id.
+pub const OUTBOX: Purpose =
+    Purpose { label: "outbox/v1", keys_field: "outbox_sealing_keys", keys: |s| &s.outbox_sealing_keys };
+/// Stored idempotent answers (they hold `client_secret`s), owned by their record's key.
+pub const IDEMPOTENT_ANSWER: Purpose =
+    Purpose { label: "idempotent-answer/v1", keys_field: "outbox_sealing_keys", keys: |s| &s.outbox_sealing_keys };
+
 #[derive(Debug, thiserror::Error)]
 pub enum CipherError {
-    #[error("no MFA encryption key is configured (mfa_encryption_keys in the secret)")]
-    NoKey,
-    #[error("MFA encryption key `{0}` is not 32 bytes of base64")]
+    #[error("no encryption key is configured ({0} in the secret)")]
+    NoKey(&'static str),
+    #[error("encryption key `{0}` is not 32 bytes of base64")]
     BadKey(String),
     #[error("sealed with key `{0}`, which the secret no longer holds")]
     UnknownKey(String),
     #[error("sealed value is malformed or has been altered")]
     Corrupt,
+    #[error("the keys could not be read: {0}")]
+    KeysUnavailable(String),
 }
 
-pub struct SecretCipher {
+impl From<CipherError> for crate::http::ApiError {
+    fn from(error: CipherError) -> Self {
+        crate::http::ApiError::internal(error)
+    }
+}
+
+pub struct Sealer {
+    purpose: Purpose,
     keys: Vec<(String, Aes256Gcm)>,
 }
 
-impl SecretCipher {
-    pub fn from_keys(keys: &[EncryptionKey]) -> Result<Self, CipherError> {
+impl Sealer {
+    pub fn new(keys: &[EncryptionKey], purpose: Purpose) -> Result<Self, CipherError> {
         if keys.is_empty() {
-            return Err(CipherError::NoKey);
+            return Err(CipherError::NoKey(purpose.keys_field));
         }
         if let Some(twice) = keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|o| o.kid == k.kid)) {
             return Err(CipherError::BadKey(format!("{} (listed twice)", twice.1.kid)));
@@ -51,16 +82,21 @@ impl SecretCipher {
                 Ok((key.kid.clone(), cipher))
             })
             .collect::<Result<_, CipherError>>()?;
-        Ok(Self { keys })
+        Ok(Self { purpose, keys })
     }
 
-    /// Seals `plaintext` for `owner` (authenticated, not encrypted: the item's user id).
+    /// The sealer for `purpose` from the secret document's keys for it.
+    pub fn from_secrets(secrets: &Secrets, purpose: Purpose) -> Result<Self, CipherError> {
+        Self::new((purpose.keys)(secrets), purpose)
+    }
+
+    /// Seals `plaintext` for `owner` (authenticated, not encrypted: a user id, an item id).
     pub fn seal(&self, plaintext: &[u8], owner: &str) -> Result<String, CipherError> {
         let (kid, cipher) = &self.keys[0];
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad(owner).as_bytes() })
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: self.aad(owner).as_bytes() })
             .map_err(|_| CipherError::Corrupt)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -77,14 +113,16 @@ impl SecretCipher {
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad(owner).as_bytes() })
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: self.aad(owner).as_bytes() })
             .map_err(|_| CipherError::Corrupt)
     }
 }
 
-/// What a sealed value is bound to: its purpose and format version, and its owner.
-fn aad(owner: &str) -> String {
-    format!("mfa-totp/v1/{owner}")
+impl Sealer {
+    /// What a sealed value is bound to: its purpose and format version, and its owner.
+    fn aad(&self, owner: &str) -> String {
+        format!("{}/{owner}", self.purpose.label)
+    }
 }
 
 impl EncryptionKey {
@@ -105,7 +143,7 @@ mod tests {
 
     #[test]
     fn seals_and_opens_for_the_same_owner_only() {
-        let cipher = SecretCipher::from_keys(&[key("k1", 7)]).unwrap();
+        let cipher = Sealer::new(&[key("k1", 7)], MFA_TOTP).unwrap();
         let sealed = cipher.seal(b"authenticator secret", "user-1").unwrap();
         assert!(sealed.starts_with("k1:"));
         assert!(!sealed.contains("authenticator"));
@@ -117,7 +155,7 @@ mod tests {
 
     #[test]
     fn altered_values_do_not_open() {
-        let cipher = SecretCipher::from_keys(&[key("k1", 7)]).unwrap();
+        let cipher = Sealer::new(&[key("k1", 7)], MFA_TOTP).unwrap();
         let sealed = cipher.seal(b"secret", "u").unwrap();
         let mut altered = sealed.clone().into_bytes();
         let last = altered.len() - 1;
@@ -129,19 +167,28 @@ mod tests {
 
     #[test]
     fn rotation_keeps_old_values_open_and_seals_with_the_first_key() {
-        let old = SecretCipher::from_keys(&[key("old", 1)]).unwrap();
+        let old = Sealer::new(&[key("old", 1)], MFA_TOTP).unwrap();
         let sealed_before = old.seal(b"s", "u").unwrap();
-        let rotated = SecretCipher::from_keys(&[key("new", 2), key("old", 1)]).unwrap();
+        let rotated = Sealer::new(&[key("new", 2), key("old", 1)], MFA_TOTP).unwrap();
         assert_eq!(rotated.open(&sealed_before, "u").unwrap(), b"s");
         assert!(rotated.seal(b"s", "u").unwrap().starts_with("new:"));
-        let retired = SecretCipher::from_keys(&[key("new", 2)]).unwrap();
+        let retired = Sealer::new(&[key("new", 2)], MFA_TOTP).unwrap();
         assert!(matches!(retired.open(&sealed_before, "u"), Err(CipherError::UnknownKey(k)) if k == "old"));
+    }
+
+    #[test]
+    fn a_value_sealed_for_one_purpose_does_not_open_for_another() {
+        let keys = [key("k1", 7)];
+        let sealed = Sealer::new(&keys, OUTBOX).unwrap().seal(b"https://x/reset#token=t", "id-1").unwrap();
+        assert!(Sealer::new(&keys, IDEMPOTENT_ANSWER).unwrap().open(&sealed, "id-1").is_err());
+        assert!(Sealer::new(&keys, MFA_TOTP).unwrap().open(&sealed, "id-1").is_err());
+        assert_eq!(Sealer::new(&keys, OUTBOX).unwrap().open(&sealed, "id-1").unwrap(), b"https://x/reset#token=t");
     }
 
     #[test]
     fn keys_must_be_32_bytes() {
         let short = EncryptionKey { kid: "k".into(), key: "c2hvcnQ=".to_owned().into() };
-        assert!(matches!(SecretCipher::from_keys(&[short]), Err(CipherError::BadKey(_))));
-        assert!(matches!(SecretCipher::from_keys(&[]), Err(CipherError::NoKey)));
+        assert!(matches!(Sealer::new(&[short], MFA_TOTP), Err(CipherError::BadKey(_))));
+        assert!(matches!(Sealer::new(&[], MFA_TOTP), Err(CipherError::NoKey("mfa_encryption_keys"))));
     }
 }
