@@ -890,6 +890,12 @@ def test(args) -> int:
         # Handlers log JSON to stdout, which libtest does not capture; keep the run readable.
         tenv["RUST_LOG"] = os.environ.get("RUST_LOG", "error")
         run(["cfn-lint", "template.yaml"], tenv)
+        # The policy scanner (infra/checkov.yaml lists what it accepts, and why), over the
+        # template as CloudFormation gets it: after the SAM transform, made offline.
+        run([str(LOCAL / "venv" / "bin" / "python"), "infra/sam_translate.py", "template.yaml",
+             str(LOCAL / "template.cfn.json")], tenv)
+        run([str(LOCAL / "checkov" / "bin" / "checkov"), "--config-file", "infra/checkov.yaml",
+             "-f", str(LOCAL / "template.cfn.json")], tenv)
         run(["sam", "validate", "--lint", "--template", "template.yaml"], tenv)
         run(["openapi-spec-validator", "openapi.yaml"], tenv)
         run(["cargo", "fmt", "--all", "--check"], tenv)

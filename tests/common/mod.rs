@@ -3,6 +3,7 @@
 //! local stack that `infra/test.sh` starts (DynamoDB Local and moto).
 #![allow(dead_code)]
 
+pub mod cfn;
 pub mod faults;
 pub mod money;
 
