@@ -70,7 +70,7 @@ impl Summary {
 
     /// The counts the alarms watch, as metrics; every count rides along as a property, for
     /// Logs Insights.
-    fn metrics(&self) -> ([(&'static str, u64); 3], serde_json::Map<String, serde_json::Value>) {
+    pub fn metrics(&self) -> ([(&'static str, u64); 3], serde_json::Map<String, serde_json::Value>) {
         let counts = [
             ("PaymentsUnsettled", u64::from(self.unsettled())),
             ("PaymentsUnrecovered", u64::from(self.payments_unchecked)),
