@@ -206,7 +206,8 @@ def provision_table(endpoint: str, table_name: str) -> None:
 
 
 def mfa_key() -> dict:
-    """A fresh 256-bit key for sealing (MFA secrets, outbox items)."""
+    """A fresh 256-bit key, with an id: for sealing (MFA secrets, outbox items) or signing
+    (unsubscribe links, cursors)."""
     import base64
     return {"kid": f"local-{secrets.token_hex(4)}", "key": base64.b64encode(secrets.token_bytes(32)).decode()}
 
@@ -217,7 +218,9 @@ def machine_secrets() -> dict:
     # Made by an older version: add what it lacks, keep the rest.
     later = {"mfa_encryption_keys": lambda: [mfa_key()],
              "stripe_connect_webhook_secrets": lambda: [f"whsec_{secrets.token_urlsafe(32)}"],
-             "outbox_sealing_keys": lambda: [mfa_key()]}
+             "outbox_sealing_keys": lambda: [mfa_key()],
+             "unsubscribe_signing_keys": lambda: [mfa_key()],
+             "cursor_signing_keys": lambda: [mfa_key()]}
     if path.exists():
         values = json.loads(path.read_text())
         if all(field in values for field in later):
@@ -238,6 +241,8 @@ def machine_secrets() -> dict:
         "stripe_connect_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
         "mfa_encryption_keys": [mfa_key()],
         "outbox_sealing_keys": [mfa_key()],
+        "unsubscribe_signing_keys": [mfa_key()],
+        "cursor_signing_keys": [mfa_key()],
     }
     path.write_text(json.dumps(values, indent=2))
     path.chmod(0o600)

@@ -344,6 +344,12 @@ pub struct Secrets {
     /// links and codes) and stored idempotent answers (their `client_secret`s).
     #[serde(default)]
     pub outbox_sealing_keys: Vec<EncryptionKey>,
+    /// Sign unsubscribe links (HMAC; the notifier signs, the notifications function checks).
+    #[serde(default)]
+    pub unsubscribe_signing_keys: Vec<EncryptionKey>,
+    /// Sign page cursors (HMAC).
+    #[serde(default)]
+    pub cursor_signing_keys: Vec<EncryptionKey>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -356,6 +362,8 @@ impl std::fmt::Debug for Secrets {
             .field("captcha_secret", &self.captcha_secret.as_ref().map(|_| "[redacted]"))
             .field("mfa_encryption_keys", &self.mfa_encryption_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .field("outbox_sealing_keys", &self.outbox_sealing_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field("unsubscribe_signing_keys", &self.unsubscribe_signing_keys.len())
+            .field("cursor_signing_keys", &self.cursor_signing_keys.len())
             .finish()
     }
 }
@@ -429,9 +437,12 @@ impl Secrets {
                 return weak("stripe_secret_key", "placeholder or not a Stripe secret key");
             }
         }
-        for (purpose, keys) in
-            [(crate::seal::MFA_TOTP, &self.mfa_encryption_keys), (crate::seal::OUTBOX, &self.outbox_sealing_keys)]
-        {
+        for (purpose, keys) in [
+            (crate::seal::MFA_TOTP, &self.mfa_encryption_keys),
+            (crate::seal::OUTBOX, &self.outbox_sealing_keys),
+            (crate::seal::UNSUBSCRIBE, &self.unsubscribe_signing_keys),
+            (crate::seal::CURSOR, &self.cursor_signing_keys),
+        ] {
             let field = purpose.keys_field;
             if keys.is_empty() {
                 return weak(field, "missing");
@@ -443,6 +454,7 @@ impl Secrets {
                     None => return weak(field, "not standard base64 of 32 bytes"),
                 }
             }
+            // Unique ids, 32-byte keys: what every sealer and signer needs.
             if let Err(error) = crate::seal::Sealer::from_secrets(self, purpose) {
                 return weak(field, &error.to_string());
             }

@@ -14,8 +14,10 @@ use aes_gcm::{
     aead::{Aead, Payload},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use secrecy::ExposeSecret;
+use sha2::Sha256;
 
 use crate::config::{EncryptionKey, Secrets};
 
@@ -133,6 +135,71 @@ impl EncryptionKey {
     }
 }
 
+/// Tokens that must be unforgeable but hold nothing secret (unsubscribe links): the payload
+/// in clear and an HMAC-SHA256 over it, under keys of their own. Form:
+/// `{kid}.{base64url(payload)}.{base64url(mac)}`. The first key signs; every key verifies,
+/// so keys rotate like the sealing keys.
+pub struct Signer {
+    label: &'static str,
+    keys: Vec<(String, Vec<u8>)>,
+}
+
+/// Unsubscribe links.
+pub const UNSUBSCRIBE: Purpose =
+    Purpose { label: "unsubscribe/v1", keys_field: "unsubscribe_signing_keys", keys: |s| &s.unsubscribe_signing_keys };
+/// Page cursors (each listing's are told apart by its own label as well).
+pub const CURSOR: Purpose =
+    Purpose { label: "cursor/v1", keys_field: "cursor_signing_keys", keys: |s| &s.cursor_signing_keys };
+
+impl Signer {
+    pub fn from_secrets(secrets: &Secrets, purpose: Purpose) -> Result<Self, CipherError> {
+        let keys = (purpose.keys)(secrets);
+        if keys.is_empty() {
+            return Err(CipherError::NoKey(purpose.keys_field));
+        }
+        let keys = keys
+            .iter()
+            .map(|key| Ok((key.kid.clone(), key.decode().ok_or_else(|| CipherError::BadKey(key.kid.clone()))?)))
+            .collect::<Result<_, CipherError>>()?;
+        Ok(Self { label: purpose.label, keys })
+    }
+
+    fn mac(&self, key: &[u8], kid: &str, payload: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+        mac.update(self.label.as_bytes());
+        mac.update(b"|");
+        mac.update(kid.as_bytes());
+        mac.update(b"|");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    pub fn sign(&self, payload: &[u8]) -> String {
+        let (kid, key) = &self.keys[0];
+        let payload = URL_SAFE_NO_PAD.encode(payload);
+        let tag = URL_SAFE_NO_PAD.encode(self.mac(key, kid, &payload).finalize().into_bytes());
+        format!("{kid}.{payload}.{tag}")
+    }
+
+    /// The payload of a token one of the keys signed, in constant time per key.
+    pub fn verify(&self, token: &str) -> Option<Vec<u8>> {
+        let mut parts = token.split('.');
+        let (kid, payload, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(key, kid, payload).verify_slice(&tag).ok()?;
+        URL_SAFE_NO_PAD.decode(payload).ok()
+    }
+
+    /// The current key, for what derives a key of its own from it.
+    pub fn current_key(&self) -> &[u8] {
+        &self.keys[0].1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +257,29 @@ mod tests {
         let short = EncryptionKey { kid: "k".into(), key: "c2hvcnQ=".to_owned().into() };
         assert!(matches!(Sealer::new(&[short], MFA_TOTP), Err(CipherError::BadKey(_))));
         assert!(matches!(Sealer::new(&[], MFA_TOTP), Err(CipherError::NoKey("mfa_encryption_keys"))));
+    }
+
+    fn secrets_with_unsubscribe(keys: Vec<EncryptionKey>) -> Secrets {
+        let mut secrets: Secrets = serde_json::from_str("{}").unwrap();
+        secrets.unsubscribe_signing_keys = keys;
+        secrets
+    }
+
+    #[test]
+    fn signed_tokens_verify_until_altered_and_across_a_rotation() {
+        let old = Signer::from_secrets(&secrets_with_unsubscribe(vec![key("old", 1)]), UNSUBSCRIBE).unwrap();
+        let token = old.sign(br#"{"sub":"u1"}"#);
+        assert_eq!(old.verify(&token).unwrap(), br#"{"sub":"u1"}"#);
+        let rotated =
+            Signer::from_secrets(&secrets_with_unsubscribe(vec![key("new", 2), key("old", 1)]), UNSUBSCRIBE).unwrap();
+        assert!(rotated.verify(&token).is_some(), "the old key still verifies");
+        assert!(rotated.sign(b"x").starts_with("new."));
+        let (head, _) = token.rsplit_once('.').unwrap();
+        assert!(old.verify(&format!("{head}.AAAA")).is_none(), "another tag");
+        let forged_payload = token.replace(&token.split('.').nth(1).unwrap().to_owned(), "eyJzdWIiOiJ1MiJ9");
+        assert!(old.verify(&forged_payload).is_none(), "another payload");
+        let retired = Signer::from_secrets(&secrets_with_unsubscribe(vec![key("new", 2)]), UNSUBSCRIBE).unwrap();
+        assert!(retired.verify(&token).is_none(), "a retired key verifies nothing");
+        assert!(Signer::from_secrets(&secrets_with_unsubscribe(vec![]), UNSUBSCRIBE).is_err());
     }
 }

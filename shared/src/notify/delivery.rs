@@ -253,9 +253,8 @@ async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -
         if !allowed(app, &owner.user_id, Channel::Email, category).await? {
             return Ok(Sent::Skipped("preference"));
         }
-        let keys = app.keys().await.map_err(|e| NotifyError::Task(e.to_string()))?;
-        let token = unsubscribe::issue(app, &keys, &owner.user_id, Channel::Email, category)
-            .map_err(|e| NotifyError::Task(e.to_string()))?;
+        let signer = unsubscribe::signer(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
+        let token = unsubscribe::issue(&signer, &owner.user_id, Channel::Email, category);
         if let Some(fields) = context.as_object_mut() {
             let link = format!("{}/unsubscribe?token={token}", app.settings().frontend_url);
             fields.insert("unsubscribe_link".into(), Value::String(link));

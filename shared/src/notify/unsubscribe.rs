@@ -1,54 +1,41 @@
-//! Unsubscribe links: a token, signed with the JWT keys, that names one user and one switch
-//! (`email.product`, `email.payments`) and turns it off without a login. Its audience and
-//! `token_use` differ from access tokens', so neither passes for the other.
+//! Unsubscribe links: a token that names one user and one switch (`email.product`,
+//! `email.payments`) and turns it off without a login. Signed (HMAC) with keys of their own
+//! (`unsubscribe_signing_keys`), so the notifier, which mints them, holds no token-signing
+//! key, and an unsubscribe token can never pass for anything else.
 
 use serde::{Deserialize, Serialize};
 
 use super::preferences::{Category, Channel, Preferences};
-use crate::{App, http::ApiError, identity::jwt::KeySet, time};
+use crate::{App, http::ApiError, seal::Signer, time};
 
 /// Long enough for old newsletters; keys rotate more slowly than this.
 const LIFETIME_DAYS: i64 = 180;
-const TOKEN_USE: &str = "unsubscribe";
-/// Real tokens are ~600 characters; anything far longer is not one of ours.
+/// Real tokens are ~150 characters; anything far longer is not one of ours.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
-    iss: String,
-    aud: String,
     sub: String,
-    iat: i64,
     exp: i64,
-    token_use: String,
     channel: Channel,
     category: Category,
 }
 
-fn audience(app: &App) -> String {
-    format!("{}:unsubscribe", app.settings().jwt_audience)
+/// What signs and checks unsubscribe tokens.
+pub async fn signer(app: &App) -> Result<Signer, ApiError> {
+    let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
+    Ok(Signer::from_secrets(&secrets, crate::seal::UNSUBSCRIBE)?)
 }
 
 /// A token that turns `channel`/`category` off for `user_id`.
-pub fn issue(
-    app: &App,
-    keys: &KeySet,
-    user_id: &str,
-    channel: Channel,
-    category: Category,
-) -> Result<String, ApiError> {
-    let now = time::now().unix_timestamp();
+pub fn issue(signer: &Signer, user_id: &str, channel: Channel, category: Category) -> String {
     let claims = Claims {
-        iss: app.settings().jwt_issuer.clone(),
-        aud: audience(app),
         sub: user_id.to_owned(),
-        iat: now,
-        exp: now + LIFETIME_DAYS * 86_400,
-        token_use: TOKEN_USE.to_owned(),
+        exp: time::now().unix_timestamp() + LIFETIME_DAYS * 86_400,
         channel,
         category,
     };
-    keys.sign_claims(&claims).map_err(ApiError::internal)
+    signer.sign(&serde_json::to_vec(&claims).expect("claims serialize"))
 }
 
 /// What an unsubscribe turned off.
@@ -64,10 +51,9 @@ pub async fn unsubscribe(app: &App, token: &str) -> Result<Unsubscribed, ApiErro
     if token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::TokenInvalid);
     }
-    let keys = app.keys().await?;
-    let claims: Claims =
-        keys.verify_claims(token, &app.settings().jwt_issuer, &audience(app)).ok_or(ApiError::TokenInvalid)?;
-    if claims.token_use != TOKEN_USE {
+    let payload = signer(app).await?.verify(token).ok_or(ApiError::TokenInvalid)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| ApiError::TokenInvalid)?;
+    if claims.exp <= time::now().unix_timestamp() {
         return Err(ApiError::TokenInvalid);
     }
     let table = app.table();

@@ -33,15 +33,13 @@ impl Cursors {
     }
 
     /// Cursors for listings of `purpose` (`audit-cursor`, `payments-cursor`, ...). The key is
-    /// derived from the current JWT signing key, so every instance agrees on it and it
-    /// rotates with that key (cursors are short-lived anyway); `purpose` keeps one listing's
-    /// cursors from being valid in another.
+    /// derived from the current cursor key (`cursor_signing_keys`, a key of its own), so every
+    /// instance agrees on it and it rotates with that key (cursors are short-lived anyway);
+    /// `purpose` keeps one listing's cursors from being valid in another.
     pub async fn for_app(app: &App, purpose: &str) -> Result<Self, ApiError> {
-        use secrecy::ExposeSecret;
         let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
-        let signing = secrets.jwt_signing_keys.first().ok_or_else(|| ApiError::internal("no signing key"))?;
-        let key =
-            Sha256::digest([purpose.as_bytes(), b"|", signing.private_key_pem.expose_secret().as_bytes()].concat());
+        let signer = crate::seal::Signer::from_secrets(&secrets, crate::seal::CURSOR)?;
+        let key = Sha256::digest([purpose.as_bytes(), b"|", signer.current_key()].concat());
         Ok(Self { key: key.to_vec() })
     }
 
