@@ -379,11 +379,11 @@ fn the_checks_catch_what_they_are_for() {
     assert!(leaves_the_repository(doc, "../../x.md").is_some());
     assert!(leaves_the_repository(doc, "/etc/passwd").is_some());
     assert!(leaves_the_repository(doc, "../openapi.yaml").is_none());
-    assert!(leaves_the_repository(readme, "docs/deploy.md#stripe").is_none());
+    assert!(leaves_the_repository(readme, "docs/deploy.md#5-stripe").is_none());
     // Resolving files and headings.
     assert!(broken(readme, "docs/no-such-file.md").is_some());
     assert!(broken(readme, "docs/deploy.md#no-such-heading").is_some());
-    assert!(broken(readme, "docs/deploy.md#stripe").is_none());
+    assert!(broken(readme, "docs/deploy.md#5-stripe").is_none());
     assert!(broken(doc, "../openapi.yaml").is_none());
     assert!(broken(doc, "#rollback").is_none());
     assert_eq!(slug("What `infra/dev.sh` writes"), "what-infradevsh-writes");
