@@ -29,7 +29,8 @@ fn documents() -> Vec<(PathBuf, String)> {
     paths
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(root().join(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let text =
+                std::fs::read_to_string(root().join(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (path, text)
         })
         .collect()
@@ -315,7 +316,10 @@ fn no_internal_issue_numbers() {
 fn readme_is_short() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let lines = readme.lines().count();
-    assert!(lines <= README_MAX_LINES, "README.md has {lines} lines; at most {README_MAX_LINES} (move detail into docs/)");
+    assert!(
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines; at most {README_MAX_LINES} (move detail into docs/)"
+    );
 }
 
 /// The licence Cargo.toml declares (`license = "..."`, the workspace's or the package's).
