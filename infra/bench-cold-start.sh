@@ -2,7 +2,7 @@
 # The cold-start benchmark (infra/bench-cold-start.py): release builds of every function and
 # of a bare lambda_http hello world, each started under a Lambda runtime API stand-in against
 # a private local stack. Slow (a release build per function): not part of the test command.
-# `--readme` writes the table into README.md; `--help` for the rest.
+# `--docs` writes the table into docs/benchmarks.md; `--help` for the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 infra/bootstrap.sh

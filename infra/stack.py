@@ -11,8 +11,6 @@ interfaces; nothing else does). Ctrl-C stops everything this started.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -30,6 +28,8 @@ import boto3
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+import smoke as smoke_flow  # infra/smoke.py: the HTTP flow, also run against deployed stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -736,77 +736,6 @@ def serve(args) -> int:
         (LOCAL / "stack.env").unlink(missing_ok=True)
 
 
-def post(api_url: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.load(resp)
-
-
-def call(api_url: str, method: str, path: str, body: dict | None = None, token: str | None = None,
-         headers: dict | None = None) -> tuple[int, dict]:
-    """One request to the running API: (status, JSON body)."""
-    all_headers = {"content-type": "application/json", **(headers or {})}
-    if token:
-        all_headers["authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{api_url}{path}", data=data, method=method, headers=all_headers)
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def signed_event(env: dict, kind: str, obj: dict) -> tuple[bytes, str]:
-    """A Stripe event signed as Stripe's endpoint for it would: a connected account's
-    (`account.*`) by the Connect endpoint, with `account`; any other by the platform's.
-    Returns (body, Stripe-Signature)."""
-    event = {"id": f"evt_smoke{secrets.token_hex(8)}", "object": "event", "created": int(time.time()),
-             "type": kind, "data": {"object": obj}}
-    secret = env["STRIPE_WEBHOOK_SECRET"]
-    if kind.startswith("account."):
-        event["account"] = obj["id"]
-        secret = env["STRIPE_CONNECT_WEBHOOK_SECRET"]
-    body = json.dumps(event).encode()
-    stamp = int(time.time())
-    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, f"t={stamp},v1={signature}"
-
-
-def deliver(api_url: str, env: dict, kind: str, obj: dict) -> dict:
-    body, signature = signed_event(env, kind, obj)
-    hook = urllib.request.Request(f"{api_url}/lambda-url/webhook/stripe/webhook", data=body, method="POST",
-                                  headers={"content-type": "application/json", "stripe-signature": signature})
-    with urllib.request.urlopen(hook, timeout=120) as resp:
-        return json.load(resp)
-
-
-def signed_up(api_url: str, env: dict, tag: str) -> tuple[str, dict]:
-    """Registers, verifies (with the token from the email moto kept) and logs in a new user."""
-    email = f"smoke-{tag}-{secrets.token_hex(6)}@example.com"
-    status, answer = call(api_url, "POST", "/auth/register", {"email": email, "password": PASSWORD})
-    if status != 202 or answer != {"status": "pending_verification"}:
-        raise SystemExit(f"smoke: register answered {status} {answer}")
-    # The email leaves through the outbox: the stream poller hands it to the notifier.
-    sent = []
-    for _ in range(300):
-        data = json.load(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/data.json", timeout=10))
-        sent = [m for m in data["ses"]["Message"] if email in m["destinations"]["ToAddresses"]]
-        if sent:
-            break
-        time.sleep(0.2)
-    if len(sent) != 1 or "/verify-email?token=" not in sent[0]["body"]:
-        raise SystemExit(f"smoke: expected one verification email to {email}, moto has {sent}")
-    token = sent[0]["body"].split("/verify-email?token=", 1)[1].split('"', 1)[0]
-    call(api_url, "POST", "/auth/verify-email", {"token": token})
-    status, tokens = call(api_url, "POST", "/auth/login", {"email": email, "password": PASSWORD})
-    if status != 200:
-        raise SystemExit(f"smoke: login answered {status} {tokens}")
-    return email, tokens
-
-
-PASSWORD = "correct horse battery staple"
 FUZZ_EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "8")
 FUZZ_SEED = os.environ.get("FUZZ_SEED", "20261129")
 
@@ -816,8 +745,9 @@ def fuzz(api_url: str, env: dict, tenv: dict) -> None:
     infra/schemathesis_hooks.py): every check, a bounded number of examples per operation
     (`FUZZ_EXAMPLES`, seed `FUZZ_SEED`), as a signed-up admin. The webhook is a function URL,
     so it is fuzzed at its own base URL."""
-    email, tokens = signed_up(api_url, env, "fuzz")
-    status, logout_session = call(api_url, "POST", "/auth/login", {"email": email, "password": PASSWORD})
+    email, tokens = smoke_flow.signed_up(local_target(api_url, env), "fuzz")
+    status, logout_session = smoke_flow.call(api_url, "POST", "/auth/login",
+                                             {"email": email, "password": smoke_flow.PASSWORD})
     if status != 200:
         raise SystemExit(f"fuzz: second login answered {status} {logout_session}")
     fenv = dict(tenv, FUZZ_ACCESS_TOKEN=tokens["access_token"], FUZZ_LOGOUT_TOKEN=logout_session["access_token"],
@@ -830,10 +760,16 @@ def fuzz(api_url: str, env: dict, tenv: dict) -> None:
     run(command + ["--url", f"{api_url}/lambda-url/webhook", "--include-path", "/stripe/webhook"], fenv)
 
 
+def local_target(api_url: str, env: dict) -> smoke_flow.Target:
+    """This stack as infra/smoke.py sees it: verification tokens from the mail moto kept."""
+    return smoke_flow.Target(api_url=api_url, verification_token=smoke_flow.from_moto(env["AWS_ENDPOINT_URL"], 60))
+
+
 def smoke() -> None:
-    """What the README promises of the run command, over HTTP through the emulator: an account
-    from registration to /auth/me, a provider onboarded by a signed webhook, and a payment
-    from creation through a partial refund to its release."""
+    """What the README promises of the run command, over HTTP through the emulator, by
+    infra/smoke.py (the same script that smoke-tests a deployed stack): an account from
+    registration to /auth/me, a provider onboarded by a signed webhook, and a payment from
+    creation through a partial refund to its release."""
     stack = Stack("smoke")
     try:
         api_port = free_port()
@@ -841,36 +777,11 @@ def smoke() -> None:
         api_url, _ = start_api(stack, env, api_port)
         poller = start_poller(env, api_url)
         stack.on_stop(poller.stopped.set)
-        email, tokens = signed_up(api_url, env, "provider")
-        status, me = call(api_url, "GET", "/auth/me", token=tokens["access_token"])
-        if me.get("email") != email or not me.get("email_verified"):
-            raise SystemExit(f"smoke: /auth/me answered {status} {me}")
-        status, provider = call(api_url, "POST", "/providers", {}, token=tokens["access_token"])
-        if status != 201 or not provider.get("stripe_account_id", "").startswith("acct_"):
-            raise SystemExit(f"smoke: POST /providers answered {status} {provider}")
-        # A signed account.updated through the webhook's function URL onboards the provider.
-        answer = deliver(api_url, env, "account.updated", {"id": provider["stripe_account_id"],
-                                                           "charges_enabled": True, "payouts_enabled": True})
-        _, onboarded = call(api_url, "GET", f"/providers/{provider['provider_id']}", token=tokens["access_token"])
-        if answer != {"received": True} or not onboarded.get("payouts_enabled"):
-            raise SystemExit(f"smoke: webhook answered {answer}; provider is {onboarded}")
-
-        _, payer = signed_up(api_url, env, "payer")
-        status, payment = call(api_url, "POST", "/payments",
-                               {"amount": 2500, "currency": "usd", "provider_id": provider["provider_id"]},
-                               token=payer["access_token"], headers={"idempotency-key": secrets.token_hex(8)})
-        if status != 201:
-            raise SystemExit(f"smoke: POST /payments answered {status} {payment}")
-        deliver(api_url, env, "payment_intent.succeeded", {"id": payment["stripe_payment_intent_id"],
-                                                           "object": "payment_intent", "status": "succeeded",
-                                                           "latest_charge": f"ch_smoke{secrets.token_hex(6)}"})
-        pid = payment["payment_id"]
-        status, refunded = call(api_url, "POST", f"/payments/{pid}/refund", {"amount": 500}, token=payer["access_token"])
-        if status != 200 or refunded != {"payment_id": pid, "status": "succeeded", "amount_refunded": 500}:
-            raise SystemExit(f"smoke: partial refund answered {status} {refunded}")
-        status, released = call(api_url, "POST", f"/payments/{pid}/release", token=payer["access_token"])
-        if status != 200 or released.get("status") != "released" or not released.get("transfer_id"):
-            raise SystemExit(f"smoke: release answered {status} {released}")
+        run([sys.executable, str(ROOT / "infra" / "smoke.py"), "--api-url", api_url,
+             "--verify-token-from", f"moto:{env['AWS_ENDPOINT_URL']}",
+             "--payments", "--webhook-url", f"{api_url}/lambda-url/webhook"],
+            {**os.environ, "STRIPE_WEBHOOK_SECRET": env["STRIPE_WEBHOOK_SECRET"],
+             "STRIPE_CONNECT_WEBHOOK_SECRET": env["STRIPE_CONNECT_WEBHOOK_SECRET"]})
         log("smoke: register, verify, login, me, a provider onboarded by a signed webhook, and a payment paid, "
             "partly refunded and released work through the emulator")
     finally:
