@@ -160,6 +160,7 @@ async fn each_stripe_endpoint_is_verified_with_its_own_secret_and_connect_applie
     assert_eq!(ignored.status, 200, "{:?}", ignored.body);
     assert_eq!(status(&t, &format!("PAYMENT#{payment_id}"), "PAYMENT").await, "requires_payment");
     let mut about_another: Value = serde_json::from_str(&connected).unwrap();
+    about_another["id"] = json!(format!("evt_{}", uuid::Uuid::new_v4().simple()));
     about_another["account"] = json!(format!("acct_{}", uuid::Uuid::new_v4().simple()));
     assert_eq!(deliver(&t, &about_another.to_string()).await.status, 200);
     assert_eq!(payouts().await, "false");

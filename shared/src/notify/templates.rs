@@ -127,7 +127,8 @@ mod tests {
     fn every_kind_renders_both_parts() {
         let ctx = serde_json::json!({"link": "https://x/p?token=t", "org_name": "Acme & Co", "role": "member",
             "deletion_date": "2026-12-21", "restore_link": "https://x/restore", "login_link": "https://x/login",
-            "reset_link": "https://x/forgot-password", "name": "Ada", "codes_left": 9});
+            "reset_link": "https://x/forgot-password", "name": "Ada", "codes_left": 9,
+            "revoke_link": "https://x/revoke-factor#token=r"});
         for kind in [
             EmailKind::VerifyEmail,
             EmailKind::AccountExists,
@@ -148,12 +149,14 @@ mod tests {
                 "{kind:?}"
             );
         }
-        for kind in [EmailKind::MfaEnabled, EmailKind::MfaDisabled] {
+        // Each MFA change tells the owner how to undo it if it was not them.
+        for (kind, undo) in [
+            (EmailKind::MfaEnabled, "https://x/revoke-factor#token=r"),
+            (EmailKind::MfaDisabled, "https://x/forgot-password"),
+        ] {
             let email = render(kind, "a@example.com", &ctx).unwrap();
             assert_eq!(kind.category(), Category::Security, "MFA changes are security mail");
-            assert!(
-                email.text.contains("https://x/forgot-password") && email.html.contains("https://x/forgot-password")
-            );
+            assert!(email.text.contains(undo) && email.html.contains(undo), "{kind:?}");
         }
         let invite = render(EmailKind::Invitation, "a@example.com", &ctx).unwrap();
         assert!(invite.html.contains("Acme &amp; Co") && invite.text.contains("https://x/p?token=t"));
