@@ -665,7 +665,11 @@ def start_api(stack: Stack, env: dict, api_port: int) -> tuple[str, subprocess.P
     """Serves every function on the Lambda runtime emulator, routed as in Cargo.toml."""
     api_url = f"http://127.0.0.1:{api_port}"
     log("building and starting the functions (cargo lambda watch)")
-    watch = stack.spawn("functions", [str(LOCAL / "venv" / "bin" / "cargo-lambda"), "lambda", "watch",
+    # Only the run command reloads a function when its code changes: watch mode also
+    # restarts functions on other file events (git writing under .git, say), and a restart
+    # kills the invocation in flight, which a test run must never see.
+    reload = [] if stack.name == "dev" else ["--ignore-changes"]
+    watch = stack.spawn("functions", [str(LOCAL / "venv" / "bin" / "cargo-lambda"), "lambda", "watch", *reload,
                                       "--invoke-address", "127.0.0.1", "--invoke-port", str(api_port)],
                         cwd=ROOT, env=function_env(env), capture=stack.name != "dev")
 
