@@ -215,16 +215,7 @@ async fn no_live_token_code_or_client_secret_is_left_in_the_table() {
     // Invitation.
     let (_, admin) = t.logged_in("sealed-admin").await;
     let invitee = unique_email("sealed-invitee");
-    let invited = t
-        .authed(
-            shared::api::account::handle,
-            "POST",
-            "/orgs/invitations",
-            admin["access_token"].as_str().unwrap(),
-            &[],
-            Some(json!({"email": invitee, "role": "member"})),
-        )
-        .await;
+    let invited = t.invite(&admin, &invitee, "member").await;
     assert_eq!(invited.status, 202, "{:?}", invited.body);
     let invitation = t.emails_to(&invitee).await[0].token_for("/accept-invitation").expect("an invitation link");
     live.push(("invitation token", invitation));

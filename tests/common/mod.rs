@@ -334,16 +334,7 @@ impl TestApp {
     pub async fn org_with_member(&self, role: &str) -> (Value, String, Value, String) {
         let (_, admin) = self.logged_in("admin").await;
         let member_email = unique_email("member");
-        let invited = self
-            .authed(
-                shared::api::account::handle,
-                "POST",
-                "/orgs/invitations",
-                admin["access_token"].as_str().unwrap(),
-                &[],
-                Some(json!({"email": member_email, "role": role})),
-            )
-            .await;
+        let invited = self.invite(&admin, &member_email, role).await;
         assert_eq!(invited.status, 202);
         let invitation =
             self.emails_to(&member_email).await[0].token_for("/accept-invitation").expect("invitation link");
@@ -359,6 +350,13 @@ impl TestApp {
         let member = self.login(&member_email, STRONG_PASSWORD).await.body;
         let member_id = s(&self.user_by_email(&member_email).await, "user_id");
         (admin, member_email, member, member_id)
+    }
+
+    /// `admin` invites `email` into their org as `role`.
+    pub async fn invite(&self, admin: &Value, email: &str, role: &str) -> TestResponse {
+        let access = admin["access_token"].as_str().unwrap();
+        let body = Some(json!({"email": email, "role": role}));
+        self.authed(shared::api::account::handle, "POST", "/orgs/invitations", access, &[], body).await
     }
 
     /// Sets attributes of an item directly, standing in for what another component
