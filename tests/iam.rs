@@ -254,6 +254,32 @@ fn every_function_may_call_only_what_it_links_on_named_resources() {
     assert!(found.is_empty(), "least privilege:\n{}", found.join("\n"));
 }
 
+/// The other way round: a function whose code reads the secret (every email and SMS is
+/// sealed with a key from it) is allowed to, or it answers 500 in AWS while moto, which
+/// enforces no IAM, lets every local test pass.
+#[test]
+fn every_function_that_reads_the_secret_may_read_it() {
+    let template = cfn::template();
+    for (function, resource) in cfn::of_type(&template, "AWS::Serverless::Function") {
+        if !facts_on_disk(function, resource).reads_secret {
+            continue;
+        }
+        let grants = resource["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|policy| policy.get("Statement").and_then(Value::as_array))
+            .flatten()
+            .flat_map(cfn::branches)
+            .any(|statement| {
+                statement["Effect"] == "Allow"
+                    && cfn::items(&statement["Action"]).iter().any(|a| *a == "secretsmanager:GetSecretValue")
+                    && cfn::references(&statement["Resource"]).contains("AppSecret")
+            });
+        assert!(grants, "{function} reads the secret but its role may not");
+    }
+}
+
 #[test]
 fn every_features_map_entry_is_a_feature_of_shared() {
     let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/shared/Cargo.toml")).unwrap();

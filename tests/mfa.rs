@@ -433,6 +433,9 @@ async fn an_owner_undoes_mfa_someone_else_turned_on_from_the_notice_and_gets_a_r
     assert_eq!(t.me(access(&thief)).await.status, 401, "every session ended");
     let refresh = t.post(login::handle, "/auth/refresh", json!({"refresh_token": thief["refresh_token"]})).await;
     assert_eq!(refresh.status, 401, "the refresh token is dead too");
+    // The thief knows the password: it no longer signs anyone in.
+    let back = t.login(&email, STRONG_PASSWORD).await;
+    assert_eq!((back.status, back.body["code"].as_str()), (401, Some("invalid_credentials")), "{:?}", back.body);
     // Single use.
     let again = revoke(&t, &token).await;
     assert_eq!((again.status, again.body["code"].as_str()), (400, Some("token_invalid")));

@@ -252,7 +252,12 @@ async fn the_welcome_email_carries_an_unsubscribe_link_that_turns_product_mail_o
 
 /// A mail client's RFC 8058 one-click post: the form, from its own origin, token in the URL.
 fn one_click(token: &str, content_type: &str, body: &str) -> String {
-    let event = common::http_event(
+    one_click_from(&common::random_ip(), token, content_type, body)
+}
+
+fn one_click_from(ip: &str, token: &str, content_type: &str, body: &str) -> String {
+    let event = common::http_event_from(
+        ip,
         "POST",
         "/notifications/unsubscribe/one-click",
         &[("content-type", content_type), ("origin", "https://mail.example.net")],
@@ -291,6 +296,27 @@ async fn a_mail_clients_one_click_form_from_any_origin_unsubscribes_and_nothing_
     let login = t.login(&email, common::STRONG_PASSWORD).await;
     let prefs = call(&t, &login.body, "GET", "/notifications/preferences", None).await;
     assert_eq!(prefs.body["email"], json!({"payments": true, "product": false}));
+}
+
+#[tokio::test]
+async fn a_mail_providers_server_posting_for_every_recipient_is_limited_only_on_refused_tokens() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_UNSUBSCRIBE", "2/86400")]).await;
+    let email = t.verified_user("oneclick-provider").await;
+    let welcome = t.emails_to(&email).await.into_iter().find(|m| m.subject.contains("Welcome")).expect("welcome");
+    let token = welcome.token_for("/unsubscribe").expect("unsubscribe link in the welcome email");
+    let (form, click) = ("application/x-www-form-urlencoded", "List-Unsubscribe=One-Click");
+    let provider = common::random_ip();
+    for _ in 0..4 {
+        let done = t.invoke(handle, &one_click_from(&provider, &token, form, click)).await;
+        assert_eq!(done.status, 200, "valid tokens are never limited: {:?}", done.body);
+    }
+    let forged = &token[..token.len() - 3];
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(t.invoke(handle, &one_click_from(&provider, forged, form, click)).await.status);
+    }
+    assert_eq!(statuses, [400, 400, 429], "refused tokens spend the address's budget");
+    assert_eq!(t.invoke(handle, &one_click_from(&provider, &token, form, click)).await.status, 200);
 }
 
 #[tokio::test]

@@ -229,7 +229,9 @@ async fn no_live_token_code_or_client_secret_is_left_in_the_table() {
     assert_eq!(patched.status, 200, "{:?}", patched.body);
     let text = t.sms_to(&phone).await.pop().expect("a code texted");
     live.push(("SMS text", text.clone()));
-    live.push(("SMS code", text.split_whitespace().next().unwrap().to_owned()));
+    let code = text.split_whitespace().next().unwrap().to_owned();
+    let holding = t.items_valued(&code).await;
+    assert!(holding.is_empty(), "the SMS code is in the table: {holding:?}");
 
     // A payment's client_secret, kept for the Idempotency-Key's replays.
     let (_, provider_id) = common::money::provider(&t, true).await;

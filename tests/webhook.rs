@@ -165,6 +165,12 @@ async fn each_stripe_endpoint_is_verified_with_its_own_secret_and_connect_applie
     assert_eq!(deliver(&t, &about_another.to_string()).await.status, 200);
     assert_eq!(payouts().await, "false");
 
+    // Nor does an account.updated the platform endpoint signed (it would be about the
+    // platform's own account), whatever account its object names.
+    let platform_signed = event("account.updated", now, onboarded.clone());
+    assert_eq!(deliver(&t, &platform_signed).await.status, 200);
+    assert_eq!(payouts().await, "false");
+
     // Signed by the Connect endpoint, the account's own event onboards the provider.
     let applied = deliver(&t, &connected).await;
     assert_eq!((applied.status, &applied.body), (200, &json!({"received": true})));

@@ -222,12 +222,14 @@ impl Settings {
                 reason: "must be an https URL (http allowed outside production)".into(),
             });
         }
-        let allowed_origins = get("ALLOWED_ORIGINS")
-            .unwrap_or_else(|| frontend_origin(&frontend_url))
-            .split(',')
-            .map(|o| o.trim().trim_end_matches('/').to_owned())
-            .filter(|o| !o.is_empty())
-            .collect();
+        // The frontend's own origin always, and any others listed.
+        let mut allowed_origins: Vec<String> = vec![frontend_origin(&frontend_url)];
+        for origin in get("ALLOWED_ORIGINS").unwrap_or_default().split(',') {
+            let origin = origin.trim().trim_end_matches('/').to_owned();
+            if !origin.is_empty() && !allowed_origins.contains(&origin) {
+                allowed_origins.push(origin);
+            }
+        }
         let mfa_issuer = get("MFA_ISSUER").unwrap_or_else(|| {
             let origin = frontend_origin(&frontend_url);
             let host = origin.split_once("://").map_or(origin.as_str(), |(_, host)| host);
@@ -240,7 +242,7 @@ impl Settings {
                 reason: "must be at most 64 characters, without ':'".into(),
             });
         }
-        Ok(Self {
+        let settings = Self {
             mfa_issuer,
             environment,
             table_name: require("TABLE_NAME")?,
@@ -290,7 +292,15 @@ impl Settings {
                     ),
                 }
             },
-        })
+        };
+        // Without CAPTCHA the rate limits are all that slows guessing from many addresses.
+        if settings.environment.is_production() && settings.captcha.off_accepted && !settings.rate_limits.enabled() {
+            return Err(ConfigError::Invalid {
+                name: "RATE_LIMIT_ENABLED",
+                reason: "cannot be false in production with CAPTCHA_OFF_ACCEPTED=true".into(),
+            });
+        }
+        Ok(settings)
     }
 }
 
@@ -603,6 +613,26 @@ mod tests {
     }
 
     #[test]
+    fn production_without_captcha_keeps_its_rate_limits() {
+        let production = [
+            ("ENVIRONMENT", "production"),
+            ("FRONTEND_URL", "https://app.example.com"),
+            ("JWT_ISSUER", "https://api.example.com"),
+            ("EVENTS_TOPIC_ARN", "arn:aws:sns:us-east-1:1:t"),
+        ];
+        let mut pairs = BASE.to_vec();
+        pairs.retain(|(k, _)| !production.iter().any(|(p, _)| p == k));
+        pairs.extend(production);
+        pairs.push(("CAPTCHA_OFF_ACCEPTED", "true"));
+        assert!(Settings::from_lookup(env(&pairs)).is_ok());
+        pairs.push(("RATE_LIMIT_ENABLED", "false"));
+        assert!(matches!(
+            Settings::from_lookup(env(&pairs)),
+            Err(ConfigError::Invalid { name: "RATE_LIMIT_ENABLED", .. })
+        ));
+    }
+
+    #[test]
     fn access_tokens_live_at_most_fifteen_minutes() {
         let mut pairs = BASE.to_vec();
         pairs.push(("ACCESS_TOKEN_TTL_SECONDS", "901"));
@@ -610,7 +640,11 @@ mod tests {
         pairs.pop();
         pairs.push(("ALLOWED_ORIGINS", "https://a.example.com, https://b.example.com/"));
         let s = Settings::from_lookup(env(&pairs)).unwrap();
-        assert_eq!(s.allowed_origins, ["https://a.example.com", "https://b.example.com"]);
+        assert_eq!(
+            s.allowed_origins,
+            ["http://localhost:3000", "https://a.example.com", "https://b.example.com"],
+            "the frontend's own origin always, then the others"
+        );
     }
 
     #[test]

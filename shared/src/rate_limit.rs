@@ -34,9 +34,10 @@ pub enum Rule {
     ForgotPasswordClient,
     /// Verification emails asked for from one client address, whatever the address.
     ResendVerificationClient,
-    /// Failed password attempts on one account from any address, where no CAPTCHA is
-    /// configured to slow many addresses down (counted on failure, checked before).
-    AccountFailures,
+    /// Password attempts on one account from addresses it has never signed in from, where
+    /// no CAPTCHA is configured to slow many addresses down (counted before Argon2, so a
+    /// burst gets no more than the count).
+    AccountNewAddresses,
     /// Reset emails one address receives, whoever asks.
     ForgotPasswordInbox,
     ResetPassword,
@@ -68,7 +69,7 @@ impl Rule {
         Rule::ForgotPassword,
         Rule::ForgotPasswordClient,
         Rule::ResendVerificationClient,
-        Rule::AccountFailures,
+        Rule::AccountNewAddresses,
         Rule::ForgotPasswordInbox,
         Rule::ResetPassword,
         Rule::Restore,
@@ -92,7 +93,7 @@ impl Rule {
             Rule::ForgotPassword => "forgot_password",
             Rule::ForgotPasswordClient => "forgot_password_client",
             Rule::ResendVerificationClient => "resend_verification_client",
-            Rule::AccountFailures => "account_failures",
+            Rule::AccountNewAddresses => "account_new_addresses",
             Rule::ForgotPasswordInbox => "forgot_password_inbox",
             Rule::ResetPassword => "reset_password",
             Rule::Restore => "restore",
@@ -118,7 +119,7 @@ impl Rule {
             Rule::ForgotPassword => (3, 3600),
             Rule::ForgotPasswordClient => (10, 3600),
             Rule::ResendVerificationClient => (10, 3600),
-            Rule::AccountFailures => (10, 60),
+            Rule::AccountNewAddresses => (10, 60),
             Rule::ForgotPasswordInbox => (10, 3600),
             Rule::ResetPassword => (10, 3600),
             Rule::Restore => (5, 3600),
@@ -216,34 +217,6 @@ impl RateLimits {
             return Err(ApiError::RateLimited { retry_after_seconds: window.retry_after() });
         }
         Ok(())
-    }
-
-    /// Counts one event for `key` under `rule` without judging it (a failure that a later
-    /// [`RateLimits::spent`] weighs).
-    pub async fn count(&self, table: &Table, rule: Rule, key: &str) -> Result<(), StoreError> {
-        if !self.enabled {
-            return Ok(());
-        }
-        self.count_in(table, rule, key, &self.window(rule)).await.map(|_| ())
-    }
-
-    /// Whether `key`'s count under `rule` is spent for this window, without counting: the
-    /// seconds until it renews, if so.
-    pub async fn spent(&self, table: &Table, rule: Rule, key: &str) -> Result<Option<u64>, ApiError> {
-        if !self.enabled {
-            return Ok(None);
-        }
-        let window = self.window(rule);
-        #[derive(serde::Deserialize)]
-        struct Hits {
-            #[serde(default)]
-            hits: u64,
-        }
-        let hits = match table.get::<Hits>(&window.pk(rule, key), &window.start.to_string()).await {
-            Ok(hits) => hits.map_or(0, |h| h.hits),
-            Err(error) => return unavailable(rule, error).map(|()| None),
-        };
-        Ok((hits >= u64::from(self.limit(rule).count)).then(|| window.retry_after()))
     }
 
     fn window(&self, rule: Rule) -> Window {

@@ -183,11 +183,9 @@ impl Signer {
 
     /// The payload of a token one of the keys signed, in constant time per key.
     pub fn verify(&self, token: &str) -> Option<Vec<u8>> {
-        let mut parts = token.split('.');
-        let (kid, payload, tag) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
+        // From the right: base64url has no '.', a key id may.
+        let (rest, tag) = token.rsplit_once('.')?;
+        let (kid, payload) = rest.rsplit_once('.')?;
         let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         self.mac(key, kid, payload).verify_slice(&tag).ok()?;

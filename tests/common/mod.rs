@@ -420,13 +420,23 @@ impl TestApp {
     /// The keys of every item in the table (a full scan, as a stolen backup would read it)
     /// with a string anywhere in it that contains `needle`.
     pub async fn items_holding(&self, needle: &str) -> Vec<String> {
-        fn holds(value: &AttributeValue, needle: &str) -> bool {
+        self.items_where(&|value: &str| value.contains(needle)).await
+    }
+
+    /// Like [`TestApp::items_holding`], for values that are exactly `value` (a short code
+    /// could stand inside some other test's hash or timestamp by chance).
+    pub async fn items_valued(&self, value: &str) -> Vec<String> {
+        self.items_where(&|stored: &str| stored == value).await
+    }
+
+    async fn items_where(&self, matches: &dyn Fn(&str) -> bool) -> Vec<String> {
+        fn holds(value: &AttributeValue, matches: &dyn Fn(&str) -> bool) -> bool {
             match value {
-                AttributeValue::S(s) | AttributeValue::N(s) => s.contains(needle),
-                AttributeValue::Ss(list) | AttributeValue::Ns(list) => list.iter().any(|s| s.contains(needle)),
-                AttributeValue::L(list) => list.iter().any(|v| holds(v, needle)),
-                AttributeValue::M(map) => map.values().any(|v| holds(v, needle)),
-                AttributeValue::B(bytes) => String::from_utf8_lossy(bytes.as_ref()).contains(needle),
+                AttributeValue::S(s) | AttributeValue::N(s) => matches(s),
+                AttributeValue::Ss(list) | AttributeValue::Ns(list) => list.iter().any(|s| matches(s)),
+                AttributeValue::L(list) => list.iter().any(|v| holds(v, matches)),
+                AttributeValue::M(map) => map.values().any(|v| holds(v, matches)),
+                AttributeValue::B(bytes) => matches(&String::from_utf8_lossy(bytes.as_ref())),
                 _ => false,
             }
         }
@@ -444,7 +454,7 @@ impl TestApp {
                 .await
                 .expect("scan");
             for item in page.items.unwrap_or_default() {
-                if item.values().any(|v| holds(v, needle)) {
+                if item.values().any(|v| holds(v, matches)) {
                     found.push(format!("{} / {}", s(&item, "PK"), s(&item, "SK")));
                 }
             }

@@ -4,5 +4,5 @@ use shared::{api, app::Secrets};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Unused, api::verify::handle).await
+    shared::app::run_http(Secrets::Required, api::verify::handle).await
 }

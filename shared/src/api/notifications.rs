@@ -86,16 +86,24 @@ async fn unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> Result<Api
 /// `POST /notifications/unsubscribe/one-click?token=`: RFC 8058, what Gmail and Yahoo ask of
 /// bulk senders. A mail client posts the form `List-Unsubscribe=One-Click` to the URL in the
 /// `List-Unsubscribe` header, from any origin or none (the browser rules let this one
-/// route through); the token in the URL is the authority, as for the link.
+/// route through); the token in the URL is the authority, as for the link. These posts come
+/// from a mail provider's few servers on behalf of every recipient, so only refused tokens
+/// count against the sender's address.
 async fn one_click_unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
-    app.rate_limit(Rule::Unsubscribe, &meta.client_key()).await?;
     if !unsubscribe::is_one_click_form(req.body().as_ref()) {
         return Err(ApiError::Validation(vec![FieldError::new("List-Unsubscribe", "must be One-Click")]));
     }
     let Some(token) = req.query_string_parameters_ref().and_then(|q| q.first("token")).map(str::to_owned) else {
         return Err(ApiError::Validation(vec![FieldError::new("token", "is required")]));
     };
-    let done = unsubscribe::unsubscribe(app, &token).await?;
+    let done = match unsubscribe::unsubscribe(app, &token).await {
+        Ok(done) => done,
+        Err(ApiError::TokenInvalid) => {
+            app.rate_limit(Rule::Unsubscribe, &meta.client_key()).await?;
+            return Err(ApiError::TokenInvalid);
+        }
+        Err(other) => return Err(other),
+    };
     Ok(ApiResponse::json(
         StatusCode::OK,
         json!({ "status": "unsubscribed", "channel": done.channel, "category": done.category }),

@@ -15,10 +15,11 @@
 //! When CAPTCHA is configured, an account with [`CaptchaSettings::after_failures`] failures
 //! today needs a solved CAPTCHA for every attempt until the day ends: many addresses slow
 //! down to a person's pace, and the owner is never locked out of their own account.
-//! Without CAPTCHA (which production allows only when told to accept the risk), the
-//! account's failures per minute from any address are capped instead
-//! ([`Rule::AccountFailures`]): once spent, attempts wait for the next minute, except from
-//! an address this account has signed in from before, so the owner still gets in.
+//! Without CAPTCHA (which production allows only when told to accept the risk), attempts on
+//! one account from addresses it has never signed in from are capped per minute instead
+//! ([`Rule::AccountNewAddresses`], counted atomically before Argon2, so a burst from many
+//! addresses gets no more guesses than the cap); an address the account has signed in or
+//! reset its password from is not counted, so the owner still gets in.
 //!
 //! [`CaptchaSettings::after_failures`]: crate::config::CaptchaSettings::after_failures
 
@@ -119,19 +120,29 @@ async fn challenge(app: &App, subject: &str, captcha_token: Option<&str>, meta: 
     Ok(())
 }
 
-/// Without CAPTCHA: 429 once `subject`'s failures this minute (from any address) are spent,
-/// unless `client` has signed in to it before.
+/// Without CAPTCHA: an attempt from an address `subject` does not know spends the account's
+/// count of such attempts this minute (429 once spent); one from a known address does not.
 async fn slow_down(app: &App, subject: &str, client: &str) -> Result<(), ApiError> {
-    let rate_limits = &app.settings().rate_limits;
-    let Some(retry_after_seconds) = rate_limits.spent(app.table(), Rule::AccountFailures, subject).await? else {
-        return Ok(());
-    };
     let known: Option<KnownClient> = app.table().get(&keys::user(subject), &known_sort_key(client)).await?;
     if known.is_some_and(|k| k.ttl > time::now().unix_timestamp()) {
         return Ok(());
     }
-    tracing::warn!(retry_after_seconds, "account-wide failures spent; attempts from new addresses wait");
-    Err(ApiError::RateLimited { retry_after_seconds })
+    app.rate_limit(Rule::AccountNewAddresses, subject).await
+}
+
+/// The item that makes `client` an address the account `user_id` knows (after a sign-in or
+/// a password reset from it), for [`KNOWN_CLIENT_DAYS`].
+pub fn known_client(
+    table: &crate::store::Table,
+    user_id: &str,
+    client: &str,
+) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
+    let item = KnownClient {
+        pk: keys::user(user_id),
+        sk: known_sort_key(client),
+        ttl: time::now().unix_timestamp() + KNOWN_CLIENT_DAYS * 86_400,
+    };
+    table.put(&item, None)
 }
 
 /// An address that signed in to the account, remembered for [`KNOWN_CLIENT_DAYS`].
@@ -260,11 +271,9 @@ impl Attempt {
             tracing::warn!(user_id = %user.user_id, seconds, "account locked for one client address");
         };
         // All at once: a real account's failure then costs one write's time, as an unknown one's does.
-        let subject = &self.pk["USER#".len()..];
-        let minute = app.settings().rate_limits.count(app.table(), Rule::AccountFailures, subject);
-        let ((), (), counted, minute) = tokio::join!(failure, lock, count_day(app, &self.pk, self.now), minute);
-        if let Err(error) = counted.and(minute) {
-            tracing::warn!(%error, "failure not counted toward the account's day or minute");
+        let ((), (), counted) = tokio::join!(failure, lock, count_day(app, &self.pk, self.now));
+        if let Err(error) = counted {
+            tracing::warn!(%error, "failure not counted toward the account's day");
         }
     }
 }

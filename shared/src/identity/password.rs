@@ -60,6 +60,11 @@ pub struct PasswordHash(String);
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$i8KZZD+EIOecga8nic1/cQ$lorjLtuC50DEaFMg8q2BFsWfrHHu+87HMcWzDPbU1oQ";
 
+/// A stored value no password verifies against (not a PHC string, so Argon2 refuses every
+/// password): an account whose owner must choose a new password, by reset, before anyone
+/// signs in with one again.
+pub const UNUSABLE_HASH: &str = "!unusable";
+
 impl PasswordHash {
     pub fn from_stored(value: impl Into<String>) -> Self {
         Self(value.into())
@@ -96,11 +101,17 @@ impl PasswordHash {
         .await?
     }
 
-    /// True when `password` matches. Runs the full Argon2 cost either way.
+    /// True when `password` matches. Runs the full Argon2 cost either way, an unusable hash
+    /// included (against the dummy), so the time tells nothing.
     pub async fn verify(&self, password: Password) -> Result<bool, PasswordError> {
         let hash = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            Ok(Argon2::default().verify_password(password.0.expose_secret().as_bytes(), hash.as_str()).is_ok())
+            let presented = password.0.expose_secret().as_bytes();
+            if argon2::password_hash::phc::PasswordHash::new(&hash).is_err() {
+                let _ = Argon2::default().verify_password(presented, DUMMY_HASH);
+                return Ok(false);
+            }
+            Ok(Argon2::default().verify_password(presented, hash.as_str()).is_ok())
         })
         .await?
     }
@@ -154,6 +165,14 @@ mod tests {
         assert!(!dummy.needs_rehash());
         assert!(!dummy.verify(Password::presented("")).await.unwrap());
         assert!(!dummy.verify(Password::presented("correct horse battery staple")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unusable_hash_verifies_no_password() {
+        let unusable = PasswordHash::from_stored(UNUSABLE_HASH);
+        for presented in ["", "!unusable", "correct horse battery staple"] {
+            assert!(!unusable.verify(Password::presented(presented)).await.unwrap(), "{presented:?}");
+        }
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub async fn reset_password(
         // The owner proved themselves from this address: its count starts over (the counts
         // of other addresses, an attacker's say, stay).
         table.delete(Change::new(&user_pk, &super::attempts::counter_sort_key(&meta.client_key()))),
+        // ...and it is an address the account knows: a cap on new addresses (no CAPTCHA)
+        // never keeps the owner out once they have proved the mailbox from here.
+        super::attempts::known_client(table, &user.user_id, &meta.client_key()),
         app.audit().put(&audit),
         outbox::put_sealed(table, &app.outbox_sealer().await?, notice),
     ]

@@ -48,11 +48,10 @@ impl StripeEvent {
     /// The `account` of a body not yet verified: it decides which endpoint's secrets verify
     /// the signature (the signature covers the field, so lying about it only fails).
     pub fn claimed_account(body: &[u8]) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Claimed {
-            account: Option<String>,
-        }
-        serde_json::from_slice::<Claimed>(body).ok()?.account
+        // Read as `parse` reads it (a JSON value, the last of repeated keys winning), so the
+        // secrets chosen and the event applied can never disagree about `account`.
+        let value: Value = serde_json::from_slice(body).ok()?;
+        value["account"].as_str().map(str::to_owned)
     }
 
     /// Whether the event is one we act on from where it came: a connected account's event
@@ -141,9 +140,14 @@ async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result
 async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(account) = object["id"].as_str() else { return Ok(Effect::none()) };
-    // From the Connect endpoint, an account's event is about that account only.
-    if event.account.as_deref().is_some_and(|about| about != account) {
-        tracing::warn!(account, about = event.account.as_deref(), "account.updated about another account; skipped");
+    // A connected account's flags come only from the Connect endpoint, about that account
+    // itself: the platform endpoint's `account.updated` is about the platform's own account.
+    if event.account.as_deref() != Some(account) {
+        tracing::warn!(
+            account,
+            about = event.account.as_deref(),
+            "account.updated not from the account itself; skipped"
+        );
         return Ok(Effect::none());
     }
     let Some((pk, sk)) = find_by_gsi1(app, &format!("ACCOUNT#{account}")).await? else {

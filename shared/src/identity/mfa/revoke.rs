@@ -56,16 +56,18 @@ pub async fn revoke_by_link(app: &App, presented: &str, meta: &RequestMeta) -> R
                 .value(":true", av::b(true))
                 .value(":confirmed", av::s(&confirmed_at)),
         ),
-        // Every session ends (none is kept: the caller is whoever holds the mailbox), and
-        // only the reset link sent now works.
+        // Every session ends (none is kept: the caller is whoever holds the mailbox), the
+        // password stops working (whoever turned MFA on knows it, and would sign straight
+        // back in), and only the reset link sent now works.
         table.update(
             Change::new(&pk, &sk)
                 .update(
-                    "SET mfa_enabled = :false, reset_token_hash = :reset, updated_at = :now, \
-                     session_version = if_not_exists(session_version, :zero) + :one",
+                    "SET mfa_enabled = :false, password_hash = :unusable, reset_token_hash = :reset, \
+                     updated_at = :now, session_version = if_not_exists(session_version, :zero) + :one",
                 )
                 .condition("attribute_exists(PK)")
                 .value(":false", av::b(false))
+                .value(":unusable", av::s(crate::identity::password::UNUSABLE_HASH))
                 .value(":reset", av::s(reset_hash.as_str()))
                 .value(":now", av::s(&now))
                 .value(":zero", av::n(0))
