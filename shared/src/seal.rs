@@ -147,6 +147,9 @@ pub struct Signer {
 /// Unsubscribe links.
 pub const UNSUBSCRIBE: Purpose =
     Purpose { label: "unsubscribe/v1", keys_field: "unsubscribe_signing_keys", keys: |s| &s.unsubscribe_signing_keys };
+/// Digests of short codes (SMS codes): keyed, so a copy of the table cannot try all million.
+pub const PHONE_CODE: Purpose =
+    Purpose { label: "phone-code/v1", keys_field: "outbox_sealing_keys", keys: |s| &s.outbox_sealing_keys };
 /// Page cursors (each listing's are told apart by its own label as well).
 pub const CURSOR: Purpose =
     Purpose { label: "cursor/v1", keys_field: "cursor_signing_keys", keys: |s| &s.cursor_signing_keys };
@@ -190,6 +193,14 @@ impl Signer {
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         self.mac(key, kid, payload).verify_slice(&tag).ok()?;
         URL_SAFE_NO_PAD.decode(payload).ok()
+    }
+
+    /// A keyed digest of `payload` under the current key (hex), for values kept only to be
+    /// compared, such as a code's.
+    pub fn digest(&self, payload: &[u8]) -> String {
+        let (kid, key) = &self.keys[0];
+        let payload = URL_SAFE_NO_PAD.encode(payload);
+        hex::encode(self.mac(key, kid, &payload).finalize().into_bytes())
     }
 
     /// The current key, for what derives a key of its own from it.

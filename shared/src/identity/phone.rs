@@ -9,7 +9,6 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{User, auth::Principal};
@@ -63,10 +62,15 @@ struct PendingCode {
     ttl: i64,
 }
 
-/// The hash kept of a code: salted with the user and number, so a table read does not map
-/// straight back to codes.
-fn code_hash(user_id: &str, phone: &str, code: &str) -> String {
-    hex::encode(Sha256::digest(format!("{user_id}\n{phone}\n{code}").as_bytes()))
+/// The digest kept of a code: keyed (HMAC, a key from the secret) and bound to the user and
+/// number, so a copy of the table cannot try the million codes against it.
+fn code_hash(hasher: &crate::seal::Signer, user_id: &str, phone: &str, code: &str) -> String {
+    hasher.digest(format!("{user_id}\n{phone}\n{code}").as_bytes())
+}
+
+async fn code_hasher(app: &App) -> Result<crate::seal::Signer, ApiError> {
+    let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
+    Ok(crate::seal::Signer::from_secrets(&secrets, crate::seal::PHONE_CODE)?)
 }
 
 /// A six-digit code, as typed.
@@ -132,7 +136,7 @@ pub async fn update_profile(
                 pk: pk.clone(),
                 sk: SORT_KEY.to_owned(),
                 phone: phone.as_str().to_owned(),
-                code_hash: code_hash(&user.user_id, phone.as_str(), &code),
+                code_hash: code_hash(&code_hasher(app).await?, &user.user_id, phone.as_str(), &code),
                 tries: 0,
                 expires_at: expires,
                 ttl: expires,
@@ -205,7 +209,7 @@ pub async fn verify(app: &App, principal: &Principal, code: &str, meta: &Request
         Err(StoreError::ConditionFailed) => return Err(expired()),
         Err(other) => return Err(other.into()),
     };
-    let presented = code_hash(&user.user_id, &phone, code);
+    let presented = code_hash(&code_hasher(app).await?, &user.user_id, &phone, code);
     if !bool::from(presented.as_bytes().ct_eq(pending.code_hash.as_bytes())) {
         return Err(ApiError::Validation(vec![FieldError::new("code", "is not the code we sent")]));
     }
@@ -248,9 +252,20 @@ mod tests {
     fn codes_are_six_digits_and_hashes_depend_on_who_and_where() {
         assert_eq!(parse_code("123 456").unwrap(), "123456");
         assert!(parse_code("12345").is_err() && parse_code("abcdef").is_err());
-        let h = code_hash("u1", "+14155550123", "123456");
-        assert_ne!(h, code_hash("u2", "+14155550123", "123456"));
-        assert_ne!(h, code_hash("u1", "+14155550124", "123456"));
+        let hasher = |byte: u8| {
+            let key = crate::config::EncryptionKey {
+                kid: "k".into(),
+                key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [byte; 32]).into(),
+            };
+            let mut secrets: crate::config::Secrets = serde_json::from_str("{}").unwrap();
+            secrets.outbox_sealing_keys = vec![key];
+            crate::seal::Signer::from_secrets(&secrets, crate::seal::PHONE_CODE).unwrap()
+        };
+        let (ours, other_key) = (hasher(1), hasher(2));
+        let h = code_hash(&ours, "u1", "+14155550123", "123456");
+        assert_ne!(h, code_hash(&ours, "u2", "+14155550123", "123456"));
+        assert_ne!(h, code_hash(&ours, "u1", "+14155550124", "123456"));
+        assert_ne!(h, code_hash(&other_key, "u1", "+14155550123", "123456"), "without the key, no match");
         assert!(!h.contains("123456"));
     }
 }

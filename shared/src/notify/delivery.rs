@@ -93,8 +93,22 @@ pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, Delivery
     // (a retry opens it again).
     let message = match &item.message {
         Message::Sealed { .. } => {
-            let sealer = app.outbox_sealer().await.map_err(StoreError::from)?;
-            item.message.open(&sealer, &item.id)?
+            let opened = match app.outbox_sealer().await {
+                Ok(sealer) => item.message.open(&sealer, &item.id),
+                Err(error) => Err(StoreError::from(error)),
+            };
+            match opened {
+                Ok(message) => message,
+                // One sent before its key was retired needs no opening: it is done.
+                Err(error) => {
+                    let record: Option<DeliveryRecord> = table.get(&item.pk, DELIVERY_SK).await?;
+                    if record.is_some_and(|r| r.status == "sent" || r.status == "skipped") {
+                        settle(table, item).await;
+                        return Ok(Delivered::AlreadySent);
+                    }
+                    return Err(error.into());
+                }
+            }
         }
         public => public.clone(),
     };
@@ -256,7 +270,8 @@ async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -
         let signer = unsubscribe::signer(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
         let token = unsubscribe::issue(&signer, &owner.user_id, Channel::Email, category);
         if let Some(fields) = context.as_object_mut() {
-            let link = format!("{}/unsubscribe?token={token}", app.settings().frontend_url);
+            // In the fragment: it never reaches a server log or a Referer.
+            let link = format!("{}/unsubscribe#token={token}", app.settings().frontend_url);
             fields.insert("unsubscribe_link".into(), Value::String(link));
             let one_click = format!("{}{}?token={token}", app.settings().api_url(), unsubscribe::ONE_CLICK_PATH);
             fields.insert("one_click_unsubscribe".into(), Value::String(one_click));
