@@ -201,7 +201,8 @@ async fn without_captcha_attempts_from_new_addresses_are_capped_but_the_owner_ge
         assert!(matches!(status, 401 | 429), "{answer}");
         checked += usize::from(status == 401);
     }
-    assert_eq!(checked, 3, "exactly the cap's worth of guesses was tried");
+    // The owner's first sign-in, from an address the account did not know yet, took one.
+    assert_eq!(checked, 2, "exactly the cap's worth of attempts was tried");
     // A new address waits now, even with the right password (nothing is learnt from it)...
     let fresh = t.login_from(&random_ip(), &email, STRONG_PASSWORD).await;
     assert_eq!((fresh.status, fresh.body["code"].as_str()), (429, Some("rate_limited")), "{:?}", fresh.body);
