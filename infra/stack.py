@@ -212,6 +212,15 @@ def mfa_key() -> dict:
     return {"kid": f"local-{secrets.token_hex(4)}", "key": base64.b64encode(secrets.token_bytes(32)).decode()}
 
 
+def public_key(signing_key: dict) -> dict:
+    """The public half of a signing key, as verifiers read it (`jwt_public_keys`)."""
+    from cryptography.hazmat.primitives import serialization
+    private = serialization.load_pem_private_key(signing_key["private_key_pem"].encode(), password=None)
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return {"kid": signing_key["kid"], "public_key_pem": pem}
+
+
 def machine_secrets() -> dict:
     """Secret values generated once for this machine and kept in .local/ (never committed)."""
     path = LOCAL / "secrets.json"
@@ -287,13 +296,22 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_sec
     if captcha_secret:
         values["captcha_secret"] = captcha_secret
     sm = client("secretsmanager", moto)
-    secret_name = f"{name}/app"
-    try:
-        secret_arn = sm.create_secret(Name=secret_name, SecretString=json.dumps(values))["ARN"]
-    except sm.exceptions.ResourceExistsException:
-        secret_arn = sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(values))["ARN"]
+
+    def put_secret(secret_name: str, document: dict) -> str:
+        try:
+            return sm.create_secret(Name=secret_name, SecretString=json.dumps(document))["ARN"]
+        except sm.exceptions.ResourceExistsException:
+            return sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(document))["ARN"]
+
+    # As in AWS: the private signing keys in a secret of their own (the login function's);
+    # the app secret publishes their public halves.
+    signing = {"jwt_signing_keys": values.pop("jwt_signing_keys")}
+    values["jwt_public_keys"] = [public_key(key) for key in signing["jwt_signing_keys"]]
+    secret_arn = put_secret(f"{name}/app", values)
+    signing_arn = put_secret(f"{name}/signing", signing)
     dlq_url = client("sqs", moto).create_queue(QueueName=f"{name}-notify-dlq")["QueueUrl"]
-    env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn, "NOTIFY_DLQ_URL": dlq_url,
+    env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn, "SIGNING_SECRET_ID": signing_arn,
+           "NOTIFY_DLQ_URL": dlq_url,
            "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0],
            "STRIPE_CONNECT_WEBHOOK_SECRET": values["stripe_connect_webhook_secrets"][0], **provision_push_and_feedback(moto, name)}
     log("SES identity and configuration set, SNS topics and platform applications, dead-letter queue and "

@@ -280,6 +280,34 @@ fn every_function_that_reads_the_secret_may_read_it() {
     }
 }
 
+/// The private signing keys: only the function that issues tokens (its main says
+/// `Secrets::RequiredToSign`) may read their secret, and it is told where it is.
+#[test]
+fn only_the_function_that_issues_tokens_may_read_the_private_signing_keys() {
+    let template = cfn::template();
+    let mut issuers = Vec::new();
+    for (function, resource) in cfn::of_type(&template, "AWS::Serverless::Function") {
+        let reads_signing_keys = resource["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|policy| policy.get("Statement").and_then(Value::as_array))
+            .flatten()
+            .flat_map(cfn::branches)
+            .any(|statement| cfn::references(&statement["Resource"]).contains("SigningKeysSecret"));
+        let code = resource["Properties"]["CodeUri"].as_str().unwrap();
+        let main = std::fs::read_to_string(format!("{}/{code}/src/main.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let issues = main.contains("Secrets::RequiredToSign");
+        assert_eq!(reads_signing_keys, issues, "{function}: reads the signing keys exactly when it issues tokens");
+        let told = &resource["Properties"]["Environment"]["Variables"]["SIGNING_SECRET_ID"];
+        assert_eq!(cfn::references(told).contains("SigningKeysSecret"), issues, "{function}: SIGNING_SECRET_ID");
+        if issues {
+            issuers.push(function.to_owned());
+        }
+    }
+    assert_eq!(issuers, ["LoginFunction"], "one function issues access tokens");
+}
+
 #[test]
 fn every_features_map_entry_is_a_feature_of_shared() {
     let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/shared/Cargo.toml")).unwrap();

@@ -163,6 +163,12 @@ impl App {
         if use_ == Secrets::RequiredWithStripe && loaded.stripe_secret_key.is_none() {
             return Err(ConfigError::WeakSecret { field: "stripe_secret_key", reason: "missing".into() });
         }
+        if use_ == Secrets::RequiredToSign && loaded.jwt_signing_keys.is_empty() {
+            return Err(ConfigError::WeakSecret {
+                field: "jwt_signing_keys",
+                reason: "missing: this function issues tokens (SIGNING_SECRET_ID names their secret)".into(),
+            });
+        }
         Ok(())
     }
 
@@ -252,6 +258,9 @@ impl App {
 pub enum Secrets {
     Unused,
     Required,
+    /// The secret and the signing secret (`SIGNING_SECRET_ID`): the function that issues
+    /// access tokens.
+    RequiredToSign,
     /// The secret, including the Stripe API key.
     RequiredWithStripe,
 }

@@ -65,6 +65,10 @@ pub struct Settings {
     /// Days between a deletion request and the erasure (`0`: due at the next cleanup run).
     pub deletion_grace_days: i64,
     pub secret_id: String,
+    /// The secret holding the token-signing keys (`SIGNING_SECRET_ID`), for the one function
+    /// that issues tokens; every other function verifies with `jwt_public_keys` only and
+    /// never holds a private key.
+    pub signing_secret_id: Option<String>,
     pub secret_refresh: Duration,
     pub rate_limits: crate::rate_limit::RateLimits,
     /// `iss` of access tokens, and the base of the JWKS URL (the API's public base URL).
@@ -254,6 +258,7 @@ impl Settings {
             ses_configuration_set: get("SES_CONFIGURATION_SET"),
             deletion_grace_days: number("DELETION_GRACE_DAYS", 30)?.min(3650) as i64,
             secret_id: require("SECRET_ID")?,
+            signing_secret_id: get("SIGNING_SECRET_ID"),
             secret_refresh,
             rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,
             jwt_issuer,
@@ -321,6 +326,13 @@ pub struct SigningKey {
     pub private_key_pem: SecretString,
 }
 
+/// The public half of a token-signing key: what verifiers check tokens with.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PublicKey {
+    pub kid: String,
+    pub public_key_pem: String,
+}
+
 /// A 256-bit key that seals MFA secrets at rest (standard base64 of 32 bytes). The first
 /// key seals; the others still open what they sealed, for rotation.
 #[derive(Clone, Deserialize)]
@@ -332,8 +344,13 @@ pub struct EncryptionKey {
 /// The JSON document stored in the Secrets Manager secret.
 #[derive(Clone, Deserialize)]
 pub struct Secrets {
+    /// Private: only in the signing secret (`SIGNING_SECRET_ID`), or, with none configured
+    /// (the local stack's tests), here.
     #[serde(default)]
     pub jwt_signing_keys: Vec<SigningKey>,
+    /// The signing keys' public halves, by kid: every key that signed a token still alive.
+    #[serde(default)]
+    pub jwt_public_keys: Vec<PublicKey>,
     #[serde(default)]
     pub stripe_secret_key: Option<SecretString>,
     /// The platform endpoint's signing secrets (events about our own payments, transfers
@@ -366,6 +383,7 @@ impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
             .field("jwt_signing_keys", &self.jwt_signing_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field("jwt_public_keys", &self.jwt_public_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "[redacted]"))
             .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
             .field("stripe_connect_webhook_secrets", &self.stripe_connect_webhook_secrets.len())
@@ -404,12 +422,26 @@ impl Secrets {
         })
     }
 
-    /// The production guards. Each field that is present must also be strong; the signing
-    /// key and webhook secret must be present.
+    /// The production guards. Each field that is present must also be strong; keys to
+    /// verify tokens with (public, or the signing keys themselves) and the webhook secrets
+    /// must be present.
     pub fn check_production(&self) -> Result<(), ConfigError> {
         let weak = |field, reason: &str| Err(ConfigError::WeakSecret { field, reason: reason.into() });
-        if self.jwt_signing_keys.is_empty() {
-            return weak("jwt_signing_keys", "missing");
+        if self.jwt_signing_keys.is_empty() && self.jwt_public_keys.is_empty() {
+            return weak("jwt_public_keys", "missing (and no jwt_signing_keys to verify with)");
+        }
+        for key in &self.jwt_public_keys {
+            if jsonwebtoken::DecodingKey::from_rsa_pem(key.public_key_pem.as_bytes()).is_err() {
+                return weak("jwt_public_keys", "not an RSA public key in PEM");
+            }
+        }
+        // Whoever signs must have published the key it signs with, or every other function
+        // refuses its tokens.
+        if let Some(current) = self.jwt_signing_keys.first()
+            && !self.jwt_public_keys.is_empty()
+            && !self.jwt_public_keys.iter().any(|k| k.kid == current.kid)
+        {
+            return weak("jwt_public_keys", "lacks the current signing key's kid");
         }
         for key in &self.jwt_signing_keys {
             let pem = key.private_key_pem.expose_secret();
@@ -490,6 +522,7 @@ fn pem_der_len(pem: &str) -> Option<usize> {
 pub struct SecretsStore {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
+    signing_secret_id: Option<String>,
     refresh: Duration,
     production: bool,
     captcha_off_accepted: bool,
@@ -501,6 +534,7 @@ impl SecretsStore {
         Self {
             client,
             secret_id: settings.secret_id.clone(),
+            signing_secret_id: settings.signing_secret_id.clone(),
             refresh: settings.secret_refresh,
             production: settings.environment.is_production(),
             captcha_off_accepted: settings.captcha.off_accepted,
@@ -538,18 +572,38 @@ impl SecretsStore {
         }
     }
 
-    async fn fetch(&self) -> Result<Secrets, ConfigError> {
-        let out = self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
+    async fn read(&self, secret_id: &str) -> Result<Secrets, ConfigError> {
+        let out = self.client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| {
             ConfigError::SecretUnavailable {
-                secret_id: self.secret_id.clone(),
+                secret_id: secret_id.to_owned(),
                 reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
             }
         })?;
         let json = out.secret_string().ok_or_else(|| ConfigError::SecretMalformed {
-            secret_id: self.secret_id.clone(),
+            secret_id: secret_id.to_owned(),
             reason: "secret has no string value".into(),
         })?;
-        let secrets = Secrets::parse(&self.secret_id, json)?;
+        Secrets::parse(secret_id, json)
+    }
+
+    async fn fetch(&self) -> Result<Secrets, ConfigError> {
+        let secrets = match &self.signing_secret_id {
+            None => self.read(&self.secret_id).await?,
+            Some(signing_id) => {
+                let (app, signing) = tokio::join!(self.read(&self.secret_id), self.read(signing_id));
+                let (mut app, signing) = (app?, signing?);
+                // Private keys live in the signing secret only, which one function reads.
+                if self.production && !app.jwt_signing_keys.is_empty() {
+                    return Err(ConfigError::WeakSecret {
+                        field: "jwt_signing_keys",
+                        reason: "private keys belong in the signing secret only, not the app secret".into(),
+                    });
+                }
+                app.jwt_signing_keys = signing.jwt_signing_keys;
+                app
+            }
+        };
+
         if self.production {
             secrets.check_production()?;
             if secrets.captcha_secret.is_none() && !self.captcha_off_accepted {
@@ -676,7 +730,12 @@ mod tests {
     #[test]
     fn production_guard_rejects_missing_placeholder_and_weak_secrets() {
         let empty = Secrets::parse("s", "{}").unwrap();
-        assert!(matches!(empty.check_production(), Err(ConfigError::WeakSecret { field: "jwt_signing_keys", .. })));
+        assert!(matches!(empty.check_production(), Err(ConfigError::WeakSecret { field: "jwt_public_keys", .. })));
+        let not_a_key = Secrets::parse("s", r#"{"jwt_public_keys":[{"kid":"k","public_key_pem":"PLACEHOLDER"}]}"#);
+        assert!(matches!(
+            not_a_key.unwrap().check_production(),
+            Err(ConfigError::WeakSecret { field: "jwt_public_keys", .. })
+        ));
 
         let placeholder =
             Secrets::parse("s", r#"{"jwt_signing_keys":[{"kid":"k","private_key_pem":"PLACEHOLDER"}]}"#).unwrap();

@@ -5,5 +5,5 @@ use shared::{api, app::Secrets};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::login::handle).await
+    shared::app::run_http(Secrets::RequiredToSign, api::login::handle).await
 }

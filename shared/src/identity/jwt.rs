@@ -41,16 +41,17 @@ pub struct AccessClaims {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("the secret holds no JWT signing key")]
+    #[error("the secrets hold no JWT key, private or public")]
     NoSigningKey,
     #[error("signing key {kid} is unusable: {reason}")]
     BadKey { kid: String, reason: String },
 }
 
-/// The keys derived from the secret: the first signs, all verify.
+/// The keys derived from the secret: the first private key signs; every private key and
+/// every published public key verifies. A function without the signing secret has public
+/// keys only: it verifies, and cannot sign.
 pub struct KeySet {
-    signing_kid: String,
-    signing: EncodingKey,
+    signing: Option<(String, EncodingKey)>,
     verifying: HashMap<String, DecodingKey>,
     jwks: JwkSet,
 }
@@ -74,8 +75,15 @@ impl KeySet {
                 signing = Some((key.kid.clone(), encoding));
             }
         }
-        let (signing_kid, signing) = signing.ok_or(KeyError::NoSigningKey)?;
-        Ok(Self { signing_kid, signing, verifying, jwks: JwkSet { keys: jwks } })
+        for key in &secrets.jwt_public_keys {
+            let decoding = DecodingKey::from_rsa_pem(key.public_key_pem.as_bytes())
+                .map_err(|e| KeyError::BadKey { kid: key.kid.clone(), reason: e.to_string() })?;
+            verifying.entry(key.kid.clone()).or_insert(decoding);
+        }
+        if verifying.is_empty() {
+            return Err(KeyError::NoSigningKey);
+        }
+        Ok(Self { signing, verifying, jwks: JwkSet { keys: jwks } })
     }
 
     pub fn jwks(&self) -> &JwkSet {
@@ -89,9 +97,12 @@ impl KeySet {
     /// Signs other tokens with the current key (each kind sets its own `aud` and
     /// `token_use`, so no kind of token passes for another).
     pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
+        let Some((kid, key)) = &self.signing else {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into());
+        };
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.signing_kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.signing)
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, claims, key)
     }
 
     /// The claims of a token this key set signed for `issuer` and `audience`, unexpired;
@@ -138,6 +149,53 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
         let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
         format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))
+    }
+
+    /// A key pair's private PEM and its public (SubjectPublicKeyInfo) PEM.
+    fn key_pair_pems() -> (String, String) {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+        use aws_lc_rs::signature::KeyPair as _;
+        use base64::Engine as _;
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+            format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+        };
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let private: Pkcs8V1Der = key.as_der().unwrap();
+        let public: PublicKeyX509Der = key.public_key().as_der().unwrap();
+        (pem("PRIVATE KEY", private.as_ref()), pem("PUBLIC KEY", public.as_ref()))
+    }
+
+    #[test]
+    fn a_function_with_public_keys_only_verifies_and_cannot_sign() {
+        let (private, public) = key_pair_pems();
+        let issuer = KeySet::from_secrets(&secrets(&[("k1", &private)])).unwrap();
+        let token = issuer.sign(&claims(crate::time::now().unix_timestamp())).unwrap();
+        let verifier_secrets = Secrets::parse(
+            "t",
+            &serde_json::json!({"jwt_public_keys": [{"kid": "k1", "public_key_pem": public}]}).to_string(),
+        )
+        .unwrap();
+        let verifier = KeySet::from_secrets(&verifier_secrets).unwrap();
+        assert_eq!(verifier.verify(&token, &settings()).map(|c| c.sub), Some("u1".to_owned()));
+        assert!(verifier.sign(&claims(0)).is_err(), "no private key, no token");
+        let empty = Secrets::parse("t", "{}").unwrap();
+        assert!(KeySet::from_secrets(&empty).is_err());
+    }
+
+    #[test]
+    fn production_refuses_a_signing_key_whose_public_half_is_not_published() {
+        let (private, public) = key_pair_pems();
+        let unpublished = Secrets::parse(
+            "t",
+            &serde_json::json!({"jwt_signing_keys": [{"kid": "k1", "private_key_pem": private}],
+                                "jwt_public_keys": [{"kid": "k0", "public_key_pem": public}]})
+            .to_string(),
+        )
+        .unwrap();
+        let refused = unpublished.check_production().unwrap_err();
+        assert!(refused.to_string().contains("jwt_public_keys"), "{refused}");
     }
 
     fn secrets(keys: &[(&str, &str)]) -> Secrets {
