@@ -49,9 +49,10 @@ pub fn check(req: &Request, browser: Browser<'_>) -> Result<(), ApiError> {
     if FORM_ROUTES.iter().any(|(m, p)| *m == method && *p == path) {
         return Ok(());
     }
-    // Only the methods a handler acts on: a safe or unknown method changes nothing, reads no
-    // body, and gets its 405 from the routes.
-    if !is_unsafe(req.method()) {
+    // Only requests a handler acts on: a safe method changes nothing and reads no body, and
+    // a method or path no route takes runs no handler (the routes answer it, 405 or 404).
+    let routed = super::routes::methods_of(path).is_some_and(|methods| methods.contains(&method));
+    if !is_unsafe(req.method()) || !routed {
         return Ok(());
     }
     for origin in req.headers().get_all("origin") {
@@ -134,10 +135,11 @@ mod tests {
         assert_eq!(verdict("DELETE", "/auth/me", &[("origin", "https://evil.example")], ""), Err("csrf_failed"));
         // A method no route takes is the routes' to answer (405), whatever its body.
         let form = [("content-type", "application/x-www-form-urlencoded")];
-        assert_eq!(
-            verdict("TRACE", "/notifications/unsubscribe/one-click", &form, "List-Unsubscribe=One-Click"),
-            Ok(())
-        );
+        for method in ["TRACE", "PUT", "DELETE"] {
+            let one_click =
+                verdict(method, "/notifications/unsubscribe/one-click", &form, "List-Unsubscribe=One-Click");
+            assert_eq!(one_click, Ok(()), "{method}");
+        }
     }
 
     #[test]
