@@ -254,6 +254,20 @@ fn every_function_may_call_only_what_it_links_on_named_resources() {
     assert!(found.is_empty(), "least privilege:\n{}", found.join("\n"));
 }
 
+/// The function's inline statements that allow `action`.
+fn allowing<'a>(resource: &'a Value, action: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    resource["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|policy| policy.get("Statement").and_then(Value::as_array))
+        .flatten()
+        .flat_map(cfn::branches)
+        .filter(move |statement| {
+            statement["Effect"] == "Allow" && cfn::items(&statement["Action"]).iter().any(|a| *a == action)
+        })
+}
+
 /// The other way round: a function whose code reads the secret (every email and SMS is
 /// sealed with a key from it) is allowed to, or it answers 500 in AWS while moto, which
 /// enforces no IAM, lets every local test pass.
@@ -264,18 +278,8 @@ fn every_function_that_reads_the_secret_may_read_it() {
         if !facts_on_disk(function, resource).reads_secret {
             continue;
         }
-        let grants = resource["Properties"]["Policies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|policy| policy.get("Statement").and_then(Value::as_array))
-            .flatten()
-            .flat_map(cfn::branches)
-            .any(|statement| {
-                statement["Effect"] == "Allow"
-                    && cfn::items(&statement["Action"]).iter().any(|a| *a == "secretsmanager:GetSecretValue")
-                    && cfn::references(&statement["Resource"]).contains("AppSecret")
-            });
+        let grants = allowing(resource, "secretsmanager:GetSecretValue")
+            .any(|statement| cfn::references(&statement["Resource"]).contains("AppSecret"));
         assert!(grants, "{function} reads the secret but its role may not");
     }
 }
@@ -287,13 +291,7 @@ fn only_the_function_that_issues_tokens_may_read_the_private_signing_keys() {
     let template = cfn::template();
     let mut issuers = Vec::new();
     for (function, resource) in cfn::of_type(&template, "AWS::Serverless::Function") {
-        let reads_signing_keys = resource["Properties"]["Policies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|policy| policy.get("Statement").and_then(Value::as_array))
-            .flatten()
-            .flat_map(cfn::branches)
+        let reads_signing_keys = allowing(resource, "secretsmanager:GetSecretValue")
             .any(|statement| cfn::references(&statement["Resource"]).contains("SigningKeysSecret"));
         let code = resource["Properties"]["CodeUri"].as_str().unwrap();
         let main = std::fs::read_to_string(format!("{}/{code}/src/main.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
