@@ -338,19 +338,9 @@ async fn an_erased_subscriber_is_deleted_at_stripe_and_late_subscription_events_
 
 #[tokio::test]
 async fn a_message_the_stream_gave_up_on_is_delivered_once_by_the_next_run() {
-    use shared::outbox::{Message, OutboxItem};
     let t = TestApp::new().await;
     let to = common::unique_email("lost-message");
-    let sealer = t.app.outbox_sealer().await.unwrap();
-    let item = OutboxItem::sealed(
-        Message::email(
-            shared::notify::EmailKind::VerifyEmail,
-            &to,
-            json!({"link": "http://localhost:3000/verify-email?token=abc"}),
-        ),
-        &sealer,
-    )
-    .unwrap();
+    let item = t.sealed_verification(&to).await;
     // A notifier that died mid-send left its claim: every stream retry finds the message
     // "in flight" until the mapping gives up and dead-letters the batch.
     let now = shared::time::now().unix_timestamp();
@@ -380,15 +370,7 @@ async fn a_message_the_stream_gave_up_on_is_delivered_once_by_the_next_run() {
     assert_eq!(s(&t.item(&item.pk, "DELIVERY").await.unwrap(), "status"), "sent");
     // And a message delivered the ordinary way leaves the queue as it goes.
     let ordinary = common::unique_email("ordinary-message");
-    let sent = OutboxItem::sealed(
-        Message::email(
-            shared::notify::EmailKind::VerifyEmail,
-            &ordinary,
-            json!({"link": "http://localhost:3000/verify-email?token=abc"}),
-        ),
-        &sealer,
-    )
-    .unwrap();
+    let sent = t.sealed_verification(&ordinary).await;
     table.transact(vec![sent.put(table).unwrap()]).await.unwrap();
     assert_eq!(t.emails_to(&ordinary).await.len(), 1);
     let mut settled = false;

@@ -250,6 +250,12 @@ async fn the_welcome_email_carries_an_unsubscribe_link_that_turns_product_mail_o
     assert!(subjects.iter().any(|s| s.to_lowercase().contains("reset")), "{subjects:?}");
 }
 
+/// The unsubscribe token in `email`'s welcome email.
+async fn welcome_unsubscribe_token(t: &TestApp, email: &str) -> String {
+    let welcome = t.emails_to(email).await.into_iter().find(|m| m.subject.contains("Welcome")).expect("welcome");
+    welcome.token_for("/unsubscribe").expect("unsubscribe link in the welcome email")
+}
+
 /// A mail client's RFC 8058 one-click post: the form, from its own origin, token in the URL.
 fn one_click(token: &str, content_type: &str, body: &str) -> String {
     one_click_from(&common::random_ip(), token, content_type, body)
@@ -273,8 +279,7 @@ fn one_click_from(ip: &str, token: &str, content_type: &str, body: &str) -> Stri
 async fn a_mail_clients_one_click_form_from_any_origin_unsubscribes_and_nothing_else_passes_that_way() {
     let t = TestApp::new().await;
     let email = t.verified_user("oneclick").await;
-    let welcome = t.emails_to(&email).await.into_iter().find(|m| m.subject.contains("Welcome")).expect("welcome");
-    let token = welcome.token_for("/unsubscribe").expect("unsubscribe link in the welcome email");
+    let token = welcome_unsubscribe_token(&t, &email).await;
     let form = "application/x-www-form-urlencoded";
 
     let wrong_form = t.invoke(handle, &one_click(&token, form, "List-Unsubscribe=Other")).await;
@@ -302,8 +307,7 @@ async fn a_mail_clients_one_click_form_from_any_origin_unsubscribes_and_nothing_
 async fn a_mail_providers_server_posting_for_every_recipient_is_limited_only_on_refused_tokens() {
     let t = TestApp::with_env(&[("RATE_LIMIT_UNSUBSCRIBE", "2/86400")]).await;
     let email = t.verified_user("oneclick-provider").await;
-    let welcome = t.emails_to(&email).await.into_iter().find(|m| m.subject.contains("Welcome")).expect("welcome");
-    let token = welcome.token_for("/unsubscribe").expect("unsubscribe link in the welcome email");
+    let token = welcome_unsubscribe_token(&t, &email).await;
     let (form, click) = ("application/x-www-form-urlencoded", "List-Unsubscribe=One-Click");
     let provider = common::random_ip();
     for _ in 0..4 {

@@ -8,7 +8,7 @@ use aws_lambda_events::event::dynamodb::Event;
 use common::{TestApp, s, unique_email};
 use serde_json::{Value, json};
 use shared::{
-    notify::{Category, EmailKind, delivery::handle_batch},
+    notify::{Category, delivery::handle_batch},
     outbox::{Message, OutboxItem},
 };
 
@@ -46,17 +46,11 @@ fn failed(response: &aws_lambda_events::event::streams::DynamoDbEventResponse) -
     response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
 }
 
-async fn verification(t: &TestApp, to: &str) -> OutboxItem {
-    let email =
-        Message::email(EmailKind::VerifyEmail, to, json!({"link": "http://localhost:3000/verify-email?token=abc"}));
-    OutboxItem::sealed(email, &t.app.outbox_sealer().await.unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn an_outbox_item_is_sent_once_however_often_its_record_arrives() {
     let t = TestApp::new().await;
     let to = unique_email("outbox");
-    let item = verification(&t, &to).await;
+    let item = t.sealed_verification(&to).await;
     let records = vec![record(&image(&item), "100")];
     assert!(failed(&handle_batch(t.app, batch(records.clone())).await).is_empty());
     assert!(failed(&handle_batch(t.app, batch(records.clone())).await).is_empty(), "a redelivery is fine");
@@ -73,7 +67,7 @@ async fn one_bad_record_fails_alone_and_the_rest_of_the_batch_goes_out() {
     let t = TestApp::new().await;
     let to = unique_email("batch");
     let phone = format!("+1415{:07}", u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()) % 10_000_000);
-    let email = verification(&t, &to).await;
+    let email = t.sealed_verification(&to).await;
     let sms = Message::sms(&phone, "Your code is 123456", "some-user", Category::Security);
     let sms = OutboxItem::sealed(sms, &t.app.outbox_sealer().await.unwrap()).unwrap();
     let poisoned = json!({"PK": {"S": "OUTBOX#poison"}, "SK": {"S": "OUTBOX"}, "message": {"S": "not a message"}});
@@ -102,7 +96,7 @@ async fn while_ses_refuses_nothing_is_lost_and_after_it_recovers_each_email_goes
     let addresses: Vec<String> = (0..3).map(|i| unique_email(&format!("pending{i}"))).collect();
     let mut items = Vec::new();
     for address in &addresses {
-        items.push(verification(&healthy, address).await);
+        items.push(healthy.sealed_verification(address).await);
     }
     let records: Vec<Value> = items.iter().enumerate().map(|(i, item)| record(&image(item), &i.to_string())).collect();
 
@@ -159,7 +153,7 @@ async fn a_committed_outbox_item_goes_out_through_the_stream_and_a_rolled_back_o
     let t = TestApp::new().await;
     // A change that fails its condition, with its message in the same transaction.
     let rolled_back = unique_email("rolled-back");
-    let doomed = verification(&t, &rolled_back).await;
+    let doomed = t.sealed_verification(&rolled_back).await;
     let table = t.app.table();
     let guard = json!({"PK": format!("EMAIL#{}", unique_email("taken")), "SK": "EMAIL"});
     table.put_item(&guard).await.unwrap();
@@ -168,7 +162,7 @@ async fn a_committed_outbox_item_goes_out_through_the_stream_and_a_rolled_back_o
 
     // A committed one after it: once it has arrived, the stream has passed the other point.
     let committed = unique_email("committed");
-    commit(&t, &[&verification(&t, &committed).await]).await;
+    commit(&t, &[&t.sealed_verification(&committed).await]).await;
     assert_eq!(wait_for_email(&t, &committed).await, 1, "the stream poller fed the notifier");
     assert!(t.emails_to(&rolled_back).await.is_empty(), "nothing for a rolled-back change");
     assert!(t.item(&doomed.pk, "OUTBOX").await.is_none());
@@ -182,7 +176,7 @@ async fn a_poisoned_outbox_item_lands_in_the_dead_letter_queue_and_the_rest_is_d
                         "message": {"channel": "carrier_pigeon"}});
     let after = unique_email("after-poison");
     let table = t.app.table();
-    let good = verification(&t, &after).await;
+    let good = t.sealed_verification(&after).await;
     table.transact(vec![table.put_new(&poison).unwrap(), good.put(table).unwrap()]).await.unwrap();
     assert_eq!(wait_for_email(&t, &after).await, 1, "the batch's other message is delivered");
 

@@ -237,11 +237,7 @@ async fn release_needs_a_succeeded_payment_and_an_onboarded_provider() {
 async fn a_release_asks_stripe_about_a_provider_whose_account_event_was_lost_at_most_once_a_minute() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let t = TestApp::with_stripe(&[]).await;
-    let (_, provider_id) = provider(&t, false).await;
-    let (_, payer) = t.logged_in("payer").await;
-    let created = pay(&t, &payer, &provider_id, "lost-account-event", 2500).await;
-    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
-    mark_succeeded(&t, &payment_id).await;
+    let (payer, _, provider_id, payment_id) = held_payment(&t, false).await;
     let provider_pk = format!("PROVIDER#{provider_id}");
     let account = s(&t.item(&provider_pk, "PROVIDER").await.unwrap(), "stripe_account_id");
     let asked = || t.stand_in().received(&format!("/v1/accounts/{account}")).len();

@@ -63,6 +63,19 @@ impl From<CipherError> for crate::http::ApiError {
     }
 }
 
+/// The keys' bytes by kid, first first: at least one, each 32 bytes, no kid twice.
+fn key_bytes(keys: &[EncryptionKey], purpose: Purpose) -> Result<Vec<(String, Vec<u8>)>, CipherError> {
+    if keys.is_empty() {
+        return Err(CipherError::NoKey(purpose.keys_field));
+    }
+    if let Some(twice) = keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|o| o.kid == k.kid)) {
+        return Err(CipherError::BadKey(format!("{} (listed twice)", twice.1.kid)));
+    }
+    keys.iter()
+        .map(|key| Ok((key.kid.clone(), key.decode().ok_or_else(|| CipherError::BadKey(key.kid.clone()))?)))
+        .collect()
+}
+
 pub struct Sealer {
     purpose: Purpose,
     keys: Vec<(String, Aes256Gcm)>,
@@ -70,18 +83,11 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(keys: &[EncryptionKey], purpose: Purpose) -> Result<Self, CipherError> {
-        if keys.is_empty() {
-            return Err(CipherError::NoKey(purpose.keys_field));
-        }
-        if let Some(twice) = keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|o| o.kid == k.kid)) {
-            return Err(CipherError::BadKey(format!("{} (listed twice)", twice.1.kid)));
-        }
-        let keys = keys
-            .iter()
-            .map(|key| {
-                let bytes = key.decode().ok_or_else(|| CipherError::BadKey(key.kid.clone()))?;
-                let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CipherError::BadKey(key.kid.clone()))?;
-                Ok((key.kid.clone(), cipher))
+        let keys = key_bytes(keys, purpose)?
+            .into_iter()
+            .map(|(kid, bytes)| {
+                let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CipherError::BadKey(kid.clone()))?;
+                Ok((kid, cipher))
             })
             .collect::<Result<_, CipherError>>()?;
         Ok(Self { purpose, keys })
@@ -156,15 +162,7 @@ pub const CURSOR: Purpose =
 
 impl Signer {
     pub fn from_secrets(secrets: &Secrets, purpose: Purpose) -> Result<Self, CipherError> {
-        let keys = (purpose.keys)(secrets);
-        if keys.is_empty() {
-            return Err(CipherError::NoKey(purpose.keys_field));
-        }
-        let keys = keys
-            .iter()
-            .map(|key| Ok((key.kid.clone(), key.decode().ok_or_else(|| CipherError::BadKey(key.kid.clone()))?)))
-            .collect::<Result<_, CipherError>>()?;
-        Ok(Self { label: purpose.label, keys })
+        Ok(Self { label: purpose.label, keys: key_bytes((purpose.keys)(secrets), purpose)? })
     }
 
     fn mac(&self, key: &[u8], kid: &str, payload: &str) -> Hmac<Sha256> {

@@ -352,6 +352,14 @@ impl TestApp {
         (admin, member_email, member, member_id)
     }
 
+    /// A verification email to `to` as an outbox item, sealed as every email is.
+    pub async fn sealed_verification(&self, to: &str) -> shared::outbox::OutboxItem {
+        use shared::outbox::{Message, OutboxItem};
+        let link = json!({"link": "http://localhost:3000/verify-email?token=abc"});
+        let email = Message::email(shared::notify::EmailKind::VerifyEmail, to, link);
+        OutboxItem::sealed(email, &self.app.outbox_sealer().await.unwrap()).unwrap()
+    }
+
     /// `admin` invites `email` into their org as `role`.
     pub async fn invite(&self, admin: &Value, email: &str, role: &str) -> TestResponse {
         let access = admin["access_token"].as_str().unwrap();

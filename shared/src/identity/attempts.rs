@@ -76,6 +76,8 @@ struct Counter {
 pub struct Attempt {
     pk: String,
     sk: String,
+    /// The client address it came from (known to the account once it succeeds).
+    client: String,
     /// The lock this attempt's failure brings, if it fails.
     lock_seconds: Option<i64>,
     now: i64,
@@ -137,12 +139,7 @@ pub fn known_client(
     user_id: &str,
     client: &str,
 ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
-    let item = KnownClient {
-        pk: keys::user(user_id),
-        sk: known_sort_key(client),
-        ttl: time::now().unix_timestamp() + KNOWN_CLIENT_DAYS * 86_400,
-    };
-    table.put(&item, None)
+    table.put(&KnownClient::new(&keys::user(user_id), client, time::now().unix_timestamp()), None)
 }
 
 /// An address that signed in to the account, remembered for [`KNOWN_CLIENT_DAYS`].
@@ -156,6 +153,12 @@ struct KnownClient {
 }
 
 const KNOWN_CLIENT_DAYS: i64 = 30;
+
+impl KnownClient {
+    fn new(user_pk: &str, client: &str, now: i64) -> Self {
+        Self { pk: user_pk.to_owned(), sk: known_sort_key(client), ttl: now + KNOWN_CLIENT_DAYS * 86_400 }
+    }
+}
 
 fn known_sort_key(client: &str) -> String {
     format!("KNOWN#{}", &counter_sort_key(client)["ATTEMPTS#".len()..])
@@ -217,7 +220,7 @@ pub async fn reserve(app: &App, subject: &str, client: &str) -> Result<Attempt, 
             }
         };
         match put {
-            Ok(()) => return Ok(Attempt { pk, sk, lock_seconds, now }),
+            Ok(()) => return Ok(Attempt { pk, sk, client: client.to_owned(), lock_seconds, now }),
             // Another attempt moved the count first: look again.
             Err(StoreError::ConditionFailed) => continue,
             Err(other) => return Err(other.into()),
@@ -234,11 +237,7 @@ impl Attempt {
     /// The password was right: the count starts over, and the address is one the account
     /// knows.
     pub async fn succeeded(self, app: &App) {
-        let known = KnownClient {
-            pk: self.pk.clone(),
-            sk: format!("KNOWN#{}", &self.sk["ATTEMPTS#".len()..]),
-            ttl: self.now + KNOWN_CLIENT_DAYS * 86_400,
-        };
+        let known = KnownClient::new(&self.pk, &self.client, self.now);
         let table = app.table();
         let (cleared, remembered) =
             tokio::join!(table.delete_item(Change::new(&self.pk, &self.sk)), table.put_item(&known));
