@@ -221,6 +221,22 @@ def public_key(signing_key: dict) -> dict:
     return {"kid": signing_key["kid"], "public_key_pem": pem}
 
 
+# Each secret's variable, its name under the stack's, and the fields it alone holds: as
+# `shared::secrets::Part` says (tests/iam.rs checks the two agree).
+SECRET_PARTS = [
+    ("PUBLIC_KEYS_SECRET_ID", "public-keys", ["jwt_public_keys"]),
+    ("SIGNING_SECRET_ID", "signing", ["jwt_signing_keys"]),
+    ("STRIPE_SECRET_ID", "stripe", ["stripe_secret_key"]),
+    ("WEBHOOK_SECRET_ID", "webhook", ["stripe_webhook_secrets", "stripe_connect_webhook_secrets"]),
+    ("MFA_SECRET_ID", "mfa", ["mfa_encryption_keys"]),
+    ("CAPTCHA_SECRET_ID", "captcha", ["captcha_secret"]),
+    ("OUTBOX_SECRET_ID", "outbox", ["outbox_sealing_keys"]),
+    ("IDEMPOTENCY_SECRET_ID", "idempotency", ["idempotency_sealing_keys"]),
+    ("UNSUBSCRIBE_SECRET_ID", "unsubscribe", ["unsubscribe_signing_keys"]),
+    ("CURSOR_SECRET_ID", "cursor", ["cursor_signing_keys"]),
+]
+
+
 def machine_secrets() -> dict:
     """Secret values generated once for this machine and kept in .local/ (never committed)."""
     path = LOCAL / "secrets.json"
@@ -228,6 +244,7 @@ def machine_secrets() -> dict:
     later = {"mfa_encryption_keys": lambda: [mfa_key()],
              "stripe_connect_webhook_secrets": lambda: [f"whsec_{secrets.token_urlsafe(32)}"],
              "outbox_sealing_keys": lambda: [mfa_key()],
+             "idempotency_sealing_keys": lambda: [mfa_key()],
              "unsubscribe_signing_keys": lambda: [mfa_key()],
              "cursor_signing_keys": lambda: [mfa_key()]}
     if path.exists():
@@ -250,6 +267,7 @@ def machine_secrets() -> dict:
         "stripe_connect_webhook_secrets": [f"whsec_{secrets.token_urlsafe(32)}"],
         "mfa_encryption_keys": [mfa_key()],
         "outbox_sealing_keys": [mfa_key()],
+        "idempotency_sealing_keys": [mfa_key()],
         "unsubscribe_signing_keys": [mfa_key()],
         "cursor_signing_keys": [mfa_key()],
     }
@@ -283,7 +301,7 @@ def provision_push_and_feedback(moto: str, name: str) -> dict:
 
 
 def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_secret: str | None = None) -> dict:
-    """The SES sender identity, the SNS topic and the Secrets Manager secret (with a Stripe
+    """The SES sender identity, the SNS topic and the Secrets Manager secrets (with a Stripe
     key for the stand-in when there is one, so the payment routes work offline, and the
     CAPTCHA secret when one is given), and push and mail feedback (above)."""
     sesv2 = client("sesv2", moto)
@@ -303,19 +321,18 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_sec
         except sm.exceptions.ResourceExistsException:
             return sm.put_secret_value(SecretId=secret_name, SecretString=json.dumps(document))["ARN"]
 
-    # As in AWS: the private signing keys in a secret of their own (the login function's);
-    # the app secret publishes their public halves.
-    signing = {"jwt_signing_keys": values.pop("jwt_signing_keys")}
-    values["jwt_public_keys"] = [public_key(key) for key in signing["jwt_signing_keys"]]
-    secret_arn = put_secret(f"{name}/app", values)
-    signing_arn = put_secret(f"{name}/signing", signing)
+    # As in AWS: one secret per reader (template.yaml, SECRET_PARTS); the public keys' secret
+    # publishes the private signing keys' public halves.
+    values["jwt_public_keys"] = [public_key(key) for key in values["jwt_signing_keys"]]
+    env = {part_env: put_secret(f"{name}/{secret_name}", {field: values[field] for field in fields if field in values})
+           for part_env, secret_name, fields in SECRET_PARTS}
     dlq_url = client("sqs", moto).create_queue(QueueName=f"{name}-notify-dlq")["QueueUrl"]
-    env = {"EVENTS_TOPIC_ARN": topic_arn, "SECRET_ID": secret_arn, "SIGNING_SECRET_ID": signing_arn,
+    env |= {"EVENTS_TOPIC_ARN": topic_arn,
            "NOTIFY_DLQ_URL": dlq_url,
            "STRIPE_WEBHOOK_SECRET": values["stripe_webhook_secrets"][0],
            "STRIPE_CONNECT_WEBHOOK_SECRET": values["stripe_connect_webhook_secrets"][0], **provision_push_and_feedback(moto, name)}
     log("SES identity and configuration set, SNS topics and platform applications, dead-letter queue and "
-        "secret provisioned")
+        "secrets provisioned")
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
     return env

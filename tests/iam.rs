@@ -24,6 +24,7 @@ mod cfn;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use shared::secrets::Part;
 
 /// What every function may call: its table (the `store`) and its secret (`config`).
 const ALWAYS: &[&str] = &[
@@ -62,8 +63,14 @@ const SERVICE_OF_TYPE: &[(&str, &str)] = &[
 /// What a function's code can use, read from its crate.
 struct Facts {
     features: Vec<String>,
-    /// `Secrets::Unused` in its main: it never reads the secret.
-    reads_secret: bool,
+    /// The secrets its main declares (`Part::Stripe`, ...): the only ones it reads.
+    secret_parts: Vec<Part>,
+}
+
+impl Facts {
+    fn reads_secret(&self) -> bool {
+        !self.secret_parts.is_empty()
+    }
 }
 
 /// The function's crate: `functions/<name>` (its CodeUri).
@@ -73,7 +80,27 @@ fn facts_on_disk(function: &str, resource: &Value) -> Facts {
     let manifest =
         std::fs::read_to_string(format!("{root}/{code}/Cargo.toml")).unwrap_or_else(|e| panic!("{code}: {e}"));
     let main = std::fs::read_to_string(format!("{root}/{code}/src/main.rs")).unwrap_or_else(|e| panic!("{code}: {e}"));
-    Facts { features: shared_features(&manifest), reads_secret: !main.contains("Secrets::Unused") }
+    Facts { features: shared_features(&manifest), secret_parts: declared_parts(&main) }
+}
+
+/// The secrets a main declares: every `Part::<Name>` in it.
+fn declared_parts(main: &str) -> Vec<Part> {
+    let mut parts: Vec<Part> = main
+        .split("Part::")
+        .skip(1)
+        .map(|rest| {
+            let name: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+            *Part::ALL.iter().find(|p| format!("{p:?}") == name).unwrap_or_else(|| panic!("Part::{name} is no part"))
+        })
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts
+}
+
+/// The template's resource for a part's secret: `PublicKeys` is `PublicKeysSecret`.
+fn secret_resource(part: Part) -> String {
+    format!("{part:?}Secret")
 }
 
 /// The features a manifest turns on for `shared` (`shared = { workspace = true, features =
@@ -90,7 +117,7 @@ fn shared_features(manifest: &str) -> Vec<String> {
 
 fn allowed_actions(function: &str, facts: &Facts) -> BTreeSet<&'static str> {
     let mut allowed: BTreeSet<&str> = ALWAYS.iter().copied().collect();
-    if !facts.reads_secret {
+    if !facts.reads_secret() {
         allowed.remove("secretsmanager:GetSecretValue");
     }
     for feature in &facts.features {
@@ -268,42 +295,136 @@ fn allowing<'a>(resource: &'a Value, action: &'a str) -> impl Iterator<Item = &'
         })
 }
 
-/// The other way round: a function whose code reads the secret (every email and SMS is
-/// sealed with a key from it) is allowed to, or it answers 500 in AWS while moto, which
-/// enforces no IAM, lets every local test pass.
-#[test]
-fn every_function_that_reads_the_secret_may_read_it() {
-    let template = cfn::template();
-    for (function, resource) in cfn::of_type(&template, "AWS::Serverless::Function") {
-        if !facts_on_disk(function, resource).reads_secret {
-            continue;
+/// What is wrong with the secrets a function may read and is told of: it must be allowed
+/// `GetSecretValue` on exactly the secrets its main declares (one it reads but may not
+/// answers 500 in AWS, while moto, which enforces no IAM, lets every local test pass), and
+/// be given each one's variable, and no other secret's.
+fn secret_violations(function: &str, resource: &Value, parts: &[Part]) -> Vec<String> {
+    let mut found = Vec::new();
+    let may_read: BTreeSet<String> = allowing(resource, "secretsmanager:GetSecretValue")
+        .flat_map(|statement| cfn::references(&statement["Resource"]))
+        .collect();
+    let declared: BTreeSet<String> = parts.iter().map(|&p| secret_resource(p)).collect();
+    for extra in may_read.difference(&declared) {
+        found.push(format!("{function}: may read {extra}, which its main does not declare"));
+    }
+    for missing in declared.difference(&may_read) {
+        found.push(format!("{function}: reads {missing} (its main declares it) but its role may not"));
+    }
+    let variables = resource["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+    for &part in Part::ALL {
+        let told = variables.get(part.env()).map(cfn::references).unwrap_or_default();
+        match (parts.contains(&part), told.contains(&secret_resource(part))) {
+            (true, false) => found.push(format!("{function}: {} must name {}", part.env(), secret_resource(part))),
+            (false, _) if variables.contains_key(part.env()) => {
+                found.push(format!("{function}: is told {}, a secret it does not read", part.env()))
+            }
+            _ => {}
         }
-        let grants = allowing(resource, "secretsmanager:GetSecretValue")
-            .any(|statement| cfn::references(&statement["Resource"]).contains("AppSecret"));
-        assert!(grants, "{function} reads the secret but its role may not");
+    }
+    found
+}
+
+/// Each function reads exactly the secrets its main declares, and is told where they are.
+#[test]
+fn every_function_may_read_exactly_the_secrets_its_main_declares() {
+    let template = cfn::template();
+    let mut found = Vec::new();
+    for (function, resource) in cfn::of_type(&template, "AWS::Serverless::Function") {
+        found.extend(secret_violations(function, resource, &facts_on_disk(function, resource).secret_parts));
+    }
+    assert!(found.is_empty(), "secrets:\n{}", found.join("\n"));
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    for part in Part::ALL {
+        assert!(globals.get(part.env()).is_none(), "{} in Globals would tell every function", part.env());
     }
 }
 
-/// The private signing keys: only the function that issues tokens (its main says
-/// `Secrets::RequiredToSign`) may read their secret, and it is told where it is.
+/// Who reads what, as API.md says: the private signing keys only the function that issues
+/// tokens; the webhook secrets only the webhook; the Stripe key only functions that call
+/// Stripe (the `payments` feature); the notifier its sealing and unsubscribe keys and never
+/// a token-signing key.
 #[test]
-fn only_the_function_that_issues_tokens_may_read_the_private_signing_keys() {
+fn secrets_are_read_only_by_the_functions_that_need_them() {
     let template = cfn::template();
-    let mut issuers = Vec::new();
+    let readers = |part: Part| -> Vec<String> {
+        cfn::of_type(&template, "AWS::Serverless::Function")
+            .into_iter()
+            .filter(|(function, resource)| facts_on_disk(function, resource).secret_parts.contains(&part))
+            .map(|(function, _)| function.to_owned())
+            .collect()
+    };
+    assert_eq!(readers(Part::Signing), ["LoginFunction"], "one function issues access tokens");
+    assert_eq!(readers(Part::Webhook), ["WebhookFunction"]);
     for (function, resource) in cfn::of_type(&template, "AWS::Serverless::Function") {
-        let reads_signing_keys = allowing(resource, "secretsmanager:GetSecretValue")
-            .any(|statement| cfn::references(&statement["Resource"]).contains("SigningKeysSecret"));
-        let code = resource["Properties"]["CodeUri"].as_str().unwrap();
-        let main = std::fs::read_to_string(format!("{}/{code}/src/main.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let issues = main.contains("Secrets::RequiredToSign");
-        assert_eq!(reads_signing_keys, issues, "{function}: reads the signing keys exactly when it issues tokens");
-        let told = &resource["Properties"]["Environment"]["Variables"]["SIGNING_SECRET_ID"];
-        assert_eq!(cfn::references(told).contains("SigningKeysSecret"), issues, "{function}: SIGNING_SECRET_ID");
-        if issues {
-            issuers.push(function.to_owned());
+        let facts = facts_on_disk(function, resource);
+        if facts.secret_parts.contains(&Part::Stripe) {
+            assert!(facts.features.iter().any(|f| f == "payments"), "{function} reads the Stripe key");
         }
     }
-    assert_eq!(issuers, ["LoginFunction"], "one function issues access tokens");
+    let notifier = facts_on_disk("NotifyFunction", &cfn::resources(&template)["NotifyFunction"]).secret_parts;
+    assert_eq!(notifier, [Part::Outbox, Part::Unsubscribe]);
+    // Every part has its secret in the template, and the template no secret without a part.
+    let mut secrets: Vec<String> =
+        cfn::of_type(&template, "AWS::SecretsManager::Secret").into_iter().map(|(name, _)| name.to_owned()).collect();
+    secrets.sort();
+    let mut parts: Vec<String> = Part::ALL.iter().map(|&p| secret_resource(p)).collect();
+    parts.sort();
+    assert_eq!(secrets, parts);
+}
+
+/// The local stack provisions the same secrets, each with the same fields
+/// (infra/stack.py, `SECRET_PARTS`).
+#[test]
+fn the_local_stack_provisions_each_part_with_its_fields() {
+    let stack = std::fs::read_to_string(format!("{}/infra/stack.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let table = stack.split("SECRET_PARTS = [").nth(1).and_then(|t| t.split("\n]").next()).expect("SECRET_PARTS");
+    let rows: Vec<&str> = table.lines().map(str::trim).filter(|l| l.starts_with('(')).collect();
+    assert_eq!(rows.len(), Part::ALL.len(), "{table}");
+    for &part in Part::ALL {
+        let row = rows.iter().find(|r| r.starts_with(&format!("(\"{}\"", part.env()))).unwrap_or_else(|| {
+            panic!("infra/stack.py provisions no secret for {}", part.env());
+        });
+        let fields = row.split_once('[').and_then(|(_, f)| f.split_once(']')).map(|(f, _)| f).unwrap();
+        let fields: Vec<&str> = fields.split(',').map(|f| f.trim().trim_matches('"')).collect();
+        assert_eq!(fields, part.fields(), "{row}");
+    }
+}
+
+#[test]
+fn a_secret_read_but_not_granted_or_granted_but_not_read_is_caught() {
+    let template: Value = cfn::parse(
+        r#"
+Resources:
+  StripeSecret: {Type: AWS::SecretsManager::Secret}
+  OutboxSecret: {Type: AWS::SecretsManager::Secret}
+  SigningSecret: {Type: AWS::SecretsManager::Secret}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Environment:
+        Variables:
+          STRIPE_SECRET_ID: !Ref StripeSecret
+          SIGNING_SECRET_ID: !Ref SigningSecret
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: [secretsmanager:GetSecretValue]
+              Resource: [!Ref StripeSecret, !Ref SigningSecret]
+"#,
+    );
+    let resource = &cfn::resources(&template)["Fn"];
+    let found = secret_violations("Fn", resource, &[Part::Stripe, Part::Outbox]);
+    let has = |needle: &str| found.iter().any(|line| line.contains(needle));
+    assert!(has("Fn: may read SigningSecret, which its main does not declare"), "{found:#?}");
+    assert!(has("Fn: reads OutboxSecret (its main declares it) but its role may not"), "{found:#?}");
+    assert!(has("Fn: OUTBOX_SECRET_ID must name OutboxSecret"), "{found:#?}");
+    assert!(has("Fn: is told SIGNING_SECRET_ID, a secret it does not read"), "{found:#?}");
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(
+        declared_parts("run_http(&[Part::Stripe, Part::Outbox, Part::Stripe], h)"),
+        [Part::Stripe, Part::Outbox]
+    );
 }
 
 #[test]
@@ -382,7 +503,7 @@ Resources:
     );
     let facts = |function: &str, _: &Value| Facts {
         features: if function == "Mailer" { vec!["mail".into(), "sns".into()] } else { vec![] },
-        reads_secret: true,
+        secret_parts: vec![Part::PublicKeys],
     };
     let found = violations(&template, &facts);
     let has = |needle: &str| found.iter().any(|line| line.contains(needle));

@@ -16,8 +16,9 @@ use crate::notify::Mailer;
 use crate::{
     audit::AuditLog,
     captcha::CaptchaVerifier,
-    config::{ConfigError, SecretsStore, Settings},
+    config::{ConfigError, Settings},
     identity::jwt::KeySet,
+    secrets::{Part, Secrets, SecretsStore},
     store::Table,
 };
 #[cfg(feature = "payments")]
@@ -28,6 +29,8 @@ use crate::{
 
 pub struct App {
     settings: Settings,
+    /// The secrets this function reads (its `main` says which).
+    parts: &'static [Part],
     sdk: aws_config::SdkConfig,
     table: OnceLock<Table>,
     #[cfg(feature = "mail")]
@@ -45,18 +48,14 @@ pub struct App {
 }
 
 /// A value built from the secret, rebuilt only when the secret is re-read.
-struct DerivedFromSecret<T>(tokio::sync::Mutex<Option<(Arc<crate::config::Secrets>, T)>>);
+struct DerivedFromSecret<T>(tokio::sync::Mutex<Option<(Arc<Secrets>, T)>>);
 
 impl<T: Clone> DerivedFromSecret<T> {
     fn new() -> Self {
         Self(tokio::sync::Mutex::new(None))
     }
 
-    async fn get<E>(
-        &self,
-        secrets: Arc<crate::config::Secrets>,
-        build: impl FnOnce(&crate::config::Secrets) -> Result<T, E>,
-    ) -> Result<T, E> {
+    async fn get<E>(&self, secrets: Arc<Secrets>, build: impl FnOnce(&Secrets) -> Result<T, E>) -> Result<T, E> {
         let mut slot = self.0.lock().await;
         if let Some((from, value)) = slot.as_ref()
             && Arc::ptr_eq(from, &secrets)
@@ -70,28 +69,31 @@ impl<T: Clone> DerivedFromSecret<T> {
 }
 
 impl App {
-    /// Reads settings and the SDK configuration (which honours `AWS_ENDPOINT_URL` and the
-    /// per-service `AWS_ENDPOINT_URL_*` variables). Makes no network calls.
-    pub async fn from_env() -> Result<Self, ConfigError> {
+    /// The app of a function that reads the secrets `parts`, from settings and the SDK
+    /// configuration (which honours `AWS_ENDPOINT_URL` and the per-service
+    /// `AWS_ENDPOINT_URL_*` variables). Makes no network calls.
+    pub async fn from_env(parts: &'static [Part]) -> Result<Self, ConfigError> {
         let settings = Settings::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(Self::new(settings, sdk))
+        Ok(Self::new(settings, sdk).reading(parts))
     }
 
-    /// For functions that use the secret: in production, reads and checks it now, so a
-    /// missing, placeholder or weak secret fails the function's init instead of a request.
+    /// In production, reads and checks this function's secrets now, so a missing,
+    /// placeholder or weak one fails the function's init instead of a request.
     pub async fn check_secrets(&self) -> Result<(), ConfigError> {
-        if self.settings.environment.is_production() {
+        if self.settings.environment.is_production() && !self.parts.is_empty() {
             self.secrets().get().await?;
         }
         Ok(())
     }
 
-    /// Every client made from `sdk` gets the settings' timeouts.
+    /// The whole backend in one process (tests, benchmarks): every secret. Every client
+    /// made from `sdk` gets the settings' timeouts.
     pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
         let sdk = sdk.into_builder().timeout_config(settings.aws_timeouts.sdk_config()).build();
         Self {
             settings,
+            parts: Part::ALL,
             sdk,
             table: OnceLock::new(),
             #[cfg(feature = "mail")]
@@ -152,40 +154,34 @@ impl App {
         self.sns.get_or_init(|| aws_sdk_sns::Client::new(&self.sdk))
     }
 
-    /// The init-time guard of a function that uses the secret as `use_`: in production, a
-    /// missing, placeholder or weak secret (or a missing Stripe key, for payment functions)
-    /// is an error.
-    pub async fn check_secrets_for(&self, use_: Secrets) -> Result<(), ConfigError> {
-        if use_ == Secrets::Unused || !self.settings.environment.is_production() {
-            return Ok(());
-        }
-        let loaded = self.secrets().get().await?;
-        if use_ == Secrets::RequiredWithStripe && loaded.stripe_secret_key.is_none() {
-            return Err(ConfigError::WeakSecret { field: "stripe_secret_key", reason: "missing".into() });
-        }
-        if use_ == Secrets::RequiredToSign && loaded.jwt_signing_keys.is_empty() {
-            return Err(ConfigError::WeakSecret {
-                field: "jwt_signing_keys",
-                reason: "missing: this function issues tokens (SIGNING_SECRET_ID names their secret)".into(),
-            });
-        }
-        Ok(())
+    /// This app reading only `parts` of the secrets: what one function declares.
+    pub fn reading(mut self, parts: &'static [Part]) -> Self {
+        self.parts = parts;
+        self
     }
 
     /// What the first request would otherwise wait for, done during init (which Lambda
-    /// runs at full CPU, and before anyone waits): the secret fetched and the signing key
+    /// runs at full CPU, and before anyone waits): the secrets fetched and the token keys
     /// parsed, while the DynamoDB client is built. Best effort: a failure here is the first
     /// request's to report.
-    pub async fn warm_up(&self, secrets: Secrets) {
-        if secrets == Secrets::Unused {
-            self.table();
-            return;
-        }
-        let (keys, ()) = tokio::join!(self.keys(), async {
-            self.table();
-        });
+    pub async fn warm_up(&self) {
+        let token_keys = self.parts.iter().any(|p| matches!(p, Part::PublicKeys | Part::Signing));
+        let (keys, ()) = tokio::join!(
+            async {
+                if token_keys {
+                    self.keys().await.map(drop)
+                } else if !self.parts.is_empty() {
+                    self.secrets().get().await.map(drop).map_err(crate::http::ApiError::internal)
+                } else {
+                    Ok(())
+                }
+            },
+            async {
+                self.table();
+            }
+        );
         if let Err(error) = keys {
-            tracing::warn!(%error, "signing keys not loaded at init; the first request will try again");
+            tracing::warn!(%error, "secrets not loaded at init; the first request will try again");
         }
     }
 
@@ -196,7 +192,7 @@ impl App {
     }
 
     #[cfg(feature = "payments")]
-    /// The Stripe client, for calls made within `deadline`. Without a Stripe key in the
+    /// The Stripe client, for calls made within `deadline`. Without a Stripe key in its
     /// secret: 503 `payments_unavailable` (production functions that take payments refuse to
     /// start instead).
     pub async fn stripe(&self, deadline: Deadline) -> Result<Stripe, crate::http::ApiError> {
@@ -229,7 +225,7 @@ impl App {
         crate::seal::Sealer::from_secrets(&secrets, purpose)
     }
 
-    /// Whether CAPTCHA is configured: the secret holds a `captcha_secret`.
+    /// Whether CAPTCHA is configured: its secret holds a `captcha_secret`.
     pub async fn captcha_configured(&self) -> Result<bool, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
         Ok(secrets.captcha_secret.is_some())
@@ -249,33 +245,23 @@ impl App {
     }
 
     pub fn secrets(&self) -> &SecretsStore {
-        self.secrets.get_or_init(|| SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings))
+        self.secrets.get_or_init(|| {
+            SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings, self.parts)
+        })
     }
 }
 
-/// Whether a function reads the Secrets Manager secret (and so is guarded by it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secrets {
-    Unused,
-    Required,
-    /// The secret and the signing secret (`SIGNING_SECRET_ID`): the function that issues
-    /// access tokens.
-    RequiredToSign,
-    /// The secret, including the Stripe API key.
-    RequiredWithStripe,
-}
-
 /// The whole `main` of an HTTP function: logging, the app, and the Lambda loop.
-pub async fn run_http<F, Fut>(secrets: Secrets, handler: F) -> Result<(), lambda_http::Error>
+pub async fn run_http<F, Fut>(parts: &'static [Part], handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(&'static App, Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send,
 {
     crate::telemetry::init();
     let app = async {
-        let app = App::from_env().await?;
-        app.check_secrets_for(secrets).await?;
-        app.warm_up(secrets).await;
+        let app = App::from_env(parts).await?;
+        app.check_secrets().await?;
+        app.warm_up().await;
         Ok::<_, ConfigError>(app)
     };
     // Leaked on purpose: it lives as long as the process, and handlers borrow it freely.

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod payments;
 pub mod rate_limit;
 pub mod seal;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -255,7 +255,7 @@ mod tests {
 
     fn sealer() -> Sealer {
         use base64::Engine;
-        let key = crate::config::EncryptionKey {
+        let key = crate::secrets::EncryptionKey {
             kid: "k1".into(),
             key: base64::engine::general_purpose::STANDARD.encode([9u8; 32]).into(),
         };

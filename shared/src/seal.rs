@@ -19,7 +19,7 @@ use rand::RngCore;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::config::{EncryptionKey, Secrets};
+use crate::secrets::{EncryptionKey, Secrets};
 
 const NONCE_BYTES: usize = 12;
 
@@ -40,8 +40,18 @@ pub const MFA_TOTP: Purpose =
 pub const OUTBOX: Purpose =
     Purpose { label: "outbox/v1", keys_field: "outbox_sealing_keys", keys: |s| &s.outbox_sealing_keys };
 /// Stored idempotent answers (they hold `client_secret`s), owned by their record's key.
-pub const IDEMPOTENT_ANSWER: Purpose =
-    Purpose { label: "idempotent-answer/v1", keys_field: "outbox_sealing_keys", keys: |s| &s.outbox_sealing_keys };
+pub const IDEMPOTENT_ANSWER: Purpose = Purpose {
+    label: "idempotent-answer/v1",
+    keys_field: "idempotency_sealing_keys",
+    keys: |s| &s.idempotency_sealing_keys,
+};
+
+impl Purpose {
+    /// Its keys in `secrets`.
+    pub fn keys_of(self, secrets: &Secrets) -> &[EncryptionKey] {
+        (self.keys)(secrets)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CipherError {
@@ -95,7 +105,7 @@ impl Sealer {
 
     /// The sealer for `purpose` from the secret document's keys for it.
     pub fn from_secrets(secrets: &Secrets, purpose: Purpose) -> Result<Self, CipherError> {
-        Self::new((purpose.keys)(secrets), purpose)
+        Self::new(purpose.keys_of(secrets), purpose)
     }
 
     /// Seals `plaintext` for `owner` (authenticated, not encrypted: a user id, an item id).
@@ -162,7 +172,7 @@ pub const CURSOR: Purpose =
 
 impl Signer {
     pub fn from_secrets(secrets: &Secrets, purpose: Purpose) -> Result<Self, CipherError> {
-        Ok(Self { label: purpose.label, keys: key_bytes((purpose.keys)(secrets), purpose)? })
+        Ok(Self { label: purpose.label, keys: key_bytes(purpose.keys_of(secrets), purpose)? })
     }
 
     fn mac(&self, key: &[u8], kid: &str, payload: &str) -> Hmac<Sha256> {

@@ -65,12 +65,14 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// A new secret: the stack's, with `field` set to `value`. Returns its name.
-async fn secret_with(sdk: &aws_config::SdkConfig, field: &str, value: Value) -> String {
+/// A new secret for the part that holds `field`: the stack's, with `field` set to `value`.
+/// Returns the variable that names that part's secret, and the new secret's name.
+async fn secret_with(sdk: &aws_config::SdkConfig, field: &str, value: Value) -> (&'static str, String) {
+    let part = shared::secrets::Part::of_field(field).expect("a field some secret holds");
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
     let stack_secret = sm
         .get_secret_value()
-        .secret_id(std::env::var("SECRET_ID").expect("SECRET_ID"))
+        .secret_id(std::env::var(part.env()).expect("the stack names every secret"))
         .send()
         .await
         .expect("stack secret")
@@ -80,7 +82,7 @@ async fn secret_with(sdk: &aws_config::SdkConfig, field: &str, value: Value) -> 
     secret[field] = value;
     let name = format!("test/{}", uuid::Uuid::new_v4().simple());
     sm.create_secret().name(&name).secret_string(secret.to_string()).send().await.expect("secret");
-    name
+    (part.env(), name)
 }
 
 /// A client address of its own, so per-address rate limits of parallel tests don't meet.
@@ -181,12 +183,13 @@ impl TestApp {
     /// invocation (or the scheduled job) would be.
     pub async fn healthy_twin(&self) -> TestApp {
         let stand_in = self.stand_in().clone();
-        let mut settings: Vec<(String, String)> = vec![
-            ("SECRET_ID".into(), self.app.settings().secret_id.clone()),
+        let mut settings: Vec<(String, String)> =
+            self.app.settings().secret_ids.iter().map(|(part, id)| (part.env().into(), id.into())).collect();
+        settings.extend([
             ("STRIPE_API_BASE".into(), stand_in.url()),
             ("STRIPE_TIMEOUT_MS".into(), "1000".into()),
             ("STRIPE_MAX_ATTEMPTS".into(), "2".into()),
-        ];
+        ]);
         settings.retain(|(_, v)| !v.is_empty());
         let borrowed: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut twin = Self::with_env(&borrowed).await;
@@ -197,10 +200,11 @@ impl TestApp {
     async fn stripe_app(overrides: &[(&str, &str)], with_faults: bool) -> Self {
         let stand_in = stripe_stand_in::StripeStandIn::start().await;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let name = secret_with(&sdk, "stripe_secret_key", json!("sk_test_standin_0000000000000000000000")).await;
+        let (secret_env, name) =
+            secret_with(&sdk, "stripe_secret_key", json!("sk_test_standin_0000000000000000000000")).await;
         let url = stand_in.url();
         let mut all: Vec<(&str, &str)> = vec![
-            ("SECRET_ID", name.as_str()),
+            (secret_env, name.as_str()),
             ("STRIPE_API_BASE", url.as_str()),
             ("STRIPE_TIMEOUT_MS", "1000"),
             ("STRIPE_MAX_ATTEMPTS", "2"),
@@ -224,8 +228,8 @@ impl TestApp {
     /// `siteverify`).
     pub async fn with_captcha(secret: &str, verify_url: &str, overrides: &[(&str, &str)]) -> Self {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let name = secret_with(&sdk, "captcha_secret", json!(secret)).await;
-        let mut all: Vec<(&str, &str)> = vec![("SECRET_ID", name.as_str()), ("CAPTCHA_VERIFY_URL", verify_url)];
+        let (secret_env, name) = secret_with(&sdk, "captcha_secret", json!(secret)).await;
+        let mut all: Vec<(&str, &str)> = vec![(secret_env, name.as_str()), ("CAPTCHA_VERIFY_URL", verify_url)];
         all.extend_from_slice(overrides);
         Self::with_env(&all).await
     }

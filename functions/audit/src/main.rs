@@ -1,8 +1,8 @@
 //! `audit`: GET /admin/audit-logs.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::audit::handle).await
+    shared::app::run_http(&[Part::PublicKeys, Part::Cursor], api::audit::handle).await
 }

@@ -4,14 +4,15 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use shared::{cleanup, deadline::Deadline, http::RequestMeta};
+use shared::{cleanup, deadline::Deadline, http::RequestMeta, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     // Leaked on purpose: it lives as long as the process, and every run borrows it.
-    let app: &'static shared::App = Box::leak(Box::new(shared::App::from_env().await?));
-    app.check_secrets_for(shared::app::Secrets::RequiredWithStripe).await?;
+    let parts = &[Part::Stripe, Part::Outbox];
+    let app: &'static shared::App = Box::leak(Box::new(shared::App::from_env(parts).await?));
+    app.check_secrets().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         let source = event.payload["source"].as_str().unwrap_or("invoke").to_owned();
         tracing::info!(%source, "cleanup run starting");

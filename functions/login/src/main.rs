@@ -1,9 +1,13 @@
 //! `login`: POST /auth/login, /auth/refresh, /auth/logout; GET /auth/me,
 //! /.well-known/jwks.json, /.well-known/openid-configuration.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::RequiredToSign, api::login::handle).await
+    shared::app::run_http(
+        &[Part::PublicKeys, Part::Signing, Part::Mfa, Part::Captcha, Part::Outbox],
+        api::login::handle,
+    )
+    .await
 }

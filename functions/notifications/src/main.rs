@@ -1,9 +1,9 @@
 //! `notifications`: POST/GET /notifications/devices, DELETE /notifications/devices/{device_id},
 //! GET/PUT /notifications/preferences, POST /notifications/unsubscribe.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::notifications::handle).await
+    shared::app::run_http(&[Part::PublicKeys, Part::Unsubscribe], api::notifications::handle).await
 }

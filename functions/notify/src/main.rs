@@ -6,13 +6,15 @@
 use aws_lambda_events::event::dynamodb;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use shared::notify::delivery::SnsEvent;
+use shared::{notify::delivery::SnsEvent, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     // Leaked on purpose: it lives as long as the process, and every batch borrows it.
-    let app: &'static shared::App = Box::leak(Box::new(shared::App::from_env().await?));
+    let parts = &[Part::Outbox, Part::Unsubscribe];
+    let app: &'static shared::App = Box::leak(Box::new(shared::App::from_env(parts).await?));
+    app.check_secrets().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         let payload = event.payload;
         // SNS records say `EventSource`, stream records `eventSource`.

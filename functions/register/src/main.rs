@@ -1,8 +1,8 @@
 //! `register`: POST /auth/register.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::register::handle).await
+    shared::app::run_http(&[Part::Captcha, Part::Outbox], api::register::handle).await
 }

@@ -1,8 +1,8 @@
 //! `reset`: POST /auth/forgot-password, POST /auth/reset-password.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::reset::handle).await
+    shared::app::run_http(&[Part::Captcha, Part::Outbox], api::reset::handle).await
 }

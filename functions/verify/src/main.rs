@@ -1,8 +1,8 @@
 //! `verify`: POST /auth/verify-email, POST /auth/resend-verification.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::verify::handle).await
+    shared::app::run_http(&[Part::Outbox], api::verify::handle).await
 }

@@ -1,8 +1,8 @@
 //! `webhook`: POST /stripe/webhook, on a Lambda function URL.
 
-use shared::{api, app::Secrets};
+use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(Secrets::Required, api::webhook::handle).await
+    shared::app::run_http(&[Part::Webhook], api::webhook::handle).await
 }

@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::Role;
-use crate::config::{Secrets, Settings};
+use crate::{config::Settings, secrets::Secrets};
 
 pub const TOKEN_USE_ACCESS: &str = "access";
 const MAX_LIFETIME_SECONDS: i64 = 900;
@@ -194,7 +194,8 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        let refused = unpublished.check_production().unwrap_err();
+        use crate::secrets::Part;
+        let refused = unpublished.check_production(&[Part::PublicKeys, Part::Signing], false).unwrap_err();
         assert!(refused.to_string().contains("jwt_public_keys"), "{refused}");
     }
 
@@ -211,7 +212,6 @@ mod tests {
                     "TABLE_NAME" => "t",
                     "FRONTEND_URL" => "http://localhost:3000",
                     "EMAIL_FROM" => "a@example.com",
-                    "SECRET_ID" => "s",
                     "JWT_ISSUER" => "http://issuer.test",
                     _ => return None,
                 }

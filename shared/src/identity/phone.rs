@@ -253,11 +253,11 @@ mod tests {
         assert_eq!(parse_code("123 456").unwrap(), "123456");
         assert!(parse_code("12345").is_err() && parse_code("abcdef").is_err());
         let hasher = |byte: u8| {
-            let key = crate::config::EncryptionKey {
+            let key = crate::secrets::EncryptionKey {
                 kid: "k".into(),
                 key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [byte; 32]).into(),
             };
-            let mut secrets: crate::config::Secrets = serde_json::from_str("{}").unwrap();
+            let mut secrets: crate::secrets::Secrets = serde_json::from_str("{}").unwrap();
             secrets.outbox_sealing_keys = vec![key];
             crate::seal::Signer::from_secrets(&secrets, crate::seal::PHONE_CODE).unwrap()
         };

@@ -10,10 +10,7 @@ use super::{
     money::{Amount, Currency},
     subscription::Proration,
 };
-use crate::{
-    config::{Secrets, Settings},
-    deadline::Deadline,
-};
+use crate::{config::Settings, deadline::Deadline, secrets::Secrets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
