@@ -7,7 +7,7 @@
 //! `Policies` must:
 //! - name only actions its features allow (no wildcard actions, no `NotAction`);
 //! - name resources of the actions' own service, each a `!Ref`, `!GetAtt` or `!Sub` of what
-//!   the template declares (the table and its indexes, the secret, the topics, the SES
+//!   the template declares (the table and its indexes, the secrets, the topics, the SES
 //!   identity and configuration set, the push platform applications, a destination queue);
 //! - carry, when a resource is or holds `*`, or the statement uses `NotResource`, a `Sid`
 //!   starting with `Wildcard` that says why in its name (`WildcardSmsHasNoArn`). That is the
@@ -26,7 +26,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use shared::secrets::Part;
 
-/// What every function may call: its table (the `store`) and its secret (`config`).
+/// What every function may call: its table (the `store`) and its secrets (`secrets`; which
+/// ones, `every_function_may_read_exactly_the_secrets_its_main_declares` says).
 const ALWAYS: &[&str] = &[
     "dynamodb:GetItem",
     "dynamodb:PutItem",
@@ -340,7 +341,7 @@ fn every_function_may_read_exactly_the_secrets_its_main_declares() {
     }
 }
 
-/// Who reads what, as API.md says: the private signing keys only the function that issues
+/// Who reads what (docs/architecture.md, "Secrets"): the private signing keys only the function that issues
 /// tokens; the webhook secrets only the webhook; the Stripe key only functions that call
 /// Stripe (the `payments` feature); the notifier its sealing and unsubscribe keys and never
 /// a token-signing key.

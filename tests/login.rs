@@ -285,10 +285,10 @@ async fn a_stalled_table_gets_an_answer_instead_of_holding_the_invocation() {
 async fn a_function_without_the_signing_secret_verifies_tokens_and_can_issue_none() {
     let t = TestApp::new().await;
     let (email, tokens) = t.logged_in("verifier").await;
-    // Every function but login runs so in AWS: the app secret publishes public keys only.
+    // Every function but login runs so in AWS: it is told of the public keys' secret only.
     let verifier = TestApp::with_env(&[("SIGNING_SECRET_ID", "")]).await;
     let secrets = verifier.app.secrets().get().await.unwrap();
-    assert!(secrets.jwt_signing_keys.is_empty(), "the app secret holds no private key");
+    assert!(secrets.jwt_signing_keys.is_empty(), "the public keys' secret holds no private key");
     assert!(!secrets.jwt_public_keys.is_empty());
     assert_eq!(verifier.me(tokens["access_token"].as_str().unwrap()).await.status, 200, "it verifies");
     let issued = verifier.login(&email, STRONG_PASSWORD).await;

@@ -42,12 +42,12 @@ pub struct App {
     secrets: OnceLock<SecretsStore>,
     captcha: OnceLock<CaptchaVerifier>,
     keys: DerivedFromSecret<Arc<KeySet>>,
-    /// `None` inside: the secret holds no Stripe key.
+    /// `None` inside: the Stripe secret holds no key.
     #[cfg(feature = "payments")]
     gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
 }
 
-/// A value built from the secret, rebuilt only when the secret is re-read.
+/// A value built from the secrets, rebuilt only when they are re-read.
 struct DerivedFromSecret<T>(tokio::sync::Mutex<Option<(Arc<Secrets>, T)>>);
 
 impl<T: Clone> DerivedFromSecret<T> {
@@ -208,7 +208,7 @@ impl App {
         gateway.map(|g| g.within(deadline)).ok_or(crate::http::ApiError::PaymentsUnavailable)
     }
 
-    /// What seals and opens MFA secrets, from the secret's `mfa_encryption_keys`.
+    /// What seals and opens MFA secrets, from `mfa_encryption_keys`.
     pub async fn mfa_cipher(&self) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
         self.sealer(crate::seal::MFA_TOTP).await
     }
@@ -218,7 +218,7 @@ impl App {
         self.sealer(crate::seal::OUTBOX).await
     }
 
-    /// What seals and opens values for `purpose`, from the secret's keys for it.
+    /// What seals and opens values for `purpose`, from its keys.
     pub async fn sealer(&self, purpose: crate::seal::Purpose) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
         let secrets =
             self.secrets().get().await.map_err(|e| crate::seal::CipherError::KeysUnavailable(e.to_string()))?;
@@ -251,7 +251,8 @@ impl App {
     }
 }
 
-/// The whole `main` of an HTTP function: logging, the app, and the Lambda loop.
+/// The whole `main` of an HTTP function that reads the secrets `parts`: logging, the app,
+/// and the Lambda loop.
 pub async fn run_http<F, Fut>(parts: &'static [Part], handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(&'static App, Request) -> Fut,

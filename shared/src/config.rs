@@ -253,7 +253,7 @@ impl Settings {
             push_apns_application_arn: get("PUSH_APNS_APPLICATION_ARN"),
             ses_configuration_set: get("SES_CONFIGURATION_SET"),
             deletion_grace_days: number("DELETION_GRACE_DAYS", 30)?.min(3650) as i64,
-            secret_ids: crate::secrets::SecretIds::from_lookup(&get),
+            secret_ids: crate::secrets::SecretIds::from_lookup(get),
             secret_refresh,
             rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,
             jwt_issuer,

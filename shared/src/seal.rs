@@ -1,4 +1,4 @@
-//! Secrets at rest: AES-256-GCM under keys from the secret document, each sealed value
+//! Secrets at rest: AES-256-GCM under keys from the secrets ([`crate::secrets`]), each sealed value
 //! bound to its purpose and its owner (authenticated, not encrypted). A copy of the table
 //! alone (a backup, an export, the stream, a read-only role) yields no authenticator secret,
 //! no live link or code from the outbox and no stored `client_secret`; a sealed value moved
@@ -55,11 +55,11 @@ impl Purpose {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CipherError {
-    #[error("no encryption key is configured ({0} in the secret)")]
+    #[error("no encryption key is configured ({0} in its secret)")]
     NoKey(&'static str),
     #[error("encryption key `{0}` is not 32 bytes of base64")]
     BadKey(String),
-    #[error("sealed with key `{0}`, which the secret no longer holds")]
+    #[error("sealed with key `{0}`, which its secret no longer holds")]
     UnknownKey(String),
     #[error("sealed value is malformed or has been altered")]
     Corrupt,
@@ -103,7 +103,7 @@ impl Sealer {
         Ok(Self { purpose, keys })
     }
 
-    /// The sealer for `purpose` from the secret document's keys for it.
+    /// The sealer for `purpose` from its keys in `secrets`.
     pub fn from_secrets(secrets: &Secrets, purpose: Purpose) -> Result<Self, CipherError> {
         Self::new(purpose.keys_of(secrets), purpose)
     }

@@ -184,6 +184,37 @@ mod tests {
         assert!(KeySet::from_secrets(&empty).is_err());
     }
 
+    /// The rotation of docs/operations.md: publish the new public half, then sign with the
+    /// new key, then (once the old key's tokens have expired) drop the old one. No live
+    /// token stops verifying at any step, at the issuer or at a verifier.
+    #[test]
+    fn a_signing_key_rotates_without_breaking_a_live_token() {
+        let ((old_private, old_public), (new_private, new_public)) = (key_pair_pems(), key_pair_pems());
+        let public = |keys: &[(&str, &str)]| {
+            let keys: Vec<_> =
+                keys.iter().map(|(kid, pem)| serde_json::json!({"kid": kid, "public_key_pem": pem})).collect();
+            let document = serde_json::json!({ "jwt_public_keys": keys }).to_string();
+            KeySet::from_secrets(&Secrets::parse("t", &document).unwrap()).unwrap()
+        };
+        let now = crate::time::now().unix_timestamp();
+        let old_token = KeySet::from_secrets(&secrets(&[("old", &old_private)])).unwrap().sign(&claims(now)).unwrap();
+
+        // 1. Publish: verifiers know both before anything is signed with the new key.
+        let verifier = public(&[("new", &new_public), ("old", &old_public)]);
+        assert!(verifier.verify(&old_token, &settings()).is_some());
+        // 2. Switch: the issuer signs with the new key and still verifies the old one's tokens.
+        let issuer = KeySet::from_secrets(&secrets(&[("new", &new_private), ("old", &old_private)])).unwrap();
+        let new_token = issuer.sign(&claims(now)).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().kid.as_deref(), Some("new"));
+        for token in [&old_token, &new_token] {
+            assert!(issuer.verify(token, &settings()).is_some() && verifier.verify(token, &settings()).is_some());
+        }
+        // 3. Retire: the old key's tokens stop verifying, the new key's do not.
+        let retired = public(&[("new", &new_public)]);
+        assert!(retired.verify(&old_token, &settings()).is_none());
+        assert!(retired.verify(&new_token, &settings()).is_some());
+    }
+
     #[test]
     fn production_refuses_a_signing_key_whose_public_half_is_not_published() {
         let (private, public) = key_pair_pems();

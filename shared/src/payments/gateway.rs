@@ -112,7 +112,7 @@ impl RefundRecord {
 }
 
 impl Gateway {
-    /// `None` when the secret holds no Stripe key.
+    /// `None` when the Stripe secret holds no key.
     pub fn from_config(settings: &Settings, secrets: &Secrets) -> Result<Option<Self>, GatewayError> {
         let Some(key) = &secrets.stripe_secret_key else {
             return Ok(None);
