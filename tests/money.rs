@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{
     TestApp,
     money::{
-        backdate_queue, held_payment, mark_succeeded, pay, pay_in, provider, reconcile, refund, release, status_of,
-        token,
+        backdate_queue, held_payment, mark_succeeded, pay, pay_in, provider, reconcile, refund, refund_with_key,
+        release, status_of, token,
     },
     s, stripe_event,
 };
@@ -193,7 +193,11 @@ async fn partial_refunds_leave_the_rest_to_release() {
     assert_eq!(too_much.status, 400, "only 1000 is left");
     let requests = refund_posts(&t);
     let keys: Vec<_> = requests.iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
-    assert_eq!(keys, [format!("refund:{payment_id}:1"), format!("refund:{payment_id}:2")]);
+    // Keys of their own, derived from the requests' (`refund:{id}:{attempt}:{digest}`).
+    assert_eq!(keys.len(), 2);
+    for (key, attempt) in keys.iter().zip(1..) {
+        assert!(key.starts_with(&format!("refund:{payment_id}:{attempt}:")) && key.len() < 120, "{key}");
+    }
     assert_eq!(requests[1].form.get("amount").map(String::as_str), Some("500"));
     assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 2);
 
@@ -380,7 +384,7 @@ async fn reconciliation_retries_with_the_same_key_when_nothing_was_made() {
     t.stand_in().heal();
     assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Released { found: false, .. }));
     let keys: Vec<_> = t.stand_in().received("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).collect();
-    assert!(keys.iter().all(|k| k == &format!("release:{payment_id}")));
+    assert!(keys.iter().all(|k| k == &format!("release:{payment_id}:1")));
     assert_eq!(transfers(&t).len(), 1);
 }
 
@@ -635,7 +639,7 @@ async fn a_refund_that_fails_at_stripe_later_is_undone_and_can_be_made_again() {
         .filter(|r| r.method == "POST")
         .filter_map(|r| r.idempotency_key)
         .collect();
-    assert_eq!(keys.last(), Some(&format!("refund:{payment_id}:2")));
+    assert!(keys.last().unwrap().starts_with(&format!("refund:{payment_id}:2:")), "{keys:?}");
 }
 
 #[tokio::test]
@@ -824,4 +828,47 @@ async fn a_dashboard_refund_during_a_failed_refund_of_ours_is_still_recorded() {
     assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 1, "the dashboard's 300, once");
     assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
     assert_eq!(transfers(&t)[0]["amount"], 2200);
+}
+
+/// A client that retries a partial refund (its answer lost, a double tap) refunds once: the
+/// same key and body replay the first answer, even after Stripe has forgotten its key; the
+/// same key with another body is 422; a partial refund without a key is refused.
+#[tokio::test]
+async fn a_retried_partial_refund_refunds_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let path = format!("/payments/{payment_id}/refund");
+    let keyless = t.authed(handle, "POST", &path, token(&payer), &[], Some(json!({"amount": 300}))).await;
+    assert_eq!((keyless.status, keyless.body["errors"][0]["field"].as_str()), (400, Some("Idempotency-Key")));
+
+    let body = json!({"amount": 300, "reason": "requested_by_customer"});
+    let first = refund_with_key(&t, &payer, &payment_id, "refund-300", Some(body.clone())).await;
+    let expected = json!({"payment_id": payment_id, "status": "succeeded", "amount_refunded": 300});
+    assert_eq!((first.status, &first.body), (200, &expected));
+    // The same body spelled otherwise is the same request.
+    let respelled = json!({"reason": "requested_by_customer", "amount": 300});
+    let retried = refund_with_key(&t, &payer, &payment_id, "refund-300", Some(respelled)).await;
+    assert_eq!((retried.status, &retried.body), (200, &expected), "replayed");
+    t.stand_in().forget_idempotency_keys(); // a day later
+    let late = refund_with_key(&t, &payer, &payment_id, "refund-300", Some(body.clone())).await;
+    assert_eq!((late.status, &late.body), (200, &expected), "replayed after Stripe forgot its key");
+    let other = refund_with_key(&t, &payer, &payment_id, "refund-300", Some(json!({"amount": 400}))).await;
+    assert_eq!((other.status, other.body["code"].as_str()), (422, Some("idempotency_mismatch")));
+
+    // A second refund, its first answer lost: the retry finds it and answers with it.
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(SLOW), 100);
+    let lost = refund_with_key(&t, &payer, &payment_id, "refund-200", Some(json!({"amount": 200}))).await;
+    assert_eq!((lost.status, lost.body["status"].as_str()), (202, Some("refunding")), "{:?}", lost.body);
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    let found = refund_with_key(&t, &payer, &payment_id, "refund-200", Some(json!({"amount": 200}))).await;
+    let expected = json!({"payment_id": payment_id, "status": "succeeded", "amount_refunded": 500});
+    assert_eq!((found.status, &found.body), (200, &expected));
+
+    assert_eq!(t.stand_in().created("re_").len(), 2, "two refunds, each made once");
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "500".into()));
+    assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 2);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(transfers(&t)[0]["amount"], 2000, "the rest, once");
 }

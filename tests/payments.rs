@@ -298,7 +298,7 @@ async fn fifty_concurrent_releases_make_exactly_one_transfer() {
     }
     let transfers = t.stand_in().received("/v1/transfers");
     assert_eq!(transfers.len(), 1, "exactly one transfer request");
-    assert_eq!(transfers[0].idempotency_key.as_deref(), Some(format!("release:{payment_id}").as_str()));
+    assert_eq!(transfers[0].idempotency_key.as_deref(), Some(format!("release:{payment_id}:1").as_str()));
     assert_eq!(transfers[0].form.get("amount").map(String::as_str), Some("2500"));
     assert_eq!(transfers[0].form.get("transfer_group").map(String::as_str), Some(payment_id.as_str()));
     let provider = t.item(&format!("PROVIDER#{provider_id}"), "PROVIDER").await.unwrap();
@@ -356,7 +356,7 @@ async fn release_survives(t: &TestApp, failure: Failure) {
         .filter(|r| r.method == "POST")
         .map(|r| r.idempotency_key)
         .collect();
-    assert!(keys.iter().all(|k| k.as_deref() == Some(format!("release:{payment_id}").as_str())), "one key throughout");
+    assert!(keys.iter().all(|k| k.as_deref() == Some(format!("release:{payment_id}:1").as_str())), "one key throughout");
     assert_eq!(t.stand_in().created("tr_").len(), 1, "one transfer in all");
     assert_eq!(ok.body["transfer_id"], t.stand_in().created("tr_")[0]["id"]);
     assert_eq!(status_of(t, &payment_id).await, "released");
@@ -391,7 +391,7 @@ async fn a_definite_refusal_returns_the_payment_to_succeeded() {
     assert_eq!((ok.status, ok.body["already_released"].as_bool()), (200, Some(false)), "{:?}", ok.body);
     assert_eq!(t.stand_in().created("tr_").len(), 1);
     let keys: Vec<_> = t.stand_in().received("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).collect();
-    assert_eq!(keys, [format!("release:{payment_id}"), format!("release:{payment_id}:2")]);
+    assert_eq!(keys, [format!("release:{payment_id}:1"), format!("release:{payment_id}:2")]);
 }
 
 #[tokio::test]
@@ -575,4 +575,33 @@ async fn the_longest_idempotency_key_is_taken_and_what_reaches_stripe_fits_its_2
         assert_eq!((refused.status, refused.body["code"].as_str()), (400, Some("validation_failed")), "{bad:.20}");
     }
     assert_eq!(t.stand_in().received("/v1/subscriptions").len(), 1, "nothing more reached Stripe");
+}
+
+/// As Stripe does: a key replays its first answer only for the same request; with other
+/// parameters, or on another endpoint, it is 400 `idempotency_error` and nothing is done.
+#[tokio::test]
+async fn the_stand_in_refuses_a_key_reused_with_other_parameters_as_stripe_does() {
+    let t = TestApp::with_stripe(&[]).await;
+    let http = common::http_client();
+    let post = |path: &str, key: &str, form: &[(&str, &str)]| {
+        let request = http
+            .post(format!("{}v1/{path}", t.stand_in().url()))
+            .bearer_auth("sk_test_standin")
+            .header("idempotency-key", key)
+            .form(form);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let params = [("amount", "1200"), ("currency", "usd")];
+    let (status, first) = post("payment_intents", "key-1", &params).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, replayed) = post("payment_intents", "key-1", &params).await;
+    assert_eq!((status, &replayed["id"]), (200, &first["id"]), "the same request replays");
+    let (status, other) = post("payment_intents", "key-1", &[("amount", "1300"), ("currency", "usd")]).await;
+    assert_eq!((status, other["error"]["type"].as_str()), (400, Some("idempotency_error")), "{other}");
+    let (status, elsewhere) = post("customers", "key-1", &[]).await;
+    assert_eq!((status, elsewhere["error"]["type"].as_str()), (400, Some("idempotency_error")), "{elsewhere}");
+    assert_eq!(t.stand_in().created("pi_").len(), 1, "nothing more was created");
 }

@@ -91,8 +91,25 @@ pub async fn held_payment(t: &TestApp, onboarded: bool) -> (Value, Value, String
     (payer, provider_tokens, provider_id, payment_id)
 }
 
+/// A refund request; one naming an amount gets a fresh `Idempotency-Key`, as a client must
+/// send one (see [`refund_with_key`] for retries).
 pub async fn refund(t: &TestApp, tokens: &Value, payment_id: &str, body: Option<Value>) -> TestResponse {
-    t.authed(handle, "POST", &format!("/payments/{payment_id}/refund"), token(tokens), &[], body).await
+    let partial = body.as_ref().is_some_and(|b| b.get("amount").is_some());
+    let key = uuid::Uuid::new_v4().to_string();
+    let headers: &[(&str, &str)] = if partial { &[("idempotency-key", &key)] } else { &[] };
+    t.authed(handle, "POST", &format!("/payments/{payment_id}/refund"), token(tokens), headers, body).await
+}
+
+/// A refund request under `key`.
+pub async fn refund_with_key(
+    t: &TestApp,
+    tokens: &Value,
+    payment_id: &str,
+    key: &str,
+    body: Option<Value>,
+) -> TestResponse {
+    let headers = [("idempotency-key", key)];
+    t.authed(handle, "POST", &format!("/payments/{payment_id}/refund"), token(tokens), &headers, body).await
 }
 
 /// Makes the payment's queued work look older than reconciliation's threshold, as if the

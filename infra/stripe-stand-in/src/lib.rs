@@ -3,7 +3,8 @@
 //!
 //! There is no offline Stripe, so this answers the calls the backend makes with
 //! current-format Stripe JSON (objects async-stripe parses), honours `Idempotency-Key` the
-//! way Stripe does (same key, same result, including a saved 500), lists transfers by
+//! way Stripe does (same key, same result, including a saved 500; the same key with other
+//! parameters or on another endpoint, 400 `idempotency_error`), lists transfers by
 //! `transfer_group` and refunds by PaymentIntent, refunds in parts, changes a subscription's
 //! price (its items, as Stripe's update does), records every request
 //! (method, path, form body, idempotency key) so tests can check what Stripe was asked, and
@@ -46,10 +47,20 @@ pub struct Received {
     pub idempotency_key: Option<String>,
 }
 
+/// What a key was first used for.
+#[derive(Clone, PartialEq, Eq)]
+struct FirstUse {
+    method: String,
+    path: String,
+    form: HashMap<String, String>,
+}
+
 #[derive(Default)]
 struct State {
-    /// (method, path, key) → the response first given for it.
-    idempotent: HashMap<(String, String, String), (u16, Value)>,
+    /// Key → the request first made with it and the response first given. Stripe scopes a
+    /// key to the account, not to an endpoint: the same key on another endpoint, or with
+    /// other parameters, is refused.
+    idempotent: HashMap<String, (FirstUse, (u16, Value))>,
     objects: HashMap<String, Value>,
     /// (method, path prefix) → failures still to inject.
     failures: Vec<(String, String, Failure, u32)>,
@@ -344,7 +355,8 @@ impl Respond for Responder {
         if failure == Some(Failure::RefusedSaved) {
             let refused = error(400, "invalid_request_error", "Insufficient funds in Stripe account.");
             if let Some(key) = &key {
-                state.idempotent.insert((method.clone(), path.clone(), key.clone()), refused.clone());
+                let first = FirstUse { method: method.clone(), path: path.clone(), form: form.clone() };
+                state.idempotent.insert(key.clone(), (first, refused.clone()));
             }
             return ResponseTemplate::new(refused.0).set_body_json(refused.1);
         }
@@ -358,15 +370,25 @@ impl Respond for Responder {
         }
         let (status, body) = match &key {
             Some(key) => {
-                let slot = (method.clone(), path.clone(), key.clone());
-                match state.idempotent.get(&slot) {
-                    Some(cached) => cached.clone(),
+                let this = FirstUse { method: method.clone(), path: path.clone(), form: form.clone() };
+                match state.idempotent.get(key) {
+                    Some((first, cached)) if *first == this => cached.clone(),
+                    // As Stripe answers: nothing is done, and nothing saved.
+                    Some(_) => error(
+                        400,
+                        "idempotency_error",
+                        &format!(
+                            "Keys for idempotent requests can only be used with the same parameters they were \
+                             first used with. Try using a key other than '{key}' if you meant to execute a \
+                             different request."
+                        ),
+                    ),
                     None => {
                         let mut result = state.create(&method, &path, &form);
                         if failure == Some(Failure::ServerErrorAfterWork) {
                             result = error(500, "api_error", "stand-in: injected server error after the work");
                         }
-                        state.idempotent.insert(slot, result.clone());
+                        state.idempotent.insert(key.clone(), (this, result.clone()));
                         result
                     }
                 }

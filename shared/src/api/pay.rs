@@ -18,7 +18,7 @@ use crate::{
         idempotency,
         payment::{self, NewPayment},
         provider::{self, ProviderInput},
-        refund::{self, RefundOutcome},
+        refund::{self, RefundOutcome, RefundRequest},
         release::{self, ReleaseOutcome},
         subscription::{self, PlanChange},
     },
@@ -277,18 +277,33 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
                 {
                     errors.push(FieldError::new("reason", "must be duplicate, fraudulent or requested_by_customer"));
                 }
+                // A partial refund retried without a key would be another refund.
+                let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
+                let key = match (key, body.amount) {
+                    (None, None) => None,
+                    (key, _) => match idempotency::parse_key(key) {
+                        Ok(key) => Some(key),
+                        Err(ApiError::Validation(mut invalid)) => {
+                            errors.append(&mut invalid);
+                            None
+                        }
+                        Err(other) => return Err(other),
+                    },
+                };
                 if !errors.is_empty() {
                     return Err(ApiError::Validation(errors));
                 }
-                let (status, refunded) =
-                    match refund::refund(app, &principal, id, body.amount, body.reason.as_deref(), &meta).await? {
-                        RefundOutcome::Done(payment) => (StatusCode::OK, payment),
-                        RefundOutcome::Pending(payment) => (StatusCode::ACCEPTED, payment),
-                    };
+                let request = key.map(|key| RefundRequest::new(&key, body.amount, body.reason.as_deref()));
+                let (amount, reason) = (body.amount, body.reason.as_deref());
+                let outcome = refund::refund(app, &principal, id, amount, reason, request.as_ref(), &meta).await?;
+                let (status, payment_id, status_now, amount_refunded) = match outcome {
+                    RefundOutcome::Done(p) => (StatusCode::OK, p.payment_id, p.status, p.amount_refunded),
+                    RefundOutcome::Pending(p) => (StatusCode::ACCEPTED, p.payment_id, p.status, p.amount_refunded),
+                    RefundOutcome::Replayed(a) => (StatusCode::OK, a.payment_id, a.status, a.amount_refunded),
+                };
                 Ok(ApiResponse::json(
                     status,
-                    json!({ "payment_id": refunded.payment_id, "status": refunded.status,
-                            "amount_refunded": refunded.amount_refunded }),
+                    json!({ "payment_id": payment_id, "status": status_now, "amount_refunded": amount_refunded }),
                 ))
             }
             (method, path) => Err(crate::http::routes::unrouted(method, path)),

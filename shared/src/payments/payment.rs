@@ -125,6 +125,12 @@ pub struct Payment {
     pub refund_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_reason: Option<String>,
+    /// While `refunding` under an `Idempotency-Key`: the key's digest and the request's
+    /// (see [`super::refund::RefundRequest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_request_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub created_at: String,
@@ -302,6 +308,8 @@ pub async fn create(
         refund_base: None,
         refund_key: None,
         refund_reason: None,
+        refund_request: None,
+        refund_request_hash: None,
         description: input.description,
         created_at: now.clone(),
         updated_at: now.clone(),
@@ -402,7 +410,8 @@ pub(super) async fn return_to_succeeded(
         let undo = transition(&pk, from, to, &now)
             .update(
                 "SET #status = :to, updated_at = :now, amount_refunded = :total REMOVE GSI2PK, GSI2SK, \
-                 release_amount, release_key, refund_pending, refund_base, refund_key, refund_reason",
+                 release_amount, release_key, refund_pending, refund_base, refund_key, refund_reason, \
+                 refund_request, refund_request_hash",
             )
             .condition(&condition)
             .value(":key", av::s(key))
@@ -456,11 +465,12 @@ pub(crate) fn number_is(attribute: &str, placeholder: &str, seen: i64) -> String
     }
 }
 
-/// The idempotency key of release attempt `attempt` (1-based): the first is the contract's
-/// `release:{payment_id}`; later ones (after a definite refusal, or for a new amount) differ,
-/// which is safe because reconciliation lists the payment's transfers before any new key.
+/// The idempotency key of release attempt `attempt` (1-based), `release:{payment_id}:{attempt}`:
+/// a new attempt (after a definite refusal, or for a new amount) gets a new key, which is
+/// safe because reconciliation lists the payment's transfers before any new attempt, and
+/// Stripe never refuses it as a key reused with other parameters.
 pub(super) fn release_key(payment_id: &str, attempt: i64) -> String {
-    if attempt <= 1 { format!("release:{payment_id}") } else { format!("release:{payment_id}:{attempt}") }
+    format!("release:{payment_id}:{attempt}")
 }
 
 /// The idempotency key of refund attempt `attempt` (1-based).

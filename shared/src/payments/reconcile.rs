@@ -136,7 +136,8 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
     }
 
     // No transfer exists, so nothing has been paid: the release may still be called off.
-    let old_key = payment.release_key.clone().unwrap_or_else(|| release_key(&payment_id, 1));
+    // Claims made before keys were recorded used `release:{payment_id}`.
+    let old_key = payment.release_key.clone().unwrap_or_else(|| format!("release:{payment_id}"));
     if payment.dispute_blocks() {
         return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key, None).await?;
         return Ok(Reconciled::ReturnedToSucceeded(super::release::disputed()));

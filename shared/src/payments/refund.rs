@@ -13,8 +13,15 @@
 //! `charge.refunded` webhook of our own refund can land before or after the final write:
 //! while `refunding` it only raises `amount_refunded`; the final write writes the one
 //! `payment.refunded` audit entry.
+//!
+//! A refund asked for under an `Idempotency-Key` ([`RefundRequest`]) is made exactly once:
+//! its Stripe key is derived from ours, and the final write keeps its answer beside the
+//! payment for the payment's life, so the same key and body replay it at any time (not
+//! only for Stripe's 24 hours) and another body is 422.
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{
     gateway::{NewRefund, RefundRecord, Stripe},
@@ -42,6 +49,66 @@ pub enum RefundOutcome {
     Done(Payment),
     /// The outcome at Stripe is unknown; the payment stays `refunding` until reconciled.
     Pending(Payment),
+    /// The same request was answered before: its first answer.
+    Replayed(RefundAnswer),
+}
+
+/// A refund asked for under an `Idempotency-Key`: the key's digest (what is kept) and the
+/// request's (amount and reason, whatever their JSON spelling).
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    key_digest: String,
+    request_hash: String,
+}
+
+impl RefundRequest {
+    pub fn new(key: &str, amount: Option<i64>, reason: Option<&str>) -> Self {
+        let digest = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
+        Self {
+            key_digest: digest(key),
+            request_hash: digest(&serde_json::to_string(&json!({ "amount": amount, "reason": reason })).unwrap_or_default()),
+        }
+    }
+
+    /// The Stripe refund's key for this request's `attempt`: each claim gets its own (so a
+    /// refund that failed after Stripe took it is never replayed to its retry), and no two
+    /// requests share one. Under 120 characters.
+    fn stripe_key(&self, payment_id: &str, attempt: i64) -> String {
+        format!("{}:{}", refund_key(payment_id, attempt), &self.key_digest[..32])
+    }
+}
+
+/// The first answer to a [`RefundRequest`], kept beside its payment for the payment's life.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundAnswer {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    request_hash: String,
+    pub payment_id: String,
+    pub status: PaymentStatus,
+    pub amount_refunded: i64,
+    pub refund_id: String,
+}
+
+impl RefundAnswer {
+    fn sk(key_digest: &str) -> String {
+        format!("REFUND_REQUEST#{key_digest}")
+    }
+
+    async fn find(app: &App, payment_id: &str, request: &RefundRequest) -> Result<Option<Self>, ApiError> {
+        Ok(app.table().get(&Payment::key(payment_id), &Self::sk(&request.key_digest)).await?)
+    }
+
+    /// The answer to `request` if it was answered: the same body replays, another is 422.
+    async fn replay(app: &App, payment_id: &str, request: &RefundRequest) -> Result<Option<Self>, ApiError> {
+        match Self::find(app, payment_id, request).await? {
+            Some(answer) if answer.request_hash == request.request_hash => Ok(Some(answer)),
+            Some(_) => Err(ApiError::IdempotencyMismatch),
+            None => Ok(None),
+        }
+    }
 }
 
 pub async fn refund(
@@ -50,9 +117,33 @@ pub async fn refund(
     payment_id: &str,
     amount: Option<i64>,
     reason: Option<&str>,
+    request: Option<&RefundRequest>,
     meta: &RequestMeta,
 ) -> Result<RefundOutcome, ApiError> {
-    let payment = for_payer_side(app, principal, payment_id).await?;
+    let mut payment = for_payer_side(app, principal, payment_id).await?;
+    if let Some(request) = request {
+        if let Some(answer) = RefundAnswer::replay(app, payment_id, request).await? {
+            return Ok(RefundOutcome::Replayed(answer));
+        }
+        // This very request is in flight (an earlier try whose answer was lost): drive it,
+        // then answer as it stands.
+        if payment.status == PaymentStatus::Refunding
+            && payment.refund_request.as_deref() == Some(request.key_digest.as_str())
+        {
+            if payment.refund_request_hash.as_deref() != Some(request.request_hash.as_str()) {
+                return Err(ApiError::IdempotencyMismatch);
+            }
+            Box::pin(reconcile::payment(app, &payment, meta)).await?;
+            if let Some(answer) = RefundAnswer::replay(app, payment_id, request).await? {
+                return Ok(RefundOutcome::Replayed(answer));
+            }
+            payment = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+            if payment.refund_request.as_deref() == Some(request.key_digest.as_str()) {
+                return Ok(RefundOutcome::Pending(payment));
+            }
+            // Stripe made nothing under it: this request is made again, as if new.
+        }
+    }
     match payment.status {
         PaymentStatus::Refunded if amount.is_none() => return Ok(RefundOutcome::Done(payment)),
         PaymentStatus::Refunded => return Err(ApiError::Conflict("the payment is already fully refunded".into())),
@@ -94,7 +185,10 @@ pub async fn refund(
     // 1. succeeded → refunding, for this amount on top of this total, under a key of its own.
     let base = payment.amount_refunded;
     let attempt = payment.refund_seq + 1;
-    let key = refund_key(payment_id, attempt);
+    let key = match request {
+        Some(request) => request.stripe_key(payment_id, attempt),
+        None => refund_key(payment_id, attempt),
+    };
     let pk = Payment::key(payment_id);
     let now = time::rfc3339(time::now());
     let condition = format!(
@@ -109,6 +203,9 @@ pub async fn refund(
     if reason.is_some() {
         update.push_str(", refund_reason = :reason");
     }
+    if request.is_some() {
+        update.push_str(", refund_request = :request, refund_request_hash = :request_hash");
+    }
     let mut claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Refunding, &now)
         .update(&update)
         .condition(&condition)
@@ -122,6 +219,11 @@ pub async fn refund(
         .value(":dispute_warning_closed", av::s("warning_closed"));
     if let Some(reason) = reason {
         claim = claim.value(":reason", av::s(reason));
+    }
+    if let Some(request) = request {
+        claim = claim
+            .value(":request", av::s(&request.key_digest))
+            .value(":request_hash", av::s(&request.request_hash));
     }
     match app.table().update_item(claim).await {
         Ok(_) => {}
@@ -144,6 +246,8 @@ pub async fn refund(
         refund_key: Some(key),
         refund_seq: attempt,
         refund_reason: reason.map(str::to_owned),
+        refund_request: request.map(|r| r.key_digest.clone()),
+        refund_request_hash: request.map(|r| r.request_hash.clone()),
         ..payment
     };
     match Box::pin(make_refund(app, &stripe, &claimed, Some(principal.user_id()), meta)).await? {
@@ -277,7 +381,8 @@ pub async fn finish_refund(
             .update(
                 "SET #status = :to, updated_at = :now, amount_refunded = :total, \
                  refund_ids = list_append(if_not_exists(refund_ids, :none), :ids) \
-                 REMOVE GSI2PK, GSI2SK, refund_pending, refund_base, refund_key, refund_reason",
+                 REMOVE GSI2PK, GSI2SK, refund_pending, refund_base, refund_key, refund_reason, \
+                 refund_request, refund_request_hash",
             )
             .condition(&condition)
             .value(":key", av::s(&key))
@@ -308,12 +413,25 @@ pub async fn finish_refund(
             format!("{} is being refunded to you.", super::money::format_amount(refund.amount, &current.currency)),
             json!({ "payment_id": payment_id, "event": "payment.refunded" }),
         );
-        let items = vec![
+        let mut items = vec![
             table.update(done)?,
             app.audit().put(&entry)?,
             outbox::put(table, Message::event(&announcement))?,
             outbox::put(table, told)?,
         ];
+        // The answer to a keyed request, kept for the payment's life.
+        if let (Some(key_digest), Some(request_hash)) = (&current.refund_request, &current.refund_request_hash) {
+            let answer = RefundAnswer {
+                pk: pk.clone(),
+                sk: RefundAnswer::sk(key_digest),
+                request_hash: request_hash.clone(),
+                payment_id: payment_id.to_owned(),
+                status: to,
+                amount_refunded: total,
+                refund_id: refund.id.clone(),
+            };
+            items.push(table.put(&answer, None)?);
+        }
         match table.transact(items).await {
             Ok(()) => {
                 let mut ids = current.refund_ids.clone();
@@ -326,6 +444,8 @@ pub async fn finish_refund(
                     refund_base: None,
                     refund_key: None,
                     refund_reason: None,
+                    refund_request: None,
+                    refund_request_hash: None,
                     queue: None,
                     queued_at: None,
                     updated_at: now,

@@ -1,7 +1,7 @@
 //! Release: held funds go to the provider's connected account as one Stripe transfer.
 //!
 //! The protocol of DESIGN.md: conditional `succeeded → releasing` (of any number of
-//! concurrent calls, one wins), the transfer with the idempotency key `release:{payment_id}`,
+//! concurrent calls, one wins), the transfer with the idempotency key `release:{payment_id}:{attempt}`,
 //! conditional `releasing → released`. Only a definite refusal from Stripe (a 4xx, or no
 //! call made at all) returns the payment to `succeeded`. Any unknown outcome (timeout, 5xx,
 //! lost connection, the deadline) leaves it `releasing` on the work queue: the transfer may
