@@ -356,7 +356,10 @@ async fn release_survives(t: &TestApp, failure: Failure) {
         .filter(|r| r.method == "POST")
         .map(|r| r.idempotency_key)
         .collect();
-    assert!(keys.iter().all(|k| k.as_deref() == Some(format!("release:{payment_id}:1").as_str())), "one key throughout");
+    assert!(
+        keys.iter().all(|k| k.as_deref() == Some(format!("release:{payment_id}:1").as_str())),
+        "one key throughout"
+    );
     assert_eq!(t.stand_in().created("tr_").len(), 1, "one transfer in all");
     assert_eq!(ok.body["transfer_id"], t.stand_in().created("tr_")[0]["id"]);
     assert_eq!(status_of(t, &payment_id).await, "released");

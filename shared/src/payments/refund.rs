@@ -66,7 +66,9 @@ impl RefundRequest {
         let digest = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
         Self {
             key_digest: digest(key),
-            request_hash: digest(&serde_json::to_string(&json!({ "amount": amount, "reason": reason })).unwrap_or_default()),
+            request_hash: digest(
+                &serde_json::to_string(&json!({ "amount": amount, "reason": reason })).unwrap_or_default(),
+            ),
         }
     }
 
@@ -221,9 +223,8 @@ pub async fn refund(
         claim = claim.value(":reason", av::s(reason));
     }
     if let Some(request) = request {
-        claim = claim
-            .value(":request", av::s(&request.key_digest))
-            .value(":request_hash", av::s(&request.request_hash));
+        claim =
+            claim.value(":request", av::s(&request.key_digest)).value(":request_hash", av::s(&request.request_hash));
     }
     match app.table().update_item(claim).await {
         Ok(_) => {}
