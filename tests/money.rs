@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{
     TestApp,
     money::{
-        backdate_queue, held_payment, mark_succeeded, pay, pay_in, provider, reconcile, refund, refund_with_key,
-        release, status_of, token,
+        backdate_queue, held_payment, mark_succeeded, onboard, pay, pay_in, provider, reconcile, refund,
+        refund_with_key, release, status_of, token,
     },
     s, stripe_event,
 };
@@ -871,4 +871,176 @@ async fn a_retried_partial_refund_refunds_once() {
     assert_eq!(audit_count(&t, &payer, "payment.refunded").await, 2);
     assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
     assert_eq!(transfers(&t)[0]["amount"], 2000, "the rest, once");
+}
+
+/// Audit entries of `action` in the payer's org, whatever their status.
+async fn audit_entries(
+    t: &TestApp,
+    payer: &Value,
+    action: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let org = t.me(token(payer)).await.body["org_id"].as_str().unwrap().to_owned();
+    t.partition(&format!("AUDIT#{org}")).await.into_iter().filter(|e| s(e, "action") == action).collect()
+}
+
+/// Every event Stripe sends for a refund's failure, each delivered twice and out of order.
+async fn deliver_twice_reversed(t: &TestApp, events: &[(String, Value)], created: i64) {
+    let bodies: Vec<String> = events.iter().map(|(kind, object)| stripe_event(kind, created, object.clone())).collect();
+    for body in bodies.iter().rev().chain(bodies.iter()) {
+        let delivered = t.deliver(body).await;
+        assert_eq!(delivered.status, 200, "{:?}", delivered.body);
+    }
+}
+
+/// A refund Stripe holds `pending` counts while it is pending, holds any release, and once
+/// it fails comes off: the payment is held in full again, the payer is told once, and one
+/// release then transfers the whole amount. A charge total from before the failure,
+/// delivered late, does not count the failed refund again.
+#[tokio::test]
+async fn a_refund_pending_at_release_holds_it_and_once_it_fails_the_full_amount_is_released() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().hold_refunds_pending(true);
+    let partial = refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await;
+    assert_eq!((partial.status, partial.body["amount_refunded"].as_i64()), (200, Some(1000)), "{:?}", partial.body);
+    let before_failure = t.stand_in().charge_of(&pi);
+
+    let held = release(&t, &payer, &payment_id).await;
+    assert_eq!((held.status, held.body["code"].as_str()), (409, Some("conflict")), "{:?}", held.body);
+    assert!(transfers(&t).is_empty(), "nothing moves while a refund may still fail");
+
+    let refund_id = t.stand_in().created("re_")[0]["id"].as_str().unwrap().to_owned();
+    let failure = t.stand_in().fail_refund(&refund_id);
+    deliver_twice_reversed(&t, &failure, now() + 1).await;
+    let late = stripe_event("charge.refunded", now() - 60, before_failure);
+    assert_eq!(t.deliver(&late).await.status, 200);
+
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "0".into()));
+    let failed = audit_entries(&t, &payer, "payment.refund_failed").await;
+    assert_eq!(failed.len(), 1, "one failure, however many of its events arrive");
+    let details = failed[0]["details"].as_m().unwrap();
+    assert_eq!(details["refund_id"].as_s().unwrap(), &refund_id);
+    let told: Vec<_> = t
+        .published_events()
+        .await
+        .into_iter()
+        .filter(|(kind, e)| kind == "payment.refund_failed" && e["payment_id"] == payment_id.as_str())
+        .collect();
+    assert_eq!(told.len(), 1, "the payer is told once");
+
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    let made = transfers(&t);
+    assert_eq!((made.len(), made[0]["amount"].as_i64()), (1, Some(2500)), "one transfer of the full amount");
+}
+
+/// A full refund that goes pending and then fails leaves a payment held again, not
+/// `refunded`: it can be released, once, for the whole amount.
+#[tokio::test]
+async fn a_full_refund_that_fails_later_makes_the_payment_releasable_again() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().hold_refunds_pending(true);
+    let full = refund(&t, &payer, &payment_id, None).await;
+    assert_eq!((full.status, full.body["status"].as_str()), (200, Some("refunded")), "{:?}", full.body);
+    let charge = t.stand_in().charge_of(&pi);
+    assert_eq!(t.deliver(&stripe_event("charge.refunded", now(), charge)).await.status, 200);
+    assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "payment_not_succeeded");
+
+    let refund_id = t.stand_in().created("re_")[0]["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
+    let stored = payment(&t, &payment_id).await;
+    assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "0".into()));
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(release(&t, &payer, &payment_id).await.body["already_released"], true);
+    let made = transfers(&t);
+    assert_eq!((made.len(), made[0]["amount"].as_i64()), (1, Some(2500)));
+}
+
+/// A refund that fails after the release (it had succeeded, then the card bank sent it
+/// back) brings money back to the platform: it shows as `amount_unsettled`, once.
+#[tokio::test]
+async fn a_refund_failing_after_the_release_shows_as_unsettled() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    assert_eq!(refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await.status, 200);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    assert_eq!(transfers(&t)[0]["amount"], 1500);
+    let refund_id = t.stand_in().created("re_")[0]["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
+    let shown = t.authed(handle, "GET", &format!("/payments/{payment_id}"), token(&payer), &[], None).await;
+    assert_eq!(
+        (
+            shown.body["status"].as_str(),
+            shown.body["amount_refunded"].as_i64(),
+            shown.body["amount_unsettled"].as_i64()
+        ),
+        (Some("released"), Some(0), Some(1000)),
+        "{:?}",
+        shown.body
+    );
+    assert_eq!(audit_entries(&t, &payer, "payment.refund_failed").await.len(), 1);
+}
+
+/// An org admin who owns the provider cannot release or partly refund a member's payment
+/// to themselves (403); as the provider's owner they may give all of it back.
+#[tokio::test]
+async fn an_admin_who_owns_the_provider_cannot_release_to_themselves() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (admin, _, member, _) = t.org_with_member("member").await;
+    let created = t.authed(handle, "POST", "/providers", token(&admin), &[], Some(json!({"country": "US"}))).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let provider_id = created.body["provider_id"].as_str().unwrap().to_owned();
+    onboard(&t, created.body["stripe_account_id"].as_str().unwrap()).await;
+    let paid = pay(&t, &member, &provider_id, &uuid::Uuid::new_v4().to_string(), 2500).await;
+    assert_eq!(paid.status, 201, "{:?}", paid.body);
+    let payment_id = paid.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(&t, &payment_id).await;
+
+    let own = release(&t, &admin, &payment_id).await;
+    assert_eq!((own.status, own.body["code"].as_str()), (403, Some("forbidden")), "{:?}", own.body);
+    let part = refund(&t, &admin, &payment_id, Some(json!({"amount": 500}))).await;
+    assert_eq!(part.status, 403, "{:?}", part.body);
+    assert!(transfers(&t).is_empty() && refund_posts(&t).is_empty());
+    let all = refund(&t, &admin, &payment_id, None).await;
+    assert_eq!((all.status, all.body["status"].as_str()), (200, Some("refunded")), "{:?}", all.body);
+}
+
+/// An admin of the org a payment was made in may move it only while the payer is still a
+/// member there: once the payer has left, only the payer may.
+#[tokio::test]
+async fn the_payers_org_admin_may_move_a_payment_only_while_the_payer_is_a_member() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (admin, _, member, member_id) = t.org_with_member("member").await;
+    let (_, provider_id) = provider(&t, true).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let paid = pay(&t, &member, &provider_id, &uuid::Uuid::new_v4().to_string(), 2500).await;
+        assert_eq!(paid.status, 201, "{:?}", paid.body);
+        let payment_id = paid.body["payment_id"].as_str().unwrap().to_owned();
+        mark_succeeded(&t, &payment_id).await;
+        held.push(payment_id);
+    }
+    assert_eq!(release(&t, &admin, &held[0]).await.status, 200, "the admin, while the payer is a member");
+
+    // The payer leaves the org (their membership goes).
+    let org = t.me(token(&admin)).await.body["org_id"].as_str().unwrap().to_owned();
+    let table = t.app.table();
+    table
+        .client()
+        .delete_item()
+        .table_name(table.name())
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("ORG#{org}")))
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(format!("MEMBER#{member_id}")))
+        .send()
+        .await
+        .unwrap();
+    let refused = release(&t, &admin, &held[1]).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("forbidden")), "{:?}", refused.body);
+    assert_eq!(refund(&t, &admin, &held[1], None).await.status, 403);
+    assert_eq!(transfers(&t).len(), 1);
+    assert_eq!(release(&t, &member, &held[1]).await.status, 200, "the payer still may");
 }

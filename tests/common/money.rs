@@ -35,14 +35,18 @@ pub async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
     .await;
     let provider_id = created.body["provider_id"].as_str().unwrap().to_owned();
     if onboarded {
-        t.set(
-            &format!("PROVIDER#{provider_id}"),
-            "PROVIDER",
-            &[("charges_enabled", AttributeValue::Bool(true)), ("payouts_enabled", AttributeValue::Bool(true))],
-        )
-        .await;
+        onboard(t, created.body["stripe_account_id"].as_str().expect("a connected account")).await;
     }
     (tokens, provider_id)
+}
+
+/// The provider finishes Stripe's onboarding: the stand-in's account has charges and payouts
+/// on, and its signed `account.updated` reaches the webhook as the Connect endpoint's.
+pub async fn onboard(t: &TestApp, account: &str) {
+    let object = t.stand_in().onboard(account);
+    let now = shared::time::now().unix_timestamp();
+    let delivered = t.deliver(&super::connect_event("account.updated", now, object)).await;
+    assert_eq!(delivered.status, 200, "{:?}", delivered.body);
 }
 
 pub async fn pay(t: &TestApp, payer: &Value, provider_id: &str, key: &str, amount: i64) -> TestResponse {

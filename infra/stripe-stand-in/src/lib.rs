@@ -64,8 +64,12 @@ struct State {
     objects: HashMap<String, Value>,
     /// (method, path prefix) → failures still to inject.
     failures: Vec<(String, String, Failure, u32)>,
-    /// PaymentIntent id → amount refunded so far.
+    /// PaymentIntent id → amount refunded so far (pending and succeeded refunds count, as
+    /// on Stripe's charge).
     refunded: HashMap<String, i64>,
+    /// Refunds made from now on stay `pending` (as bank refunds and some cards do) until
+    /// [`StripeStandIn::succeed_refund`] or [`StripeStandIn::fail_refund`].
+    refunds_pending: bool,
     received: Vec<Received>,
 }
 
@@ -214,10 +218,12 @@ impl State {
                     );
                 }
                 self.refunded.insert(pi.clone(), done + amount);
+                let status = if self.refunds_pending { "pending" } else { "succeeded" };
                 json!({
                     "id": new_id("re"), "object": "refund", "amount": amount, "created": created,
                     "currency": intent["currency"], "payment_intent": pi, "charge": intent["latest_charge"],
-                    "status": "succeeded", "metadata": metadata(form)
+                    "status": status, "metadata": metadata(form), "reason": form.get("reason"),
+                    "failure_reason": null, "balance_transaction": new_id("txn")
                 })
             }
             ("POST", ["subscriptions"]) => {
@@ -486,17 +492,58 @@ impl StripeStandIn {
         refund
     }
 
-    /// A refund that fails after it was accepted (the card was closed, say): its status
-    /// becomes `failed` and the money counts as not refunded.
-    pub fn fail_refund(&self, refund_id: &str) {
+    /// Refunds made from now on stay `pending` until told to succeed or fail (`false`: they
+    /// succeed at once, the default).
+    pub fn hold_refunds_pending(&self, pending: bool) {
+        self.state.lock().expect("stand-in state").refunds_pending = pending;
+    }
+
+    /// A pending refund goes through. Returns the events Stripe sends for it, as (type,
+    /// object) pairs, all of one second: `refund.updated` and `charge.refund.updated`.
+    pub fn succeed_refund(&self, refund_id: &str) -> Vec<(String, Value)> {
         let mut state = self.state.lock().expect("stand-in state");
         let refund = state.objects.get_mut(refund_id).expect("a refund the stand-in made");
+        assert_eq!(refund["status"], "pending", "only a pending refund can go through");
+        refund["status"] = json!("succeeded");
+        let refund = refund.clone();
+        vec![("refund.updated".into(), refund.clone()), ("charge.refund.updated".into(), refund)]
+    }
+
+    /// A refund that fails after it was accepted (the card was closed, say): its status
+    /// becomes `failed` and the money counts as not refunded. Returns the events Stripe sends
+    /// for it, as (type, object) pairs, all of one second: `refund.updated`,
+    /// `charge.refund.updated` and `refund.failed`.
+    pub fn fail_refund(&self, refund_id: &str) -> Vec<(String, Value)> {
+        let mut state = self.state.lock().expect("stand-in state");
+        let refund = state.objects.get_mut(refund_id).expect("a refund the stand-in made");
+        assert!(refund["status"] != "failed" && refund["status"] != "canceled", "a refund fails once");
         refund["status"] = json!("failed");
+        refund["failure_reason"] = json!("expired_or_canceled_card");
+        refund["failure_balance_transaction"] = json!(new_id("txn"));
+        let refund = refund.clone();
         let (pi, amount) =
             (refund["payment_intent"].as_str().unwrap_or_default().to_owned(), refund["amount"].as_i64());
         if let Some(done) = state.refunded.get_mut(&pi) {
             *done -= amount.unwrap_or(0);
         }
+        ["refund.updated", "charge.refund.updated", "refund.failed"]
+            .into_iter()
+            .map(|kind| (kind.to_owned(), refund.clone()))
+            .collect()
+    }
+
+    /// The charge of a PaymentIntent as a `charge.refunded` event carries it: Stripe's
+    /// running `amount_refunded` (pending refunds included) and `refunded` when it is all.
+    pub fn charge_of(&self, payment_intent: &str) -> Value {
+        let state = self.state.lock().expect("stand-in state");
+        let intent = state.objects.get(payment_intent).expect("a PaymentIntent the stand-in made");
+        let refunded = state.refunded.get(payment_intent).copied().unwrap_or(0);
+        let amount = intent["amount"].as_i64().unwrap_or(0);
+        json!({
+            "id": intent["latest_charge"], "object": "charge", "amount": amount, "amount_refunded": refunded,
+            "currency": intent["currency"], "payment_intent": payment_intent, "refunded": refunded >= amount,
+            "status": "succeeded", "transfer_group": intent["transfer_group"]
+        })
     }
 
     /// What Stripe does when the payer pays: the PaymentIntent succeeds with a new charge.

@@ -102,12 +102,19 @@ pub struct RefundRecord {
     pub refund_key: Option<String>,
     /// The payment id in its metadata (every refund we make carries one).
     pub payment_id: Option<String>,
+    /// When Stripe made it (epoch seconds).
+    pub created: i64,
 }
 
 impl RefundRecord {
     /// Whether the money went (or is going) back: not failed or canceled.
     pub fn counts(&self) -> bool {
         !matches!(self.status.as_str(), "failed" | "canceled")
+    }
+
+    /// Whether it may still fail: Stripe has not settled it yet.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "requires_action")
     }
 }
 
@@ -407,6 +414,7 @@ fn refund_record(refund: answers::Refund) -> RefundRecord {
         status: refund.status.unwrap_or_default(),
         refund_key: refund.metadata.as_ref().and_then(|m| m.get("refund_key").cloned()),
         payment_id: refund.metadata.as_ref().and_then(|m| m.get("payment_id").cloned()),
+        created: refund.created,
     }
 }
 
@@ -487,6 +495,7 @@ mod answers {
     pub struct Refund {
         pub id: String,
         pub amount: i64,
+        pub created: i64,
         pub status: Option<String>,
         pub metadata: Option<BTreeMap<String, String>>,
     }

@@ -98,6 +98,20 @@ pub struct Payment {
     /// Our refunds that have been recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refund_ids: Vec<String>,
+    /// Refunds that failed (or were canceled) after they were counted: each came off
+    /// `amount_refunded` once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_refund_ids: Vec<String>,
+    /// The `created` of the `charge.refunded` event whose total `amount_refunded` holds, and of
+    /// the last refund failure applied: a charge's total from before a failure is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_total_created: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_failed_created: Option<i64>,
+    /// Minor units that came back to the platform after the release (a refund that failed
+    /// once the provider had been paid the rest): the payer side may release or refund them.
+    #[serde(default)]
+    pub amount_unsettled: i64,
     /// The charge's dispute status, if it was ever disputed (Stripe's words: `needs_response`,
     /// `won`, `lost`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +193,7 @@ impl Payment {
             "stripe_payment_intent_id": self.stripe_payment_intent_id,
             "transfer_id": self.transfer_id,
             "amount_refunded": self.amount_refunded,
+            "amount_unsettled": self.amount_unsettled,
             "dispute_status": self.dispute,
             "description": self.description,
             "created_at": self.created_at,
@@ -197,9 +212,13 @@ impl Payment {
         self.dispute.as_deref().is_some_and(|d| !matches!(d, "won" | "warning_closed"))
     }
 
+    /// Who may move the money: the payer, or an admin of the org it was paid in who is not
+    /// the provider's owner (an admin never pays themselves).
     pub(super) fn is_payer_side(&self, principal: &Principal) -> bool {
         self.payer_user_id == principal.user_id()
-            || (self.payer_org_id == principal.org_id() && principal.role() == Role::Admin)
+            || (self.payer_org_id == principal.org_id()
+                && principal.role() == Role::Admin
+                && self.provider_user_id != principal.user_id())
     }
 }
 
@@ -298,6 +317,10 @@ pub async fn create(
         stripe_charge_id: None,
         amount_refunded: 0,
         refund_ids: Vec::new(),
+        failed_refund_ids: Vec::new(),
+        refund_total_created: None,
+        refund_failed_created: None,
+        amount_unsettled: 0,
         dispute: None,
         transfer_reversed_amount: None,
         release_amount: None,
@@ -366,6 +389,45 @@ pub async fn get(app: &App, principal: &Principal, payment_id: &str) -> Result<P
 pub(super) async fn for_payer_side(app: &App, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
     let payment = get(app, principal, payment_id).await?;
     if payment.is_payer_side(principal) { Ok(payment) } else { Err(ApiError::Forbidden) }
+}
+
+/// Whether `principal` may move `payment`'s money now, and the checks that keep it so until
+/// the claim is written (put beside it in one transaction). The payer always may. An admin
+/// of the org it was paid in may while they are an active admin there and the payer is still
+/// a member of it (after the payer leaves, the org has no say); never the provider's owner.
+pub(super) async fn mover_checks(
+    app: &App,
+    principal: &Principal,
+    payment: &Payment,
+) -> Result<Vec<aws_sdk_dynamodb::types::TransactWriteItem>, ApiError> {
+    use crate::{
+        identity::{Membership, invitations},
+        store::keys,
+    };
+    if payment.payer_user_id == principal.user_id() {
+        return Ok(Vec::new());
+    }
+    if !payment.is_payer_side(principal) {
+        return Err(ApiError::Forbidden);
+    }
+    let table = app.table();
+    let org = keys::org(&payment.payer_org_id);
+    let (admin_pk, admin_sk) = User::key(principal.user_id());
+    let (payer_sk, admin_member_sk) = (keys::member(&payment.payer_user_id), keys::member(principal.user_id()));
+    let (payer_member, admin_member, admin) = tokio::try_join!(
+        table.get::<Membership>(&org, &payer_sk),
+        table.get::<Membership>(&org, &admin_member_sk),
+        table.get::<User>(&admin_pk, &admin_sk),
+    )
+    .map_err(ApiError::from)?;
+    let still_admin = admin_member.is_some_and(|m| m.role == Role::Admin)
+        && admin.is_some_and(|a| invitations::is_active(&a) && a.org_id == payment.payer_org_id);
+    if payer_member.is_none() || !still_admin {
+        return Err(ApiError::Forbidden);
+    }
+    let mut checks = invitations::still_active_admin(table, &payment.payer_org_id, principal.user_id())?.to_vec();
+    checks.push(table.check(Change::new(&org, &payer_sk).condition("attribute_exists(PK)"))?);
+    Ok(checks)
 }
 
 /// Moves `payment_id` from `from` to `to` if it is still in `from`.
@@ -481,3 +543,49 @@ pub(super) fn refund_key(payment_id: &str, attempt: i64) -> String {
 /// Condition: no dispute holds the funds (see [`Payment::dispute_blocks`]).
 pub(super) const NOT_HELD_BY_DISPUTE: &str =
     "(attribute_not_exists(dispute) OR dispute = :dispute_won OR dispute = :dispute_warning_closed)";
+
+/// What a refund that failed after it was counted leaves behind, wherever it is found (its
+/// webhook, or Stripe's list at release): the `payment.refund_failed` audit entry, the
+/// `payment.refund_failed` event and the payer's notice that the money did not come back.
+/// `total` and `unsettled` are the payment's `amount_refunded` and `amount_unsettled` after it.
+pub(crate) struct RefundFailure<'a> {
+    pub refund_id: &'a str,
+    pub amount: i64,
+    pub total: i64,
+    pub unsettled: i64,
+    pub failure_reason: Option<&'a str>,
+    /// Where it was found: `webhook` or `at_release`.
+    pub found: &'a str,
+}
+
+pub(crate) fn refund_failed_notice(
+    payment: &Payment,
+    failure: &RefundFailure<'_>,
+    meta: &crate::http::RequestMeta,
+) -> (AuditEntry, Vec<crate::outbox::Message>) {
+    use crate::{notify::Category, outbox::Message};
+    let RefundFailure { refund_id, amount, total, unsettled, failure_reason, found } = *failure;
+    let details = json!({
+        "payment_id": payment.payment_id, "refund_id": refund_id, "amount": amount, "amount_refunded": total,
+        "amount_unsettled": unsettled, "currency": payment.currency, "found": found,
+        "failure_reason": failure_reason,
+    });
+    let entry =
+        AuditEntry::new("payment.refund_failed", AuditStatus::Failure, &payment.payer_org_id, meta).details(details);
+    let event = crate::notify::DomainEvent::new(
+        "payment.refund_failed",
+        json!({ "payment_id": payment.payment_id, "refund_id": refund_id, "amount": amount,
+                "amount_refunded": total, "currency": payment.currency }),
+    );
+    let told = Message::push(
+        &payment.payer_user_id,
+        Category::Payments,
+        "Refund failed",
+        format!(
+            "The refund of {} could not be made to your card; the payment stays with the platform.",
+            super::money::format_amount(amount, &payment.currency)
+        ),
+        json!({ "payment_id": payment.payment_id, "event": "payment.refund_failed" }),
+    );
+    (entry, vec![Message::event(&event), told])
+}

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::{
     gateway::{NewRefund, RefundRecord, Stripe},
     payment::{
-        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, for_payer_side, number_is,
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, get, mover_checks, number_is,
         refund_key, refunded_elsewhere, return_to_succeeded, transition,
     },
     reconcile,
@@ -122,7 +122,18 @@ pub async fn refund(
     request: Option<&RefundRequest>,
     meta: &RequestMeta,
 ) -> Result<RefundOutcome, ApiError> {
-    let mut payment = for_payer_side(app, principal, payment_id).await?;
+    let mut payment = get(app, principal, payment_id).await?;
+    let still_may_move = if payment.is_payer_side(principal) {
+        mover_checks(app, principal, &payment).await?
+    } else {
+        // The provider's owner may give back everything that is left, never a part of it
+        // (a part would decide what the provider keeps).
+        let owner = payment.provider_user_id == principal.user_id();
+        if !owner || amount.is_some_and(|a| a != payment.releasable_amount()) {
+            return Err(ApiError::Forbidden);
+        }
+        Vec::new()
+    };
     if let Some(request) = request {
         if let Some(answer) = RefundAnswer::replay(app, payment_id, request).await? {
             return Ok(RefundOutcome::Replayed(answer));
@@ -226,9 +237,16 @@ pub async fn refund(
         claim =
             claim.value(":request", av::s(&request.key_digest)).value(":request_hash", av::s(&request.request_hash));
     }
-    match app.table().update_item(claim).await {
-        Ok(_) => {}
-        Err(StoreError::ConditionFailed) => {
+    let claimed = if still_may_move.is_empty() {
+        app.table().update_item(claim).await.map(drop)
+    } else {
+        let mut items = vec![app.table().update(claim)?];
+        items.extend(still_may_move);
+        app.table().transact(items).await
+    };
+    match claimed {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed | StoreError::TransactionConditionsFailed(_)) => {
             let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
             return Err(ApiError::Conflict(match current.status {
                 PaymentStatus::Refunding => "a refund of this payment is in progress".into(),

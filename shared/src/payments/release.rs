@@ -7,18 +7,20 @@
 //! lost connection, the deadline) leaves it `releasing` on the work queue: the transfer may
 //! exist, and [`super::reconcile`] looks it up by `transfer_group` before anything is retried.
 //!
-//! The amount is what refunds have left, counting the refunds Stripe already has (a
-//! dashboard refund whose webhook is still on its way) as well as those recorded here.
+//! The amount is what refunds have left by Stripe's list of refunds, the truth: a dashboard
+//! refund whose webhook is still on its way counts, one that failed does not, and one still
+//! `pending` refuses the release until it settles.
 
-use aws_sdk_dynamodb::types::TransactWriteItem;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use serde_json::json;
 
 use super::{
     Currency,
-    gateway::{NewTransfer, Stripe},
+    gateway::{NewTransfer, RefundRecord, Stripe},
     payment::{
-        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, amount_refunded_is, for_payer_side, number_is,
-        refunded_elsewhere, release_key, return_to_succeeded, transition,
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, RefundFailure, amount_refunded_is,
+        for_payer_side, mover_checks, number_is, refund_failed_notice, refunded_elsewhere, release_key,
+        return_to_succeeded, transition,
     },
     provider::Provider,
     reconcile::{self, Reconciled},
@@ -62,6 +64,7 @@ pub async fn release(
     if payment.dispute_blocks() {
         return Err(disputed());
     }
+    let still_may_move = mover_checks(app, principal, &payment).await?;
     let provider =
         Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
     if provider.stripe_account_id.is_none() {
@@ -79,9 +82,18 @@ pub async fn release(
         return Err(ApiError::PaymentsUnavailable);
     }
     let charge = charge_of(&stripe, &payment).await?;
-    // Refunds Stripe has made count even before their webhook arrives.
-    let at_stripe = stripe.refunded_total(&payment.stripe_payment_intent_id).await?;
-    let refunded = payment.amount_refunded.max(at_stripe);
+    // Stripe's list of refunds is the truth: one made in the dashboard counts before its
+    // webhook arrives, one that failed no longer counts, and one still pending holds the
+    // release (it may yet fail, and the provider would then be owed more).
+    let refunds = stripe.refunds_for(&payment.stripe_payment_intent_id).await?;
+    if refunds.iter().any(RefundRecord::is_pending) {
+        return Err(ApiError::Conflict(
+            "a refund of this payment is still pending at Stripe; release it once the refund settles".into(),
+        ));
+    }
+    let refunded = refunds.iter().filter(|r| r.counts()).map(|r| r.amount).sum::<i64>().min(payment.amount);
+    let newly_failed: Vec<&RefundRecord> =
+        refunds.iter().filter(|r| !r.counts() && !payment.failed_refund_ids.contains(&r.id)).collect();
     let amount = payment.amount - refunded;
     if amount <= 0 {
         return Err(ApiError::Conflict("the payment has been refunded in full; there is nothing to release".into()));
@@ -103,11 +115,19 @@ pub async fn release(
         amount_refunded_is(payment.amount_refunded),
         number_is("release_seq", ":seen_seq", payment.release_seq)
     );
-    let claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Releasing, &now)
-        .update(
-            "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, release_amount = :amount, \
-             release_key = :key, release_seq = :attempt, stripe_charge_id = :charge, amount_refunded = :refunded",
-        )
+    // The total now counts every refund Stripe had when it was read, and only those.
+    let mut failed_ids = payment.failed_refund_ids.clone();
+    failed_ids.extend(newly_failed.iter().map(|r| r.id.clone()));
+    let mut update = String::from(
+        "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, release_amount = :amount, \
+         release_key = :key, release_seq = :attempt, stripe_charge_id = :charge, amount_refunded = :refunded, \
+         refund_total_created = :read_at",
+    );
+    if !failed_ids.is_empty() {
+        update.push_str(", failed_refund_ids = :failed");
+    }
+    let mut claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Releasing, &now)
+        .update(&update)
         .condition(&condition)
         .value(":queue", av::s(RELEASING_QUEUE))
         .value(":amount", av::n(amount))
@@ -118,8 +138,37 @@ pub async fn release(
         .value(":refunded", av::n(refunded))
         .value(":seen_refunded", av::n(payment.amount_refunded))
         .value(":dispute_won", av::s("won"))
-        .value(":dispute_warning_closed", av::s("warning_closed"));
+        .value(":dispute_warning_closed", av::s("warning_closed"))
+        .value(":read_at", av::n(time::now().unix_timestamp()));
+    if !failed_ids.is_empty() {
+        claim = claim.value(":failed", AttributeValue::L(failed_ids.iter().map(av::s).collect()));
+    }
     let mut items = vec![table.update(claim)?];
+    items.extend(still_may_move);
+    // Refunds that failed without their webhook reaching us (or before it): told once, here.
+    let mut total = payment.amount_refunded;
+    for failed in &newly_failed {
+        let counted = payment.refund_ids.contains(&failed.id)
+            || payment.refund_total_created.is_some_and(|as_of| as_of >= failed.created);
+        if !counted || total <= refunded {
+            continue;
+        }
+        let back = failed.amount.min(total - refunded);
+        total -= back;
+        let failure = RefundFailure {
+            refund_id: &failed.id,
+            amount: back,
+            total,
+            unsettled: payment.amount_unsettled,
+            failure_reason: None,
+            found: "at_release",
+        };
+        let (entry, messages) = refund_failed_notice(&payment, &failure, meta);
+        items.push(app.audit().put(&entry)?);
+        for message in messages {
+            items.push(outbox::put(table, message)?);
+        }
+    }
     if refunded > payment.amount_refunded {
         // Recorded here, once: the webhook that follows finds the total already known.
         let (entry, event) =

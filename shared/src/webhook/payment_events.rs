@@ -15,7 +15,7 @@ use crate::{
     outbox::{self, Message},
     payments::{
         money::format_amount,
-        payment::{Payment, PaymentStatus, number_is},
+        payment::{Payment, PaymentStatus, RefundFailure, number_is, refund_failed_notice},
     },
     store::{Change, av},
     time,
@@ -108,7 +108,8 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
         None => return Ok(Effect::none()),
     };
     let total = total.min(payment.amount);
-    if total <= payment.amount_refunded {
+    // A charge's total from before a refund failure we applied still counts the failed one.
+    if total <= payment.amount_refunded || payment.refund_failed_created.is_some_and(|failed| event.created < failed) {
         return Ok(Effect::none());
     }
     let pk = Payment::key(&payment.payment_id);
@@ -121,13 +122,16 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
         _ => return Ok(Effect::none()),
     };
     let condition = format!(
-        "#status = :seen_status AND {}",
+        "#status = :seen_status AND {} AND (attribute_not_exists(refund_failed_created) OR refund_failed_created <= :created)",
         number_is("amount_refunded", ":seen_refunded", payment.amount_refunded)
     );
+    let as_of = payment.refund_total_created.unwrap_or(0).max(event.created);
     let change = Change::new(&pk, "PAYMENT")
-        .update("SET #status = :to, amount_refunded = :total, updated_at = :now")
+        .update("SET #status = :to, amount_refunded = :total, refund_total_created = :as_of, updated_at = :now")
         .condition(&condition)
         .name("#status", "status")
+        .value(":created", av::n(event.created))
+        .value(":as_of", av::n(as_of))
         .value(":seen_status", av::s(payment.status.as_str()))
         .value(":seen_refunded", av::n(payment.amount_refunded))
         .value(":to", av::s(to.as_str()))
@@ -161,6 +165,97 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
                 "currency": payment.currency }),
     );
     changes.push(outbox::put(app.table(), Message::event(&announce))?);
+    Ok(Effect { changes, read_dependent: true })
+}
+
+/// `refund.updated`, `charge.refund.updated`, `refund.failed`: a refund that failed or was
+/// canceled after it was counted comes off `amount_refunded`, once per refund (Stripe sends
+/// all three for one failure, in any order, maybe twice). A `refunded` payment holds money
+/// again (`succeeded`); on a `released` one the money came back after the provider was paid
+/// the rest, so it shows as `amount_unsettled` for the payer side to release or refund.
+///
+/// A refund counts once recorded: ours by id, the dashboard's once a charge total taken
+/// after it was made and before it failed is recorded (`refund_total_created`). While a
+/// release or refund is unresolved the failure waits (Stripe delivers it again), since the
+/// amount in flight was computed with the refund counted.
+pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+    let object = &event.object;
+    if !matches!(object["status"].as_str(), Some("failed" | "canceled")) {
+        return Ok(Effect::none());
+    }
+    let (Some(refund_id), Some(amount)) =
+        (object["id"].as_str().filter(|id| id.len() <= 255), object["amount"].as_i64().filter(|a| *a > 0))
+    else {
+        return Ok(Effect::none());
+    };
+    let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
+        return Ok(Effect::none());
+    };
+    if payment.failed_refund_ids.iter().any(|id| id == refund_id) {
+        return Ok(Effect::none());
+    }
+    match payment.status {
+        PaymentStatus::Succeeded | PaymentStatus::Refunded | PaymentStatus::Released => {}
+        PaymentStatus::Refunding | PaymentStatus::Releasing => {
+            return Err(ApiError::Conflict(
+                "a release or refund of this payment is unresolved; the refund's failure waits for it".into(),
+            ));
+        }
+        _ => return Ok(Effect::none()),
+    }
+    let made = object["created"].as_i64().unwrap_or(i64::MAX);
+    let counted = payment.refund_ids.iter().any(|id| id == refund_id)
+        || payment.refund_total_created.is_some_and(|as_of| as_of >= made && as_of <= event.created);
+    let back = if counted { amount.min(payment.amount_refunded) } else { 0 };
+    let total = payment.amount_refunded - back;
+    let (to, unsettled) = match payment.status {
+        PaymentStatus::Released => (PaymentStatus::Released, payment.amount_unsettled + back),
+        PaymentStatus::Refunded if total < payment.amount => (PaymentStatus::Succeeded, payment.amount_unsettled),
+        status => (status, payment.amount_unsettled),
+    };
+    let pk = Payment::key(&payment.payment_id);
+    let condition = format!(
+        "#status = :seen_status AND {} AND {} AND \
+         (attribute_not_exists(failed_refund_ids) OR NOT contains(failed_refund_ids, :refund))",
+        number_is("amount_refunded", ":seen_refunded", payment.amount_refunded),
+        number_is("amount_unsettled", ":seen_unsettled", payment.amount_unsettled),
+    );
+    let failed_as_of = payment.refund_failed_created.unwrap_or(0).max(event.created);
+    let change = Change::new(&pk, "PAYMENT")
+        .update(
+            "SET #status = :to, amount_refunded = :total, amount_unsettled = :unsettled, \
+             refund_failed_created = :failed_as_of, updated_at = :now, \
+             failed_refund_ids = list_append(if_not_exists(failed_refund_ids, :none), :ids)",
+        )
+        .condition(&condition)
+        .name("#status", "status")
+        .value(":seen_status", av::s(payment.status.as_str()))
+        .value(":seen_refunded", av::n(payment.amount_refunded))
+        .value(":seen_unsettled", av::n(payment.amount_unsettled))
+        .value(":refund", av::s(refund_id))
+        .value(":to", av::s(to.as_str()))
+        .value(":total", av::n(total))
+        .value(":unsettled", av::n(unsettled))
+        .value(":failed_as_of", av::n(failed_as_of))
+        .value(":now", av::s(time::rfc3339(time::now())))
+        .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
+        .value(":ids", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(refund_id)]));
+    let mut changes = vec![app.table().update(change)?];
+    if back > 0 {
+        let failure = RefundFailure {
+            refund_id,
+            amount: back,
+            total,
+            unsettled,
+            failure_reason: object["failure_reason"].as_str().filter(|r| r.len() <= 64),
+            found: "webhook",
+        };
+        let (entry, messages) = refund_failed_notice(&payment, &failure, meta);
+        changes.push(app.audit().put(&entry)?);
+        for message in messages {
+            changes.push(outbox::put(app.table(), message)?);
+        }
+    }
     Ok(Effect { changes, read_dependent: true })
 }
 

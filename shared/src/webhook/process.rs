@@ -118,22 +118,65 @@ pub(super) async fn find_by_gsi1(app: &App, key: &str) -> Result<Option<(String,
     }))
 }
 
+/// What handles an event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    IntentOutcome,
+    ChargeRefunded,
+    RefundChanged,
+    Dispute,
+    TransferCreated,
+    TransferReversed,
+    AccountUpdated,
+    SubscriptionChanged,
+}
+
+/// Every event type we act on, and who sends it: the platform's endpoint, or the Connect
+/// endpoint (connected accounts' events). The deploy guide's two subscription lists are
+/// exactly these (a unit test compares them).
+const HANDLED: &[(&str, Endpoint, Handler)] = {
+    use {Endpoint::*, Handler::*};
+    &[
+        ("payment_intent.succeeded", Platform, IntentOutcome),
+        ("payment_intent.payment_failed", Platform, IntentOutcome),
+        ("charge.refunded", Platform, ChargeRefunded),
+        ("refund.updated", Platform, RefundChanged),
+        ("refund.failed", Platform, RefundChanged),
+        ("charge.refund.updated", Platform, RefundChanged),
+        ("charge.dispute.created", Platform, Dispute),
+        ("charge.dispute.updated", Platform, Dispute),
+        ("charge.dispute.closed", Platform, Dispute),
+        ("transfer.created", Platform, TransferCreated),
+        ("transfer.reversed", Platform, TransferReversed),
+        ("customer.subscription.created", Platform, SubscriptionChanged),
+        ("customer.subscription.updated", Platform, SubscriptionChanged),
+        ("customer.subscription.deleted", Platform, SubscriptionChanged),
+        ("account.updated", Connect, AccountUpdated),
+    ]
+};
+
+/// The endpoint an event type is subscribed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Platform,
+    Connect,
+}
+
 /// The effect of `event`, or `None` for a type we don't handle.
 async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Option<Effect>, ApiError> {
     use super::payment_events as payments;
-    Ok(Some(match event.kind.as_str() {
-        "payment_intent.succeeded" | "payment_intent.payment_failed" => payments::intent_outcome(app, event).await?,
-        "charge.refunded" => payments::charge_refunded(app, event, meta).await?,
-        "charge.dispute.created" | "charge.dispute.updated" | "charge.dispute.closed" => {
-            payments::dispute(app, event, meta).await?
-        }
-        "transfer.created" => payments::transfer_created(app, event, meta).await?,
-        "transfer.reversed" => payments::transfer_reversed(app, event, meta).await?,
-        "account.updated" => account_updated(app, event).await?,
-        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
-            subscription_changed(app, event).await?
-        }
-        _ => return Ok(None),
+    let Some(&(_, _, handler)) = HANDLED.iter().find(|(kind, ..)| *kind == event.kind) else {
+        return Ok(None);
+    };
+    Ok(Some(match handler {
+        Handler::IntentOutcome => payments::intent_outcome(app, event).await?,
+        Handler::ChargeRefunded => payments::charge_refunded(app, event, meta).await?,
+        Handler::RefundChanged => payments::refund_changed(app, event, meta).await?,
+        Handler::Dispute => payments::dispute(app, event, meta).await?,
+        Handler::TransferCreated => payments::transfer_created(app, event, meta).await?,
+        Handler::TransferReversed => payments::transfer_reversed(app, event, meta).await?,
+        Handler::AccountUpdated => account_updated(app, event).await?,
+        Handler::SubscriptionChanged => subscription_changed(app, event).await?,
     }))
 }
 
@@ -331,5 +374,47 @@ async fn mark_only(app: &App, event: &StripeEvent, outcome: Outcome) -> Result<O
         Ok(()) => Ok(outcome),
         Err(StoreError::TransactionConditionsFailed(_)) => Ok(Outcome::Duplicate),
         Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{Endpoint, HANDLED};
+
+    /// The event types named in backticks in `text` (`a.b`, `a.b.c`).
+    fn event_types(text: &str) -> BTreeSet<&str> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.contains('.') && t.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'))
+            .collect()
+    }
+
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let from = text.find(start).unwrap_or_else(|| panic!("deploy.md has {start:?}"));
+        let to = from + text[from..].find(end).unwrap_or_else(|| panic!("deploy.md has {end:?} after {start:?}"));
+        &text[from..to]
+    }
+
+    /// Stripe sends only what an endpoint subscribes to, and a connected account's events only
+    /// to a Connect endpoint: a type we handle but the guide leaves out never arrives.
+    #[test]
+    fn the_deploy_guide_subscribes_each_endpoint_to_exactly_the_types_handled() {
+        let guide = include_str!("../../../docs/deploy.md");
+        let platform = event_types(between(guide, "1. **The platform", "2. **The Connect"));
+        let connect = event_types(between(guide, "2. **The Connect", "These are exactly"));
+        let handled = |endpoint: Endpoint| -> BTreeSet<&str> {
+            HANDLED.iter().filter(|(_, e, _)| *e == endpoint).map(|(kind, ..)| *kind).collect()
+        };
+        assert_eq!(platform, handled(Endpoint::Platform), "the platform endpoint's list in docs/deploy.md");
+        assert_eq!(connect, handled(Endpoint::Connect), "the Connect endpoint's list in docs/deploy.md");
+    }
+
+    #[test]
+    fn event_types_are_read_from_backticks_only() {
+        let text = "- `charge.refunded`, `a.b_c.d` and `stripe/webhook`, `charges_enabled`, charge.x";
+        assert_eq!(event_types(text), BTreeSet::from(["a.b_c.d", "charge.refunded"]));
     }
 }
