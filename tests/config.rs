@@ -52,6 +52,8 @@ async fn app_in(environment: &str, parts: &'static [Part], overrides: &[(&str, &
         "ENVIRONMENT" => Some(environment.clone()),
         "FRONTEND_URL" => Some("https://app.example.com".into()),
         "JWT_ISSUER" => Some("https://api.example.com".into()),
+        // Production refuses no fee (unit-tested in config.rs).
+        "PLATFORM_FEE_BPS" => Some("1000".into()),
         other => std::env::var(other).ok(),
     })
     .expect("settings");

@@ -1047,3 +1047,34 @@ async fn the_payers_org_admin_may_move_a_payment_only_while_the_payer_is_a_membe
     assert_eq!(transfers(&t).len(), 1);
     assert_eq!(release(&t, &member, &held[1]).await.status, 200, "the payer still may");
 }
+
+/// The platform keeps its fee on what refunds leave, on the terms fixed when the payment was
+/// made: of 10 000 with 2 000 refunded, 10 % + 30 of 8 000 is 830 and the provider is sent
+/// 7 170. The payment shows the fee, the transfer and Stripe's fee on the charge (2.9 % + 30
+/// of 10 000 is 320, read from its balance transaction).
+#[tokio::test]
+async fn the_platform_keeps_its_fee_on_what_refunds_leave() {
+    let t = TestApp::with_stripe(&[("PLATFORM_FEE_BPS", "1000"), ("PLATFORM_FEE_FIXED", "30")]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let paid = pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 10_000).await;
+    assert_eq!(paid.status, 201, "{:?}", paid.body);
+    let payment_id = paid.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(&t, &payment_id).await;
+    let path = format!("/payments/{payment_id}");
+    let held = t.authed(handle, "GET", &path, token(&payer), &[], None).await.body;
+    assert_eq!((held["platform_fee_bps"].as_i64(), held["platform_fee_fixed"].as_i64()), (Some(1000), Some(30)));
+    assert_eq!((held["platform_fee"].clone(), held["transfer_amount"].clone()), (Value::Null, Value::Null));
+
+    assert_eq!(refund(&t, &payer, &payment_id, Some(json!({"amount": 2000}))).await.status, 200);
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    let made = transfers(&t);
+    assert_eq!((made.len(), made[0]["amount"].as_i64()), (1, Some(7170)), "the provider's share, once");
+    assert_eq!(stripe_stand_in::card_fee(10_000), 320);
+    let done = t.authed(handle, "GET", &path, token(&payer), &[], None).await.body;
+    let fees = ["amount_refunded", "platform_fee", "transfer_amount", "stripe_fee"].map(|f| done[f].as_i64());
+    assert_eq!(fees, [Some(2000), Some(830), Some(7170), Some(320)], "{done:?}");
+    assert_eq!(release(&t, &payer, &payment_id).await.body["already_released"], true);
+    assert_eq!(transfers(&t).len(), 1);
+}

@@ -81,6 +81,43 @@ pub struct Settings {
     /// The name authenticator apps show beside a user's codes (`MFA_ISSUER`, by default the
     /// frontend's host).
     pub mfa_issuer: String,
+    /// What the platform keeps of each payment (`PLATFORM_FEE_BPS`, `PLATFORM_FEE_FIXED`),
+    /// fixed on a payment when it is made.
+    pub platform_fee: PlatformFee,
+}
+
+/// The platform's fee: basis points of what is left after refunds, plus a fixed part in the
+/// payment's minor units, never more than what is left. The platform pays Stripe's
+/// processing and dispute fees; the provider shares them only through this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlatformFee {
+    /// 0 to [`PlatformFee::MAX_BPS`].
+    pub bps: i64,
+    pub fixed: i64,
+}
+
+impl PlatformFee {
+    /// Half of every payment at most: more would be a typo.
+    pub const MAX_BPS: i64 = 5_000;
+
+    /// The fee on `net` minor units: `min(net, floor(net × bps / 10 000) + fixed)`.
+    pub fn on(self, net: i64) -> i64 {
+        if net <= 0 {
+            return 0;
+        }
+        // i128: a net of 10^8 times 5 000 fits i64, but nothing here should need to know.
+        let share = (i128::from(net) * i128::from(self.bps) / 10_000) as i64;
+        (share + self.fixed).min(net)
+    }
+
+    /// What the provider is paid of `net`: the rest after the fee.
+    pub fn provider_share(self, net: i64) -> i64 {
+        net.max(0) - self.on(net)
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.bps == 0 && self.fixed == 0
+    }
 }
 
 /// Where CAPTCHA tokens are checked and when login asks for one. The CAPTCHA secret itself
@@ -242,7 +279,48 @@ impl Settings {
                 reason: "must be at most 64 characters, without ':'".into(),
             });
         }
+        let platform_fee = PlatformFee {
+            bps: match number("PLATFORM_FEE_BPS", 0)? {
+                bps if bps <= PlatformFee::MAX_BPS as u64 => bps as i64,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "PLATFORM_FEE_BPS",
+                        reason: format!("must be between 0 and {} basis points", PlatformFee::MAX_BPS),
+                    });
+                }
+            },
+            fixed: match number("PLATFORM_FEE_FIXED", 0)? {
+                fixed if fixed <= MAX_FIXED_FEE as u64 => fixed as i64,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "PLATFORM_FEE_FIXED",
+                        reason: format!("must be a whole number of minor units, at most {MAX_FIXED_FEE}"),
+                    });
+                }
+            },
+        };
+        let zero_fee_allowed = match get("ALLOW_ZERO_PLATFORM_FEE").as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "ALLOW_ZERO_PLATFORM_FEE",
+                    reason: format!("{other:?} is not true or false"),
+                });
+            }
+        };
+        // A platform that keeps nothing still pays Stripe's fees on every charge and loses
+        // them on every refund: only on purpose.
+        if environment.is_production() && platform_fee.is_zero() && !zero_fee_allowed {
+            return Err(ConfigError::Invalid {
+                name: "PLATFORM_FEE_BPS",
+                reason: "PLATFORM_FEE_BPS and PLATFORM_FEE_FIXED are both 0 in production; set a fee, or \
+                         ALLOW_ZERO_PLATFORM_FEE=true to pay Stripe's fees from the platform's own money"
+                    .into(),
+            });
+        }
         let settings = Self {
+            platform_fee,
             mfa_issuer,
             environment,
             table_name: require("TABLE_NAME")?,
@@ -303,6 +381,9 @@ impl Settings {
         Ok(settings)
     }
 }
+
+/// The largest fixed fee part: 100.00 in a two-decimal currency.
+const MAX_FIXED_FEE: i64 = 10_000;
 
 /// `scheme://host[:port]` of a URL.
 fn frontend_origin(url: &str) -> String {
@@ -366,6 +447,7 @@ mod tests {
             ("FRONTEND_URL", "https://app.example.com"),
             ("JWT_ISSUER", "https://api.example.com"),
             ("EVENTS_TOPIC_ARN", "arn:aws:sns:us-east-1:1:t"),
+            ("PLATFORM_FEE_BPS", "1000"),
         ];
         let mut pairs = BASE.to_vec();
         pairs.retain(|(k, _)| !production.iter().any(|(p, _)| p == k));
@@ -398,6 +480,7 @@ mod tests {
     fn production_requires_https_and_a_topic() {
         let mut pairs = BASE.to_vec();
         pairs.push(("ENVIRONMENT", "production"));
+        pairs.push(("PLATFORM_FEE_FIXED", "30"));
         assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Invalid { name: "FRONTEND_URL", .. })));
         pairs[1] = ("FRONTEND_URL", "https://app.example.com");
         assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Missing("EVENTS_TOPIC_ARN"))));
@@ -405,6 +488,64 @@ mod tests {
         assert!(matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Invalid { name: "JWT_ISSUER", .. })));
         pairs[4] = ("JWT_ISSUER", "https://api.example.com");
         assert!(Settings::from_lookup(env(&pairs)).is_ok());
+    }
+
+    #[test]
+    fn the_platform_fee_is_a_share_of_what_is_left_plus_a_fixed_part_never_more_than_it() {
+        let fee = PlatformFee { bps: 1_000, fixed: 30 };
+        assert_eq!((fee.on(10_000), fee.provider_share(10_000)), (1_030, 8_970));
+        assert_eq!(fee.on(8_000), 830, "after a refund of 2 000");
+        assert_eq!(fee.on(999), 129, "floor(99.9) + 30");
+        assert_eq!((fee.on(20), fee.provider_share(20)), (20, 0), "never more than what is left");
+        assert_eq!((fee.on(0), fee.on(-5), fee.provider_share(-5)), (0, 0, 0));
+        let most = PlatformFee { bps: PlatformFee::MAX_BPS, fixed: MAX_FIXED_FEE };
+        assert_eq!(most.on(99_999_999), 49_999_999 + MAX_FIXED_FEE);
+        assert_eq!(PlatformFee::default().provider_share(2_500), 2_500);
+    }
+
+    #[test]
+    fn fee_settings_are_bounded_and_production_refuses_none_unless_accepted() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([("PLATFORM_FEE_BPS", "250"), ("PLATFORM_FEE_FIXED", "30")]);
+        assert_eq!(Settings::from_lookup(env(&pairs)).unwrap().platform_fee, PlatformFee { bps: 250, fixed: 30 });
+        for (name, bad) in [("PLATFORM_FEE_BPS", "5001"), ("PLATFORM_FEE_BPS", "-1"), ("PLATFORM_FEE_FIXED", "10001")] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((name, bad));
+            assert!(
+                matches!(Settings::from_lookup(env(&pairs)), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}={bad}"
+            );
+        }
+        assert_eq!(
+            Settings::from_lookup(env(BASE)).unwrap().platform_fee,
+            PlatformFee::default(),
+            "0 outside production"
+        );
+
+        let production = [
+            ("ENVIRONMENT", "production"),
+            ("FRONTEND_URL", "https://app.example.com"),
+            ("JWT_ISSUER", "https://api.example.com"),
+            ("EVENTS_TOPIC_ARN", "arn:aws:sns:us-east-1:1:t"),
+        ];
+        let mut pairs = BASE.to_vec();
+        pairs.retain(|(k, _)| !production.iter().any(|(p, _)| p == k));
+        pairs.extend(production);
+        assert!(matches!(
+            Settings::from_lookup(env(&pairs)),
+            Err(ConfigError::Invalid { name: "PLATFORM_FEE_BPS", .. })
+        ));
+        pairs.push(("ALLOW_ZERO_PLATFORM_FEE", "yes"));
+        assert!(matches!(
+            Settings::from_lookup(env(&pairs)),
+            Err(ConfigError::Invalid { name: "ALLOW_ZERO_PLATFORM_FEE", .. })
+        ));
+        pairs.pop();
+        pairs.push(("ALLOW_ZERO_PLATFORM_FEE", "true"));
+        assert!(Settings::from_lookup(env(&pairs)).is_ok());
+        pairs.pop();
+        pairs.push(("PLATFORM_FEE_FIXED", "30"));
+        assert!(Settings::from_lookup(env(&pairs)).is_ok(), "a fixed part alone is a fee");
     }
 
     #[test]

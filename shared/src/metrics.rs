@@ -62,6 +62,56 @@ impl Metrics {
     }
 }
 
+/// One measured amount (not a count) under a dimension of its own, summed across functions:
+/// e.g. the platform's margin on each release, per `Currency`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measure {
+    pub name: &'static str,
+    pub value: i64,
+    pub dimension: (&'static str, String),
+}
+
+impl Measure {
+    /// What the platform kept of a release after Stripe's fees: its fee less Stripe's
+    /// processing fee on the charge, in the currency's minor units (negative when the fee
+    /// did not cover Stripe's).
+    pub fn platform_margin(currency: &str, platform_fee: i64, stripe_fee: i64) -> Self {
+        Self { name: "PlatformMargin", value: platform_fee - stripe_fee, dimension: ("Currency", currency.to_owned()) }
+    }
+}
+
+impl Metrics {
+    /// One EMF line for `measure`, with `Function` as a property (not a dimension, so the
+    /// metric sums over every function that records it).
+    pub fn measure_line(&self, timestamp_ms: i64, measure: &Measure) -> String {
+        let (dimension, value) = (measure.dimension.0, &measure.dimension.1);
+        let mut line = Map::new();
+        line.insert("Function".to_owned(), json!(self.function));
+        line.insert(dimension.to_owned(), json!(value));
+        line.insert(measure.name.to_owned(), json!(measure.value));
+        line.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [[dimension]],
+                    "Metrics": [{"Name": measure.name, "Unit": "None"}],
+                }],
+            }),
+        );
+        Value::Object(line).to_string()
+    }
+}
+
+/// Records `measure`, where metrics are on.
+pub fn record(measure: &Measure) {
+    if let Some(metrics) = Metrics::get() {
+        let now_ms = crate::time::now().unix_timestamp_nanos() / 1_000_000;
+        println!("{}", metrics.measure_line(now_ms as i64, measure));
+    }
+}
+
 /// The per-class counters of one HTTP answer: one of them 1, the others 0, so a healthy
 /// function reports zeros (an alarm sees data, and rates can be computed).
 pub fn response_counts(status: StatusCode) -> [(&'static str, u64); 4] {
@@ -92,6 +142,17 @@ mod tests {
             _ => None,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_platform_margin_is_one_value_per_currency() {
+        let measure = Measure::platform_margin("eur", 830, 320);
+        let line: Value = serde_json::from_str(&metrics().measure_line(1_795_000_000_000, &measure)).unwrap();
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["Currency"]]));
+        assert_eq!(directive["Metrics"], json!([{"Name": "PlatformMargin", "Unit": "None"}]));
+        assert_eq!((line["Currency"].as_str(), line["PlatformMargin"].as_i64()), (Some("eur"), Some(510)));
+        assert_eq!(Measure::platform_margin("usd", 10, 30).value, -20, "a loss shows as one");
     }
 
     #[test]

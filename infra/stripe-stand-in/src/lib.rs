@@ -101,6 +101,28 @@ fn metadata(form: &HashMap<String, String>) -> Value {
     Value::Object(map)
 }
 
+/// Stripe's standard fee on a US card charge: 2.9 % + 30, rounded to the minor unit.
+pub fn card_fee(amount: i64) -> i64 {
+    (amount * 29 + 500) / 1000 + 30
+}
+
+/// `object` with the fields `expand` names (`a` or `a.b`) replaced by the objects they id,
+/// as Stripe expands them; an id the stand-in doesn't hold stays an id.
+fn expanded(objects: &HashMap<String, Value>, mut object: Value, expand: &[String]) -> Value {
+    for path in expand {
+        let (field, rest) = match path.split_once('.') {
+            Some((field, rest)) => (field, Some(rest.to_owned())),
+            None => (path.as_str(), None),
+        };
+        let Some(inner) = object[field].as_str().and_then(|id| objects.get(id)).cloned() else { continue };
+        object[field] = match rest {
+            Some(rest) => expanded(objects, inner, &[rest]),
+            None => inner,
+        };
+    }
+    object
+}
+
 fn int(form: &HashMap<String, String>, key: &str) -> i64 {
     form.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
@@ -289,7 +311,7 @@ impl State {
     }
 
     /// Reads: a list by filter, or one object.
-    fn read(&self, path: &str, query: &HashMap<String, String>) -> (u16, Value) {
+    fn read(&self, path: &str, query: &HashMap<String, String>, expand: &[String]) -> (u16, Value) {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let list = |prefix: &str, field: &str, url: &str| {
             let wanted = query.get(field);
@@ -308,7 +330,7 @@ impl State {
             ["transfers"] => list("tr_", "transfer_group", "/v1/transfers"),
             ["refunds"] => list("re_", "payment_intent", "/v1/refunds"),
             [_, id] => match self.objects.get(*id) {
-                Some(object) => (200, object.clone()),
+                Some(object) => (200, expanded(&self.objects, object.clone(), expand)),
                 None => error(404, "invalid_request_error", &format!("No such object: '{id}'")),
             },
             _ => error(404, "invalid_request_error", &format!("Unrecognized request URL (GET {path})")),
@@ -347,7 +369,14 @@ impl Respond for Responder {
                 return ResponseTemplate::new(status).set_body_json(body);
             }
             let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
-            let (status, body) = state.read(&path, &query);
+            // `expand[]=a.b` or `expand[0]=a.b`, as clients send them.
+            let expand: Vec<String> = request
+                .url
+                .query_pairs()
+                .filter(|(k, _)| k.starts_with("expand["))
+                .map(|(_, v)| v.into_owned())
+                .collect();
+            let (status, body) = state.read(&path, &query, &expand);
             return ResponseTemplate::new(status).set_body_json(body);
         }
         if failure == Some(Failure::ServerError) {
@@ -548,14 +577,37 @@ impl StripeStandIn {
 
     /// What Stripe does when the payer pays: the PaymentIntent succeeds with a new charge.
     /// Returns the PaymentIntent as a `payment_intent.succeeded` event would carry it.
+    ///
+    /// The charge has a balance transaction with Stripe's standard US card fee (2.9 % + 30
+    /// minor units, rounded), which `expand[]=latest_charge.balance_transaction` shows.
     pub fn succeed_payment_intent(&self, payment_intent: &str) -> Value {
         let mut state = self.state.lock().expect("stand-in state");
-        let charge = new_id("ch");
+        let (charge, transaction) = (new_id("ch"), new_id("txn"));
         let intent = state.objects.get_mut(payment_intent).expect("a PaymentIntent the stand-in made");
         intent["status"] = json!("succeeded");
         intent["latest_charge"] = json!(charge);
         intent["amount_received"] = intent["amount"].clone();
-        intent.clone()
+        let intent = intent.clone();
+        let (amount, created) = (intent["amount"].as_i64().unwrap_or(0), now());
+        let fee = card_fee(amount);
+        state.objects.insert(
+            transaction.clone(),
+            json!({
+                "id": transaction, "object": "balance_transaction", "amount": amount, "fee": fee, "net": amount - fee,
+                "currency": intent["currency"], "created": created, "type": "charge", "source": charge,
+                "status": "pending", "fee_details": [{"amount": fee, "currency": intent["currency"], "type": "stripe_fee"}]
+            }),
+        );
+        state.objects.insert(
+            charge.clone(),
+            json!({
+                "id": charge, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
+                "balance_transaction": transaction, "created": created, "currency": intent["currency"],
+                "paid": true, "payment_intent": payment_intent, "refunded": false, "status": "succeeded",
+                "transfer_group": intent["transfer_group"]
+            }),
+        );
+        intent
     }
 
     /// What Stripe does when a connected account finishes onboarding: charges and payouts

@@ -363,6 +363,21 @@ impl Stripe {
         Ok(self.refunds_for(payment_intent).await?.iter().filter(|r| r.counts()).map(|r| r.amount).sum())
     }
 
+    /// The PaymentIntent's charge with Stripe's processing fee on it (its balance
+    /// transaction, expanded in the same call).
+    pub async fn charge_with_fee(&self, payment_intent: &str) -> Result<ChargeState, GatewayError> {
+        use stripe_core::payment_intent::RetrievePaymentIntent;
+        let request =
+            RetrievePaymentIntent::new(payment_intent).expand(vec!["latest_charge.balance_transaction".to_owned()]);
+        let intent: answers::IntentWithCharge = self.call(None, &request).await?;
+        let charge = intent.latest_charge;
+        Ok(ChargeState {
+            succeeded: intent.status == "succeeded",
+            stripe_fee: charge.as_ref().and_then(|c| c.balance_transaction.as_ref()).map(|b| b.fee),
+            charge: charge.map(|c| c.id),
+        })
+    }
+
     /// The PaymentIntent's status and latest charge.
     pub async fn payment_intent(&self, id: &str) -> Result<IntentState, GatewayError> {
         use stripe_core::payment_intent::RetrievePaymentIntent;
@@ -374,6 +389,15 @@ impl Stripe {
             client_secret: intent.client_secret,
         })
     }
+}
+
+/// A PaymentIntent's charge as a release needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeState {
+    pub succeeded: bool,
+    pub charge: Option<String>,
+    /// Stripe's processing fee (minor units of the charge's currency), once it is known.
+    pub stripe_fee: Option<i64>,
 }
 
 /// What a connected account may do, as `account.updated` reports it.
@@ -477,6 +501,24 @@ mod answers {
         pub client_secret: Option<String>,
         /// An id: we never expand it.
         pub latest_charge: Option<String>,
+    }
+
+    /// A PaymentIntent with `latest_charge.balance_transaction` expanded.
+    #[derive(Deserialize)]
+    pub struct IntentWithCharge {
+        pub status: String,
+        pub latest_charge: Option<Charge>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Charge {
+        pub id: String,
+        pub balance_transaction: Option<BalanceTransaction>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct BalanceTransaction {
+        pub fee: i64,
     }
 
     #[derive(Deserialize)]

@@ -17,6 +17,7 @@ use super::{Amount, Currency, gateway::Stripe, history, provider::Provider};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
+    config::PlatformFee,
     http::{ApiError, FieldError, RequestMeta},
     identity::{Role, User, auth::Principal},
     store::{Change, StoreError, av},
@@ -112,6 +113,20 @@ pub struct Payment {
     /// once the provider had been paid the rest): the payer side may release or refund them.
     #[serde(default)]
     pub amount_unsettled: i64,
+    /// The platform's fee terms, fixed when the payment was made (0 on payments made before
+    /// the fee existed).
+    #[serde(default)]
+    pub platform_fee_bps: i64,
+    #[serde(default)]
+    pub platform_fee_fixed: i64,
+    /// Set by the release: the fee kept of what refunds left, what the provider was sent, and
+    /// Stripe's processing fee on the charge (its balance transaction's `fee`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_fee: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_fee: Option<i64>,
     /// The charge's dispute status, if it was ever disputed (Stripe's words: `needs_response`,
     /// `won`, `lost`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,6 +209,11 @@ impl Payment {
             "transfer_id": self.transfer_id,
             "amount_refunded": self.amount_refunded,
             "amount_unsettled": self.amount_unsettled,
+            "platform_fee_bps": self.platform_fee_bps,
+            "platform_fee_fixed": self.platform_fee_fixed,
+            "platform_fee": self.platform_fee,
+            "transfer_amount": self.transfer_amount,
+            "stripe_fee": self.stripe_fee,
             "dispute_status": self.dispute,
             "description": self.description,
             "created_at": self.created_at,
@@ -201,9 +221,20 @@ impl Payment {
         })
     }
 
-    /// What a release would transfer now.
+    /// What refunds have left of the payment (the payer side may still refund all of it).
     pub fn releasable_amount(&self) -> i64 {
         self.amount - self.amount_refunded
+    }
+
+    /// The fee terms fixed on this payment.
+    pub fn fee_terms(&self) -> PlatformFee {
+        PlatformFee { bps: self.platform_fee_bps, fixed: self.platform_fee_fixed }
+    }
+
+    /// What a release transfers once `refunded` has been refunded: what is left, less the
+    /// platform's fee on it.
+    pub fn provider_share(&self, refunded: i64) -> i64 {
+        self.fee_terms().provider_share(self.amount - refunded)
     }
 
     /// Whether a dispute keeps the funds held: one is open, or was lost. An inquiry closed
@@ -321,6 +352,11 @@ pub async fn create(
         refund_total_created: None,
         refund_failed_created: None,
         amount_unsettled: 0,
+        platform_fee_bps: app.settings().platform_fee.bps,
+        platform_fee_fixed: app.settings().platform_fee.fixed,
+        platform_fee: None,
+        transfer_amount: None,
+        stripe_fee: None,
         dispute: None,
         transfer_reversed_amount: None,
         release_amount: None,
@@ -472,8 +508,8 @@ pub(super) async fn return_to_succeeded(
         let undo = transition(&pk, from, to, &now)
             .update(
                 "SET #status = :to, updated_at = :now, amount_refunded = :total REMOVE GSI2PK, GSI2SK, \
-                 release_amount, release_key, refund_pending, refund_base, refund_key, refund_reason, \
-                 refund_request, refund_request_hash",
+                 release_amount, release_key, platform_fee, refund_pending, refund_base, refund_key, \
+                 refund_reason, refund_request, refund_request_hash",
             )
             .condition(&condition)
             .value(":key", av::s(key))

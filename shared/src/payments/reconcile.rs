@@ -150,10 +150,18 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         }
     };
     let refunded = payment.amount_refunded.max(at_stripe).min(payment.amount);
-    let left = payment.amount - refunded;
-    if left <= 0 {
+    if payment.amount - refunded <= 0 {
         return cancel_release(app, &payment, &old_key, meta).await;
     }
+    // What the provider is owed of what is left: the fee is the payment's own terms.
+    let left = payment.provider_share(refunded);
+    if left <= 0 {
+        return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key, None).await?;
+        return Ok(Reconciled::ReturnedToSucceeded(ApiError::Conflict(
+            "the platform fee takes all that refunds left, so there is nothing to transfer; refund it instead".into(),
+        )));
+    }
+    let platform_fee = payment.amount - refunded - left;
     let payment = if payment.release_amount == Some(left) && payment.release_key.is_some() {
         payment
     } else {
@@ -169,12 +177,14 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         );
         let rekey = Change::new(&pk, SK)
             .update(
-                "SET release_amount = :amount, release_key = :key, release_seq = :attempt, amount_refunded = :refunded",
+                "SET release_amount = :amount, release_key = :key, release_seq = :attempt, amount_refunded = :refunded, \
+                 platform_fee = :fee",
             )
             .condition(&condition)
             .name("#status", "status")
             .value(":releasing", av::s(PaymentStatus::Releasing.as_str()))
             .value(":amount", av::n(left))
+            .value(":fee", av::n(platform_fee))
             .value(":key", av::s(&key))
             .value(":old", av::s(&old_key))
             .value(":attempt", av::n(attempt))
@@ -193,6 +203,7 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         match table.transact(items).await {
             Ok(()) => Payment {
                 release_amount: Some(left),
+                platform_fee: Some(platform_fee),
                 release_key: Some(key),
                 release_seq: attempt,
                 amount_refunded: refunded,

@@ -81,11 +81,16 @@ pub async fn release(
     if !stripe.has_time() {
         return Err(ApiError::PaymentsUnavailable);
     }
-    let charge = charge_of(&stripe, &payment).await?;
     // Stripe's list of refunds is the truth: one made in the dashboard counts before its
     // webhook arrives, one that failed no longer counts, and one still pending holds the
-    // release (it may yet fail, and the provider would then be owed more).
-    let refunds = stripe.refunds_for(&payment.stripe_payment_intent_id).await?;
+    // release (it may yet fail, and the provider would then be owed more). Read beside the
+    // charge and Stripe's fee on it, in parallel.
+    let pi = payment.stripe_payment_intent_id.as_str();
+    let (found, refunds) = tokio::try_join!(stripe.charge_with_fee(pi), stripe.refunds_for(pi))?;
+    let stripe_fee = found.stripe_fee;
+    let (true, Some(charge)) = (found.succeeded, found.charge.or_else(|| payment.stripe_charge_id.clone())) else {
+        return Err(ApiError::PaymentNotSucceeded);
+    };
     if refunds.iter().any(RefundRecord::is_pending) {
         return Err(ApiError::Conflict(
             "a refund of this payment is still pending at Stripe; release it once the refund settles".into(),
@@ -94,10 +99,17 @@ pub async fn release(
     let refunded = refunds.iter().filter(|r| r.counts()).map(|r| r.amount).sum::<i64>().min(payment.amount);
     let newly_failed: Vec<&RefundRecord> =
         refunds.iter().filter(|r| !r.counts() && !payment.failed_refund_ids.contains(&r.id)).collect();
-    let amount = payment.amount - refunded;
-    if amount <= 0 {
+    let net = payment.amount - refunded;
+    if net <= 0 {
         return Err(ApiError::Conflict("the payment has been refunded in full; there is nothing to release".into()));
     }
+    let amount = payment.provider_share(refunded);
+    if amount <= 0 {
+        return Err(ApiError::Conflict(
+            "the platform fee takes all that refunds left, so there is nothing to transfer; refund it instead".into(),
+        ));
+    }
+    let platform_fee = net - amount;
 
     // The reads above may have taken a while: claim only if the transfer can still be made.
     if !stripe.has_time() {
@@ -121,10 +133,13 @@ pub async fn release(
     let mut update = String::from(
         "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, release_amount = :amount, \
          release_key = :key, release_seq = :attempt, stripe_charge_id = :charge, amount_refunded = :refunded, \
-         refund_total_created = :read_at",
+         refund_total_created = :read_at, platform_fee = :fee",
     );
     if !failed_ids.is_empty() {
         update.push_str(", failed_refund_ids = :failed");
+    }
+    if stripe_fee.is_some() {
+        update.push_str(", stripe_fee = :stripe_fee");
     }
     let mut claim = transition(&pk, PaymentStatus::Succeeded, PaymentStatus::Releasing, &now)
         .update(&update)
@@ -140,8 +155,12 @@ pub async fn release(
         .value(":dispute_won", av::s("won"))
         .value(":dispute_warning_closed", av::s("warning_closed"))
         .value(":read_at", av::n(time::now().unix_timestamp()));
+    claim = claim.value(":fee", av::n(platform_fee));
     if !failed_ids.is_empty() {
         claim = claim.value(":failed", AttributeValue::L(failed_ids.iter().map(av::s).collect()));
+    }
+    if let Some(fee) = stripe_fee {
+        claim = claim.value(":stripe_fee", av::n(fee));
     }
     let mut items = vec![table.update(claim)?];
     items.extend(still_may_move);
@@ -199,6 +218,8 @@ pub async fn release(
         release_seq: attempt,
         amount_refunded: refunded,
         stripe_charge_id: Some(charge),
+        platform_fee: Some(platform_fee),
+        stripe_fee: stripe_fee.or(payment.stripe_fee),
         ..payment
     };
     match Box::pin(transfer(app, &stripe, &claimed, &destination, Some(principal.user_id()), meta)).await? {
@@ -272,7 +293,7 @@ pub(super) async fn transfer(
     let currency = Currency::parse(&payment.currency).map_err(ApiError::internal)?;
     let request = NewTransfer {
         payment_id,
-        amount: payment.release_amount.unwrap_or_else(|| payment.releasable_amount()),
+        amount: payment.release_amount.unwrap_or_else(|| payment.provider_share(payment.amount_refunded)),
         currency: &currency,
         destination,
         source_transaction: payment.stripe_charge_id.as_deref(),
@@ -325,12 +346,14 @@ pub async fn finish_release(
     let table = app.table();
     let now = time::rfc3339(time::now());
     let pk = Payment::key(&payment.payment_id);
-    let amount = payment.release_amount.unwrap_or_else(|| payment.releasable_amount());
+    let amount = payment.release_amount.unwrap_or_else(|| payment.provider_share(payment.amount_refunded));
     let mut details = json!({ "payment_id": payment.payment_id, "transfer_id": transfer_id, "amount": amount,
-                              "currency": payment.currency });
-    if amount + payment.amount_refunded > payment.amount {
+                              "currency": payment.currency, "platform_fee": payment.platform_fee,
+                              "stripe_fee": payment.stripe_fee });
+    if amount > payment.provider_share(payment.amount_refunded) {
         // Refunded (from the dashboard) while the transfer was already under way: the
-        // platform has paid out money it gave back. Somebody must decide on a reversal.
+        // provider was sent more than its share of what is left. Somebody must decide on a
+        // reversal.
         details["needs_review"] = json!(true);
         details["amount_refunded"] = json!(payment.amount_refunded);
         tracing::error!(payment_id = %payment.payment_id, "released and refunded: the platform carries the overlap");
@@ -341,15 +364,20 @@ pub async fn finish_release(
         .details(details);
     let done = transition(&pk, PaymentStatus::Releasing, PaymentStatus::Released, &now)
         .update(
-            "SET #status = :to, updated_at = :now, transfer_id = :transfer, release_amount = :amount \
-             REMOVE GSI2PK, GSI2SK, release_key",
+            "SET #status = :to, updated_at = :now, transfer_id = :transfer, release_amount = :amount, \
+             transfer_amount = :amount REMOVE GSI2PK, GSI2SK, release_key",
         )
         .value(":transfer", av::s(transfer_id))
         .value(":amount", av::n(amount));
     let mut items = vec![table.update(done)?, app.audit().put(&entry)?];
     items.extend(release_messages(app, payment, amount, transfer_id).await?);
     match table.transact(items).await {
-        Ok(()) => Ok(Transferred::Now(transfer_id.to_owned())),
+        Ok(()) => {
+            if let Some(margin) = margin_of(payment) {
+                crate::metrics::record(&margin);
+            }
+            Ok(Transferred::Now(transfer_id.to_owned()))
+        }
         Err(StoreError::TransactionConditionsFailed(_)) => {
             let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
             match (current.status, current.transfer_id) {
@@ -359,6 +387,12 @@ pub async fn finish_release(
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// The platform's margin on a recorded release, where its fee is known.
+pub(crate) fn margin_of(payment: &Payment) -> Option<crate::metrics::Measure> {
+    let fee = payment.platform_fee?;
+    Some(crate::metrics::Measure::platform_margin(&payment.currency, fee, payment.stripe_fee.unwrap_or(0)))
 }
 
 /// What a recorded release tells: the `payment.released` event, and an SMS to the provider's

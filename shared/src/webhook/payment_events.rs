@@ -141,7 +141,7 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
     // While `refunding`, this is (most likely) our own refund: the refund route or the
     // reconciler records it with its one audit entry.
     if payment.status == PaymentStatus::Refunding {
-        return Ok(Effect { changes, read_dependent: true });
+        return Ok(Effect { read_dependent: true, ..Effect::new(changes) });
     }
     let amount = total - payment.amount_refunded;
     let mut details = json!({ "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
@@ -165,7 +165,7 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
                 "currency": payment.currency }),
     );
     changes.push(outbox::put(app.table(), Message::event(&announce))?);
-    Ok(Effect { changes, read_dependent: true })
+    Ok(Effect { read_dependent: true, ..Effect::new(changes) })
 }
 
 /// `refund.updated`, `charge.refund.updated`, `refund.failed`: a refund that failed or was
@@ -256,7 +256,7 @@ pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) 
             changes.push(outbox::put(app.table(), message)?);
         }
     }
-    Ok(Effect { changes, read_dependent: true })
+    Ok(Effect { read_dependent: true, ..Effect::new(changes) })
 }
 
 /// `charge.dispute.*`: the dispute's status holds or frees the funds (see
@@ -305,12 +305,15 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
             return Ok(Effect::none());
         }
     }
-    let amount = object["amount"].as_i64().or(payment.release_amount).unwrap_or_else(|| payment.releasable_amount());
+    let amount = object["amount"]
+        .as_i64()
+        .or(payment.release_amount)
+        .unwrap_or_else(|| payment.provider_share(payment.amount_refunded));
     let pk = Payment::key(payment_id);
     let done = Change::new(&pk, "PAYMENT")
         .update(
-            "SET #status = :released, updated_at = :now, transfer_id = :transfer, release_amount = :amount \
-             REMOVE GSI2PK, GSI2SK, release_key",
+            "SET #status = :released, updated_at = :now, transfer_id = :transfer, release_amount = :amount, \
+             transfer_amount = :amount REMOVE GSI2PK, GSI2SK, release_key",
         )
         .condition("#status = :releasing")
         .name("#status", "status")
@@ -325,7 +328,7 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
                          "currency": payment.currency, "source": "stripe" }));
     let mut changes = vec![app.table().update(done)?, app.audit().put(&entry)?];
     changes.extend(crate::payments::release::release_messages(app, &payment, amount, transfer_id).await?);
-    Ok(Effect::new(changes))
+    Ok(Effect { measure: crate::payments::release::margin_of(&payment), ..Effect::new(changes) })
 }
 
 /// `transfer.reversed`: how much of the transfer came back, recorded and audited.

@@ -84,15 +84,17 @@ pub struct Effect {
     /// Conditioned on what was read rather than on event order: if it keeps losing races,
     /// the delivery fails (Stripe redelivers) instead of being marked skipped and lost.
     pub read_dependent: bool,
+    /// Recorded once the changes are written (a release's margin).
+    pub measure: Option<crate::metrics::Measure>,
 }
 
 impl Effect {
     pub fn none() -> Self {
-        Self { changes: Vec::new(), read_dependent: false }
+        Self { changes: Vec::new(), read_dependent: false, measure: None }
     }
 
     pub fn new(changes: Vec<TransactWriteItem>) -> Self {
-        Self { changes, read_dependent: false }
+        Self { changes, read_dependent: false, measure: None }
     }
 }
 
@@ -307,7 +309,7 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
     if let (true, Some(pending)) = (confirmed, &stored.pending_price_id) {
         change = change.value(":pending", av::s(pending));
     }
-    Ok(Effect { changes: vec![app.table().update(change)?, announce], read_dependent: true })
+    Ok(Effect { read_dependent: true, ..Effect::new(vec![app.table().update(change)?, announce]) })
 }
 
 fn marker(app: &App, event: &StripeEvent, outcome: &str) -> Result<TransactWriteItem, StoreError> {
@@ -346,7 +348,12 @@ pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         let mut items = vec![marker(app, event, "processed")?];
         items.extend(effect.changes);
         match table.transact(items).await {
-            Ok(()) => return Ok(Outcome::Processed),
+            Ok(()) => {
+                if let Some(measure) = &effect.measure {
+                    crate::metrics::record(measure);
+                }
+                return Ok(Outcome::Processed);
+            }
             Err(StoreError::TransactionConditionsFailed(failed)) if failed.contains(&0) => {
                 return Ok(Outcome::Duplicate);
             }
