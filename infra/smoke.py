@@ -5,8 +5,10 @@
 It registers a new account, verifies its email address with the token from the verification
 email, logs in and reads /auth/me. With --payments it also onboards a provider with a signed
 `account.updated` webhook (signed as Stripe's Connect endpoint signs it) and takes a payment
-through a partial refund to its release (this part needs the webhook URL and both endpoints'
-signing secrets, and a Stripe that accepts the forged charge: the local Stripe stand-in).
+through a partial refund to its release: the payer pays as Stripe.js does (the PaymentIntent
+confirmed with Stripe's test card and a publishable key), and the success reaches the webhook
+as a signed event (this part needs the webhook URL and both endpoints' signing secrets, so it
+runs where the test can sign events: the local stack and its Stripe stand-in).
 
 Where the verification token comes from (--verify-token-from):
 
@@ -168,6 +170,10 @@ class Target:
     # accounts' events, which carry `account`).
     webhook_secret: str | None = None
     connect_webhook_secret: str | None = None
+    # Where the payer pays, as Stripe.js does: Stripe's API (or the local stand-in) with a
+    # publishable key.
+    stripe_api_base: str = "https://api.stripe.com/"
+    stripe_publishable_key: str | None = None
 
 
 def new_address(target: Target, tag: str) -> str:
@@ -201,6 +207,24 @@ def signed_event(secret: str, kind: str, obj: dict, account: str | None = None) 
     body = json.dumps(event).encode()
     signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
     return body, f"t={stamp},v1={signature}"
+
+
+def confirm_with_test_card(target: Target, payment: dict) -> dict:
+    """The payer pays as Stripe.js confirms a PaymentIntent: its `client_secret`, the
+    publishable key and Stripe's test card `pm_card_visa`. Returns the PaymentIntent."""
+    form = urllib.parse.urlencode({"payment_method": "pm_card_visa", "client_secret": payment["client_secret"]})
+    url = f"{target.stripe_api_base.rstrip('/')}/v1/payment_intents/{payment['stripe_payment_intent_id']}/confirm"
+    req = urllib.request.Request(url, data=form.encode(), method="POST",
+                                 headers={"authorization": f"Bearer {target.stripe_publishable_key or ''}",
+                                          "content-type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            intent = _json(resp.read())
+    except urllib.error.HTTPError as error:
+        raise fail(f"confirming the PaymentIntent answered {error.code} {_json(error.read())}") from None
+    if intent.get("status") != "succeeded" or not intent.get("latest_charge"):
+        raise fail(f"the confirmed PaymentIntent is {intent}")
+    return intent
 
 
 def deliver(target: Target, kind: str, obj: dict) -> dict:
@@ -249,9 +273,8 @@ def payments(target: Target, tokens: dict) -> None:
                            token=payer["access_token"], headers={"idempotency-key": secrets.token_hex(8)})
     if status != 201:
         raise fail(f"POST /payments answered {status} {payment}")
-    deliver(target, "payment_intent.succeeded", {"id": payment["stripe_payment_intent_id"],
-                                                 "object": "payment_intent", "status": "succeeded",
-                                                 "latest_charge": f"ch_smoke{secrets.token_hex(6)}"})
+    # The payer pays at Stripe; the release later checks Stripe's PaymentIntent and charge.
+    deliver(target, "payment_intent.succeeded", confirm_with_test_card(target, payment))
     pid = payment["payment_id"]
     # A partial refund names its key; its retry (a lost answer, say) replays, refunding once.
     refund_key = secrets.token_hex(8)
@@ -289,6 +312,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-secret-env", default="STRIPE_WEBHOOK_SECRET", metavar="VAR",
                    help="environment variable holding the platform endpoint's signing secret, for "
                         "--payments (default: %(default)s)")
+    p.add_argument("--stripe-api-base", default=os.environ.get("STRIPE_API_BASE", "https://api.stripe.com/"),
+                   help="where the payer confirms the payment with a test card, for --payments (default: "
+                        "$STRIPE_API_BASE, else Stripe's API)")
+    p.add_argument("--stripe-publishable-key-env", default="STRIPE_PUBLISHABLE_KEY", metavar="VAR",
+                   help="environment variable holding the publishable key the payer confirms with, for "
+                        "--payments (default: %(default)s; pk_test_... against Stripe)")
     p.add_argument("--connect-webhook-secret-env", default="STRIPE_CONNECT_WEBHOOK_SECRET", metavar="VAR",
                    help="environment variable holding the Connect endpoint's signing secret, for "
                         "--payments (default: %(default)s)")
@@ -302,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     target = Target(api_url=args.api_url, verification_token=token_source(args.verify_token_from, args.timeout),
                     email=args.email, webhook_url=args.webhook_url,
                     webhook_secret=os.environ.get(args.webhook_secret_env),
-                    connect_webhook_secret=os.environ.get(args.connect_webhook_secret_env))
+                    connect_webhook_secret=os.environ.get(args.connect_webhook_secret_env),
+                    stripe_api_base=args.stripe_api_base,
+                    stripe_publishable_key=os.environ.get(args.stripe_publishable_key_env))
     if args.payments and not (target.webhook_url and target.webhook_secret and target.connect_webhook_secret):
         raise SystemExit(f"smoke: --payments needs --webhook-url and the secrets in ${args.webhook_secret_env} "
                          f"and ${args.connect_webhook_secret_env}")

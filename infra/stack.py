@@ -335,6 +335,9 @@ def provision_aws(moto: str, name: str, stripe_api_base: str | None, captcha_sec
         "secrets provisioned")
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
+        # What a client confirms payments with (Stripe.js, infra/smoke.py); the stand-in
+        # takes any key, as it takes any secret key.
+        env["STRIPE_PUBLISHABLE_KEY"] = "pk_test_local_stand_in"
     return env
 
 
@@ -818,9 +821,11 @@ def smoke() -> None:
         stack.on_stop(poller.stopped.set)
         run([sys.executable, str(ROOT / "infra" / "smoke.py"), "--api-url", api_url,
              "--verify-token-from", f"moto:{env['AWS_ENDPOINT_URL']}",
-             "--payments", "--webhook-url", f"{api_url}/lambda-url/webhook"],
+             "--payments", "--webhook-url", f"{api_url}/lambda-url/webhook",
+             "--stripe-api-base", env["STRIPE_API_BASE"]],
             {**os.environ, "STRIPE_WEBHOOK_SECRET": env["STRIPE_WEBHOOK_SECRET"],
-             "STRIPE_CONNECT_WEBHOOK_SECRET": env["STRIPE_CONNECT_WEBHOOK_SECRET"]})
+             "STRIPE_CONNECT_WEBHOOK_SECRET": env["STRIPE_CONNECT_WEBHOOK_SECRET"],
+             "STRIPE_PUBLISHABLE_KEY": env["STRIPE_PUBLISHABLE_KEY"]})
         log("smoke: register, verify, login, me, a provider onboarded by a signed webhook, and a payment paid, "
             "partly refunded and released work through the emulator")
     finally:

@@ -383,3 +383,37 @@ async fn a_message_the_stream_gave_up_on_is_delivered_once_by_the_next_run() {
     }
     assert!(settled, "a delivered message leaves the unsent queue");
 }
+
+/// Nobody who holds money can delete their account: the payer and the provider's owner of a
+/// held payment get 409 and nothing changes (no deletion scheduled, sessions still good);
+/// once it is released, both may.
+#[tokio::test]
+async fn an_account_holding_money_cannot_be_deleted_until_it_is_moved() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, provider_tokens, _, payment_id) = held_payment(&t, true).await;
+    for (who, tokens) in [("payer", &payer), ("provider", &provider_tokens)] {
+        let refused = t
+            .authed(
+                shared::api::account::handle,
+                "DELETE",
+                "/auth/me",
+                token(tokens),
+                &[],
+                Some(json!({"password": STRONG_PASSWORD})),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.body["code"].as_str()),
+            (409, Some("conflict")),
+            "{who}: {:?}",
+            refused.body
+        );
+        let me = t.me(token(tokens)).await;
+        assert_eq!(me.status, 200, "{who}: the session still works");
+        let user = t.item(&format!("USER#{}", me.body["user_id"].as_str().unwrap()), "PROFILE").await.unwrap();
+        assert!(!user.contains_key("deletion_scheduled_at"), "{who}");
+    }
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    schedule_deletion(&t, &payer).await;
+    schedule_deletion(&t, &provider_tokens).await;
+}

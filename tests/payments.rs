@@ -611,3 +611,57 @@ async fn the_stand_in_refuses_a_key_reused_with_other_parameters_as_stripe_does(
     assert_eq!((status, elsewhere["error"]["type"].as_str()), (400, Some("idempotency_error")), "{elsewhere}");
     assert_eq!(t.stand_in().created("pi_").len(), 1, "nothing more was created");
 }
+
+/// Amounts are checked against the currency, as Stripe would check them, before anything
+/// reaches Stripe: its minimum charge (0.30 GBP, 15.00 CZK), and the steps it charges in
+/// (tens of a three-decimal currency). A refund in a three-decimal currency likewise.
+#[tokio::test]
+async fn amounts_follow_stripes_rules_for_their_currency() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = provider(&t, true).await;
+    let (_, payer) = t.logged_in("currency-payer").await;
+    let pay = |amount: i64, currency: &'static str| {
+        let body = json!({"amount": amount, "currency": currency, "provider_id": provider_id});
+        let key = uuid::Uuid::new_v4().to_string();
+        let payer = payer.clone();
+        let t = &t;
+        async move { t.authed(handle, "POST", "/payments", token(&payer), &[("idempotency-key", &key)], Some(body)).await }
+    };
+    for (amount, currency, why) in [
+        (29, "gbp", "at least 30 (0.30 GBP)"),
+        (1_499, "czk", "at least 1500 (15.00 CZK)"),
+        (49, "jpy", "at least 50 (50 JPY)"),
+        (1_235, "kwd", "a multiple of 10 in KWD"),
+        (100_000_000, "usd", "at most 99999999"),
+    ] {
+        let refused = pay(amount, currency).await;
+        assert_eq!((refused.status, refused.body["errors"][0]["field"].as_str()), (400, Some("amount")), "{currency}");
+        let message = refused.body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{amount} {currency}: {message}");
+    }
+    assert!(t.stand_in().received("/v1/payment_intents").is_empty(), "nothing reached Stripe");
+
+    for (amount, currency) in [(30, "gbp"), (1_500, "czk"), (1_230, "kwd")] {
+        assert_eq!(pay(amount, currency).await.status, 201, "{amount} {currency}");
+    }
+    let kwd = pay(5_000, "kwd").await;
+    let payment_id = kwd.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(&t, &payment_id).await;
+    let path = format!("/payments/{payment_id}/refund");
+    let odd = t
+        .authed(handle, "POST", &path, token(&payer), &[("idempotency-key", "kwd-odd")], Some(json!({"amount": 1_005})))
+        .await;
+    assert_eq!((odd.status, odd.body["errors"][0]["field"].as_str()), (400, Some("amount")), "{:?}", odd.body);
+    assert!(t.stand_in().posted("/v1/refunds").is_empty());
+    let even = t
+        .authed(
+            handle,
+            "POST",
+            &path,
+            token(&payer),
+            &[("idempotency-key", "kwd-even")],
+            Some(json!({"amount": 1_000})),
+        )
+        .await;
+    assert_eq!((even.status, even.body["amount_refunded"].as_i64()), (200, Some(1_000)), "{:?}", even.body);
+}

@@ -147,6 +147,13 @@ pub mod keys {
     pub fn audit(org_id: &str) -> String {
         format!("AUDIT#{org_id}")
     }
+    /// The payments a user paid (`GSI3PK`) and those paid to a provider they own (`GSI4PK`).
+    pub fn payer_history(user_id: &str) -> String {
+        format!("PAYER#{user_id}")
+    }
+    pub fn payee_history(user_id: &str) -> String {
+        format!("PAYEE#{user_id}")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -183,6 +183,37 @@ fn change_items(sub: &mut Value, form: &HashMap<String, String>, created: i64) -
 }
 
 impl State {
+    /// The PaymentIntent succeeds with a new charge, whose balance transaction carries
+    /// Stripe's card fee. `None` for an id the stand-in never made.
+    fn succeed_intent(&mut self, payment_intent: &str) -> Option<Value> {
+        let (charge, transaction) = (new_id("ch"), new_id("txn"));
+        let intent = self.objects.get_mut(payment_intent)?;
+        intent["status"] = json!("succeeded");
+        intent["latest_charge"] = json!(charge);
+        intent["amount_received"] = intent["amount"].clone();
+        let intent = intent.clone();
+        let (amount, created) = (intent["amount"].as_i64().unwrap_or(0), now());
+        let fee = card_fee(amount);
+        self.objects.insert(
+            transaction.clone(),
+            json!({
+                "id": transaction, "object": "balance_transaction", "amount": amount, "fee": fee, "net": amount - fee,
+                "currency": intent["currency"], "created": created, "type": "charge", "source": charge,
+                "status": "pending", "fee_details": [{"amount": fee, "currency": intent["currency"], "type": "stripe_fee"}]
+            }),
+        );
+        self.objects.insert(
+            charge.clone(),
+            json!({
+                "id": charge, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
+                "balance_transaction": transaction, "created": created, "currency": intent["currency"],
+                "paid": true, "payment_intent": payment_intent, "refunded": false, "status": "succeeded",
+                "transfer_group": intent["transfer_group"]
+            }),
+        );
+        Some(intent)
+    }
+
     fn create(&mut self, method: &str, path: &str, form: &HashMap<String, String>) -> (u16, Value) {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let created = now();
@@ -221,6 +252,24 @@ impl State {
                 "reversals": {"object": "list", "data": [], "has_more": false, "url": "/v1/transfers/reversals"},
                 "reversed": false, "transfer_group": form.get("transfer_group")
             }),
+            // What Stripe.js sends when the payer pays (publishable key, `client_secret`), with
+            // Stripe's test cards: `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined.
+            ("POST", ["payment_intents", id, "confirm"]) => {
+                let Some(intent) = self.objects.get(*id) else {
+                    return error(404, "invalid_request_error", &format!("No such payment_intent: '{id}'"));
+                };
+                if form.get("client_secret").is_some_and(|secret| intent["client_secret"] != json!(secret)) {
+                    return error(400, "invalid_request_error", "The client_secret provided does not match.");
+                }
+                if intent["status"] != "requires_payment_method" {
+                    return error(400, "invalid_request_error", "This PaymentIntent's status does not allow confirm.");
+                }
+                match form.get("payment_method").map(String::as_str) {
+                    Some("pm_card_visa") => self.succeed_intent(id).expect("the PaymentIntent just read"),
+                    Some("pm_card_chargeDeclined") => return error(402, "card_error", "Your card was declined."),
+                    _ => return error(400, "invalid_request_error", "You must provide a payment_method."),
+                }
+            }
             ("POST", ["refunds"]) => {
                 let pi = form.get("payment_intent").cloned().unwrap_or_default();
                 let Some(intent) = self.objects.get(&pi).cloned() else {
@@ -581,33 +630,11 @@ impl StripeStandIn {
     /// The charge has a balance transaction with Stripe's standard US card fee (2.9 % + 30
     /// minor units, rounded), which `expand[]=latest_charge.balance_transaction` shows.
     pub fn succeed_payment_intent(&self, payment_intent: &str) -> Value {
-        let mut state = self.state.lock().expect("stand-in state");
-        let (charge, transaction) = (new_id("ch"), new_id("txn"));
-        let intent = state.objects.get_mut(payment_intent).expect("a PaymentIntent the stand-in made");
-        intent["status"] = json!("succeeded");
-        intent["latest_charge"] = json!(charge);
-        intent["amount_received"] = intent["amount"].clone();
-        let intent = intent.clone();
-        let (amount, created) = (intent["amount"].as_i64().unwrap_or(0), now());
-        let fee = card_fee(amount);
-        state.objects.insert(
-            transaction.clone(),
-            json!({
-                "id": transaction, "object": "balance_transaction", "amount": amount, "fee": fee, "net": amount - fee,
-                "currency": intent["currency"], "created": created, "type": "charge", "source": charge,
-                "status": "pending", "fee_details": [{"amount": fee, "currency": intent["currency"], "type": "stripe_fee"}]
-            }),
-        );
-        state.objects.insert(
-            charge.clone(),
-            json!({
-                "id": charge, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
-                "balance_transaction": transaction, "created": created, "currency": intent["currency"],
-                "paid": true, "payment_intent": payment_intent, "refunded": false, "status": "succeeded",
-                "transfer_group": intent["transfer_group"]
-            }),
-        );
-        intent
+        self.state
+            .lock()
+            .expect("stand-in state")
+            .succeed_intent(payment_intent)
+            .expect("a PaymentIntent the stand-in made")
     }
 
     /// What Stripe does when a connected account finishes onboarding: charges and payouts

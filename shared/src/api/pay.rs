@@ -65,8 +65,15 @@ struct RefundBody {
 impl PaymentBody {
     fn validate(self, payment_id: String) -> Result<NewPayment, ApiError> {
         let mut errors = Vec::new();
-        let amount = required_field("amount", self.amount.map(Amount::parse), &mut errors);
         let currency = required_field("currency", self.currency.as_deref().map(Currency::parse), &mut errors);
+        // Its limits are the currency's: checked once the currency is known.
+        let amount = match (self.amount, &currency) {
+            (Some(value), Some(currency)) => {
+                required_field("amount", Some(Amount::parse(value, currency)), &mut errors)
+            }
+            (None, _) => required_field::<Amount, String>("amount", None, &mut errors),
+            (Some(_), None) => None,
+        };
         let provider_id = self.provider_id.filter(|p| !p.is_empty() && p.len() <= 64);
         if provider_id.is_none() {
             errors.push(FieldError::new("provider_id", "is required"));

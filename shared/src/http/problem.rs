@@ -18,9 +18,9 @@ impl FieldError {
 
 /// A required field through its parser: the value, or `None` with the problem added to
 /// `errors`, so a handler can report every bad field at once.
-pub fn required_field<T>(
+pub fn required_field<T, E: Into<String>>(
     field: &str,
-    parsed: Option<Result<T, &'static str>>,
+    parsed: Option<Result<T, E>>,
     errors: &mut Vec<FieldError>,
 ) -> Option<T> {
     match parsed {

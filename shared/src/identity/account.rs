@@ -38,6 +38,13 @@ pub async fn schedule_deletion(
         return Err(ApiError::InvalidCredentials);
     }
     attempt.succeeded(app).await;
+    if holds_money(app, &user.user_id).await? {
+        return Err(ApiError::Conflict(
+            "money is held in a payment you made or are owed (succeeded, releasing or refunding); release or \
+             refund it first"
+                .into(),
+        ));
+    }
     let now = time::now();
     let scheduled_at = time::rfc3339(now + time::Duration::days(app.settings().deletion_grace_days));
     let (pk, sk) = User::key(&user.user_id);
@@ -84,6 +91,43 @@ pub async fn schedule_deletion(
     .collect::<Result<Vec<_>, _>>()?;
     table.transact_or(items, ApiError::Conflict("the account is already scheduled for deletion".into())).await?;
     Ok(scheduled_at)
+}
+
+/// Whether `user_id` is the payer or the provider's owner of a payment that holds money
+/// (`succeeded`, `releasing` or `refunding`): erasing them would leave it with nobody to move
+/// it. Reads their two payment histories, a page at a time, until one is found.
+async fn holds_money(app: &App, user_id: &str) -> Result<bool, ApiError> {
+    let table = app.table();
+    for (index, key) in [("GSI3", keys::payer_history(user_id)), ("GSI4", keys::payee_history(user_id))] {
+        let mut start = None;
+        loop {
+            let page = table
+                .client()
+                .query()
+                .table_name(table.name())
+                .index_name(index)
+                .key_condition_expression(format!("{index}PK = :key"))
+                .filter_expression("#status IN (:succeeded, :releasing, :refunding)")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":key", av::s(&key))
+                .expression_attribute_values(":succeeded", av::s("succeeded"))
+                .expression_attribute_values(":releasing", av::s("releasing"))
+                .expression_attribute_values(":refunding", av::s("refunding"))
+                .projection_expression("PK")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(crate::store::dynamo_error)?;
+            if page.count > 0 {
+                return Ok(true);
+            }
+            match page.last_evaluated_key {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong

@@ -30,7 +30,7 @@ use crate::{
     store::{
         StoreError, av,
         cursor::{Cursors, fingerprint},
-        dynamo_error,
+        dynamo_error, keys,
     },
 };
 
@@ -64,8 +64,8 @@ impl Side {
     /// The index partition of `user_id`'s list on this side.
     pub fn key(self, user_id: &str) -> String {
         match self {
-            Self::Payer => format!("PAYER#{user_id}"),
-            Self::Provider => format!("PAYEE#{user_id}"),
+            Self::Payer => keys::payer_history(user_id),
+            Self::Provider => keys::payee_history(user_id),
         }
     }
 

@@ -5,22 +5,60 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Stripe's smallest charge is about 50 cents; its largest 8 digits.
+/// The smallest charge in a currency Stripe publishes no minimum for (Stripe's rule is "$0.50
+/// or the equivalent"); Stripe itself decides the rest.
 pub const MIN_AMOUNT: i64 = 50;
+/// Stripe's largest amount: eight digits of minor units, in every currency.
 pub const MAX_AMOUNT: i64 = 99_999_999;
+
+/// Stripe's published minimum charge per settlement currency, in minor units
+/// (docs.stripe.com/currencies, "Minimum and maximum charge amounts", as of 2026).
+const MINIMUMS: [(&str, i64); 24] = [
+    ("usd", 50),
+    ("aed", 200),
+    ("aud", 50),
+    ("bgn", 100),
+    ("brl", 50),
+    ("cad", 50),
+    ("chf", 50),
+    ("czk", 1_500),
+    ("dkk", 250),
+    ("eur", 50),
+    ("gbp", 30),
+    ("hkd", 400),
+    ("huf", 17_500),
+    ("inr", 50),
+    ("jpy", 50),
+    ("mxn", 1_000),
+    ("myr", 200),
+    ("nok", 300),
+    ("nzd", 50),
+    ("pln", 200),
+    ("ron", 200),
+    ("sek", 300),
+    ("sgd", 50),
+    ("thb", 1_000),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Amount(i64);
 
 impl Amount {
-    pub fn parse(value: i64) -> Result<Self, &'static str> {
-        if value < MIN_AMOUNT {
-            return Err("must be at least 50 (minor units)");
+    /// An amount Stripe would charge in `currency`: at least its minimum, at most eight
+    /// digits, and a whole number of the units Stripe charges in (see [`Currency::step`]).
+    pub fn parse(value: i64, currency: &Currency) -> Result<Self, String> {
+        let minimum = currency.minimum_charge();
+        if value < minimum {
+            return Err(format!(
+                "must be at least {minimum} ({}), Stripe's minimum charge",
+                format_amount(minimum, currency.as_str())
+            ));
         }
         if value > MAX_AMOUNT {
-            return Err("must be at most 99999999 (minor units)");
+            return Err(format!("must be at most {MAX_AMOUNT} (minor units)"));
         }
+        currency.check_step(value)?;
         Ok(Self(value))
     }
 
@@ -50,6 +88,38 @@ impl Currency {
 
     pub fn to_stripe(&self) -> stripe_types::Currency {
         stripe_types::Currency::from_str(&self.0).expect("parsing is infallible")
+    }
+
+    /// Stripe's minimum charge in this currency (minor units).
+    pub fn minimum_charge(&self) -> i64 {
+        MINIMUMS.iter().find(|(code, _)| *code == self.0).map_or(MIN_AMOUNT, |(_, minimum)| *minimum)
+    }
+
+    /// The granularity Stripe charges and refunds in, in minor units: three-decimal
+    /// currencies in tens (1.230 KWD, never 1.234), ISK in whole krónur (a multiple of 100,
+    /// though the API keeps two decimals), everything else in single minor units.
+    pub fn step(&self) -> i64 {
+        match (self.0.as_str(), self.minor_unit_digits()) {
+            ("isk", _) => 100,
+            (_, 3) => 10,
+            _ => 1,
+        }
+    }
+
+    /// `Err` with the reason when `amount` is not a whole number of [`Currency::step`]s.
+    pub fn check_step(&self, amount: i64) -> Result<(), String> {
+        let step = self.step();
+        if amount % step == 0 {
+            return Ok(());
+        }
+        let down = amount - amount.rem_euclid(step);
+        Err(format!(
+            "must be a multiple of {step} in {}: Stripe charges it in steps of {} ({} or {})",
+            self.0.to_ascii_uppercase(),
+            format_amount(step, &self.0),
+            format_amount(down, &self.0),
+            format_amount(down + step, &self.0)
+        ))
     }
 
     /// Digits after the decimal point in this currency's minor unit, as Stripe counts them:
@@ -93,12 +163,40 @@ pub fn format_amount(amount: i64, currency: &str) -> String {
 mod tests {
     use super::*;
 
+    fn parse(value: i64, currency: &str) -> Result<i64, String> {
+        Amount::parse(value, &Currency::parse(currency).unwrap()).map(Amount::minor_units)
+    }
+
     #[test]
     fn amounts_are_bounded_minor_units() {
-        assert!(Amount::parse(49).is_err());
-        assert!(Amount::parse(-100).is_err());
-        assert_eq!(Amount::parse(1999).unwrap().minor_units(), 1999);
-        assert!(Amount::parse(100_000_000).is_err());
+        assert!(parse(49, "usd").is_err());
+        assert!(parse(-100, "usd").is_err());
+        assert_eq!(parse(1999, "usd"), Ok(1999));
+        assert_eq!(parse(99_999_999, "usd"), Ok(99_999_999));
+        assert!(parse(100_000_000, "usd").is_err());
+    }
+
+    #[test]
+    fn each_currency_has_stripes_minimum() {
+        assert_eq!(parse(30, "gbp"), Ok(30));
+        assert_eq!(parse(29, "gbp").unwrap_err(), "must be at least 30 (0.30 GBP), Stripe's minimum charge");
+        assert!(parse(1_499, "czk").is_err() && parse(1_500, "czk").is_ok());
+        assert!(parse(17_499, "huf").is_err() && parse(17_500, "huf").is_ok());
+        assert!(parse(49, "jpy").is_err() && parse(50, "jpy").is_ok(), "¥50, a zero-decimal currency");
+        assert!(parse(999, "mxn").is_err() && parse(1_000, "mxn").is_ok());
+        assert!(parse(49, "krw").is_err() && parse(50, "krw").is_ok(), "no published minimum: the default");
+    }
+
+    #[test]
+    fn three_decimal_currencies_charge_in_tens_and_isk_in_whole_kronur() {
+        assert_eq!(parse(1_230, "kwd"), Ok(1_230));
+        assert_eq!(
+            parse(1_234, "kwd").unwrap_err(),
+            "must be a multiple of 10 in KWD: Stripe charges it in steps of 0.010 KWD (1.230 KWD or 1.240 KWD)"
+        );
+        assert!(parse(50_050, "isk").is_err() && parse(50_000, "isk").is_ok());
+        assert_eq!(Currency::parse("jpy").unwrap().step(), 1);
+        assert_eq!(Currency::parse("usd").unwrap().step(), 1);
     }
 
     #[test]

@@ -190,6 +190,10 @@ pub async fn refund(
             format!("is more than is left to refund ({left})"),
         )]));
     }
+    // Stripe refunds in the steps it charges in (tens of a three-decimal currency).
+    if let Ok(currency) = super::Currency::parse(&payment.currency) {
+        currency.check_step(amount).map_err(|reason| ApiError::Validation(vec![FieldError::new("amount", reason)]))?;
+    }
     let stripe = app.stripe(meta.deadline).await?;
     if !stripe.has_time() {
         return Err(ApiError::PaymentsUnavailable);
