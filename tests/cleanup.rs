@@ -417,3 +417,81 @@ async fn an_account_holding_money_cannot_be_deleted_until_it_is_moved() {
     schedule_deletion(&t, &payer).await;
     schedule_deletion(&t, &provider_tokens).await;
 }
+
+/// A payment whose card was declined stays watched: the payer pays with another card, the
+/// success webhook is lost, and the next run finds it paid at Stripe.
+#[tokio::test]
+async fn a_failed_payment_paid_with_another_card_is_recovered_when_its_webhook_is_lost() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = common::money::provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
+    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    let intent_id = created.body["stripe_payment_intent_id"].as_str().unwrap().to_owned();
+    let declined = t.stand_in().object(&intent_id).unwrap();
+    let now = shared::time::now().unix_timestamp();
+    assert_eq!(t.deliver(&stripe_event("payment_intent.payment_failed", now, declined)).await.status, 200);
+    let item = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!((s(&item, "status"), s(&item, "GSI2PK")), ("failed".into(), "AWAITING_PAYMENT".into()), "still watched");
+
+    t.stand_in().succeed_payment_intent(&intent_id); // another card; its webhook never comes
+    backdate_queue(&t, &payment_id).await;
+    let summary = cleanup::run(t.app, &run_meta()).await;
+    assert!(summary.payments_recovered >= 1, "{summary:?}");
+    let item = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!(s(&item, "status"), "succeeded");
+    assert!(!item.contains_key("GSI2PK"), "off the queue");
+}
+
+/// A payment nobody pays for `PAYMENT_ABANDON_DAYS` is canceled at Stripe (so the payer can
+/// no longer pay it) and becomes `canceled`, once; a younger one is left alone, and a
+/// PaymentIntent canceled in Stripe's dashboard cancels its payment too.
+#[tokio::test]
+async fn a_payment_nobody_pays_is_canceled_at_stripe_after_the_abandon_days() {
+    let t = TestApp::with_stripe(&[("PAYMENT_ABANDON_DAYS", "2")]).await;
+    let (_, provider_id) = common::money::provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let id = created.body["payment_id"].as_str().unwrap().to_owned();
+        made.push((id, created.body["stripe_payment_intent_id"].as_str().unwrap().to_owned()));
+    }
+    let [(old, old_intent), (young, _), (dashboard, dashboard_intent)] = &made[..] else { unreachable!() };
+    let three_days_ago = shared::time::rfc3339(shared::time::now() - shared::time::Duration::days(3));
+    t.set(
+        &format!("PAYMENT#{old}"),
+        "PAYMENT",
+        &[("created_at", aws_sdk_dynamodb::types::AttributeValue::S(three_days_ago))],
+    )
+    .await;
+    backdate_queue(&t, old).await;
+    backdate_queue(&t, young).await;
+
+    let summary = cleanup::run(t.app, &run_meta()).await;
+    assert!(summary.payments_canceled >= 1, "{summary:?}");
+    let item = t.item(&format!("PAYMENT#{old}"), "PAYMENT").await.unwrap();
+    assert_eq!(s(&item, "status"), "canceled");
+    assert!(!item.contains_key("GSI2PK"), "off the queue");
+    let intent = t.stand_in().object(old_intent).unwrap();
+    assert_eq!(
+        (intent["status"].as_str(), intent["cancellation_reason"].as_str()),
+        (Some("canceled"), Some("abandoned"))
+    );
+    let cancels = t.stand_in().received(&format!("/v1/payment_intents/{old_intent}/cancel"));
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].idempotency_key.as_deref(), Some(format!("cancel:{old}").as_str()));
+    assert_eq!(status_of(&t, young).await, "requires_payment", "not abandoned yet");
+
+    cleanup::run(t.app, &run_meta()).await;
+    assert_eq!(t.stand_in().received(&format!("/v1/payment_intents/{old_intent}/cancel")).len(), 1, "once");
+
+    let canceled = json!({"id": dashboard_intent, "object": "payment_intent", "status": "canceled"});
+    let now = shared::time::now().unix_timestamp();
+    assert_eq!(t.deliver(&stripe_event("payment_intent.canceled", now, canceled)).await.status, 200);
+    assert_eq!(status_of(&t, dashboard).await, "canceled");
+    let late = json!({"id": old_intent, "object": "payment_intent", "status": "requires_payment_method"});
+    t.deliver(&stripe_event("payment_intent.payment_failed", now, late)).await;
+    assert_eq!(status_of(&t, old).await, "canceled", "terminal");
+}

@@ -614,7 +614,7 @@ async fn the_stand_in_refuses_a_key_reused_with_other_parameters_as_stripe_does(
 
 /// Amounts are checked against the currency, as Stripe would check them, before anything
 /// reaches Stripe: its minimum charge (0.30 GBP, 15.00 CZK), and the steps it charges in
-/// (tens of a three-decimal currency). A refund in a three-decimal currency likewise.
+/// (whole krónur in ISK, which the API keeps in two decimals). A refund likewise.
 #[tokio::test]
 async fn amounts_follow_stripes_rules_for_their_currency() {
     let t = TestApp::with_stripe(&[]).await;
@@ -631,7 +631,7 @@ async fn amounts_follow_stripes_rules_for_their_currency() {
         (29, "gbp", "at least 30 (0.30 GBP)"),
         (1_499, "czk", "at least 1500 (15.00 CZK)"),
         (49, "jpy", "at least 50 (50 JPY)"),
-        (1_235, "kwd", "a multiple of 10 in KWD"),
+        (50_050, "isk", "a multiple of 100 in ISK"),
         (100_000_000, "usd", "at most 99999999"),
     ] {
         let refused = pay(amount, currency).await;
@@ -641,15 +641,15 @@ async fn amounts_follow_stripes_rules_for_their_currency() {
     }
     assert!(t.stand_in().received("/v1/payment_intents").is_empty(), "nothing reached Stripe");
 
-    for (amount, currency) in [(30, "gbp"), (1_500, "czk"), (1_230, "kwd")] {
+    for (amount, currency) in [(30, "gbp"), (1_500, "czk"), (50_000, "isk")] {
         assert_eq!(pay(amount, currency).await.status, 201, "{amount} {currency}");
     }
-    let kwd = pay(5_000, "kwd").await;
-    let payment_id = kwd.body["payment_id"].as_str().unwrap().to_owned();
+    let isk = pay(500_000, "isk").await;
+    let payment_id = isk.body["payment_id"].as_str().unwrap().to_owned();
     mark_succeeded(&t, &payment_id).await;
     let path = format!("/payments/{payment_id}/refund");
     let odd = t
-        .authed(handle, "POST", &path, token(&payer), &[("idempotency-key", "kwd-odd")], Some(json!({"amount": 1_005})))
+        .authed(handle, "POST", &path, token(&payer), &[("idempotency-key", "isk-odd")], Some(json!({"amount": 1_050})))
         .await;
     assert_eq!((odd.status, odd.body["errors"][0]["field"].as_str()), (400, Some("amount")), "{:?}", odd.body);
     assert!(t.stand_in().posted("/v1/refunds").is_empty());
@@ -659,7 +659,7 @@ async fn amounts_follow_stripes_rules_for_their_currency() {
             "POST",
             &path,
             token(&payer),
-            &[("idempotency-key", "kwd-even")],
+            &[("idempotency-key", "isk-even")],
             Some(json!({"amount": 1_000})),
         )
         .await;

@@ -81,6 +81,9 @@ pub struct Settings {
     /// The name authenticator apps show beside a user's codes (`MFA_ISSUER`, by default the
     /// frontend's host).
     pub mfa_issuer: String,
+    /// Days after which a payment nobody paid is canceled, its PaymentIntent with it
+    /// (`PAYMENT_ABANDON_DAYS`, 7 by default).
+    pub payment_abandon_days: i64,
     /// What the platform keeps of each payment (`PLATFORM_FEE_BPS`, `PLATFORM_FEE_FIXED`),
     /// fixed on a payment when it is made.
     pub platform_fee: PlatformFee,
@@ -320,6 +323,7 @@ impl Settings {
             });
         }
         let settings = Self {
+            payment_abandon_days: number("PAYMENT_ABANDON_DAYS", 7)?.clamp(1, 365) as i64,
             platform_fee,
             mfa_issuer,
             environment,

@@ -254,6 +254,33 @@ impl State {
             }),
             // What Stripe.js sends when the payer pays (publishable key, `client_secret`), with
             // Stripe's test cards: `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined.
+            // As Stripe: only a PaymentIntent nobody has paid, and that is not processing,
+            // can be canceled.
+            ("POST", ["payment_intents", id, "cancel"]) => {
+                let Some(intent) = self.objects.get_mut(*id) else {
+                    return error(404, "invalid_request_error", &format!("No such payment_intent: '{id}'"));
+                };
+                let status = intent["status"].as_str().unwrap_or_default().to_owned();
+                if !matches!(
+                    status.as_str(),
+                    "requires_payment_method" | "requires_confirmation" | "requires_action" | "requires_capture"
+                ) {
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        &format!(
+                            "You cannot cancel this PaymentIntent because it has a status of {status}. Only a \
+                             PaymentIntent with one of the following statuses may be canceled: \
+                             requires_payment_method, requires_capture, requires_confirmation, requires_action, \
+                             processing."
+                        ),
+                    );
+                }
+                intent["status"] = json!("canceled");
+                intent["canceled_at"] = json!(created);
+                intent["cancellation_reason"] = json!(form.get("cancellation_reason"));
+                intent.clone()
+            }
             ("POST", ["payment_intents", id, "confirm"]) => {
                 let Some(intent) = self.objects.get(*id) else {
                     return error(404, "invalid_request_error", &format!("No such payment_intent: '{id}'"));

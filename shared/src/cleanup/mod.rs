@@ -44,6 +44,9 @@ pub struct Summary {
     pub payments_recovered: u32,
     /// Unpaid payments still waiting for the payer at Stripe.
     pub payments_awaiting: u32,
+    /// Unpaid payments canceled: abandoned for `PAYMENT_ABANDON_DAYS` (their PaymentIntent
+    /// canceled now), or canceled at Stripe.
+    pub payments_canceled: u32,
     /// Unpaid payments whose outcome could not be asked of Stripe (the next run retries).
     pub payments_unchecked: u32,
     /// Messages the stream gave up on, delivered now.
@@ -191,8 +194,9 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
                 break 'awaiting;
             }
             match reconcile::awaiting_payment(app, &payment_id, meta).await {
-                Ok(reconcile::Awaited::Recorded { .. }) => summary.payments_recovered += 1,
+                Ok(reconcile::Awaited::Recorded) => summary.payments_recovered += 1,
                 Ok(reconcile::Awaited::StillWaiting) => summary.payments_awaiting += 1,
+                Ok(reconcile::Awaited::Canceled) => summary.payments_canceled += 1,
                 Ok(reconcile::Awaited::NotDue) => {}
                 Err(error) => {
                     tracing::error!(%error, %payment_id, "unpaid payment not checked; the next run retries");

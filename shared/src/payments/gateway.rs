@@ -378,6 +378,20 @@ impl Stripe {
         })
     }
 
+    /// Cancels a PaymentIntent nobody paid (`cancellation_reason=abandoned`). Stripe refuses
+    /// (400) one that succeeded meanwhile, or is processing: the caller reads it again.
+    pub async fn cancel_abandoned_intent(&self, key: &str, id: &str) -> Result<IntentState, GatewayError> {
+        use stripe_core::payment_intent::{CancelPaymentIntent, CancelPaymentIntentCancellationReason};
+        let request =
+            CancelPaymentIntent::new(id).cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned);
+        let intent: answers::Intent = self.call(Some(key), &request).await?;
+        Ok(IntentState {
+            status: intent.status,
+            latest_charge: intent.latest_charge,
+            client_secret: intent.client_secret,
+        })
+    }
+
     /// The PaymentIntent's status and latest charge.
     pub async fn payment_intent(&self, id: &str) -> Result<IntentState, GatewayError> {
         use stripe_core::payment_intent::RetrievePaymentIntent;

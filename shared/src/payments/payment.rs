@@ -43,10 +43,13 @@ pub enum PaymentStatus {
     Failed,
     Refunding,
     Refunded,
+    /// Never paid: its PaymentIntent was canceled (abandoned after `PAYMENT_ABANDON_DAYS`, or
+    /// in Stripe's dashboard). Terminal.
+    Canceled,
 }
 
 impl PaymentStatus {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::RequiresPayment,
         Self::Succeeded,
         Self::Releasing,
@@ -54,6 +57,7 @@ impl PaymentStatus {
         Self::Failed,
         Self::Refunding,
         Self::Refunded,
+        Self::Canceled,
     ];
 
     pub fn parse(value: &str) -> Option<Self> {
@@ -69,6 +73,7 @@ impl PaymentStatus {
             Self::Failed => "failed",
             Self::Refunding => "refunding",
             Self::Refunded => "refunded",
+            Self::Canceled => "canceled",
         }
     }
 }

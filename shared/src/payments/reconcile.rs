@@ -16,6 +16,8 @@
 
 use serde_json::json;
 
+use crate::webhook::payment_events::IntentOutcome;
+
 use super::{
     gateway::Stripe,
     payment::{
@@ -310,34 +312,42 @@ async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta
 /// A payment still `requires_payment` after this long is asked about at Stripe (its
 /// `payment_intent.*` webhook may have been lost).
 pub const AWAITING_PAYMENT_AFTER: time::Duration = time::Duration::hours(1);
-/// After this long a PaymentIntent nobody paid leaves the queue (a late webhook still works).
-const AWAITING_PAYMENT_GIVE_UP: time::Duration = time::Duration::days(7);
-
 /// What asking Stripe about an unpaid payment came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Awaited {
     /// Not due, or another run has it.
     NotDue,
-    /// Stripe says it succeeded (or failed): recorded, as its webhook would have.
-    Recorded { succeeded: bool },
-    /// Still waiting for the payer; asked again next run (or dropped after a week).
+    /// Stripe says it succeeded: recorded, as its webhook would have.
+    Recorded,
+    /// Its PaymentIntent is canceled (abandoned by the payer, canceled here after
+    /// `PAYMENT_ABANDON_DAYS`, or in Stripe's dashboard): the payment is `canceled`.
+    Canceled,
+    /// Still waiting for the payer; asked again next run.
     StillWaiting,
 }
 
-/// Payments `requires_payment` for over an hour, oldest first.
+/// Payments waiting for the payer (`requires_payment`, or `failed` and payable again with
+/// another card) for over an hour, oldest first.
 pub async fn awaiting_payment_due(app: &App, limit: i32) -> Result<Vec<String>, ApiError> {
     due_before(app, AWAITING_PAYMENT_QUEUE, &time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER), limit).await
 }
 
-/// Recovers a lost `payment_intent.succeeded` / `payment_failed`: the PaymentIntent's status
-/// at Stripe decides, written exactly as the webhook writes it (as of now, so the lost
-/// event arriving later changes nothing). A lease on the queue time keeps overlapping runs
-/// from asking twice.
+/// PaymentIntent statuses Stripe lets us cancel: nobody has paid, and nothing is moving.
+fn cancelable(status: &str) -> bool {
+    matches!(status, "requires_payment_method" | "requires_confirmation" | "requires_action")
+}
+
+/// Recovers a lost `payment_intent.*` webhook, and ends payments nobody pays: the
+/// PaymentIntent's status at Stripe decides, written exactly as the webhook writes it (as of
+/// now, so the lost event arriving later changes nothing). One unpaid for
+/// `PAYMENT_ABANDON_DAYS` is canceled at Stripe first (key `cancel:{payment_id}`); a cancel
+/// Stripe refuses because the payer paid meanwhile records the success instead. A lease on
+/// the queue time keeps overlapping runs from asking twice.
 #[tracing::instrument(skip(app, meta))]
 pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -> Result<Awaited, ApiError> {
     let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Awaited::NotDue) };
     let cutoff = time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER);
-    if payment.status != PaymentStatus::RequiresPayment
+    if !matches!(payment.status, PaymentStatus::RequiresPayment | PaymentStatus::Failed)
         || payment.queue.as_deref() != Some(AWAITING_PAYMENT_QUEUE)
         || payment.queued_at.as_deref().is_some_and(|at| at >= cutoff.as_str())
     {
@@ -353,7 +363,7 @@ pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -
         .update("SET GSI2SK = :now")
         .condition("#status = :status AND GSI2PK = :queue AND GSI2SK < :cutoff")
         .name("#status", "status")
-        .value(":status", av::s(PaymentStatus::RequiresPayment.as_str()))
+        .value(":status", av::s(payment.status.as_str()))
         .value(":queue", av::s(AWAITING_PAYMENT_QUEUE))
         .value(":now", av::s(time::rfc3339(now)))
         .value(":cutoff", av::s(&cutoff));
@@ -362,47 +372,49 @@ pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -
         Err(StoreError::ConditionFailed) => return Ok(Awaited::NotDue),
         Err(other) => return Err(other.into()),
     }
-    let intent = stripe.payment_intent(&payment.stripe_payment_intent_id).await.map_err(ApiError::from)?;
-    let succeeded = match intent.status.as_str() {
-        "succeeded" => true,
-        "canceled" => false,
-        _ => {
-            let created = time::parse_rfc3339(&payment.created_at).unwrap_or(now);
-            if now - created > AWAITING_PAYMENT_GIVE_UP {
-                let drop = Change::new(&pk, SK)
-                    .update("REMOVE GSI2PK, GSI2SK")
-                    .condition("#status = :status")
-                    .name("#status", "status")
-                    .value(":status", av::s(PaymentStatus::RequiresPayment.as_str()));
-                app.table().update_item(drop).await.or_else(|e| match e {
-                    StoreError::ConditionFailed => Ok(Default::default()),
-                    other => Err(other),
-                })?;
+    let intent_id = payment.stripe_payment_intent_id.as_str();
+    let mut intent = stripe.payment_intent(intent_id).await.map_err(ApiError::from)?;
+    let created = time::parse_rfc3339(&payment.created_at).unwrap_or(now);
+    let abandoned = now - created > time::Duration::days(app.settings().payment_abandon_days);
+    if abandoned && cancelable(&intent.status) {
+        intent = match stripe.cancel_abandoned_intent(&format!("cancel:{payment_id}"), intent_id).await {
+            Ok(canceled) => canceled,
+            // Refused: it moved on (paid, say). What it is now decides.
+            Err(error) if error.is_definite() => {
+                tracing::warn!(%error, "cancel refused; reading the PaymentIntent again");
+                stripe.payment_intent(intent_id).await.map_err(ApiError::from)?
             }
-            return Ok(Awaited::StillWaiting);
-        }
+            // Unknown: the next run asks again (the same key replays a cancel that happened).
+            Err(error) => return Err(error.into()),
+        };
+    }
+    let outcome = match intent.status.as_str() {
+        "succeeded" => IntentOutcome::Succeeded,
+        "canceled" => IntentOutcome::Canceled,
+        _ => return Ok(Awaited::StillWaiting),
     };
     let effect = crate::webhook::payment_events::apply_intent_outcome(
         app,
         &payment,
-        succeeded,
+        outcome,
         intent.latest_charge.as_deref(),
         now.unix_timestamp(),
     )?;
     let mut changes = effect.changes;
-    let entry = crate::audit::AuditEntry::new(
-        if succeeded { "payment.succeeded" } else { "payment.failed" },
-        crate::audit::AuditStatus::Success,
-        &payment.payer_org_id,
-        meta,
-    )
-    .details(serde_json::json!({ "payment_id": payment_id, "recovered_by": "reconciliation",
-                                 "stripe_status": intent.status }));
+    let (action, how) = match outcome {
+        IntentOutcome::Succeeded => ("payment.succeeded", "reconciliation"),
+        _ if abandoned => ("payment.canceled", "abandoned"),
+        _ => ("payment.canceled", "reconciliation"),
+    };
+    let entry = crate::audit::AuditEntry::new(action, crate::audit::AuditStatus::Success, &payment.payer_org_id, meta)
+        .details(serde_json::json!({ "payment_id": payment_id, "recovered_by": how,
+                                     "stripe_status": intent.status }));
     changes.push(app.audit().put(&entry)?);
     match app.table().transact(changes).await {
+        Ok(()) if outcome == IntentOutcome::Canceled => Ok(Awaited::Canceled),
         Ok(()) => {
-            tracing::warn!(succeeded, "a lost PaymentIntent outcome was recovered from Stripe");
-            Ok(Awaited::Recorded { succeeded })
+            tracing::warn!("a lost PaymentIntent outcome was recovered from Stripe");
+            Ok(Awaited::Recorded)
         }
         // The webhook got there in the meantime.
         Err(StoreError::TransactionConditionsFailed(_)) => Ok(Awaited::NotDue),

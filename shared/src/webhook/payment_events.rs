@@ -33,9 +33,22 @@ async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Op
 pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["id"].as_str()).await? else { return Ok(Effect::none()) };
-    let succeeded = event.kind == "payment_intent.succeeded";
+    let outcome = match event.kind.as_str() {
+        "payment_intent.succeeded" => IntentOutcome::Succeeded,
+        "payment_intent.canceled" => IntentOutcome::Canceled,
+        _ => IntentOutcome::Failed,
+    };
     let charge = object["latest_charge"].as_str();
-    apply_intent_outcome(app, &payment, succeeded, charge, event.created)
+    apply_intent_outcome(app, &payment, outcome, charge, event.created)
+}
+
+/// What became of a PaymentIntent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntentOutcome {
+    Succeeded,
+    /// An attempt failed; the payer may still pay it (another card), so it stays watched.
+    Failed,
+    Canceled,
 }
 
 /// The change a PaymentIntent's outcome makes to its payment, as of `created` (the event's
@@ -44,35 +57,50 @@ pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, Ap
 pub(crate) fn apply_intent_outcome(
     app: &App,
     payment: &Payment,
-    succeeded: bool,
+    outcome: IntentOutcome,
     charge: Option<&str>,
     created: i64,
 ) -> Result<Effect, ApiError> {
     let pk = Payment::key(&payment.payment_id);
-    let (to, from): (&str, &[&str]) =
-        if succeeded { ("succeeded", &["requires_payment", "failed"]) } else { ("failed", &["requires_payment"]) };
-    let charge = charge.filter(|c| c.starts_with("ch_") || c.starts_with("py_"));
-    // Off the awaiting-payment queue (the release or refund queues come later, from
-    // `succeeded`).
-    let update = if charge.is_some() {
-        "SET #status = :to, stripe_event_created = :created, updated_at = :now, stripe_charge_id = :charge \
-         REMOVE GSI2PK, GSI2SK"
-    } else {
-        "SET #status = :to, stripe_event_created = :created, updated_at = :now REMOVE GSI2PK, GSI2SK"
+    let succeeded = outcome == IntentOutcome::Succeeded;
+    let (to, from): (&str, &[&str]) = match outcome {
+        IntentOutcome::Succeeded => ("succeeded", &["requires_payment", "failed"]),
+        IntentOutcome::Failed => ("failed", &["requires_payment"]),
+        IntentOutcome::Canceled => ("canceled", &["requires_payment", "failed"]),
     };
+    let charge = charge.filter(|c| c.starts_with("ch_") || c.starts_with("py_"));
+    // A failed payment stays on the awaiting-payment queue until it succeeds or is canceled
+    // (a payer who then pays with another card, and whose webhook is lost, is found there);
+    // the other outcomes leave it (the release or refund queues come later, from
+    // `succeeded`).
+    let queue = if outcome == IntentOutcome::Failed { "GSI2PK = :queue, GSI2SK = :now" } else { "" };
+    let mut update = String::from("SET #status = :to, stripe_event_created = :created, updated_at = :now");
+    if charge.is_some() {
+        update.push_str(", stripe_charge_id = :charge");
+    }
+    if queue.is_empty() {
+        update.push_str(" REMOVE GSI2PK, GSI2SK");
+    } else {
+        update.push_str(", ");
+        update.push_str(queue);
+    }
     let condition = "#status IN (:from0, :from1) AND \
                      (attribute_not_exists(stripe_event_created) OR stripe_event_created <= :created)";
+    let now = time::rfc3339(time::now());
     let mut change = Change::new(&pk, "PAYMENT")
-        .update(update)
+        .update(&update)
         .condition(condition)
         .name("#status", "status")
         .value(":to", av::s(to))
         .value(":from0", av::s(from[0]))
         .value(":from1", av::s(*from.last().expect("one at least")))
         .value(":created", av::n(created))
-        .value(":now", av::s(time::rfc3339(time::now())));
+        .value(":now", av::s(&now));
     if let Some(charge) = charge {
         change = change.value(":charge", av::s(charge));
+    }
+    if !queue.is_empty() {
+        change = change.value(":queue", av::s(crate::payments::payment::AWAITING_PAYMENT_QUEUE));
     }
     let mut changes = vec![app.table().update(change)?];
     if succeeded {
@@ -89,6 +117,13 @@ pub(crate) fn apply_intent_outcome(
             json!({ "payment_id": payment.payment_id, "event": "payment.succeeded" }),
         );
         changes.push(outbox::put(app.table(), receipt)?);
+    }
+    if outcome == IntentOutcome::Canceled {
+        let event = DomainEvent::new(
+            "payment.canceled",
+            json!({ "payment_id": payment.payment_id, "amount": payment.amount, "currency": payment.currency }),
+        );
+        changes.push(outbox::put(app.table(), Message::event(&event))?);
     }
     Ok(Effect::new(changes))
 }

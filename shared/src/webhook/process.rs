@@ -141,6 +141,7 @@ const HANDLED: &[(&str, Endpoint, Handler)] = {
     &[
         ("payment_intent.succeeded", Platform, IntentOutcome),
         ("payment_intent.payment_failed", Platform, IntentOutcome),
+        ("payment_intent.canceled", Platform, IntentOutcome),
         ("charge.refunded", Platform, ChargeRefunded),
         ("refund.updated", Platform, RefundChanged),
         ("refund.failed", Platform, RefundChanged),
