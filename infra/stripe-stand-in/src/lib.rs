@@ -214,6 +214,57 @@ impl State {
         Some(intent)
     }
 
+    /// What Stripe checks of a transfer: a positive amount and a currency, a connected account
+    /// it knows, and with `source_transaction` a charge in the same currency whose funds are
+    /// not already spent on refunds and other transfers from it.
+    fn check_transfer(&self, form: &HashMap<String, String>) -> Result<(), (u16, Value)> {
+        let amount = int(form, "amount");
+        if amount <= 0 {
+            return Err(error(400, "invalid_request_error", "This value must be greater than or equal to 1."));
+        }
+        let Some(currency) = form.get("currency") else {
+            return Err(error(400, "invalid_request_error", "Missing required param: currency."));
+        };
+        let destination = form.get("destination").cloned().unwrap_or_default();
+        if !self.objects.get(&destination).is_some_and(|a| a["object"] == "account") {
+            return Err(error(400, "invalid_request_error", &format!("No such destination: '{destination}'")));
+        }
+        let Some(source) = form.get("source_transaction") else { return Ok(()) };
+        let Some(charge) = self.objects.get(source).filter(|c| c["object"] == "charge") else {
+            return Err(error(400, "invalid_request_error", &format!("No such charge: '{source}'")));
+        };
+        if charge["currency"] != json!(currency) {
+            return Err(error(
+                400,
+                "invalid_request_error",
+                &format!(
+                    "The currency of source_transaction's balance transaction ({}) must be the same as the \
+                     transfer currency ({currency}).",
+                    charge["currency"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        let refunded = charge["payment_intent"].as_str().and_then(|pi| self.refunded.get(pi)).copied().unwrap_or(0);
+        let transferred: i64 = self
+            .objects
+            .values()
+            .filter(|t| t["object"] == "transfer" && t["source_transaction"] == json!(source))
+            .map(|t| t["amount"].as_i64().unwrap_or(0) - t["amount_reversed"].as_i64().unwrap_or(0))
+            .sum();
+        let available = charge["amount"].as_i64().unwrap_or(0) - refunded - transferred;
+        if amount > available {
+            return Err(error(
+                400,
+                "invalid_request_error",
+                &format!(
+                    "Insufficient funds: the transfer amount ({amount}) exceeds what is left of the source \
+                     transaction ({available})."
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn create(&mut self, method: &str, path: &str, form: &HashMap<String, String>) -> (u16, Value) {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let created = now();
@@ -245,13 +296,19 @@ impl State {
                     "transfer_group": form.get("transfer_group")
                 })
             }
-            ("POST", ["transfers"]) => json!({
-                "id": new_id("tr"), "object": "transfer", "amount": int(form, "amount"), "amount_reversed": 0,
-                "created": created, "currency": form.get("currency").cloned().unwrap_or_else(|| "usd".into()),
-                "destination": form.get("destination"), "livemode": false, "metadata": metadata(form),
-                "reversals": {"object": "list", "data": [], "has_more": false, "url": "/v1/transfers/reversals"},
-                "reversed": false, "transfer_group": form.get("transfer_group")
-            }),
+            ("POST", ["transfers"]) => {
+                if let Err(refused) = self.check_transfer(form) {
+                    return refused;
+                }
+                json!({
+                    "id": new_id("tr"), "object": "transfer", "amount": int(form, "amount"), "amount_reversed": 0,
+                    "created": created, "currency": form.get("currency"),
+                    "destination": form.get("destination"), "livemode": false, "metadata": metadata(form),
+                    "reversals": {"object": "list", "data": [], "has_more": false, "url": "/v1/transfers/reversals"},
+                    "reversed": false, "source_transaction": form.get("source_transaction"),
+                    "transfer_group": form.get("transfer_group")
+                })
+            }
             // What Stripe.js sends when the payer pays (publishable key, `client_secret`), with
             // Stripe's test cards: `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined.
             // As Stripe: only a PaymentIntent nobody has paid, and that is not processing,
@@ -695,5 +752,76 @@ impl StripeStandIn {
             .filter(|(id, _)| id.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    /// A connected account and a paid PaymentIntent of 2 500 USD: (account, charge, intent).
+    fn paid(state: &mut State) -> (String, String, String) {
+        let (_, account) = state.create("POST", "/v1/accounts", &form(&[("country", "US")]));
+        let (_, intent) =
+            state.create("POST", "/v1/payment_intents", &form(&[("amount", "2500"), ("currency", "usd")]));
+        let intent = state.succeed_intent(intent["id"].as_str().unwrap()).unwrap();
+        let ids = |v: &Value| v.as_str().unwrap().to_owned();
+        (ids(&account["id"]), ids(&intent["latest_charge"]), ids(&intent["id"]))
+    }
+
+    fn transfer(state: &mut State, pairs: &[(&str, &str)]) -> (u16, String) {
+        let (status, body) = state.create("POST", "/v1/transfers", &form(pairs));
+        (status, body["error"]["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn transfers_are_refused_where_stripe_refuses_them() {
+        let mut state = State::default();
+        let (account, charge, intent) = paid(&mut state);
+        let ok = [("amount", "1000"), ("currency", "usd"), ("destination", &account), ("source_transaction", &charge)];
+        assert_eq!(
+            transfer(&mut state, &[("amount", "10"), ("currency", "usd"), ("destination", "acct_none")]).1,
+            "No such destination: 'acct_none'"
+        );
+        let other_currency =
+            [("amount", "10"), ("currency", "eur"), ("destination", &account), ("source_transaction", &charge)];
+        assert!(transfer(&mut state, &other_currency).1.contains("must be the same as the transfer currency (eur)"));
+        let forged =
+            [("amount", "10"), ("currency", "usd"), ("destination", &account), ("source_transaction", "ch_forged")];
+        assert_eq!(transfer(&mut state, &forged).1, "No such charge: 'ch_forged'");
+        assert_eq!(transfer(&mut state, &ok).0, 200);
+        state.refunded.insert(intent, 1_000);
+        let too_much =
+            [("amount", "501"), ("currency", "usd"), ("destination", &account), ("source_transaction", &charge)];
+        let (status, message) = transfer(&mut state, &too_much);
+        assert_eq!(status, 400);
+        assert!(message.contains("exceeds what is left of the source transaction (500)"), "{message}");
+        let rest = [("amount", "500"), ("currency", "usd"), ("destination", &account), ("source_transaction", &charge)];
+        assert_eq!(transfer(&mut state, &rest).0, 200);
+    }
+
+    #[test]
+    fn only_an_unpaid_payment_intent_can_be_canceled_or_confirmed() {
+        let mut state = State::default();
+        let (_, _, paid_intent) = paid(&mut state);
+        let (status, body) = state.create("POST", &format!("/v1/payment_intents/{paid_intent}/cancel"), &form(&[]));
+        assert_eq!(status, 400);
+        assert!(body["error"]["message"].as_str().unwrap().contains("status of succeeded"));
+        let (_, open) = state.create("POST", "/v1/payment_intents", &form(&[("amount", "900"), ("currency", "usd")]));
+        let id = open["id"].as_str().unwrap();
+        let declined = form(&[("payment_method", "pm_card_chargeDeclined")]);
+        assert_eq!(state.create("POST", &format!("/v1/payment_intents/{id}/confirm"), &declined).0, 402);
+        let canceled = state.create(
+            "POST",
+            &format!("/v1/payment_intents/{id}/cancel"),
+            &form(&[("cancellation_reason", "abandoned")]),
+        );
+        assert_eq!((canceled.0, canceled.1["status"].as_str()), (200, Some("canceled")));
+        let visa = form(&[("payment_method", "pm_card_visa")]);
+        assert_eq!(state.create("POST", &format!("/v1/payment_intents/{id}/confirm"), &visa).0, 400);
     }
 }
