@@ -18,17 +18,14 @@ fn run_meta() -> RequestMeta {
     RequestMeta { request_id: format!("cleanup-{}", uuid::Uuid::new_v4()), ..RequestMeta::default() }
 }
 
+/// `DELETE /auth/me` with the right password.
+async fn delete_me(t: &TestApp, tokens: &Value) -> common::TestResponse {
+    let body = Some(json!({"password": STRONG_PASSWORD}));
+    t.authed(shared::api::account::handle, "DELETE", "/auth/me", token(tokens), &[], body).await
+}
+
 async fn schedule_deletion(t: &TestApp, tokens: &Value) {
-    let scheduled = t
-        .authed(
-            shared::api::account::handle,
-            "DELETE",
-            "/auth/me",
-            token(tokens),
-            &[],
-            Some(json!({"password": STRONG_PASSWORD})),
-        )
-        .await;
+    let scheduled = delete_me(t, tokens).await;
     assert_eq!(scheduled.status, 202, "{:?}", scheduled.body);
 }
 
@@ -392,16 +389,7 @@ async fn an_account_holding_money_cannot_be_deleted_until_it_is_moved() {
     let t = TestApp::with_stripe(&[]).await;
     let (payer, provider_tokens, _, payment_id) = held_payment(&t, true).await;
     for (who, tokens) in [("payer", &payer), ("provider", &provider_tokens)] {
-        let refused = t
-            .authed(
-                shared::api::account::handle,
-                "DELETE",
-                "/auth/me",
-                token(tokens),
-                &[],
-                Some(json!({"password": STRONG_PASSWORD})),
-            )
-            .await;
+        let refused = delete_me(&t, tokens).await;
         assert_eq!(
             (refused.status, refused.body["code"].as_str()),
             (409, Some("conflict")),
