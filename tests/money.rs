@@ -158,6 +158,55 @@ async fn fifty_releases_and_ten_refunds_at_once_move_the_money_once() {
     }
 }
 
+/// The same race while Stripe is slow: every transfer times out after Stripe made it. Each
+/// answer is a success, a conflict or "pending"; then ten callers at once (reconcilers and
+/// releases) finish it, and the money has moved once, the payment recording that transfer.
+#[tokio::test]
+async fn fifty_releases_while_stripe_times_out_still_move_the_money_once() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 1_000);
+    let auth = format!("Bearer {}", token(&payer));
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let is_refund = i % 6 == 3;
+        let action = if is_refund { "refund" } else { "release" };
+        let event =
+            common::http_event("POST", &format!("/payments/{payment_id}/{action}"), &[("authorization", &auth)], None);
+        tasks.push(if is_refund {
+            common::spawn_invoke(t.app, handle, event)
+        } else {
+            common::spawn_invoke(t.app, handle_release, event)
+        });
+    }
+    let results: Vec<(u16, Value)> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    for (status, body) in &results {
+        assert!(matches!(status, 200 | 202 | 409), "only successes, pending and conflicts: {status} {body}");
+    }
+    assert!(transfers(&t).len() + t.stand_in().created("re_").len() <= 1, "{results:?}");
+
+    t.stand_in().heal();
+    backdate_queue(&t, &payment_id).await;
+    let reconcilers = (0..5).map(|_| async { format!("{:?}", reconcile(&t, &payment_id).await) });
+    let releases = (0..5).map(|_| async { format!("{}", release(&t, &payer, &payment_id).await.status) });
+    let (reconciled, released) =
+        futures::future::join(futures::future::join_all(reconcilers), futures::future::join_all(releases)).await;
+    let (transferred, refunded) = (transfers(&t), t.stand_in().created("re_"));
+    assert_eq!(transferred.len() + refunded.len(), 1, "{reconciled:?} {released:?}");
+    let stored = payment(&t, &payment_id).await;
+    if let [made] = &transferred[..] {
+        assert_eq!((s(&stored, "status"), s(&stored, "transfer_id")), ("released".into(), s_of(made)));
+        assert!(!stored.contains_key("GSI2PK"), "off the work queue");
+        assert_eq!(audit_count(&t, &payer, "payment.released").await, 1);
+    } else {
+        assert_eq!(s(&stored, "status"), "refunded");
+    }
+}
+
+fn s_of(object: &Value) -> String {
+    object["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn partial_refunds_leave_the_rest_to_release() {
     let t = TestApp::with_stripe(&[]).await;
@@ -328,7 +377,7 @@ async fn a_dispute_holds_the_funds_until_it_is_won() {
     assert_eq!(released.status, 200, "{:?}", released.body);
     assert_eq!(transfers(&t).len(), 1);
 
-    // A lost dispute keeps them for good.
+    // A lost dispute ends it (`disputed`): nothing to release.
     let (payer, _, _, lost) = held_payment(&t, true).await;
     let pi = intent_of(&t, &lost).await;
     let closed = stripe_event(
@@ -1077,4 +1126,36 @@ async fn the_platform_keeps_its_fee_on_what_refunds_leave() {
     assert_eq!(fees, [Some(2000), Some(830), Some(7170), Some(320)], "{done:?}");
     assert_eq!(release(&t, &payer, &payment_id).await.body["already_released"], true);
     assert_eq!(transfers(&t).len(), 1);
+}
+
+/// A dispute lost while the payment is held gives the money back through the dispute: the
+/// payment ends `disputed`, nothing can be released or refunded, and the payer may delete
+/// their account (a held payment would have kept them).
+#[tokio::test]
+async fn a_dispute_lost_before_release_ends_the_payment_disputed() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let dispute = |status: &str| json!({"id": "dp_lost", "object": "dispute", "payment_intent": pi, "amount": 2500, "status": status});
+    assert_eq!(
+        t.deliver(&stripe_event("charge.dispute.created", now() - 10, dispute("needs_response"))).await.status,
+        200
+    );
+    assert_eq!(status_of(&t, &payment_id).await, "succeeded");
+    assert_eq!(t.deliver(&stripe_event("charge.dispute.closed", now(), dispute("lost"))).await.status, 200);
+    assert_eq!(status_of(&t, &payment_id).await, "disputed");
+    assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "payment_not_succeeded");
+    assert_eq!(refund(&t, &payer, &payment_id, None).await.status, 409);
+    assert!(transfers(&t).is_empty() && refund_posts(&t).is_empty());
+    let deleted = t
+        .authed(
+            shared::api::account::handle,
+            "DELETE",
+            "/auth/me",
+            token(&payer),
+            &[],
+            Some(json!({"password": common::STRONG_PASSWORD})),
+        )
+        .await;
+    assert_eq!(deleted.status, 202, "{:?}", deleted.body);
 }

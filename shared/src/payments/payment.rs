@@ -46,10 +46,13 @@ pub enum PaymentStatus {
     /// Never paid: its PaymentIntent was canceled (abandoned after `PAYMENT_ABANDON_DAYS`, or
     /// in Stripe's dashboard). Terminal.
     Canceled,
+    /// Held when a dispute was lost: the money went back to the cardholder through the
+    /// dispute, so nothing is held any more. Terminal.
+    Disputed,
 }
 
 impl PaymentStatus {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::RequiresPayment,
         Self::Succeeded,
         Self::Releasing,
@@ -58,6 +61,7 @@ impl PaymentStatus {
         Self::Refunding,
         Self::Refunded,
         Self::Canceled,
+        Self::Disputed,
     ];
 
     pub fn parse(value: &str) -> Option<Self> {
@@ -74,6 +78,7 @@ impl PaymentStatus {
             Self::Refunding => "refunding",
             Self::Refunded => "refunded",
             Self::Canceled => "canceled",
+            Self::Disputed => "disputed",
         }
     }
 }

@@ -303,19 +303,50 @@ pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
     };
     let Some(status) = object["status"].as_str().filter(|s| s.len() <= 40) else { return Ok(Effect::none()) };
     let pk = Payment::key(&payment.payment_id);
-    let change = Change::new(&pk, "PAYMENT")
-        .update("SET dispute = :dispute, dispute_id = :id, dispute_event_created = :created, updated_at = :now")
-        .condition("attribute_not_exists(dispute_event_created) OR dispute_event_created <= :created")
+    // Lost while held: the cardholder has the money back through the dispute, so the
+    // payment holds nothing and ends `disputed` (it blocks no deletion, and there is nothing
+    // to release or refund). Conditioned on it still being held.
+    let ends = status == "lost" && payment.status == PaymentStatus::Succeeded;
+    let mut change = Change::new(&pk, "PAYMENT")
+        .update(if ends {
+            "SET dispute = :dispute, dispute_id = :id, dispute_event_created = :created, updated_at = :now, \
+             #status = :disputed"
+        } else {
+            "SET dispute = :dispute, dispute_id = :id, dispute_event_created = :created, updated_at = :now"
+        })
+        .condition(if ends {
+            "(attribute_not_exists(dispute_event_created) OR dispute_event_created <= :created) AND #status = :held"
+        } else {
+            "attribute_not_exists(dispute_event_created) OR dispute_event_created <= :created"
+        })
         .value(":dispute", av::s(status))
         .value(":id", av::s(object["id"].as_str().unwrap_or_default()))
         .value(":created", av::n(event.created))
         .value(":now", av::s(time::rfc3339(time::now())));
+    if ends {
+        change = change
+            .name("#status", "status")
+            .value(":disputed", av::s(PaymentStatus::Disputed.as_str()))
+            .value(":held", av::s(PaymentStatus::Succeeded.as_str()));
+    }
     let action = if event.kind == "charge.dispute.closed" { "payment.dispute_closed" } else { "payment.disputed" };
     let entry = AuditEntry::new(action, AuditStatus::Success, &payment.payer_org_id, meta).details(json!({
         "payment_id": payment.payment_id, "dispute_id": object["id"], "dispute_status": status,
-        "amount": object["amount"], "reason": object["reason"], "payment_status": payment.status,
+        "amount": object["amount"], "reason": object["reason"],
+        "payment_status": if ends { PaymentStatus::Disputed } else { payment.status },
     }));
-    Ok(Effect::new(vec![app.table().update(change)?, app.audit().put(&entry)?]))
+    let mut changes = vec![app.table().update(change)?, app.audit().put(&entry)?];
+    if ends {
+        let lost = DomainEvent::new(
+            "payment.dispute_lost",
+            json!({ "payment_id": payment.payment_id, "dispute_id": object["id"], "amount": payment.amount,
+                    "currency": payment.currency }),
+        );
+        changes.push(outbox::put(app.table(), Message::event(&lost))?);
+    }
+    // Read-dependent when it ends the payment: a lost race (a release claimed it) is
+    // computed again rather than skipped as an old event.
+    Ok(Effect { read_dependent: ends, ..Effect::new(changes) })
 }
 
 /// The payment a transfer belongs to: its metadata, else its `transfer_group`.
