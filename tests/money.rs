@@ -1159,3 +1159,175 @@ async fn a_dispute_lost_before_release_ends_the_payment_disputed() {
         .await;
     assert_eq!(deleted.status, 202, "{:?}", deleted.body);
 }
+
+/// Transfer reversals the stand-in made, and the keys they were asked for with.
+fn reversals(t: &TestApp) -> (Vec<Value>, Vec<Option<String>>) {
+    let keys = t
+        .stand_in()
+        .posted("/v1/transfers/")
+        .into_iter()
+        .filter(|r| r.path.ends_with("/reversals"))
+        .map(|r| r.idempotency_key)
+        .collect();
+    (t.stand_in().created("trr_"), keys)
+}
+
+/// A payment of `amount` USD held and released under the app's fee terms: (payer, payment,
+/// the provider's connected account).
+async fn released_payment(t: &TestApp, amount: i64) -> (Value, String, String) {
+    let (_, provider_id) = provider(t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let paid = pay(t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), amount).await;
+    assert_eq!(paid.status, 201, "{:?}", paid.body);
+    let payment_id = paid.body["payment_id"].as_str().unwrap().to_owned();
+    mark_succeeded(t, &payment_id).await;
+    let released = release(t, &payer, &payment_id).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    let account = t.stand_in().object(released.body["transfer_id"].as_str().unwrap()).unwrap()["destination"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (payer, payment_id, account)
+}
+
+/// A refund made in Stripe's dashboard after the release sends three events, each here
+/// delivered twice and out of order: the provider's share of it (the platform gives up its
+/// percentage on that part) is reversed once, under the refund's own key.
+#[tokio::test]
+async fn a_dashboard_refund_after_release_is_recovered_from_the_provider_once() {
+    let t = TestApp::with_stripe(&[("PLATFORM_FEE_BPS", "1000"), ("PLATFORM_FEE_FIXED", "30")]).await;
+    let (payer, payment_id, account) = released_payment(&t, 10_000).await;
+    assert_eq!(transfers(&t)[0]["amount"], 8_970);
+    let pi = intent_of(&t, &payment_id).await;
+    let events = t.stand_in().dashboard_refund(&pi, 2_000);
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &events, now()).await;
+
+    let (made, keys) = reversals(&t);
+    assert_eq!(made.len(), 1, "one reversal however many events arrive: {made:?}");
+    assert_eq!((made[0]["amount"].as_i64(), made[0]["metadata"]["cause"].as_str()), (Some(1_800), Some(&*refund_id)));
+    assert!(keys.iter().all(|k| k.as_deref() == Some(&*format!("reversal:{payment_id}:{refund_id}"))), "{keys:?}");
+    assert_eq!(t.stand_in().balance_of(&account), 8_970 - 1_800);
+    let shown = t.authed(handle, "GET", &format!("/payments/{payment_id}"), token(&payer), &[], None).await.body;
+    assert_eq!(
+        (shown["status"].as_str(), shown["amount_refunded"].as_i64(), shown["amount_reversed"].as_i64()),
+        (Some("released"), Some(2_000), Some(1_800)),
+        "{shown:?}"
+    );
+    let audited = audit_entries(&t, &payer, "payment.transfer_reversed").await;
+    assert_eq!(audited.len(), 1);
+    assert_eq!(s(&audited[0], "status"), "success");
+    assert_eq!(transfers(&t).len(), 1, "no new transfer");
+}
+
+/// A dispute opened while a release is unresolved: its funds' withdrawal waits (the delivery
+/// fails, Stripe sends it again) until reconciliation records the one transfer; then one
+/// reversal of the disputed amount, and when the dispute is won one transfer paying it back.
+#[tokio::test]
+async fn a_dispute_opened_mid_release_is_reversed_at_withdrawal_and_repaid_when_won() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100); // made, answer lost
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    t.stand_in().heal();
+    let pi = intent_of(&t, &payment_id).await;
+    let (dispute_id, opened) = t.stand_in().open_dispute(&pi, 2_500);
+    let bodies: Vec<String> = opened.iter().map(|(kind, o)| stripe_event(kind, now(), o.clone())).collect();
+    assert_eq!(t.deliver(&bodies[0]).await.status, 200);
+    let waits = t.deliver(&bodies[1]).await;
+    assert_ne!(waits.status, 200, "funds withdrawn mid-release wait for the release: {:?}", waits.body);
+    assert!(t.stand_in().created("trr_").is_empty());
+
+    backdate_queue(&t, &payment_id).await;
+    assert!(matches!(reconcile(&t, &payment_id).await, Reconciled::Released { found: true, .. }));
+    for body in [&bodies[1], &bodies[1], &bodies[0]] {
+        assert_eq!(t.deliver(body).await.status, 200);
+    }
+    let (made, keys) = reversals(&t);
+    assert_eq!((made.len(), made[0]["amount"].as_i64()), (1, Some(2_500)), "{made:?}");
+    assert_eq!(keys[0].as_deref(), Some(&*format!("reversal:{payment_id}:{dispute_id}")));
+
+    deliver_twice_reversed(&t, &t.stand_in().win_dispute(&dispute_id), now() + 1).await;
+    let made = transfers(&t);
+    assert_eq!(made.len(), 2, "the release and one re-payment: {made:?}");
+    let repaid: Vec<&Value> = made.iter().filter(|t| t["metadata"]["cause"] == dispute_id.as_str()).collect();
+    assert_eq!((repaid.len(), repaid[0]["amount"].as_i64()), (1, Some(2_500)));
+    let key = t.stand_in().posted("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).next_back();
+    assert_eq!(key, Some(format!("release:{payment_id}:dispute:{dispute_id}")));
+    assert_eq!(audit_entries(&t, &payer, "payment.repaid").await.len(), 1);
+    let shown = t.authed(handle, "GET", &format!("/payments/{payment_id}"), token(&payer), &[], None).await.body;
+    assert_eq!((shown["status"].as_str(), shown["dispute_status"].as_str()), (Some("released"), Some("won")));
+}
+
+/// A reversal Stripe refuses (the provider paid the money out) is audited once and queued;
+/// the cleanup retries it a day later and it goes through once the account holds the money
+/// again. One refused for longer than `REVERSAL_RETRY_DAYS` is given up on, audited.
+#[tokio::test]
+async fn a_refused_reversal_is_retried_daily_until_it_goes_through_or_is_given_up() {
+    let t = TestApp::with_stripe(&[]).await;
+    let meta = shared::http::RequestMeta { request_id: "retry".into(), ..Default::default() };
+    let (payer, payment_id, account) = released_payment(&t, 2_500).await;
+    t.stand_in().pay_out(&account, 2_500);
+    let pi = intent_of(&t, &payment_id).await;
+    let events = t.stand_in().dashboard_refund(&pi, 1_000);
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &events, now()).await;
+    assert!(t.stand_in().created("trr_").is_empty());
+    let refused = audit_entries(&t, &payer, "payment.transfer_reversed").await;
+    assert_eq!(refused.len(), 1, "audited once, not per event");
+    assert_eq!(s(&refused[0], "status"), "failure");
+    let queued = format!("RECOVERY#{payment_id}#{refund_id}");
+    assert_eq!(s(&t.item(&queued, "RECOVERY").await.unwrap(), "GSI2PK"), "UNRECOVERED");
+
+    // Not before a day has passed.
+    shared::payments::recovery::retry_due(t.app, &meta, || false).await;
+    assert!(t.stand_in().created("trr_").is_empty());
+    t.stand_in().fund(&account, 1_000);
+    // A day on, Stripe has forgotten the key (it would replay the saved refusal before).
+    t.stand_in().forget_idempotency_keys();
+    let a_day_ago = shared::time::rfc3339(shared::time::now() - shared::time::Duration::hours(25));
+    t.set(&queued, "RECOVERY", &[("GSI2SK", aws_sdk_dynamodb::types::AttributeValue::S(a_day_ago.clone()))]).await;
+    let retried = shared::payments::recovery::retry_due(t.app, &meta, || false).await;
+    assert!(retried.recovered >= 1, "{retried:?}");
+    let (made, _) = reversals(&t);
+    assert_eq!((made.len(), made[0]["amount"].as_i64()), (1, Some(1_000)));
+    assert!(!t.item(&queued, "RECOVERY").await.unwrap().contains_key("GSI2PK"), "off the queue");
+    assert_eq!(s(&payment(&t, &payment_id).await, "transfer_reversed_amount"), "1000");
+
+    // Refused for longer than the retry window: given up on.
+    let (payer, payment_id, account) = released_payment(&t, 2_500).await;
+    t.stand_in().pay_out(&account, 2_500);
+    let pi = intent_of(&t, &payment_id).await;
+    let events = t.stand_in().dashboard_refund(&pi, 500);
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &events, now()).await;
+    let queued = format!("RECOVERY#{payment_id}#{refund_id}");
+    let long_ago = (shared::time::now() - shared::time::Duration::days(31)).unix_timestamp();
+    t.set(
+        &queued,
+        "RECOVERY",
+        &[
+            ("GSI2SK", aws_sdk_dynamodb::types::AttributeValue::S(a_day_ago)),
+            ("first_refused_at", aws_sdk_dynamodb::types::AttributeValue::N(long_ago.to_string())),
+        ],
+    )
+    .await;
+    shared::payments::recovery::retry_due(t.app, &meta, || false).await;
+    assert_eq!(audit_entries(&t, &payer, "payment.recovery_abandoned").await.len(), 1);
+    assert!(!t.item(&queued, "RECOVERY").await.unwrap().contains_key("GSI2PK"));
+    assert_eq!(reversals(&t).0.len(), 1, "still only the first payment's reversal");
+}
+
+/// With `REVERSE_TRANSFERS=false` a loss after the transfer is only audited (and alarmed),
+/// once per cause.
+#[tokio::test]
+async fn with_recovery_off_a_loss_after_the_transfer_is_only_audited() {
+    let t = TestApp::with_stripe(&[("REVERSE_TRANSFERS", "false")]).await;
+    let (payer, payment_id, _) = released_payment(&t, 2_500).await;
+    let pi = intent_of(&t, &payment_id).await;
+    deliver_twice_reversed(&t, &t.stand_in().dashboard_refund(&pi, 1_000), now()).await;
+    assert!(reversals(&t).1.is_empty(), "Stripe was not asked");
+    let told = audit_entries(&t, &payer, "payment.transfer_reversed").await;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["details"].as_m().unwrap()["reason"].as_s().unwrap(), "recovery_off");
+}

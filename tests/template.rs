@@ -334,6 +334,15 @@ fn the_alarms_running_in_aws_names_exist() {
         );
         assert_eq!((&watched["Statistic"], &watched["Threshold"]), (&json!("Maximum"), &json!(0)), "{metric}");
     }
+    // Losses after a transfer left unrecovered are counted by the webhook when they happen.
+    let unrecovered = alarm(
+        &template,
+        "WebhookTransfersUnrecoveredAlarm",
+        stack_namespace(),
+        shared::payments::recovery::UNRECOVERED_METRIC,
+        function_dimension("Function", "WebhookFunction"),
+    );
+    assert_eq!((&unrecovered["Statistic"], &unrecovered["Threshold"]), (&json!("Sum"), &json!(0)));
     for (name, alarm) in alarms(&template) {
         let namespace = alarm["Namespace"].as_str().unwrap_or("");
         assert!(!namespace.starts_with("Backend/"), "{name}: the metrics are in the stack's namespace now");
@@ -364,7 +373,11 @@ fn the_metrics_the_alarms_watch_are_the_ones_the_code_writes() {
     let answers: Vec<&str> =
         shared::metrics::response_counts(lambda_http::http::StatusCode::OK).iter().map(|(name, _)| *name).collect();
     let (cleanup, _) = shared::cleanup::Summary::default().metrics();
-    let written: Vec<&str> = answers.into_iter().chain(cleanup.iter().map(|(name, _)| *name)).collect();
+    let written: Vec<&str> = answers
+        .into_iter()
+        .chain(cleanup.iter().map(|(name, _)| *name))
+        .chain([shared::payments::recovery::UNRECOVERED_METRIC])
+        .collect();
     for (name, alarm) in alarms(&template) {
         if alarm["Namespace"] == stack_namespace() && name != "WebhookSignatureFailuresAlarm" {
             let metric = alarm["MetricName"].as_str().unwrap();

@@ -87,6 +87,21 @@ pub struct Settings {
     /// What the platform keeps of each payment (`PLATFORM_FEE_BPS`, `PLATFORM_FEE_FIXED`),
     /// fixed on a payment when it is made.
     pub platform_fee: PlatformFee,
+    /// Recovering from the provider what leaves the platform after a transfer.
+    pub recovery: Recovery,
+}
+
+/// What is recovered after a transfer (`REVERSE_TRANSFERS`, `REVERSE_DISPUTES`,
+/// `REVERSAL_RETRY_DAYS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Whether transfers are reversed at all (`false`: only audited and alarmed).
+    pub reverse_transfers: bool,
+    /// A dispute is reversed when Stripe withdraws its funds (`at_withdrawal`, the
+    /// default), or only once it is lost (`on_loss`).
+    pub disputes_on_loss: bool,
+    /// How long a refused reversal is retried, daily.
+    pub retry_days: i64,
 }
 
 /// The platform's fee: basis points of what is left after refunds, plus a fixed part in the
@@ -322,7 +337,31 @@ impl Settings {
                     .into(),
             });
         }
+        let recovery = Recovery {
+            reverse_transfers: match get("REVERSE_TRANSFERS").as_deref().map(str::trim) {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "REVERSE_TRANSFERS",
+                        reason: format!("{other:?} is not true or false"),
+                    });
+                }
+            },
+            disputes_on_loss: match get("REVERSE_DISPUTES").as_deref().map(str::trim) {
+                None | Some("at_withdrawal") => false,
+                Some("on_loss") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "REVERSE_DISPUTES",
+                        reason: format!("{other:?} is not at_withdrawal or on_loss"),
+                    });
+                }
+            },
+            retry_days: number("REVERSAL_RETRY_DAYS", 30)?.clamp(1, 365) as i64,
+        };
         let settings = Self {
+            recovery,
             payment_abandon_days: number("PAYMENT_ABANDON_DAYS", 7)?.clamp(1, 365) as i64,
             platform_fee,
             mfa_issuer,

@@ -4,5 +4,5 @@ use shared::{api, secrets::Part};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::app::run_http(&[Part::Webhook], api::webhook::handle).await
+    shared::app::run_http(&[Part::Webhook, Part::Stripe], api::webhook::handle).await
 }

@@ -70,6 +70,9 @@ struct State {
     /// Refunds made from now on stay `pending` (as bank refunds and some cards do) until
     /// [`StripeStandIn::succeed_refund`] or [`StripeStandIn::fail_refund`].
     refunds_pending: bool,
+    /// Connected account → what it holds at Stripe (minor units of one currency): transfers
+    /// add to it, reversals and payouts take from it, and a reversal cannot take more.
+    balances: HashMap<String, i64>,
     received: Vec<Received>,
 }
 
@@ -127,11 +130,34 @@ fn int(form: &HashMap<String, String>, key: &str) -> i64 {
     form.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// What Stripe charges the platform for a dispute (USD 15), taken when it opens.
+pub const DISPUTE_FEE: i64 = 1_500;
+
 /// Stripe refuses longer `Idempotency-Key`s with a 400.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 fn error(status: u16, kind: &str, message: &str) -> (u16, Value) {
     (status, json!({"error": {"type": kind, "message": message}}))
+}
+
+/// One page of a list, as Stripe pages: `limit` (default 10, 1 to 100) objects after
+/// `starting_after`, and `has_more` when the list goes on.
+fn page(data: Vec<Value>, query: &HashMap<String, String>, url: &str) -> (u16, Value) {
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
+        Some(_) => return error(400, "invalid_request_error", "This value must be between 1 and 100."),
+    };
+    let start = match query.get("starting_after") {
+        None => 0,
+        Some(after) => match data.iter().position(|o| o["id"] == json!(after)) {
+            Some(at) => at + 1,
+            None => return error(400, "invalid_request_error", &format!("No such object: '{after}'")),
+        },
+    };
+    let rest = &data[start.min(data.len())..];
+    let shown: Vec<Value> = rest.iter().take(limit).cloned().collect();
+    (200, json!({"object": "list", "data": shown, "has_more": rest.len() > limit, "url": url}))
 }
 
 /// A subscription item on `price` (a monthly licensed price of the stand-in's one product),
@@ -265,6 +291,59 @@ impl State {
         Ok(())
     }
 
+    /// A transfer reversal, as Stripe makes one: of what is left of the transfer (all of it
+    /// by default), and only if the connected account still holds that much.
+    fn reverse(
+        &mut self,
+        transfer_id: &str,
+        form: &HashMap<String, String>,
+        created: i64,
+    ) -> Result<Value, (u16, Value)> {
+        let Some(transfer) = self.objects.get(transfer_id).filter(|t| t["object"] == "transfer").cloned() else {
+            return Err(error(404, "invalid_request_error", &format!("No such transfer: '{transfer_id}'")));
+        };
+        let (amount_sent, reversed) =
+            (transfer["amount"].as_i64().unwrap_or(0), transfer["amount_reversed"].as_i64().unwrap_or(0));
+        let left = amount_sent - reversed;
+        let amount = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(left);
+        if amount <= 0 {
+            return Err(error(400, "invalid_request_error", "This value must be greater than or equal to 1."));
+        }
+        if amount > left {
+            return Err(error(
+                400,
+                "invalid_request_error",
+                &format!("Reversal amount ({amount}) is greater than the amount left on the transfer ({left})."),
+            ));
+        }
+        let destination = transfer["destination"].as_str().unwrap_or_default().to_owned();
+        let balance = self.balances.get(&destination).copied().unwrap_or(0);
+        if amount > balance {
+            return Err(error(
+                400,
+                "invalid_request_error",
+                &format!(
+                    "Insufficient funds in the destination account {destination}: the reversal needs {amount}, \
+                     the account holds {balance}."
+                ),
+            ));
+        }
+        *self.balances.entry(destination).or_default() -= amount;
+        let reversal = json!({
+            "id": new_id("trr"), "object": "transfer_reversal", "amount": amount, "created": created,
+            "balance_transaction": new_id("txn"), "currency": transfer["currency"],
+            "destination_payment_refund": new_id("pyr"), "metadata": metadata(form), "source_refund": null,
+            "transfer": transfer_id
+        });
+        let stored = self.objects.get_mut(transfer_id).expect("the transfer just read");
+        stored["amount_reversed"] = json!(reversed + amount);
+        stored["reversed"] = json!(reversed + amount == amount_sent);
+        if let Some(data) = stored["reversals"]["data"].as_array_mut() {
+            data.insert(0, reversal.clone());
+        }
+        Ok(reversal)
+    }
+
     fn create(&mut self, method: &str, path: &str, form: &HashMap<String, String>) -> (u16, Value) {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let created = now();
@@ -300,6 +379,8 @@ impl State {
                 if let Err(refused) = self.check_transfer(form) {
                     return refused;
                 }
+                let destination = form.get("destination").cloned().unwrap_or_default();
+                *self.balances.entry(destination).or_default() += int(form, "amount");
                 json!({
                     "id": new_id("tr"), "object": "transfer", "amount": int(form, "amount"), "amount_reversed": 0,
                     "created": created, "currency": form.get("currency"),
@@ -309,6 +390,10 @@ impl State {
                     "transfer_group": form.get("transfer_group")
                 })
             }
+            ("POST", ["transfers", id, "reversals"]) => match self.reverse(id, form, created) {
+                Ok(reversal) => reversal,
+                Err(refused) => return refused,
+            },
             // What Stripe.js sends when the payer pays (publishable key, `client_secret`), with
             // Stripe's test cards: `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined.
             // As Stripe: only a PaymentIntent nobody has paid, and that is not processing,
@@ -456,12 +541,34 @@ impl State {
                 })
                 .map(|(_, object)| object.clone())
                 .collect();
-            data.sort_by_key(|object| std::cmp::Reverse(object["created"].as_i64()));
-            (200, json!({"object": "list", "data": data, "has_more": false, "url": url}))
+            // Newest first, as Stripe lists; ids break ties within a second, so pages are stable.
+            data.sort_by(|a, b| {
+                (b["created"].as_i64(), b["id"].as_str()).cmp(&(a["created"].as_i64(), a["id"].as_str()))
+            });
+            page(data, query, url)
         };
         match segments.as_slice() {
             ["transfers"] => list("tr_", "transfer_group", "/v1/transfers"),
             ["refunds"] => list("re_", "payment_intent", "/v1/refunds"),
+            ["transfers", id, "reversals"] => {
+                if !self.objects.contains_key(*id) {
+                    return error(404, "invalid_request_error", &format!("No such transfer: '{id}'"));
+                }
+                let mut query = query.clone();
+                query.insert("transfer".into(), (*id).to_owned());
+                let url = format!("/v1/transfers/{id}/reversals");
+                let wanted = (*id).to_owned();
+                let mut data: Vec<Value> = self
+                    .objects
+                    .values()
+                    .filter(|o| o["object"] == "transfer_reversal" && o["transfer"] == json!(wanted))
+                    .cloned()
+                    .collect();
+                data.sort_by(|a, b| {
+                    (b["created"].as_i64(), b["id"].as_str()).cmp(&(a["created"].as_i64(), a["id"].as_str()))
+                });
+                page(data, &query, &url)
+            }
             [_, id] => match self.objects.get(*id) {
                 Some(object) => (200, expanded(&self.objects, object.clone(), expand)),
                 None => error(404, "invalid_request_error", &format!("No such object: '{id}'")),
@@ -654,6 +761,88 @@ impl StripeStandIn {
         refund
     }
 
+    /// A refund made in Stripe's dashboard, with every event Stripe sends for it, as (type,
+    /// object) pairs of one second: `refund.created`, `charge.refunded` (the charge with its
+    /// new total) and `charge.refund.updated`.
+    pub fn dashboard_refund(&self, payment_intent: &str, amount: i64) -> Vec<(String, Value)> {
+        let refund = self.refund_directly(payment_intent, amount);
+        vec![
+            ("refund.created".into(), refund.clone()),
+            ("charge.refunded".into(), self.charge_of(payment_intent)),
+            ("charge.refund.updated".into(), refund),
+        ]
+    }
+
+    /// The cardholder disputes the charge: Stripe takes the disputed amount and its dispute
+    /// fee (1 500 minor units) from the platform's balance at once. Returns the dispute's id
+    /// and the events Stripe sends, as (type, object) pairs of one second:
+    /// `charge.dispute.created` and `charge.dispute.funds_withdrawn`.
+    pub fn open_dispute(&self, payment_intent: &str, amount: i64) -> (String, Vec<(String, Value)>) {
+        let mut state = self.state.lock().expect("stand-in state");
+        let intent = state.objects.get(payment_intent).expect("a PaymentIntent the stand-in made").clone();
+        let (id, created) = (new_id("dp"), now());
+        let withdrawn = json!({
+            "id": new_id("txn"), "object": "balance_transaction", "amount": -amount, "fee": DISPUTE_FEE,
+            "net": -amount - DISPUTE_FEE, "currency": intent["currency"], "created": created,
+            "type": "adjustment", "reporting_category": "dispute"
+        });
+        let dispute = json!({
+            "id": id, "object": "dispute", "amount": amount, "charge": intent["latest_charge"],
+            "currency": intent["currency"], "created": created, "payment_intent": payment_intent,
+            "reason": "fraudulent", "status": "needs_response", "is_charge_refundable": false,
+            "balance_transactions": [withdrawn], "livemode": false, "metadata": {}
+        });
+        state.objects.insert(id.clone(), dispute.clone());
+        let events = vec![
+            ("charge.dispute.created".to_owned(), dispute.clone()),
+            ("charge.dispute.funds_withdrawn".to_owned(), dispute),
+        ];
+        (id, events)
+    }
+
+    /// The platform wins the dispute: the amount comes back (the fee does not). Returns
+    /// `charge.dispute.funds_reinstated` and `charge.dispute.closed`, of one second.
+    pub fn win_dispute(&self, dispute_id: &str) -> Vec<(String, Value)> {
+        let mut state = self.state.lock().expect("stand-in state");
+        let dispute = state.objects.get_mut(dispute_id).expect("a dispute the stand-in made");
+        let amount = dispute["amount"].as_i64().unwrap_or(0);
+        dispute["status"] = json!("won");
+        let reinstated = json!({
+            "id": new_id("txn"), "object": "balance_transaction", "amount": amount, "fee": 0, "net": amount,
+            "currency": dispute["currency"], "created": now(), "type": "adjustment", "reporting_category": "dispute_reversal"
+        });
+        if let Some(list) = dispute["balance_transactions"].as_array_mut() {
+            list.push(reinstated);
+        }
+        let dispute = dispute.clone();
+        vec![("charge.dispute.funds_reinstated".into(), dispute.clone()), ("charge.dispute.closed".into(), dispute)]
+    }
+
+    /// The platform loses the dispute: the money stays with the cardholder. Returns
+    /// `charge.dispute.closed`.
+    pub fn lose_dispute(&self, dispute_id: &str) -> Vec<(String, Value)> {
+        let mut state = self.state.lock().expect("stand-in state");
+        let dispute = state.objects.get_mut(dispute_id).expect("a dispute the stand-in made");
+        dispute["status"] = json!("lost");
+        vec![("charge.dispute.closed".into(), dispute.clone())]
+    }
+
+    /// The connected account pays `amount` out to its bank: it no longer holds it, so a
+    /// reversal of it is refused.
+    pub fn pay_out(&self, account: &str, amount: i64) {
+        *self.state.lock().expect("stand-in state").balances.entry(account.to_owned()).or_default() -= amount;
+    }
+
+    /// The connected account receives `amount` from elsewhere (other sales, a top-up).
+    pub fn fund(&self, account: &str, amount: i64) {
+        *self.state.lock().expect("stand-in state").balances.entry(account.to_owned()).or_default() += amount;
+    }
+
+    /// What the connected account holds at Stripe.
+    pub fn balance_of(&self, account: &str) -> i64 {
+        self.state.lock().expect("stand-in state").balances.get(account).copied().unwrap_or(0)
+    }
+
     /// Refunds made from now on stay `pending` until told to succeed or fail (`false`: they
     /// succeed at once, the default).
     pub fn hold_refunds_pending(&self, pending: bool) {
@@ -823,5 +1012,46 @@ mod tests {
         assert_eq!((canceled.0, canceled.1["status"].as_str()), (200, Some("canceled")));
         let visa = form(&[("payment_method", "pm_card_visa")]);
         assert_eq!(state.create("POST", &format!("/v1/payment_intents/{id}/confirm"), &visa).0, 400);
+    }
+
+    #[test]
+    fn a_reversal_takes_no_more_than_the_transfer_left_or_the_account_holds() {
+        let mut state = State::default();
+        let (account, charge, _) = paid(&mut state);
+        let sent =
+            [("amount", "2000"), ("currency", "usd"), ("destination", &account), ("source_transaction", &charge)];
+        let (_, transfer) = state.create("POST", "/v1/transfers", &form(&sent));
+        let id = transfer["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/transfers/{id}/reversals");
+        let (status, first) = state.create("POST", &path, &form(&[("amount", "1500"), ("metadata[cause]", "re_1")]));
+        assert_eq!((status, first["metadata"]["cause"].as_str()), (200, Some("re_1")));
+        let (status, body) = state.create("POST", &path, &form(&[("amount", "501")]));
+        assert_eq!(status, 400);
+        assert!(body["error"]["message"].as_str().unwrap().contains("amount left on the transfer (500)"));
+        state.balances.insert(account.clone(), 100);
+        let (status, body) = state.create("POST", &path, &form(&[("amount", "200")]));
+        assert_eq!(status, 400, "the account paid out what it was sent");
+        assert!(body["error"]["message"].as_str().unwrap().contains("Insufficient funds"));
+        assert_eq!(state.objects[&id]["amount_reversed"], 1500);
+        let (_, listed) = state.read(&path, &HashMap::new(), &[]);
+        assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lists_page_as_stripe_pages_them() {
+        let mut state = State::default();
+        let (_, _, intent) = paid(&mut state);
+        for _ in 0..5 {
+            state.create("POST", "/v1/refunds", &form(&[("payment_intent", &intent), ("amount", "100")]));
+        }
+        let query = |pairs: &[(&str, &str)]| form(&[&[("payment_intent", intent.as_str())], pairs].concat());
+        let (_, first) = state.read("/v1/refunds", &query(&[("limit", "2")]), &[]);
+        assert_eq!((first["data"].as_array().unwrap().len(), first["has_more"].as_bool()), (2, Some(true)));
+        let last = first["data"][1]["id"].as_str().unwrap().to_owned();
+        let (_, rest) = state.read("/v1/refunds", &query(&[("limit", "10"), ("starting_after", &last)]), &[]);
+        assert_eq!((rest["data"].as_array().unwrap().len(), rest["has_more"].as_bool()), (3, Some(false)));
+        assert_eq!(state.read("/v1/refunds", &query(&[("limit", "101")]), &[]).0, 400);
+        let (_, default) = state.read("/v1/refunds", &query(&[]), &[]);
+        assert_eq!(default["data"].as_array().unwrap().len(), 5, "ten by default");
     }
 }

@@ -49,6 +49,11 @@ pub struct Summary {
     pub payments_canceled: u32,
     /// Unpaid payments whose outcome could not be asked of Stripe (the next run retries).
     pub payments_unchecked: u32,
+    /// Refused reversals (losses after a transfer) recovered on their daily retry.
+    pub transfers_recovered: u32,
+    /// Refused reversals still refused, given up on after `REVERSAL_RETRY_DAYS`, or not
+    /// retried for a fault: money the platform carries, alarmed.
+    pub transfers_unrecovered: u32,
     /// Messages the stream gave up on, delivered now.
     pub outbox_redelivered: u32,
     /// Messages that failed again (the next run retries).
@@ -76,7 +81,7 @@ impl Summary {
     pub fn metrics(&self) -> ([(&'static str, u64); 3], serde_json::Map<String, serde_json::Value>) {
         let counts = [
             ("PaymentsUnsettled", u64::from(self.unsettled())),
-            ("PaymentsUnrecovered", u64::from(self.payments_unchecked)),
+            ("PaymentsUnrecovered", u64::from(self.payments_unchecked + self.transfers_unrecovered)),
             ("OutboxAbandoned", u64::from(self.outbox_abandoned)),
         ];
         let serde_json::Value::Object(mut properties) = serde_json::to_value(self).expect("counts serialise") else {
@@ -206,6 +211,11 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
         }
     }
 
+    // Losses after a transfer that Stripe refused to reverse, retried daily.
+    let retried = crate::payments::recovery::retry_due(app, meta, out_of_time).await;
+    summary.transfers_recovered = retried.recovered;
+    summary.transfers_unrecovered = retried.still_refused + retried.abandoned + retried.failed;
+
     let redelivered = undelivered::redeliver(app, out_of_time).await;
     summary.outbox_redelivered = redelivered.delivered;
     summary.outbox_failed = redelivered.failed;
@@ -237,7 +247,8 @@ mod tests {
             accounts_erased: 2,
             payments_pending: 1,
             payments_failed: 2,
-            payments_unchecked: 4,
+            payments_unchecked: 3,
+            transfers_unrecovered: 1,
             outbox_abandoned: 5,
             stopped_early: true,
             ..Summary::default()

@@ -90,6 +90,17 @@ pub struct TransferRecord {
     pub id: String,
     pub amount: i64,
     pub amount_reversed: i64,
+    /// Set on a transfer that re-pays a reversed cause (metadata `cause`): not a release.
+    pub cause: Option<String>,
+}
+
+/// A transfer reversal: what came back from the provider, and for which cause (metadata
+/// `cause`: the refund or dispute it recovers).
+#[derive(Debug, Clone)]
+pub struct ReversalRecord {
+    pub id: String,
+    pub amount: i64,
+    pub cause: Option<String>,
 }
 
 /// A refund as reconciliation sees it.
@@ -307,10 +318,14 @@ impl Stripe {
     /// `transfer_group` and the metadata let reconciliation find it again.
     pub async fn create_transfer(&self, key: &str, transfer: &NewTransfer<'_>) -> Result<String, GatewayError> {
         use stripe_connect::transfer::CreateTransfer;
+        let mut metadata = vec![("payment_id".to_owned(), transfer.payment_id.to_owned())];
+        if let Some(cause) = transfer.cause {
+            metadata.push(("cause".to_owned(), cause.to_owned()));
+        }
         let mut request = CreateTransfer::new(transfer.currency.to_stripe(), transfer.destination)
             .amount(transfer.amount)
             .transfer_group(transfer.payment_id)
-            .metadata([("payment_id".to_owned(), transfer.payment_id.to_owned())]);
+            .metadata(metadata.into_iter().collect::<std::collections::HashMap<_, _>>());
         if let Some(charge) = transfer.source_transaction {
             request = request.source_transaction(charge);
         }
@@ -318,16 +333,64 @@ impl Stripe {
         Ok(created.id)
     }
 
-    /// Every transfer in the payment's group (there should be one at most).
+    /// Every transfer in the payment's group: its release (one at most) and any re-payments.
     pub async fn transfers_for(&self, payment_id: &str) -> Result<Vec<TransferRecord>, GatewayError> {
         use stripe_connect::transfer::ListTransfer;
-        let request = ListTransfer::new().transfer_group(payment_id).limit(100);
-        let list: answers::Transfers = self.call(None, &request).await?;
-        Ok(list
-            .data
-            .into_iter()
-            .map(|t| TransferRecord { id: t.id, amount: t.amount, amount_reversed: t.amount_reversed })
-            .collect())
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = ListTransfer::new().transfer_group(payment_id).limit(100);
+            if let Some(after) = &after {
+                request = request.starting_after(after.clone());
+            }
+            let page: answers::Transfers = self.call(None, &request).await?;
+            after = page.data.last().map(|t| t.id.clone());
+            found.extend(page.data.into_iter().map(|t| TransferRecord {
+                cause: t.metadata.as_ref().and_then(|m| m.get("cause").cloned()),
+                id: t.id,
+                amount: t.amount,
+                amount_reversed: t.amount_reversed,
+            }));
+            if !page.has_more || after.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Every reversal of the transfer, each with the cause it recovers.
+    pub async fn reversals_of(&self, transfer_id: &str) -> Result<Vec<ReversalRecord>, GatewayError> {
+        use stripe_connect::transfer_reversal::ListIdTransferReversal;
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = ListIdTransferReversal::new(transfer_id).limit(100);
+            if let Some(after) = &after {
+                request = request.starting_after(after.clone());
+            }
+            let page: answers::Reversals = self.call(None, &request).await?;
+            after = page.data.last().map(|r| r.id.clone());
+            found.extend(page.data.into_iter().map(reversal_record));
+            if !page.has_more || after.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Takes `amount` of the transfer back from the connected account, for `cause`.
+    pub async fn reverse_transfer(
+        &self,
+        key: &str,
+        transfer_id: &str,
+        amount: i64,
+        payment_id: &str,
+        cause: &str,
+    ) -> Result<ReversalRecord, GatewayError> {
+        use stripe_connect::transfer_reversal::CreateIdTransferReversal;
+        let request = CreateIdTransferReversal::new(transfer_id)
+            .amount(amount)
+            .metadata([("payment_id".to_owned(), payment_id.to_owned()), ("cause".to_owned(), cause.to_owned())]);
+        let created: answers::Reversal = self.call(Some(key), &request).await?;
+        Ok(reversal_record(created))
     }
 
     /// A refund of `amount` (minor units) of the PaymentIntent's charge; `refund_key` goes
@@ -352,9 +415,20 @@ impl Stripe {
     /// Every refund of the PaymentIntent's charge.
     pub async fn refunds_for(&self, payment_intent: &str) -> Result<Vec<RefundRecord>, GatewayError> {
         use stripe_core::refund::ListRefund;
-        let request = ListRefund::new().payment_intent(payment_intent).limit(100);
-        let list: answers::Refunds = self.call(None, &request).await?;
-        Ok(list.data.into_iter().map(refund_record).collect())
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = ListRefund::new().payment_intent(payment_intent).limit(100);
+            if let Some(after) = &after {
+                request = request.starting_after(after.clone());
+            }
+            let page: answers::Refunds = self.call(None, &request).await?;
+            after = page.data.last().map(|r| r.id.clone());
+            found.extend(page.data.into_iter().map(refund_record));
+            if !page.has_more || after.is_none() {
+                return Ok(found);
+            }
+        }
     }
 
     /// What Stripe has refunded of the PaymentIntent's charge so far: the truth that
@@ -428,6 +502,8 @@ pub struct NewTransfer<'a> {
     pub currency: &'a Currency,
     pub destination: &'a str,
     pub source_transaction: Option<&'a str>,
+    /// What a re-payment makes good (a dispute won after its reversal); `None` for a release.
+    pub cause: Option<&'a str>,
 }
 
 /// What a refund is made of.
@@ -443,6 +519,14 @@ pub struct IntentState {
     pub status: String,
     pub latest_charge: Option<String>,
     pub client_secret: Option<String>,
+}
+
+fn reversal_record(reversal: answers::Reversal) -> ReversalRecord {
+    ReversalRecord {
+        cause: reversal.metadata.as_ref().and_then(|m| m.get("cause").cloned()),
+        id: reversal.id,
+        amount: reversal.amount,
+    }
 }
 
 fn refund_record(refund: answers::Refund) -> RefundRecord {
@@ -540,11 +624,26 @@ mod answers {
         pub id: String,
         pub amount: i64,
         pub amount_reversed: i64,
+        pub metadata: Option<BTreeMap<String, String>>,
     }
 
     #[derive(Deserialize)]
     pub struct Transfers {
         pub data: Vec<Transfer>,
+        pub has_more: bool,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Reversal {
+        pub id: String,
+        pub amount: i64,
+        pub metadata: Option<BTreeMap<String, String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Reversals {
+        pub data: Vec<Reversal>,
+        pub has_more: bool,
     }
 
     #[derive(Deserialize)]
@@ -559,6 +658,7 @@ mod answers {
     #[derive(Deserialize)]
     pub struct Refunds {
         pub data: Vec<Refund>,
+        pub has_more: bool,
     }
 
     #[derive(Deserialize)]

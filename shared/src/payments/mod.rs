@@ -10,6 +10,7 @@ pub mod money;
 pub mod payment;
 pub mod provider;
 pub mod reconcile;
+pub mod recovery;
 pub mod refund;
 pub mod release;
 pub mod subscription;

@@ -141,8 +141,25 @@ pub struct Payment {
     /// `won`, `lost`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispute: Option<String>,
+    /// The dispute those statuses are of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute_id: Option<String>,
+    /// What has come back of the transfer (Stripe's `amount_reversed`): shown as
+    /// `amount_reversed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_reversed_amount: Option<i64>,
+    /// The refunds the release counted (by Stripe's list when it was claimed): any other
+    /// refund of ours or Stripe's dashboard that counts is money that left after the
+    /// transfer. `None` on payments released before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_refund_ids: Option<Vec<String>>,
+    /// Causes (refund or dispute ids) recovered from the provider, each once
+    /// ([`super::recovery`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reversal_causes: Vec<String>,
+    /// Disputes won after their reversal, for which the provider was paid again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaid_causes: Vec<String>,
     /// Release attempts claimed so far: each claim (after a definite refusal, or with a new
     /// amount) gets a new idempotency key, so Stripe never replays an old answer to it.
     #[serde(default)]
@@ -225,6 +242,7 @@ impl Payment {
             "transfer_amount": self.transfer_amount,
             "stripe_fee": self.stripe_fee,
             "dispute_status": self.dispute,
+            "amount_reversed": self.transfer_reversed_amount.unwrap_or(0),
             "description": self.description,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -368,7 +386,11 @@ pub async fn create(
         transfer_amount: None,
         stripe_fee: None,
         dispute: None,
+        dispute_id: None,
         transfer_reversed_amount: None,
+        settled_refund_ids: None,
+        reversal_causes: Vec::new(),
+        repaid_causes: Vec::new(),
         release_amount: None,
         release_key: None,
         release_seq: 0,

@@ -125,6 +125,8 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
             return Ok(Reconciled::Pending);
         }
     };
+    // Re-payments (a dispute won after its reversal) carry a cause; the release is the other.
+    let transfers: Vec<_> = transfers.into_iter().filter(|t| t.cause.is_none()).collect();
     if let Some(found) = transfers.first() {
         if transfers.len() > 1 {
             tracing::error!(count = transfers.len(), "more than one transfer in the payment's group");
@@ -144,13 +146,15 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key, None).await?;
         return Ok(Reconciled::ReturnedToSucceeded(super::release::disputed()));
     }
-    let at_stripe = match stripe.refunded_total(&payment.stripe_payment_intent_id).await {
-        Ok(total) => total,
+    let counted: Vec<_> = match stripe.refunds_for(&payment.stripe_payment_intent_id).await {
+        Ok(refunds) => refunds.into_iter().filter(|r| r.counts()).collect(),
         Err(error) => {
             tracing::warn!(%error, "refunds not listed; will try again");
             return Ok(Reconciled::Pending);
         }
     };
+    let at_stripe: i64 = counted.iter().map(|r| r.amount).sum();
+    let settled: Vec<String> = counted.into_iter().map(|r| r.id).collect();
     let refunded = payment.amount_refunded.max(at_stripe).min(payment.amount);
     if payment.amount - refunded <= 0 {
         return cancel_release(app, &payment, &old_key, meta).await;
@@ -180,13 +184,14 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
         let rekey = Change::new(&pk, SK)
             .update(
                 "SET release_amount = :amount, release_key = :key, release_seq = :attempt, amount_refunded = :refunded, \
-                 platform_fee = :fee",
+                 platform_fee = :fee, settled_refund_ids = :settled",
             )
             .condition(&condition)
             .name("#status", "status")
             .value(":releasing", av::s(PaymentStatus::Releasing.as_str()))
             .value(":amount", av::n(left))
             .value(":fee", av::n(platform_fee))
+            .value(":settled", aws_sdk_dynamodb::types::AttributeValue::L(settled.iter().map(av::s).collect()))
             .value(":key", av::s(&key))
             .value(":old", av::s(&old_key))
             .value(":attempt", av::n(attempt))
@@ -209,6 +214,7 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
                 release_key: Some(key),
                 release_seq: attempt,
                 amount_refunded: refunded,
+                settled_refund_ids: Some(settled),
                 ..payment
             },
             Err(StoreError::TransactionConditionsFailed(_)) => return Ok(Reconciled::Pending),

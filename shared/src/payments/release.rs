@@ -133,7 +133,7 @@ pub async fn release(
     let mut update = String::from(
         "SET #status = :to, updated_at = :now, GSI2PK = :queue, GSI2SK = :now, release_amount = :amount, \
          release_key = :key, release_seq = :attempt, stripe_charge_id = :charge, amount_refunded = :refunded, \
-         refund_total_created = :read_at, platform_fee = :fee",
+         refund_total_created = :read_at, platform_fee = :fee, settled_refund_ids = :settled",
     );
     if !failed_ids.is_empty() {
         update.push_str(", failed_refund_ids = :failed");
@@ -155,7 +155,10 @@ pub async fn release(
         .value(":dispute_won", av::s("won"))
         .value(":dispute_warning_closed", av::s("warning_closed"))
         .value(":read_at", av::n(time::now().unix_timestamp()));
-    claim = claim.value(":fee", av::n(platform_fee));
+    let settled: Vec<String> = refunds.iter().filter(|r| r.counts()).map(|r| r.id.clone()).collect();
+    claim = claim
+        .value(":fee", av::n(platform_fee))
+        .value(":settled", AttributeValue::L(settled.iter().map(av::s).collect()));
     if !failed_ids.is_empty() {
         claim = claim.value(":failed", AttributeValue::L(failed_ids.iter().map(av::s).collect()));
     }
@@ -220,6 +223,7 @@ pub async fn release(
         stripe_charge_id: Some(charge),
         platform_fee: Some(platform_fee),
         stripe_fee: stripe_fee.or(payment.stripe_fee),
+        settled_refund_ids: Some(settled),
         ..payment
     };
     match Box::pin(transfer(app, &stripe, &claimed, &destination, Some(principal.user_id()), meta)).await? {
@@ -297,6 +301,7 @@ pub(super) async fn transfer(
         currency: &currency,
         destination,
         source_transaction: payment.stripe_charge_id.as_deref(),
+        cause: None,
     };
     match stripe.create_transfer(key, &request).await {
         Ok(transfer_id) => finish_or_leave(app, payment, &transfer_id, actor, meta).await,

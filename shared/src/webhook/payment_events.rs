@@ -16,10 +16,20 @@ use crate::{
     payments::{
         money::format_amount,
         payment::{Payment, PaymentStatus, RefundFailure, number_is, refund_failed_notice},
+        recovery::{self, Cause, CauseKind},
     },
     store::{Change, av},
     time,
 };
+
+/// A released payment that lost money after its transfer (a refund in Stripe's dashboard):
+/// the provider's share of each such refund is taken back, once per refund, by Stripe's
+/// list of refunds. Any of a refund's events may bring this on; the first does the work.
+async fn recover_refunds(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<(), ApiError> {
+    let stripe = app.stripe(meta.deadline).await?;
+    recovery::recover_refunds(app, &stripe, payment, meta).await?;
+    Ok(())
+}
 
 /// The payment a Stripe object points at: by PaymentIntent (`PI#` on GSI1) or by id.
 async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Option<Payment>, ApiError> {
@@ -136,6 +146,9 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
     let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
         return Ok(Effect::none());
     };
+    if payment.status == PaymentStatus::Released {
+        recover_refunds(app, &payment, meta).await?;
+    }
     let total = match object["amount_refunded"].as_i64() {
         Some(total) => total,
         // An event without the total: only a full refund can be read from it.
@@ -183,13 +196,8 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
                               "currency": payment.currency, "source": "stripe", "charge": object["id"] });
     match payment.status {
         PaymentStatus::Releasing => details["during_release"] = json!(true),
-        PaymentStatus::Released => {
-            // The provider has been paid and the payer refunded: somebody must decide whether
-            // to reverse the transfer.
-            details["after_release"] = json!(true);
-            details["needs_review"] = json!(true);
-            tracing::error!(payment_id = %payment.payment_id, "refund after release: the platform carries it");
-        }
+        // The provider's share was taken back above (`payment.transfer_reversed`).
+        PaymentStatus::Released => details["after_release"] = json!(true),
         _ => {}
     }
     let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(details);
@@ -216,6 +224,12 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
 pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
     let object = &event.object;
     if !matches!(object["status"].as_str(), Some("failed" | "canceled")) {
+        // A refund made (or going through) after the release: its reversal.
+        if let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await?
+            && payment.status == PaymentStatus::Released
+        {
+            recover_refunds(app, &payment, meta).await?;
+        }
         return Ok(Effect::none());
     }
     let (Some(refund_id), Some(amount)) =
@@ -302,6 +316,7 @@ pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
         return Ok(Effect::none());
     };
     let Some(status) = object["status"].as_str().filter(|s| s.len() <= 40) else { return Ok(Effect::none()) };
+    after_transfer(app, &payment, event, status, meta).await?;
     let pk = Payment::key(&payment.payment_id);
     // Lost while held: the cardholder has the money back through the dispute, so the
     // payment holds nothing and ends `disputed` (it blocks no deletion, and there is nothing
@@ -347,6 +362,46 @@ pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
     // Read-dependent when it ends the payment: a lost race (a release claimed it) is
     // computed again rather than skipped as an old event.
     Ok(Effect { read_dependent: ends, ..Effect::new(changes) })
+}
+
+/// A dispute's money after the transfer: the provider's share is reversed when Stripe
+/// withdraws the funds (or, with `REVERSE_DISPUTES=on_loss`, once the dispute is lost), and
+/// paid again when Stripe reinstates them. While a release is unresolved this waits: the
+/// delivery fails and Stripe sends it again.
+async fn after_transfer(
+    app: &App,
+    payment: &Payment,
+    event: &StripeEvent,
+    status: &str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    let on_loss = app.settings().recovery.disputes_on_loss;
+    let kind = event.kind.as_str();
+    let takes = (kind == "charge.dispute.funds_withdrawn" && !on_loss)
+        || (kind == "charge.dispute.closed" && status == "lost" && on_loss);
+    let gives = kind == "charge.dispute.funds_reinstated";
+    if !(takes || gives) {
+        return Ok(());
+    }
+    match payment.status {
+        PaymentStatus::Released => {}
+        PaymentStatus::Releasing => {
+            return Err(ApiError::Conflict(
+                "a release of this payment is unresolved; the dispute's funds wait for it".into(),
+            ));
+        }
+        _ => return Ok(()),
+    }
+    let Some(dispute_id) = event.object["id"].as_str().filter(|id| id.len() <= 255) else { return Ok(()) };
+    let stripe = app.stripe(meta.deadline).await?;
+    if gives {
+        recovery::repay_dispute(app, &stripe, payment, dispute_id, meta).await?;
+    } else {
+        let amount = event.object["amount"].as_i64().unwrap_or(0).clamp(0, payment.amount);
+        let cause = Cause { id: dispute_id.to_owned(), kind: CauseKind::Dispute, amount };
+        recovery::recover(app, &stripe, payment, &cause, false, meta).await?;
+    }
+    Ok(())
 }
 
 /// The payment a transfer belongs to: its metadata, else its `transfer_group`.
