@@ -348,3 +348,63 @@ async fn webhook_events_drive_a_payment_from_creation_to_release() {
         released.body
     );
 }
+
+/// Two events of one second about one account, in either order: which Stripe made first is
+/// unknown, so the second is not applied from its payload; the account is read from Stripe
+/// and its flags are written.
+#[tokio::test]
+async fn same_second_account_events_are_settled_by_what_stripe_returns() {
+    let t = TestApp::with_stripe(&[]).await;
+    let now = shared::time::now().unix_timestamp();
+    for stale_last in [true, false] {
+        let (_, provider_id) = common::money::provider(&t, false).await;
+        let item = t.item(&format!("PROVIDER#{provider_id}"), "PROVIDER").await.unwrap();
+        let account = s(&item, "stripe_account_id");
+        let enabled = t.stand_in().onboard(&account);
+        let mut stale = enabled.clone();
+        stale["payouts_enabled"] = json!(false);
+        stale["charges_enabled"] = json!(false);
+        let order = if stale_last { [&enabled, &stale] } else { [&stale, &enabled] };
+        for object in order {
+            let delivered = deliver(&t, &connect_event("account.updated", now, object.clone())).await;
+            assert_eq!(delivered.status, 200, "{:?}", delivered.body);
+        }
+        let stored = t.item(&format!("PROVIDER#{provider_id}"), "PROVIDER").await.unwrap();
+        assert_eq!(stored["payouts_enabled"], AttributeValue::Bool(true), "stale last: {stale_last}");
+        assert_eq!(stored["charges_enabled"], AttributeValue::Bool(true));
+    }
+}
+
+/// `customer.subscription.created` (incomplete) and `.updated` (active) of one second, in
+/// either order, end as Stripe has the subscription.
+#[tokio::test]
+async fn same_second_subscription_events_are_settled_by_what_stripe_returns() {
+    let t = TestApp::with_stripe(&[]).await;
+    let now = shared::time::now().unix_timestamp();
+    for created_last in [true, false] {
+        let (_, tokens) = t.logged_in("subscriber").await;
+        let started = t
+            .authed(
+                shared::api::pay::handle,
+                "POST",
+                "/subscriptions",
+                common::money::token(&tokens),
+                &[("idempotency-key", &uuid::Uuid::new_v4().to_string())],
+                Some(json!({"price_id": "price_gold"})),
+            )
+            .await;
+        assert_eq!(started.status, 201, "{:?}", started.body);
+        let sub = started.body["subscription_id"].as_str().unwrap().to_owned();
+        let incomplete = t.stand_in().object(&sub).unwrap();
+        let active = t.stand_in().activate_subscription(&sub);
+        let created = event("customer.subscription.created", now, incomplete);
+        let updated = event("customer.subscription.updated", now, active);
+        let order = if created_last { [&updated, &created] } else { [&created, &updated] };
+        for body in order {
+            assert_eq!(deliver(&t, body).await.status, 200);
+        }
+        let listed =
+            t.authed(shared::api::pay::handle, "GET", "/subscriptions", common::money::token(&tokens), &[], None).await;
+        assert_eq!(listed.body["items"][0]["status"], "active", "created last: {created_last}: {:?}", listed.body);
+    }
+}

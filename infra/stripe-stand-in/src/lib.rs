@@ -921,6 +921,15 @@ impl StripeStandIn {
         object.clone()
     }
 
+    /// The subscription's first invoice is paid: it becomes `active`. Returns it as its
+    /// `customer.subscription.updated` event carries it.
+    pub fn activate_subscription(&self, subscription: &str) -> Value {
+        let mut state = self.state.lock().expect("stand-in state");
+        let object = state.objects.get_mut(subscription).expect("a subscription the stand-in made");
+        object["status"] = json!("active");
+        object.clone()
+    }
+
     /// Stops injecting failures.
     pub fn heal(&self) {
         self.state.lock().expect("stand-in state").failures.clear();

@@ -181,12 +181,18 @@ async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result
         Handler::Dispute => payments::dispute(app, event, meta).await?,
         Handler::TransferCreated => payments::transfer_created(app, event, meta).await?,
         Handler::TransferReversed => payments::transfer_reversed(app, event, meta).await?,
-        Handler::AccountUpdated => account_updated(app, event).await?,
-        Handler::SubscriptionChanged => subscription_changed(app, event).await?,
+        Handler::AccountUpdated => account_updated(app, event, meta).await?,
+        Handler::SubscriptionChanged => subscription_changed(app, event, meta).await?,
     }))
 }
 
-async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
+/// Whether an event shares its `created` second with the one that last wrote the object:
+/// then which of the two Stripe made first is unknown, and the object is read from Stripe.
+fn same_second(last_written: Option<i64>, event: &StripeEvent) -> bool {
+    last_written == Some(event.created)
+}
+
+async fn account_updated(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(account) = object["id"].as_str() else { return Ok(Effect::none()) };
     // A connected account's flags come only from the Connect endpoint, about that account
@@ -202,11 +208,22 @@ async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiEr
     let Some((pk, sk)) = find_by_gsi1(app, &format!("ACCOUNT#{account}")).await? else {
         return Ok(Effect::none());
     };
+    #[derive(serde::Deserialize)]
+    struct Written {
+        account_event_created: Option<i64>,
+    }
+    let written = app.table().get::<Written>(&pk, &sk).await?.and_then(|w| w.account_event_created);
+    let (charges, payouts) = if same_second(written, event) {
+        let flags = app.stripe(meta.deadline).await?.account_flags(account).await?;
+        (flags.charges_enabled, flags.payouts_enabled)
+    } else {
+        (object["charges_enabled"].as_bool().unwrap_or(false), object["payouts_enabled"].as_bool().unwrap_or(false))
+    };
     let change = Change::new(&pk, &sk)
         .update("SET charges_enabled = :charges, payouts_enabled = :payouts, account_event_created = :created, updated_at = :now")
         .condition("attribute_not_exists(account_event_created) OR account_event_created <= :created")
-        .value(":charges", av::b(object["charges_enabled"].as_bool().unwrap_or(false)))
-        .value(":payouts", av::b(object["payouts_enabled"].as_bool().unwrap_or(false)))
+        .value(":charges", av::b(charges))
+        .value(":payouts", av::b(payouts))
         .value(":created", av::n(event.created))
         .value(":now", av::s(time::rfc3339(time::now())));
     Ok(Effect::new(vec![app.table().update(change)?]))
@@ -220,27 +237,32 @@ async fn account_updated(app: &App, event: &StripeEvent) -> Result<Effect, ApiEr
 /// that reports the pending price of a plan change, or the end of the subscription, clears
 /// the pending note; that choice rests on the note as read, so the write is conditioned on
 /// it and a plan change noted meanwhile makes the effect be computed again.
-async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
+async fn subscription_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
     use crate::payments::subscription::{Subscription, has_ended};
     let object = &event.object;
     let Some(id) = object["id"].as_str().filter(|id| id.starts_with("sub_") && id.len() <= 255) else {
         return Ok(Effect::none());
     };
-    let status = object["status"].as_str().unwrap_or("unknown");
-    let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
-    let price_id = object["items"]["data"][0]["price"]["id"]
+    let mut status = object["status"].as_str().unwrap_or("unknown").to_owned();
+    let mut cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
+    let mut price_id = object["items"]["data"][0]["price"]["id"]
         .as_str()
         .or_else(|| object["metadata"]["price_id"].as_str())
-        .filter(|p| crate::payments::subscription::valid_price_id(p));
-    let announce = outbox::put(
-        app.table(),
-        Message::event(&DomainEvent::new(
-            "subscription.updated",
-            json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end,
-                    "price_id": price_id }),
-        )),
-    )?;
+        .filter(|p| crate::payments::subscription::valid_price_id(p))
+        .map(str::to_owned);
+    let announce = |status: &str, cancel_at_period_end: bool, price_id: Option<&str>| {
+        outbox::put(
+            app.table(),
+            Message::event(&DomainEvent::new(
+                "subscription.updated",
+                json!({ "subscription_id": id, "status": status, "cancel_at_period_end": cancel_at_period_end,
+                        "price_id": price_id }),
+            )),
+        )
+    };
     let Some((pk, sk)) = find_by_gsi1(app, &format!("SUB#{id}")).await? else {
+        let (status, price_id) = (status.as_str(), price_id.as_deref());
+        let announce = announce(status, cancel_at_period_end, price_id)?;
         let Some(user_id) = object["metadata"]["user_id"].as_str().filter(|u| u.len() <= 64) else {
             tracing::info!(subscription = id, "subscription not ours; skipped");
             return Ok(Effect::none());
@@ -270,6 +292,14 @@ async fn subscription_changed(app: &App, event: &StripeEvent) -> Result<Effect, 
     if stored.sub_event_created.is_some_and(|newest| newest > event.created) {
         return Ok(Effect::none());
     }
+    if same_second(stored.sub_event_created, event) {
+        let at_stripe = app.stripe(meta.deadline).await?.subscription(id).await?;
+        status = at_stripe.status;
+        cancel_at_period_end = at_stripe.cancel_at_period_end;
+        price_id = at_stripe.price_id.filter(|p| crate::payments::subscription::valid_price_id(p)).or(price_id);
+    }
+    let (status, price_id) = (status.as_str(), price_id.as_deref());
+    let announce = announce(status, cancel_at_period_end, price_id)?;
     if stored.status.as_deref().is_some_and(has_ended) && !has_ended(status) {
         return Ok(Effect::none());
     }
