@@ -357,11 +357,12 @@ pub async fn finish_release(
                               "stripe_fee": payment.stripe_fee });
     if amount > payment.provider_share(payment.amount_refunded) {
         // Refunded (from the dashboard) while the transfer was already under way: the
-        // provider was sent more than its share of what is left. Somebody must decide on a
-        // reversal.
-        details["needs_review"] = json!(true);
+        // provider was sent more than its share of what is left. The refund is not among
+        // those the release counted, so it is recovered (reversed) once Stripe's
+        // `transfer.created` for this transfer arrives.
+        details["overlapping_refund"] = json!(true);
         details["amount_refunded"] = json!(payment.amount_refunded);
-        tracing::error!(payment_id = %payment.payment_id, "released and refunded: the platform carries the overlap");
+        tracing::warn!(payment_id = %payment.payment_id, "released and refunded: the overlap is recovered at transfer.created");
     }
     let entry = AuditEntry::new("payment.released", AuditStatus::Success, &payment.payer_org_id, meta)
         .target(&payment.provider_user_id)

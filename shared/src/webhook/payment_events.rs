@@ -418,9 +418,19 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
         return Ok(Effect::none());
     };
     let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Effect::none()) };
+    // A re-payment (a dispute won after its reversal) is recorded by what made it.
+    if object["metadata"]["cause"].is_string() {
+        return Ok(Effect::none());
+    }
     match payment.status {
         PaymentStatus::Releasing => {}
-        PaymentStatus::Released if payment.transfer_id.as_deref() == Some(transfer_id) => return Ok(Effect::none()),
+        PaymentStatus::Released if payment.transfer_id.as_deref() == Some(transfer_id) => {
+            // Stripe sends this for every release, and retries it until answered: a refund
+            // that landed while the release was under way (its amount fixed before) is
+            // recovered here.
+            recover_refunds(app, &payment, meta).await?;
+            return Ok(Effect::none());
+        }
         other => {
             tracing::error!(%payment_id, %transfer_id, status = ?other, "a transfer for a payment that is not releasing");
             return Ok(Effect::none());
@@ -447,6 +457,14 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment_id, "transfer_id": transfer_id, "amount": amount,
                          "currency": payment.currency, "source": "stripe" }));
+    // The same for a release this event finishes, against the transfer as Stripe made it.
+    let released = Payment {
+        status: PaymentStatus::Released,
+        transfer_id: Some(transfer_id.to_owned()),
+        transfer_amount: Some(amount),
+        ..payment.clone()
+    };
+    recover_refunds(app, &released, meta).await?;
     let mut changes = vec![app.table().update(done)?, app.audit().put(&entry)?];
     changes.extend(crate::payments::release::release_messages(app, &payment, amount, transfer_id).await?);
     Ok(Effect { measure: crate::payments::release::margin_of(&payment), ..Effect::new(changes) })
