@@ -457,8 +457,16 @@ async fn a_payment_nobody_pays_is_canceled_at_stripe_after_the_abandon_days() {
     backdate_queue(&t, old).await;
     backdate_queue(&t, young).await;
 
-    let summary = cleanup::run(t.app, &run_meta()).await;
-    assert!(summary.payments_canceled >= 1, "{summary:?}");
+    // Other tests' runs share the queue (each with a Stripe stand-in of its own, which knows
+    // nothing of this PaymentIntent) and may take it first: their lease is backdated away and
+    // this app's run tried again. What counts is that it is canceled here, once (below).
+    for _ in 0..5 {
+        cleanup::run(t.app, &run_meta()).await;
+        if status_of(&t, old).await == "canceled" {
+            break;
+        }
+        backdate_queue(&t, old).await;
+    }
     let item = t.item(&format!("PAYMENT#{old}"), "PAYMENT").await.unwrap();
     assert_eq!(s(&item, "status"), "canceled");
     assert!(!item.contains_key("GSI2PK"), "off the queue");

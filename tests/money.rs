@@ -1358,3 +1358,52 @@ async fn a_refund_landing_after_the_transfer_was_made_is_recovered_at_transfer_c
     assert_eq!(audit_count(&t, &payer, "payment.transfer_reversed").await, 1);
     assert_eq!(transfers(&t).len(), 1);
 }
+
+/// Money is never held for good: a payment held `HOLD_MAX_DAYS` without release is refunded
+/// in full to the payer by the cleanup, both sides told 7 days before; a released payment's
+/// hold ends with no refund.
+#[tokio::test]
+async fn a_payment_held_for_hold_max_days_is_refunded_after_both_sides_are_told() {
+    let t = TestApp::with_stripe(&[]).await;
+    let meta = shared::http::RequestMeta { request_id: "hold".into(), ..Default::default() };
+    let hold = || shared::payments::hold::run(t.app, &meta, || false);
+    let long_ago = || aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000000Z".into());
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let timer = format!("HOLD#{payment_id}");
+    let started = t.item(&timer, "HOLD").await.expect("a hold timer from the success");
+    let in_83_days = shared::time::rfc3339(shared::time::now() + shared::time::Duration::days(83));
+    assert_eq!(&s(&started, "GSI2SK")[..10], &in_83_days[..10], "the warning is due 7 days before 90");
+
+    hold().await;
+    assert_eq!(s(&t.item(&timer, "HOLD").await.unwrap(), "step"), "warn", "nothing due yet");
+    t.set(&timer, "HOLD", &[("GSI2SK", long_ago())]).await;
+    hold().await;
+    let told: Vec<_> = t
+        .published_events()
+        .await
+        .into_iter()
+        .filter(|(kind, e)| kind == "payment.auto_refund_scheduled" && e["data"]["payment_id"] == payment_id.as_str())
+        .collect();
+    assert_eq!(told.len(), 1, "told once");
+    assert!(refund_posts(&t).is_empty(), "told, not refunded");
+    assert_eq!(s(&t.item(&timer, "HOLD").await.unwrap(), "step"), "refund");
+
+    t.set(&timer, "HOLD", &[("GSI2SK", long_ago())]).await;
+    hold().await;
+    t.set(&timer, "HOLD", &[("GSI2SK", long_ago())]).await;
+    hold().await;
+    let posted = refund_posts(&t);
+    assert_eq!(posted.len(), 1, "refunded once");
+    assert_eq!(posted[0].form.get("amount").map(String::as_str), Some("2500"));
+    assert_eq!(status_of(&t, &payment_id).await, "refunded");
+    assert_eq!(audit_count(&t, &payer, "payment.auto_refunded").await, 1);
+    assert!(!t.item(&timer, "HOLD").await.unwrap().contains_key("GSI2PK"), "the timer is done");
+
+    let (payer, _, _, released) = held_payment(&t, true).await;
+    assert_eq!(release(&t, &payer, &released).await.status, 200);
+    let timer = format!("HOLD#{released}");
+    t.set(&timer, "HOLD", &[("GSI2SK", long_ago())]).await;
+    hold().await;
+    assert_eq!(refund_posts(&t).len(), 1, "a released payment is not refunded");
+    assert!(!t.item(&timer, "HOLD").await.unwrap().contains_key("GSI2PK"));
+}

@@ -89,6 +89,9 @@ pub struct Settings {
     pub platform_fee: PlatformFee,
     /// Recovering from the provider what leaves the platform after a transfer.
     pub recovery: Recovery,
+    /// Days a payment may stay held without release before the cleanup refunds it to the
+    /// payer (`HOLD_MAX_DAYS`, 90 by default); both sides are told 7 days before.
+    pub hold_max_days: i64,
 }
 
 /// What is recovered after a transfer (`REVERSE_TRANSFERS`, `REVERSE_DISPUTES`,
@@ -362,6 +365,7 @@ impl Settings {
         };
         let settings = Self {
             recovery,
+            hold_max_days: number("HOLD_MAX_DAYS", 90)?.clamp(1, 3650) as i64,
             payment_abandon_days: number("PAYMENT_ABANDON_DAYS", 7)?.clamp(1, 365) as i64,
             platform_fee,
             mfa_issuer,

@@ -54,6 +54,10 @@ pub struct Summary {
     /// Refused reversals still refused, given up on after `REVERSAL_RETRY_DAYS`, or not
     /// retried for a fault: money the platform carries, alarmed.
     pub transfers_unrecovered: u32,
+    /// Payments held `HOLD_MAX_DAYS` without release, refunded to the payer now.
+    pub payments_auto_refunded: u32,
+    /// Held payments whose auto-refund is 7 days away, both sides told now.
+    pub payments_hold_warned: u32,
     /// Messages the stream gave up on, delivered now.
     pub outbox_redelivered: u32,
     /// Messages that failed again (the next run retries).
@@ -215,6 +219,12 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
     let retried = crate::payments::recovery::retry_due(app, meta, out_of_time).await;
     summary.transfers_recovered = retried.recovered;
     summary.transfers_unrecovered = retried.still_refused + retried.abandoned + retried.failed;
+
+    // Money never held for good.
+    let held = crate::payments::hold::run(app, meta, out_of_time).await;
+    summary.payments_auto_refunded = held.auto_refunded;
+    summary.payments_hold_warned = held.warned;
+    summary.payments_failed += held.failed;
 
     let redelivered = undelivered::redeliver(app, out_of_time).await;
     summary.outbox_redelivered = redelivered.delivered;

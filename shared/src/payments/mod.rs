@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod history;
+pub mod hold;
 pub mod idempotency;
 pub mod money;
 pub mod payment;

@@ -157,6 +157,25 @@ pub async fn refund(
             // Stripe made nothing under it: this request is made again, as if new.
         }
     }
+    refund_held(app, payment, amount, reason, request, still_may_move, Some(principal.user_id()), meta).await
+}
+
+/// Refunds `amount` (default: all that is left) of a held payment, for `actor` (`None`: the
+/// platform itself, as the cleanup's auto-refund). `still_may_move`: condition checks that
+/// join the claim.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn refund_held(
+    app: &App,
+    payment: Payment,
+    amount: Option<i64>,
+    reason: Option<&str>,
+    request: Option<&RefundRequest>,
+    still_may_move: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    actor: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<RefundOutcome, ApiError> {
+    let payment_id = payment.payment_id.clone();
+    let payment_id = payment_id.as_str();
     match payment.status {
         PaymentStatus::Refunded if amount.is_none() => return Ok(RefundOutcome::Done(payment)),
         PaymentStatus::Refunded => return Err(ApiError::Conflict("the payment is already fully refunded".into())),
@@ -273,7 +292,7 @@ pub async fn refund(
         refund_request_hash: request.map(|r| r.request_hash.clone()),
         ..payment
     };
-    match Box::pin(make_refund(app, &stripe, &claimed, Some(principal.user_id()), meta)).await? {
+    match Box::pin(make_refund(app, &stripe, &claimed, actor, meta)).await? {
         Refunded::Recorded(done) => Ok(RefundOutcome::Done(*done)),
         Refunded::Unknown => Ok(RefundOutcome::Pending(claimed)),
         Refunded::Refused(error) => Err(error),

@@ -127,6 +127,8 @@ pub(crate) fn apply_intent_outcome(
             json!({ "payment_id": payment.payment_id, "event": "payment.succeeded" }),
         );
         changes.push(outbox::put(app.table(), receipt)?);
+        // Never held for good: the hold's timer starts with the success.
+        changes.push(crate::payments::hold::start(app, &payment.payment_id, time::now())?);
     }
     if outcome == IntentOutcome::Canceled {
         let event = DomainEvent::new(
