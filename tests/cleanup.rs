@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The scheduled cleanup, run as the hourly schedule runs it (`shared::cleanup::run`, what
 //! the `cleanup` function calls), against the local stack: erasure after the grace period
 //! (here `DELETION_GRACE_DAYS=0`), with organisation succession, and payments left
@@ -490,4 +491,45 @@ async fn a_payment_nobody_pays_is_canceled_at_stripe_after_the_abandon_days() {
     let late = json!({"id": old_intent, "object": "payment_intent", "status": "requires_payment_method"});
     t.deliver(&stripe_event("payment_intent.payment_failed", now, late)).await;
     assert_eq!(status_of(&t, old).await, "canceled", "terminal");
+}
+
+/// Scheduling a payer's deletion marks the payments nobody has paid, and the next run cancels
+/// them at Stripe; one the payer pays anyway before that is held, and the erasure refunds it
+/// in full before the account goes.
+#[tokio::test]
+async fn deletion_cancels_unpaid_payments_and_the_erasure_refunds_one_paid_meanwhile() {
+    let t = TestApp::with_stripe(&[("DELETION_GRACE_DAYS", "0")]).await;
+    let (_, provider_id) = common::money::provider(&t, true).await;
+    let (_, payer) = t.logged_in("payer").await;
+    let payer_id = t.me(token(&payer)).await.body["user_id"].as_str().unwrap().to_owned();
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        made.push(created.body["payment_id"].as_str().unwrap().to_owned());
+    }
+    let [unpaid, paid_anyway] = &made[..] else { unreachable!() };
+    schedule_deletion(&t, &payer).await;
+    let marked = t.item(&format!("PAYMENT#{unpaid}"), "PAYMENT").await.unwrap();
+    assert_eq!(marked["abandon_requested"], aws_sdk_dynamodb::types::AttributeValue::Bool(true));
+    common::money::mark_succeeded(&t, paid_anyway).await;
+
+    // Other tests' runs share the queues (with stand-ins of their own): this app's runs go on
+    // until its work is done.
+    for _ in 0..5 {
+        cleanup::run(t.app, &run_meta()).await;
+        let gone = t.item(&format!("USER#{payer_id}"), "PROFILE").await.is_none();
+        if gone && status_of(&t, unpaid).await == "canceled" {
+            break;
+        }
+        backdate_queue(&t, unpaid).await;
+    }
+    assert_eq!(status_of(&t, unpaid).await, "canceled");
+    let intent = s(&t.item(&format!("PAYMENT#{unpaid}"), "PAYMENT").await.unwrap(), "stripe_payment_intent_id");
+    assert_eq!(t.stand_in().object(&intent).unwrap()["cancellation_reason"], "abandoned");
+    assert_eq!(status_of(&t, paid_anyway).await, "refunded");
+    let refunds = t.stand_in().posted("/v1/refunds");
+    assert_eq!(refunds.len(), 1, "refunded once");
+    assert_eq!(refunds[0].form.get("amount").map(String::as_str), Some("1500"));
+    assert!(t.partition(&format!("USER#{payer_id}")).await.is_empty(), "the payer is erased");
 }

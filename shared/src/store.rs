@@ -415,6 +415,42 @@ impl Table {
         Ok(out.items().iter().filter_map(|item| item.get("PK").and_then(|pk| pk.as_s().ok()).cloned()).collect())
     }
 
+    /// The keys (`PAYMENT#...`) of payments `user_id` is the payer or the provider's owner
+    /// of with a `status` in `statuses`: their two payment histories (GSI3, GSI4), every page.
+    pub async fn payments_of_party(&self, user_id: &str, statuses: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for (index, key) in [("GSI3", keys::payer_history(user_id)), ("GSI4", keys::payee_history(user_id))] {
+            let wanted: Vec<String> = (0..statuses.len()).map(|n| format!(":s{n}")).collect();
+            let mut start = None;
+            loop {
+                let mut query = self
+                    .client
+                    .query()
+                    .table_name(&self.name)
+                    .index_name(index)
+                    .key_condition_expression(format!("{index}PK = :key"))
+                    .filter_expression(format!("#status IN ({})", wanted.join(", ")))
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":key", av::s(&key))
+                    .projection_expression("PK");
+                for (placeholder, status) in wanted.iter().zip(statuses) {
+                    query = query.expression_attribute_values(placeholder, av::s(*status));
+                }
+                let page = query.set_exclusive_start_key(start).send().await.map_err(dynamo_error)?;
+                found.extend(
+                    page.items().iter().filter_map(|item| item.get("PK").and_then(|pk| pk.as_s().ok()).cloned()),
+                );
+                match page.last_evaluated_key {
+                    Some(next) => start = Some(next),
+                    None => break,
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, StoreError> {
         let out = self
             .client

@@ -21,6 +21,7 @@ use crate::{
     identity::{Membership, Org, Role, User, account::DELETION_INDEX_KEY},
     notify::{DomainEvent, EmailKind, push::Device},
     outbox::{self, Message},
+    payments::payment::Payment,
     store::{Change, StoreError, Table, av, dynamo_error, keys},
     time,
 };
@@ -109,6 +110,7 @@ pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadl
     }
 
     let erased = async {
+        refund_held_payments(app, &user, meta).await?;
         forget_at_stripe(app, &user, deadline).await?;
         remove_belongings(app, &user).await?;
         scrub_audit(table, &user, deadline).await?;
@@ -132,6 +134,30 @@ pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadl
         }
     }
     erased
+}
+
+/// Money is never held for an erased person: a payment of theirs still held (paid after the
+/// deletion was scheduled; `DELETE /auth/me` refuses while one is) is refunded in full to the
+/// payer first. One mid-release or mid-refund, a disputed one, or a refund whose outcome is
+/// unknown makes the erasure wait for a later run.
+async fn refund_held_payments(app: &App, user: &User, meta: &RequestMeta) -> Result<(), ErasureError> {
+    let table = app.table();
+    let waiting = |why: &str| ErasureError::Stripe(format!("a payment of theirs {why}; the erasure waits"));
+    if !table.payments_of_party(&user.user_id, &["releasing", "refunding"]).await?.is_empty() {
+        return Err(waiting("is being released or refunded"));
+    }
+    for pk in table.payments_of_party(&user.user_id, &["succeeded"]).await? {
+        let Some(payment) = Payment::find(app, pk.trim_start_matches("PAYMENT#")).await? else { continue };
+        if payment.dispute_blocks() {
+            return Err(waiting("is disputed"));
+        }
+        match crate::payments::hold::auto_refund(app, payment, "erasure", meta).await {
+            Ok(true) => {}
+            Ok(false) => return Err(waiting("is being refunded")),
+            Err(error) => return Err(ErasureError::Stripe(format!("held payment not refunded: {error}"))),
+        }
+    }
+    Ok(())
 }
 
 /// The user's Stripe customer (their email there, and the card on file) is deleted, which

@@ -90,44 +90,43 @@ pub async fn schedule_deletion(
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     table.transact_or(items, ApiError::Conflict("the account is already scheduled for deletion".into())).await?;
+    if let Err(error) = abandon_unpaid(app, &user.user_id).await {
+        tracing::warn!(%error, "unpaid payments not marked for cancel; they are canceled once abandoned");
+    }
     Ok(scheduled_at)
 }
 
 /// Whether `user_id` is the payer or the provider's owner of a payment that holds money
 /// (`succeeded`, `releasing` or `refunding`): erasing them would leave it with nobody to move
-/// it. Reads their two payment histories, a page at a time, until one is found.
+/// it.
 async fn holds_money(app: &App, user_id: &str) -> Result<bool, ApiError> {
+    let holding = app.table().payments_of_party(user_id, &["succeeded", "releasing", "refunding"]).await?;
+    Ok(!holding.is_empty())
+}
+
+/// A party to these payments scheduled their account's deletion: those nobody has paid are
+/// marked to be canceled at the cleanup's next run (their PaymentIntents canceled at Stripe,
+/// as abandoned ones are), so nothing is paid into an account about to go. One paid
+/// meanwhile is held, and refunded at the erasure; one not marked (a fault here) is canceled
+/// after `PAYMENT_ABANDON_DAYS` anyway.
+async fn abandon_unpaid(app: &App, user_id: &str) -> Result<(), ApiError> {
     let table = app.table();
-    for (index, key) in [("GSI3", keys::payer_history(user_id)), ("GSI4", keys::payee_history(user_id))] {
-        let mut start = None;
-        loop {
-            let page = table
-                .client()
-                .query()
-                .table_name(table.name())
-                .index_name(index)
-                .key_condition_expression(format!("{index}PK = :key"))
-                .filter_expression("#status IN (:succeeded, :releasing, :refunding)")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":key", av::s(&key))
-                .expression_attribute_values(":succeeded", av::s("succeeded"))
-                .expression_attribute_values(":releasing", av::s("releasing"))
-                .expression_attribute_values(":refunding", av::s("refunding"))
-                .projection_expression("PK")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::store::dynamo_error)?;
-            if page.count > 0 {
-                return Ok(true);
-            }
-            match page.last_evaluated_key {
-                Some(next) => start = Some(next),
-                None => break,
-            }
+    for pk in table.payments_of_party(user_id, &["requires_payment", "failed"]).await? {
+        let mark = Change::new(&pk, "PAYMENT")
+            .update("SET abandon_requested = :yes, GSI2SK = :due")
+            .condition("#status IN (:requires_payment, :failed) AND GSI2PK = :queue")
+            .name("#status", "status")
+            .value(":yes", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .value(":due", av::s("2000-01-01T00:00:00Z"))
+            .value(":requires_payment", av::s("requires_payment"))
+            .value(":failed", av::s("failed"))
+            .value(":queue", av::s("AWAITING_PAYMENT"));
+        match table.update_item(mark).await {
+            Ok(_) | Err(crate::store::StoreError::ConditionFailed) => {}
+            Err(other) => return Err(other.into()),
         }
     }
-    Ok(false)
+    Ok(())
 }
 
 /// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong

@@ -164,24 +164,43 @@ async fn step(app: &App, pk: &str, now: &str, meta: &RequestMeta) -> Result<Opti
             warn(app, &payment, pk, refund_at).await?;
             Ok(Some(Stepped::Warned))
         }
-        Step::Refund => match refund_held(app, payment.clone(), None, None, None, Vec::new(), None, meta).await {
-            Ok(RefundOutcome::Done(done)) => {
-                let entry = AuditEntry::new("payment.auto_refunded", AuditStatus::Success, &payment.payer_org_id, meta)
-                    .target(&payment.payer_user_id)
-                    .details(json!({ "payment_id": payment.payment_id, "amount": done.amount_refunded - payment.amount_refunded,
-                                     "amount_refunded": done.amount_refunded, "currency": payment.currency,
-                                     "hold_max_days": app.settings().hold_max_days }));
-                app.audit().record_or_log(&entry).await;
+        Step::Refund => match auto_refund(app, payment.clone(), "hold_max_days", meta).await {
+            Ok(true) => {
                 finish(app, pk).await?;
                 Ok(Some(Stepped::Refunded))
             }
             // Unresolved at Stripe: reconciliation finishes it; the timer then finds it ended.
-            Ok(_) => Ok(Some(Stepped::Waiting)),
+            Ok(false) => Ok(Some(Stepped::Waiting)),
             Err(error) => {
                 tracing::warn!(%error, payment_id = %payment.payment_id, "auto-refund refused; tried again later");
                 Ok(Some(Stepped::Waiting))
             }
         },
+    }
+}
+
+/// Refunds all that is left of a held payment to the payer, as the platform (no actor),
+/// audited `payment.auto_refunded` with `why` (`hold_max_days`, `erasure`). `Ok(false)`: the
+/// refund's outcome at Stripe is unknown (reconciliation finishes it).
+pub(crate) async fn auto_refund(app: &App, payment: Payment, why: &str, meta: &RequestMeta) -> Result<bool, ApiError> {
+    let before = payment.amount_refunded;
+    let (org, payer, payment_id, currency) = (
+        payment.payer_org_id.clone(),
+        payment.payer_user_id.clone(),
+        payment.payment_id.clone(),
+        payment.currency.clone(),
+    );
+    match refund_held(app, payment, None, None, None, Vec::new(), None, meta).await? {
+        RefundOutcome::Done(done) => {
+            let entry = AuditEntry::new("payment.auto_refunded", AuditStatus::Success, &org, meta)
+                .target(&payer)
+                .details(json!({ "payment_id": payment_id, "amount": done.amount_refunded - before,
+                                 "amount_refunded": done.amount_refunded, "currency": currency, "why": why,
+                                 "hold_max_days": app.settings().hold_max_days }));
+            app.audit().record_or_log(&entry).await;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 

@@ -157,6 +157,10 @@ pub struct Payment {
     /// ([`super::recovery`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reversal_causes: Vec<String>,
+    /// Set when a party to the payment scheduled their account's deletion while nobody had
+    /// paid: the cleanup cancels it at its next run rather than after the abandon days.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandon_requested: bool,
     /// Disputes won after their reversal, for which the provider was paid again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repaid_causes: Vec<String>,
@@ -391,6 +395,7 @@ pub async fn create(
         settled_refund_ids: None,
         reversal_causes: Vec::new(),
         repaid_causes: Vec::new(),
+        abandon_requested: false,
         release_amount: None,
         release_key: None,
         release_seq: 0,

@@ -381,7 +381,8 @@ pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -
     let intent_id = payment.stripe_payment_intent_id.as_str();
     let mut intent = stripe.payment_intent(intent_id).await.map_err(ApiError::from)?;
     let created = time::parse_rfc3339(&payment.created_at).unwrap_or(now);
-    let abandoned = now - created > time::Duration::days(app.settings().payment_abandon_days);
+    let abandoned =
+        payment.abandon_requested || now - created > time::Duration::days(app.settings().payment_abandon_days);
     if abandoned && cancelable(&intent.status) {
         intent = match stripe.cancel_abandoned_intent(&format!("cancel:{payment_id}"), intent_id).await {
             Ok(canceled) => canceled,
