@@ -1407,3 +1407,35 @@ async fn a_payment_held_for_hold_max_days_is_refunded_after_both_sides_are_told(
     assert_eq!(refund_posts(&t).len(), 1, "a released payment is not refunded");
     assert!(!t.item(&timer, "HOLD").await.unwrap().contains_key("GSI2PK"));
 }
+
+/// A dashboard refund still `pending` after the release may yet fail: nothing is taken from
+/// the provider until it goes through, and then once.
+#[tokio::test]
+async fn a_pending_refund_after_release_is_recovered_only_once_it_goes_through() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, payment_id, _) = released_payment(&t, 2_500).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().hold_refunds_pending(true);
+    let events = t.stand_in().dashboard_refund(&pi, 1_000);
+    deliver_twice_reversed(&t, &events, now()).await;
+    assert!(reversals(&t).0.is_empty(), "not while it may fail");
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &t.stand_in().succeed_refund(&refund_id), now() + 1).await;
+    let (made, _) = reversals(&t);
+    assert_eq!((made.len(), made[0]["amount"].as_i64()), (1, Some(1_000)));
+}
+
+/// Stripe's `funds_withdrawn` delivered after the dispute was won (`funds_reinstated` and
+/// `closed` first) takes nothing from the provider, and nothing is paid back twice.
+#[tokio::test]
+async fn a_dispute_won_before_its_withdrawal_is_handled_takes_nothing_from_the_provider() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, payment_id, _) = released_payment(&t, 2_500).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let (dispute_id, opened) = t.stand_in().open_dispute(&pi, 2_500);
+    let won = t.stand_in().win_dispute(&dispute_id);
+    deliver_twice_reversed(&t, &won, now() + 1).await;
+    deliver_twice_reversed(&t, &opened, now()).await;
+    assert!(reversals(&t).0.is_empty(), "{:?}", reversals(&t).0);
+    assert_eq!(transfers(&t).len(), 1, "no re-payment either");
+}

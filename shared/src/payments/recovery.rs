@@ -88,15 +88,16 @@ pub fn provider_share_of(payment: &Payment, amount: i64) -> i64 {
     amount - amount * payment.platform_fee_bps / 10_000
 }
 
-/// Refunds that left after the transfer, by Stripe's list: ones that count and that the
-/// release neither counted nor made (a refund of ours after the release is of
+/// Refunds that left after the transfer, by Stripe's list: ones that went through
+/// (`succeeded`; a pending one may yet fail, and the provider would be owed it back) and that
+/// the release neither counted nor made (a refund of ours after the release is of
 /// `amount_unsettled`, money the platform holds). Payments released before the release kept
 /// its refunds have none.
 pub fn refund_causes(payment: &Payment, refunds: &[RefundRecord]) -> Vec<Cause> {
     let Some(settled) = &payment.settled_refund_ids else { return Vec::new() };
     refunds
         .iter()
-        .filter(|r| r.counts() && !settled.contains(&r.id) && !payment.refund_ids.contains(&r.id))
+        .filter(|r| r.status == "succeeded" && !settled.contains(&r.id) && !payment.refund_ids.contains(&r.id))
         .map(|r| Cause { id: r.id.clone(), kind: CauseKind::Refund, amount: r.amount })
         .collect()
 }
@@ -160,6 +161,14 @@ pub async fn recover(
     if payment.reversal_causes.contains(&cause.id) {
         return Ok(Recovered::Before);
     }
+    // A dispute won before its withdrawal was handled (a redelivery after the reinstatement)
+    // costs the provider nothing.
+    let won = cause.kind == CauseKind::Dispute
+        && payment.dispute_id.as_deref() == Some(cause.id.as_str())
+        && payment.dispute.as_deref() == Some("won");
+    if won {
+        return Ok(Recovered::Before);
+    }
     let Some(transfer_id) = payment.transfer_id.as_deref() else {
         return Err(ApiError::internal("recovery for a payment without a transfer"));
     };
@@ -169,7 +178,7 @@ pub async fn recover(
         // Told once per cause, however many of its events arrive.
         if queued.is_none() {
             let amount = provider_share_of(payment, cause.amount).min(sent);
-            unrecovered(app, payment, cause, amount, "recovery_off", meta).await;
+            unrecovered(app, payment, cause, amount, "recovery_off", meta).await?;
         }
         return Ok(Recovered::Off);
     }
@@ -200,7 +209,7 @@ pub async fn recover(
         }
         Err(error @ GatewayError::Refused { .. }) => {
             tracing::error!(%error, payment_id = %payment.payment_id, cause = %cause.id, "Stripe refused a reversal");
-            unrecovered(app, payment, cause, amount, &error.reason(), meta).await;
+            unrecovered(app, payment, cause, amount, &error.reason(), meta).await?;
             Ok(Recovered::Refused)
         }
         Err(error) => Err(error.into()),
@@ -258,6 +267,19 @@ async fn resolve(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiE
     ignore_condition(app.table().update_item(done).await)
 }
 
+/// Marks a cause as needing no reversal (a dispute won before its funds' withdrawal was
+/// handled), without an audit entry: nothing was taken from anyone.
+async fn settle_without_reversal(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
+    let pk = Payment::key(payment_id);
+    let mark = Change::new(&pk, SK)
+        .update("SET reversal_causes = list_append(if_not_exists(reversal_causes, :none), :cause)")
+        .condition("attribute_exists(PK) AND NOT contains(reversal_causes, :id)")
+        .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
+        .value(":cause", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(cause_id)]))
+        .value(":id", av::s(cause_id));
+    ignore_condition(app.table().update_item(mark).await)
+}
+
 fn ignore_condition<T>(result: Result<T, StoreError>) -> Result<(), ApiError> {
     match result {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
@@ -267,7 +289,17 @@ fn ignore_condition<T>(result: Result<T, StoreError>) -> Result<(), ApiError> {
 
 /// A cause not recovered: audited (`payment.transfer_reversed`, failure), alarmed
 /// (`TransfersUnrecovered`), and, unless recovery is off, queued for the daily retry.
-async fn unrecovered(app: &App, payment: &Payment, cause: &Cause, amount: i64, reason: &str, meta: &RequestMeta) {
+///
+/// A failure to queue it fails the caller, so that it runs again (Stripe redelivers the
+/// event): a cause is never left neither recovered nor queued.
+async fn unrecovered(
+    app: &App,
+    payment: &Payment,
+    cause: &Cause,
+    amount: i64,
+    reason: &str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
     let entry = AuditEntry::new("payment.transfer_reversed", AuditStatus::Failure, &payment.payer_org_id, meta)
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment.payment_id, "transfer_id": payment.transfer_id, "cause": cause.id,
@@ -307,10 +339,8 @@ async fn unrecovered(app: &App, payment: &Payment, cause: &Cause, amount: i64, r
     if queued {
         change = change.value(":queue", av::s(UNRECOVERED_QUEUE)).value(":at", av::s(time::rfc3339(now)));
     }
-    if let Err(error) = app.table().update_item(change).await {
-        // The audit entry and the alarm stand; the next event or run finds the cause again.
-        tracing::error!(%error, %pk, "a refused reversal could not be queued for its retry");
-    }
+    app.table().update_item(change).await?;
+    Ok(())
 }
 
 /// How paying a won dispute back to the provider ended.
@@ -342,6 +372,8 @@ pub async fn repay_dispute(
     let reversals = stripe.reversals_of(transfer_id).await?;
     let owed: i64 = reversals.iter().filter(|r| r.cause.as_deref() == Some(dispute_id)).map(|r| r.amount).sum();
     if owed <= 0 {
+        // Won before anything was reversed: a withdrawal delivered later must not reverse it.
+        settle_without_reversal(app, &payment.payment_id, dispute_id).await?;
         return Ok(Repaid::NothingOwed);
     }
     let transfers = stripe.transfers_for(&payment.payment_id).await?;
@@ -510,10 +542,11 @@ mod tests {
             refund("re_before", "succeeded"),
             refund("re_ours", "succeeded"),
             refund("re_failed", "failed"),
-            refund("re_after", "pending"),
+            refund("re_pending", "pending"),
+            refund("re_after", "succeeded"),
         ];
         let causes = refund_causes(&payment, &refunds);
-        assert_eq!(causes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["re_after"]);
+        assert_eq!(causes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["re_after"], "a pending one may fail");
         payment.settled_refund_ids = None;
         assert!(refund_causes(&payment, &refunds).is_empty(), "unknown at release: nothing is guessed");
     }
