@@ -245,6 +245,15 @@ impl Settings {
                 v.parse().map_err(|_| ConfigError::Invalid { name, reason: "must be a whole number".into() })
             })
         };
+        // `true` or `false`, nothing else (a typo must not quietly mean the default).
+        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match get(name).as_deref().map(str::trim) {
+                None => Ok(default),
+                Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                Some(other) => Err(ConfigError::Invalid { name, reason: format!("{other:?} is not true or false") }),
+            }
+        };
         if environment.is_production() && get("STRIPE_API_BASE").is_some() {
             return Err(ConfigError::Invalid {
                 name: "STRIPE_API_BASE",
@@ -320,16 +329,7 @@ impl Settings {
                 }
             },
         };
-        let zero_fee_allowed = match get("ALLOW_ZERO_PLATFORM_FEE").as_deref().map(str::trim) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "ALLOW_ZERO_PLATFORM_FEE",
-                    reason: format!("{other:?} is not true or false"),
-                });
-            }
-        };
+        let zero_fee_allowed = flag("ALLOW_ZERO_PLATFORM_FEE", false)?;
         // A platform that keeps nothing still pays Stripe's fees on every charge and loses
         // them on every refund: only on purpose.
         if environment.is_production() && platform_fee.is_zero() && !zero_fee_allowed {
@@ -341,16 +341,7 @@ impl Settings {
             });
         }
         let recovery = Recovery {
-            reverse_transfers: match get("REVERSE_TRANSFERS").as_deref().map(str::trim) {
-                None | Some("true") => true,
-                Some("false") => false,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "REVERSE_TRANSFERS",
-                        reason: format!("{other:?} is not true or false"),
-                    });
-                }
-            },
+            reverse_transfers: flag("REVERSE_TRANSFERS", true)?,
             disputes_on_loss: match get("REVERSE_DISPUTES").as_deref().map(str::trim) {
                 None | Some("at_withdrawal") => false,
                 Some("on_loss") => true,
@@ -396,16 +387,7 @@ impl Settings {
                 after_failures: number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
                 // Two calls at most must fit the functions' 10 s timeout with room to answer.
                 timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 4_000)),
-                off_accepted: match get("CAPTCHA_OFF_ACCEPTED").as_deref().map(str::trim) {
-                    None | Some("false") => false,
-                    Some("true") => true,
-                    Some(other) => {
-                        return Err(ConfigError::Invalid {
-                            name: "CAPTCHA_OFF_ACCEPTED",
-                            reason: format!("{other:?} is not true or false"),
-                        });
-                    }
-                },
+                off_accepted: flag("CAPTCHA_OFF_ACCEPTED", false)?,
             },
             aws_timeouts: {
                 let attempt = number("AWS_ATTEMPT_TIMEOUT_MS", 2_000)?.clamp(100, 900_000);

@@ -228,14 +228,7 @@ async fn record(
 ) -> Result<(), ApiError> {
     let table = app.table();
     let pk = Payment::key(&payment.payment_id);
-    let now = time::rfc3339(time::now());
-    let mark = Change::new(&pk, SK)
-        .update("SET updated_at = :now, reversal_causes = list_append(if_not_exists(reversal_causes, :none), :cause)")
-        .condition("attribute_exists(PK) AND NOT contains(reversal_causes, :id)")
-        .value(":now", av::s(&now))
-        .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
-        .value(":cause", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(&cause.id)]))
-        .value(":id", av::s(&cause.id));
+    let mark = cause_added(&pk, REVERSED, &cause.id);
     let details = json!({ "payment_id": payment.payment_id, "transfer_id": payment.transfer_id, "cause": cause.id,
                           "cause_kind": cause.kind, "cause_amount": cause.amount, "amount": amount,
                           "amount_reversed": total, "currency": payment.currency });
@@ -271,13 +264,28 @@ async fn resolve(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiE
 /// handled), without an audit entry: nothing was taken from anyone.
 async fn settle_without_reversal(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
     let pk = Payment::key(payment_id);
-    let mark = Change::new(&pk, SK)
-        .update("SET reversal_causes = list_append(if_not_exists(reversal_causes, :none), :cause)")
-        .condition("attribute_exists(PK) AND NOT contains(reversal_causes, :id)")
+    ignore_condition(app.table().update_item(cause_added(&pk, REVERSED, cause_id)).await)
+}
+
+/// The payment's list of causes reversed, and of disputes paid back: (update, condition).
+const REVERSED: (&str, &str) = (
+    "SET updated_at = :now, reversal_causes = list_append(if_not_exists(reversal_causes, :none), :cause)",
+    "attribute_exists(PK) AND NOT contains(reversal_causes, :id)",
+);
+const REPAID: (&str, &str) = (
+    "SET updated_at = :now, repaid_causes = list_append(if_not_exists(repaid_causes, :none), :cause)",
+    "attribute_exists(PK) AND NOT contains(repaid_causes, :id)",
+);
+
+/// `cause` added to one of those lists, once: the write fails if it is there already.
+fn cause_added<'a>(pk: &'a str, (update, condition): (&'a str, &'a str), cause: &'a str) -> Change<'a> {
+    Change::new(pk, SK)
+        .update(update)
+        .condition(condition)
+        .value(":now", av::s(time::rfc3339(time::now())))
         .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
-        .value(":cause", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(cause_id)]))
-        .value(":id", av::s(cause_id));
-    ignore_condition(app.table().update_item(mark).await)
+        .value(":cause", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(cause)]))
+        .value(":id", av::s(cause))
 }
 
 fn ignore_condition<T>(result: Result<T, StoreError>) -> Result<(), ApiError> {
@@ -400,13 +408,7 @@ pub async fn repay_dispute(
     };
     let table = app.table();
     let pk = Payment::key(&payment.payment_id);
-    let mark = Change::new(&pk, SK)
-        .update("SET updated_at = :now, repaid_causes = list_append(if_not_exists(repaid_causes, :none), :cause)")
-        .condition("attribute_exists(PK) AND NOT contains(repaid_causes, :id)")
-        .value(":now", av::s(time::rfc3339(time::now())))
-        .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
-        .value(":cause", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(dispute_id)]))
-        .value(":id", av::s(dispute_id));
+    let mark = cause_added(&pk, REPAID, dispute_id);
     let details = json!({ "payment_id": payment.payment_id, "transfer_id": transfer, "dispute_id": dispute_id,
                           "amount": owed, "currency": payment.currency });
     let entry = AuditEntry::new("payment.repaid", AuditStatus::Success, &payment.payer_org_id, meta)
