@@ -107,7 +107,7 @@ async fn a_plan_change_asks_stripe_with_its_proration_and_the_webhook_syncs_the_
 #[tokio::test]
 async fn changing_back_before_the_webhook_leaves_the_latest_change_pending() {
     let t = TestApp::with_stripe(&[]).await;
-    let (_, tokens) = t.logged_in("subscriber").await;
+    let (email, tokens) = t.logged_in("subscriber").await;
     let id = subscribe(&t, &tokens, "price_gold").await;
     assert_eq!(change(&t, &tokens, &id, json!({"price_id": "price_platinum"})).await.status, 200);
     let back = change(&t, &tokens, &id, json!({"price_id": "price_gold"})).await;
@@ -115,8 +115,11 @@ async fn changing_back_before_the_webhook_leaves_the_latest_change_pending() {
     assert_eq!((&back.body["price_id"], &back.body["pending_price_id"]), (&json!("price_gold"), &json!("price_gold")));
     assert_eq!(item_of(&t, &id)["price"]["id"], "price_gold");
 
-    // The first change's event, then the second's.
-    let now = shared::time::now().unix_timestamp();
+    // The first change's event, then the second's. Their times come from when the last
+    // change was answered: the first is not after it, the second is.
+    let user_id = common::s(&t.user_by_email(&email).await, "user_id");
+    let stored = t.item(&format!("USER#{user_id}"), &format!("SUBSCRIPTION#{id}")).await.expect("subscription");
+    let now: i64 = stored["pending_at"].as_n().unwrap().parse().unwrap();
     let mut first = t.stand_in().object(&id).unwrap();
     first["items"]["data"][0]["price"]["id"] = json!("price_platinum");
     assert_eq!(t.deliver(&common::stripe_event("customer.subscription.updated", now, first)).await.status, 200);
