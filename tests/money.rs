@@ -1030,6 +1030,165 @@ async fn a_refund_failing_after_the_release_shows_as_unsettled() {
     assert_eq!(audit_entries(&t, &payer, "payment.refund_failed").await.len(), 1);
 }
 
+/// The payment a refund of `refunded` failed on after its release: the payer, the payment,
+/// and the failed refund's id.
+async fn unsettled_payment(t: &TestApp, refunded: i64) -> (Value, String, String) {
+    let (payer, _, _, payment_id) = held_payment(t, true).await;
+    assert_eq!(refund(t, &payer, &payment_id, Some(json!({"amount": refunded}))).await.status, 200);
+    assert_eq!(release(t, &payer, &payment_id).await.status, 200);
+    let pi = intent_of(t, &payment_id).await;
+    let made = t.stand_in().created("re_");
+    let refund_id =
+        made.iter().find(|r| r["payment_intent"] == pi.as_str()).unwrap()["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
+    (payer, payment_id, refund_id)
+}
+
+async fn shown(t: &TestApp, payer: &Value, payment_id: &str) -> Value {
+    t.authed(handle, "GET", &format!("/payments/{payment_id}"), token(payer), &[], None).await.body
+}
+
+/// Money that came back after the release, released: the provider is paid its share of it
+/// (less the platform's percentage) by one more transfer, keyed by the failed refund, and
+/// then nothing is left to settle. A part of it cannot be refunded.
+#[tokio::test]
+async fn unsettled_money_released_pays_the_provider_its_share_once_more() {
+    let t = TestApp::with_stripe(&[("PLATFORM_FEE_BPS", "1000")]).await;
+    let (payer, payment_id, refund_id) = unsettled_payment(&t, 1_000).await;
+    assert_eq!(transfers(&t)[0]["amount"], 1_350, "1 500 left less 10 %");
+    assert_eq!(shown(&t, &payer, &payment_id).await["amount_unsettled"], 1_000);
+
+    let part = refund(&t, &payer, &payment_id, Some(json!({"amount": 500}))).await;
+    assert_eq!((part.status, part.body["code"].as_str()), (409, Some("conflict")), "{:?}", part.body);
+    let first = release(&t, &payer, &payment_id).await;
+    assert_eq!((first.status, &first.body["already_released"]), (200, &json!(false)), "{:?}", first.body);
+    let again = release(&t, &payer, &payment_id).await;
+    assert_eq!((again.status, &again.body["already_released"]), (200, &json!(true)), "{:?}", again.body);
+
+    let made = transfers(&t);
+    assert_eq!(made.len(), 2, "the release and one more: {made:?}");
+    assert_eq!((made[1]["amount"].as_i64(), made[1]["metadata"]["cause"].as_str()), (Some(900), Some(&*refund_id)));
+    assert!(made[1].get("source_transaction").is_none_or(Value::is_null), "from the platform's balance");
+    let key = t.stand_in().posted("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).next_back();
+    assert_eq!(key, Some(format!("release:{payment_id}:refund:{refund_id}")));
+    let now_shown = shown(&t, &payer, &payment_id).await;
+    assert_eq!((now_shown["status"].as_str(), now_shown["amount_unsettled"].as_i64()), (Some("released"), Some(0)));
+    let after = refund(&t, &payer, &payment_id, None).await;
+    assert_eq!(after.status, 409, "nothing is left to refund: {:?}", after.body);
+    assert!(!payment(&t, &payment_id).await.contains_key("GSI2PK"), "off the unsettled queue");
+}
+
+/// A refund recovered from the provider that then fails: its money is the payer side's to
+/// settle; refunded, it goes back to the payer once (one refund under the failed refund's
+/// key, the answer replayed for the same `Idempotency-Key`), and nothing more is transferred.
+#[tokio::test]
+async fn unsettled_money_refunded_goes_back_to_the_payer_once() {
+    let t = TestApp::with_stripe(&[("PLATFORM_FEE_BPS", "1000"), ("PLATFORM_FEE_FIXED", "30")]).await;
+    let (payer, payment_id, _) = released_payment(&t, 10_000).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let events = t.stand_in().dashboard_refund(&pi, 2_000);
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &events, now()).await;
+    assert_eq!(reversals(&t).0.len(), 1);
+    deliver_twice_reversed(&t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
+    let unsettled = shown(&t, &payer, &payment_id).await;
+    assert_eq!(
+        (unsettled["amount_refunded"].as_i64(), unsettled["amount_unsettled"].as_i64()),
+        (Some(0), Some(2_000)),
+        "{unsettled:?}"
+    );
+
+    let key = uuid::Uuid::new_v4().to_string();
+    let first = refund_with_key(&t, &payer, &payment_id, &key, None).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(
+        (first.body["status"].as_str(), first.body["amount_refunded"].as_i64()),
+        (Some("released"), Some(2_000))
+    );
+    let replay = refund_with_key(&t, &payer, &payment_id, &key, None).await;
+    assert_eq!((replay.status, &replay.body), (200, &first.body));
+    let other = refund_with_key(&t, &payer, &payment_id, &key, Some(json!({"amount": 2_000}))).await;
+    assert_eq!(other.status, 422, "{:?}", other.body);
+    let posted = refund_posts(&t);
+    assert_eq!(posted.len(), 1, "one refund of ours: {posted:?}");
+    assert_eq!(posted[0].form.get("amount").map(String::as_str), Some("2000"));
+    assert_eq!(posted[0].idempotency_key.as_deref(), Some(&*format!("refund:{payment_id}:again:{refund_id}")));
+
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!(released.body["already_released"], true, "{:?}", released.body);
+    assert_eq!(transfers(&t).len(), 1, "the provider is owed nothing");
+    let settled = shown(&t, &payer, &payment_id).await;
+    assert_eq!((settled["amount_refunded"].as_i64(), settled["amount_unsettled"].as_i64()), (Some(2_000), Some(0)));
+}
+
+/// A refund made after the release that fails before it went through took nothing from the
+/// provider: nothing is unsettled, only the refunded total comes down.
+#[tokio::test]
+async fn a_pending_refund_after_release_that_fails_leaves_nothing_unsettled() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, payment_id, _) = released_payment(&t, 2_500).await;
+    let pi = intent_of(&t, &payment_id).await;
+    t.stand_in().hold_refunds_pending(true);
+    let events = t.stand_in().dashboard_refund(&pi, 1_000);
+    deliver_twice_reversed(&t, &events, now()).await;
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
+    let after = shown(&t, &payer, &payment_id).await;
+    assert_eq!(
+        (after["amount_refunded"].as_i64(), after["amount_unsettled"].as_i64()),
+        (Some(0), Some(0)),
+        "{after:?}"
+    );
+    assert!(reversals(&t).0.is_empty());
+    assert_eq!(release(&t, &payer, &payment_id).await.body["already_released"], true);
+    assert_eq!(transfers(&t).len(), 1);
+}
+
+/// Settling what came back while Stripe times out leaves it claimed (a refund is refused
+/// meanwhile); the cleanup's next run finishes it with one transfer. Money left unsettled
+/// for 7 days is counted for the alarm, daily.
+#[tokio::test]
+async fn unsettled_money_is_finished_by_the_cleanup_and_alarmed_after_seven_days() {
+    let t = TestApp::with_stripe(&[]).await;
+    let meta = shared::http::RequestMeta { request_id: "unsettled".into(), ..Default::default() };
+    let watch = || shared::payments::unsettled::run(t.app, &meta, || false);
+    let long_ago = || aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000000Z".into());
+    let (payer, payment_id, refund_id) = unsettled_payment(&t, 1_000).await;
+    t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100); // made, answer lost
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
+    t.stand_in().heal();
+    let meanwhile = refund(&t, &payer, &payment_id, None).await;
+    assert_eq!((meanwhile.status, meanwhile.body["code"].as_str()), (409, Some("conflict")), "{:?}", meanwhile.body);
+
+    watch().await;
+    let paid: Vec<Value> = transfers(&t).into_iter().filter(|t| t["metadata"]["cause"] == refund_id.as_str()).collect();
+    assert_eq!((paid.len(), paid[0]["amount"].as_i64()), (1, Some(1_000)), "{paid:?}");
+    assert_eq!(shown(&t, &payer, &payment_id).await["amount_unsettled"], 0);
+    assert!(refund_posts(&t).len() == 1, "only the first refund");
+
+    // Left alone: counted once 7 days have passed, and looked at again a day on.
+    let (other_payer, left_alone, _) = unsettled_payment(&t, 500).await;
+    let pk = format!("PAYMENT#{left_alone}");
+    let queued = payment(&t, &left_alone).await;
+    assert_eq!(s(&queued, "GSI2PK"), "UNSETTLED");
+    let in_7_days = shared::time::rfc3339(shared::time::now() + shared::time::Duration::days(7));
+    assert_eq!(&s(&queued, "GSI2SK")[..10], &in_7_days[..10]);
+    let eight_days_ago = (shared::time::now() - shared::time::Duration::days(8)).unix_timestamp();
+    t.set(
+        &pk,
+        "PAYMENT",
+        &[
+            ("GSI2SK", long_ago()),
+            ("unsettled_since", aws_sdk_dynamodb::types::AttributeValue::N(eight_days_ago.to_string())),
+        ],
+    )
+    .await;
+    assert!(watch().await.left >= 1);
+    let tomorrow = shared::time::rfc3339(shared::time::now() + shared::time::Duration::days(1));
+    assert_eq!(&s(&payment(&t, &left_alone).await, "GSI2SK")[..10], &tomorrow[..10]);
+    assert_eq!(shown(&t, &other_payer, &left_alone).await["amount_unsettled"], 500, "alarmed, not settled by itself");
+}
+
 /// An org admin who owns the provider cannot release or partly refund a member's payment
 /// to themselves (403); as the provider's owner they may give all of it back.
 #[tokio::test]

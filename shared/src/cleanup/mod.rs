@@ -58,6 +58,11 @@ pub struct Summary {
     pub payments_auto_refunded: u32,
     /// Held payments whose auto-refund is 7 days away, both sides told now.
     pub payments_hold_warned: u32,
+    /// Released payments with money that came back (a refund failed after the release) left
+    /// unsettled for 7 days or more: counted in `PaymentsUnsettled` daily until settled.
+    pub payments_unsettled_left: u32,
+    /// Settlements of such money whose outcome had been unknown, finished now.
+    pub payments_unsettled_finished: u32,
     /// Messages the stream gave up on, delivered now.
     pub outbox_redelivered: u32,
     /// Messages that failed again (the next run retries).
@@ -75,9 +80,10 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Payments stuck mid-release or mid-refund that the run could not settle.
+    /// Payments stuck mid-release or mid-refund that the run could not settle, and money left
+    /// unsettled after a release for 7 days.
     pub fn unsettled(&self) -> u32 {
-        self.payments_pending + self.payments_failed
+        self.payments_pending + self.payments_failed + self.payments_unsettled_left
     }
 
     /// The counts the alarms watch, as metrics; every count rides along as a property, for
@@ -225,6 +231,11 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
     summary.payments_auto_refunded = held.auto_refunded;
     summary.payments_hold_warned = held.warned;
     summary.payments_failed += held.failed;
+
+    let watched = crate::payments::unsettled::run(app, meta, &out_of_time).await;
+    summary.payments_unsettled_left = watched.left;
+    summary.payments_unsettled_finished = watched.settled;
+    summary.payments_failed += watched.failed;
 
     let redelivered = undelivered::redeliver(app, out_of_time).await;
     summary.outbox_redelivered = redelivered.delivered;

@@ -15,6 +15,7 @@ pub mod recovery;
 pub mod refund;
 pub mod release;
 pub mod subscription;
+pub mod unsettled;
 
 pub use gateway::{Gateway, GatewayError};
 pub use money::{Amount, Currency};

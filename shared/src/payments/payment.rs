@@ -123,6 +123,18 @@ pub struct Payment {
     /// once the provider had been paid the rest): the payer side may release or refund them.
     #[serde(default)]
     pub amount_unsettled: i64,
+    /// The failed refunds `amount_unsettled` is made of, each with its amount, and how each is
+    /// being settled once claimed ([`super::unsettled`]); `unsettled_seq` moves on with every
+    /// write to them, which each is conditioned on.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unsettled_refunds: std::collections::BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unsettled_claims: std::collections::BTreeMap<String, super::unsettled::Way>,
+    #[serde(default)]
+    pub unsettled_seq: i64,
+    /// When money first became unsettled (epoch seconds): the alarm is 7 days after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsettled_since: Option<i64>,
     /// The platform's fee terms, fixed when the payment was made (0 on payments made before
     /// the fee existed).
     #[serde(default)]
@@ -185,7 +197,8 @@ pub struct Payment {
     pub refund_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_reason: Option<String>,
-    /// While `refunding` under an `Idempotency-Key`: the key's digest and the request's
+    /// While `refunding` (or refunding unsettled money) under an `Idempotency-Key`: the key's
+    /// digest and the request's
     /// (see [`super::refund::RefundRequest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_request: Option<String>,
@@ -384,6 +397,10 @@ pub async fn create(
         refund_total_created: None,
         refund_failed_created: None,
         amount_unsettled: 0,
+        unsettled_refunds: Default::default(),
+        unsettled_claims: Default::default(),
+        unsettled_seq: 0,
+        unsettled_since: None,
         platform_fee_bps: app.settings().platform_fee.bps,
         platform_fee_fixed: app.settings().platform_fee.fixed,
         platform_fee: None,

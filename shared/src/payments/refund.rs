@@ -29,7 +29,7 @@ use super::{
         NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, get, mover_checks, number_is,
         refund_key, refunded_elsewhere, return_to_succeeded, transition,
     },
-    reconcile,
+    reconcile, unsettled,
 };
 use crate::{
     App,
@@ -72,6 +72,14 @@ impl RefundRequest {
         }
     }
 
+    pub(super) fn key_digest(&self) -> &str {
+        &self.key_digest
+    }
+
+    pub(super) fn request_hash(&self) -> &str {
+        &self.request_hash
+    }
+
     /// The Stripe refund's key for this request's `attempt`: each claim gets its own (so a
     /// refund that failed after Stripe took it is never replayed to its retry), and no two
     /// requests share one. Under 120 characters.
@@ -95,6 +103,25 @@ pub struct RefundAnswer {
 }
 
 impl RefundAnswer {
+    pub(super) fn new(
+        payment_id: &str,
+        key_digest: &str,
+        request_hash: &str,
+        status: PaymentStatus,
+        amount_refunded: i64,
+        refund_id: &str,
+    ) -> Self {
+        Self {
+            pk: Payment::key(payment_id),
+            sk: Self::sk(key_digest),
+            request_hash: request_hash.to_owned(),
+            payment_id: payment_id.to_owned(),
+            status,
+            amount_refunded,
+            refund_id: refund_id.to_owned(),
+        }
+    }
+
     fn sk(key_digest: &str) -> String {
         format!("REFUND_REQUEST#{key_digest}")
     }
@@ -123,13 +150,16 @@ pub async fn refund(
     meta: &RequestMeta,
 ) -> Result<RefundOutcome, ApiError> {
     let mut payment = get(app, principal, payment_id).await?;
+    // Of a released payment, only what came back to the platform is left to refund.
+    let unsettled = unsettled::has_unsettled(&payment);
+    let left = if unsettled { payment.amount_unsettled } else { payment.releasable_amount() };
     let still_may_move = if payment.is_payer_side(principal) {
         mover_checks(app, principal, &payment).await?
     } else {
         // The provider's owner may give back everything that is left, never a part of it
         // (a part would decide what the provider keeps).
         let owner = payment.provider_user_id == principal.user_id();
-        if !owner || amount.is_some_and(|a| a != payment.releasable_amount()) {
+        if !owner || amount.is_some_and(|a| a != left) {
             return Err(ApiError::Forbidden);
         }
         Vec::new()
@@ -156,6 +186,9 @@ pub async fn refund(
             }
             // Stripe made nothing under it: this request is made again, as if new.
         }
+    }
+    if unsettled {
+        return unsettled::refund(app, payment, amount, request, still_may_move, principal.user_id(), meta).await;
     }
     refund_held(app, payment, amount, reason, request, still_may_move, Some(principal.user_id()), meta).await
 }

@@ -24,6 +24,7 @@ use super::{
     },
     provider::Provider,
     reconcile::{self, Reconciled},
+    unsettled,
 };
 use crate::{
     App,
@@ -53,6 +54,10 @@ pub async fn release(
 ) -> Result<ReleaseOutcome, ApiError> {
     let payment = for_payer_side(app, principal, payment_id).await?;
     match payment.status {
+        PaymentStatus::Released if unsettled::has_unsettled(&payment) => {
+            let still_may_move = mover_checks(app, principal, &payment).await?;
+            return unsettled::release(app, payment, still_may_move, principal.user_id(), meta).await;
+        }
         PaymentStatus::Released => return Ok(already(&payment)),
         PaymentStatus::Releasing => return after_reconciling(app, &payment, meta).await,
         PaymentStatus::Succeeded => {}

@@ -259,8 +259,13 @@ pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) 
         || payment.refund_total_created.is_some_and(|as_of| as_of >= made && as_of <= event.created);
     let back = if counted { amount.min(payment.amount_refunded) } else { 0 };
     let total = payment.amount_refunded - back;
+    // Of a released payment, the money is the provider's again only if the provider was
+    // paid less for the refund (or it was recovered from them): then it is unsettled.
+    let owed = payment.status == PaymentStatus::Released
+        && back > 0
+        && crate::payments::unsettled::owed_after_failure(&payment, refund_id);
     let (to, unsettled) = match payment.status {
-        PaymentStatus::Released => (PaymentStatus::Released, payment.amount_unsettled + back),
+        PaymentStatus::Released if owed => (PaymentStatus::Released, payment.amount_unsettled + back),
         PaymentStatus::Refunded if total < payment.amount => (PaymentStatus::Succeeded, payment.amount_unsettled),
         status => (status, payment.amount_unsettled),
     };
@@ -272,12 +277,21 @@ pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) 
         number_is("amount_unsettled", ":seen_unsettled", payment.amount_unsettled),
     );
     let failed_as_of = payment.refund_failed_created.unwrap_or(0).max(event.created);
-    let change = Change::new(&pk, "PAYMENT")
-        .update(
-            "SET #status = :to, amount_refunded = :total, amount_unsettled = :unsettled, \
-             refund_failed_created = :failed_as_of, updated_at = :now, \
-             failed_refund_ids = list_append(if_not_exists(failed_refund_ids, :none), :ids)",
-        )
+    let mut update = String::from(
+        "SET #status = :to, amount_refunded = :total, amount_unsettled = :unsettled, \
+         refund_failed_created = :failed_as_of, updated_at = :now, \
+         failed_refund_ids = list_append(if_not_exists(failed_refund_ids, :none), :ids)",
+    );
+    let mut condition = condition;
+    let mut unsettled_values = Vec::new();
+    if owed {
+        let (clause, also, values) = crate::payments::unsettled::added(&payment, refund_id, back);
+        update.push_str(clause);
+        condition = format!("{condition} AND {also}");
+        unsettled_values = values;
+    }
+    let mut change = Change::new(&pk, "PAYMENT")
+        .update(&update)
         .condition(&condition)
         .name("#status", "status")
         .value(":seen_status", av::s(payment.status.as_str()))
@@ -291,6 +305,9 @@ pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) 
         .value(":now", av::s(time::rfc3339(time::now())))
         .value(":none", aws_sdk_dynamodb::types::AttributeValue::L(vec![]))
         .value(":ids", aws_sdk_dynamodb::types::AttributeValue::L(vec![av::s(refund_id)]));
+    for (name, value) in unsettled_values {
+        change = change.value(name, value);
+    }
     let mut changes = vec![app.table().update(change)?];
     if back > 0 {
         let failure = RefundFailure {
