@@ -533,3 +533,38 @@ async fn deletion_cancels_unpaid_payments_and_the_erasure_refunds_one_paid_meanw
     assert_eq!(refunds[0].form.get("amount").map(String::as_str), Some("1500"));
     assert!(t.partition(&format!("USER#{payer_id}")).await.is_empty(), "the payer is erased");
 }
+
+/// Money that came back after the release (a refund failed) to a payer whose deletion was
+/// already scheduled goes back to them at the erasure, once, before the account goes.
+#[tokio::test]
+async fn the_erasure_refunds_money_that_came_back_after_the_release() {
+    let t = TestApp::with_stripe(&[("DELETION_GRACE_DAYS", "0")]).await;
+    let (payer, _, _, payment_id) = held_payment(&t, true).await;
+    let payer_id = t.me(token(&payer)).await.body["user_id"].as_str().unwrap().to_owned();
+    let partial = common::money::refund(&t, &payer, &payment_id, Some(json!({"amount": 1000}))).await;
+    assert_eq!(partial.status, 200, "{:?}", partial.body);
+    assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
+    schedule_deletion(&t, &payer).await;
+    let pi = s(&t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap(), "stripe_payment_intent_id");
+    let made = t.stand_in().created("re_");
+    let refund_id =
+        made.iter().find(|r| r["payment_intent"] == pi.as_str()).unwrap()["id"].as_str().unwrap().to_owned();
+    let now = shared::time::now().unix_timestamp();
+    for (kind, object) in t.stand_in().fail_refund(&refund_id) {
+        assert_eq!(t.deliver(&stripe_event(&kind, now, object)).await.status, 200);
+    }
+
+    for _ in 0..5 {
+        cleanup::run(t.app, &run_meta()).await;
+        if t.item(&format!("USER#{payer_id}"), "PROFILE").await.is_none() {
+            break;
+        }
+    }
+    let refunds = t.stand_in().posted("/v1/refunds");
+    assert_eq!(refunds.len(), 2, "the first refund and the one at the erasure: {refunds:?}");
+    assert_eq!(refunds[1].form.get("amount").map(String::as_str), Some("1000"));
+    assert_eq!(refunds[1].idempotency_key.as_deref(), Some(&*format!("refund:{payment_id}:again:{refund_id}")));
+    let after = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
+    assert_eq!((s(&after, "amount_unsettled"), s(&after, "amount_refunded")), ("0".into(), "1000".into()));
+    assert!(t.partition(&format!("USER#{payer_id}")).await.is_empty(), "the payer is erased");
+}

@@ -1098,6 +1098,24 @@ async fn unsettled_money_refunded_goes_back_to_the_payer_once() {
         "{unsettled:?}"
     );
 
+    let delete_me = || {
+        t.authed(
+            shared::api::account::handle,
+            "DELETE",
+            "/auth/me",
+            token(&payer),
+            &[],
+            Some(json!({"password": common::STRONG_PASSWORD})),
+        )
+    };
+    let refused = delete_me().await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (409, Some("conflict")),
+        "money is held: {:?}",
+        refused.body
+    );
+
     let key = uuid::Uuid::new_v4().to_string();
     let first = refund_with_key(&t, &payer, &payment_id, &key, None).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
@@ -1119,6 +1137,7 @@ async fn unsettled_money_refunded_goes_back_to_the_payer_once() {
     assert_eq!(transfers(&t).len(), 1, "the provider is owed nothing");
     let settled = shown(&t, &payer, &payment_id).await;
     assert_eq!((settled["amount_refunded"].as_i64(), settled["amount_unsettled"].as_i64()), (Some(2_000), Some(0)));
+    assert_eq!(delete_me().await.status, 202, "nothing is held any more");
 }
 
 /// A refund made after the release that fails before it went through took nothing from the

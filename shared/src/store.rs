@@ -206,6 +206,10 @@ where
 /// on its conditions alone.
 const TRANSACTION_CONFLICT_RETRIES: u32 = 8;
 
+/// A filter for [`Table::payments_of_party_where`]: of released payments, the ones with money
+/// that came back after the release, not yet settled (see `payments::unsettled`).
+pub const UNSETTLED_FILTER: &str = "attribute_exists(unsettled_refunds)";
+
 #[derive(Clone, Debug)]
 pub struct Table {
     client: Client,
@@ -418,6 +422,17 @@ impl Table {
     /// The keys (`PAYMENT#...`) of payments `user_id` is the payer or the provider's owner
     /// of with a `status` in `statuses`: their two payment histories (GSI3, GSI4), every page.
     pub async fn payments_of_party(&self, user_id: &str, statuses: &[&str]) -> Result<Vec<String>, StoreError> {
+        self.payments_of_party_where(user_id, statuses, None).await
+    }
+
+    /// As [`Self::payments_of_party`], of those only the ones `also` (a filter condition on the
+    /// payment's own attributes, no placeholders) holds for.
+    pub async fn payments_of_party_where(
+        &self,
+        user_id: &str,
+        statuses: &[&str],
+        also: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
         for (index, key) in [("GSI3", keys::payer_history(user_id)), ("GSI4", keys::payee_history(user_id))] {
             let wanted: Vec<String> = (0..statuses.len()).map(|n| format!(":s{n}")).collect();
@@ -429,7 +444,10 @@ impl Table {
                     .table_name(&self.name)
                     .index_name(index)
                     .key_condition_expression(format!("{index}PK = :key"))
-                    .filter_expression(format!("#status IN ({})", wanted.join(", ")))
+                    .filter_expression(match also {
+                        Some(also) => format!("#status IN ({}) AND ({also})", wanted.join(", ")),
+                        None => format!("#status IN ({})", wanted.join(", ")),
+                    })
                     .expression_attribute_names("#status", "status")
                     .expression_attribute_values(":key", av::s(&key))
                     .projection_expression("PK");

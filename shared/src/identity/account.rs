@@ -97,11 +97,15 @@ pub async fn schedule_deletion(
 }
 
 /// Whether `user_id` is the payer or the provider's owner of a payment that holds money
-/// (`succeeded`, `releasing` or `refunding`): erasing them would leave it with nobody to move
-/// it.
+/// (`succeeded`, `releasing` or `refunding`, or `released` with money that came back
+/// unsettled): erasing them would leave it with nobody to move it.
 async fn holds_money(app: &App, user_id: &str) -> Result<bool, ApiError> {
-    let holding = app.table().payments_of_party(user_id, &["succeeded", "releasing", "refunding"]).await?;
-    Ok(!holding.is_empty())
+    let table = app.table();
+    let (holding, unsettled) = tokio::try_join!(
+        table.payments_of_party(user_id, &["succeeded", "releasing", "refunding"]),
+        table.payments_of_party_where(user_id, &["released"], Some(crate::store::UNSETTLED_FILTER)),
+    )?;
+    Ok(!holding.is_empty() || !unsettled.is_empty())
 }
 
 /// A party to these payments scheduled their account's deletion: those nobody has paid are

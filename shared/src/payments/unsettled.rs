@@ -176,6 +176,20 @@ pub async fn refund(
     }
 }
 
+/// At the erasure of a party to it: what came back goes back to the payer. `Ok(false)` while
+/// it is being released, or Stripe's answer is unknown (the erasure waits for a later run).
+pub async fn refund_for_erasure(app: &App, payment: Payment, meta: &RequestMeta) -> Result<bool, ApiError> {
+    if !has_unsettled(&payment) {
+        return Ok(true);
+    }
+    if payment.unsettled_claims.values().any(|way| *way == Way::Release) {
+        return Ok(false);
+    }
+    let stripe = app.stripe(meta.deadline).await?;
+    let claimed = claim(app, &payment, Way::Refund, None, Vec::new()).await?;
+    Ok(matches!(drive(app, &stripe, &claimed, None, meta).await?, Driven::Done { .. }))
+}
+
 /// Claims every unclaimed failed refund of `payment` for `way`. Refused (409) while any is
 /// claimed the other way; one already claimed this way is driven on, as a retry.
 async fn claim(
