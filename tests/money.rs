@@ -1067,8 +1067,9 @@ async fn unsettled_money_released_pays_the_provider_its_share_once_more() {
 
     let made = transfers(&t);
     assert_eq!(made.len(), 2, "the release and one more: {made:?}");
-    assert_eq!((made[1]["amount"].as_i64(), made[1]["metadata"]["cause"].as_str()), (Some(900), Some(&*refund_id)));
-    assert!(made[1].get("source_transaction").is_none_or(Value::is_null), "from the platform's balance");
+    let again: Vec<&Value> = made.iter().filter(|t| t["metadata"]["cause"] == refund_id.as_str()).collect();
+    assert_eq!((again.len(), again[0]["amount"].as_i64()), (1, Some(900)), "{made:?}");
+    assert!(again[0].get("source_transaction").is_none_or(Value::is_null), "from the platform's balance");
     let key = t.stand_in().posted("/v1/transfers").into_iter().filter_map(|r| r.idempotency_key).next_back();
     assert_eq!(key, Some(format!("release:{payment_id}:refund:{refund_id}")));
     let now_shown = shown(&t, &payer, &payment_id).await;
