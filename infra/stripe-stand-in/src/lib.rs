@@ -104,6 +104,29 @@ fn metadata(form: &HashMap<String, String>) -> Value {
     Value::Object(map)
 }
 
+/// Stripe's published fixture for a resource (`payment_intent`, `charge`, ...), from the
+/// extract in `fixtures/` (its source and commit are in the file); `Null` for one not kept.
+pub fn fixture(kind: &str) -> Value {
+    static FIXTURES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let all = FIXTURES.get_or_init(|| {
+        serde_json::from_str(include_str!("../fixtures/stripe-fixtures3.json")).expect("the fixtures are JSON")
+    });
+    all["resources"][kind].clone()
+}
+
+/// `ours` over Stripe's fixture for its `object`: every field Stripe always sends is there,
+/// with the fixture's value unless the stand-in sets its own.
+fn shaped(ours: Value) -> Value {
+    let mut object = fixture(ours["object"].as_str().unwrap_or_default());
+    match (object.as_object_mut(), ours) {
+        (Some(base), Value::Object(ours)) => {
+            base.extend(ours);
+            object
+        }
+        (_, ours) => ours,
+    }
+}
+
 /// Stripe's standard fee on a US card charge: 2.9 % + 30, rounded to the minor unit.
 pub fn card_fee(amount: i64) -> i64 {
     (amount * 29 + 500) / 1000 + 30
@@ -163,21 +186,21 @@ fn page(data: Vec<Value>, query: &HashMap<String, String>, url: &str) -> (u16, V
 /// A subscription item on `price` (a monthly licensed price of the stand-in's one product),
 /// with the price and its legacy plan in full, as Stripe returns them.
 fn subscription_item(subscription: &str, price: &str, created: i64) -> Value {
-    let price_object = json!({
+    let price_object = shaped(json!({
         "id": price, "object": "price", "active": true, "billing_scheme": "per_unit", "created": created,
         "currency": "usd", "livemode": false, "metadata": {}, "product": "prod_standin", "type": "recurring",
         "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}, "unit_amount": 1000
-    });
-    let plan = json!({
+    }));
+    let plan = shaped(json!({
         "id": price, "object": "plan", "active": true, "billing_scheme": "per_unit", "created": created,
         "currency": "usd", "interval": "month", "interval_count": 1, "livemode": false, "usage_type": "licensed",
         "amount": 1000, "product": "prod_standin"
-    });
-    json!({
+    }));
+    shaped(json!({
         "id": new_id("si"), "object": "subscription_item", "created": created, "current_period_start": created,
         "current_period_end": created + 30 * 86_400, "discounts": [], "metadata": {}, "quantity": 1,
         "subscription": subscription, "price": price_object, "plan": plan
-    })
+    }))
 }
 
 /// A plan change, as Stripe applies `items[0][id]` + `items[0][price]`: the item named is
@@ -222,20 +245,20 @@ impl State {
         let fee = card_fee(amount);
         self.objects.insert(
             transaction.clone(),
-            json!({
+            shaped(json!({
                 "id": transaction, "object": "balance_transaction", "amount": amount, "fee": fee, "net": amount - fee,
                 "currency": intent["currency"], "created": created, "type": "charge", "source": charge,
                 "status": "pending", "fee_details": [{"amount": fee, "currency": intent["currency"], "type": "stripe_fee"}]
-            }),
+            })),
         );
         self.objects.insert(
             charge.clone(),
-            json!({
+            shaped(json!({
                 "id": charge, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
                 "balance_transaction": transaction, "created": created, "currency": intent["currency"],
                 "paid": true, "payment_intent": payment_intent, "refunded": false, "status": "succeeded",
                 "transfer_group": intent["transfer_group"]
-            }),
+            })),
         );
         Some(intent)
     }
@@ -329,12 +352,12 @@ impl State {
             ));
         }
         *self.balances.entry(destination).or_default() -= amount;
-        let reversal = json!({
+        let reversal = shaped(json!({
             "id": new_id("trr"), "object": "transfer_reversal", "amount": amount, "created": created,
             "balance_transaction": new_id("txn"), "currency": transfer["currency"],
             "destination_payment_refund": new_id("pyr"), "metadata": metadata(form), "source_refund": null,
             "transfer": transfer_id
-        });
+        }));
         let stored = self.objects.get_mut(transfer_id).expect("the transfer just read");
         stored["amount_reversed"] = json!(reversed + amount);
         stored["reversed"] = json!(reversed + amount == amount_sent);
@@ -348,24 +371,24 @@ impl State {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let created = now();
         let object = match (method, segments.as_slice()) {
-            ("POST", ["accounts"]) => json!({
+            ("POST", ["accounts"]) => shaped(json!({
                 "id": new_id("acct"), "object": "account", "type": "express",
                 "country": form.get("country").cloned().unwrap_or_else(|| "US".into()),
                 "business_type": form.get("business_type"), "email": form.get("email"),
                 "charges_enabled": false, "payouts_enabled": false, "details_submitted": false,
                 "created": created, "metadata": metadata(form)
-            }),
-            ("POST", ["account_links"]) => json!({
+            })),
+            ("POST", ["account_links"]) => shaped(json!({
                 "object": "account_link", "created": created, "expires_at": created + 300,
                 "url": format!("https://connect.stripe.com/setup/e/{}/{}", form.get("account").cloned().unwrap_or_default(), new_id("link"))
-            }),
-            ("POST", ["customers"]) => json!({
+            })),
+            ("POST", ["customers"]) => shaped(json!({
                 "id": new_id("cus"), "object": "customer", "created": created, "livemode": false,
                 "email": form.get("email"), "metadata": metadata(form)
-            }),
+            })),
             ("POST", ["payment_intents"]) => {
                 let id = new_id("pi");
-                json!({
+                shaped(json!({
                     "id": id, "object": "payment_intent", "amount": int(form, "amount"), "amount_capturable": 0,
                     "amount_received": 0, "capture_method": "automatic_async", "confirmation_method": "automatic",
                     "client_secret": format!("{id}_secret_{}", new_id("s")), "created": created,
@@ -373,7 +396,7 @@ impl State {
                     "customer": form.get("customer"), "description": form.get("description"), "livemode": false,
                     "metadata": metadata(form), "payment_method_types": ["card"], "status": "requires_payment_method",
                     "transfer_group": form.get("transfer_group")
-                })
+                }))
             }
             ("POST", ["transfers"]) => {
                 if let Err(refused) = self.check_transfer(form) {
@@ -381,14 +404,14 @@ impl State {
                 }
                 let destination = form.get("destination").cloned().unwrap_or_default();
                 *self.balances.entry(destination).or_default() += int(form, "amount");
-                json!({
+                shaped(json!({
                     "id": new_id("tr"), "object": "transfer", "amount": int(form, "amount"), "amount_reversed": 0,
                     "created": created, "currency": form.get("currency"),
                     "destination": form.get("destination"), "livemode": false, "metadata": metadata(form),
                     "reversals": {"object": "list", "data": [], "has_more": false, "url": "/v1/transfers/reversals"},
                     "reversed": false, "source_transaction": form.get("source_transaction"),
                     "transfer_group": form.get("transfer_group")
-                })
+                }))
             }
             ("POST", ["transfers", id, "reversals"]) => match self.reverse(id, form, created) {
                 Ok(reversal) => reversal,
@@ -459,19 +482,19 @@ impl State {
                 }
                 self.refunded.insert(pi.clone(), done + amount);
                 let status = if self.refunds_pending { "pending" } else { "succeeded" };
-                json!({
+                shaped(json!({
                     "id": new_id("re"), "object": "refund", "amount": amount, "created": created,
                     "currency": intent["currency"], "payment_intent": pi, "charge": intent["latest_charge"],
                     "status": status, "metadata": metadata(form), "reason": form.get("reason"),
                     "failure_reason": null, "balance_transaction": new_id("txn")
-                })
+                }))
             }
             ("POST", ["subscriptions"]) => {
                 let id = new_id("sub");
                 let price = form.get("items[0][price]").cloned().unwrap_or_default();
                 // The invoice stays unexpanded here: its full object is large and nothing in
                 // the backend reads it from this response.
-                json!({
+                shaped(json!({
                     "id": id, "object": "subscription", "automatic_tax": {"enabled": false, "liability": null},
                     "billing_cycle_anchor": created, "billing_mode": {"type": "classic"}, "billing_schedules": [],
                     "cancel_at_period_end": false, "collection_method": "charge_automatically", "created": created,
@@ -481,7 +504,7 @@ impl State {
                               "data": [subscription_item(&id, &price, created)]},
                     "latest_invoice": new_id("in"), "livemode": false,
                     "metadata": {"price_id": price}, "start_date": created, "status": "incomplete"
-                })
+                }))
             }
             // As Stripe does: the customer goes, and its subscriptions are cancelled at once.
             ("DELETE", ["customers", id]) => {
@@ -781,17 +804,17 @@ impl StripeStandIn {
         let mut state = self.state.lock().expect("stand-in state");
         let intent = state.objects.get(payment_intent).expect("a PaymentIntent the stand-in made").clone();
         let (id, created) = (new_id("dp"), now());
-        let withdrawn = json!({
+        let withdrawn = shaped(json!({
             "id": new_id("txn"), "object": "balance_transaction", "amount": -amount, "fee": DISPUTE_FEE,
             "net": -amount - DISPUTE_FEE, "currency": intent["currency"], "created": created,
             "type": "adjustment", "reporting_category": "dispute"
-        });
-        let dispute = json!({
+        }));
+        let dispute = shaped(json!({
             "id": id, "object": "dispute", "amount": amount, "charge": intent["latest_charge"],
             "currency": intent["currency"], "created": created, "payment_intent": payment_intent,
             "reason": "fraudulent", "status": "needs_response", "is_charge_refundable": false,
             "balance_transactions": [withdrawn], "livemode": false, "metadata": {}
-        });
+        }));
         state.objects.insert(id.clone(), dispute.clone());
         let events = vec![
             ("charge.dispute.created".to_owned(), dispute.clone()),
@@ -807,10 +830,10 @@ impl StripeStandIn {
         let dispute = state.objects.get_mut(dispute_id).expect("a dispute the stand-in made");
         let amount = dispute["amount"].as_i64().unwrap_or(0);
         dispute["status"] = json!("won");
-        let reinstated = json!({
+        let reinstated = shaped(json!({
             "id": new_id("txn"), "object": "balance_transaction", "amount": amount, "fee": 0, "net": amount,
             "currency": dispute["currency"], "created": now(), "type": "adjustment", "reporting_category": "dispute_reversal"
-        });
+        }));
         if let Some(list) = dispute["balance_transactions"].as_array_mut() {
             list.push(reinstated);
         }
@@ -890,11 +913,11 @@ impl StripeStandIn {
         let intent = state.objects.get(payment_intent).expect("a PaymentIntent the stand-in made");
         let refunded = state.refunded.get(payment_intent).copied().unwrap_or(0);
         let amount = intent["amount"].as_i64().unwrap_or(0);
-        json!({
+        shaped(json!({
             "id": intent["latest_charge"], "object": "charge", "amount": amount, "amount_refunded": refunded,
             "currency": intent["currency"], "payment_intent": payment_intent, "refunded": refunded >= amount,
             "status": "succeeded", "transfer_group": intent["transfer_group"]
-        })
+        }))
     }
 
     /// What Stripe does when the payer pays: the PaymentIntent succeeds with a new charge.
