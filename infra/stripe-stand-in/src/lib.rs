@@ -8,8 +8,9 @@
 //! `transfer_group` and refunds by PaymentIntent, refunds in parts, changes a subscription's
 //! price (its items, as Stripe's update does), records every request
 //! (method, path, form body, idempotency key) so tests can check what Stripe was asked, and
-//! can be told to fail, to answer late after doing the work, or to forget its keys (as
-//! Stripe does after 24 hours).
+//! can be told to fail or to answer late after doing the work. It keeps a clock of its own:
+//! a key is forgotten 24 hours after its first use (as Stripe forgets it), and tests move
+//! the clock on. Its objects are built over Stripe's published fixtures (`fixtures/`).
 
 use std::{
     collections::HashMap,
@@ -60,7 +61,10 @@ struct State {
     /// Key → the request first made with it and the response first given. Stripe scopes a
     /// key to the account, not to an endpoint: the same key on another endpoint, or with
     /// other parameters, is refused.
-    idempotent: HashMap<String, (FirstUse, (u16, Value))>,
+    idempotent: HashMap<String, (FirstUse, (u16, Value), i64)>,
+    /// Seconds the stand-in's clock is ahead of the real one ([`StripeStandIn::advance_clock`]):
+    /// a key is forgotten 24 hours after its first use by this clock.
+    clock_offset: i64,
     objects: HashMap<String, Value>,
     /// (method, path prefix) → failures still to inject.
     failures: Vec<(String, String, Failure, u32)>,
@@ -231,7 +235,21 @@ fn change_items(sub: &mut Value, form: &HashMap<String, String>, created: i64) -
     Ok(())
 }
 
+/// How long Stripe keeps an idempotency key after its first use.
+const KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl State {
+    /// The stand-in's clock (epoch seconds).
+    fn clock(&self) -> i64 {
+        now() + self.clock_offset
+    }
+
+    /// Forgets the keys first used 24 hours ago or more.
+    fn forget_expired_keys(&mut self) {
+        let cutoff = self.clock() - KEY_LIFETIME.as_secs() as i64;
+        self.idempotent.retain(|_, (_, _, at)| *at > cutoff);
+    }
+
     /// The PaymentIntent succeeds with a new charge, whose balance transaction carries
     /// Stripe's card fee. `None` for an id the stand-in never made.
     fn succeed_intent(&mut self, payment_intent: &str) -> Option<Value> {
@@ -654,7 +672,8 @@ impl Respond for Responder {
             let refused = error(400, "invalid_request_error", "Insufficient funds in Stripe account.");
             if let Some(key) = &key {
                 let first = FirstUse { method: method.clone(), path: path.clone(), form: form.clone() };
-                state.idempotent.insert(key.clone(), (first, refused.clone()));
+                let at = state.clock();
+                state.idempotent.insert(key.clone(), (first, refused.clone(), at));
             }
             return ResponseTemplate::new(refused.0).set_body_json(refused.1);
         }
@@ -666,11 +685,12 @@ impl Respond for Responder {
             );
             return ResponseTemplate::new(status).set_body_json(body);
         }
+        state.forget_expired_keys();
         let (status, body) = match &key {
             Some(key) => {
                 let this = FirstUse { method: method.clone(), path: path.clone(), form: form.clone() };
                 match state.idempotent.get(key) {
-                    Some((first, cached)) if *first == this => cached.clone(),
+                    Some((first, cached, _)) if *first == this => cached.clone(),
                     // As Stripe answers: nothing is done, and nothing saved.
                     Some(_) => error(
                         400,
@@ -686,7 +706,8 @@ impl Respond for Responder {
                         if failure == Some(Failure::ServerErrorAfterWork) {
                             result = error(500, "api_error", "stand-in: injected server error after the work");
                         }
-                        state.idempotent.insert(key.clone(), (this, result.clone()));
+                        let at = state.clock();
+                        state.idempotent.insert(key.clone(), (this, result.clone(), at));
                         result
                     }
                 }
@@ -767,10 +788,15 @@ impl StripeStandIn {
         ));
     }
 
-    /// Forgets every idempotency key, as Stripe does 24 hours after a key's first use: a
-    /// repeat of an old request then does the work again.
+    /// Moves the stand-in's clock on: Stripe forgets a key 24 hours after its first use, and
+    /// a repeat of an older request then does the work again.
+    pub fn advance_clock(&self, by: Duration) {
+        self.state.lock().expect("stand-in state").clock_offset += by.as_secs() as i64;
+    }
+
+    /// Every key in use is 24 hours old (the clock moves a day on).
     pub fn forget_idempotency_keys(&self) {
-        self.state.lock().expect("stand-in state").idempotent.clear();
+        self.advance_clock(KEY_LIFETIME);
     }
 
     /// A refund made in Stripe's dashboard (no metadata of ours); its webhook is the test's
@@ -997,6 +1023,33 @@ mod tests {
     fn transfer(state: &mut State, pairs: &[(&str, &str)]) -> (u16, String) {
         let (status, body) = state.create("POST", "/v1/transfers", &form(pairs));
         (status, body["error"]["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_key_replays_for_24_hours_after_its_first_use_and_is_then_forgotten() {
+        let stand_in = StripeStandIn::start().await;
+        let client = |key: &'static str, amount: &'static str| {
+            let url = format!("{}v1/customers", stand_in.url());
+            async move {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let answer = reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth("sk_test_standin")
+                    .header("idempotency-key", key)
+                    .form(&[("email", "a@example.com"), ("metadata[n]", amount)])
+                    .send()
+                    .await
+                    .unwrap();
+                answer.json::<Value>().await.unwrap()
+            }
+        };
+        let first = client("k1", "100").await;
+        stand_in.advance_clock(Duration::from_secs(24 * 60 * 60 - 60));
+        assert_eq!(client("k1", "100").await["id"], first["id"], "replayed within the day");
+        assert_eq!(client("k1", "200").await["error"]["type"], "idempotency_error");
+        stand_in.advance_clock(Duration::from_secs(60));
+        let again = client("k1", "200").await;
+        assert!(again["id"].is_string() && again["id"] != first["id"], "forgotten after 24 h: {again}");
     }
 
     #[test]
