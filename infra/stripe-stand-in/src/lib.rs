@@ -235,6 +235,16 @@ fn change_items(sub: &mut Value, form: &HashMap<String, String>, created: i64) -
     Ok(())
 }
 
+/// An account's capabilities as created: each one requested (`capabilities[x][requested]=true`)
+/// is `inactive` until onboarding is done; none requested, none there.
+fn requested_capabilities(form: &HashMap<String, String>) -> Value {
+    let requested = form.iter().filter_map(|(key, value)| {
+        let name = key.strip_prefix("capabilities[")?.strip_suffix("][requested]")?;
+        (value == "true").then(|| (name.to_owned(), json!("inactive")))
+    });
+    Value::Object(requested.collect())
+}
+
 /// How long Stripe keeps an idempotency key after its first use.
 const KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -242,6 +252,19 @@ impl State {
     /// The stand-in's clock (epoch seconds).
     fn clock(&self) -> i64 {
         now() + self.clock_offset
+    }
+
+    /// The account's holder finished Stripe's hosted onboarding: charges and payouts on, and
+    /// every capability requested active. `None` for an account the stand-in never made.
+    fn onboard(&mut self, account: &str) -> Option<Value> {
+        let object = self.objects.get_mut(account).filter(|a| a["object"] == "account")?;
+        object["charges_enabled"] = json!(true);
+        object["payouts_enabled"] = json!(true);
+        object["details_submitted"] = json!(true);
+        if let Some(capabilities) = object["capabilities"].as_object_mut() {
+            capabilities.values_mut().for_each(|status| *status = json!("active"));
+        }
+        Some(object.clone())
     }
 
     /// Forgets the keys first used 24 hours ago or more.
@@ -293,8 +316,16 @@ impl State {
             return Err(error(400, "invalid_request_error", "Missing required param: currency."));
         };
         let destination = form.get("destination").cloned().unwrap_or_default();
-        if !self.objects.get(&destination).is_some_and(|a| a["object"] == "account") {
+        let Some(account) = self.objects.get(&destination).filter(|a| a["object"] == "account") else {
             return Err(error(400, "invalid_request_error", &format!("No such destination: '{destination}'")));
+        };
+        if account["capabilities"]["transfers"] != "active" {
+            return Err(error(
+                400,
+                "invalid_request_error",
+                "Your destination account needs to have at least one of the following capabilities enabled: \
+                 transfers, crypto_transfers, legacy_payments",
+            ));
         }
         let Some(source) = form.get("source_transaction") else { return Ok(()) };
         let Some(charge) = self.objects.get(source).filter(|c| c["object"] == "charge") else {
@@ -389,12 +420,18 @@ impl State {
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         let created = now();
         let object = match (method, segments.as_slice()) {
+            // The stand-in's own stand-in for the hosted onboarding a provider completes at
+            // Stripe (no such route exists at Stripe): for the local stack and the smoke test.
+            ("POST", ["test_helpers", "accounts", id, "onboard"]) => match self.onboard(id) {
+                Some(account) => return (200, account),
+                None => return error(404, "invalid_request_error", &format!("No such account: '{id}'")),
+            },
             ("POST", ["accounts"]) => shaped(json!({
                 "id": new_id("acct"), "object": "account", "type": "express",
                 "country": form.get("country").cloned().unwrap_or_else(|| "US".into()),
                 "business_type": form.get("business_type"), "email": form.get("email"),
                 "charges_enabled": false, "payouts_enabled": false, "details_submitted": false,
-                "created": created, "metadata": metadata(form)
+                "created": created, "metadata": metadata(form), "capabilities": requested_capabilities(form)
             })),
             ("POST", ["account_links"]) => shaped(json!({
                 "object": "account_link", "created": created, "expires_at": created + 300,
@@ -962,12 +999,7 @@ impl StripeStandIn {
     /// What Stripe does when a connected account finishes onboarding: charges and payouts
     /// are enabled. Returns the account as an `account.updated` event would carry it.
     pub fn onboard(&self, account: &str) -> Value {
-        let mut state = self.state.lock().expect("stand-in state");
-        let object = state.objects.get_mut(account).expect("an account the stand-in made");
-        object["charges_enabled"] = json!(true);
-        object["payouts_enabled"] = json!(true);
-        object["details_submitted"] = json!(true);
-        object.clone()
+        self.state.lock().expect("stand-in state").onboard(account).expect("an account the stand-in made")
     }
 
     /// The subscription's first invoice is paid: it becomes `active`. Returns it as its
@@ -1012,7 +1044,12 @@ mod tests {
 
     /// A connected account and a paid PaymentIntent of 2 500 USD: (account, charge, intent).
     fn paid(state: &mut State) -> (String, String, String) {
-        let (_, account) = state.create("POST", "/v1/accounts", &form(&[("country", "US")]));
+        let (_, account) = state.create(
+            "POST",
+            "/v1/accounts",
+            &form(&[("country", "US"), ("capabilities[transfers][requested]", "true")]),
+        );
+        state.objects.get_mut(account["id"].as_str().unwrap()).unwrap()["capabilities"]["transfers"] = json!("active");
         let (_, intent) =
             state.create("POST", "/v1/payment_intents", &form(&[("amount", "2500"), ("currency", "usd")]));
         let intent = state.succeed_intent(intent["id"].as_str().unwrap()).unwrap();
@@ -1060,6 +1097,12 @@ mod tests {
         assert_eq!(
             transfer(&mut state, &[("amount", "10"), ("currency", "usd"), ("destination", "acct_none")]).1,
             "No such destination: 'acct_none'"
+        );
+        let (_, unboarded) =
+            state.create("POST", "/v1/accounts", &form(&[("capabilities[transfers][requested]", "true")]));
+        let to_unboarded = [("amount", "10"), ("currency", "usd"), ("destination", unboarded["id"].as_str().unwrap())];
+        assert!(
+            transfer(&mut state, &to_unboarded).1.contains("needs to have at least one of the following capabilities")
         );
         let other_currency =
             [("amount", "10"), ("currency", "eur"), ("destination", &account), ("source_transaction", &charge)];

@@ -218,10 +218,18 @@ impl Stripe {
         email: &str,
         provider_id: &str,
     ) -> Result<String, GatewayError> {
-        use stripe_connect::account::{CreateAccount, CreateAccountType};
+        use stripe_connect::account::{
+            CreateAccount, CreateAccountCapabilities, CreateAccountCapabilitiesTransfers, CreateAccountType,
+        };
         use stripe_shared::AccountBusinessType as CreateAccountBusinessType;
+        // Separate charges and transfers need only `transfers` on the connected account:
+        // requested here, it becomes active when onboarding is done (Stripe refuses a
+        // transfer to an account without it).
+        let mut capabilities = CreateAccountCapabilities::new();
+        capabilities.transfers = Some(CreateAccountCapabilitiesTransfers { requested: Some(true) });
         let mut request = CreateAccount::new()
             .type_(CreateAccountType::Express)
+            .capabilities(capabilities)
             .email(email)
             .metadata([("provider_id".to_owned(), provider_id.to_owned())]);
         if let Some(country) = country {
