@@ -568,3 +568,30 @@ async fn the_erasure_refunds_money_that_came_back_after_the_release() {
     assert_eq!((s(&after, "amount_unsettled"), s(&after, "amount_refunded")), ("0".into(), "1000".into()));
     assert!(t.partition(&format!("USER#{payer_id}")).await.is_empty(), "the payer is erased");
 }
+
+/// A deletion cancelled inside the grace period keeps the user's unpaid payments: no longer
+/// marked to be canceled, the cleanup's next run leaves them waiting for payment.
+#[tokio::test]
+async fn restoring_the_account_keeps_its_unpaid_payments() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (_, provider_id) = common::money::provider(&t, true).await;
+    let (email, payer) = t.logged_in("payer").await;
+    let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let unpaid = created.body["payment_id"].as_str().unwrap().to_owned();
+    schedule_deletion(&t, &payer).await;
+    let pk = format!("PAYMENT#{unpaid}");
+    assert_eq!(
+        t.item(&pk, "PAYMENT").await.unwrap()["abandon_requested"],
+        aws_sdk_dynamodb::types::AttributeValue::Bool(true)
+    );
+
+    let body = json!({"email": email, "password": STRONG_PASSWORD});
+    let restored = t.post(shared::api::account::handle, "/auth/me/restore", body).await;
+    assert_eq!(restored.status, 200, "{:?}", restored.body);
+    assert!(!t.item(&pk, "PAYMENT").await.unwrap().contains_key("abandon_requested"));
+    cleanup::run(t.app, &run_meta()).await;
+    assert_eq!(status_of(&t, &unpaid).await, "requires_payment");
+    let intent = s(&t.item(&pk, "PAYMENT").await.unwrap(), "stripe_payment_intent_id");
+    assert_ne!(t.stand_in().object(&intent).unwrap()["status"], "canceled");
+}

@@ -133,6 +133,41 @@ async fn abandon_unpaid(app: &App, user_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The deletion was cancelled: the user's unpaid payments marked to be canceled are kept again
+/// (due for the cleanup's usual look now), unless the other party is leaving too.
+async fn keep_unpaid(app: &App, user_id: &str) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Parties {
+        payer_user_id: String,
+        provider_user_id: String,
+        #[serde(default)]
+        abandon_requested: bool,
+    }
+    let table = app.table();
+    for pk in table.payments_of_party(user_id, &["requires_payment", "failed"]).await? {
+        let Some(parties) = table.get::<Parties>(&pk, "PAYMENT").await? else { continue };
+        if !parties.abandon_requested {
+            continue;
+        }
+        let other = if parties.payer_user_id == user_id { &parties.provider_user_id } else { &parties.payer_user_id };
+        let (other_pk, other_sk) = User::key(other);
+        if table.get::<User>(&other_pk, &other_sk).await?.is_none_or(|u| u.deletion_scheduled_at.is_some()) {
+            continue;
+        }
+        let keep = Change::new(&pk, "PAYMENT")
+            .update("SET GSI2SK = :now REMOVE abandon_requested")
+            .condition("abandon_requested = :yes AND GSI2PK = :queue")
+            .value(":yes", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .value(":now", av::s(time::rfc3339(time::now())))
+            .value(":queue", av::s("AWAITING_PAYMENT"));
+        match table.update_item(keep).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong
 /// passwords answer alike, after the same Argon2 work.
 pub async fn restore(
@@ -192,7 +227,12 @@ pub async fn restore(
         proven.settle(app, &user, committed, "account.restored", meta).await;
     }
     match restored {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let Err(error) = keep_unpaid(app, &user.user_id).await {
+                tracing::warn!(%error, "unpaid payments still marked for cancel; the cleanup cancels them");
+            }
+            Ok(())
+        }
         Err(StoreError::TransactionConditionsFailed(_)) => {
             Err(ApiError::Conflict("the account is not scheduled for deletion, or the code was used meanwhile".into()))
         }
