@@ -25,6 +25,13 @@ async fn delete_me(t: &TestApp, tokens: &Value) -> common::TestResponse {
     t.authed(shared::api::account::handle, "DELETE", "/auth/me", token(tokens), &[], body).await
 }
 
+/// A payment of 1 500 USD from `payer` to the provider, created and not yet paid: its id.
+async fn unpaid_payment(t: &TestApp, payer: &Value, provider_id: &str) -> String {
+    let created = common::money::pay(t, payer, provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["payment_id"].as_str().unwrap().to_owned()
+}
+
 async fn schedule_deletion(t: &TestApp, tokens: &Value) {
     let scheduled = delete_me(t, tokens).await;
     assert_eq!(scheduled.status, 202, "{:?}", scheduled.body);
@@ -174,9 +181,7 @@ async fn a_payment_whose_success_webhook_was_lost_is_succeeded_after_a_run_and_t
     let t = TestApp::with_stripe(&[]).await;
     let (_, provider_id) = common::money::provider(&t, true).await;
     let (_, payer) = t.logged_in("payer").await;
-    let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let payment_id = created.body["payment_id"].as_str().unwrap().to_owned();
+    let payment_id = unpaid_payment(&t, &payer, &provider_id).await;
     let item = t.item(&format!("PAYMENT#{payment_id}"), "PAYMENT").await.unwrap();
     assert_eq!(s(&item, "GSI2PK"), "AWAITING_PAYMENT", "an unpaid payment is on the queue");
     // The payer pays at Stripe; the webhook never arrives.
@@ -504,9 +509,7 @@ async fn deletion_cancels_unpaid_payments_and_the_erasure_refunds_one_paid_meanw
     let payer_id = t.me(token(&payer)).await.body["user_id"].as_str().unwrap().to_owned();
     let mut made = Vec::new();
     for _ in 0..2 {
-        let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-        made.push(created.body["payment_id"].as_str().unwrap().to_owned());
+        made.push(unpaid_payment(&t, &payer, &provider_id).await);
     }
     let [unpaid, paid_anyway] = &made[..] else { unreachable!() };
     schedule_deletion(&t, &payer).await;
@@ -576,9 +579,7 @@ async fn restoring_the_account_keeps_its_unpaid_payments() {
     let t = TestApp::with_stripe(&[]).await;
     let (_, provider_id) = common::money::provider(&t, true).await;
     let (email, payer) = t.logged_in("payer").await;
-    let created = common::money::pay(&t, &payer, &provider_id, &uuid::Uuid::new_v4().to_string(), 1500).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let unpaid = created.body["payment_id"].as_str().unwrap().to_owned();
+    let unpaid = unpaid_payment(&t, &payer, &provider_id).await;
     schedule_deletion(&t, &payer).await;
     let pk = format!("PAYMENT#{unpaid}");
     assert_eq!(

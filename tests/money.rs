@@ -53,6 +53,11 @@ fn now() -> i64 {
     shared::time::now().unix_timestamp()
 }
 
+/// A queue time long past: due at once.
+fn long_ago() -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000000Z".into())
+}
+
 /// The PaymentIntent behind a payment.
 async fn intent_of(t: &TestApp, payment_id: &str) -> String {
     s(&payment(t, payment_id).await, "stripe_payment_intent_id")
@@ -1172,7 +1177,6 @@ async fn unsettled_money_is_finished_by_the_cleanup_and_alarmed_after_seven_days
     let t = TestApp::with_stripe(&[]).await;
     let meta = shared::http::RequestMeta { request_id: "unsettled".into(), ..Default::default() };
     let watch = || shared::payments::unsettled::run(t.app, &meta, || false);
-    let long_ago = || aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000000Z".into());
     let (payer, payment_id, refund_id) = unsettled_payment(&t, 1_000).await;
     t.stand_in().fail("/v1/transfers", Failure::Timeout(SLOW), 100); // made, answer lost
     assert_eq!(release(&t, &payer, &payment_id).await.status, 202);
@@ -1546,7 +1550,6 @@ async fn a_payment_held_for_hold_max_days_is_refunded_after_both_sides_are_told(
     let t = TestApp::with_stripe(&[]).await;
     let meta = shared::http::RequestMeta { request_id: "hold".into(), ..Default::default() };
     let hold = || shared::payments::hold::run(t.app, &meta, || false);
-    let long_ago = || aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000000Z".into());
     let (payer, _, _, payment_id) = held_payment(&t, true).await;
     let timer = format!("HOLD#{payment_id}");
     let started = t.item(&timer, "HOLD").await.expect("a hold timer from the success");
