@@ -320,7 +320,14 @@ async fn an_erased_subscriber_is_deleted_at_stripe_and_late_subscription_events_
         "not erased while Stripe keeps the customer"
     );
     t.stand_in().heal();
-    cleanup::run(t.app, &run_meta()).await;
+    // Other tests' runs share the queue (some without Stripe, which cannot erase a customer and
+    // let go): this app's runs go on until the erasure is done.
+    for _ in 0..5 {
+        cleanup::run(t.app, &run_meta()).await;
+        if t.item(&format!("USER#{user_id}"), "PROFILE").await.is_none() {
+            break;
+        }
+    }
     assert!(t.item(&format!("USER#{user_id}"), "PROFILE").await.is_none(), "erased");
     let deletes: Vec<_> =
         t.stand_in().received("/v1/customers/").into_iter().filter(|r| r.method == "DELETE").collect();
