@@ -834,13 +834,20 @@ def smoke() -> None:
 
 def run(cmd: list[str], env: dict) -> None:
     log("$ " + " ".join(cmd))
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    started = time.monotonic()
+    try:
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    finally:
+        # Where the test command's time goes, step by step.
+        log(f"{cmd[0].rsplit('/', 1)[-1]} {' '.join(cmd[1:3])}: {time.monotonic() - started:.0f} s")
 
 
 def test(args) -> int:
     stack = Stack("test")
+    started = time.monotonic()
     try:
         env = start_services(stack, free_port(), free_port(), free_port())
+        log(f"services up: {time.monotonic() - started:.0f} s")
         tenv = function_env(env)
         write_env_file(LOCAL / "test-stack.env", env)
         (LOCAL / "sam-env.json").write_text(json.dumps(sam_env(env), indent=2) + "\n")
@@ -881,6 +888,7 @@ def test(args) -> int:
         return error.returncode or 1
     finally:
         stack.stop()
+        log(f"test command: {time.monotonic() - started:.0f} s")
 
 
 def _interrupt(signum, frame):
