@@ -49,7 +49,7 @@ FUNCTION_DEFAULTS = {
     "ALLOWED_ORIGINS": "http://localhost:3000",
     # AWS SDK timeouts (production defaults: 1 s connect, 2 s an attempt, 5 s a call) made
     # roomier here: DynamoDB Local's JVM answers its first requests slowly, and the test run
-    # keeps both cores busy. tests/login.rs shows a stalled call still gets an answer.
+    # keeps both cores busy. tests/api/login.rs shows a stalled call still gets an answer.
     "AWS_ATTEMPT_TIMEOUT_MS": "5000",
     "AWS_OPERATION_TIMEOUT_MS": "15000",
 }
@@ -222,7 +222,7 @@ def public_key(signing_key: dict) -> dict:
 
 
 # Each secret's variable, its name under the stack's, and the fields it alone holds: as
-# `shared::secrets::Part` says (tests/iam.rs checks the two agree).
+# `shared::secrets::Part` says (tests/api/iam.rs checks the two agree).
 SECRET_PARTS = [
     ("PUBLIC_KEYS_SECRET_ID", "public-keys", ["jwt_public_keys"]),
     ("SIGNING_SECRET_ID", "signing", ["jwt_signing_keys"]),

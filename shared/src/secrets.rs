@@ -3,7 +3,7 @@
 //! needing it may read: the token-signing keys only the function that issues tokens, the
 //! Stripe key only those that call Stripe, the webhook secrets only the webhook. A function
 //! declares the parts it reads (its `main`); the template gives it those variables and
-//! `secretsmanager:GetSecretValue` on those secrets, and nothing else (`tests/iam.rs`).
+//! `secretsmanager:GetSecretValue` on those secrets, and nothing else (`tests/api/iam.rs`).
 //!
 //! A function reads only what it declared, even where (as in the local stack) every
 //! variable is set, so a part it uses without declaring fails its tests instead of its

@@ -25,7 +25,7 @@ pub async fn provider(t: &TestApp, onboarded: bool) -> (Value, String) {
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     // The owner has verified the same number: release SMS go only to verified phones (the
-    // verification itself is tested in tests/profile.rs).
+    // verification itself is tested in tests/api/profile.rs).
     let user_id = t.me(token(&tokens)).await.body["user_id"].as_str().unwrap().to_owned();
     t.set(
         &format!("USER#{user_id}"),

@@ -2,7 +2,7 @@
 //! apart: a known path with another method is 405 `method_not_allowed` with `Allow`, anything
 //! else 404. API Gateway sends every unmatched request (its `$default` route) to the `login`
 //! function, whose fallback answers from this table; the handlers' own fallbacks use it too.
-//! `tests/events.rs` keeps it equal to template.yaml.
+//! `tests/api/events.rs` keeps it equal to template.yaml.
 
 use super::ApiError;
 

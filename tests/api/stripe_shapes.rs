@@ -7,9 +7,9 @@
 //! The other half, that our parsers need nothing Stripe does not send, is the gateway's unit
 //! test against Stripe's published fixtures (`infra/stripe-stand-in/fixtures`).
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestApp,
     money::{held_payment, refund, release, token},
     stripe_event,

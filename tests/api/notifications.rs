@@ -2,9 +2,9 @@
 //! preferences and unsubscribe links, and SES bounces suppressing an address. Driven through
 //! the `notifications` routes, the payment routes and the notifier fed by the stream.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestApp,
     money::{held_payment, release, token},
     s, unique_email,

@@ -2,7 +2,7 @@
 //! actions its code can call, on resources the template names.
 //!
 //! What a function can call follows from the features of `shared` it turns on (its
-//! `functions/<name>/Cargo.toml`; tests/features.rs proves each links only those services),
+//! `functions/<name>/Cargo.toml`; tests/api/features.rs proves each links only those services),
 //! mapped to actions by [`ACTIONS_BY_FEATURE`] below. Each statement of a function's
 //! `Policies` must:
 //! - name only actions its features allow (no wildcard actions, no `NotAction`);
@@ -18,8 +18,7 @@
 //! (`Tracing: Active`), the stream reads of a DynamoDB event, and `sqs:SendMessage` to the
 //! on-failure destinations it is given.
 
-#[path = "common/cfn.rs"]
-mod cfn;
+use crate::common::cfn;
 
 use std::collections::BTreeSet;
 

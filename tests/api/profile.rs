@@ -1,8 +1,8 @@
 //! `PATCH /auth/me` and phone verification by SMS code.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestApp,
     money::{held_payment, release, unique_phone},
     s,

@@ -1,8 +1,8 @@
 //! Providers, payments, Idempotency-Key, release and refunds, against the Stripe stand-in.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestApp,
     money::{backdate_queue, held_payment, mark_succeeded, pay, provider, release, status_of, token},
     s,

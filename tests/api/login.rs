@@ -1,9 +1,9 @@
 //! Login, tokens, sessions, JWKS and CSRF.
 
-mod common;
+use crate::common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
+use crate::common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
 use serde_json::{Value, json};
 use shared::api::login::handle;

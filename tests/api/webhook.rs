@@ -1,9 +1,9 @@
 //! The Stripe webhook on its function URL: signatures, exactly-once, ordering.
 
-mod common;
+use crate::common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{TestApp, TestResponse, s};
+use crate::common::{TestApp, TestResponse, s};
 use serde_json::{Value, json};
 use shared::{api::webhook::handle, webhook::signature::sign};
 

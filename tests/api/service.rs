@@ -1,8 +1,8 @@
 //! Service routes: liveness and the OpenAPI document.
 
-mod common;
+use crate::common;
 
-use common::{TestApp, http_event};
+use crate::common::{TestApp, http_event};
 use shared::api::login::handle;
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! POST /auth/forgot-password and POST /auth/reset-password.
 
-mod common;
+use crate::common;
 
-use common::{STRONG_PASSWORD, TestApp, s, unique_email};
+use crate::common::{STRONG_PASSWORD, TestApp, s, unique_email};
 use serde_json::json;
 use shared::api::reset::handle;
 

@@ -2,10 +2,10 @@
 //! source mapping delivers them) and go out through SES and SNS (moto) exactly once per item,
 //! however often a record is redelivered; failures are reported per item.
 
-mod common;
+use crate::common;
 
 use aws_lambda_events::event::dynamodb::Event;
-use common::{TestApp, s, unique_email};
+use crate::common::{TestApp, s, unique_email};
 use serde_json::{Value, json};
 use shared::{
     notify::{Category, delivery::handle_batch},

@@ -1,8 +1,8 @@
 //! Account deletion and restore; invitations and roles.
 
-mod common;
+use crate::common;
 
-use common::{STRONG_PASSWORD, TestApp, s, unique_email};
+use crate::common::{STRONG_PASSWORD, TestApp, s, unique_email};
 use serde_json::{Value, json};
 use shared::api::account::handle;
 

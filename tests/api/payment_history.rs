@@ -1,11 +1,11 @@
 //! GET /payments: the caller's payment history as payer or as provider, newest first, in
 //! cursor pages of one Query each; payments made through the API and the Stripe stand-in.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
-use common::{
+use crate::common::{
     TestApp, TestResponse,
     money::{mark_succeeded, pay, provider, token},
 };

@@ -1,10 +1,10 @@
 //! GET /admin/audit-logs: scoping, filters, paging, cursors.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
-use common::{TestApp, TestResponse, s};
+use crate::common::{TestApp, TestResponse, s};
 use serde_json::{Value, json};
 use shared::{
     audit::{AuditEntry, AuditStatus},

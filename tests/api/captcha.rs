@@ -3,9 +3,9 @@
 //! so the owner is slowed to a person's pace, never shut out. Checked against a stand-in of
 //! Turnstile's `siteverify`.
 
-mod common;
+use crate::common;
 
-use common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, unique_email};
+use crate::common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, unique_email};
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,

@@ -1,11 +1,11 @@
 //! The sample events in `events/` are real API Gateway v2 events that reach a route (not a
 //! 404), and every route is wired in template.yaml, the local router and the OpenAPI document.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::TestApp;
+use crate::common::TestApp;
 use lambda_http::{Body, Request, Response};
 use shared::App;
 

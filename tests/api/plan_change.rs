@@ -1,9 +1,9 @@
 //! PATCH /subscriptions/{id}: a plan change asked of Stripe (the stand-in) with its proration
 //! setting, noted as pending, and confirmed by the signed `customer.subscription.*` webhook.
 
-mod common;
+use crate::common;
 
-use common::{TestApp, TestResponse, money::token, s};
+use crate::common::{TestApp, TestResponse, money::token, s};
 use serde_json::{Value, json};
 use shared::api::pay::handle;
 use stripe_stand_in::{Failure, Received};

@@ -1,9 +1,9 @@
 //! Two-step verification (TOTP) end to end. Codes are computed by `totp-rs` from the
 //! `otpauth_uri` the API hands out, never by the code under test.
 
-mod common;
+use crate::common;
 
-use common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
+use crate::common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
 use serde_json::{Value, json};
 use shared::api::{account, login};
 use totp_rs::TOTP;

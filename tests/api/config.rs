@@ -2,7 +2,7 @@
 //! with a missing, placeholder or weak secret among the ones it reads; it reads only the
 //! ones it declares; a secret holds only its own fields; and a rotated secret is read again.
 
-mod common;
+use crate::common;
 
 use serde_json::json;
 use shared::{

@@ -4,8 +4,7 @@
 //! AWS" names (queues, stream, table, SES, SMS, webhook signatures, the cleanup's counts), all
 //! told to a topic CloudWatch may publish to.
 
-#[path = "common/cfn.rs"]
-mod cfn;
+use crate::common::cfn;
 
 use std::collections::BTreeMap;
 

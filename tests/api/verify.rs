@@ -1,8 +1,8 @@
 //! POST /auth/verify-email and POST /auth/resend-verification.
 
-mod common;
+use crate::common;
 
-use common::{TestApp, s, unique_email};
+use crate::common::{TestApp, s, unique_email};
 use serde_json::json;
 use shared::api::verify::handle;
 

@@ -2,11 +2,11 @@
 //! partial refunds, disputes and crashes. Each sequence ends with exactly one transfer (or
 //! one refund) recorded by the Stripe stand-in and a consistent payment.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     TestApp,
     money::{
         backdate_queue, held_payment, mark_succeeded, onboard, pay, pay_in, provider, reconcile, refund,

@@ -1,8 +1,8 @@
 //! POST /auth/register, black-box over the local stack.
 
-mod common;
+use crate::common;
 
-use common::{STRONG_PASSWORD, TestApp, http_event, http_event_from, s, unique_email};
+use crate::common::{STRONG_PASSWORD, TestApp, http_event, http_event_from, s, unique_email};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
