@@ -2,8 +2,8 @@
 
 use crate::common;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use crate::common::{STRONG_PASSWORD, TestApp, http_event_from, random_ip, s, unique_email};
+use aws_sdk_dynamodb::types::AttributeValue;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
 use serde_json::{Value, json};
 use shared::api::login::handle;

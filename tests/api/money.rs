@@ -1621,3 +1621,111 @@ async fn a_dispute_won_before_its_withdrawal_is_handled_takes_nothing_from_the_p
     assert!(reversals(&t).0.is_empty(), "{:?}", reversals(&t).0);
     assert_eq!(transfers(&t).len(), 1, "no re-payment either");
 }
+
+/// The refund giving money that came back to the payer again, as `(id, object)` at the
+/// stand-in: the one under the failed refund's key.
+fn refund_again(t: &TestApp, payment_id: &str, refund_id: &str) -> (String, Value) {
+    let key = format!("refund:{payment_id}:again:{refund_id}");
+    let made = t.stand_in().created("re_");
+    let found = made.into_iter().find(|r| r["metadata"]["refund_key"] == key.as_str()).expect("the refund again");
+    (found["id"].as_str().unwrap().to_owned(), found)
+}
+
+/// A refund of the money that came back whose answer was lost is ours, not the dashboard's:
+/// its events take nothing from the provider, the charge's total waits until the refund is
+/// recorded, and it is counted once.
+#[tokio::test]
+async fn a_refund_of_unsettled_money_whose_answer_was_lost_is_neither_reversed_nor_counted_twice() {
+    let t = TestApp::with_stripe(&[("PLATFORM_FEE_BPS", "1000")]).await;
+    let (payer, payment_id, refund_id) = unsettled_payment(&t, 1_000).await;
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(SLOW), 100); // made, answer lost
+    assert_eq!(refund(&t, &payer, &payment_id, None).await.status, 202);
+    t.stand_in().heal();
+    let (_, again) = refund_again(&t, &payment_id, &refund_id);
+    let pi = intent_of(&t, &payment_id).await;
+    let created = stripe_event("refund.created", now() + 2, again);
+    let total = stripe_event("charge.refunded", now() + 2, t.stand_in().charge_of(&pi));
+    assert_eq!(t.deliver(&created).await.status, 200);
+    t.deliver(&total).await;
+    assert!(reversals(&t).0.is_empty(), "nothing is taken from the provider for our own refund");
+
+    let retried = refund(&t, &payer, &payment_id, None).await;
+    assert_eq!(retried.status, 200, "{:?}", retried.body);
+    assert_eq!(t.deliver(&total).await.status, 200, "Stripe's redelivery, once the refund is recorded");
+    let settled = shown(&t, &payer, &payment_id).await;
+    assert_eq!(
+        (settled["amount_refunded"].as_i64(), settled["amount_unsettled"].as_i64()),
+        (Some(1_000), Some(0)),
+        "{settled:?}"
+    );
+    let made = t.stand_in().created("re_");
+    assert_eq!(made.iter().filter(|r| r["payment_intent"] == pi.as_str()).count(), 2, "the first and one again");
+    assert!(reversals(&t).0.is_empty());
+}
+
+/// A refund of the money that came back that Stripe made (answer lost) and that then failed
+/// is not taken for done when the route is retried (Stripe would replay its first answer,
+/// `pending`): the money stays unsettled and can be released instead.
+#[tokio::test]
+async fn a_refund_of_unsettled_money_that_failed_before_it_was_recorded_leaves_it_unsettled() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, payment_id, refund_id) = unsettled_payment(&t, 1_000).await;
+    t.stand_in().hold_refunds_pending(true);
+    t.stand_in().fail("/v1/refunds", Failure::Timeout(SLOW), 100); // made, answer lost
+    assert_eq!(refund(&t, &payer, &payment_id, None).await.status, 202);
+    t.stand_in().heal();
+    let (again_id, _) = refund_again(&t, &payment_id, &refund_id);
+    deliver_twice_reversed(&t, &t.stand_in().fail_refund(&again_id), now() + 2).await;
+
+    let retried = refund(&t, &payer, &payment_id, None).await;
+    assert_ne!(retried.status, 200, "{:?}", retried.body);
+    let after = shown(&t, &payer, &payment_id).await;
+    assert_eq!((after["amount_refunded"].as_i64(), after["amount_unsettled"].as_i64()), (Some(0), Some(1_000)));
+    let released = release(&t, &payer, &payment_id).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    let made = transfers(&t);
+    assert_eq!(made.iter().filter(|t| t["metadata"]["cause"] == refund_id.as_str()).count(), 1, "{made:?}");
+    assert_eq!(shown(&t, &payer, &payment_id).await["amount_unsettled"], 0);
+}
+
+/// A reversal Stripe refused for a dashboard refund that then failed is owed by nobody: the
+/// daily retry takes it off the queue and reverses nothing.
+#[tokio::test]
+async fn a_refused_reversal_is_not_retried_once_its_refund_failed() {
+    let t = TestApp::with_stripe(&[]).await;
+    let meta = shared::http::RequestMeta { request_id: "retry-failed".into(), ..Default::default() };
+    let (_, payment_id, account) = released_payment(&t, 2_500).await;
+    t.stand_in().pay_out(&account, 2_500);
+    let pi = intent_of(&t, &payment_id).await;
+    let events = t.stand_in().dashboard_refund(&pi, 1_000);
+    let refund_id = events[0].1["id"].as_str().unwrap().to_owned();
+    deliver_twice_reversed(&t, &events, now()).await;
+    let queued = format!("RECOVERY#{payment_id}#{refund_id}");
+    assert_eq!(s(&t.item(&queued, "RECOVERY").await.unwrap(), "GSI2PK"), "UNRECOVERED");
+    deliver_twice_reversed(&t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
+
+    t.stand_in().fund(&account, 1_000);
+    t.stand_in().forget_idempotency_keys();
+    let a_day_ago = shared::time::rfc3339(shared::time::now() - shared::time::Duration::hours(25));
+    t.set(&queued, "RECOVERY", &[("GSI2SK", aws_sdk_dynamodb::types::AttributeValue::S(a_day_ago))]).await;
+    shared::payments::recovery::retry_due(t.app, &meta, || false).await;
+    assert!(reversals(&t).0.is_empty(), "the provider keeps what no refund took");
+    assert!(!t.item(&queued, "RECOVERY").await.unwrap().contains_key("GSI2PK"), "off the queue");
+}
+
+/// Money that came back is not released while the charge is disputed (409), as a held
+/// payment is not.
+#[tokio::test]
+async fn unsettled_money_is_not_released_under_an_open_dispute() {
+    let t = TestApp::with_stripe(&[]).await;
+    let (payer, payment_id, _) = unsettled_payment(&t, 1_000).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let (_, opened) = t.stand_in().open_dispute(&pi, 500);
+    let (kind, object) = &opened[0];
+    assert_eq!(kind, "charge.dispute.created");
+    assert_eq!(t.deliver(&stripe_event(kind, now() + 2, object.clone())).await.status, 200);
+    let refused = release(&t, &payer, &payment_id).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (409, Some("conflict")), "{:?}", refused.body);
+    assert_eq!(transfers(&t).len(), 1, "only the release");
+    assert_eq!(shown(&t, &payer, &payment_id).await["amount_unsettled"], 1_000);
+}

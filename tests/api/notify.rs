@@ -4,8 +4,8 @@
 
 use crate::common;
 
-use aws_lambda_events::event::dynamodb::Event;
 use crate::common::{TestApp, s, unique_email};
+use aws_lambda_events::event::dynamodb::Event;
 use serde_json::{Value, json};
 use shared::{
     notify::{Category, delivery::handle_batch},

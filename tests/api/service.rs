@@ -1,7 +1,5 @@
 //! Service routes: liveness and the OpenAPI document.
 
-use crate::common;
-
 use crate::common::{TestApp, http_event};
 use shared::api::login::handle;
 

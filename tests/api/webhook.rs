@@ -2,8 +2,8 @@
 
 use crate::common;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use crate::common::{TestApp, TestResponse, s};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 use shared::{api::webhook::handle, webhook::signature::sign};
 

@@ -90,14 +90,16 @@ pub fn provider_share_of(payment: &Payment, amount: i64) -> i64 {
 
 /// Refunds that left after the transfer, by Stripe's list: ones that went through
 /// (`succeeded`; a pending one may yet fail, and the provider would be owed it back) and that
-/// the release neither counted nor made (a refund of ours after the release is of
-/// `amount_unsettled`, money the platform holds). Payments released before the release kept
-/// its refunds have none.
+/// the release neither counted nor made. A refund of ours after the release is of
+/// `amount_unsettled`, money the platform holds: it carries our `refund_key`, which the
+/// dashboard's never do, so it is known as ours before it is recorded too. Payments released
+/// before the release kept its refunds have none.
 pub fn refund_causes(payment: &Payment, refunds: &[RefundRecord]) -> Vec<Cause> {
     let Some(settled) = &payment.settled_refund_ids else { return Vec::new() };
     refunds
         .iter()
-        .filter(|r| r.status == "succeeded" && !settled.contains(&r.id) && !payment.refund_ids.contains(&r.id))
+        .filter(|r| r.status == "succeeded" && r.refund_key.is_none())
+        .filter(|r| !settled.contains(&r.id) && !payment.refund_ids.contains(&r.id))
         .map(|r| Cause { id: r.id.clone(), kind: CauseKind::Refund, amount: r.amount })
         .collect()
 }
@@ -500,6 +502,14 @@ async fn retry_one(app: &App, pk: &str, cutoff: &str, meta: &RequestMeta) -> Res
         return Ok(Some(Recovered::Off));
     }
     let stripe = app.stripe(meta.deadline).await?;
+    // A refund that failed since its reversal was refused cost the provider nothing.
+    if item.kind == CauseKind::Refund {
+        let refunds = stripe.refunds_for(&payment.stripe_payment_intent_id).await?;
+        if refunds.iter().any(|r| r.id == item.cause_id && !r.counts()) {
+            resolve(app, &item.payment_id, &item.cause_id).await?;
+            return Ok(Some(Recovered::NothingLeft));
+        }
+    }
     let cause = Cause { id: item.cause_id.clone(), kind: item.kind, amount: item.amount };
     Ok(Some(recover(app, &stripe, &payment, &cause, true, meta).await?))
 }
@@ -546,9 +556,14 @@ mod tests {
             refund("re_failed", "failed"),
             refund("re_pending", "pending"),
             refund("re_after", "succeeded"),
+            RefundRecord { refund_key: Some("refund:p:again:re_x".into()), ..refund("re_again", "succeeded") },
         ];
         let causes = refund_causes(&payment, &refunds);
-        assert_eq!(causes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["re_after"], "a pending one may fail");
+        assert_eq!(
+            causes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["re_after"],
+            "a pending one may fail; one with our key is ours"
+        );
         payment.settled_refund_ids = None;
         assert!(refund_causes(&payment, &refunds).is_empty(), "unknown at release: nothing is guessed");
     }

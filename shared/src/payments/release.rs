@@ -55,6 +55,9 @@ pub async fn release(
     let payment = for_payer_side(app, principal, payment_id).await?;
     match payment.status {
         PaymentStatus::Released if unsettled::has_unsettled(&payment) => {
+            if payment.dispute_blocks() {
+                return Err(disputed());
+            }
             let still_may_move = mover_checks(app, principal, &payment).await?;
             return unsettled::release(app, payment, still_may_move, principal.user_id(), meta).await;
         }

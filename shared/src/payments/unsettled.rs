@@ -320,6 +320,16 @@ async fn paid_again(
     if let Some(found) = transfers.iter().find(|t| t.cause.as_deref() == Some(refund_id)) {
         return Ok((Some(found.id.clone()), found.amount));
     }
+    // Never both ways: a refund made for it under a claim since lifted (its answer lost, a
+    // concurrent driver's lookup refused) settles it, by the refund way.
+    let key = refund_key(&payment.payment_id, refund_id);
+    let refunds = stripe.refunds_for(&payment.stripe_payment_intent_id).await?;
+    if let Some(made) = refunds.iter().find(|r| r.refund_key.as_deref() == Some(key.as_str()) && r.counts()) {
+        return Err(GatewayError::Refused {
+            status: 409,
+            message: format!("the money of {refund_id} was refunded again ({}); refund to record it", made.id),
+        });
+    }
     let owed = if payment.reversal_causes.iter().any(|c| c == refund_id) {
         match payment.transfer_id.as_deref() {
             Some(transfer) => stripe
@@ -367,9 +377,23 @@ async fn refunded_again(
 ) -> Result<(Option<String>, i64), GatewayError> {
     let key = refund_key(&payment.payment_id, refund_id);
     let pi = payment.stripe_payment_intent_id.as_str();
-    let refunds = stripe.refunds_for(pi).await?;
-    if let Some(found) = refunds.iter().find(|r| r.refund_key.as_deref() == Some(key.as_str()) && r.counts()) {
-        return Ok((Some(found.id.clone()), found.amount));
+    let (refunds, transfers) = tokio::try_join!(stripe.refunds_for(pi), stripe.transfers_for(&payment.payment_id))?;
+    if let Some(paid) = transfers.iter().find(|t| t.cause.as_deref() == Some(refund_id)) {
+        return Err(GatewayError::Refused {
+            status: 409,
+            message: format!("the money of {refund_id} was paid to the provider ({}); release to record it", paid.id),
+        });
+    }
+    if let Some(found) = refunds.iter().find(|r| r.refund_key.as_deref() == Some(key.as_str())) {
+        if found.counts() {
+            return Ok((Some(found.id.clone()), found.amount));
+        }
+        // Made before and failed since (its answer was lost): making it again under the key
+        // would only replay Stripe's first answer, which still says `pending`.
+        return Err(GatewayError::Refused {
+            status: 402,
+            message: format!("the refund {} {}", found.id, found.status),
+        });
     }
     let request = NewRefund { payment_id: &payment.payment_id, payment_intent: pi, amount, reason: None };
     let made = stripe.create_refund(&key, &request).await?;
@@ -429,8 +453,13 @@ async fn finish(
         if !remove.is_empty() {
             update.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        let condition =
-            format!("#status = :released AND {}", number_is("unsettled_seq", ":seen", current.unsettled_seq));
+        // On `amount_refunded` too: a charge total or another refund's failure written
+        // meanwhile is not overwritten.
+        let condition = format!(
+            "#status = :released AND {} AND {}",
+            number_is("unsettled_seq", ":seen", current.unsettled_seq),
+            number_is("amount_refunded", ":seen_refunded", current.amount_refunded)
+        );
         let now = time::rfc3339(time::now());
         let mut change = Change::new(&pk, SK)
             .update(&update)
@@ -441,6 +470,7 @@ async fn finish(
             .value(":total", av::n(total))
             .value(":next", av::n(current.unsettled_seq + 1))
             .value(":seen", av::n(current.unsettled_seq))
+            .value(":seen_refunded", av::n(current.amount_refunded))
             .value(":now", av::s(&now));
         if !current.unsettled_refunds.is_empty() {
             change = change
@@ -653,7 +683,12 @@ async fn look_at(
         tracing::error!(%payment_id, amount_unsettled = payment.amount_unsettled, currency = %payment.currency,
             "money unsettled for 7 days: release or refund it");
     }
-    let next = (now + time::Duration::days(1)).max(since + ALARM_AFTER);
+    // A claim still unknown is driven again at the next run; otherwise a look a day on.
+    let next = if payment.unsettled_claims.is_empty() {
+        (now + time::Duration::days(1)).max(since + ALARM_AFTER)
+    } else {
+        now
+    };
     let change = Change::new(pk, SK)
         .update("SET GSI2SK = :next")
         .condition("GSI2PK = :queue")

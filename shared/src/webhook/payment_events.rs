@@ -150,6 +150,13 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
     };
     if payment.status == PaymentStatus::Released {
         recover_refunds(app, &payment, meta).await?;
+        // A refund of the money that came back, made and not yet recorded, is in Stripe's
+        // total: recording it counts it, so the total waits (Stripe delivers it again).
+        if payment.unsettled_claims.values().any(|way| *way == crate::payments::unsettled::Way::Refund) {
+            return Err(ApiError::Conflict(
+                "a refund of the money that came back is unresolved; the charge's total waits for it".into(),
+            ));
+        }
     }
     let total = match object["amount_refunded"].as_i64() {
         Some(total) => total,
