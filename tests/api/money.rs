@@ -1000,10 +1000,17 @@ async fn a_full_refund_that_fails_later_makes_the_payment_releasable_again() {
     assert_eq!(t.deliver(&stripe_event("charge.refunded", now(), charge)).await.status, 200);
     assert_eq!(release(&t, &payer, &payment_id).await.body["code"], "payment_not_succeeded");
 
+    // Refunded, its hold timer has ended (as the cleanup ends it for a payment no longer held).
+    let timer = format!("HOLD#{payment_id}");
+    let ended = shared::store::Change::new(&timer, "HOLD").update("REMOVE GSI2PK, GSI2SK");
+    t.app.table().update_item(ended).await.unwrap();
+
     let refund_id = t.stand_in().created("re_")[0]["id"].as_str().unwrap().to_owned();
     deliver_twice_reversed(&t, &t.stand_in().fail_refund(&refund_id), now() + 1).await;
     let stored = payment(&t, &payment_id).await;
     assert_eq!((s(&stored, "status"), s(&stored, "amount_refunded")), ("succeeded".into(), "0".into()));
+    let restarted = t.item(&timer, "HOLD").await.unwrap();
+    assert_eq!(s(&restarted, "GSI2PK"), "HOLD", "held again, never for good: {restarted:?}");
     assert_eq!(release(&t, &payer, &payment_id).await.status, 200);
     assert_eq!(release(&t, &payer, &payment_id).await.body["already_released"], true);
     let made = transfers(&t);
@@ -1065,6 +1072,8 @@ async fn unsettled_money_released_pays_the_provider_its_share_once_more() {
 
     let part = refund(&t, &payer, &payment_id, Some(json!({"amount": 500}))).await;
     assert_eq!((part.status, part.body["code"].as_str()), (409, Some("conflict")), "{:?}", part.body);
+    let more = refund(&t, &payer, &payment_id, Some(json!({"amount": 1_001}))).await;
+    assert_eq!((more.status, more.body["code"].as_str()), (400, Some("validation_failed")), "{:?}", more.body);
     let first = release(&t, &payer, &payment_id).await;
     assert_eq!((first.status, &first.body["already_released"]), (200, &json!(false)), "{:?}", first.body);
     let again = release(&t, &payer, &payment_id).await;
@@ -1211,6 +1220,25 @@ async fn unsettled_money_is_finished_by_the_cleanup_and_alarmed_after_seven_days
     let tomorrow = shared::time::rfc3339(shared::time::now() + shared::time::Duration::days(1));
     assert_eq!(&s(&payment(&t, &left_alone).await, "GSI2SK")[..10], &tomorrow[..10]);
     assert_eq!(shown(&t, &other_payer, &left_alone).await["amount_unsettled"], 500, "alarmed, not settled by itself");
+
+    // Never held for good: `HOLD_MAX_DAYS` (90) after it came back, it goes back to the payer.
+    let ninety_one_days_ago = (shared::time::now() - shared::time::Duration::days(91)).unix_timestamp();
+    t.set(
+        &pk,
+        "PAYMENT",
+        &[
+            ("GSI2SK", long_ago()),
+            ("unsettled_since", aws_sdk_dynamodb::types::AttributeValue::N(ninety_one_days_ago.to_string())),
+        ],
+    )
+    .await;
+    watch().await;
+    let refunded = shown(&t, &other_payer, &left_alone).await;
+    assert_eq!((refunded["amount_unsettled"].as_i64(), refunded["amount_refunded"].as_i64()), (Some(0), Some(500)));
+    let last = refund_posts(&t).into_iter().next_back().unwrap();
+    assert!(last.idempotency_key.as_deref().is_some_and(|k| k.starts_with(&format!("refund:{left_alone}:again:"))));
+    assert_eq!(audit_entries(&t, &other_payer, "payment.auto_refunded").await.len(), 1);
+    assert!(!payment(&t, &left_alone).await.contains_key("GSI2PK"), "off the queue");
 }
 
 /// An org admin who owns the provider cannot release or partly refund a member's payment

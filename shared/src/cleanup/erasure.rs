@@ -161,7 +161,7 @@ async fn refund_held_payments(app: &App, user: &User, meta: &RequestMeta) -> Res
     let unsettled = crate::store::UNSETTLED_FILTER;
     for pk in table.payments_of_party_where(&user.user_id, &["released"], Some(unsettled)).await? {
         let Some(payment) = Payment::find(app, pk.trim_start_matches("PAYMENT#")).await? else { continue };
-        match crate::payments::unsettled::refund_for_erasure(app, payment, meta).await {
+        match crate::payments::unsettled::refund_all(app, payment, meta).await {
             Ok(true) => {}
             Ok(false) => return Err(waiting("has money that came back being settled")),
             Err(error) => return Err(ErasureError::Stripe(format!("unsettled money not refunded: {error}"))),

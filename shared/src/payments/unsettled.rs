@@ -176,9 +176,10 @@ pub async fn refund(
     }
 }
 
-/// At the erasure of a party to it: what came back goes back to the payer. `Ok(false)` while
-/// it is being released, or Stripe's answer is unknown (the erasure waits for a later run).
-pub async fn refund_for_erasure(app: &App, payment: Payment, meta: &RequestMeta) -> Result<bool, ApiError> {
+/// What came back goes back to the payer, by the platform: at the erasure of a party to it,
+/// or `HOLD_MAX_DAYS` after it came back. `Ok(false)` while it is being released, or Stripe's
+/// answer is unknown (a later run tries again).
+pub async fn refund_all(app: &App, payment: Payment, meta: &RequestMeta) -> Result<bool, ApiError> {
     if !has_unsettled(&payment) {
         return Ok(true);
     }
@@ -617,7 +618,8 @@ async fn due_now(app: &App, payment_id: &str) {
 /// What one cleanup run did with payments holding unsettled money.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Watched {
-    /// Claims finished (their outcome had been unknown).
+    /// Claims finished (their outcome had been unknown), and money refunded to the payer
+    /// `HOLD_MAX_DAYS` after it came back.
     pub settled: u32,
     /// Payments with money unsettled for `ALARM_AFTER` or more: what the alarm counts.
     pub left: u32,
@@ -678,6 +680,22 @@ async fn look_at(
     }
     let since =
         payment.unsettled_since.and_then(|s| ::time::OffsetDateTime::from_unix_timestamp(s).ok()).unwrap_or(now);
+    // Never held for good: what is still unsettled `HOLD_MAX_DAYS` after it came back goes
+    // back to the payer, as a held payment does.
+    let held_for = time::Duration::days(app.settings().hold_max_days);
+    if payment.unsettled_claims.is_empty() && now - since >= held_for {
+        let amount = payment.amount_unsettled;
+        let (org, payer) = (payment.payer_org_id.clone(), payment.payer_user_id.clone());
+        if refund_all(app, payment.clone(), meta).await? {
+            let entry = AuditEntry::new("payment.auto_refunded", AuditStatus::Success, &org, meta)
+                .target(&payer)
+                .details(json!({ "payment_id": payment_id, "amount": amount, "unsettled": true,
+                                 "currency": payment.currency, "why": "hold_max_days",
+                                 "hold_max_days": app.settings().hold_max_days }));
+            app.audit().record_or_log(&entry).await;
+            return Ok((settled + 1, false));
+        }
+    }
     let left = now - since >= ALARM_AFTER;
     if left {
         tracing::error!(%payment_id, amount_unsettled = payment.amount_unsettled, currency = %payment.currency,

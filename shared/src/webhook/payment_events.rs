@@ -316,6 +316,11 @@ pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) 
         change = change.value(name, value);
     }
     let mut changes = vec![app.table().update(change)?];
+    if payment.status == PaymentStatus::Refunded && to == PaymentStatus::Succeeded {
+        // Held again: never for good, so its hold timer starts again (the one it had may have
+        // ended while it was refunded).
+        changes.push(crate::payments::hold::start(app, &payment.payment_id, time::now())?);
+    }
     if back > 0 {
         let failure = RefundFailure {
             refund_id,
