@@ -1757,3 +1757,39 @@ async fn unsettled_money_is_not_released_under_an_open_dispute() {
     assert_eq!(transfers(&t).len(), 1, "only the release");
     assert_eq!(shown(&t, &payer, &payment_id).await["amount_unsettled"], 1_000);
 }
+
+/// A won dispute's re-payment Stripe refuses (the platform's balance is short) is audited
+/// once, queued, and retried daily under its key until it goes through, once.
+#[tokio::test]
+async fn a_refused_repayment_of_a_won_dispute_is_retried_daily_until_it_goes_through() {
+    let t = TestApp::with_stripe(&[]).await;
+    let meta = shared::http::RequestMeta { request_id: "repay".into(), ..Default::default() };
+    let (payer, payment_id, _) = released_payment(&t, 2_500).await;
+    let pi = intent_of(&t, &payment_id).await;
+    let (dispute_id, opened) = t.stand_in().open_dispute(&pi, 2_500);
+    for (kind, object) in &opened {
+        assert_eq!(t.deliver(&stripe_event(kind, now(), object.clone())).await.status, 200);
+    }
+    assert_eq!(reversals(&t).0.len(), 1);
+    t.stand_in().fail("/v1/transfers", Failure::RefusedSaved, 1);
+    deliver_twice_reversed(&t, &t.stand_in().win_dispute(&dispute_id), now() + 1).await;
+    assert_eq!(transfers(&t).len(), 1, "not paid back yet");
+    let queued = format!("RECOVERY#{payment_id}#{dispute_id}#repay");
+    assert_eq!(s(&t.item(&queued, "RECOVERY").await.unwrap(), "GSI2PK"), "UNRECOVERED");
+    let refused = audit_entries(&t, &payer, "payment.repaid").await;
+    assert_eq!(refused.len(), 1, "audited once, not per event");
+    assert_eq!(s(&refused[0], "status"), "failure");
+
+    // A day on, Stripe has forgotten the key (it would replay the saved refusal before).
+    t.stand_in().forget_idempotency_keys();
+    let a_day_ago = shared::time::rfc3339(shared::time::now() - shared::time::Duration::hours(25));
+    t.set(&queued, "RECOVERY", &[("GSI2SK", aws_sdk_dynamodb::types::AttributeValue::S(a_day_ago))]).await;
+    let retried = shared::payments::recovery::retry_due(t.app, &meta, || false).await;
+    assert!(retried.recovered >= 1, "{retried:?}");
+    let made = transfers(&t);
+    let repaid: Vec<&Value> = made.iter().filter(|t| t["metadata"]["cause"] == dispute_id.as_str()).collect();
+    assert_eq!((repaid.len(), repaid[0]["amount"].as_i64()), (1, Some(2_500)), "{made:?}");
+    assert!(!t.item(&queued, "RECOVERY").await.unwrap().contains_key("GSI2PK"), "off the queue");
+    let audited = audit_entries(&t, &payer, "payment.repaid").await;
+    assert_eq!(audited.iter().filter(|e| s(e, "status") == "success").count(), 1);
+}

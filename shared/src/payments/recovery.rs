@@ -14,7 +14,9 @@
 //! A reversal Stripe refuses (the provider has paid the money out) is audited, alarmed and put
 //! on the `UNRECOVERED` queue, which the cleanup retries daily for `REVERSAL_RETRY_DAYS`: a day,
 //! because Stripe replays a refusal saved with its key for 24 hours, and the same key must be
-//! used again (the reversals listed first keep a forgotten key from reversing twice).
+//! used again (the reversals listed first keep a forgotten key from reversing twice). A
+//! re-payment Stripe refuses (the platform's balance is short) is queued the same way, under
+//! `RECOVERY#{payment_id}#{dispute_id}#repay`, and retried daily with its key.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -123,11 +125,19 @@ pub struct Unrecovered {
     pub reason: Option<String>,
     #[serde(rename = "GSI2PK", default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// A won dispute's re-payment to the provider, not a reversal from them.
+    #[serde(default)]
+    pub repay: bool,
 }
 
 impl Unrecovered {
     pub fn key(payment_id: &str, cause_id: &str) -> String {
         format!("RECOVERY#{payment_id}#{cause_id}")
+    }
+
+    /// The re-payment of a won dispute waiting for its retry.
+    pub fn repay_key(payment_id: &str, dispute_id: &str) -> String {
+        format!("RECOVERY#{payment_id}#{dispute_id}#repay")
     }
 }
 
@@ -254,8 +264,11 @@ async fn record(
 
 /// Takes a cause off the retry queue (it was recovered, or no longer needs to be).
 async fn resolve(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
-    let pk = Unrecovered::key(payment_id, cause_id);
-    let done = Change::new(&pk, QUEUE_SK)
+    resolve_item(app, &Unrecovered::key(payment_id, cause_id)).await
+}
+
+async fn resolve_item(app: &App, pk: &str) -> Result<(), ApiError> {
+    let done = Change::new(pk, QUEUE_SK)
         .update("SET resolved_at = :now REMOVE GSI2PK, GSI2SK")
         .condition("attribute_exists(GSI2PK)")
         .value(":now", av::s(time::rfc3339(time::now())));
@@ -362,19 +375,28 @@ pub enum Repaid {
     Before,
     /// Nothing was reversed for it: nothing to pay back.
     NothingOwed,
+    /// Stripe refused: audited, alarmed, queued for the daily retry.
+    Refused,
 }
 
 /// A dispute won after its reversal: the provider is paid what was reversed for it, by one
-/// new transfer. `Err` when Stripe's answer is unknown (the caller runs again).
+/// new transfer. `Err` when Stripe's answer is unknown (the caller runs again). `retry`: the
+/// cleanup's daily attempt (otherwise a refused re-payment already queued waits for it).
 pub async fn repay_dispute(
     app: &App,
     stripe: &Stripe,
     payment: &Payment,
     dispute_id: &str,
+    retry: bool,
     meta: &RequestMeta,
 ) -> Result<Repaid, ApiError> {
+    let queued = Unrecovered::repay_key(&payment.payment_id, dispute_id);
     if payment.repaid_causes.iter().any(|c| c == dispute_id) {
+        resolve_item(app, &queued).await?;
         return Ok(Repaid::Before);
+    }
+    if !retry && app.table().get::<Unrecovered>(&queued, QUEUE_SK).await?.is_some_and(|q| q.queue.is_some()) {
+        return Ok(Repaid::Refused);
     }
     // A reversal still queued is no longer owed.
     resolve(app, &payment.payment_id, dispute_id).await?;
@@ -405,7 +427,14 @@ pub async fn repay_dispute(
                 source_transaction: None,
                 cause: Some(dispute_id),
             };
-            stripe.create_transfer(&repayment_key(&payment.payment_id, dispute_id), &request).await?
+            match stripe.create_transfer(&repayment_key(&payment.payment_id, dispute_id), &request).await {
+                Ok(id) => id,
+                Err(error @ GatewayError::Refused { .. }) => {
+                    unrepaid(app, payment, dispute_id, owed, &error.reason(), meta).await?;
+                    return Ok(Repaid::Refused);
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
     };
     let table = app.table();
@@ -418,11 +447,56 @@ pub async fn repay_dispute(
         .details(details.clone());
     let event = DomainEvent::new("payment.repaid", details);
     let items = vec![table.update(mark)?, app.audit().put(&entry)?, outbox::put(table, Message::event(&event))?];
-    match table.transact(items).await {
-        Ok(()) => Ok(Repaid::Paid(transfer)),
-        Err(StoreError::TransactionConditionsFailed(_)) => Ok(Repaid::Before),
-        Err(other) => Err(other.into()),
+    let repaid = match table.transact(items).await {
+        Ok(()) => Repaid::Paid(transfer),
+        Err(StoreError::TransactionConditionsFailed(_)) => Repaid::Before,
+        Err(other) => return Err(other.into()),
+    };
+    resolve_item(app, &queued).await?;
+    Ok(repaid)
+}
+
+/// A re-payment Stripe refused: audited (`payment.repaid`, failure), alarmed
+/// (`TransfersUnrecovered`: money not where it belongs) and queued for the daily retry. A
+/// failure to queue it fails the caller, which runs again (Stripe redelivers the event).
+async fn unrepaid(
+    app: &App,
+    payment: &Payment,
+    dispute_id: &str,
+    owed: i64,
+    reason: &str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    let entry = AuditEntry::new("payment.repaid", AuditStatus::Failure, &payment.payer_org_id, meta)
+        .target(&payment.provider_user_id)
+        .details(json!({ "payment_id": payment.payment_id, "dispute_id": dispute_id, "amount": owed,
+                         "currency": payment.currency, "reason": reason }));
+    app.audit().record_or_log(&entry).await;
+    if let Some(metrics) = crate::metrics::Metrics::get() {
+        metrics.emit(&[(UNRECOVERED_METRIC, 1)], serde_json::Map::new());
     }
+    tracing::error!(payment_id = %payment.payment_id, dispute_id, reason, "a won dispute is not paid back to the provider");
+    let now = time::now();
+    let pk = Unrecovered::repay_key(&payment.payment_id, dispute_id);
+    let change = Change::new(&pk, QUEUE_SK)
+        .update(
+            "SET payment_id = :payment, cause_id = :cause, kind = :kind, amount = :amount, reason = :reason, \
+             repay = :repay, GSI2PK = :queue, GSI2SK = :at, \
+             first_refused_at = if_not_exists(first_refused_at, :epoch), attempts = if_not_exists(attempts, :zero) + :one",
+        )
+        .value(":payment", av::s(&payment.payment_id))
+        .value(":cause", av::s(dispute_id))
+        .value(":kind", av::s("dispute"))
+        .value(":amount", av::n(owed))
+        .value(":reason", av::s(reason))
+        .value(":repay", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+        .value(":queue", av::s(UNRECOVERED_QUEUE))
+        .value(":at", av::s(time::rfc3339(now)))
+        .value(":epoch", av::n(now.unix_timestamp()))
+        .value(":zero", av::n(0))
+        .value(":one", av::n(1));
+    app.table().update_item(change).await?;
+    Ok(())
 }
 
 /// What the cleanup's retry of refused reversals did.
@@ -480,15 +554,16 @@ async fn retry_one(app: &App, pk: &str, cutoff: &str, meta: &RequestMeta) -> Res
         Err(other) => return Err(other.into()),
     };
     let Some(payment) = Payment::find(app, &item.payment_id).await? else {
-        resolve(app, &item.payment_id, &item.cause_id).await?;
+        resolve_item(app, pk).await?;
         return Ok(Some(Recovered::NothingLeft));
     };
     // A dispute won meanwhile no longer needs its reversal.
-    let won = item.kind == CauseKind::Dispute
+    let won = !item.repay
+        && item.kind == CauseKind::Dispute
         && payment.dispute_id.as_deref() == Some(item.cause_id.as_str())
         && payment.dispute.as_deref() == Some("won");
     if won {
-        resolve(app, &item.payment_id, &item.cause_id).await?;
+        resolve_item(app, pk).await?;
         return Ok(Some(Recovered::NothingLeft));
     }
     let given_up = time::now().unix_timestamp() - item.first_refused_at > app.settings().recovery.retry_days * 86_400;
@@ -496,17 +571,24 @@ async fn retry_one(app: &App, pk: &str, cutoff: &str, meta: &RequestMeta) -> Res
         let entry = AuditEntry::new("payment.recovery_abandoned", AuditStatus::Failure, &payment.payer_org_id, meta)
             .target(&payment.provider_user_id)
             .details(json!({ "payment_id": payment.payment_id, "cause": item.cause_id, "cause_kind": item.kind,
-                             "cause_amount": item.amount, "attempts": item.attempts, "currency": payment.currency }));
+                             "cause_amount": item.amount, "attempts": item.attempts, "currency": payment.currency,
+                             "repay": item.repay }));
         app.audit().record_or_log(&entry).await;
-        resolve(app, &item.payment_id, &item.cause_id).await?;
+        resolve_item(app, pk).await?;
         return Ok(Some(Recovered::Off));
     }
     let stripe = app.stripe(meta.deadline).await?;
+    if item.repay {
+        return Ok(Some(match repay_dispute(app, &stripe, &payment, &item.cause_id, true, meta).await? {
+            Repaid::Refused => Recovered::Refused,
+            Repaid::Paid(_) | Repaid::Before | Repaid::NothingOwed => Recovered::Before,
+        }));
+    }
     // A refund that failed since its reversal was refused cost the provider nothing.
     if item.kind == CauseKind::Refund {
         let refunds = stripe.refunds_for(&payment.stripe_payment_intent_id).await?;
         if refunds.iter().any(|r| r.id == item.cause_id && !r.counts()) {
-            resolve(app, &item.payment_id, &item.cause_id).await?;
+            resolve_item(app, pk).await?;
             return Ok(Some(Recovered::NothingLeft));
         }
     }

@@ -426,7 +426,7 @@ async fn after_transfer(
     let Some(dispute_id) = event.object["id"].as_str().filter(|id| id.len() <= 255) else { return Ok(()) };
     let stripe = app.stripe(meta.deadline).await?;
     if gives {
-        recovery::repay_dispute(app, &stripe, payment, dispute_id, meta).await?;
+        recovery::repay_dispute(app, &stripe, payment, dispute_id, false, meta).await?;
     } else {
         let amount = event.object["amount"].as_i64().unwrap_or(0).clamp(0, payment.amount);
         let cause = Cause { id: dispute_id.to_owned(), kind: CauseKind::Dispute, amount };
