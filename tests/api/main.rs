@@ -25,6 +25,7 @@ mod plan_change;
 mod profile;
 mod register;
 mod reset;
+mod routes;
 mod service;
 mod stripe_shapes;
 mod template;

@@ -2,6 +2,7 @@
 //! `POST /auth/mfa/totp/confirm`, `DELETE /auth/mfa/totp`, `GET /orgs/me`, `POST`/`GET /orgs/invitations`,
 //! `DELETE /orgs/invitations/{invitation_id}`, `PATCH /orgs/members/{user_id}`.
 
+use crate::http::routes::{Endpoint, endpoint};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -207,39 +208,25 @@ async fn revoke_invitation(app: &App, req: &Request, meta: &RequestMeta, id: &st
     Ok(ApiResponse::no_content())
 }
 
-/// A single path segment that can be an id (anything else is no resource of ours).
-fn id_segment(rest: &str) -> Result<&str, ApiError> {
-    if rest.is_empty() || rest.contains('/') || rest.len() > 64 {
-        return Err(ApiError::NotFound);
-    }
-    Ok(rest)
-}
-
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
         let path = req.uri().path().to_owned();
-        match (req.method().as_str(), path.as_str()) {
-            ("DELETE", "/auth/me") => delete_me(app, &req, &meta).await,
-            ("PATCH", "/auth/me") => Box::pin(update_me(app, &req, &meta)).await,
-            ("POST", "/auth/me/phone/verify") => Box::pin(verify_phone(app, &req, &meta)).await,
-            ("POST", "/auth/me/restore") => restore(app, &req, &meta).await,
-            ("POST", "/orgs/invitations") => invite(app, &req, &meta).await,
-            ("POST", "/auth/mfa/totp") => Box::pin(mfa_enrol(app, &req)).await,
-            ("POST", "/auth/mfa/totp/confirm") => Box::pin(mfa_confirm(app, &req, &meta)).await,
-            ("DELETE", "/auth/mfa/totp") => Box::pin(mfa_disable(app, &req, &meta)).await,
-            // Boxed: these futures nest several SDK calls, and a debug build's copy of them
-            // would otherwise sit on the (2 MiB) stack of whatever polls the handler.
-            ("GET", "/orgs/invitations") => Box::pin(list_invitations(app, &req)).await,
-            ("GET", "/orgs/me") => Box::pin(org_me(app, &req)).await,
-            ("DELETE", invitation) if invitation.starts_with("/orgs/invitations/") => {
-                let id = id_segment(&invitation["/orgs/invitations/".len()..])?;
-                Box::pin(revoke_invitation(app, &req, &meta, id)).await
-            }
-            ("PATCH", member) if member.starts_with("/orgs/members/") => {
-                let user_id = id_segment(&member["/orgs/members/".len()..])?;
-                Box::pin(change_role(app, &req, &meta, user_id)).await
-            }
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+        // Boxed: these futures nest several SDK calls, and a debug build's copy of them
+        // would otherwise sit on the (2 MiB) stack of whatever polls the handler.
+        match endpoint(req.method().as_str(), &path)? {
+            Endpoint::DeleteMe => delete_me(app, &req, &meta).await,
+            Endpoint::UpdateMe => Box::pin(update_me(app, &req, &meta)).await,
+            Endpoint::VerifyPhone => Box::pin(verify_phone(app, &req, &meta)).await,
+            Endpoint::RestoreMe => restore(app, &req, &meta).await,
+            Endpoint::Invite => invite(app, &req, &meta).await,
+            Endpoint::MfaEnrol => Box::pin(mfa_enrol(app, &req)).await,
+            Endpoint::MfaConfirm => Box::pin(mfa_confirm(app, &req, &meta)).await,
+            Endpoint::MfaDisable => Box::pin(mfa_disable(app, &req, &meta)).await,
+            Endpoint::ListInvitations => Box::pin(list_invitations(app, &req)).await,
+            Endpoint::OrgMe => Box::pin(org_me(app, &req)).await,
+            Endpoint::RevokeInvitation(id) => Box::pin(revoke_invitation(app, &req, &meta, id)).await,
+            Endpoint::ChangeRole(user_id) => Box::pin(change_role(app, &req, &meta, user_id)).await,
+            _ => Err(ApiError::NotFound),
         }
     })
     .await

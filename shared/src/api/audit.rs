@@ -1,5 +1,6 @@
 //! `audit` function: `GET /admin/audit-logs`.
 
+use crate::http::routes::{Endpoint, endpoint};
 use std::collections::HashMap;
 
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
@@ -24,9 +25,9 @@ async fn audit_logs(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, _meta| async move {
-        match (req.method().as_str(), req.uri().path()) {
-            ("GET", "/admin/audit-logs") => audit_logs(app, &req).await,
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+        match endpoint(req.method().as_str(), req.uri().path())? {
+            Endpoint::AuditLogs => audit_logs(app, &req).await,
+            _ => Err(ApiError::NotFound),
         }
     })
     .await

@@ -2,6 +2,7 @@
 //! `GET /auth/me`, `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`,
 //! `GET /health`, `GET /openapi.json`.
 
+use crate::http::routes::{Endpoint, endpoint};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -129,17 +130,17 @@ fn openid_configuration(app: &App) -> ApiResponse {
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
-        match (req.method().as_str(), req.uri().path()) {
-            ("POST", "/auth/login") => login_route(app, &req, &meta).await,
-            ("POST", "/auth/login/mfa") => mfa_login_route(app, &req, &meta).await,
-            ("POST", "/auth/refresh") => refresh_route(app, &req, &meta).await,
-            ("POST", "/auth/logout") => logout_route(app, &req, &meta).await,
-            ("GET", "/auth/me") => me_route(app, &req).await,
-            ("GET", "/.well-known/jwks.json") => jwks_route(app).await,
-            ("GET", "/.well-known/openid-configuration") => Ok(openid_configuration(app)),
-            ("GET", "/health") => Ok(health()),
-            ("GET", "/openapi.json") => Ok(openapi()),
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+        match endpoint(req.method().as_str(), req.uri().path())? {
+            Endpoint::Login => login_route(app, &req, &meta).await,
+            Endpoint::LoginMfa => mfa_login_route(app, &req, &meta).await,
+            Endpoint::Refresh => refresh_route(app, &req, &meta).await,
+            Endpoint::Logout => logout_route(app, &req, &meta).await,
+            Endpoint::Me => me_route(app, &req).await,
+            Endpoint::Jwks => jwks_route(app).await,
+            Endpoint::OpenidConfiguration => Ok(openid_configuration(app)),
+            Endpoint::Health => Ok(health()),
+            Endpoint::OpenApi => Ok(openapi()),
+            _ => Err(ApiError::NotFound),
         }
     })
     .await

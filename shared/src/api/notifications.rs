@@ -4,6 +4,7 @@
 //! `POST /notifications/unsubscribe` and `POST /notifications/unsubscribe/one-click?token=`
 //! (no login: the token is the authority).
 
+use crate::http::routes::{Endpoint, endpoint};
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -113,21 +114,15 @@ async fn one_click_unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
         let path = req.uri().path().to_owned();
-        match (req.method().as_str(), path.as_str()) {
-            ("POST", "/notifications/devices") => add_device(app, &req).await,
-            ("GET", "/notifications/devices") => list_devices(app, &req).await,
-            ("DELETE", device) if device.starts_with("/notifications/devices/") => {
-                let device_id = &device["/notifications/devices/".len()..];
-                if device_id.is_empty() || device_id.contains('/') || device_id.len() > 64 {
-                    return Err(ApiError::NotFound);
-                }
-                remove_device(app, &req, device_id).await
-            }
-            ("GET", "/notifications/preferences") => get_preferences(app, &req).await,
-            ("PUT", "/notifications/preferences") => put_preferences(app, &req).await,
-            ("POST", "/notifications/unsubscribe") => unsubscribe(app, &req, &meta).await,
-            ("POST", unsubscribe::ONE_CLICK_PATH) => one_click_unsubscribe(app, &req, &meta).await,
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+        match endpoint(req.method().as_str(), &path)? {
+            Endpoint::AddDevice => add_device(app, &req).await,
+            Endpoint::ListDevices => list_devices(app, &req).await,
+            Endpoint::RemoveDevice(device_id) => remove_device(app, &req, device_id).await,
+            Endpoint::GetPreferences => get_preferences(app, &req).await,
+            Endpoint::PutPreferences => put_preferences(app, &req).await,
+            Endpoint::Unsubscribe => unsubscribe(app, &req, &meta).await,
+            Endpoint::OneClickUnsubscribe => one_click_unsubscribe(app, &req, &meta).await,
+            _ => Err(ApiError::NotFound),
         }
     })
     .await

@@ -2,6 +2,7 @@
 //! `GET /payments/{id}`, `POST /payments/{id}/refund`, the subscription routes; and the
 //! `release` function's `POST /payments/{id}/release`.
 
+use crate::http::routes::{Endpoint, endpoint};
 use std::collections::HashMap;
 
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
@@ -226,94 +227,78 @@ async fn change_plan(app: &App, req: &Request, id: &str, meta: &RequestMeta) -> 
 }
 
 /// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).
-fn split_id<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>)> {
-    let rest = path.strip_prefix(prefix)?;
-    let mut parts = rest.splitn(2, '/');
-    let id = parts.next().filter(|id| !id.is_empty() && id.len() <= 64)?;
-    Some((id, parts.next()))
+/// `POST /payments/{id}/refund`.
+async fn refund_payment(app: &App, req: &Request, id: &str, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
+    let principal = stripe_caller(app, req).await?;
+    let body: RefundBody = optional_body(req)?;
+    let mut errors = Vec::new();
+    if body.amount.is_some_and(|a| a <= 0) {
+        errors.push(FieldError::new("amount", "must be a positive amount in minor units"));
+    }
+    if body.reason.as_deref().is_some_and(|r| !matches!(r, "duplicate" | "fraudulent" | "requested_by_customer")) {
+        errors.push(FieldError::new("reason", "must be duplicate, fraudulent or requested_by_customer"));
+    }
+    // A partial refund retried without a key would be another refund.
+    let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
+    let key = match (key, body.amount) {
+        (None, None) => None,
+        (key, _) => match idempotency::parse_key(key) {
+            Ok(key) => Some(key),
+            Err(ApiError::Validation(mut invalid)) => {
+                errors.append(&mut invalid);
+                None
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let request = key.map(|key| RefundRequest::new(&key, body.amount, body.reason.as_deref()));
+    let (amount, reason) = (body.amount, body.reason.as_deref());
+    let outcome = refund::refund(app, &principal, id, amount, reason, request.as_ref(), meta).await?;
+    let (status, payment_id, status_now, amount_refunded) = match outcome {
+        RefundOutcome::Done(p) => (StatusCode::OK, p.payment_id, p.status, p.amount_refunded),
+        RefundOutcome::Pending(p) => (StatusCode::ACCEPTED, p.payment_id, p.status, p.amount_refunded),
+        RefundOutcome::Replayed(a) => (StatusCode::OK, a.payment_id, a.status, a.amount_refunded),
+    };
+    Ok(ApiResponse::json(
+        status,
+        json!({ "payment_id": payment_id, "status": status_now, "amount_refunded": amount_refunded }),
+    ))
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
-        let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
-        match (method.as_str(), path.as_str()) {
-            ("POST", "/providers") => create_provider(app, &req, &meta).await,
-            ("POST", "/payments") => create_payment(app, &req, &meta).await,
-            ("GET", "/payments") => list_payments(app, &req).await,
-            ("POST", "/subscriptions") => create_subscription(app, &req, &meta).await,
-            ("GET", "/subscriptions") => {
+        match endpoint(req.method().as_str(), &path)? {
+            Endpoint::CreateProvider => create_provider(app, &req, &meta).await,
+            Endpoint::CreatePayment => create_payment(app, &req, &meta).await,
+            Endpoint::ListPayments => list_payments(app, &req).await,
+            Endpoint::CreateSubscription => create_subscription(app, &req, &meta).await,
+            Endpoint::ListSubscriptions => {
                 let principal = authenticate(app, &req).await?;
                 let items: Vec<_> = subscription::list(app, &principal).await?.iter().map(|s| s.body()).collect();
                 Ok(ApiResponse::json(StatusCode::OK, json!({ "items": items })))
             }
-            ("DELETE", p) if split_id(p, "/subscriptions/").is_some_and(|(_, a)| a.is_none()) => {
-                let (id, _) = split_id(p, "/subscriptions/").expect("matched");
+            Endpoint::CancelSubscription(id) => {
                 let principal = stripe_caller(app, &req).await?;
                 let body: CancelBody = optional_body(&req)?;
                 let sub = subscription::cancel(app, &principal, id, body.at_period_end.unwrap_or(false), &meta).await?;
                 Ok(ApiResponse::json(StatusCode::OK, sub.body()))
             }
-            ("PATCH", p) if split_id(p, "/subscriptions/").is_some_and(|(_, a)| a.is_none()) => {
-                let (id, _) = split_id(p, "/subscriptions/").expect("matched");
-                change_plan(app, &req, id, &meta).await
-            }
-            ("GET", p) if split_id(p, "/providers/").is_some_and(|(_, a)| a.is_none()) => {
-                let (id, _) = split_id(p, "/providers/").expect("matched");
+            Endpoint::ChangePlan(id) => change_plan(app, &req, id, &meta).await,
+            Endpoint::GetProvider(id) => {
                 let principal = authenticate(app, &req).await?;
                 let provider = provider::get(app, &principal, id).await?;
                 Ok(ApiResponse::json(StatusCode::OK, provider.body(None)))
             }
-            ("GET", p) if split_id(p, "/payments/").is_some_and(|(_, a)| a.is_none()) => {
-                let (id, _) = split_id(p, "/payments/").expect("matched");
+            Endpoint::GetPayment(id) => {
                 let principal = authenticate(app, &req).await?;
                 Ok(ApiResponse::json(StatusCode::OK, payment::get(app, &principal, id).await?.body()))
             }
-            ("POST", p) if split_id(p, "/payments/").is_some_and(|(_, a)| a == Some("refund")) => {
-                let (id, _) = split_id(p, "/payments/").expect("matched");
-                let principal = stripe_caller(app, &req).await?;
-                let body: RefundBody = optional_body(&req)?;
-                let mut errors = Vec::new();
-                if body.amount.is_some_and(|a| a <= 0) {
-                    errors.push(FieldError::new("amount", "must be a positive amount in minor units"));
-                }
-                if body
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| !matches!(r, "duplicate" | "fraudulent" | "requested_by_customer"))
-                {
-                    errors.push(FieldError::new("reason", "must be duplicate, fraudulent or requested_by_customer"));
-                }
-                // A partial refund retried without a key would be another refund.
-                let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-                let key = match (key, body.amount) {
-                    (None, None) => None,
-                    (key, _) => match idempotency::parse_key(key) {
-                        Ok(key) => Some(key),
-                        Err(ApiError::Validation(mut invalid)) => {
-                            errors.append(&mut invalid);
-                            None
-                        }
-                        Err(other) => return Err(other),
-                    },
-                };
-                if !errors.is_empty() {
-                    return Err(ApiError::Validation(errors));
-                }
-                let request = key.map(|key| RefundRequest::new(&key, body.amount, body.reason.as_deref()));
-                let (amount, reason) = (body.amount, body.reason.as_deref());
-                let outcome = refund::refund(app, &principal, id, amount, reason, request.as_ref(), &meta).await?;
-                let (status, payment_id, status_now, amount_refunded) = match outcome {
-                    RefundOutcome::Done(p) => (StatusCode::OK, p.payment_id, p.status, p.amount_refunded),
-                    RefundOutcome::Pending(p) => (StatusCode::ACCEPTED, p.payment_id, p.status, p.amount_refunded),
-                    RefundOutcome::Replayed(a) => (StatusCode::OK, a.payment_id, a.status, a.amount_refunded),
-                };
-                Ok(ApiResponse::json(
-                    status,
-                    json!({ "payment_id": payment_id, "status": status_now, "amount_refunded": amount_refunded }),
-                ))
-            }
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+            Endpoint::RefundPayment(id) => refund_payment(app, &req, id, &meta).await,
+            _ => Err(ApiError::NotFound),
         }
     })
     .await
@@ -323,8 +308,8 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
 pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
         let path = req.uri().path().to_owned();
-        match (req.method().as_str(), split_id(&path, "/payments/")) {
-            ("POST", Some((id, Some("release")))) => {
+        match endpoint(req.method().as_str(), &path)? {
+            Endpoint::ReleasePayment(id) => {
                 let principal = authenticate(app, &req).await?;
                 Ok(match release::release(app, &principal, id, &meta).await? {
                     ReleaseOutcome::Released { transfer_id, already_released } => ApiResponse::json(
@@ -338,7 +323,7 @@ pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
                     }
                 })
             }
-            (method, _) => Err(crate::http::routes::unrouted(method, &path)),
+            _ => Err(ApiError::NotFound),
         }
     })
     .await

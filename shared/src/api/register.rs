@@ -1,5 +1,6 @@
 //! `POST /auth/register`
 
+use crate::http::routes::{Endpoint, endpoint};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -53,8 +54,8 @@ impl RegisterBody {
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
-        if (req.method().as_str(), req.uri().path()) != ("POST", "/auth/register") {
-            return Err(crate::http::routes::unrouted(req.method().as_str(), req.uri().path()));
+        if endpoint(req.method().as_str(), req.uri().path())? != Endpoint::Register {
+            return Err(ApiError::NotFound);
         }
         app.rate_limit(Rule::Register, &meta.client_key()).await?;
         let mut body = parse_json::<RegisterBody>(&req)?;

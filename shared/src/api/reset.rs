@@ -1,6 +1,7 @@
 //! `reset` function: `POST /auth/forgot-password`, `POST /auth/reset-password`,
 //! `POST /auth/factors/revoke` (the links that give an account back to its mailbox's owner).
 
+use crate::http::routes::{Endpoint, endpoint};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -69,11 +70,11 @@ async fn revoke_factor(app: &App, req: &Request, meta: &RequestMeta) -> Result<A
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
-        match (req.method().as_str(), req.uri().path()) {
-            ("POST", "/auth/forgot-password") => forgot(app, &req, &meta).await,
-            ("POST", "/auth/reset-password") => reset(app, &req, &meta).await,
-            ("POST", "/auth/factors/revoke") => revoke_factor(app, &req, &meta).await,
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+        match endpoint(req.method().as_str(), req.uri().path())? {
+            Endpoint::ForgotPassword => forgot(app, &req, &meta).await,
+            Endpoint::ResetPassword => reset(app, &req, &meta).await,
+            Endpoint::RevokeFactor => revoke_factor(app, &req, &meta).await,
+            _ => Err(ApiError::NotFound),
         }
     })
     .await

@@ -1,5 +1,6 @@
 //! `verify` function: `POST /auth/verify-email`, `POST /auth/resend-verification`.
 
+use crate::http::routes::{Endpoint, endpoint};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -40,10 +41,10 @@ async fn resend(app: &App, req: &Request, meta: &RequestMeta) -> Result<ApiRespo
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(req, app.browser(), |req, meta| async move {
-        match (req.method().as_str(), req.uri().path()) {
-            ("POST", "/auth/verify-email") => verify_email(app, &req, &meta).await,
-            ("POST", "/auth/resend-verification") => resend(app, &req, &meta).await,
-            (method, path) => Err(crate::http::routes::unrouted(method, path)),
+        match endpoint(req.method().as_str(), req.uri().path())? {
+            Endpoint::VerifyEmail => verify_email(app, &req, &meta).await,
+            Endpoint::ResendVerification => resend(app, &req, &meta).await,
+            _ => Err(ApiError::NotFound),
         }
     })
     .await
