@@ -846,35 +846,41 @@ def test(args) -> int:
     stack = Stack("test")
     started = time.monotonic()
     try:
+        # Lint and build first, with no service running: a lint or compile error stops the
+        # run at once, and nothing waits on a stack meanwhile.
+        benv = function_env({})
+        venv_bin = str(LOCAL / "venv" / "bin")
+        benv["PATH"] = venv_bin + os.pathsep + benv.get("PATH", "")
+        benv["SAM_CLI_TELEMETRY"] = "0"
+        run(["cfn-lint", "template.yaml"], benv)
+        # The policy scanner (infra/checkov.yaml lists what it accepts, and why), over the
+        # template as CloudFormation gets it: after the SAM transform, made offline.
+        run([str(LOCAL / "venv" / "bin" / "python"), "infra/sam_translate.py", "template.yaml",
+             str(LOCAL / "template.cfn.json")], benv)
+        run([str(LOCAL / "checkov" / "bin" / "checkov"), "--config-file", "infra/checkov.yaml",
+             "-f", str(LOCAL / "template.cfn.json")], benv)
+        run(["sam", "validate", "--lint", "--template", "template.yaml"], benv)
+        run(["openapi-spec-validator", "openapi.yaml"], benv)
+        run(["cargo", "fmt", "--all", "--check"], benv)
+        run(["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], benv)
+        # Each function also builds alone, with only its own features of `shared`, as
+        # `sam build` builds it (the workspace build above turns every feature on).
+        for function in sorted(p.name for p in (ROOT / "functions").iterdir()):
+            run(["cargo", "clippy", "--locked", "--package", function, "--", "-D", "warnings"], benv)
+        run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-run"], benv)
+        # Every function built before it is served: otherwise the first request to each (the
+        # fuzz's, for functions the tests never invoke) waits for its compilation.
+        run(["cargo", "build", "--workspace", "--bins", "--locked"], benv)
+
         env = start_services(stack, free_port(), free_port(), free_port())
         log(f"services up: {time.monotonic() - started:.0f} s")
         tenv = function_env(env)
         write_env_file(LOCAL / "test-stack.env", env)
         (LOCAL / "sam-env.json").write_text(json.dumps(sam_env(env), indent=2) + "\n")
-        venv_bin = str(LOCAL / "venv" / "bin")
-        tenv["PATH"] = venv_bin + os.pathsep + tenv.get("PATH", "")
+        tenv["PATH"] = benv["PATH"]
         tenv["SAM_CLI_TELEMETRY"] = "0"
         # Handlers log JSON to stdout, which libtest does not capture; keep the run readable.
         tenv["RUST_LOG"] = os.environ.get("RUST_LOG", "error")
-        run(["cfn-lint", "template.yaml"], tenv)
-        # The policy scanner (infra/checkov.yaml lists what it accepts, and why), over the
-        # template as CloudFormation gets it: after the SAM transform, made offline.
-        run([str(LOCAL / "venv" / "bin" / "python"), "infra/sam_translate.py", "template.yaml",
-             str(LOCAL / "template.cfn.json")], tenv)
-        run([str(LOCAL / "checkov" / "bin" / "checkov"), "--config-file", "infra/checkov.yaml",
-             "-f", str(LOCAL / "template.cfn.json")], tenv)
-        run(["sam", "validate", "--lint", "--template", "template.yaml"], tenv)
-        run(["openapi-spec-validator", "openapi.yaml"], tenv)
-        run(["cargo", "fmt", "--all", "--check"], tenv)
-        run(["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], tenv)
-        # Each function also builds alone, with only its own features of `shared`, as
-        # `sam build` builds it (the workspace build above turns every feature on).
-        for function in sorted(p.name for p in (ROOT / "functions").iterdir()):
-            run(["cargo", "clippy", "--locked", "--package", function, "--", "-D", "warnings"], tenv)
-        run(["cargo", "test", "--workspace", "--all-targets", "--locked", "--no-run"], tenv)
-        # Every function built before it is served: otherwise the first request to each (the
-        # fuzz's, for functions the tests never invoke) waits for its compilation.
-        run(["cargo", "build", "--workspace", "--bins", "--locked"], tenv)
         # The notifier runs as in AWS: the stream poller invokes it on the runtime emulator.
         api_url, _ = start_api(stack, env, int(env["JWT_ISSUER"].rsplit(":", 1)[1]))
         stack.on_stop(start_poller(env, api_url).stopped.set)

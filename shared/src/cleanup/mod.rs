@@ -6,6 +6,7 @@
 //! still time before the invocation's deadline, and the rest waits for the next run. A run
 //! ends with one summary log line and the same counts as CloudWatch metrics (EMF).
 
+mod drain;
 pub mod erasure;
 pub mod expired;
 pub mod undelivered;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use self::drain::Due;
 use crate::{
     App,
     http::RequestMeta,
@@ -23,8 +25,6 @@ use crate::{
     },
 };
 
-/// Items taken from a queue per Query.
-const PAGE: i32 = 25;
 /// Left unused at the end of a run: what one more item could take, plus the summary.
 pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -107,116 +107,85 @@ pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
     let mut summary = Summary::default();
     let out_of_time = || meta.deadline.remaining().is_some_and(|left| left < STOP_BEFORE_DEADLINE);
 
-    // Erasure: the due list shrinks as accounts go, so each page is a fresh Query; accounts
-    // another run holds (or that keep contending) are not retried within this run.
-    let mut passed_over = std::collections::HashSet::new();
-    'erasure: loop {
-        let due = match erasure::due(app.table(), PAGE + passed_over.len() as i32).await {
-            Ok(due) => due,
+    // Erasure: accounts another run holds (or that keep contending) wait for the next run.
+    let mut due = Due::new(|limit| erasure::due(app.table(), limit));
+    while let Some(next) = due.next().await {
+        if out_of_time() {
+            summary.stopped_early = true;
+            break;
+        }
+        let user_id = match next {
+            Ok(user_id) => user_id,
             Err(error) => {
                 tracing::error!(%error, "cannot list accounts due for erasure");
                 summary.accounts_failed += 1;
                 break;
             }
         };
-        let fresh: Vec<String> = due.into_iter().filter(|id| !passed_over.contains(id)).collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for user_id in fresh {
-            if out_of_time() {
-                summary.stopped_early = true;
-                break 'erasure;
-            }
-            match erasure::erase(app, &user_id, meta, meta.deadline).await {
-                Ok(erasure::Erased::Erased) => summary.accounts_erased += 1,
-                Ok(erasure::Erased::Skipped) => {
-                    summary.accounts_skipped += 1;
-                    passed_over.insert(user_id);
-                }
-                Ok(erasure::Erased::Contended) => {
-                    summary.accounts_contended += 1;
-                    passed_over.insert(user_id);
-                }
-                Err(error) => {
-                    tracing::error!(%error, %user_id, "erasure failed; the next run resumes it");
-                    summary.accounts_failed += 1;
-                    passed_over.insert(user_id);
-                }
+        match erasure::erase(app, &user_id, meta, meta.deadline).await {
+            Ok(erasure::Erased::Erased) => summary.accounts_erased += 1,
+            Ok(erasure::Erased::Skipped) => summary.accounts_skipped += 1,
+            Ok(erasure::Erased::Contended) => summary.accounts_contended += 1,
+            Err(error) => {
+                tracing::error!(%error, %user_id, "erasure failed; the next run resumes it");
+                summary.accounts_failed += 1;
             }
         }
     }
 
-    // Payments stuck mid-release or mid-refund. Reconciling one takes it off the due list
-    // (settled, or its lease pushes it to the back), so fresh Queries make progress.
+    // Payments stuck mid-release or mid-refund.
     for queue in [RELEASING_QUEUE, REFUNDING_QUEUE] {
-        let mut seen = std::collections::HashSet::new();
-        loop {
+        let mut due = Due::new(|limit| reconcile::due(app, queue, limit));
+        while let Some(next) = due.next().await {
             if out_of_time() {
                 summary.stopped_early = true;
                 break;
             }
-            let due = match reconcile::due(app, queue, PAGE).await {
-                Ok(due) => due,
+            let payment_id = match next {
+                Ok(payment_id) => payment_id,
                 Err(error) => {
                     tracing::error!(%error, queue, "cannot list payments to reconcile");
                     summary.payments_failed += 1;
                     break;
                 }
             };
-            let fresh: Vec<String> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for payment_id in fresh {
-                if out_of_time() {
-                    summary.stopped_early = true;
-                    break;
-                }
-                match Box::pin(reconcile::payment_by_id(app, &payment_id, meta)).await {
-                    Ok(Reconciled::Released { .. }) => summary.payments_released += 1,
-                    Ok(Reconciled::Settled) => summary.payments_settled += 1,
-                    Ok(Reconciled::ReturnedToSucceeded(_)) => summary.payments_returned += 1,
-                    Ok(Reconciled::Pending) => summary.payments_pending += 1,
-                    Ok(Reconciled::NotDue) => {}
-                    Err(error) => {
-                        tracing::error!(%error, %payment_id, "reconciliation failed; the next run retries");
-                        summary.payments_failed += 1;
-                    }
+            match Box::pin(reconcile::payment_by_id(app, &payment_id, meta)).await {
+                Ok(Reconciled::Released { .. }) => summary.payments_released += 1,
+                Ok(Reconciled::Settled) => summary.payments_settled += 1,
+                Ok(Reconciled::ReturnedToSucceeded(_)) => summary.payments_returned += 1,
+                Ok(Reconciled::Pending) => summary.payments_pending += 1,
+                Ok(Reconciled::NotDue) => {}
+                Err(error) => {
+                    tracing::error!(%error, %payment_id, "reconciliation failed; the next run retries");
+                    summary.payments_failed += 1;
                 }
             }
         }
     }
 
     // Payments whose payer paid (or gave up) at Stripe without the webhook telling us.
-    let mut seen = std::collections::HashSet::new();
-    'awaiting: loop {
-        let due = match reconcile::awaiting_payment_due(app, PAGE).await {
-            Ok(due) => due,
+    let mut due = Due::new(|limit| reconcile::awaiting_payment_due(app, limit));
+    while let Some(next) = due.next().await {
+        if out_of_time() {
+            summary.stopped_early = true;
+            break;
+        }
+        let payment_id = match next {
+            Ok(payment_id) => payment_id,
             Err(error) => {
                 tracing::error!(%error, "cannot list unpaid payments");
                 summary.payments_unchecked += 1;
                 break;
             }
         };
-        let fresh: Vec<String> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for payment_id in fresh {
-            if out_of_time() {
-                summary.stopped_early = true;
-                break 'awaiting;
-            }
-            match reconcile::awaiting_payment(app, &payment_id, meta).await {
-                Ok(reconcile::Awaited::Recorded) => summary.payments_recovered += 1,
-                Ok(reconcile::Awaited::StillWaiting) => summary.payments_awaiting += 1,
-                Ok(reconcile::Awaited::Canceled) => summary.payments_canceled += 1,
-                Ok(reconcile::Awaited::NotDue) => {}
-                Err(error) => {
-                    tracing::error!(%error, %payment_id, "unpaid payment not checked; the next run retries");
-                    summary.payments_unchecked += 1;
-                }
+        match reconcile::awaiting_payment(app, &payment_id, meta).await {
+            Ok(reconcile::Awaited::Recorded) => summary.payments_recovered += 1,
+            Ok(reconcile::Awaited::StillWaiting) => summary.payments_awaiting += 1,
+            Ok(reconcile::Awaited::Canceled) => summary.payments_canceled += 1,
+            Ok(reconcile::Awaited::NotDue) => {}
+            Err(error) => {
+                tracing::error!(%error, %payment_id, "unpaid payment not checked; the next run retries");
+                summary.payments_unchecked += 1;
             }
         }
     }

@@ -4,8 +4,7 @@
 //! try is delivered from here, through the same delivery record, so it still goes out at
 //! most once. One the outbox is about to forget (its TTL) is given up on loudly.
 
-use std::collections::HashSet;
-
+use super::drain::Due;
 use crate::{
     App,
     notify::delivery,
@@ -16,8 +15,6 @@ use crate::{
 
 /// How long after its last try an unsent message is the cleanup's to deliver.
 pub const AFTER: time::Duration = time::Duration::minutes(15);
-/// Items taken from a queue partition per Query.
-const PAGE: i32 = 25;
 
 /// What a pass over the unsent queue did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,42 +35,31 @@ pub async fn redeliver(app: &App, out_of_time: impl Fn() -> bool) -> Redelivered
     let cutoff = time::rfc3339(time::now() - AFTER);
     let give_up_before = time::rfc3339(time::now() - time::Duration::days(outbox::KEEP_DAYS - 1));
     for queue in outbox::unsent_queues() {
-        // A failed item moves to the back (its last try is now), past the cutoff; `seen`
-        // guards against an index that has not caught up yet.
-        let mut seen = HashSet::new();
-        loop {
+        // A failed item moves to the back (its last try is now), past the cutoff.
+        let mut due = Due::new(|limit| table.queue_due(&queue, &cutoff, limit));
+        while let Some(next) = due.next().await {
             if out_of_time() {
                 done.stopped_early = true;
                 return done;
             }
-            let due = match table.queue_due(&queue, &cutoff, PAGE).await {
-                Ok(due) => due,
+            let pk = match next {
+                Ok(pk) => pk,
                 Err(error) => {
                     tracing::error!(%error, queue, "cannot list unsent messages");
                     done.failed += 1;
                     break;
                 }
             };
-            let fresh: Vec<String> = due.into_iter().filter(|pk| seen.insert(pk.clone())).collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for pk in fresh {
-                if out_of_time() {
-                    done.stopped_early = true;
-                    return done;
-                }
-                match redeliver_one(app, &pk, &give_up_before).await {
-                    Ok(Outcome::Delivered) => done.delivered += 1,
-                    Ok(Outcome::Abandoned) => done.abandoned += 1,
-                    Ok(Outcome::Gone) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, outbox = %pk, "unsent message failed again; the next run retries");
-                        if let Err(error) = OutboxItem::tried(table, &pk).await {
-                            tracing::warn!(%error, outbox = %pk, "unsent message not moved back");
-                        }
-                        done.failed += 1;
+            match redeliver_one(app, &pk, &give_up_before).await {
+                Ok(Outcome::Delivered) => done.delivered += 1,
+                Ok(Outcome::Abandoned) => done.abandoned += 1,
+                Ok(Outcome::Gone) => {}
+                Err(error) => {
+                    tracing::warn!(%error, outbox = %pk, "unsent message failed again; the next run retries");
+                    if let Err(error) = OutboxItem::tried(table, &pk).await {
+                        tracing::warn!(%error, outbox = %pk, "unsent message not moved back");
                     }
+                    done.failed += 1;
                 }
             }
         }
