@@ -208,206 +208,210 @@ impl Settings {
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        let require = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-
-        let environment = Environment::parse(&get("ENVIRONMENT").unwrap_or_else(|| "development".into()))?;
-        let frontend_url = require("FRONTEND_URL")?.trim_end_matches('/').to_owned();
-        if !(frontend_url.starts_with("https://")
-            || (!environment.is_production() && frontend_url.starts_with("http://")))
-        {
-            return Err(ConfigError::Invalid {
-                name: "FRONTEND_URL",
-                reason: "must be an absolute https URL (http allowed outside production)".into(),
-            });
-        }
-        // Links built from it are inserted into email HTML unescaped (escaping would mangle
-        // them), so it may only hold plain URL characters.
-        if frontend_url.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\')) {
-            return Err(ConfigError::Invalid {
-                name: "FRONTEND_URL",
-                reason: "must not contain spaces, quotes or angle brackets".into(),
-            });
-        }
-        let events_topic_arn = get("EVENTS_TOPIC_ARN");
-        if environment.is_production() && events_topic_arn.is_none() {
+        let env = Lookup(&lookup);
+        let environment = Environment::parse(&env.get("ENVIRONMENT").unwrap_or_else(|| "development".into()))?;
+        let production = environment.is_production();
+        let frontend_url = frontend_url(&env, production)?;
+        let events_topic_arn = env.get("EVENTS_TOPIC_ARN");
+        if production && events_topic_arn.is_none() {
             return Err(ConfigError::Missing("EVENTS_TOPIC_ARN"));
         }
-        let secret_refresh = match get("SECRET_REFRESH_SECONDS") {
-            None => Duration::from_secs(300),
-            Some(v) => Duration::from_secs(v.parse().map_err(|_| ConfigError::Invalid {
-                name: "SECRET_REFRESH_SECONDS",
-                reason: "must be a whole number of seconds".into(),
-            })?),
-        };
-        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            get(name).map_or(Ok(default), |v| {
-                v.parse().map_err(|_| ConfigError::Invalid { name, reason: "must be a whole number".into() })
-            })
-        };
-        // `true` or `false`, nothing else (a typo must not quietly mean the default).
-        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
-            match get(name).as_deref().map(str::trim) {
-                None => Ok(default),
-                Some("true") => Ok(true),
-                Some("false") => Ok(false),
-                Some(other) => Err(ConfigError::Invalid { name, reason: format!("{other:?} is not true or false") }),
-            }
-        };
-        if environment.is_production() && get("STRIPE_API_BASE").is_some() {
-            return Err(ConfigError::Invalid {
-                name: "STRIPE_API_BASE",
-                reason: "must not be set in production".into(),
-            });
+        let secret_refresh = Duration::from_secs(
+            env.number("SECRET_REFRESH_SECONDS", 300)
+                .map_err(|_| invalid("SECRET_REFRESH_SECONDS", "must be a whole number of seconds"))?,
+        );
+        let jwt_issuer = env.require("JWT_ISSUER")?.trim_end_matches('/').to_owned();
+        if production && !jwt_issuer.starts_with("https://") {
+            return Err(invalid("JWT_ISSUER", "must be an https URL in production"));
         }
-        let jwt_issuer = require("JWT_ISSUER")?.trim_end_matches('/').to_owned();
-        if environment.is_production() && !jwt_issuer.starts_with("https://") {
-            return Err(ConfigError::Invalid {
-                name: "JWT_ISSUER",
-                reason: "must be an https URL in production".into(),
-            });
-        }
-        let access_token_ttl = match get("ACCESS_TOKEN_TTL_SECONDS") {
-            None => Duration::from_secs(900),
-            Some(v) => match v.parse::<u64>() {
-                Ok(secs) if (1..=900).contains(&secs) => Duration::from_secs(secs),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "ACCESS_TOKEN_TTL_SECONDS",
-                        reason: "must be between 1 and 900 seconds".into(),
-                    });
-                }
-            },
+        let access_token_ttl = match env.number("ACCESS_TOKEN_TTL_SECONDS", 900) {
+            Ok(secs) if (1..=900).contains(&secs) => Duration::from_secs(secs),
+            _ => return Err(invalid("ACCESS_TOKEN_TTL_SECONDS", "must be between 1 and 900 seconds")),
         };
-        let captcha_verify_url =
-            get("CAPTCHA_VERIFY_URL").unwrap_or_else(|| crate::captcha::TURNSTILE_SITEVERIFY.into());
-        if !(captcha_verify_url.starts_with("https://")
-            || (!environment.is_production() && captcha_verify_url.starts_with("http://")))
-        {
-            return Err(ConfigError::Invalid {
-                name: "CAPTCHA_VERIFY_URL",
-                reason: "must be an https URL (http allowed outside production)".into(),
-            });
-        }
         // The frontend's own origin always, and any others listed.
         let mut allowed_origins: Vec<String> = vec![frontend_origin(&frontend_url)];
-        for origin in get("ALLOWED_ORIGINS").unwrap_or_default().split(',') {
+        for origin in env.get("ALLOWED_ORIGINS").unwrap_or_default().split(',') {
             let origin = origin.trim().trim_end_matches('/').to_owned();
             if !origin.is_empty() && !allowed_origins.contains(&origin) {
                 allowed_origins.push(origin);
             }
         }
-        let mfa_issuer = get("MFA_ISSUER").unwrap_or_else(|| {
-            let origin = frontend_origin(&frontend_url);
-            let host = origin.split_once("://").map_or(origin.as_str(), |(_, host)| host);
-            host.split(':').next().unwrap_or(host).to_owned()
-        });
-        // The otpauth label is `issuer:account`; apps split it at the first colon.
-        if mfa_issuer.contains(':') || mfa_issuer.chars().count() > 64 {
-            return Err(ConfigError::Invalid {
-                name: "MFA_ISSUER",
-                reason: "must be at most 64 characters, without ':'".into(),
-            });
-        }
-        let platform_fee = PlatformFee {
-            bps: match number("PLATFORM_FEE_BPS", 0)? {
-                bps if bps <= PlatformFee::MAX_BPS as u64 => bps as i64,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "PLATFORM_FEE_BPS",
-                        reason: format!("must be between 0 and {} basis points", PlatformFee::MAX_BPS),
-                    });
-                }
-            },
-            fixed: match number("PLATFORM_FEE_FIXED", 0)? {
-                fixed if fixed <= MAX_FIXED_FEE as u64 => fixed as i64,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "PLATFORM_FEE_FIXED",
-                        reason: format!("must be a whole number of minor units, at most {MAX_FIXED_FEE}"),
-                    });
-                }
-            },
-        };
-        let zero_fee_allowed = flag("ALLOW_ZERO_PLATFORM_FEE", false)?;
-        // A platform that keeps nothing still pays Stripe's fees on every charge and loses
-        // them on every refund: only on purpose.
-        if environment.is_production() && platform_fee.is_zero() && !zero_fee_allowed {
-            return Err(ConfigError::Invalid {
-                name: "PLATFORM_FEE_BPS",
-                reason: "PLATFORM_FEE_BPS and PLATFORM_FEE_FIXED are both 0 in production; set a fee, or \
-                         ALLOW_ZERO_PLATFORM_FEE=true to pay Stripe's fees from the platform's own money"
-                    .into(),
-            });
-        }
-        let recovery = Recovery {
-            reverse_transfers: flag("REVERSE_TRANSFERS", true)?,
-            disputes_on_loss: match get("REVERSE_DISPUTES").as_deref().map(str::trim) {
-                None | Some("at_withdrawal") => false,
-                Some("on_loss") => true,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "REVERSE_DISPUTES",
-                        reason: format!("{other:?} is not at_withdrawal or on_loss"),
-                    });
-                }
-            },
-            retry_days: number("REVERSAL_RETRY_DAYS", 30)?.clamp(1, 365) as i64,
-        };
         let settings = Self {
-            recovery,
-            hold_max_days: number("HOLD_MAX_DAYS", 90)?.clamp(1, 3650) as i64,
-            payment_abandon_days: number("PAYMENT_ABANDON_DAYS", 7)?.clamp(1, 365) as i64,
-            platform_fee,
-            mfa_issuer,
+            recovery: Recovery::from_lookup(&env)?,
+            hold_max_days: env.number("HOLD_MAX_DAYS", 90)?.clamp(1, 3650) as i64,
+            payment_abandon_days: env.number("PAYMENT_ABANDON_DAYS", 7)?.clamp(1, 365) as i64,
+            platform_fee: PlatformFee::from_lookup(&env, production)?,
+            mfa_issuer: mfa_issuer(&env, &frontend_url)?,
             environment,
-            table_name: require("TABLE_NAME")?,
-            frontend_url,
-            email_from: require("EMAIL_FROM")?,
+            table_name: env.require("TABLE_NAME")?,
+            email_from: env.require("EMAIL_FROM")?,
             events_topic_arn,
-            push_fcm_application_arn: get("PUSH_FCM_APPLICATION_ARN"),
-            push_apns_application_arn: get("PUSH_APNS_APPLICATION_ARN"),
-            ses_configuration_set: get("SES_CONFIGURATION_SET"),
-            deletion_grace_days: number("DELETION_GRACE_DAYS", 30)?.min(3650) as i64,
-            secret_ids: crate::secrets::SecretIds::from_lookup(get),
+            push_fcm_application_arn: env.get("PUSH_FCM_APPLICATION_ARN"),
+            push_apns_application_arn: env.get("PUSH_APNS_APPLICATION_ARN"),
+            ses_configuration_set: env.get("SES_CONFIGURATION_SET"),
+            deletion_grace_days: env.number("DELETION_GRACE_DAYS", 30)?.min(3650) as i64,
+            secret_ids: crate::secrets::SecretIds::from_lookup(|name| env.get(name)),
             secret_refresh,
             rate_limits: crate::rate_limit::RateLimits::from_lookup(&lookup)?,
             jwt_issuer,
-            jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "backend-api".into()),
+            jwt_audience: env.get("JWT_AUDIENCE").unwrap_or_else(|| "backend-api".into()),
             access_token_ttl,
             allowed_origins,
-            stripe: StripeSettings {
-                api_base: get("STRIPE_API_BASE").map(|b| if b.ends_with('/') { b } else { format!("{b}/") }),
-                timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 10_000)?),
-                max_attempts: number("STRIPE_MAX_ATTEMPTS", 3)?.clamp(1, 10) as u32,
-                webhook_tolerance_seconds: number("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)?.clamp(1, 3600) as i64,
-            },
-            captcha: CaptchaSettings {
-                verify_url: captcha_verify_url,
-                after_failures: number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
-                // Two calls at most must fit the functions' 10 s timeout with room to answer.
-                timeout: Duration::from_millis(number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 4_000)),
-                off_accepted: flag("CAPTCHA_OFF_ACCEPTED", false)?,
-            },
-            aws_timeouts: {
-                let attempt = number("AWS_ATTEMPT_TIMEOUT_MS", 2_000)?.clamp(100, 900_000);
-                AwsTimeouts {
-                    connect: Duration::from_millis(number("AWS_CONNECT_TIMEOUT_MS", 1_000)?.clamp(50, 60_000)),
-                    attempt: Duration::from_millis(attempt),
-                    operation: Duration::from_millis(
-                        number("AWS_OPERATION_TIMEOUT_MS", 5_000)?.clamp(attempt, 900_000),
-                    ),
-                }
-            },
+            stripe: StripeSettings::from_lookup(&env, production)?,
+            captcha: CaptchaSettings::from_lookup(&env, production)?,
+            aws_timeouts: AwsTimeouts::from_lookup(&env)?,
+            frontend_url,
         };
         // Without CAPTCHA the rate limits are all that slows guessing from many addresses.
-        if settings.environment.is_production() && settings.captcha.off_accepted && !settings.rate_limits.enabled() {
-            return Err(ConfigError::Invalid {
-                name: "RATE_LIMIT_ENABLED",
-                reason: "cannot be false in production with CAPTCHA_OFF_ACCEPTED=true".into(),
-            });
+        if production && settings.captcha.off_accepted && !settings.rate_limits.enabled() {
+            return Err(invalid("RATE_LIMIT_ENABLED", "cannot be false in production with CAPTCHA_OFF_ACCEPTED=true"));
         }
         Ok(settings)
+    }
+}
+
+/// The environment, read: blank counts as unset.
+struct Lookup<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Lookup<'_, F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn require(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn number(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        self.get(name).map_or(Ok(default), |v| v.parse().map_err(|_| invalid(name, "must be a whole number")))
+    }
+
+    /// `true` or `false`, nothing else (a typo must not quietly mean the default).
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(invalid(name, &format!("{other:?} is not true or false"))),
+        }
+    }
+}
+
+fn invalid(name: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+/// `FRONTEND_URL`, without its trailing `/`: https (http outside production), and only plain
+/// URL characters, since links built from it go into email HTML unescaped (escaping would
+/// mangle them).
+fn frontend_url<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>, production: bool) -> Result<String, ConfigError> {
+    let url = env.require("FRONTEND_URL")?.trim_end_matches('/').to_owned();
+    if !(url.starts_with("https://") || (!production && url.starts_with("http://"))) {
+        return Err(invalid("FRONTEND_URL", "must be an absolute https URL (http allowed outside production)"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\')) {
+        return Err(invalid("FRONTEND_URL", "must not contain spaces, quotes or angle brackets"));
+    }
+    Ok(url)
+}
+
+/// `MFA_ISSUER`, else the frontend's host. The otpauth label is `issuer:account`; apps split
+/// it at the first colon.
+fn mfa_issuer<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>, frontend_url: &str) -> Result<String, ConfigError> {
+    let issuer = env.get("MFA_ISSUER").unwrap_or_else(|| {
+        let origin = frontend_origin(frontend_url);
+        let host = origin.split_once("://").map_or(origin.as_str(), |(_, host)| host);
+        host.split(':').next().unwrap_or(host).to_owned()
+    });
+    if issuer.contains(':') || issuer.chars().count() > 64 {
+        return Err(invalid("MFA_ISSUER", "must be at most 64 characters, without ':'"));
+    }
+    Ok(issuer)
+}
+
+impl PlatformFee {
+    fn from_lookup<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>, production: bool) -> Result<Self, ConfigError> {
+        let bps = env.number("PLATFORM_FEE_BPS", 0)?;
+        if bps > Self::MAX_BPS as u64 {
+            return Err(invalid("PLATFORM_FEE_BPS", &format!("must be between 0 and {} basis points", Self::MAX_BPS)));
+        }
+        let fixed = env.number("PLATFORM_FEE_FIXED", 0)?;
+        if fixed > MAX_FIXED_FEE as u64 {
+            return Err(invalid(
+                "PLATFORM_FEE_FIXED",
+                &format!("must be a whole number of minor units, at most {MAX_FIXED_FEE}"),
+            ));
+        }
+        let fee = Self { bps: bps as i64, fixed: fixed as i64 };
+        let zero_allowed = env.flag("ALLOW_ZERO_PLATFORM_FEE", false)?;
+        // A platform that keeps nothing still pays Stripe's fees on every charge and loses
+        // them on every refund: only on purpose.
+        if production && fee.is_zero() && !zero_allowed {
+            return Err(invalid(
+                "PLATFORM_FEE_BPS",
+                "PLATFORM_FEE_BPS and PLATFORM_FEE_FIXED are both 0 in production; set a fee, or \
+                 ALLOW_ZERO_PLATFORM_FEE=true to pay Stripe's fees from the platform's own money",
+            ));
+        }
+        Ok(fee)
+    }
+}
+
+impl Recovery {
+    fn from_lookup<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            reverse_transfers: env.flag("REVERSE_TRANSFERS", true)?,
+            disputes_on_loss: match env.get("REVERSE_DISPUTES").as_deref().map(str::trim) {
+                None | Some("at_withdrawal") => false,
+                Some("on_loss") => true,
+                Some(other) => {
+                    return Err(invalid("REVERSE_DISPUTES", &format!("{other:?} is not at_withdrawal or on_loss")));
+                }
+            },
+            retry_days: env.number("REVERSAL_RETRY_DAYS", 30)?.clamp(1, 365) as i64,
+        })
+    }
+}
+
+impl StripeSettings {
+    fn from_lookup<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>, production: bool) -> Result<Self, ConfigError> {
+        let api_base = env.get("STRIPE_API_BASE");
+        if production && api_base.is_some() {
+            return Err(invalid("STRIPE_API_BASE", "must not be set in production"));
+        }
+        Ok(Self {
+            api_base: api_base.map(|b| if b.ends_with('/') { b } else { format!("{b}/") }),
+            timeout: Duration::from_millis(env.number("STRIPE_TIMEOUT_MS", 10_000)?),
+            max_attempts: env.number("STRIPE_MAX_ATTEMPTS", 3)?.clamp(1, 10) as u32,
+            webhook_tolerance_seconds: env.number("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)?.clamp(1, 3600) as i64,
+        })
+    }
+}
+
+impl CaptchaSettings {
+    fn from_lookup<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>, production: bool) -> Result<Self, ConfigError> {
+        let verify_url = env.get("CAPTCHA_VERIFY_URL").unwrap_or_else(|| crate::captcha::TURNSTILE_SITEVERIFY.into());
+        if !(verify_url.starts_with("https://") || (!production && verify_url.starts_with("http://"))) {
+            return Err(invalid("CAPTCHA_VERIFY_URL", "must be an https URL (http allowed outside production)"));
+        }
+        Ok(Self {
+            verify_url,
+            after_failures: env.number("CAPTCHA_AFTER_FAILURES", 10)?.clamp(1, 10_000) as u32,
+            // Two calls at most must fit the functions' 10 s timeout with room to answer.
+            timeout: Duration::from_millis(env.number("CAPTCHA_TIMEOUT_MS", 3_000)?.clamp(100, 4_000)),
+            off_accepted: env.flag("CAPTCHA_OFF_ACCEPTED", false)?,
+        })
+    }
+}
+
+impl AwsTimeouts {
+    fn from_lookup<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>) -> Result<Self, ConfigError> {
+        let attempt = env.number("AWS_ATTEMPT_TIMEOUT_MS", 2_000)?.clamp(100, 900_000);
+        Ok(Self {
+            connect: Duration::from_millis(env.number("AWS_CONNECT_TIMEOUT_MS", 1_000)?.clamp(50, 60_000)),
+            attempt: Duration::from_millis(attempt),
+            operation: Duration::from_millis(env.number("AWS_OPERATION_TIMEOUT_MS", 5_000)?.clamp(attempt, 900_000)),
+        })
     }
 }
 
