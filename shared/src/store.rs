@@ -384,6 +384,31 @@ impl Table {
         conditional(result).map(|out| out.attributes.unwrap_or_default())
     }
 
+    /// Takes a queued work item for a while: its `GSI2SK` (when it is next due) moved to
+    /// `until`, if it is still on `queue` and was due before `before`, so that overlapping
+    /// runs take it once. The item as it is now; `None` when another run has it, or it is no
+    /// longer due.
+    pub async fn lease_queued<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        queue: &str,
+        before: &str,
+        until: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let lease = Change::new(pk, sk)
+            .update("SET GSI2SK = :until")
+            .condition("GSI2PK = :queue AND GSI2SK < :before")
+            .value(":until", av::s(until))
+            .value(":queue", av::s(queue))
+            .value(":before", av::s(before));
+        match self.update_item(lease).await {
+            Ok(item) => serde_dynamo::from_item(item).map(Some).map_err(StoreError::from),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// A single conditional delete, outside a transaction; `ConditionFailed` when the
     /// condition does not hold (or, for a condition on an attribute, the item is gone).
     pub async fn delete_item(&self, change: Change<'_>) -> Result<(), StoreError> {

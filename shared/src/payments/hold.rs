@@ -131,16 +131,9 @@ enum Stepped {
 
 /// One due timer, leased. `None`: another run holds it.
 async fn step(app: &App, pk: &str, now: &str, meta: &RequestMeta) -> Result<Option<Stepped>, ApiError> {
-    let lease = Change::new(pk, SK)
-        .update("SET GSI2SK = :later")
-        .condition("GSI2PK = :queue AND GSI2SK < :now")
-        .value(":later", av::s(time::rfc3339(time::now() + LEASE)))
-        .value(":queue", av::s(HOLD_QUEUE))
-        .value(":now", av::s(now));
-    let timer: Timer = match app.table().update_item(lease).await {
-        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal)?,
-        Err(StoreError::ConditionFailed) => return Ok(None),
-        Err(other) => return Err(other.into()),
+    let later = time::rfc3339(time::now() + LEASE);
+    let Some(timer) = app.table().lease_queued::<Timer>(pk, SK, HOLD_QUEUE, now, &later).await? else {
+        return Ok(None);
     };
     let Some(payment) = Payment::find(app, &timer.payment_id).await? else {
         finish(app, pk).await?;

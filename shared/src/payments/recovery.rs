@@ -542,16 +542,10 @@ pub async fn retry_due(app: &App, meta: &RequestMeta, out_of_time: impl Fn() -> 
 /// One retry, leased (its `GSI2SK` moved to now, so overlapping runs take it once). `None`:
 /// another run holds it. `Some(Off)`: given up on.
 async fn retry_one(app: &App, pk: &str, cutoff: &str, meta: &RequestMeta) -> Result<Option<Recovered>, ApiError> {
-    let lease = Change::new(pk, QUEUE_SK)
-        .update("SET GSI2SK = :now")
-        .condition("GSI2PK = :queue AND GSI2SK < :cutoff")
-        .value(":now", av::s(time::rfc3339(time::now())))
-        .value(":queue", av::s(UNRECOVERED_QUEUE))
-        .value(":cutoff", av::s(cutoff));
-    let item: Unrecovered = match app.table().update_item(lease).await {
-        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal)?,
-        Err(StoreError::ConditionFailed) => return Ok(None),
-        Err(other) => return Err(other.into()),
+    let now = time::rfc3339(time::now());
+    let Some(item) = app.table().lease_queued::<Unrecovered>(pk, QUEUE_SK, UNRECOVERED_QUEUE, cutoff, &now).await?
+    else {
+        return Ok(None);
     };
     let Some(payment) = Payment::find(app, &item.payment_id).await? else {
         resolve_item(app, pk).await?;
