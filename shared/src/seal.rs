@@ -67,12 +67,6 @@ pub enum CipherError {
     KeysUnavailable(String),
 }
 
-impl From<CipherError> for crate::http::ApiError {
-    fn from(error: CipherError) -> Self {
-        crate::http::ApiError::internal(error)
-    }
-}
-
 /// The keys' bytes by kid, first first: at least one, each 32 bytes, no kid twice.
 fn key_bytes(keys: &[EncryptionKey], purpose: Purpose) -> Result<Vec<(String, Vec<u8>)>, CipherError> {
     if keys.is_empty() {

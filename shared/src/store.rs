@@ -28,8 +28,6 @@ use aws_sdk_dynamodb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-pub mod cursor;
-
 pub type Item = HashMap<String, AttributeValue>;
 
 /// Attribute value shorthands for expression values.
@@ -171,12 +169,6 @@ pub enum StoreError {
     /// A sealed attribute could not be sealed or opened (no key, a retired key, altered).
     #[error("sealed value: {0}")]
     Seal(#[from] crate::seal::CipherError),
-}
-
-impl From<StoreError> for crate::http::ApiError {
-    fn from(error: StoreError) -> Self {
-        crate::http::ApiError::internal(error)
-    }
 }
 
 /// Any SDK call's error, with its context, as a store error.
@@ -510,11 +502,11 @@ impl Table {
 
     /// Writes `items` all or nothing; a failed condition answers `on_condition` (the caller's
     /// meaning of losing the race), anything else is an internal error.
-    pub async fn transact_or(
+    pub async fn transact_or<E: From<StoreError>>(
         &self,
         items: Vec<TransactWriteItem>,
-        on_condition: crate::http::ApiError,
-    ) -> Result<(), crate::http::ApiError> {
+        on_condition: E,
+    ) -> Result<(), E> {
         match self.transact(items).await {
             Ok(()) => Ok(()),
             Err(StoreError::TransactionConditionsFailed(_)) => Err(on_condition),

@@ -18,11 +18,11 @@ use serde::Serialize;
 use super::AuditEntry;
 use crate::{
     App,
-    http::{ApiError, FieldError},
-    store::{
-        av,
+    http::{
+        ApiError, FieldError,
         cursor::{Cursors, Key, fingerprint},
     },
+    store::av,
 };
 
 pub const DEFAULT_LIMIT: i32 = 50;
@@ -86,7 +86,7 @@ impl AuditFilter {
         {
             errors.push(FieldError::new("since", "must not be after `until`"));
         }
-        let limit = crate::store::cursor::page_limit(
+        let limit = crate::http::cursor::page_limit(
             query.get("limit").map(String::as_str),
             DEFAULT_LIMIT,
             MAX_LIMIT,

@@ -3,6 +3,7 @@
 //! `Result` into a response with `X-Request-Id`.
 
 pub mod browser;
+pub mod cursor;
 mod problem;
 mod request;
 mod response;

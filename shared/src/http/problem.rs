@@ -239,6 +239,20 @@ impl ApiError {
     }
 }
 
+/// Storage and sealing failures are ours, never the caller's: 500 (their detail is logged,
+/// not answered).
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<crate::seal::CipherError> for ApiError {
+    fn from(error: crate::seal::CipherError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

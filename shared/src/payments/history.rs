@@ -16,7 +16,7 @@
 //! `limit`, even empty, with a `next_cursor`. Only a missing `next_cursor` ends the list.
 //!
 //! The cursor is the page's last key, signed and bound to the caller, the side and the
-//! status ([`crate::store::cursor`]).
+//! status ([`crate::http::cursor`]).
 
 use std::collections::HashMap;
 
@@ -25,13 +25,12 @@ use serde_json::json;
 use super::payment::{Payment, PaymentStatus};
 use crate::{
     App,
-    http::{ApiError, FieldError},
-    identity::auth::Principal,
-    store::{
-        StoreError, av,
+    http::{
+        ApiError, FieldError,
         cursor::{Cursors, fingerprint},
-        dynamo_error, keys,
     },
+    identity::auth::Principal,
+    store::{StoreError, av, dynamo_error, keys},
 };
 
 pub const DEFAULT_LIMIT: i32 = 20;
@@ -121,7 +120,7 @@ impl HistoryQuery {
                 None
             }
         };
-        let limit = crate::store::cursor::page_limit(
+        let limit = crate::http::cursor::page_limit(
             query.get("limit").map(String::as_str),
             DEFAULT_LIMIT,
             MAX_LIMIT,

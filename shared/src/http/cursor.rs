@@ -12,11 +12,8 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::av;
-use crate::{
-    App,
-    http::{ApiError, FieldError},
-};
+use super::{ApiError, FieldError};
+use crate::{App, store::av};
 
 /// A page's last key: attribute name → value (string keys only, as all of ours are).
 pub type Key = HashMap<String, AttributeValue>;
@@ -81,12 +78,12 @@ pub fn fingerprint(parts: &str) -> String {
 
 /// A page size from the `limit` query parameter: `default` when absent, else a whole number
 /// from 1 to `max` (otherwise a `limit` error, and `default` so the other fields still check).
-pub fn page_limit(raw: Option<&str>, default: i32, max: i32, errors: &mut Vec<crate::http::FieldError>) -> i32 {
+pub fn page_limit(raw: Option<&str>, default: i32, max: i32, errors: &mut Vec<FieldError>) -> i32 {
     match raw.map(str::parse::<i32>) {
         None => default,
         Some(Ok(limit)) if (1..=max).contains(&limit) => limit,
         Some(_) => {
-            errors.push(crate::http::FieldError::new("limit", format!("must be a whole number from 1 to {max}")));
+            errors.push(FieldError::new("limit", format!("must be a whole number from 1 to {max}")));
             default
         }
     }
