@@ -246,7 +246,7 @@ impl App {
 
     pub fn secrets(&self) -> &SecretsStore {
         self.secrets.get_or_init(|| {
-            SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), &self.settings, self.parts)
+            SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), self.settings.secrets_store(), self.parts)
         })
     }
 }

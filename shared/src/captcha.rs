@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{ApiError, FieldError};
 
-pub const TURNSTILE_SITEVERIFY: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
 /// Turnstile's own bound on a token's length; anything longer is not a token.
 const MAX_TOKEN_BYTES: usize = 2048;
 /// Calls per check: one retry when the service, not the token, failed.
@@ -188,7 +187,7 @@ mod tests {
     #[test]
     fn the_https_client_builds_with_the_bundled_provider() {
         let verifier = CaptchaVerifier::new(&crate::config::CaptchaSettings {
-            verify_url: TURNSTILE_SITEVERIFY.into(),
+            verify_url: crate::config::TURNSTILE_SITEVERIFY.into(),
             after_failures: 10,
             timeout: Duration::from_secs(1),
             off_accepted: false,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    config::ConfigError,
+    config::error::ConfigError,
     http::ApiError,
     store::{Change, StoreError, Table, av, expiry},
 };

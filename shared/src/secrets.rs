@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::error::ConfigError;
 
 /// One secret and the fields of the document it alone holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,6 +97,18 @@ impl Part {
     pub fn of_field(field: &str) -> Option<Part> {
         Part::ALL.iter().copied().find(|part| part.fields().contains(&field))
     }
+}
+
+/// What a secrets store needs of the function's settings (`Settings::secrets_store`).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub ids: SecretIds,
+    /// How long a read secret is used before it is read again.
+    pub refresh: Duration,
+    /// Production's guards on the secrets' strength apply.
+    pub production: bool,
+    /// CAPTCHA may be off in production (its secret may then be absent).
+    pub captcha_off_accepted: bool,
 }
 
 /// Where each part's secret is: from the environment, one variable per part.
@@ -407,16 +419,9 @@ pub struct SecretsStore {
 
 impl SecretsStore {
     /// The store of a function that reads `parts`.
-    pub fn new(client: aws_sdk_secretsmanager::Client, settings: &Settings, parts: &'static [Part]) -> Self {
-        Self {
-            client,
-            parts,
-            ids: settings.secret_ids.clone(),
-            refresh: settings.secret_refresh,
-            production: settings.environment.is_production(),
-            captcha_off_accepted: settings.captcha.off_accepted,
-            cached: RwLock::new(None),
-        }
+    pub fn new(client: aws_sdk_secretsmanager::Client, settings: StoreSettings, parts: &'static [Part]) -> Self {
+        let StoreSettings { ids, refresh, production, captcha_off_accepted } = settings;
+        Self { client, parts, ids, refresh, production, captcha_off_accepted, cached: RwLock::new(None) }
     }
 
     pub async fn get(&self) -> Result<Arc<Secrets>, ConfigError> {

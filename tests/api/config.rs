@@ -52,7 +52,7 @@ async fn app_in(environment: &str, parts: &'static [Part], overrides: &[(&str, &
         "ENVIRONMENT" => Some(environment.clone()),
         "FRONTEND_URL" => Some("https://app.example.com".into()),
         "JWT_ISSUER" => Some("https://api.example.com".into()),
-        // Production refuses no fee (unit-tested in config.rs).
+        // Production refuses no fee (unit-tested in shared/src/config/).
         "PLATFORM_FEE_BPS" => Some("1000".into()),
         other => std::env::var(other).ok(),
     })

@@ -6,22 +6,13 @@
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {0} is required")]
-    Missing(&'static str),
-    #[error("environment variable {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-    #[error("secret {secret_id} could not be read: {reason}")]
-    SecretUnavailable { secret_id: String, reason: String },
-    #[error("secret {secret_id} is not valid JSON of the expected shape: {reason}")]
-    SecretMalformed { secret_id: String, reason: String },
-    #[error("secret field {field} is unusable in production: {reason}")]
-    WeakSecret { field: &'static str, reason: String },
-    /// A secret holds a field another secret owns: whoever reads it would read that too.
-    #[error("secret {secret_id} holds `{field}`, which belongs in {belongs}")]
-    MisplacedSecret { secret_id: String, field: String, belongs: &'static str },
-}
+pub mod error;
+
+pub use error::ConfigError;
+
+/// Cloudflare Turnstile's siteverify endpoint: where CAPTCHA tokens are checked unless
+/// `CAPTCHA_VERIFY_URL` says otherwise.
+pub const TURNSTILE_SITEVERIFY: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -196,6 +187,16 @@ pub struct StripeSettings {
 }
 
 impl Settings {
+    /// What the secrets store of a function needs of these settings.
+    pub fn secrets_store(&self) -> crate::secrets::StoreSettings {
+        crate::secrets::StoreSettings {
+            ids: self.secret_ids.clone(),
+            refresh: self.secret_refresh,
+            production: self.environment.is_production(),
+            captcha_off_accepted: self.captcha.off_accepted,
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -390,7 +391,7 @@ impl StripeSettings {
 
 impl CaptchaSettings {
     fn from_lookup<F: Fn(&str) -> Option<String>>(env: &Lookup<'_, F>, production: bool) -> Result<Self, ConfigError> {
-        let verify_url = env.get("CAPTCHA_VERIFY_URL").unwrap_or_else(|| crate::captcha::TURNSTILE_SITEVERIFY.into());
+        let verify_url = env.get("CAPTCHA_VERIFY_URL").unwrap_or_else(|| TURNSTILE_SITEVERIFY.into());
         if !(verify_url.starts_with("https://") || (!production && verify_url.starts_with("http://"))) {
             return Err(invalid("CAPTCHA_VERIFY_URL", "must be an https URL (http allowed outside production)"));
         }
