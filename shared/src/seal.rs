@@ -16,10 +16,9 @@ use aes_gcm::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::secrets::{EncryptionKey, Secrets};
+use crate::secrets::{EncryptionKey, KeyListError, Secrets};
 
 const NONCE_BYTES: usize = 12;
 
@@ -67,17 +66,13 @@ pub enum CipherError {
     KeysUnavailable(String),
 }
 
-/// The keys' bytes by kid, first first: at least one, each 32 bytes, no kid twice.
+/// The keys' bytes by kid, first first (see [`crate::secrets::key_list`]).
 fn key_bytes(keys: &[EncryptionKey], purpose: Purpose) -> Result<Vec<(String, Vec<u8>)>, CipherError> {
-    if keys.is_empty() {
-        return Err(CipherError::NoKey(purpose.keys_field));
-    }
-    if let Some(twice) = keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|o| o.kid == k.kid)) {
-        return Err(CipherError::BadKey(format!("{} (listed twice)", twice.1.kid)));
-    }
-    keys.iter()
-        .map(|key| Ok((key.kid.clone(), key.decode().ok_or_else(|| CipherError::BadKey(key.kid.clone()))?)))
-        .collect()
+    crate::secrets::key_list(keys).map_err(|error| match error {
+        KeyListError::Empty => CipherError::NoKey(purpose.keys_field),
+        KeyListError::Twice(kid) => CipherError::BadKey(format!("{kid} (listed twice)")),
+        KeyListError::Bad(kid) => CipherError::BadKey(kid),
+    })
 }
 
 pub struct Sealer {
@@ -134,14 +129,6 @@ impl Sealer {
     /// What a sealed value is bound to: its purpose and format version, and its owner.
     fn aad(&self, owner: &str) -> String {
         format!("{}/{owner}", self.purpose.label)
-    }
-}
-
-impl EncryptionKey {
-    /// The key's 32 bytes, if it is standard base64 of exactly that many.
-    pub fn decode(&self) -> Option<Vec<u8>> {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(self.key.expose_secret().trim()).ok()?;
-        (bytes.len() == 32).then_some(bytes)
     }
 }
 

@@ -152,6 +152,38 @@ pub struct EncryptionKey {
     pub key: SecretString,
 }
 
+impl EncryptionKey {
+    /// The key's 32 bytes, if it is standard base64 of exactly that many.
+    pub fn decode(&self) -> Option<Vec<u8>> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(self.key.expose_secret().trim()).ok()?;
+        (bytes.len() == 32).then_some(bytes)
+    }
+}
+
+/// Why a list of keys cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyListError {
+    Empty,
+    /// This kid is listed twice.
+    Twice(String),
+    /// This key is not standard base64 of 32 bytes.
+    Bad(String),
+}
+
+/// A list of keys' bytes by kid, first first: at least one, each 32 bytes, no kid twice
+/// (what every sealer and signer needs).
+pub fn key_list(keys: &[EncryptionKey]) -> Result<Vec<(String, Vec<u8>)>, KeyListError> {
+    if keys.is_empty() {
+        return Err(KeyListError::Empty);
+    }
+    if let Some(twice) = keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|o| o.kid == k.kid)) {
+        return Err(KeyListError::Twice(twice.1.kid.clone()));
+    }
+    keys.iter()
+        .map(|key| Ok((key.kid.clone(), key.decode().ok_or_else(|| KeyListError::Bad(key.kid.clone()))?)))
+        .collect()
+}
+
 /// The secrets a function read, its parts' documents merged: a field of a part it does
 /// not read is empty.
 #[derive(Clone, Default, Deserialize)]
@@ -324,11 +356,11 @@ impl Secrets {
                         }
                     }
                 },
-                Part::Mfa => self.check_keys(crate::seal::MFA_TOTP)?,
-                Part::Outbox => self.check_keys(crate::seal::OUTBOX)?,
-                Part::Idempotency => self.check_keys(crate::seal::IDEMPOTENT_ANSWER)?,
-                Part::Unsubscribe => self.check_keys(crate::seal::UNSUBSCRIBE)?,
-                Part::Cursor => self.check_keys(crate::seal::CURSOR)?,
+                Part::Mfa => check_keys("mfa_encryption_keys", &self.mfa_encryption_keys)?,
+                Part::Outbox => check_keys("outbox_sealing_keys", &self.outbox_sealing_keys)?,
+                Part::Idempotency => check_keys("idempotency_sealing_keys", &self.idempotency_sealing_keys)?,
+                Part::Unsubscribe => check_keys("unsubscribe_signing_keys", &self.unsubscribe_signing_keys)?,
+                Part::Cursor => check_keys("cursor_signing_keys", &self.cursor_signing_keys)?,
             }
         }
         Ok(())
@@ -362,26 +394,27 @@ impl Secrets {
         }
         Ok(())
     }
+}
 
-    fn check_keys(&self, purpose: crate::seal::Purpose) -> Result<(), ConfigError> {
-        let field = purpose.keys_field;
-        let weak = |reason: &str| Err(ConfigError::WeakSecret { field, reason: reason.into() });
-        let keys = purpose.keys_of(self);
-        if keys.is_empty() {
-            return weak("missing");
+/// A list of keys in the secret's `field`: there, random-looking, and usable.
+fn check_keys(field: &'static str, keys: &[EncryptionKey]) -> Result<(), ConfigError> {
+    let weak = |reason: &str| Err(ConfigError::WeakSecret { field, reason: reason.into() });
+    if keys.is_empty() {
+        return weak("missing");
+    }
+    for key in keys {
+        match key.decode() {
+            Some(bytes) if bytes.iter().collect::<std::collections::HashSet<_>>().len() >= 16 => {}
+            Some(_) => return weak("not random (too few distinct bytes)"),
+            None => return weak("not standard base64 of 32 bytes"),
         }
-        for key in keys {
-            match key.decode() {
-                Some(bytes) if bytes.iter().collect::<std::collections::HashSet<_>>().len() >= 16 => {}
-                Some(_) => return weak("not random (too few distinct bytes)"),
-                None => return weak("not standard base64 of 32 bytes"),
-            }
-        }
-        // Unique ids, 32-byte keys: what every sealer and signer needs.
-        match crate::seal::Sealer::from_secrets(self, purpose) {
-            Ok(_) => Ok(()),
-            Err(error) => weak(&error.to_string()),
-        }
+    }
+    // Unique ids, 32-byte keys: what every sealer and signer needs.
+    match key_list(keys) {
+        Ok(_) => Ok(()),
+        Err(KeyListError::Twice(kid)) => weak(&format!("encryption key `{kid} (listed twice)` is not usable")),
+        Err(KeyListError::Bad(kid)) => weak(&format!("encryption key `{kid}` is not 32 bytes of base64")),
+        Err(KeyListError::Empty) => weak("missing"),
     }
 }
 
