@@ -152,6 +152,10 @@ pub mod keys {
     pub fn payee_history(user_id: &str) -> String {
         format!("PAYEE#{user_id}")
     }
+    /// A payment's sort key on both histories: created (RFC 3339, fixed width), then its id.
+    pub fn history_at(created_at: &str, payment_id: &str) -> String {
+        format!("{created_at}#{payment_id}")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -399,6 +403,26 @@ impl Table {
             Err(StoreError::ConditionFailed) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// The key (`PK`, `SK`) of the item whose `GSI1PK` is `key` (an external id's lookup: a
+    /// PaymentIntent, a connected account, a subscription).
+    pub async fn find_by_gsi1(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name("GSI1")
+            .key_condition_expression("GSI1PK = :k")
+            .expression_attribute_values(":k", av::s(key))
+            .limit(1)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(out.items.unwrap_or_default().into_iter().next().and_then(|item| match (item.get("PK"), item.get("SK")) {
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Some((pk.clone(), sk.clone())),
+            _ => None,
+        }))
     }
 
     /// A single conditional delete, outside a transaction; `ConditionFailed` when the

@@ -8,7 +8,7 @@ use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
 use super::{
     money::{Amount, Currency},
-    subscription::Proration,
+    proration::Proration,
 };
 use crate::{config::Settings, deadline::Deadline, secrets::Secrets};
 

@@ -85,7 +85,7 @@ impl Side {
 
 /// The sort key of a payment created at `created_at` (RFC 3339, fixed width) on both lists.
 pub fn sort_key(created_at: &str, payment_id: &str) -> String {
-    format!("{created_at}#{payment_id}")
+    keys::history_at(created_at, payment_id)
 }
 
 /// `GET /payments`'s query string, checked.

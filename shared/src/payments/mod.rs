@@ -7,13 +7,16 @@ pub mod gateway;
 pub mod history;
 pub mod hold;
 pub mod idempotency;
+pub mod lifecycle;
 pub mod money;
 pub mod payment;
+pub mod proration;
 pub mod provider;
 pub mod reconcile;
 pub mod recovery;
 pub mod refund;
 pub mod release;
+pub mod stripe_event;
 pub mod subscription;
 pub mod unsettled;
 

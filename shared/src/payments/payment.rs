@@ -13,14 +13,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Amount, Currency, gateway::Stripe, history, provider::Provider};
+use super::{Amount, Currency, gateway::Stripe, provider::Provider};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     config::PlatformFee,
     http::{ApiError, FieldError, RequestMeta},
     identity::{Role, User, auth::Principal},
-    store::{Change, StoreError, av},
+    store::{Change, StoreError, av, keys},
     time,
 };
 
@@ -83,6 +83,14 @@ impl PaymentStatus {
     }
 }
 
+/// How a failed refund's money is being settled ([`super::unsettled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Way {
+    Release,
+    Refund,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Payment {
     #[serde(rename = "PK")]
@@ -129,7 +137,7 @@ pub struct Payment {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub unsettled_refunds: std::collections::BTreeMap<String, i64>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub unsettled_claims: std::collections::BTreeMap<String, super::unsettled::Way>,
+    pub unsettled_claims: std::collections::BTreeMap<String, Way>,
     #[serde(default)]
     pub unsettled_seq: i64,
     /// When money first became unsettled (epoch seconds): the alarm is 7 days after.
@@ -428,10 +436,10 @@ pub async fn create(
         updated_at: now.clone(),
         queue: Some(AWAITING_PAYMENT_QUEUE.to_owned()),
         queued_at: Some(now.clone()),
-        payer_history: Some(history::Side::Payer.key(principal.user_id())),
-        payer_history_at: Some(history::sort_key(&now, &payment_id)),
-        payee_history: Some(history::Side::Provider.key(&provider.user_id)),
-        payee_history_at: Some(history::sort_key(&now, &payment_id)),
+        payer_history: Some(keys::payer_history(principal.user_id())),
+        payer_history_at: Some(keys::history_at(&now, &payment_id)),
+        payee_history: Some(keys::payee_history(&provider.user_id)),
+        payee_history_at: Some(keys::history_at(&now, &payment_id)),
     };
     let audit = AuditEntry::new("payment.created", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub use super::proration::Proration;
 use super::{gateway::SubscriptionState, payment::customer_for};
 use crate::{
     App,
@@ -96,37 +97,6 @@ pub fn valid_price_id(price_id: &str) -> bool {
 /// Whether Stripe is done with a subscription in `status`: it can no longer change plan.
 pub fn has_ended(status: &str) -> bool {
     matches!(status, "canceled" | "incomplete_expired")
-}
-
-/// How Stripe bills a plan change made mid-period (its `proration_behavior`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Proration {
-    /// Credit the unused time, charge the new price's, on the next invoice (Stripe's default).
-    #[default]
-    CreateProrations,
-    /// No adjustment: the new price applies from the next period's invoice.
-    None,
-    /// Prorate and invoice the difference now.
-    AlwaysInvoice,
-}
-
-impl Proration {
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "create_prorations" => Some(Self::CreateProrations),
-            "none" => Some(Self::None),
-            "always_invoice" => Some(Self::AlwaysInvoice),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CreateProrations => "create_prorations",
-            Self::None => "none",
-            Self::AlwaysInvoice => "always_invoice",
-        }
-    }
 }
 
 /// The body of `PATCH /subscriptions/{id}`, checked.

@@ -20,9 +20,10 @@
 //! for 7 days, daily until someone settles it.
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
+pub use super::payment::Way;
 use super::{
     Currency,
     gateway::{GatewayError, NewRefund, NewTransfer, Stripe},
@@ -46,14 +47,6 @@ use crate::{
 pub const UNSETTLED_QUEUE: &str = "UNSETTLED";
 /// How long money may stay unsettled before the cleanup alarms.
 pub const ALARM_AFTER: time::Duration = time::Duration::days(7);
-
-/// How a failed refund's money is being settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Way {
-    Release,
-    Refund,
-}
 
 /// The transfer that pays the provider again for a refund that failed after the release.
 pub fn release_key(payment_id: &str, refund_id: &str) -> String {

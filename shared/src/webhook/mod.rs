@@ -1,6 +1,5 @@
 //! The Stripe webhook: our own signature verification ([`signature`]) and exactly-once,
 //! order-aware processing ([`process`]).
 
-pub(crate) mod payment_events;
 pub mod process;
 pub mod signature;

@@ -9,8 +9,9 @@
 
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
+pub use crate::payments::stripe_event::{Effect, StripeEvent};
 use crate::{
     App,
     http::{ApiError, RequestMeta},
@@ -22,49 +23,6 @@ use crate::{
 
 const EVENT_MEMORY_DAYS: i64 = 30;
 
-#[derive(Debug, Clone)]
-pub struct StripeEvent {
-    pub id: String,
-    pub kind: String,
-    pub created: i64,
-    pub object: Value,
-    /// The connected account the event is about, for events from the Connect endpoint.
-    pub account: Option<String>,
-}
-
-impl StripeEvent {
-    /// The fields we rely on, or `None` for a body that is not a Stripe event.
-    pub fn parse(body: &[u8]) -> Option<Self> {
-        let value: Value = serde_json::from_slice(body).ok()?;
-        Some(Self {
-            id: value["id"].as_str().filter(|id| id.starts_with("evt_") && id.len() <= 255)?.to_owned(),
-            kind: value["type"].as_str()?.to_owned(),
-            created: value["created"].as_i64()?,
-            object: value["data"]["object"].clone(),
-            account: value["account"].as_str().map(str::to_owned),
-        })
-    }
-
-    /// The `account` of a body not yet verified: it decides which endpoint's secrets verify
-    /// the signature (the signature covers the field, so lying about it only fails).
-    pub fn claimed_account(body: &[u8]) -> Option<String> {
-        // Read as `parse` reads it (a JSON value, the last of repeated keys winning), so the
-        // secrets chosen and the event applied can never disagree about `account`.
-        let value: Value = serde_json::from_slice(body).ok()?;
-        value["account"].as_str().map(str::to_owned)
-    }
-
-    /// Whether the event is one we act on from where it came: a connected account's event
-    /// (the Connect endpoint) only if it is about the account itself; our payments,
-    /// transfers and subscriptions are the platform's own events.
-    pub fn applies(&self) -> bool {
-        match &self.account {
-            Some(_) => self.kind.starts_with("account."),
-            None => true,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -75,49 +33,6 @@ pub enum Outcome {
     Skipped,
     /// A type we don't handle: marked, logged.
     Ignored,
-}
-
-/// The writes for one event, committed with its marker (its notifications among them, as
-/// outbox items).
-pub struct Effect {
-    pub changes: Vec<TransactWriteItem>,
-    /// Conditioned on what was read rather than on event order: if it keeps losing races,
-    /// the delivery fails (Stripe redelivers) instead of being marked skipped and lost.
-    pub read_dependent: bool,
-    /// Recorded once the changes are written (a release's margin).
-    pub measure: Option<crate::metrics::Measure>,
-}
-
-impl Effect {
-    pub fn none() -> Self {
-        Self { changes: Vec::new(), read_dependent: false, measure: None }
-    }
-
-    pub fn new(changes: Vec<TransactWriteItem>) -> Self {
-        Self { changes, read_dependent: false, measure: None }
-    }
-}
-
-pub(super) async fn find_by_gsi1(app: &App, key: &str) -> Result<Option<(String, String)>, ApiError> {
-    let table = app.table();
-    let out = table
-        .client()
-        .query()
-        .table_name(table.name())
-        .index_name("GSI1")
-        .key_condition_expression("GSI1PK = :k")
-        .expression_attribute_values(":k", av::s(key))
-        .limit(1)
-        .send()
-        .await
-        .map_err(|e| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
-    Ok(out.items.unwrap_or_default().into_iter().next().and_then(|item| match (item.get("PK"), item.get("SK")) {
-        (
-            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)),
-            Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)),
-        ) => Some((pk.clone(), sk.clone())),
-        _ => None,
-    }))
 }
 
 /// What handles an event type.
@@ -170,7 +85,7 @@ enum Endpoint {
 
 /// The effect of `event`, or `None` for a type we don't handle.
 async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Option<Effect>, ApiError> {
-    use super::payment_events as payments;
+    use crate::payments::lifecycle as payments;
     let Some(&(_, _, handler)) = HANDLED.iter().find(|(kind, ..)| *kind == event.kind) else {
         return Ok(None);
     };
@@ -205,7 +120,7 @@ async fn account_updated(app: &App, event: &StripeEvent, meta: &RequestMeta) -> 
         );
         return Ok(Effect::none());
     }
-    let Some((pk, sk)) = find_by_gsi1(app, &format!("ACCOUNT#{account}")).await? else {
+    let Some((pk, sk)) = app.table().find_by_gsi1(&format!("ACCOUNT#{account}")).await? else {
         return Ok(Effect::none());
     };
     #[derive(serde::Deserialize)]
@@ -260,7 +175,7 @@ async fn subscription_changed(app: &App, event: &StripeEvent, meta: &RequestMeta
             )),
         )
     };
-    let Some((pk, sk)) = find_by_gsi1(app, &format!("SUB#{id}")).await? else {
+    let Some((pk, sk)) = app.table().find_by_gsi1(&format!("SUB#{id}")).await? else {
         let (status, price_id) = (status.as_str(), price_id.as_deref());
         let announce = announce(status, cancel_at_period_end, price_id)?;
         let Some(user_id) = object["metadata"]["user_id"].as_str().filter(|u| u.len() <= 64) else {

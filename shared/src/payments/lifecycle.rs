@@ -1,12 +1,14 @@
 //! What Stripe's payment events do to a payment: charges succeeding or failing, refunds
 //! (ours and the dashboard's, whole or partial), disputes, and transfers.
 //!
-//! Each effect is computed from the payment as read now and conditioned on what was read,
-//! so a concurrent change makes [`super::process`] compute it again rather than lose it.
+//! The payments domain owns these rules; the webhook (`crate::webhook::process`) verifies and
+//! dedupes each event and hands it here. Each effect is computed from the payment as read
+//! now and conditioned on what was read, so a concurrent change makes the webhook compute it
+//! again rather than lose it.
 
 use serde_json::{Value, json};
 
-use super::process::{Effect, StripeEvent};
+use super::stripe_event::{Effect, StripeEvent};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
@@ -34,7 +36,7 @@ async fn recover_refunds(app: &App, payment: &Payment, meta: &RequestMeta) -> Re
 /// The payment a Stripe object points at: by PaymentIntent (`PI#` on GSI1) or by id.
 async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Option<Payment>, ApiError> {
     let Some(pi) = payment_intent else { return Ok(None) };
-    let Some((pk, _)) = super::process::find_by_gsi1(app, &format!("PI#{pi}")).await? else { return Ok(None) };
+    let Some((pk, _)) = app.table().find_by_gsi1(&format!("PI#{pi}")).await? else { return Ok(None) };
     Ok(Payment::find(app, pk.trim_start_matches("PAYMENT#")).await?)
 }
 
