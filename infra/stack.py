@@ -861,6 +861,8 @@ def test(args) -> int:
              "-f", str(LOCAL / "template.cfn.json")], benv)
         run(["sam", "validate", "--lint", "--template", "template.yaml"], benv)
         run(["openapi-spec-validator", "openapi.yaml"], benv)
+        # Layers point one way: no import cycle among shared's modules beyond those listed.
+        run([sys.executable, "infra/module_cycles.py"], benv)
         run(["cargo", "fmt", "--all", "--check"], benv)
         run(["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], benv)
         # Each function also builds alone, with only its own features of `shared`, as

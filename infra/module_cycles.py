@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""The import graph of `shared/src`, module by module, and its cycles.
+
+A module imports another when its code (not its comments, not its tests) names it by a
+`crate::` or `super::` path, in a `use` or inline. Modules that import each other, directly
+or round a loop, form a cycle (a strongly connected component of the graph); layers that
+point one way have none.
+
+The run fails on any cycle not within one of ALLOWED: one being taken apart may shrink,
+never grow, and no new one may appear. `python3 infra/module_cycles.py` prints what it finds.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "shared" / "src"
+
+# Left to take apart: the payments modules that finish one another's work (a release or a
+# refund reconciles a stuck one, reconciliation finishes releases and refunds, money that
+# came back is settled by both, and Stripe's events move all of them).
+ALLOWED = [
+    {"payments::hold", "payments::lifecycle", "payments::reconcile", "payments::refund",
+     "payments::release", "payments::unsettled"},
+]
+
+PATH = r"[A-Za-z_]\w*(?:::[A-Za-z_]\w*)*"
+
+
+def module_sources(root: Path) -> dict[str, str]:
+    """Module path (`payments::refund`; `crate` for lib.rs) -> its code without comments or
+    its `#[cfg(test)]` part."""
+    sources = {}
+    for file in root.rglob("*.rs"):
+        parts = list(file.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "mod":
+            parts.pop()
+        name = "::".join(parts) if parts != ["lib"] else "crate"
+        code = file.read_text().split("#[cfg(test)]")[0]
+        sources[name] = re.sub(r"//[^\n]*", "", code)
+    return sources
+
+
+def flatten(prefix: str, group: str) -> list[str]:
+    """`a::{b, c::{d, e}}` (the inside of the braces) as full paths."""
+    items, depth, current = [], 0, ""
+    for ch in group:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    items.append(current)
+    paths = []
+    for item in (i.strip() for i in items):
+        found = re.match(rf"^({PATH})(?:::\{{(.*)\}})?", item, re.S)
+        if not found:
+            continue
+        path = f"{prefix}::{found.group(1)}" if prefix else found.group(1)
+        paths += flatten(path, found.group(2)) if found.group(2) is not None else [path]
+    return paths
+
+
+def named_paths(code: str) -> list[str]:
+    """Every `crate::`/`super::` path the code names."""
+    paths = []
+    for head, body in re.findall(rf"use\s+((?:crate|super)(?:::super)*)::(\{{.*?\}}|{PATH})\s*;", code, re.S):
+        paths += [f"{head}::{p}" for p in flatten("", body[1:-1])] if body.startswith("{") else [f"{head}::{body}"]
+    return paths + re.findall(r"\b((?:crate|super)(?:::super)*::[a-z_]\w*(?:::[a-z_]\w*)*)", code)
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    modules = set(sources)
+
+    def module_of(parts: list[str]) -> str | None:
+        for n in range(len(parts), 0, -1):
+            if "::".join(parts[:n]) in modules:
+                return "::".join(parts[:n])
+        return None
+
+    graph = {name: set() for name in modules}
+    for name, code in sources.items():
+        here = [] if name == "crate" else name.split("::")
+        for path in named_paths(code):
+            parts = path.split("::")
+            if parts[0] == "crate":
+                target = parts[1:]
+            else:
+                up = 0
+                while parts and parts[0] == "super":
+                    up, parts = up + 1, parts[1:]
+                target = here[: len(here) - up] + parts
+            other = module_of(target)
+            # A module's own parent or child is its nesting, not an import.
+            if other and other != name and not name.startswith(other + "::") and not other.startswith(name + "::"):
+                graph[name].add(other)
+    return graph
+
+
+def cycles(root: Path = ROOT) -> list[list[str]]:
+    """The graph's strongly connected components of more than one module (Tarjan)."""
+    graph = import_graph(module_sources(root))
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+    sys.setrecursionlimit(10_000)
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main() -> int:
+    found = cycles(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
+    new = [c for c in found if not any(set(c) <= allowed for allowed in ALLOWED)]
+    for component in found:
+        print(("NEW CYCLE: " if component in new else "allowed cycle: ") + " <-> ".join(component))
+    print(f"{len(found)} cycle(s) among the modules, {len(new)} not allowed")
+    return 1 if new else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
