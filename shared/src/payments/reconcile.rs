@@ -16,7 +16,7 @@
 
 use serde_json::json;
 
-use crate::payments::lifecycle::IntentOutcome;
+use super::intent::IntentOutcome;
 
 use super::{
     gateway::Stripe,
@@ -400,7 +400,7 @@ pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -
         "canceled" => IntentOutcome::Canceled,
         _ => return Ok(Awaited::StillWaiting),
     };
-    let effect = crate::payments::lifecycle::apply_intent_outcome(
+    let effect = super::intent::apply_intent_outcome(
         app,
         &payment,
         outcome,

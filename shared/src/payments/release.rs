@@ -37,14 +37,7 @@ use crate::{
     time,
 };
 
-/// What a release call achieved.
-#[derive(Debug)]
-pub enum ReleaseOutcome {
-    /// Transferred; `already_released` when the transfer predates this call.
-    Released { transfer_id: String, already_released: bool },
-    /// The outcome at Stripe is unknown; the payment stays `releasing` until reconciled.
-    Pending,
-}
+pub use super::outcome::ReleaseOutcome;
 
 pub async fn release(
     app: &App,

@@ -27,11 +27,10 @@ pub use super::payment::Way;
 use super::{
     Currency,
     gateway::{GatewayError, NewRefund, NewTransfer, Stripe},
+    outcome::{RefundAnswer, RefundOutcome, RefundRequest, ReleaseOutcome},
     payment::{Payment, PaymentStatus, SK, number_is},
     provider::Provider,
     recovery::provider_share_of,
-    refund::{RefundAnswer, RefundOutcome, RefundRequest},
-    release::ReleaseOutcome,
 };
 use crate::{
     App,

@@ -9,8 +9,6 @@
 //! or refunds it in full through the refund route's own machinery; released, refunded or
 //! otherwise ended, the timer is done; mid-release or mid-refund, it waits.
 
-use aws_sdk_dynamodb::types::TransactWriteItem;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
@@ -27,59 +25,13 @@ use crate::{
     time,
 };
 
-/// Hold timers, by when their next step is due.
-pub const HOLD_QUEUE: &str = "HOLD";
-const SK: &str = "HOLD";
-/// How long before the auto-refund both sides are told.
-pub const WARNING: time::Duration = time::Duration::days(7);
+pub mod timer;
+
+pub use self::timer::{HOLD_QUEUE, WARNING, start};
+use self::timer::{SK, Step, Timer};
+
 /// How long a taken timer is left before another run may take it again.
 const LEASE: time::Duration = time::Duration::hours(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Step {
-    Warn,
-    Refund,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Timer {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    payment_id: String,
-    step: Step,
-    /// When the payment succeeded (epoch seconds): the refund is due `HOLD_MAX_DAYS` after.
-    held_since: i64,
-    #[serde(rename = "GSI2PK", default, skip_serializing_if = "Option::is_none")]
-    queue: Option<String>,
-    #[serde(rename = "GSI2SK", default, skip_serializing_if = "Option::is_none")]
-    due: Option<String>,
-}
-
-fn key(payment_id: &str) -> String {
-    format!("HOLD#{payment_id}")
-}
-
-/// The timer for a payment that succeeds at `held_since`: a write to join the success's own
-/// transaction. The warning is due 7 days before the refund (at once if the hold is shorter).
-pub fn start(app: &App, payment_id: &str, held_since: ::time::OffsetDateTime) -> Result<TransactWriteItem, StoreError> {
-    let refund_at = held_since + time::Duration::days(app.settings().hold_max_days);
-    let warn_at = (refund_at - WARNING).max(held_since);
-    app.table().put(
-        &Timer {
-            pk: key(payment_id),
-            sk: SK.to_owned(),
-            payment_id: payment_id.to_owned(),
-            step: Step::Warn,
-            held_since: held_since.unix_timestamp(),
-            queue: Some(HOLD_QUEUE.to_owned()),
-            due: Some(time::rfc3339(warn_at)),
-        },
-        None,
-    )
-}
 
 /// What one run did with the timers.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
