@@ -16,11 +16,10 @@ use crate::{
     payments::{
         Amount, Currency,
         history::{self, HistoryQuery},
-        idempotency,
+        idempotency, moves,
+        outcome::{RefundOutcome, RefundRequest, ReleaseOutcome},
         payment::{self, NewPayment},
         provider::{self, ProviderInput},
-        refund::{self, RefundOutcome, RefundRequest},
-        release::{self, ReleaseOutcome},
         subscription::{self, PlanChange},
     },
     rate_limit::Rule,
@@ -256,7 +255,7 @@ async fn refund_payment(app: &App, req: &Request, id: &str, meta: &RequestMeta) 
     }
     let request = key.map(|key| RefundRequest::new(&key, body.amount, body.reason.as_deref()));
     let (amount, reason) = (body.amount, body.reason.as_deref());
-    let outcome = refund::refund(app, &principal, id, amount, reason, request.as_ref(), meta).await?;
+    let outcome = moves::refund(app, &principal, id, amount, reason, request.as_ref(), meta).await?;
     let (status, payment_id, status_now, amount_refunded) = match outcome {
         RefundOutcome::Done(p) => (StatusCode::OK, p.payment_id, p.status, p.amount_refunded),
         RefundOutcome::Pending(p) => (StatusCode::ACCEPTED, p.payment_id, p.status, p.amount_refunded),
@@ -311,7 +310,7 @@ pub async fn handle_release(app: &App, req: Request) -> Response<Body> {
         match endpoint(req.method().as_str(), &path)? {
             Endpoint::ReleasePayment(id) => {
                 let principal = authenticate(app, &req).await?;
-                Ok(match release::release(app, &principal, id, &meta).await? {
+                Ok(match moves::release(app, &principal, id, &meta).await? {
                     ReleaseOutcome::Released { transfer_id, already_released } => ApiResponse::json(
                         StatusCode::OK,
                         json!({ "payment_id": id, "status": "released", "transfer_id": transfer_id,

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod intent;
 pub mod lifecycle;
 pub mod money;
+pub mod moves;
 pub mod outcome;
 pub mod payment;
 pub mod proration;

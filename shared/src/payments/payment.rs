@@ -207,7 +207,7 @@ pub struct Payment {
     pub refund_reason: Option<String>,
     /// While `refunding` (or refunding unsettled money) under an `Idempotency-Key`: the key's
     /// digest and the request's
-    /// (see [`super::refund::RefundRequest`]).
+    /// (see [`super::outcome::RefundRequest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,16 +24,14 @@ use serde_json::json;
 use super::{
     gateway::{NewRefund, RefundRecord, Stripe},
     payment::{
-        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, get, mover_checks, number_is,
-        refund_key, refunded_elsewhere, return_to_succeeded, transition,
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, REFUNDING_QUEUE, amount_refunded_is, number_is, refund_key,
+        refunded_elsewhere, return_to_succeeded, transition,
     },
-    reconcile, unsettled,
 };
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
-    identity::auth::Principal,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
     store::{StoreError, av},
@@ -42,57 +40,10 @@ use crate::{
 
 pub use super::outcome::{RefundAnswer, RefundOutcome, RefundRequest};
 
-pub async fn refund(
-    app: &App,
-    principal: &Principal,
-    payment_id: &str,
-    amount: Option<i64>,
-    reason: Option<&str>,
-    request: Option<&RefundRequest>,
-    meta: &RequestMeta,
-) -> Result<RefundOutcome, ApiError> {
-    let mut payment = get(app, principal, payment_id).await?;
-    // Of a released payment, only what came back to the platform is left to refund.
-    let unsettled = unsettled::has_unsettled(&payment);
-    let left = if unsettled { payment.amount_unsettled } else { payment.releasable_amount() };
-    let still_may_move = if payment.is_payer_side(principal) {
-        mover_checks(app, principal, &payment).await?
-    } else {
-        // The provider's owner may give back everything that is left, never a part of it
-        // (a part would decide what the provider keeps).
-        let owner = payment.provider_user_id == principal.user_id();
-        if !owner || amount.is_some_and(|a| a != left) {
-            return Err(ApiError::Forbidden);
-        }
-        Vec::new()
-    };
-    if let Some(request) = request {
-        if let Some(answer) = RefundAnswer::replay(app, payment_id, request).await? {
-            return Ok(RefundOutcome::Replayed(answer));
-        }
-        // This very request is in flight (an earlier try whose answer was lost): drive it,
-        // then answer as it stands.
-        if payment.status == PaymentStatus::Refunding
-            && payment.refund_request.as_deref() == Some(request.key_digest.as_str())
-        {
-            if payment.refund_request_hash.as_deref() != Some(request.request_hash.as_str()) {
-                return Err(ApiError::IdempotencyMismatch);
-            }
-            Box::pin(reconcile::payment(app, &payment, meta)).await?;
-            if let Some(answer) = RefundAnswer::replay(app, payment_id, request).await? {
-                return Ok(RefundOutcome::Replayed(answer));
-            }
-            payment = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
-            if payment.refund_request.as_deref() == Some(request.key_digest.as_str()) {
-                return Ok(RefundOutcome::Pending(payment));
-            }
-            // Stripe made nothing under it: this request is made again, as if new.
-        }
-    }
-    if unsettled {
-        return unsettled::refund(app, payment, amount, request, still_may_move, principal.user_id(), meta).await;
-    }
-    refund_held(app, payment, amount, reason, request, still_may_move, Some(principal.user_id()), meta).await
+/// Another refund of the payment is unresolved: this call's refund is another one, for the
+/// caller to ask again once the payment shows the outcome.
+pub(super) fn in_progress() -> ApiError {
+    ApiError::Conflict("another refund of this payment is in progress; read it again".into())
 }
 
 /// Refunds `amount` (default: all that is left) of a held payment, for `actor` (`None`: the
@@ -125,12 +76,8 @@ pub(super) async fn refund_held(
                 "a release of this payment is unresolved; it cannot be refunded now".into(),
             ));
         }
-        PaymentStatus::Refunding => {
-            // Drive the unresolved refund if it is due; this call's own refund is another
-            // one, for the caller to ask again once the payment shows the outcome.
-            Box::pin(reconcile::payment(app, &payment, meta)).await?;
-            return Err(ApiError::Conflict("another refund of this payment is in progress; read it again".into()));
-        }
+        // Another refund is unresolved (the route drives it first, `super::moves::refund`).
+        PaymentStatus::Refunding => return Err(in_progress()),
         _ => return Err(ApiError::PaymentNotSucceeded),
     }
     if payment.dispute_blocks() {

@@ -18,13 +18,10 @@ use super::{
     Currency,
     gateway::{NewTransfer, RefundRecord, Stripe},
     payment::{
-        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, RefundFailure, amount_refunded_is,
-        for_payer_side, mover_checks, number_is, refund_failed_notice, refunded_elsewhere, release_key,
-        return_to_succeeded, transition,
+        NOT_HELD_BY_DISPUTE, Payment, PaymentStatus, RELEASING_QUEUE, RefundFailure, amount_refunded_is, mover_checks,
+        number_is, refund_failed_notice, refunded_elsewhere, release_key, return_to_succeeded, transition,
     },
     provider::Provider,
-    reconcile::{self, Reconciled},
-    unsettled,
 };
 use crate::{
     App,
@@ -39,29 +36,16 @@ use crate::{
 
 pub use super::outcome::ReleaseOutcome;
 
-pub async fn release(
+/// Releases a held (`succeeded`) payment for `principal`, who may move it (the caller has
+/// checked the payment's status; `super::moves::release` is the route's entry).
+pub(super) async fn release_held(
     app: &App,
     principal: &Principal,
-    payment_id: &str,
+    payment: Payment,
     meta: &RequestMeta,
 ) -> Result<ReleaseOutcome, ApiError> {
-    let payment = for_payer_side(app, principal, payment_id).await?;
-    match payment.status {
-        PaymentStatus::Released if unsettled::has_unsettled(&payment) => {
-            if payment.dispute_blocks() {
-                return Err(disputed());
-            }
-            let still_may_move = mover_checks(app, principal, &payment).await?;
-            return unsettled::release(app, payment, still_may_move, principal.user_id(), meta).await;
-        }
-        PaymentStatus::Released => return Ok(already(&payment)),
-        PaymentStatus::Releasing => return after_reconciling(app, &payment, meta).await,
-        PaymentStatus::Succeeded => {}
-        PaymentStatus::Refunding => {
-            return Err(ApiError::Conflict("a refund of this payment is unresolved; it cannot be released now".into()));
-        }
-        _ => return Err(ApiError::PaymentNotSucceeded),
-    }
+    let payment_id = payment.payment_id.clone();
+    let payment_id = payment_id.as_str();
     if payment.dispute_blocks() {
         return Err(disputed());
     }
@@ -235,27 +219,13 @@ pub async fn release(
     }
 }
 
-fn already(payment: &Payment) -> ReleaseOutcome {
+/// The answer to a release of a payment released before.
+pub(super) fn already(payment: &Payment) -> ReleaseOutcome {
     ReleaseOutcome::Released { transfer_id: payment.transfer_id.clone().unwrap_or_default(), already_released: true }
 }
 
 pub(super) fn disputed() -> ApiError {
     ApiError::Conflict("the charge is disputed; it can be released once the dispute is won".into())
-}
-
-/// A call on a payment already `releasing`: reconciled if it has waited long enough,
-/// otherwise it is somebody else's release in flight.
-async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<ReleaseOutcome, ApiError> {
-    // Boxed: reconciliation's future is large, and it nests inside this one.
-    match Box::pin(reconcile::payment(app, payment, meta)).await? {
-        Reconciled::NotDue => Err(ApiError::ReleaseInProgress),
-        Reconciled::Pending => Ok(ReleaseOutcome::Pending),
-        Reconciled::Released { transfer_id, found } => {
-            Ok(ReleaseOutcome::Released { transfer_id, already_released: found })
-        }
-        Reconciled::ReturnedToSucceeded(error) => Err(error),
-        Reconciled::Settled => Err(ApiError::PaymentNotSucceeded),
-    }
 }
 
 /// The charge whose funds the transfer draws on: known from `payment_intent.succeeded`, or
