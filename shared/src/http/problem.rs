@@ -247,6 +247,20 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// Stripe's failures, as the caller sees them: unknown (or not tried) is 503, a refusal is
+/// the payment provider's error.
+#[cfg(feature = "payments")]
+impl From<crate::payments::gateway::GatewayError> for ApiError {
+    fn from(error: crate::payments::gateway::GatewayError) -> Self {
+        use crate::payments::gateway::GatewayError;
+        tracing::error!(%error, "Stripe call failed");
+        match error {
+            GatewayError::Unavailable(_) | GatewayError::NotSent(_) => ApiError::PaymentsUnavailable,
+            GatewayError::Refused { message, .. } => ApiError::PaymentProvider(message),
+        }
+    }
+}
+
 impl From<crate::seal::CipherError> for ApiError {
     fn from(error: crate::seal::CipherError) -> Self {
         ApiError::internal(error)

@@ -43,16 +43,6 @@ impl GatewayError {
     }
 }
 
-impl From<GatewayError> for crate::http::ApiError {
-    fn from(error: GatewayError) -> Self {
-        tracing::error!(%error, "Stripe call failed");
-        match error {
-            GatewayError::Unavailable(_) | GatewayError::NotSent(_) => crate::http::ApiError::PaymentsUnavailable,
-            GatewayError::Refused { message, .. } => crate::http::ApiError::PaymentProvider(message),
-        }
-    }
-}
-
 fn classify(error: StripeError) -> (bool, GatewayError) {
     match error {
         StripeError::Stripe(details, status) => {
