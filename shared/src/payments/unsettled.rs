@@ -309,14 +309,17 @@ async fn paid_again(
     refund_id: &str,
     amount: i64,
 ) -> Result<(Option<String>, i64), GatewayError> {
-    let transfers = stripe.transfers_for(&payment.payment_id).await?;
+    // Both lists at once: never both ways, so a refund made for it under a claim since
+    // lifted (its answer lost, a concurrent driver's lookup refused) settles it, by the
+    // refund way.
+    let (transfers, refunds) = tokio::try_join!(
+        stripe.transfers_for(&payment.payment_id),
+        stripe.refunds_for(&payment.stripe_payment_intent_id)
+    )?;
     if let Some(found) = transfers.iter().find(|t| t.cause.as_deref() == Some(refund_id)) {
         return Ok((Some(found.id.clone()), found.amount));
     }
-    // Never both ways: a refund made for it under a claim since lifted (its answer lost, a
-    // concurrent driver's lookup refused) settles it, by the refund way.
     let key = refund_key(&payment.payment_id, refund_id);
-    let refunds = stripe.refunds_for(&payment.stripe_payment_intent_id).await?;
     if let Some(made) = refunds.iter().find(|r| r.refund_key.as_deref() == Some(key.as_str()) && r.counts()) {
         return Err(GatewayError::Refused {
             status: 409,
