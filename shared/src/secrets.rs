@@ -412,7 +412,9 @@ fn check_keys(field: &'static str, keys: &[EncryptionKey]) -> Result<(), ConfigE
     // Unique ids, 32-byte keys: what every sealer and signer needs.
     match key_list(keys) {
         Ok(_) => Ok(()),
-        Err(KeyListError::Twice(kid)) => weak(&format!("encryption key `{kid} (listed twice)` is not usable")),
+        Err(KeyListError::Twice(kid)) => {
+            weak(&format!("encryption key `{kid} (listed twice)` is not 32 bytes of base64"))
+        }
         Err(KeyListError::Bad(kid)) => weak(&format!("encryption key `{kid}` is not 32 bytes of base64")),
         Err(KeyListError::Empty) => weak("missing"),
     }

@@ -225,7 +225,6 @@ async fn change_plan(app: &App, req: &Request, id: &str, meta: &RequestMeta) -> 
     Ok(ApiResponse::json(StatusCode::OK, sub.body()))
 }
 
-/// `/{collection}/{id}` or `/{collection}/{id}/{action}` → (id, action).
 /// `POST /payments/{id}/refund`.
 async fn refund_payment(app: &App, req: &Request, id: &str, meta: &RequestMeta) -> Result<ApiResponse, ApiError> {
     let principal = stripe_caller(app, req).await?;

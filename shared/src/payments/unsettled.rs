@@ -199,7 +199,7 @@ async fn claim(
     }
     if let (Some(request), Some(digest)) = (request, payment.refund_request.as_deref()) {
         if digest != request.key_digest() {
-            return Err(ApiError::Conflict("another refund of this payment is in progress; read it again".into()));
+            return Err(super::refund::in_progress());
         }
         if payment.refund_request_hash.as_deref() != Some(request.request_hash()) {
             return Err(ApiError::IdempotencyMismatch);
@@ -681,15 +681,26 @@ async fn look_at(
     if payment.unsettled_claims.is_empty() && now - since >= held_for {
         let amount = payment.amount_unsettled;
         let (org, payer) = (payment.payer_org_id.clone(), payment.payer_user_id.clone());
-        if refund_all(app, payment.clone(), meta).await? {
-            let entry = AuditEntry::new("payment.auto_refunded", AuditStatus::Success, &org, meta)
-                .target(&payer)
-                .details(json!({ "payment_id": payment_id, "amount": amount, "unsettled": true,
-                                 "currency": payment.currency, "why": "hold_max_days",
-                                 "hold_max_days": app.settings().hold_max_days }));
-            app.audit().record_or_log(&entry).await;
-            return Ok((settled + 1, false));
+        let refunded = match refund_all(app, payment.clone(), meta).await {
+            Ok(refunded) => refunded,
+            Err(error) => {
+                // Refused: the claim is lifted and the money stays; looked at again a day on,
+                // not at every run.
+                next_look(app, pk, now + time::Duration::days(1)).await?;
+                return Err(error);
+            }
+        };
+        // Unknown at Stripe: the claim is left for the next run (`due_now` has set it).
+        if !refunded {
+            return Ok((settled, false));
         }
+        let entry = AuditEntry::new("payment.auto_refunded", AuditStatus::Success, &org, meta).target(&payer).details(
+            json!({ "payment_id": payment_id, "amount": amount, "unsettled": true,
+                             "currency": payment.currency, "why": "hold_max_days",
+                             "hold_max_days": app.settings().hold_max_days }),
+        );
+        app.audit().record_or_log(&entry).await;
+        return Ok((settled + 1, false));
     }
     let left = now - since >= ALARM_AFTER;
     if left {
@@ -702,13 +713,19 @@ async fn look_at(
     } else {
         now
     };
+    next_look(app, pk, next).await?;
+    Ok((settled, left))
+}
+
+/// When the cleanup looks at an unsettled payment next (nothing, once it is off the queue).
+async fn next_look(app: &App, pk: &str, at: ::time::OffsetDateTime) -> Result<(), ApiError> {
     let change = Change::new(pk, SK)
         .update("SET GSI2SK = :next")
         .condition("GSI2PK = :queue")
-        .value(":next", av::s(time::rfc3339(next)))
+        .value(":next", av::s(time::rfc3339(at)))
         .value(":queue", av::s(UNSETTLED_QUEUE));
     match app.table().update_item(change).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok((settled, left)),
+        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(other) => Err(other.into()),
     }
 }
