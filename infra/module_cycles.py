@@ -66,13 +66,42 @@ def named_paths(code: str) -> list[str]:
     return paths + re.findall(r"\b((?:crate|super)(?:::super)*::[a-z_]\w*(?:::[a-z_]\w*)*)", code)
 
 
+def reexports(sources: dict[str, str]) -> dict[tuple[str, str], list[str]]:
+    """`(module, Name)` -> the path `Name` stands for, for each `pub use` of a module: a
+    path through a re-export (`crate::App`, `identity::Email`) is an import of the module
+    that defines the name, not of the one that re-exports it."""
+    found = {}
+    for name, code in sources.items():
+        here = [] if name == "crate" else name.split("::")
+        for body in re.findall(rf"pub\s+use\s+(\{{.*?\}}|{PATH}(?:::\{{.*?\}})?)\s*;", code, re.S):
+            paths = flatten("", body[1:-1]) if body.startswith("{") else flatten("", body)
+            for path in paths:
+                parts = path.split("::")
+                if parts[0] == "crate":
+                    target = parts[1:]
+                elif parts[0] in ("self", "super"):
+                    up = 0
+                    while parts[0] == "super":
+                        up, parts = up + 1, parts[1:]
+                    target = here[: len(here) - up] + [p for p in parts if p != "self"]
+                else:
+                    target = here + parts
+                found[(name, parts[-1])] = target
+    return found
+
+
 def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
     modules = set(sources)
+    exported = reexports(sources)
 
-    def module_of(parts: list[str]) -> str | None:
-        for n in range(len(parts), 0, -1):
-            if "::".join(parts[:n]) in modules:
-                return "::".join(parts[:n])
+    def module_of(parts: list[str], depth: int = 0) -> str | None:
+        for n in range(len(parts), -1, -1):
+            name = "::".join(parts[:n]) if n else "crate"
+            if name in modules:
+                through = exported.get((name, parts[n])) if n < len(parts) else None
+                if through and depth < 8:
+                    return module_of(through + parts[n + 1 :], depth + 1) or name
+                return name if n else None
         return None
 
     graph = {name: set() for name in modules}

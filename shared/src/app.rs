@@ -112,7 +112,7 @@ impl App {
 
     /// Counts a request against a rate-limit rule; 429 `rate_limited` when spent.
     pub async fn rate_limit(&self, rule: crate::rate_limit::Rule, key: &str) -> Result<(), crate::http::ApiError> {
-        self.settings.rate_limits.check(self.table(), rule, key).await
+        Ok(self.settings.rate_limits.check(self.table(), rule, key).await?)
     }
 
     pub fn settings(&self) -> &Settings {

@@ -11,9 +11,19 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::error::ConfigError,
-    http::ApiError,
     store::{Change, StoreError, Table, av, expiry},
 };
+
+/// A request the rule does not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// The window's count is spent (or, for a rule that fails closed, the counter cannot
+    /// be kept): try again after this many seconds.
+    #[error("too many requests; retry after {retry_after_seconds} s")]
+    Limited { retry_after_seconds: u64 },
+    #[error(transparent)]
+    Store(StoreError),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
@@ -203,7 +213,7 @@ impl RateLimits {
     }
 
     /// Counts one request for `key` under `rule`; 429 once the window's count is spent.
-    pub async fn check(&self, table: &Table, rule: Rule, key: &str) -> Result<(), ApiError> {
+    pub async fn check(&self, table: &Table, rule: Rule, key: &str) -> Result<(), RateLimitError> {
         if !self.enabled {
             return Ok(());
         }
@@ -214,7 +224,7 @@ impl RateLimits {
         };
         if hits > u64::from(self.limit(rule).count) {
             tracing::warn!(rule = rule.name(), hits, "rate limited");
-            return Err(ApiError::RateLimited { retry_after_seconds: window.retry_after() });
+            return Err(RateLimitError::Limited { retry_after_seconds: window.retry_after() });
         }
         Ok(())
     }
@@ -264,17 +274,17 @@ impl Window {
 }
 
 /// A counter that cannot be kept: refused or let through as the rule says.
-fn unavailable(rule: Rule, error: StoreError) -> Result<(), ApiError> {
+fn unavailable(rule: Rule, error: StoreError) -> Result<(), RateLimitError> {
     match error {
         error @ StoreError::Dynamo(_) if rule.fails_closed() => {
             tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; refusing");
-            Err(ApiError::RateLimited { retry_after_seconds: 1 })
+            Err(RateLimitError::Limited { retry_after_seconds: 1 })
         }
         error @ StoreError::Dynamo(_) => {
             tracing::error!(%error, rule = rule.name(), "rate limit counter unavailable; allowing");
             Ok(())
         }
-        other => Err(ApiError::internal(other)),
+        other => Err(RateLimitError::Store(other)),
     }
 }
 

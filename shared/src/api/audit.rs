@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 
 use crate::{
     App,
-    audit::query::{AuditFilter, query},
+    audit::{AuditFilter, query::query},
     http::{ApiError, ApiResponse, serve},
     identity::auth::authenticate,
 };

@@ -9,10 +9,11 @@
 //! The `audit_actor`, `audit_target` and `audit_action` attributes are the partition keys of
 //! the audit GSIs, which share `SK` as their sort key.
 
+pub mod filter;
 pub mod query;
 pub mod totals;
 
-pub use query::AuditFilter;
+pub use filter::AuditFilter;
 
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};

@@ -261,6 +261,16 @@ impl From<crate::payments::gateway::GatewayError> for ApiError {
     }
 }
 
+impl From<crate::rate_limit::RateLimitError> for ApiError {
+    fn from(error: crate::rate_limit::RateLimitError) -> Self {
+        use crate::rate_limit::RateLimitError;
+        match error {
+            RateLimitError::Limited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
+            RateLimitError::Store(error) => ApiError::internal(error),
+        }
+    }
+}
+
 impl From<crate::seal::CipherError> for ApiError {
     fn from(error: crate::seal::CipherError) -> Self {
         ApiError::internal(error)

@@ -1,10 +1,11 @@
 //! Account work a request hands to the notifier through the outbox, so that the request does
 //! the same thing, in the same time, whether or not an address has an account: it writes one
-//! task and answers; the notifier looks the address up and does what applies.
+//! task and answers; the notifier looks the address up and does what applies
+//! ([`AccountTask::run`], beside the account code it calls).
 
 use serde::{Deserialize, Serialize};
 
-use crate::{App, http::ApiError, http::Origin, outbox::OutboxItem};
+use crate::http::Origin;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
@@ -24,17 +25,6 @@ impl AccountTask {
             Self::SendPasswordReset { .. } => "send_password_reset",
             Self::ResendVerification { .. } => "resend_verification",
             Self::WarnAccountExists { .. } => "warn_account_exists",
-        }
-    }
-
-    /// Does the work; the outbox items it committed (the emails to send).
-    pub async fn run(&self, app: &App) -> Result<Vec<OutboxItem>, ApiError> {
-        match self {
-            Self::SendPasswordReset { email, origin } => super::reset::send_password_reset(app, email, origin).await,
-            Self::ResendVerification { email } => super::verify::send_verification(app, email).await,
-            Self::WarnAccountExists { email, origin, attempted_user_id } => {
-                super::register::warn_account_exists(app, email, origin, attempted_user_id).await
-            }
         }
     }
 }
