@@ -278,7 +278,7 @@ where
         async move {
             let response = response.await;
             // A 500 we answer is not a Lambda error: the 5xx alarms watch this metric.
-            crate::metrics::record_response(response.status());
+            crate::metrics::record_response(response.status().as_u16());
             Ok::<_, std::convert::Infallible>(response)
         }
     }))

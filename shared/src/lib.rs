@@ -8,22 +8,15 @@ pub mod audit;
 pub mod captcha;
 #[cfg(all(feature = "payments", feature = "mail", feature = "sns"))]
 pub mod cleanup;
-pub mod config;
-pub mod deadline;
 pub mod http;
 pub mod identity;
-pub mod metrics;
 pub mod notify;
 pub mod outbox;
 #[cfg(feature = "payments")]
 pub mod payments;
-pub mod rate_limit;
-pub mod seal;
-pub mod secrets;
-pub mod store;
-pub mod telemetry;
-pub mod time;
 #[cfg(feature = "payments")]
 pub mod webhook;
 
 pub use app::App;
+// The kernel's modules, at the paths the rest of the backend has always named them by.
+pub use kernel::{config, deadline, metrics, rate_limit, seal, secrets, store, telemetry, time};

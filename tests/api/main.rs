@@ -14,6 +14,7 @@ mod docs;
 mod events;
 mod features;
 mod iam;
+mod layers;
 mod login;
 mod mfa;
 mod money;

@@ -273,7 +273,8 @@ async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -
             // In the fragment: it never reaches a server log or a Referer.
             let link = format!("{}/unsubscribe#token={token}", app.settings().frontend_url);
             fields.insert("unsubscribe_link".into(), Value::String(link));
-            let one_click = format!("{}{}?token={token}", app.settings().api_url(), unsubscribe::ONE_CLICK_PATH);
+            let one_click =
+                format!("{}{}?token={token}", app.settings().api_url(), crate::http::routes::ONE_CLICK_UNSUBSCRIBE);
             fields.insert("one_click_unsubscribe".into(), Value::String(one_click));
         }
     }

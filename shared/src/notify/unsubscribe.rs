@@ -69,9 +69,6 @@ pub async fn unsubscribe(app: &App, token: &str) -> Result<Unsubscribed, ApiErro
     Ok(Unsubscribed { channel: claims.channel, category: claims.category })
 }
 
-/// The API route a mail client posts a one-click unsubscribe to (RFC 8058).
-pub const ONE_CLICK_PATH: &str = "/notifications/unsubscribe/one-click";
-
 /// Whether `body` is RFC 8058's one-click form: `List-Unsubscribe=One-Click`, sent
 /// `application/x-www-form-urlencoded` or as a `multipart/form-data` field.
 pub fn is_one_click_form(body: &[u8]) -> bool {

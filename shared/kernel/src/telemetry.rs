@@ -1,5 +1,5 @@
 //! JSON logs for CloudWatch. Every line carries the current span's fields, and the request
-//! span (see [`crate::http`]) carries the request ids, so a log search by request id finds
+//! span (see the edge's `http` module) carries the request ids, so a log search by request id finds
 //! everything one request did.
 
 use tracing_subscriber::{

@@ -1,0 +1,67 @@
+//! Layers point one way. Across crates cargo enforces it; these read what cargo resolves
+//! (the kernel links no HTTP and no domain service) and check the import checker that keeps
+//! modules inside a crate acyclic, on fixtures it must refuse and pass.
+
+use std::{path::Path, process::Command};
+
+fn linked_by_kernel() -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "--locked", "--offline", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", "kernel"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(out.status.success(), "cargo tree -p kernel: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_kernel_links_no_http_no_domain_service_and_no_crate_above_it() {
+    let linked = linked_by_kernel();
+    assert!(linked.contains("aws-sdk-dynamodb"), "the graph was read: {linked}");
+    for above in
+        ["lambda_http", "aws_lambda_events", "async-stripe", "aws-sdk-sesv2", "aws-sdk-sns", "minijinja", "shared "]
+    {
+        assert!(!linked.lines().any(|line| line.starts_with(above)), "the kernel links {above}");
+    }
+}
+
+/// Runs the checker on a crate made of `files` (path, code); its exit status and output.
+fn check(files: &[(&str, &str)]) -> (bool, String) {
+    let root = std::env::temp_dir().join(format!("cycles-{}", uuid::Uuid::new_v4()));
+    for (path, code) in files {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, code).unwrap();
+    }
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/module_cycles.py"))
+        .arg(&root)
+        .output()
+        .expect("python3 runs the checker");
+    std::fs::remove_dir_all(&root).unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_import_checker_sees_a_cycle_through_a_re_export() {
+    let (passed, output) = check(&[
+        ("lib.rs", "pub mod a;\npub mod b;\npub use a::Account;\n"),
+        ("a.rs", "use crate::b::Task;\npub struct Account(Task);\n"),
+        // `crate::Account` is a's, re-exported at the root: b imports a.
+        ("b.rs", "pub struct Task;\npub fn run(_: &crate::Account) {}\n"),
+    ]);
+    assert!(!passed, "{output}");
+    assert!(output.contains("NEW CYCLE: a <-> b"), "{output}");
+}
+
+#[test]
+fn the_import_checker_passes_layers_that_point_one_way() {
+    let (passed, output) = check(&[
+        ("lib.rs", "pub mod a;\npub mod b;\npub use a::Account;\n"),
+        ("a.rs", "use crate::b::Task;\npub struct Account(Task);\n"),
+        ("b.rs", "pub struct Task;\n#[cfg(test)]\nmod tests { use crate::Account; }\n"),
+    ]);
+    assert!(passed, "{output}");
+    assert!(output.contains("0 cycle(s)"), "{output}");
+}
