@@ -1,5 +1,6 @@
-//! What a function builds once per cold start and borrows for every request: settings, the
-//! AWS SDK configuration, and the clients built from it. Clients are built on first use,
+//! What a function builds once per cold start and borrows for every request: the
+//! [`Services`] (settings, the table, the secrets) and the clients only some functions use
+//! (SES, SNS, Stripe, the token keys, the CAPTCHA check). Clients are built on first use,
 //! so a function pays only for the services it touches.
 
 use std::{
@@ -14,12 +15,11 @@ use crate::notify::EventPublisher;
 #[cfg(feature = "mail")]
 use crate::notify::Mailer;
 use crate::{
-    audit::AuditLog,
     captcha::CaptchaVerifier,
     config::{ConfigError, Settings},
     identity::jwt::KeySet,
-    secrets::{Part, Secrets, SecretsStore},
-    store::Table,
+    secrets::{Part, Secrets},
+    services::Services,
 };
 #[cfg(feature = "payments")]
 use crate::{
@@ -28,23 +28,28 @@ use crate::{
 };
 
 pub struct App {
-    settings: Settings,
-    /// The secrets this function reads (its `main` says which).
-    parts: &'static [Part],
-    sdk: aws_config::SdkConfig,
-    table: OnceLock<Table>,
+    /// Settings, the table and the secrets: what domain code takes.
+    services: Services,
     #[cfg(feature = "mail")]
     mailer: OnceLock<Mailer>,
     #[cfg(feature = "sns")]
     events: OnceLock<EventPublisher>,
     #[cfg(feature = "sns")]
     sns: OnceLock<aws_sdk_sns::Client>,
-    secrets: OnceLock<SecretsStore>,
     captcha: OnceLock<CaptchaVerifier>,
     keys: DerivedFromSecret<Arc<KeySet>>,
     /// `None` inside: the Stripe secret holds no key.
     #[cfg(feature = "payments")]
     gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
+}
+
+/// Domain code borrows the app as the services every function has.
+impl std::ops::Deref for App {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 /// A value built from the secrets, rebuilt only when they are re-read.
@@ -78,31 +83,17 @@ impl App {
         Ok(Self::new(settings, sdk).reading(parts))
     }
 
-    /// In production, reads and checks this function's secrets now, so a missing,
-    /// placeholder or weak one fails the function's init instead of a request.
-    pub async fn check_secrets(&self) -> Result<(), ConfigError> {
-        if self.settings.environment.is_production() && !self.parts.is_empty() {
-            self.secrets().get().await?;
-        }
-        Ok(())
-    }
-
     /// The whole backend in one process (tests, benchmarks): every secret. Every client
     /// made from `sdk` gets the settings' timeouts.
     pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
-        let sdk = sdk.into_builder().timeout_config(settings.aws_timeouts.sdk_config()).build();
         Self {
-            settings,
-            parts: Part::ALL,
-            sdk,
-            table: OnceLock::new(),
+            services: Services::new(settings, sdk),
             #[cfg(feature = "mail")]
             mailer: OnceLock::new(),
             #[cfg(feature = "sns")]
             events: OnceLock::new(),
             #[cfg(feature = "sns")]
             sns: OnceLock::new(),
-            secrets: OnceLock::new(),
             captcha: OnceLock::new(),
             keys: DerivedFromSecret::new(),
             #[cfg(feature = "payments")]
@@ -110,54 +101,37 @@ impl App {
         }
     }
 
-    /// Counts a request against a rate-limit rule; 429 `rate_limited` when spent.
-    pub async fn rate_limit(&self, rule: crate::rate_limit::Rule, key: &str) -> Result<(), crate::http::ApiError> {
-        Ok(self.settings.rate_limits.check(self.table(), rule, key).await?)
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// This app reading only `parts` of the secrets: what one function declares.
+    pub fn reading(mut self, parts: &'static [Part]) -> Self {
+        self.services = self.services.reading(parts);
+        self
     }
 
     /// The browser-safety rules of this function's API Gateway routes.
     pub fn browser(&self) -> crate::http::Browser<'_> {
-        crate::http::Browser::Guarded { allowed_origins: &self.settings.allowed_origins }
-    }
-
-    pub fn table(&self) -> &Table {
-        self.table.get_or_init(|| Table::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.settings.table_name))
-    }
-
-    pub fn audit(&self) -> AuditLog {
-        AuditLog::new(self.table().clone())
+        crate::http::Browser::Guarded { allowed_origins: &self.settings().allowed_origins }
     }
 
     #[cfg(feature = "mail")]
     pub fn mailer(&self) -> &Mailer {
         self.mailer.get_or_init(|| {
             Mailer::new(
-                aws_sdk_sesv2::Client::new(&self.sdk),
-                &self.settings.email_from,
-                self.settings.ses_configuration_set.clone(),
+                aws_sdk_sesv2::Client::new(self.sdk()),
+                &self.settings().email_from,
+                self.settings().ses_configuration_set.clone(),
             )
         })
     }
 
     #[cfg(feature = "sns")]
     pub fn events(&self) -> &EventPublisher {
-        self.events.get_or_init(|| EventPublisher::new(self.sns().clone(), self.settings.events_topic_arn.clone()))
+        self.events.get_or_init(|| EventPublisher::new(self.sns().clone(), self.settings().events_topic_arn.clone()))
     }
 
     /// SNS, for push endpoints (events and SMS go through [`App::events`]).
     #[cfg(feature = "sns")]
     pub fn sns(&self) -> &aws_sdk_sns::Client {
-        self.sns.get_or_init(|| aws_sdk_sns::Client::new(&self.sdk))
-    }
-
-    /// This app reading only `parts` of the secrets: what one function declares.
-    pub fn reading(mut self, parts: &'static [Part]) -> Self {
-        self.parts = parts;
-        self
+        self.sns.get_or_init(|| aws_sdk_sns::Client::new(self.sdk()))
     }
 
     /// What the first request would otherwise wait for, done during init (which Lambda
@@ -165,12 +139,12 @@ impl App {
     /// parsed, while the DynamoDB client is built. Best effort: a failure here is the first
     /// request's to report.
     pub async fn warm_up(&self) {
-        let token_keys = self.parts.iter().any(|p| matches!(p, Part::PublicKeys | Part::Signing));
+        let token_keys = self.parts().iter().any(|p| matches!(p, Part::PublicKeys | Part::Signing));
         let (keys, ()) = tokio::join!(
             async {
                 if token_keys {
                     self.keys().await.map(drop)
-                } else if !self.parts.is_empty() {
+                } else if !self.parts().is_empty() {
                     self.secrets().get().await.map(drop).map_err(crate::http::ApiError::internal)
                 } else {
                     Ok(())
@@ -200,35 +174,12 @@ impl App {
         let gateway = self
             .gateway
             .get(secrets, |s| {
-                Gateway::from_config(&self.settings, s)
+                Gateway::from_config(self.settings(), s)
                     .map(|g| g.map(Arc::new))
                     .map_err(crate::http::ApiError::internal)
             })
             .await?;
         gateway.map(|g| g.within(deadline)).ok_or(crate::http::ApiError::PaymentsUnavailable)
-    }
-
-    /// What seals and opens MFA secrets, from `mfa_encryption_keys`.
-    pub async fn mfa_cipher(&self) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
-        self.sealer(crate::seal::MFA_TOTP).await
-    }
-
-    /// What seals and opens email and SMS outbox items.
-    pub async fn outbox_sealer(&self) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
-        self.sealer(crate::seal::OUTBOX).await
-    }
-
-    /// What seals and opens values for `purpose`, from its keys.
-    pub async fn sealer(&self, purpose: crate::seal::Purpose) -> Result<crate::seal::Sealer, crate::seal::CipherError> {
-        let secrets =
-            self.secrets().get().await.map_err(|e| crate::seal::CipherError::KeysUnavailable(e.to_string()))?;
-        crate::seal::Sealer::from_secrets(&secrets, purpose)
-    }
-
-    /// Whether CAPTCHA is configured: its secret holds a `captcha_secret`.
-    pub async fn captcha_configured(&self) -> Result<bool, crate::http::ApiError> {
-        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        Ok(secrets.captcha_secret.is_some())
     }
 
     /// When CAPTCHA is configured, `token` must be a solved CAPTCHA: 400 `captcha_required`
@@ -240,14 +191,8 @@ impl App {
     ) -> Result<(), crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
         let Some(secret) = &secrets.captcha_secret else { return Ok(()) };
-        let verifier = self.captcha.get_or_init(|| CaptchaVerifier::new(&self.settings.captcha));
+        let verifier = self.captcha.get_or_init(|| CaptchaVerifier::new(&self.settings().captcha));
         Ok(verifier.verify(secret, token, meta.source_ip.as_deref()).await?)
-    }
-
-    pub fn secrets(&self) -> &SecretsStore {
-        self.secrets.get_or_init(|| {
-            SecretsStore::new(aws_sdk_secretsmanager::Client::new(&self.sdk), self.settings.secrets_store(), self.parts)
-        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! GET /admin/audit-logs: scoping, filters, paging, cursors.
 
 use crate::common;
+use shared::audit::Audit;
 
 use std::collections::HashSet;
 

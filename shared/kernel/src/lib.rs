@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod seal;
 pub mod secrets;
+pub mod services;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub use services::Services;

@@ -5,6 +5,7 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::audit::Audit;
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},

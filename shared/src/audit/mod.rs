@@ -125,6 +125,17 @@ pub struct AuditLog {
     table: Table,
 }
 
+/// The audit log of a platform's table: `app.audit()` wherever this trait is in scope.
+pub trait Audit {
+    fn audit(&self) -> AuditLog;
+}
+
+impl Audit for crate::services::Services {
+    fn audit(&self) -> AuditLog {
+        AuditLog::new(self.table().clone())
+    }
+}
+
 impl AuditLog {
     pub fn new(table: Table) -> Self {
         Self { table }

@@ -17,11 +17,11 @@ use serde::Serialize;
 
 use super::{AuditEntry, AuditFilter};
 use crate::{
-    App,
     http::{
         ApiError,
         cursor::{Cursors, Key},
     },
+    services::Services,
     store::av,
 };
 
@@ -103,7 +103,7 @@ fn plan(org_id: &str, f: &AuditFilter) -> Plan {
     }
 }
 
-pub async fn query(app: &App, org_id: &str, filter: &AuditFilter) -> Result<AuditPage, ApiError> {
+pub async fn query(app: &Services, org_id: &str, filter: &AuditFilter) -> Result<AuditPage, ApiError> {
     let fingerprint = filter.fingerprint(org_id);
     let cursors = Cursors::for_app(app, "audit-cursor").await?;
     let start = filter.cursor.as_deref().map(|c| cursors.decode(&fingerprint, c)).transpose()?;

@@ -13,8 +13,9 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     deadline::Deadline,
     http::RequestMeta,
@@ -22,6 +23,7 @@ use crate::{
     notify::{DomainEvent, EmailKind, push::Device},
     outbox::{self, Message},
     payments::payment::Payment,
+    services::Services,
     store::{Change, StoreError, Table, av, dynamo_error, keys},
     time,
 };
@@ -292,7 +294,7 @@ async fn scrub_audit(table: &Table, user: &User, deadline: Deadline) -> Result<(
 }
 
 /// The final, all-or-nothing write.
-async fn finish(app: &App, user: &User, lease: i64, meta: &RequestMeta) -> Result<Erased, StoreError> {
+async fn finish(app: &Services, user: &User, lease: i64, meta: &RequestMeta) -> Result<Erased, StoreError> {
     let table = app.table();
     let (pk, sk) = User::key(&user.user_id);
     let org_pk = keys::org(&user.org_id);

@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use self::drain::Due;
+use crate::App;
 use crate::{
-    App,
     http::RequestMeta,
     payments::{
         payment::{REFUNDING_QUEUE, RELEASING_QUEUE},

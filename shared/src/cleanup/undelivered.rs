@@ -5,8 +5,8 @@
 //! most once. One the outbox is about to forget (its TTL) is given up on loudly.
 
 use super::drain::Due;
+use crate::App;
 use crate::{
-    App,
     notify::delivery,
     outbox::{self, OutboxItem},
     store::StoreError,

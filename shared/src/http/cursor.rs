@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, FieldError};
-use crate::{App, store::av};
+use crate::{services::Services, store::av};
 
 /// A page's last key: attribute name → value (string keys only, as all of ours are).
 pub type Key = HashMap<String, AttributeValue>;
@@ -33,7 +33,7 @@ impl Cursors {
     /// derived from the current cursor key (`cursor_signing_keys`, a key of its own), so every
     /// instance agrees on it and it rotates with that key (cursors are short-lived anyway);
     /// `purpose` keeps one listing's cursors from being valid in another.
-    pub async fn for_app(app: &App, purpose: &str) -> Result<Self, ApiError> {
+    pub async fn for_app(app: &Services, purpose: &str) -> Result<Self, ApiError> {
         let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
         let signer = crate::seal::Signer::from_secrets(&secrets, crate::seal::CURSOR)?;
         let key = Sha256::digest([purpose.as_bytes(), b"|", signer.current_key()].concat());

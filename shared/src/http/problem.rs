@@ -271,6 +271,13 @@ impl From<crate::rate_limit::RateLimitError> for ApiError {
     }
 }
 
+/// Secrets that cannot be read or are not as they must be: ours, 500.
+impl From<crate::config::ConfigError> for ApiError {
+    fn from(error: crate::config::ConfigError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
 impl From<crate::seal::CipherError> for ApiError {
     fn from(error: crate::seal::CipherError) -> Self {
         ApiError::internal(error)

@@ -7,12 +7,14 @@ use super::{
     Email, Membership, Password, PasswordHash, Role, User, attempts, auth::Principal, invitations, mfa,
     model::adjust_admin_count,
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message},
+    services::Services,
     store::{Change, StoreError, av, keys},
     time,
 };
@@ -24,7 +26,7 @@ pub const DELETION_INDEX_KEY: &str = "DELETION";
 /// Schedules the caller's account for erasure after the grace period (`DELETION_GRACE_DAYS`,
 /// 30 by default) and ends all their sessions.
 pub async fn schedule_deletion(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     password: &str,
     meta: &RequestMeta,
@@ -99,7 +101,7 @@ pub async fn schedule_deletion(
 /// Whether `user_id` is the payer or the provider's owner of a payment that holds money
 /// (`succeeded`, `releasing` or `refunding`, or `released` with money that came back
 /// unsettled): erasing them would leave it with nobody to move it.
-async fn holds_money(app: &App, user_id: &str) -> Result<bool, ApiError> {
+async fn holds_money(app: &Services, user_id: &str) -> Result<bool, ApiError> {
     let table = app.table();
     let (holding, unsettled) = tokio::try_join!(
         table.payments_of_party(user_id, &["succeeded", "releasing", "refunding"]),
@@ -113,7 +115,7 @@ async fn holds_money(app: &App, user_id: &str) -> Result<bool, ApiError> {
 /// as abandoned ones are), so nothing is paid into an account about to go. One paid
 /// meanwhile is held, and refunded at the erasure; one not marked (a fault here) is canceled
 /// after `PAYMENT_ABANDON_DAYS` anyway.
-async fn abandon_unpaid(app: &App, user_id: &str) -> Result<(), ApiError> {
+async fn abandon_unpaid(app: &Services, user_id: &str) -> Result<(), ApiError> {
     let table = app.table();
     for pk in table.payments_of_party(user_id, &["requires_payment", "failed"]).await? {
         let mark = Change::new(&pk, "PAYMENT")
@@ -135,7 +137,7 @@ async fn abandon_unpaid(app: &App, user_id: &str) -> Result<(), ApiError> {
 
 /// The deletion was cancelled: the user's unpaid payments marked to be canceled are kept again
 /// (due for the cleanup's usual look now), unless the other party is leaving too.
-async fn keep_unpaid(app: &App, user_id: &str) -> Result<(), ApiError> {
+async fn keep_unpaid(app: &Services, user_id: &str) -> Result<(), ApiError> {
     #[derive(serde::Deserialize)]
     struct Parties {
         payer_user_id: String,
@@ -243,7 +245,7 @@ pub async fn restore(
 /// Changes a member's role. The admin count moves in the same transaction, conditioned on
 /// staying at least one, so concurrent demotions can never empty an organisation of admins.
 pub async fn change_role(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     target_user_id: &str,
     role: Role,
@@ -316,7 +318,7 @@ pub async fn change_role(
 const LAST_ADMIN: &str = "an organisation must keep at least one active, verified admin";
 
 async fn last_admin(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     target_user_id: &str,
     from: Role,
@@ -328,7 +330,7 @@ async fn last_admin(
 
 /// Audits a refused role change and answers 409 with `message`.
 async fn refused(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     target_user_id: &str,
     from: Role,

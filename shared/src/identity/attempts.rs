@@ -28,11 +28,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Email, User};
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     rate_limit::Rule,
+    services::Services,
     store::{Change, StoreError, av, expiry, keys},
     time,
 };
@@ -85,9 +87,9 @@ pub struct Attempt {
 
 /// The rate limits every password attempt spends, whatever the route: per client address,
 /// and per account *from* that address (so nobody else can spend the owner's).
-async fn limit(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn limit(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
     app.rate_limit(Rule::Login, &meta.client_key()).await?;
-    app.rate_limit(Rule::LoginAccount, &format!("{}\n{}", email.as_str(), meta.client_key())).await
+    Ok(app.rate_limit(Rule::LoginAccount, &format!("{}\n{}", email.as_str(), meta.client_key())).await?)
 }
 
 /// Everything a password attempt on `email` passes before Argon2 runs: the rate limits, the
@@ -124,12 +126,12 @@ async fn challenge(app: &App, subject: &str, captcha_token: Option<&str>, meta: 
 
 /// Without CAPTCHA: an attempt from an address `subject` does not know spends the account's
 /// count of such attempts this minute (429 once spent); one from a known address does not.
-async fn slow_down(app: &App, subject: &str, client: &str) -> Result<(), ApiError> {
+async fn slow_down(app: &Services, subject: &str, client: &str) -> Result<(), ApiError> {
     let known: Option<KnownClient> = app.table().get(&keys::user(subject), &known_sort_key(client)).await?;
     if known.is_some_and(|k| k.ttl > time::now().unix_timestamp()) {
         return Ok(());
     }
-    app.rate_limit(Rule::AccountNewAddresses, subject).await
+    Ok(app.rate_limit(Rule::AccountNewAddresses, subject).await?)
 }
 
 /// The item that makes `client` an address the account `user_id` knows (after a sign-in or
@@ -168,7 +170,7 @@ fn known_sort_key(client: &str) -> String {
 /// addresses take the same path as known ones, against a stand-in subject: the same reads,
 /// the same Argon2 work, the same counting and locks. Neither timing nor a lock tells an
 /// attacker whether the address has an account.
-async fn subject(app: &App, email: &Email) -> Result<(Option<User>, String), ApiError> {
+async fn subject(app: &Services, email: &Email) -> Result<(Option<User>, String), ApiError> {
     let table = app.table();
     let user = User::find_by_email(table, email.as_str()).await?;
     let subject = match &user {
@@ -184,7 +186,7 @@ async fn subject(app: &App, email: &Email) -> Result<(Option<User>, String), Api
 
 /// Reserves an attempt on `subject` (a user id, or an unknown address's stand-in) from
 /// `client`, or answers 429 with the time left while the pair is locked.
-pub async fn reserve(app: &App, subject: &str, client: &str) -> Result<Attempt, ApiError> {
+pub async fn reserve(app: &Services, subject: &str, client: &str) -> Result<Attempt, ApiError> {
     let table = app.table();
     let pk = keys::user(subject);
     let sk = counter_sort_key(client);
@@ -236,7 +238,7 @@ impl Attempt {
 
     /// The password was right: the count starts over, and the address is one the account
     /// knows.
-    pub async fn succeeded(self, app: &App) {
+    pub async fn succeeded(self, app: &Services) {
         let known = KnownClient::new(&self.pk, &self.client, self.now);
         let table = app.table();
         let (cleared, remembered) =
@@ -253,7 +255,7 @@ impl Attempt {
     /// counts toward the account's day. A real account's failure is audited as `action`
     /// (and its lock as `auth.lockout`), alongside the day's count, so that known and unknown
     /// addresses cost about the same.
-    pub async fn failed(self, app: &App, user: Option<&User>, action: &str, meta: &RequestMeta) {
+    pub async fn failed(self, app: &Services, user: Option<&User>, action: &str, meta: &RequestMeta) {
         let failure = async {
             let Some(user) = user else { return };
             let entry = AuditEntry::new(action, AuditStatus::Failure, &user.org_id, meta)
@@ -289,7 +291,7 @@ fn day_sort_key(now: i64) -> String {
 }
 
 /// The account's failures today, from any address.
-async fn count_day(app: &App, pk: &str, now: i64) -> Result<(), StoreError> {
+async fn count_day(app: &Services, pk: &str, now: i64) -> Result<(), StoreError> {
     let day_start = now - now.rem_euclid(86_400);
     let sk = day_sort_key(now);
     app.table()

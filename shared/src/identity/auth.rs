@@ -5,12 +5,13 @@ use lambda_http::Request;
 use subtle::ConstantTimeEq;
 
 use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
+use crate::App;
 use crate::{
-    App,
     http::{
         ApiError,
         browser::{is_unsafe, origin_allowed},
     },
+    services::Services,
 };
 
 /// An authenticated caller. `user` is read fresh, so role changes and revocations apply
@@ -49,7 +50,7 @@ fn bearer(req: &Request) -> Option<&str> {
 /// A browser request (it has an `Origin`) that changes state must come from an allowed
 /// origin (which [`crate::http::browser`] checked for every route already) and prove it
 /// read the CSRF token issued with the access token.
-fn check_csrf(app: &App, req: &Request, claims: &AccessClaims) -> Result<(), ApiError> {
+fn check_csrf(app: &Services, req: &Request, claims: &AccessClaims) -> Result<(), ApiError> {
     if !is_unsafe(req.method()) {
         return Ok(());
     }

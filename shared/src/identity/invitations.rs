@@ -10,12 +10,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Email, Membership, OneTimeToken, OpaqueToken, Org, Role, TokenKind, User, auth::Principal};
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::EmailKind,
     outbox::{self, Message},
+    services::Services,
     store::{Change, StoreError, Table, av, keys},
     time,
 };
@@ -83,7 +84,7 @@ pub(crate) fn still_active_admin(
 
 /// Emails a 7-day, single-use invitation to join the caller's organisation with `role`.
 pub async fn invite(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     email: &Email,
     role: Role,
@@ -153,7 +154,7 @@ async fn pending(table: &Table, org_id: &str) -> Result<Vec<OneTimeToken>, Store
     Ok(found)
 }
 
-pub async fn list(app: &App, principal: &Principal) -> Result<Vec<PendingInvitation>, ApiError> {
+pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<PendingInvitation>, ApiError> {
     principal.require_admin()?;
     let pending = pending(app.table(), principal.org_id()).await?;
     Ok(pending
@@ -172,7 +173,12 @@ pub async fn list(app: &App, principal: &Principal) -> Result<Vec<PendingInvitat
 
 /// Revokes a pending invitation of the caller's org: 404 if there is none by that id (or
 /// it was used meanwhile).
-pub async fn revoke(app: &App, principal: &Principal, invitation_id: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn revoke(
+    app: &Services,
+    principal: &Principal,
+    invitation_id: &str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
     principal.require_admin()?;
     let table = app.table();
     let invitation = pending(table, principal.org_id())

@@ -6,10 +6,12 @@
 use serde_json::json;
 
 use super::{Email, Password, PasswordHash, User, attempts, mfa, session};
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
+    services::Services,
     store::{Change, av},
 };
 
@@ -74,7 +76,7 @@ pub async fn login(
 
 /// Replaces a hash made with outdated parameters. Best effort: the login goes on either way,
 /// and the condition keeps a concurrent password change from being overwritten.
-async fn rehash(app: &App, user: &User, password: &str) {
+async fn rehash(app: &Services, user: &User, password: &str) {
     let fresh = match PasswordHash::compute(Password::presented(password)).await {
         Ok(hash) => hash,
         Err(error) => return tracing::warn!(%error, "rehash failed"),

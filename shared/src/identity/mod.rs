@@ -31,13 +31,13 @@ pub use tasks::AccountTask;
 pub use token::{OpaqueToken, TokenHash};
 pub use verify::{resend_verification, verify_email};
 
-use crate::{App, http::ApiError, outbox::OutboxItem};
+use crate::{http::ApiError, outbox::OutboxItem, services::Services};
 
 /// Account work is run here, above the modules that hand it out, so that a task's type
 /// (which the outbox carries) depends on none of them.
 impl AccountTask {
     /// Does the work; the outbox items it committed (the emails to send).
-    pub async fn run(&self, app: &App) -> Result<Vec<OutboxItem>, ApiError> {
+    pub async fn run(&self, app: &Services) -> Result<Vec<OutboxItem>, ApiError> {
         match self {
             Self::SendPasswordReset { email, origin } => reset::send_password_reset(app, email, origin).await,
             Self::ResendVerification { email } => verify::send_verification(app, email).await,

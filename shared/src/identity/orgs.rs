@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use super::{Org, Role, User, auth::Principal, invitations};
 use crate::{
-    App,
     http::ApiError,
+    services::Services,
     store::{StoreError, keys},
 };
 
@@ -28,7 +28,7 @@ pub struct OrgView {
     pub members: Option<Vec<Member>>,
 }
 
-pub async fn view(app: &App, principal: &Principal) -> Result<OrgView, ApiError> {
+pub async fn view(app: &Services, principal: &Principal) -> Result<OrgView, ApiError> {
     let table = app.table();
     let org = table
         .get::<Org>(&keys::org(principal.org_id()), keys::ORG)
@@ -40,7 +40,7 @@ pub async fn view(app: &App, principal: &Principal) -> Result<OrgView, ApiError>
 
 /// Every member with their address and name, longest-standing first. A membership whose user
 /// is gone (mid-erasure) is left out.
-async fn members(app: &App, org_id: &str) -> Result<Vec<Member>, StoreError> {
+async fn members(app: &Services, org_id: &str) -> Result<Vec<Member>, StoreError> {
     let table = app.table();
     let mut memberships = invitations::members(table, org_id).await?;
     memberships.sort_by(|a, b| a.joined_at.cmp(&b.joined_at));

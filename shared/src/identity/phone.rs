@@ -12,13 +12,14 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{User, auth::Principal};
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::Category,
     outbox::{self, Message},
     rate_limit::Rule,
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -68,7 +69,7 @@ fn code_hash(hasher: &crate::seal::Signer, user_id: &str, phone: &str, code: &st
     hasher.digest(format!("{user_id}\n{phone}\n{code}").as_bytes())
 }
 
-async fn code_hasher(app: &App) -> Result<crate::seal::Signer, ApiError> {
+async fn code_hasher(app: &Services) -> Result<crate::seal::Signer, ApiError> {
     let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
     Ok(crate::seal::Signer::from_secrets(&secrets, crate::seal::PHONE_CODE)?)
 }
@@ -93,7 +94,7 @@ pub struct ProfileChange {
 /// Applies `change` to the caller's profile, in one transaction with its audit entry. A new
 /// number (or the same unverified one again) is stored unverified and gets a fresh code.
 pub async fn update_profile(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     change: ProfileChange,
     meta: &RequestMeta,
@@ -180,7 +181,7 @@ pub async fn update_profile(
 }
 
 /// Checks the code sent to the caller's number; right, the number is verified.
-pub async fn verify(app: &App, principal: &Principal, code: &str, meta: &RequestMeta) -> Result<User, ApiError> {
+pub async fn verify(app: &Services, principal: &Principal, code: &str, meta: &RequestMeta) -> Result<User, ApiError> {
     let user = &principal.user;
     let table = app.table();
     let (pk, sk) = User::key(&user.user_id);

@@ -10,12 +10,13 @@ use super::{
     AccountTask, Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordError, PasswordHash,
     Role, TokenKind, User,
 };
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, Origin, RequestMeta},
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message, OutboxItem},
+    services::Services,
     store::{StoreError, keys},
     time,
 };
@@ -66,7 +67,7 @@ enum Placement {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Result<(), RegisterError> {
+pub async fn register(app: &Services, input: Registration, meta: &RequestMeta) -> Result<(), RegisterError> {
     let now = time::now();
     let created_at = time::rfc3339(now);
     let user_id = uuid::Uuid::new_v4().to_string();
@@ -183,7 +184,7 @@ pub async fn register(app: &App, input: Registration, meta: &RequestMeta) -> Res
     Ok(())
 }
 
-async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<Placement, RegisterError> {
+async fn invitation_placement(app: &Services, token: &str, email: &Email) -> Result<Placement, RegisterError> {
     let hash = OpaqueToken::from_presented(token).hash();
     let pk = keys::token(hash.as_str());
     let Some(item) = app.table().get::<OneTimeToken>(&pk, keys::TOKEN).await? else {
@@ -202,7 +203,7 @@ async fn invitation_placement(app: &App, token: &str, email: &Email) -> Result<P
 /// attempt's user (the address was taken), its owner gets an "account exists" email (with
 /// links to log in or reset) and the attempt is audited in their organisation.
 pub(super) async fn warn_account_exists(
-    app: &App,
+    app: &Services,
     email: &str,
     origin: &Origin,
     attempted_user_id: &str,

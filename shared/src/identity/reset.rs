@@ -4,13 +4,14 @@
 use serde_json::json;
 
 use super::{AccountTask, Email, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
+use crate::audit::Audit;
 use crate::seal::Sealer;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, Origin, RequestMeta},
     notify::EmailKind,
     outbox::{self, Message, OutboxItem},
+    services::Services,
     store::{Change, av},
     time,
 };
@@ -21,7 +22,7 @@ pub const RESET_TOKEN_HOURS: i64 = 1;
 /// outbox task, [`send_password_reset`]), so it does the same thing, in the same time,
 /// whether or not the address has an account.
 #[tracing::instrument(skip_all)]
-pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn forgot_password(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
     let task = AccountTask::SendPasswordReset { email: email.as_str().to_owned(), origin: meta.origin() };
     let table = app.table();
     table.transact(vec![outbox::put(table, Message::Task(task))?]).await?;
@@ -31,7 +32,11 @@ pub async fn forgot_password(app: &App, email: &Email, meta: &RequestMeta) -> Re
 /// The notifier's half of [`forgot_password`]: if `email` has an account (not being
 /// deleted), a fresh one-hour link replaces any older one, by email, audited. The outbox
 /// items it committed, for the notifier to send at once.
-pub(super) async fn send_password_reset(app: &App, email: &str, origin: &Origin) -> Result<Vec<OutboxItem>, ApiError> {
+pub(super) async fn send_password_reset(
+    app: &Services,
+    email: &str,
+    origin: &Origin,
+) -> Result<Vec<OutboxItem>, ApiError> {
     let table = app.table();
     let Some(user) = User::find_by_email(table, email).await? else {
         return Ok(Vec::new());
@@ -69,7 +74,7 @@ pub(super) struct ResetLink {
     pub message: OutboxItem,
 }
 
-pub(super) fn reset_link(app: &App, user: &User, sealer: &Sealer) -> Result<ResetLink, ApiError> {
+pub(super) fn reset_link(app: &Services, user: &User, sealer: &Sealer) -> Result<ResetLink, ApiError> {
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
@@ -84,7 +89,7 @@ pub(super) fn reset_link(app: &App, user: &User, sealer: &Sealer) -> Result<Rese
 /// token proves the user reads it).
 #[tracing::instrument(skip_all)]
 pub async fn reset_password(
-    app: &App,
+    app: &Services,
     presented: &str,
     new_password: &str,
     meta: &RequestMeta,

@@ -15,10 +15,12 @@ use super::{
     OpaqueToken, User,
     jwt::{AccessClaims, TOKEN_USE_ACCESS},
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
+    services::Services,
     store::{Change, StoreError, av, keys},
     time,
 };
@@ -186,7 +188,7 @@ pub async fn start_guarded(
 }
 
 /// Revokes one family. Idempotent.
-pub async fn revoke(app: &App, user_id: &str, session_id: &str) -> Result<(), ApiError> {
+pub async fn revoke(app: &Services, user_id: &str, session_id: &str) -> Result<(), ApiError> {
     let pk = keys::user(user_id);
     let sk = SessionFamily::sort_key(session_id);
     match app
@@ -206,7 +208,12 @@ pub async fn revoke(app: &App, user_id: &str, session_id: &str) -> Result<(), Ap
 
 /// Revokes one family and records `entry` in the same transaction, so the revocation and
 /// its audit entry exist together or not at all.
-pub async fn revoke_recorded(app: &App, user_id: &str, session_id: &str, entry: &AuditEntry) -> Result<(), ApiError> {
+pub async fn revoke_recorded(
+    app: &Services,
+    user_id: &str,
+    session_id: &str,
+    entry: &AuditEntry,
+) -> Result<(), ApiError> {
     let table = app.table();
     let pk = keys::user(user_id);
     let sk = SessionFamily::sort_key(session_id);
@@ -225,7 +232,7 @@ pub async fn revoke_recorded(app: &App, user_id: &str, session_id: &str, entry: 
 }
 
 /// Revokes the family of a refresh token, if it is one of `user_id`'s.
-pub async fn revoke_by_refresh_token(app: &App, user_id: &str, presented: &str) -> Result<(), ApiError> {
+pub async fn revoke_by_refresh_token(app: &Services, user_id: &str, presented: &str) -> Result<(), ApiError> {
     let hash = OpaqueToken::from_presented(presented).hash();
     let record =
         app.table().get::<RefreshRecord>(&refresh_pk(hash.as_str()), REFRESH_SK).await.map_err(ApiError::internal)?;
@@ -303,7 +310,7 @@ pub async fn refresh(app: &App, presented: &str, meta: &RequestMeta) -> Result<I
 }
 
 async fn reuse_detected(
-    app: &App,
+    app: &Services,
     user: &User,
     session_id: &str,
     meta: &RequestMeta,

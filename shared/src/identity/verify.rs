@@ -3,12 +3,13 @@
 use serde_json::json;
 
 use super::{AccountTask, Email, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message, OutboxItem},
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -17,7 +18,7 @@ use crate::{
 /// same transaction that marks the user verified, under conditions, so of N concurrent calls
 /// exactly one succeeds. Only the newest token of a user works.
 #[tracing::instrument(skip_all)]
-pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn verify_email(app: &Services, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
     let table = app.table();
     let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::VerifyEmail).await?;
     let hash = OpaqueToken::from_presented(presented).hash();
@@ -66,7 +67,7 @@ pub async fn verify_email(app: &App, presented: &str, meta: &RequestMeta) -> Res
 /// request only hands the work to the notifier ([`send_verification`]), so it answers the
 /// same, in the same time, whatever the address.
 #[tracing::instrument(skip_all)]
-pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiError> {
+pub async fn resend_verification(app: &Services, email: &Email) -> Result<(), ApiError> {
     let task = AccountTask::ResendVerification { email: email.as_str().to_owned() };
     let table = app.table();
     table.transact(vec![outbox::put(table, Message::Task(task))?]).await?;
@@ -76,7 +77,7 @@ pub async fn resend_verification(app: &App, email: &Email) -> Result<(), ApiErro
 /// The notifier's half of [`resend_verification`]: if `email` belongs to an account that
 /// still needs verifying, a new token replaces the user's current one (older links stop
 /// working) and is emailed. The outbox items it committed.
-pub(super) async fn send_verification(app: &App, email: &str) -> Result<Vec<OutboxItem>, ApiError> {
+pub(super) async fn send_verification(app: &Services, email: &str) -> Result<Vec<OutboxItem>, ApiError> {
     let table = app.table();
     let Some(user) = User::find_by_email(table, email).await? else {
         return Ok(Vec::new());

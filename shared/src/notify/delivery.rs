@@ -25,12 +25,14 @@ use super::{
     suppression::Suppression,
     unsubscribe,
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::RequestMeta,
     identity::User,
     outbox::{self, Message, OutboxItem},
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -229,7 +231,7 @@ async fn send(app: &App, message: &Message) -> Result<Sent, NotifyError> {
     }
 }
 
-async fn allowed(app: &App, user_id: &str, channel: Channel, category: Category) -> Result<bool, NotifyError> {
+async fn allowed(app: &Services, user_id: &str, channel: Channel, category: Category) -> Result<bool, NotifyError> {
     if category == Category::Security {
         return Ok(true);
     }
@@ -367,7 +369,7 @@ pub struct SnsMessage {
 /// SES feedback from its SNS topic: each notification's bounces and complaints suppress
 /// their addresses. An error fails the invocation, and Lambda retries it (SNS invokes
 /// asynchronously); recording is idempotent per SES feedback id.
-pub async fn handle_feedback(app: &App, event: SnsEvent) -> Result<(), DeliveryError> {
+pub async fn handle_feedback(app: &Services, event: SnsEvent) -> Result<(), DeliveryError> {
     for record in event.records {
         let suppressed = super::suppression::record_feedback(app, &record.sns.message, &record.sns.message_id).await?;
         tracing::info!(suppressed, sns_message_id = %record.sns.message_id, "SES feedback recorded");

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::NotifyError;
+use crate::App;
 use crate::{
-    App,
     http::{ApiError, FieldError},
+    services::Services,
     store::{Change, StoreError, Table, av, dynamo_error, keys},
     time,
 };
@@ -41,7 +42,7 @@ impl Platform {
         }
     }
 
-    fn application_arn(self, app: &App) -> Option<&str> {
+    fn application_arn(self, app: &Services) -> Option<&str> {
         match self {
             Self::Fcm => app.settings().push_fcm_application_arn.as_deref(),
             Self::Apns => app.settings().push_apns_application_arn.as_deref(),

@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::RequestMeta,
     identity::{Email, User},
+    services::Services,
     store::{StoreError, Table},
     time,
 };
@@ -102,7 +103,7 @@ fn strip_display_name(address: &str) -> &str {
 
 /// Suppresses each address in an SES notification and audits it in its owner's
 /// organisation. A redelivered notification (same feedback id) changes nothing.
-pub async fn record_feedback(app: &App, message: &str, notification_id: &str) -> Result<usize, StoreError> {
+pub async fn record_feedback(app: &Services, message: &str, notification_id: &str) -> Result<usize, StoreError> {
     let feedback = parse_feedback(message).map_err(|e| StoreError::Dynamo(format!("not an SES notification: {e}")))?;
     let table = app.table();
     let meta = RequestMeta { request_id: notification_id.to_owned(), ..RequestMeta::default() };

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::preferences::{Category, Channel, Preferences};
-use crate::{App, http::ApiError, seal::Signer, time};
+use crate::{http::ApiError, seal::Signer, services::Services, time};
 
 /// Long enough for old newsletters; keys rotate more slowly than this.
 const LIFETIME_DAYS: i64 = 180;
@@ -22,7 +22,7 @@ struct Claims {
 }
 
 /// What signs and checks unsubscribe tokens.
-pub async fn signer(app: &App) -> Result<Signer, ApiError> {
+pub async fn signer(app: &Services) -> Result<Signer, ApiError> {
     let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
     Ok(Signer::from_secrets(&secrets, crate::seal::UNSUBSCRIBE)?)
 }
@@ -47,7 +47,7 @@ pub struct Unsubscribed {
 
 /// `POST /notifications/unsubscribe`: turns off the switch the token names. Idempotent; a
 /// token that is malformed, forged, expired or for anything else is 400 `token_invalid`.
-pub async fn unsubscribe(app: &App, token: &str) -> Result<Unsubscribed, ApiError> {
+pub async fn unsubscribe(app: &Services, token: &str) -> Result<Unsubscribed, ApiError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::TokenInvalid);
     }

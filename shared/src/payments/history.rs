@@ -24,12 +24,12 @@ use serde_json::json;
 
 use super::payment::{Payment, PaymentStatus};
 use crate::{
-    App,
     http::{
         ApiError, FieldError,
         cursor::{Cursors, fingerprint},
     },
     identity::auth::Principal,
+    services::Services,
     store::{StoreError, av, dynamo_error, keys},
 };
 
@@ -150,7 +150,7 @@ impl HistoryPage {
 }
 
 /// One page of the caller's list: one Query on the side's index, newest first.
-pub async fn page(app: &App, principal: &Principal, query: &HistoryQuery) -> Result<HistoryPage, ApiError> {
+pub async fn page(app: &Services, principal: &Principal, query: &HistoryQuery) -> Result<HistoryPage, ApiError> {
     let fingerprint = query.fingerprint(principal.user_id());
     let cursors = Cursors::for_app(app, CURSOR_PURPOSE).await?;
     let start = query.cursor.as_deref().map(|c| cursors.decode(&fingerprint, c)).transpose()?;

@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::stripe_event::Effect;
 use crate::{
-    App,
     http::ApiError,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
     payments::{money::format_amount, payment::Payment},
+    services::Services,
     store::{Change, av},
     time,
 };
@@ -28,7 +28,7 @@ pub(crate) enum IntentOutcome {
 /// time, or when the cleanup asked Stripe): a webhook and the cleanup share it, and the
 /// older of the two changes nothing.
 pub(crate) fn apply_intent_outcome(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     outcome: IntentOutcome,
     charge: Option<&str>,

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 pub(crate) use super::intent::{IntentOutcome, apply_intent_outcome};
 use super::stripe_event::{Effect, StripeEvent};
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::DomainEvent,
@@ -20,6 +21,7 @@ use crate::{
         payment::{Payment, PaymentStatus, RefundFailure, number_is, refund_failed_notice},
         recovery::{self, Cause, CauseKind},
     },
+    services::Services,
     store::{Change, av},
     time,
 };
@@ -34,7 +36,7 @@ async fn recover_refunds(app: &App, payment: &Payment, meta: &RequestMeta) -> Re
 }
 
 /// The payment a Stripe object points at: by PaymentIntent (`PI#` on GSI1) or by id.
-async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Option<Payment>, ApiError> {
+async fn payment_by_intent(app: &Services, payment_intent: Option<&str>) -> Result<Option<Payment>, ApiError> {
     let Some(pi) = payment_intent else { return Ok(None) };
     let Some((pk, _)) = app.table().find_by_gsi1(&format!("PI#{pi}")).await? else { return Ok(None) };
     Ok(Payment::find(app, pk.trim_start_matches("PAYMENT#")).await?)
@@ -42,7 +44,7 @@ async fn payment_by_intent(app: &App, payment_intent: Option<&str>) -> Result<Op
 
 /// `payment_intent.succeeded` / `payment_intent.payment_failed`: the charge's outcome, if
 /// the event is not older than the last one that wrote it.
-pub async fn intent_outcome(app: &App, event: &StripeEvent) -> Result<Effect, ApiError> {
+pub async fn intent_outcome(app: &Services, event: &StripeEvent) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["id"].as_str()).await? else { return Ok(Effect::none()) };
     let outcome = match event.kind.as_str() {
@@ -416,7 +418,7 @@ pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta
 }
 
 /// `transfer.reversed`: how much of the transfer came back, recorded and audited.
-pub async fn transfer_reversed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn transfer_reversed(app: &Services, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(payment_id) = transfer_payment_id(object) else { return Ok(Effect::none()) };
     let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Effect::none()) };

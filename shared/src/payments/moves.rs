@@ -12,8 +12,8 @@ use super::{
     release::{already, disputed, release_held},
     unsettled,
 };
+use crate::App;
 use crate::{
-    App,
     http::{ApiError, RequestMeta},
     identity::auth::Principal,
 };

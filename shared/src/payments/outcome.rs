@@ -7,7 +7,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::payment::{Payment, PaymentStatus, refund_key};
-use crate::{App, http::ApiError};
+use crate::{http::ApiError, services::Services};
 
 /// What a release call achieved.
 #[derive(Debug)]
@@ -102,12 +102,20 @@ impl RefundAnswer {
         format!("REFUND_REQUEST#{key_digest}")
     }
 
-    pub(super) async fn find(app: &App, payment_id: &str, request: &RefundRequest) -> Result<Option<Self>, ApiError> {
+    pub(super) async fn find(
+        app: &Services,
+        payment_id: &str,
+        request: &RefundRequest,
+    ) -> Result<Option<Self>, ApiError> {
         Ok(app.table().get(&Payment::key(payment_id), &Self::sk(&request.key_digest)).await?)
     }
 
     /// The answer to `request` if it was answered: the same body replays, another is 422.
-    pub(super) async fn replay(app: &App, payment_id: &str, request: &RefundRequest) -> Result<Option<Self>, ApiError> {
+    pub(super) async fn replay(
+        app: &Services,
+        payment_id: &str,
+        request: &RefundRequest,
+    ) -> Result<Option<Self>, ApiError> {
         match Self::find(app, payment_id, request).await? {
             Some(answer) if answer.request_hash == request.request_hash => Ok(Some(answer)),
             Some(_) => Err(ApiError::IdempotencyMismatch),

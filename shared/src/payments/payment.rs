@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Amount, Currency, gateway::Stripe, provider::Provider};
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     config::PlatformFee,
     http::{ApiError, FieldError, RequestMeta},
     identity::{Role, User, auth::Principal},
+    services::Services,
     store::{Change, StoreError, av, keys},
     time,
 };
@@ -245,7 +247,7 @@ impl Payment {
         format!("PAYMENT#{payment_id}")
     }
 
-    pub async fn find(app: &App, payment_id: &str) -> Result<Option<Payment>, StoreError> {
+    pub async fn find(app: &Services, payment_id: &str) -> Result<Option<Payment>, StoreError> {
         app.table().get(&Self::key(payment_id), SK).await
     }
 
@@ -318,7 +320,7 @@ pub struct NewPayment {
 
 /// The caller's Stripe customer, created on first use with a key that makes concurrent
 /// first uses agree on one customer.
-pub async fn customer_for(app: &App, user: &User, stripe: &Stripe) -> Result<String, ApiError> {
+pub async fn customer_for(app: &Services, user: &User, stripe: &Stripe) -> Result<String, ApiError> {
     if let Some(id) = &user.stripe_customer_id {
         return Ok(id.clone());
     }
@@ -474,7 +476,7 @@ pub fn payment_id_for(scope: &str, key: &str) -> String {
 }
 
 /// The payer, the provider's owner, or an admin of the payer's org; anyone else gets 404.
-pub async fn get(app: &App, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
+pub async fn get(app: &Services, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
     let payment = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
     if payment.is_payer_side(principal) || payment.provider_user_id == principal.user_id() {
         Ok(payment)
@@ -484,7 +486,11 @@ pub async fn get(app: &App, principal: &Principal, payment_id: &str) -> Result<P
 }
 
 /// For the payer's side only: others who may see the payment get 403, strangers 404.
-pub(super) async fn for_payer_side(app: &App, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
+pub(super) async fn for_payer_side(
+    app: &Services,
+    principal: &Principal,
+    payment_id: &str,
+) -> Result<Payment, ApiError> {
     let payment = get(app, principal, payment_id).await?;
     if payment.is_payer_side(principal) { Ok(payment) } else { Err(ApiError::Forbidden) }
 }
@@ -494,7 +500,7 @@ pub(super) async fn for_payer_side(app: &App, principal: &Principal, payment_id:
 /// of the org it was paid in may while they are an active admin there and the payer is still
 /// a member of it (after the payer leaves, the org has no say); never the provider's owner.
 pub(super) async fn mover_checks(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     payment: &Payment,
 ) -> Result<Vec<aws_sdk_dynamodb::types::TransactWriteItem>, ApiError> {
@@ -545,7 +551,7 @@ pub(super) fn transition<'a>(pk: &'a str, from: PaymentStatus, to: PaymentStatus
 /// one. Conditioned on the key, so only the attempt that owns the state can undo it.
 /// Returns the payment as it was read just before (`None` if it had left `from` already).
 pub(super) async fn return_to_succeeded(
-    app: &App,
+    app: &Services,
     payment_id: &str,
     from: PaymentStatus,
     key_attribute: &str,

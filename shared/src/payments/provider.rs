@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::gateway::Stripe;
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     identity::{Role, auth::Principal},
+    services::Services,
     store::{Change, StoreError, av, keys},
     time,
 };
@@ -119,7 +121,7 @@ impl Provider {
         format!("PROVIDER#{provider_id}")
     }
 
-    pub async fn find(app: &App, provider_id: &str) -> Result<Option<Provider>, StoreError> {
+    pub async fn find(app: &Services, provider_id: &str) -> Result<Option<Provider>, StoreError> {
         app.table().get(&Self::key(provider_id), SK).await
     }
 
@@ -132,7 +134,7 @@ impl Provider {
     /// last look at Stripe is a minute old or more (the look is claimed first, so concurrent
     /// releases ask once); otherwise the provider as it is. The flags read are written in
     /// event order: an `account.updated` created after the read wins.
-    pub async fn recheck_onboarding(self, app: &App, stripe: &Stripe) -> Result<Provider, ApiError> {
+    pub async fn recheck_onboarding(self, app: &Services, stripe: &Stripe) -> Result<Provider, ApiError> {
         let Some(account) = self.stripe_account_id.clone().filter(|_| !self.payouts_enabled) else {
             return Ok(self);
         };
@@ -286,7 +288,7 @@ pub async fn create_or_refresh(
 
 /// A provider as its owner or an admin of the owner's organisation sees it; anyone else
 /// gets 404.
-pub async fn get(app: &App, principal: &Principal, provider_id: &str) -> Result<Provider, ApiError> {
+pub async fn get(app: &Services, principal: &Principal, provider_id: &str) -> Result<Provider, ApiError> {
     let provider = Provider::find(app, provider_id).await?.ok_or(ApiError::NotFound)?;
     let owner = provider.user_id == principal.user_id();
     let org_admin = provider.org_id == principal.org_id() && principal.role() == Role::Admin;

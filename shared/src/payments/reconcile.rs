@@ -28,11 +28,13 @@ use super::{
     refund::{Refunded, finish_refund, legacy_key, make_refund, refund_failed},
     release::{Transferred, charge_of, finish_release, transfer},
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     outbox,
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -105,18 +107,23 @@ pub async fn payment_by_id(app: &App, payment_id: &str, meta: &RequestMeta) -> R
 
 /// Ids of payments on `queue` ([`RELEASING_QUEUE`] or [`REFUNDING_QUEUE`]) that are due,
 /// oldest first, at most `limit`.
-pub async fn due(app: &App, queue: &str, limit: i32) -> Result<Vec<String>, ApiError> {
+pub async fn due(app: &Services, queue: &str, limit: i32) -> Result<Vec<String>, ApiError> {
     debug_assert!(queue == RELEASING_QUEUE || queue == REFUNDING_QUEUE);
     due_before(app, queue, &cutoff(), limit).await
 }
 
 /// Ids of payments on `queue` last driven before `cutoff` (RFC 3339), oldest first.
-async fn due_before(app: &App, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, ApiError> {
+async fn due_before(app: &Services, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, ApiError> {
     let keys = app.table().queue_due(queue, cutoff, limit).await?;
     Ok(keys.iter().filter_map(|pk| pk.strip_prefix("PAYMENT#").map(str::to_owned)).collect())
 }
 
-async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+async fn release(
+    app: &Services,
+    stripe: &Stripe,
+    payment: Payment,
+    meta: &RequestMeta,
+) -> Result<Reconciled, ApiError> {
     let payment_id = payment.payment_id.clone();
     let transfers = match stripe.transfers_for(&payment_id).await {
         Ok(found) => found,
@@ -244,7 +251,12 @@ async fn release(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMet
 
 /// Refunds made while the release was unresolved left nothing to transfer: the release is
 /// called off and the payment is `refunded`; refunds not recorded yet are recorded with it.
-async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+async fn cancel_release(
+    app: &Services,
+    payment: &Payment,
+    key: &str,
+    meta: &RequestMeta,
+) -> Result<Reconciled, ApiError> {
     let table = app.table();
     let pk = Payment::key(&payment.payment_id);
     let now = time::rfc3339(time::now());
@@ -280,7 +292,7 @@ async fn cancel_release(app: &App, payment: &Payment, key: &str, meta: &RequestM
     }
 }
 
-async fn refund(app: &App, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+async fn refund(app: &Services, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
     let key = payment.refund_key.clone().unwrap_or_else(|| legacy_key(&payment));
     let refunds = match stripe.refunds_for(&payment.stripe_payment_intent_id).await {
         Ok(found) => found,
@@ -334,7 +346,7 @@ pub enum Awaited {
 
 /// Payments waiting for the payer (`requires_payment`, or `failed` and payable again with
 /// another card) for over an hour, oldest first.
-pub async fn awaiting_payment_due(app: &App, limit: i32) -> Result<Vec<String>, ApiError> {
+pub async fn awaiting_payment_due(app: &Services, limit: i32) -> Result<Vec<String>, ApiError> {
     due_before(app, AWAITING_PAYMENT_QUEUE, &time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER), limit).await
 }
 

@@ -27,12 +27,14 @@ use super::{
     payment::{Payment, SK},
     provider::Provider,
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::DomainEvent,
     outbox::{self, Message},
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -144,7 +146,7 @@ impl Unrecovered {
 /// Every refund that left after `payment`'s transfer, recovered. `Err` when Stripe's answer
 /// is unknown: the caller fails so that it runs again (Stripe redelivers, the cleanup retries).
 pub async fn recover_refunds(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     meta: &RequestMeta,
@@ -163,7 +165,7 @@ pub async fn recover_refunds(
 /// Recovers one cause from the provider of a released payment. `retry`: the cleanup's daily
 /// attempt (otherwise a cause already queued waits for it).
 pub async fn recover(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     cause: &Cause,
@@ -231,7 +233,7 @@ pub async fn recover(
 /// Records a cause recovered (`amount` of it, `total` reversed of the transfer by Stripe's
 /// list), once: the audit entry and event join the cause in one conditional write.
 async fn record(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     cause: &Cause,
     amount: i64,
@@ -263,11 +265,11 @@ async fn record(
 }
 
 /// Takes a cause off the retry queue (it was recovered, or no longer needs to be).
-async fn resolve(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
+async fn resolve(app: &Services, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
     resolve_item(app, &Unrecovered::key(payment_id, cause_id)).await
 }
 
-async fn resolve_item(app: &App, pk: &str) -> Result<(), ApiError> {
+async fn resolve_item(app: &Services, pk: &str) -> Result<(), ApiError> {
     let done = Change::new(pk, QUEUE_SK)
         .update("SET resolved_at = :now REMOVE GSI2PK, GSI2SK")
         .condition("attribute_exists(GSI2PK)")
@@ -277,7 +279,7 @@ async fn resolve_item(app: &App, pk: &str) -> Result<(), ApiError> {
 
 /// Marks a cause as needing no reversal (a dispute won before its funds' withdrawal was
 /// handled), without an audit entry: nothing was taken from anyone.
-async fn settle_without_reversal(app: &App, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
+async fn settle_without_reversal(app: &Services, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
     let pk = Payment::key(payment_id);
     ignore_condition(app.table().update_item(cause_added(&pk, REVERSED, cause_id)).await)
 }
@@ -316,7 +318,7 @@ fn ignore_condition<T>(result: Result<T, StoreError>) -> Result<(), ApiError> {
 /// A failure to queue it fails the caller, so that it runs again (Stripe redelivers the
 /// event): a cause is never left neither recovered nor queued.
 async fn unrecovered(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     cause: &Cause,
     amount: i64,
@@ -383,7 +385,7 @@ pub enum Repaid {
 /// new transfer. `Err` when Stripe's answer is unknown (the caller runs again). `retry`: the
 /// cleanup's daily attempt (otherwise a refused re-payment already queued waits for it).
 pub async fn repay_dispute(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     dispute_id: &str,
@@ -460,7 +462,7 @@ pub async fn repay_dispute(
 /// (`TransfersUnrecovered`: money not where it belongs) and queued for the daily retry. A
 /// failure to queue it fails the caller, which runs again (Stripe redelivers the event).
 async fn unrepaid(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     dispute_id: &str,
     owed: i64,

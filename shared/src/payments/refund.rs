@@ -28,12 +28,14 @@ use super::{
         refunded_elsewhere, return_to_succeeded, transition,
     },
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    services::Services,
     store::{StoreError, av},
     time,
 };
@@ -193,7 +195,7 @@ pub(super) enum Refunded {
 
 /// The Stripe refund for a payment this caller holds in `refunding`, then the final write.
 pub(super) async fn make_refund(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     actor: Option<&str>,
@@ -242,7 +244,7 @@ pub(super) fn legacy_key(payment: &Payment) -> String {
 /// counted comes off). What the total gained since the claim, beyond this refund, came from
 /// elsewhere (the dashboard; its webhook only raised the total) and is recorded now.
 pub(super) async fn refund_failed(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     key: &str,
     reason: &str,
@@ -273,7 +275,7 @@ pub(super) async fn refund_failed(
 /// the total it started from, and Stripe's own (`at_stripe`). Conditioned on the refund key
 /// and on the total it read, so a webhook raising the total meanwhile makes it read again.
 pub async fn finish_refund(
-    app: &App,
+    app: &Services,
     claimed: &Payment,
     refund: &RefundRecord,
     at_stripe: Option<i64>,

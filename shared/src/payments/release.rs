@@ -23,13 +23,15 @@ use super::{
     },
     provider::Provider,
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     identity::auth::Principal,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    services::Services,
     store::{StoreError, av},
     time,
 };
@@ -256,7 +258,7 @@ pub enum Transferred {
 /// The Stripe transfer for a payment this caller holds in `releasing` (with its amount and
 /// key), then the final write. A definite refusal returns the payment to `succeeded`.
 pub(super) async fn transfer(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     destination: &str,
@@ -294,7 +296,7 @@ pub(super) async fn transfer(
 /// Records a transfer that exists; if even that write fails, the payment stays `releasing`
 /// and reconciliation finds the transfer later.
 async fn finish_or_leave(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     transfer_id: &str,
     actor: Option<&str>,
@@ -313,7 +315,7 @@ async fn finish_or_leave(
 /// Records a completed transfer: conditional `releasing → released` with its audit entry,
 /// then tells the provider. If another finisher recorded it first, says so.
 pub async fn finish_release(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     transfer_id: &str,
     actor: Option<&str>,
@@ -375,7 +377,7 @@ pub(crate) fn margin_of(payment: &Payment) -> Option<crate::metrics::Measure> {
 /// What a recorded release tells: the `payment.released` event, and an SMS to the provider's
 /// owner if they have a verified phone. Outbox items, to join the release's own transaction.
 pub(crate) async fn release_messages(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     amount: i64,
     transfer_id: &str,

@@ -15,12 +15,14 @@ use serde_json::json;
 
 pub use super::proration::Proration;
 use super::{gateway::SubscriptionState, payment::customer_for};
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     identity::{Role, auth::Principal},
     notify::DomainEvent,
+    services::Services,
     store::{Change, av, keys},
     time,
 };
@@ -164,7 +166,7 @@ pub async fn start(
     }
 }
 
-pub async fn list(app: &App, principal: &Principal) -> Result<Vec<Subscription>, ApiError> {
+pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<Subscription>, ApiError> {
     let table = app.table();
     let out = table
         .client()

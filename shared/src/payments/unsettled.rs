@@ -32,12 +32,14 @@ use super::{
     provider::Provider,
     recovery::provider_share_of,
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -186,7 +188,7 @@ pub async fn refund_all(app: &App, payment: Payment, meta: &RequestMeta) -> Resu
 /// Claims every unclaimed failed refund of `payment` for `way`. Refused (409) while any is
 /// claimed the other way; one already claimed this way is driven on, as a retry.
 async fn claim(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     way: Way,
     request: Option<&RefundRequest>,
@@ -266,7 +268,7 @@ enum Driven {
 /// first, then made if missing, then recorded. A definite refusal lifts that claim (the money
 /// stays unsettled, either way open again) and is the answer.
 async fn drive(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     actor: Option<&str>,
@@ -303,7 +305,7 @@ async fn drive(
 /// The transfer paying the provider again for `refund_id`, found or made: its id and amount
 /// (`None` when nothing is owed: nothing was reversed for it, or its share is nothing).
 async fn paid_again(
-    app: &App,
+    app: &Services,
     stripe: &Stripe,
     payment: &Payment,
     refund_id: &str,
@@ -406,7 +408,7 @@ async fn refunded_again(
 /// refund, onto `amount_refunded`), audited and announced; off the queue once nothing is left.
 #[allow(clippy::too_many_arguments)]
 async fn finish(
-    app: &App,
+    app: &Services,
     payment_id: &str,
     refund_id: &str,
     way: Way,
@@ -552,7 +554,7 @@ async fn finish(
 
 /// Stripe definitely refused settling `refund_id`: its claim is lifted, so either way is open
 /// again.
-async fn lift(app: &App, payment: &Payment, refund_id: &str) -> Result<(), ApiError> {
+async fn lift(app: &Services, payment: &Payment, refund_id: &str) -> Result<(), ApiError> {
     for _ in 0..5 {
         let mut current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
         if current.unsettled_claims.remove(refund_id).is_none() {
@@ -576,7 +578,7 @@ async fn lift(app: &App, payment: &Payment, refund_id: &str) -> Result<(), ApiEr
 }
 
 async fn audit_refusal(
-    app: &App,
+    app: &Services,
     payment: &Payment,
     refund_id: &str,
     way: Way,
@@ -596,7 +598,7 @@ async fn audit_refusal(
 }
 
 /// Brings the payment's turn on the queue forward, so the cleanup's next run drives its claim.
-async fn due_now(app: &App, payment_id: &str) {
+async fn due_now(app: &Services, payment_id: &str) {
     let pk = Payment::key(payment_id);
     let change = Change::new(&pk, SK)
         .update("SET GSI2SK = :now")
@@ -718,7 +720,7 @@ async fn look_at(
 }
 
 /// When the cleanup looks at an unsettled payment next (nothing, once it is off the queue).
-async fn next_look(app: &App, pk: &str, at: ::time::OffsetDateTime) -> Result<(), ApiError> {
+async fn next_look(app: &Services, pk: &str, at: ::time::OffsetDateTime) -> Result<(), ApiError> {
     let change = Change::new(pk, SK)
         .update("SET GSI2SK = :next")
         .condition("GSI2PK = :queue")

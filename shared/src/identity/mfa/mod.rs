@@ -31,13 +31,15 @@ use super::{
     auth::Principal,
     session::{self, IssuedTokens, SessionFamily},
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::seal::Sealer;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
     notify::EmailKind,
     outbox::{self, Message},
+    services::Services,
     store::{Change, StoreError, Table, av, keys},
     time,
 };
@@ -120,7 +122,7 @@ fn not_matching(field: &str) -> ApiError {
 }
 
 /// Starts (or restarts) enrolment: a fresh secret, sealed, waiting for its first code.
-pub async fn enrol(app: &App, principal: &Principal) -> Result<Enrolment, ApiError> {
+pub async fn enrol(app: &Services, principal: &Principal) -> Result<Enrolment, ApiError> {
     let user = &principal.user;
     if user.mfa_enabled {
         return Err(ApiError::Conflict("two-step verification is already on; turn it off first".into()));
@@ -154,7 +156,7 @@ pub async fn enrol(app: &App, principal: &Principal) -> Result<Enrolment, ApiErr
 /// Finishes enrolment with a code from the app: MFA is on, and the recovery codes (shown
 /// this once) are returned.
 pub async fn confirm(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     password: &str,
     code: &TotpCode,
@@ -247,7 +249,7 @@ fn keep_this_session(table: &Table, principal: &Principal) -> Result<TransactWri
 
 /// The caller's password, counted and locked as login's attempts are.
 async fn check_password(
-    app: &App,
+    app: &Services,
     user: &User,
     password: &str,
     action: &str,
@@ -279,7 +281,7 @@ struct FactorAttempts {
 }
 
 impl FactorAttempts {
-    async fn reserve(app: &App, user_id: &str, proof: &Proof, meta: &RequestMeta) -> Result<Self, ApiError> {
+    async fn reserve(app: &Services, user_id: &str, proof: &Proof, meta: &RequestMeta) -> Result<Self, ApiError> {
         let address = attempts::reserve(app, user_id, &client_key(meta)).await?;
         let account = match proof {
             // A locked account leaves this address's reservation standing: one more failure.
@@ -289,7 +291,7 @@ impl FactorAttempts {
         Ok(Self { address, account })
     }
 
-    async fn succeeded(self, app: &App) {
+    async fn succeeded(self, app: &Services) {
         if let Some(account) = self.account {
             account.succeeded(app).await;
         }
@@ -298,7 +300,7 @@ impl FactorAttempts {
 
     /// Audited (and counted toward the account's day) once, on the address's count; the
     /// account-wide reservation simply stands.
-    async fn failed(self, app: &App, user: &User, action: &str, meta: &RequestMeta) {
+    async fn failed(self, app: &Services, user: &User, action: &str, meta: &RequestMeta) {
         if let Some(account) = self.account {
             account.stands();
         }
@@ -321,7 +323,7 @@ impl Proven {
 
     /// After the action's transaction: committed, the counts start over; refused (the code
     /// was spent meanwhile, say), it was a failed try.
-    pub async fn settle(self, app: &App, user: &User, committed: bool, action: &str, meta: &RequestMeta) {
+    pub async fn settle(self, app: &Services, user: &User, committed: bool, action: &str, meta: &RequestMeta) {
         if committed {
             self.attempt.succeeded(app).await;
         } else {
@@ -333,7 +335,7 @@ impl Proven {
 /// The second factor `user` owes for `action`, if MFA is on: none given is 401
 /// `mfa_required`, a wrong one 401 `invalid_credentials`, counted and locked as at login.
 pub async fn prove(
-    app: &App,
+    app: &Services,
     user: &User,
     proof: Option<Proof>,
     action: &str,
@@ -351,7 +353,7 @@ pub async fn prove(
 /// limits: a wrong or already used proof is counted as a failure of `action` and is 401
 /// `invalid_credentials`.
 async fn check_proof(
-    app: &App,
+    app: &Services,
     user: &User,
     proof: &Proof,
     action: &str,
@@ -375,7 +377,7 @@ async fn check_proof(
 }
 
 async fn security_notice(
-    app: &App,
+    app: &Services,
     table: &Table,
     kind: EmailKind,
     user: &User,
@@ -386,7 +388,7 @@ async fn security_notice(
 }
 
 /// Issues the `mfa_token` that a right password earns when MFA is on.
-pub async fn challenge(app: &App, user: &User) -> Result<Challenge, ApiError> {
+pub async fn challenge(app: &Services, user: &User) -> Result<Challenge, ApiError> {
     let token = OpaqueToken::generate();
     let mut item = OneTimeToken::new(
         TokenKind::MfaLogin,
@@ -535,7 +537,7 @@ async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, ApiErr
 /// Turns MFA off, given the password and a current code (or a recovery code): the factor
 /// goes, and every session but this one ends.
 pub async fn disable(
-    app: &App,
+    app: &Services,
     principal: &Principal,
     password: &str,
     proof: Proof,

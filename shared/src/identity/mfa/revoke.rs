@@ -7,11 +7,12 @@
 use serde_json::json;
 
 use super::SORT_KEY;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     identity::{OneTimeToken, OpaqueToken, TokenKind, User, reset},
+    services::Services,
     store::{Change, av},
     time,
 };
@@ -19,7 +20,7 @@ use crate::{
 pub const REVOKE_LINK_DAYS: i64 = 7;
 
 /// The revocation token for the factor `user` confirms at `confirmed_at`, and its link.
-pub(super) fn link(app: &App, user: &User, confirmed_at: &str) -> (OneTimeToken, String) {
+pub(super) fn link(app: &Services, user: &User, confirmed_at: &str) -> (OneTimeToken, String) {
     let token = OpaqueToken::generate();
     let mut item = OneTimeToken::new(
         TokenKind::FactorRevoke,
@@ -36,7 +37,7 @@ pub(super) fn link(app: &App, user: &User, confirmed_at: &str) -> (OneTimeToken,
 /// `POST /auth/factors/revoke`: the link's token turns its factor off (if it is still the
 /// one it was minted for), ends every session, and mails a reset link. Single use; any
 /// other token, or a factor since turned off or replaced, is 400 `token_invalid`.
-pub async fn revoke_by_link(app: &App, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn revoke_by_link(app: &Services, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
     let table = app.table();
     let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::FactorRevoke).await?;
     let confirmed_at = token.factor_confirmed_at.clone().ok_or(ApiError::TokenInvalid)?;

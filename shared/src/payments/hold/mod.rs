@@ -15,12 +15,14 @@ use super::{
     payment::{Payment, PaymentStatus},
     refund::{RefundOutcome, refund_held},
 };
+use crate::App;
+use crate::audit::Audit;
 use crate::{
-    App,
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    services::Services,
     store::{Change, StoreError, av},
     time,
 };
@@ -151,7 +153,7 @@ pub(crate) async fn auto_refund(app: &App, payment: Payment, why: &str, meta: &R
 
 /// Tells both sides the payment will be refunded at `refund_at`, and moves the timer to the
 /// refund, in one transaction.
-async fn warn(app: &App, payment: &Payment, pk: &str, refund_at: ::time::OffsetDateTime) -> Result<(), ApiError> {
+async fn warn(app: &Services, payment: &Payment, pk: &str, refund_at: ::time::OffsetDateTime) -> Result<(), ApiError> {
     let table = app.table();
     let date = refund_at.date().to_string();
     let amount = super::money::format_amount(payment.amount - payment.amount_refunded, &payment.currency);
@@ -198,7 +200,7 @@ async fn warn(app: &App, payment: &Payment, pk: &str, refund_at: ::time::OffsetD
 }
 
 /// The timer is done: off the queue (kept, small, as the record that it ran).
-async fn finish(app: &App, pk: &str) -> Result<(), ApiError> {
+async fn finish(app: &Services, pk: &str) -> Result<(), ApiError> {
     let done = Change::new(pk, SK).update("REMOVE GSI2PK, GSI2SK").condition("attribute_exists(PK)");
     match app.table().update_item(done).await {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),

@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
 
-use crate::{App, store::StoreError, time};
+use crate::{services::Services, store::StoreError, time};
 
 /// Hold timers, by when their next step is due.
 pub const HOLD_QUEUE: &str = "HOLD";
@@ -41,7 +41,11 @@ fn key(payment_id: &str) -> String {
 
 /// The timer for a payment that succeeds at `held_since`: a write to join the success's own
 /// transaction. The warning is due 7 days before the refund (at once if the hold is shorter).
-pub fn start(app: &App, payment_id: &str, held_since: ::time::OffsetDateTime) -> Result<TransactWriteItem, StoreError> {
+pub fn start(
+    app: &Services,
+    payment_id: &str,
+    held_since: ::time::OffsetDateTime,
+) -> Result<TransactWriteItem, StoreError> {
     let refund_at = held_since + time::Duration::days(app.settings().hold_max_days);
     let warn_at = (refund_at - WARNING).max(held_since);
     app.table().put(
