@@ -14,22 +14,20 @@ use lambda_http::{Body, Request, Response, service_fn};
 use crate::notify::EventPublisher;
 #[cfg(feature = "mail")]
 use crate::notify::Mailer;
+#[cfg(feature = "payments")]
+use crate::payments::PaymentServices;
 use crate::{
     captcha::CaptchaVerifier,
     config::{ConfigError, Settings},
     identity::jwt::KeySet,
-    secrets::{Part, Secrets},
-    services::Services,
-};
-#[cfg(feature = "payments")]
-use crate::{
-    deadline::Deadline,
-    payments::{Gateway, gateway::Stripe},
+    secrets::Part,
+    services::DerivedFromSecret,
 };
 
 pub struct App {
-    /// Settings, the table and the secrets: what domain code takes.
-    services: Services,
+    /// Settings, the table and the secrets (and Stripe, in a payments function): what
+    /// domain code takes.
+    services: Base,
     #[cfg(feature = "mail")]
     mailer: OnceLock<Mailer>,
     #[cfg(feature = "sns")]
@@ -38,38 +36,20 @@ pub struct App {
     sns: OnceLock<aws_sdk_sns::Client>,
     captcha: OnceLock<CaptchaVerifier>,
     keys: DerivedFromSecret<Arc<KeySet>>,
-    /// `None` inside: the Stripe secret holds no key.
-    #[cfg(feature = "payments")]
-    gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
 }
 
-/// Domain code borrows the app as the services every function has.
+/// What domain code borrows the app as: the services every function has, with Stripe in a
+/// function that takes payments.
+#[cfg(feature = "payments")]
+pub type Base = PaymentServices;
+#[cfg(not(feature = "payments"))]
+pub type Base = crate::services::Services;
+
 impl std::ops::Deref for App {
-    type Target = Services;
+    type Target = Base;
 
-    fn deref(&self) -> &Services {
+    fn deref(&self) -> &Base {
         &self.services
-    }
-}
-
-/// A value built from the secrets, rebuilt only when they are re-read.
-struct DerivedFromSecret<T>(tokio::sync::Mutex<Option<(Arc<Secrets>, T)>>);
-
-impl<T: Clone> DerivedFromSecret<T> {
-    fn new() -> Self {
-        Self(tokio::sync::Mutex::new(None))
-    }
-
-    async fn get<E>(&self, secrets: Arc<Secrets>, build: impl FnOnce(&Secrets) -> Result<T, E>) -> Result<T, E> {
-        let mut slot = self.0.lock().await;
-        if let Some((from, value)) = slot.as_ref()
-            && Arc::ptr_eq(from, &secrets)
-        {
-            return Ok(value.clone());
-        }
-        let value = build(&secrets)?;
-        *slot = Some((secrets, value.clone()));
-        Ok(value)
     }
 }
 
@@ -87,7 +67,7 @@ impl App {
     /// made from `sdk` gets the settings' timeouts.
     pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
         Self {
-            services: Services::new(settings, sdk),
+            services: Base::new(settings, sdk),
             #[cfg(feature = "mail")]
             mailer: OnceLock::new(),
             #[cfg(feature = "sns")]
@@ -96,8 +76,6 @@ impl App {
             sns: OnceLock::new(),
             captcha: OnceLock::new(),
             keys: DerivedFromSecret::new(),
-            #[cfg(feature = "payments")]
-            gateway: DerivedFromSecret::new(),
         }
     }
 
@@ -163,23 +141,6 @@ impl App {
     pub async fn keys(&self) -> Result<Arc<KeySet>, crate::http::ApiError> {
         let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
         self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(crate::http::ApiError::internal)).await
-    }
-
-    #[cfg(feature = "payments")]
-    /// The Stripe client, for calls made within `deadline`. Without a Stripe key in its
-    /// secret: 503 `payments_unavailable` (production functions that take payments refuse to
-    /// start instead).
-    pub async fn stripe(&self, deadline: Deadline) -> Result<Stripe, crate::http::ApiError> {
-        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        let gateway = self
-            .gateway
-            .get(secrets, |s| {
-                Gateway::from_config(self.settings(), s)
-                    .map(|g| g.map(Arc::new))
-                    .map_err(crate::http::ApiError::internal)
-            })
-            .await?;
-        gateway.map(|g| g.within(deadline)).ok_or(crate::http::ApiError::PaymentsUnavailable)
     }
 
     /// When CAPTCHA is configured, `token` must be a solved CAPTCHA: 400 `captcha_required`

@@ -5,13 +5,13 @@
 //!
 //! Clients are built on first use: a function pays only for the services it touches.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::{
     config::{ConfigError, Settings},
     rate_limit::{RateLimitError, Rule},
     seal::{self, CipherError, Purpose, Sealer},
-    secrets::{Part, SecretsStore},
+    secrets::{Part, Secrets, SecretsStore},
     store::Table,
 };
 
@@ -97,5 +97,32 @@ impl Services {
     /// Whether CAPTCHA is configured: the secret holds a `captcha_secret`.
     pub async fn captcha_configured(&self) -> Result<bool, ConfigError> {
         Ok(self.secrets().get().await?.captcha_secret.is_some())
+    }
+}
+
+/// A value built from the secrets, rebuilt only when they are re-read.
+pub struct DerivedFromSecret<T>(tokio::sync::Mutex<Option<(Arc<Secrets>, T)>>);
+
+impl<T: Clone> DerivedFromSecret<T> {
+    pub fn new() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+
+    pub async fn get<E>(&self, secrets: Arc<Secrets>, build: impl FnOnce(&Secrets) -> Result<T, E>) -> Result<T, E> {
+        let mut slot = self.0.lock().await;
+        if let Some((from, value)) = slot.as_ref()
+            && Arc::ptr_eq(from, &secrets)
+        {
+            return Ok(value.clone());
+        }
+        let value = build(&secrets)?;
+        *slot = Some((secrets, value.clone()));
+        Ok(value)
+    }
+}
+
+impl<T: Clone> Default for DerivedFromSecret<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }

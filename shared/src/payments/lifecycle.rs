@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 pub(crate) use super::intent::{IntentOutcome, apply_intent_outcome};
 use super::stripe_event::{Effect, StripeEvent};
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -29,7 +29,7 @@ use crate::{
 /// A released payment that lost money after its transfer (a refund in Stripe's dashboard):
 /// the provider's share of each such refund is taken back, once per refund, by Stripe's
 /// list of refunds. Any of a refund's events may bring this on; the first does the work.
-async fn recover_refunds(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn recover_refunds(app: &PaymentServices, payment: &Payment, meta: &RequestMeta) -> Result<(), ApiError> {
     let stripe = app.stripe(meta.deadline).await?;
     recovery::recover_refunds(app, &stripe, payment, meta).await?;
     Ok(())
@@ -59,7 +59,11 @@ pub async fn intent_outcome(app: &Services, event: &StripeEvent) -> Result<Effec
 /// `charge.refunded`: Stripe's running total of refunds on the charge. The total only
 /// grows, so the write is conditioned on it growing: a redelivered or older event, or the
 /// event for a refund we already recorded, changes nothing.
-pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn charge_refunded(
+    app: &PaymentServices,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
         return Ok(Effect::none());
@@ -146,7 +150,11 @@ pub async fn charge_refunded(app: &App, event: &StripeEvent, meta: &RequestMeta)
 /// after it was made and before it failed is recorded (`refund_total_created`). While a
 /// release or refund is unresolved the failure waits (Stripe delivers it again), since the
 /// amount in flight was computed with the refund counted.
-pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn refund_changed(
+    app: &PaymentServices,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Effect, ApiError> {
     let object = &event.object;
     if !matches!(object["status"].as_str(), Some("failed" | "canceled")) {
         // A refund made (or going through) after the release: its reversal.
@@ -257,7 +265,7 @@ pub async fn refund_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) 
 
 /// `charge.dispute.*`: the dispute's status holds or frees the funds (see
 /// `Payment::dispute_blocks`), in event order.
-pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn dispute(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
         return Ok(Effect::none());
@@ -316,7 +324,7 @@ pub async fn dispute(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Resu
 /// paid again when Stripe reinstates them. While a release is unresolved this waits: the
 /// delivery fails and Stripe sends it again.
 async fn after_transfer(
-    app: &App,
+    app: &PaymentServices,
     payment: &Payment,
     event: &StripeEvent,
     status: &str,
@@ -359,7 +367,11 @@ fn transfer_payment_id(object: &Value) -> Option<&str> {
 /// `transfer.created`: a transfer for a payment still `releasing` finishes the release (this
 /// is reconciliation arriving by webhook); for one already released it is the record we
 /// hold; anything else is logged.
-pub async fn transfer_created(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn transfer_created(
+    app: &PaymentServices,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Effect, ApiError> {
     let object = &event.object;
     let (Some(payment_id), Some(transfer_id)) = (transfer_payment_id(object), object["id"].as_str()) else {
         return Ok(Effect::none());

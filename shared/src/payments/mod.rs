@@ -19,9 +19,11 @@ pub mod reconcile;
 pub mod recovery;
 pub mod refund;
 pub mod release;
+pub mod services;
 pub mod stripe_event;
 pub mod subscription;
 pub mod unsettled;
 
 pub use gateway::{Gateway, GatewayError};
 pub use money::{Amount, Currency};
+pub use services::PaymentServices;

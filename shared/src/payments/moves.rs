@@ -12,7 +12,7 @@ use super::{
     release::{already, disputed, release_held},
     unsettled,
 };
-use crate::App;
+use crate::payments::PaymentServices;
 use crate::{
     http::{ApiError, RequestMeta},
     identity::auth::Principal,
@@ -20,7 +20,7 @@ use crate::{
 
 /// `POST /payments/{id}/release`.
 pub async fn release(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     payment_id: &str,
     meta: &RequestMeta,
@@ -46,7 +46,11 @@ pub async fn release(
 
 /// A call on a payment already `releasing`: reconciled if it has waited long enough,
 /// otherwise it is somebody else's release in flight.
-async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<ReleaseOutcome, ApiError> {
+async fn after_reconciling(
+    app: &PaymentServices,
+    payment: &Payment,
+    meta: &RequestMeta,
+) -> Result<ReleaseOutcome, ApiError> {
     // Boxed: reconciliation's future is large, and it nests inside this one.
     match Box::pin(reconcile::payment(app, payment, meta)).await? {
         Reconciled::NotDue => Err(ApiError::ReleaseInProgress),
@@ -61,7 +65,7 @@ async fn after_reconciling(app: &App, payment: &Payment, meta: &RequestMeta) -> 
 
 /// `POST /payments/{id}/refund`.
 pub async fn refund(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     payment_id: &str,
     amount: Option<i64>,

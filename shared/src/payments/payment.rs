@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Amount, Currency, gateway::Stripe, provider::Provider};
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     config::PlatformFee,
@@ -343,7 +343,7 @@ pub async fn customer_for(app: &Services, user: &User, stripe: &Stripe) -> Resul
 }
 
 pub async fn create(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     input: NewPayment,
     meta: &RequestMeta,

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::gateway::Stripe;
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
@@ -194,7 +194,7 @@ impl Provider {
 /// Creates the caller's provider and connected account, or finds them; either way with a
 /// fresh onboarding link.
 pub async fn create_or_refresh(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     input: ProviderInput,
     meta: &RequestMeta,

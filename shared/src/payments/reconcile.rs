@@ -28,8 +28,8 @@ use super::{
     refund::{Refunded, finish_refund, legacy_key, make_refund, refund_failed},
     release::{Transferred, charge_of, finish_release, transfer},
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -63,7 +63,7 @@ fn cutoff() -> String {
 
 /// Reconciles `payment` if it is due.
 #[tracing::instrument(skip_all, fields(payment_id = %payment.payment_id, status = ?payment.status))]
-pub async fn payment(app: &App, payment: &Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+pub async fn payment(app: &PaymentServices, payment: &Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
     if !matches!(payment.status, PaymentStatus::Releasing | PaymentStatus::Refunding) {
         return Ok(Reconciled::NotDue);
     }
@@ -98,7 +98,11 @@ pub async fn payment(app: &App, payment: &Payment, meta: &RequestMeta) -> Result
 }
 
 /// Reconciles the payment `payment_id` if it is due (the scheduled job's entry point).
-pub async fn payment_by_id(app: &App, payment_id: &str, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+pub async fn payment_by_id(
+    app: &PaymentServices,
+    payment_id: &str,
+    meta: &RequestMeta,
+) -> Result<Reconciled, ApiError> {
     match Payment::find(app, payment_id).await? {
         Some(found) => payment(app, &found, meta).await,
         None => Ok(Reconciled::NotDue),
@@ -362,7 +366,11 @@ fn cancelable(status: &str) -> bool {
 /// Stripe refuses because the payer paid meanwhile records the success instead. A lease on
 /// the queue time keeps overlapping runs from asking twice.
 #[tracing::instrument(skip(app, meta))]
-pub async fn awaiting_payment(app: &App, payment_id: &str, meta: &RequestMeta) -> Result<Awaited, ApiError> {
+pub async fn awaiting_payment(
+    app: &PaymentServices,
+    payment_id: &str,
+    meta: &RequestMeta,
+) -> Result<Awaited, ApiError> {
     let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Awaited::NotDue) };
     let cutoff = time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER);
     if !matches!(payment.status, PaymentStatus::RequiresPayment | PaymentStatus::Failed)

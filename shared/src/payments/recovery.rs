@@ -27,8 +27,8 @@ use super::{
     payment::{Payment, SK},
     provider::Provider,
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -512,7 +512,7 @@ pub struct Retried {
 
 /// The daily retry: each refused reversal last tried over a day ago is tried again, and given
 /// up on (audited `payment.recovery_abandoned`) `REVERSAL_RETRY_DAYS` after its first refusal.
-pub async fn retry_due(app: &App, meta: &RequestMeta, out_of_time: impl Fn() -> bool) -> Retried {
+pub async fn retry_due(app: &PaymentServices, meta: &RequestMeta, out_of_time: impl Fn() -> bool) -> Retried {
     let mut retried = Retried::default();
     let cutoff = time::rfc3339(time::now() - time::Duration::days(1));
     let due = match app.table().queue_due(UNRECOVERED_QUEUE, &cutoff, 25).await {
@@ -543,7 +543,12 @@ pub async fn retry_due(app: &App, meta: &RequestMeta, out_of_time: impl Fn() -> 
 
 /// One retry, leased (its `GSI2SK` moved to now, so overlapping runs take it once). `None`:
 /// another run holds it. `Some(Off)`: given up on.
-async fn retry_one(app: &App, pk: &str, cutoff: &str, meta: &RequestMeta) -> Result<Option<Recovered>, ApiError> {
+async fn retry_one(
+    app: &PaymentServices,
+    pk: &str,
+    cutoff: &str,
+    meta: &RequestMeta,
+) -> Result<Option<Recovered>, ApiError> {
     let now = time::rfc3339(time::now());
     let Some(item) = app.table().lease_queued::<Unrecovered>(pk, QUEUE_SK, UNRECOVERED_QUEUE, cutoff, &now).await?
     else {

@@ -28,8 +28,8 @@ use super::{
         refunded_elsewhere, return_to_succeeded, transition,
     },
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
@@ -53,7 +53,7 @@ pub(super) fn in_progress() -> ApiError {
 /// join the claim.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn refund_held(
-    app: &App,
+    app: &PaymentServices,
     payment: Payment,
     amount: Option<i64>,
     reason: Option<&str>,

@@ -23,8 +23,8 @@ use super::{
     },
     provider::Provider,
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -41,7 +41,7 @@ pub use super::outcome::ReleaseOutcome;
 /// Releases a held (`succeeded`) payment for `principal`, who may move it (the caller has
 /// checked the payment's status; `super::moves::release` is the route's entry).
 pub(super) async fn release_held(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     payment: Payment,
     meta: &RequestMeta,

@@ -15,8 +15,8 @@ use serde_json::json;
 
 pub use super::proration::Proration;
 use super::{gateway::SubscriptionState, payment::customer_for};
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
@@ -136,7 +136,7 @@ impl PlanChange {
 
 /// Starts a subscription; `request_key` makes a retried request reuse the same Stripe call.
 pub async fn start(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     price_id: &str,
     request_key: &str,
@@ -186,7 +186,7 @@ pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<Subscript
 }
 
 pub async fn cancel(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     subscription_id: &str,
     at_period_end: bool,
@@ -238,7 +238,7 @@ pub async fn cancel(
 /// pending price with the audit entry, unless the webhook already reported it and nothing
 /// else pends.
 pub async fn change_plan(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     subscription_id: &str,
     change: &PlanChange,
@@ -291,7 +291,7 @@ const PLAN_CHANGE_LEASE_SECONDS: i64 = 60;
 
 /// The plan change itself, under the lease: Stripe first, then the note.
 async fn ask_stripe_and_note(
-    app: &App,
+    app: &PaymentServices,
     principal: &Principal,
     existing: &Subscription,
     change: &PlanChange,

@@ -32,8 +32,8 @@ use super::{
     provider::Provider,
     recovery::provider_share_of,
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, FieldError, RequestMeta},
@@ -107,7 +107,7 @@ pub fn has_unsettled(payment: &Payment) -> bool {
 /// `POST /payments/{id}/release` of a released payment with money unsettled: the provider is
 /// paid again for each failed refund. `still_may_move`: the caller's mover checks.
 pub async fn release(
-    app: &App,
+    app: &PaymentServices,
     payment: Payment,
     still_may_move: Vec<TransactWriteItem>,
     actor: &str,
@@ -135,7 +135,7 @@ pub async fn release(
 /// back to the payer (`amount`, if given, must be all of it). Under an `Idempotency-Key` the
 /// answer is kept and replayed as the refund route's are.
 pub async fn refund(
-    app: &App,
+    app: &PaymentServices,
     payment: Payment,
     amount: Option<i64>,
     request: Option<&RefundRequest>,
@@ -173,7 +173,7 @@ pub async fn refund(
 /// What came back goes back to the payer, by the platform: at the erasure of a party to it,
 /// or `HOLD_MAX_DAYS` after it came back. `Ok(false)` while it is being released, or Stripe's
 /// answer is unknown (a later run tries again).
-pub async fn refund_all(app: &App, payment: Payment, meta: &RequestMeta) -> Result<bool, ApiError> {
+pub async fn refund_all(app: &PaymentServices, payment: Payment, meta: &RequestMeta) -> Result<bool, ApiError> {
     if !has_unsettled(&payment) {
         return Ok(true);
     }
@@ -624,7 +624,7 @@ pub struct Watched {
 }
 
 /// The due payments of the `UNSETTLED` queue, one page per run.
-pub async fn run(app: &App, meta: &RequestMeta, out_of_time: impl Fn() -> bool) -> Watched {
+pub async fn run(app: &PaymentServices, meta: &RequestMeta, out_of_time: impl Fn() -> bool) -> Watched {
     let mut watched = Watched::default();
     let now = time::now();
     let due = match app.table().queue_due(UNSETTLED_QUEUE, &time::rfc3339(now), 25).await {
@@ -656,7 +656,7 @@ pub async fn run(app: &App, meta: &RequestMeta, out_of_time: impl Fn() -> bool) 
 /// One due payment: its claims driven, then counted if money is still left after the alarm
 /// time, and its next look a day on.
 async fn look_at(
-    app: &App,
+    app: &PaymentServices,
     pk: &str,
     now: ::time::OffsetDateTime,
     meta: &RequestMeta,

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::App;
+use crate::payments::PaymentServices;
 pub use crate::payments::stripe_event::{Effect, StripeEvent};
 use crate::{
     http::{ApiError, RequestMeta},
@@ -85,7 +85,7 @@ enum Endpoint {
 }
 
 /// The effect of `event`, or `None` for a type we don't handle.
-async fn effect_of(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Option<Effect>, ApiError> {
+async fn effect_of(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Option<Effect>, ApiError> {
     use crate::payments::lifecycle as payments;
     let Some(&(_, _, handler)) = HANDLED.iter().find(|(kind, ..)| *kind == event.kind) else {
         return Ok(None);
@@ -108,7 +108,7 @@ fn same_second(last_written: Option<i64>, event: &StripeEvent) -> bool {
     last_written == Some(event.created)
 }
 
-async fn account_updated(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+async fn account_updated(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
     let object = &event.object;
     let Some(account) = object["id"].as_str() else { return Ok(Effect::none()) };
     // A connected account's flags come only from the Connect endpoint, about that account
@@ -153,7 +153,11 @@ async fn account_updated(app: &App, event: &StripeEvent, meta: &RequestMeta) -> 
 /// that reports the pending price of a plan change, or the end of the subscription, clears
 /// the pending note; that choice rests on the note as read, so the write is conditioned on
 /// it and a plan change noted meanwhile makes the effect be computed again.
-async fn subscription_changed(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+async fn subscription_changed(
+    app: &PaymentServices,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Effect, ApiError> {
     use crate::payments::subscription::{Subscription, has_ended};
     let object = &event.object;
     let Some(id) = object["id"].as_str().filter(|id| id.starts_with("sub_") && id.len() <= 255) else {
@@ -279,7 +283,7 @@ fn marker(app: &Services, event: &StripeEvent, outcome: &str) -> Result<Transact
 const EFFECT_ATTEMPTS: usize = 3;
 
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.kind))]
-pub async fn process(app: &App, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, ApiError> {
+pub async fn process(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, ApiError> {
     if !event.applies() {
         tracing::info!(account = event.account.as_deref(), "a connected account's event other than account.*; ignored");
         return mark_only(app, event, Outcome::Ignored).await;

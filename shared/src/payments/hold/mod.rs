@@ -15,8 +15,8 @@ use super::{
     payment::{Payment, PaymentStatus},
     refund::{RefundOutcome, refund_held},
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::payments::PaymentServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -47,7 +47,7 @@ pub struct Held {
 }
 
 /// The due timers, one page per run.
-pub async fn run(app: &App, meta: &RequestMeta, out_of_time: impl Fn() -> bool) -> Held {
+pub async fn run(app: &PaymentServices, meta: &RequestMeta, out_of_time: impl Fn() -> bool) -> Held {
     let mut held = Held::default();
     let now = time::rfc3339(time::now());
     let due = match app.table().queue_due(HOLD_QUEUE, &now, 25).await {
@@ -84,7 +84,7 @@ enum Stepped {
 }
 
 /// One due timer, leased. `None`: another run holds it.
-async fn step(app: &App, pk: &str, now: &str, meta: &RequestMeta) -> Result<Option<Stepped>, ApiError> {
+async fn step(app: &PaymentServices, pk: &str, now: &str, meta: &RequestMeta) -> Result<Option<Stepped>, ApiError> {
     let later = time::rfc3339(time::now() + LEASE);
     let Some(timer) = app.table().lease_queued::<Timer>(pk, SK, HOLD_QUEUE, now, &later).await? else {
         return Ok(None);
@@ -129,7 +129,12 @@ async fn step(app: &App, pk: &str, now: &str, meta: &RequestMeta) -> Result<Opti
 /// Refunds all that is left of a held payment to the payer, as the platform (no actor),
 /// audited `payment.auto_refunded` with `why` (`hold_max_days`, `erasure`). `Ok(false)`: the
 /// refund's outcome at Stripe is unknown (reconciliation finishes it).
-pub(crate) async fn auto_refund(app: &App, payment: Payment, why: &str, meta: &RequestMeta) -> Result<bool, ApiError> {
+pub(crate) async fn auto_refund(
+    app: &PaymentServices,
+    payment: Payment,
+    why: &str,
+    meta: &RequestMeta,
+) -> Result<bool, ApiError> {
     let before = payment.amount_refunded;
     let (org, payer, payment_id, currency) = (
         payment.payer_org_id.clone(),
