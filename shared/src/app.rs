@@ -3,10 +3,9 @@
 //! (SES, SNS, Stripe, the token keys, the CAPTCHA check). Clients are built on first use,
 //! so a function pays only for the services it touches.
 
-use std::{
-    future::Future,
-    sync::{Arc, OnceLock},
-};
+use std::future::Future;
+#[cfg(any(feature = "mail", feature = "sns"))]
+use std::sync::OnceLock;
 
 use lambda_http::{Body, Request, Response, service_fn};
 
@@ -17,16 +16,13 @@ use crate::notify::Mailer;
 #[cfg(feature = "payments")]
 use crate::payments::PaymentServices;
 use crate::{
-    captcha::CaptchaVerifier,
     config::{ConfigError, Settings},
-    identity::jwt::KeySet,
     secrets::Part,
-    services::DerivedFromSecret,
 };
 
 pub struct App {
-    /// Settings, the table and the secrets (and Stripe, in a payments function): what
-    /// domain code takes.
+    /// Settings, the table, the secrets, the token keys (and Stripe, in a payments
+    /// function): what domain code takes.
     services: Base,
     #[cfg(feature = "mail")]
     mailer: OnceLock<Mailer>,
@@ -34,16 +30,14 @@ pub struct App {
     events: OnceLock<EventPublisher>,
     #[cfg(feature = "sns")]
     sns: OnceLock<aws_sdk_sns::Client>,
-    captcha: OnceLock<CaptchaVerifier>,
-    keys: DerivedFromSecret<Arc<KeySet>>,
 }
 
-/// What domain code borrows the app as: the services every function has, with Stripe in a
-/// function that takes payments.
+/// What domain code borrows the app as: the services every function has, the token keys
+/// and the CAPTCHA check, and Stripe in a function that takes payments.
 #[cfg(feature = "payments")]
 pub type Base = PaymentServices;
 #[cfg(not(feature = "payments"))]
-pub type Base = crate::services::Services;
+pub type Base = crate::identity::IdentityServices;
 
 impl std::ops::Deref for App {
     type Target = Base;
@@ -74,8 +68,6 @@ impl App {
             events: OnceLock::new(),
             #[cfg(feature = "sns")]
             sns: OnceLock::new(),
-            captcha: OnceLock::new(),
-            keys: DerivedFromSecret::new(),
         }
     }
 
@@ -136,25 +128,6 @@ impl App {
             tracing::warn!(%error, "secrets not loaded at init; the first request will try again");
         }
     }
-
-    /// The JWT key set for the current secret.
-    pub async fn keys(&self) -> Result<Arc<KeySet>, crate::http::ApiError> {
-        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(crate::http::ApiError::internal)).await
-    }
-
-    /// When CAPTCHA is configured, `token` must be a solved CAPTCHA: 400 `captcha_required`
-    /// if not, 503 `captcha_unavailable` if the provider cannot say. Without it, nothing.
-    pub async fn require_captcha(
-        &self,
-        token: Option<&str>,
-        meta: &crate::http::RequestMeta,
-    ) -> Result<(), crate::http::ApiError> {
-        let secrets = self.secrets().get().await.map_err(crate::http::ApiError::internal)?;
-        let Some(secret) = &secrets.captcha_secret else { return Ok(()) };
-        let verifier = self.captcha.get_or_init(|| CaptchaVerifier::new(&self.settings().captcha));
-        Ok(verifier.verify(secret, token, meta.source_ip.as_deref()).await?)
-    }
 }
 
 /// The whole `main` of an HTTP function that reads the secrets `parts`: logging, the app,
@@ -189,4 +162,24 @@ where
         }
     }))
     .await
+}
+
+#[cfg(feature = "sns")]
+impl crate::notify::Channels for App {
+    fn services(&self) -> &crate::services::Services {
+        self
+    }
+
+    #[cfg(feature = "mail")]
+    fn mailer(&self) -> &Mailer {
+        App::mailer(self)
+    }
+
+    fn events(&self) -> &EventPublisher {
+        App::events(self)
+    }
+
+    fn sns(&self) -> &aws_sdk_sns::Client {
+        App::sns(self)
+    }
 }

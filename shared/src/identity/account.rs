@@ -7,8 +7,8 @@ use super::{
     Email, Membership, Password, PasswordHash, Role, User, attempts, auth::Principal, invitations, mfa,
     model::adjust_admin_count,
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::identity::IdentityServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -173,7 +173,7 @@ async fn keep_unpaid(app: &Services, user_id: &str) -> Result<(), ApiError> {
 /// Cancels a scheduled deletion inside the grace period. Unknown addresses and wrong
 /// passwords answer alike, after the same Argon2 work.
 pub async fn restore(
-    app: &App,
+    app: &IdentityServices,
     email: &Email,
     password: &str,
     captcha_token: Option<&str>,

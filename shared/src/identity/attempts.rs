@@ -28,8 +28,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Email, User};
-use crate::App;
 use crate::audit::Audit;
+use crate::identity::IdentityServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -96,7 +96,7 @@ async fn limit(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), 
 /// CAPTCHA of a flagged account, and a reserved place in the count. Returns the account
 /// (`None` for an unknown address) and the attempt to settle.
 pub async fn begin(
-    app: &App,
+    app: &IdentityServices,
     email: &Email,
     captcha_token: Option<&str>,
     meta: &RequestMeta,
@@ -115,7 +115,12 @@ pub async fn begin(
 /// When CAPTCHA is configured and `subject` has had many failures today, `captcha_token`
 /// must be a solved CAPTCHA (400 `captcha_required`). Unknown addresses' stand-ins are
 /// counted and flagged alike, so the question reveals nothing either.
-async fn challenge(app: &App, subject: &str, captcha_token: Option<&str>, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn challenge(
+    app: &IdentityServices,
+    subject: &str,
+    captcha_token: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
     let now = time::now().unix_timestamp();
     let today: Option<DayCount> = app.table().get(&keys::user(subject), &day_sort_key(now)).await?;
     if today.is_some_and(|day| day.failures >= app.settings().captcha.after_failures) {

@@ -5,7 +5,7 @@ use lambda_http::Request;
 use subtle::ConstantTimeEq;
 
 use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
-use crate::App;
+use crate::identity::IdentityServices;
 use crate::{
     http::{
         ApiError,
@@ -68,7 +68,7 @@ fn check_csrf(app: &Services, req: &Request, claims: &AccessClaims) -> Result<()
     Ok(())
 }
 
-pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
+pub async fn authenticate(app: &IdentityServices, req: &Request) -> Result<Principal, ApiError> {
     let token = bearer(req).ok_or(ApiError::Unauthorized)?;
     let claims = app.keys().await?.verify(token, app.settings()).ok_or(ApiError::Unauthorized)?;
     check_csrf(app, req, &claims)?;

@@ -6,8 +6,8 @@
 use serde_json::json;
 
 use super::{Email, Password, PasswordHash, User, attempts, mfa, session};
-use crate::App;
 use crate::audit::Audit;
+use crate::identity::IdentityServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -27,7 +27,7 @@ pub enum LoginOutcome {
 
 #[tracing::instrument(skip_all)]
 pub async fn login(
-    app: &App,
+    app: &IdentityServices,
     email: &Email,
     password: &str,
     captcha_token: Option<&str>,

@@ -14,6 +14,7 @@ mod password;
 pub mod phone;
 mod register;
 mod reset;
+pub mod services;
 pub mod session;
 mod tasks;
 mod token;
@@ -27,6 +28,7 @@ pub use model::{EmailGuard, Membership, OneTimeToken, Org, Role, TokenKind, User
 pub use password::{Password, PasswordError, PasswordHash};
 pub use register::{RegisterError, Registration, register};
 pub use reset::{forgot_password, reset_password};
+pub use services::IdentityServices;
 pub use tasks::AccountTask;
 pub use token::{OpaqueToken, TokenHash};
 pub use verify::{resend_verification, verify_email};

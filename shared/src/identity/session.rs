@@ -15,8 +15,8 @@ use super::{
     OpaqueToken, User,
     jwt::{AccessClaims, TOKEN_USE_ACCESS},
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::identity::IdentityServices;
 use crate::{
     audit::{AuditEntry, AuditStatus},
     http::{ApiError, RequestMeta},
@@ -86,7 +86,11 @@ pub struct IssuedTokens {
 }
 
 /// Signs an access token for `user` in session `session_id`, with a fresh CSRF token.
-async fn access_token(app: &App, user: &User, session_id: &str) -> Result<(String, String, u64), ApiError> {
+async fn access_token(
+    app: &IdentityServices,
+    user: &User,
+    session_id: &str,
+) -> Result<(String, String, u64), ApiError> {
     let settings = app.settings();
     let now = time::now().unix_timestamp();
     let ttl = settings.access_token_ttl.as_secs();
@@ -125,7 +129,11 @@ fn new_refresh_record(user_id: &str, session_id: &str, expires_at: &str, ttl: i6
 
 /// Starts a new session family for `user`, committing `extra` (e.g. the audit entry) in the
 /// same transaction.
-pub async fn start(app: &App, user: &User, extra: Vec<TransactWriteItem>) -> Result<IssuedTokens, ApiError> {
+pub async fn start(
+    app: &IdentityServices,
+    user: &User,
+    extra: Vec<TransactWriteItem>,
+) -> Result<IssuedTokens, ApiError> {
     start_guarded(app, user, extra, ApiError::InvalidCredentials).await
 }
 
@@ -134,7 +142,7 @@ pub async fn start(app: &App, user: &User, extra: Vec<TransactWriteItem>) -> Res
 /// was read: the same session version (no reset or deletion since), the same MFA state (a
 /// login that saw MFA off does not outlive its turning on).
 pub async fn start_guarded(
-    app: &App,
+    app: &IdentityServices,
     user: &User,
     extra: Vec<TransactWriteItem>,
     refused: ApiError,
@@ -245,7 +253,7 @@ pub async fn revoke_by_refresh_token(app: &Services, user_id: &str, presented: &
 /// Exchanges a refresh token for a new pair. Exactly one of any number of concurrent
 /// exchanges of one token wins; every other presentation of it revokes the family.
 #[tracing::instrument(skip_all)]
-pub async fn refresh(app: &App, presented: &str, meta: &RequestMeta) -> Result<IssuedTokens, ApiError> {
+pub async fn refresh(app: &IdentityServices, presented: &str, meta: &RequestMeta) -> Result<IssuedTokens, ApiError> {
     let hash = OpaqueToken::from_presented(presented).hash();
     let pk = refresh_pk(hash.as_str());
     let table = app.table();

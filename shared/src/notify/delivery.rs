@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::{Value, json};
 
+use super::Channels;
 use super::{
     EmailKind, NotifyError,
     preferences::{Category, Channel, Preferences},
@@ -25,7 +26,6 @@ use super::{
     suppression::Suppression,
     unsubscribe,
 };
-use crate::App;
 use crate::audit::Audit;
 use crate::{
     audit::{AuditEntry, AuditStatus},
@@ -89,13 +89,13 @@ struct DeliveryRecord {
 
 /// Sends `item` unless it was sent before.
 #[tracing::instrument(skip_all, fields(outbox_id = %item.id, channel = tracing::field::Empty))]
-pub async fn deliver(app: &App, item: &OutboxItem) -> Result<Delivered, DeliveryError> {
-    let table = app.table();
+pub async fn deliver(app: &dyn Channels, item: &OutboxItem) -> Result<Delivered, DeliveryError> {
+    let table = app.services().table();
     // A sealed email or SMS is opened here, in memory: nothing opened is ever written back
     // (a retry opens it again).
     let message = match &item.message {
         Message::Sealed { .. } => {
-            let opened = match app.outbox_sealer().await {
+            let opened = match app.services().outbox_sealer().await {
                 Ok(sealer) => item.message.open(&sealer, &item.id),
                 Err(error) => Err(StoreError::from(error)),
             };
@@ -194,19 +194,19 @@ async fn settle(table: &crate::store::Table, item: &OutboxItem) {
 
 /// Sends one message through its channel, unless the recipient's address is suppressed or
 /// their preferences turn it off.
-async fn send(app: &App, message: &Message) -> Result<Sent, NotifyError> {
+async fn send(app: &dyn Channels, message: &Message) -> Result<Sent, NotifyError> {
     match message {
         Message::Email { template, to, context } => send_email(app, *template, to, context).await,
         Message::Sms { to, text, user_id, category } => {
             if let Some(user_id) = user_id
-                && !allowed(app, user_id, Channel::Sms, *category).await?
+                && !allowed(app.services(), user_id, Channel::Sms, *category).await?
             {
                 return Ok(Sent::Skipped("preference"));
             }
             Ok(Sent::Sent(app.events().send_sms(to, text).await?))
         }
         Message::Push { user_id, category, title, body, data } => {
-            if !allowed(app, user_id, Channel::Push, *category).await? {
+            if !allowed(app.services(), user_id, Channel::Push, *category).await? {
                 return Ok(Sent::Skipped("preference"));
             }
             let outcome = push::send_to_user(app, user_id, title, body, data).await?;
@@ -218,7 +218,7 @@ async fn send(app: &App, message: &Message) -> Result<Sent, NotifyError> {
         Message::Event { event_type, body } => Ok(Sent::Sent(app.events().publish_json(event_type, body).await?)),
         Message::Sealed { .. } => Err(NotifyError::Task("a sealed message reached send unopened".into())),
         Message::Task(task) => {
-            let follow_ups = task.run(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
+            let follow_ups = task.run(app.services()).await.map_err(|e| NotifyError::Task(e.to_string()))?;
             // What the task committed goes out now; its own stream record is the backstop
             // (and finds it sent).
             for item in &follow_ups {
@@ -246,8 +246,8 @@ fn store(error: StoreError) -> NotifyError {
 /// An email, unless its address is suppressed (audited in the owner's organisation) or,
 /// for non-essential mail, the owner turned it off; non-essential mail that goes carries
 /// its unsubscribe link.
-async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -> Result<Sent, NotifyError> {
-    let table = app.table();
+async fn send_email(app: &dyn Channels, template: EmailKind, to: &str, context: &Value) -> Result<Sent, NotifyError> {
+    let table = app.services().table();
     let category = template.category();
     if let Some(suppression) = Suppression::find(table, to).await.map_err(store)? {
         if let Some(owner) = User::find_by_email(table, to).await.map_err(store)? {
@@ -255,7 +255,7 @@ async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -
             let entry = AuditEntry::new("email.not_sent", AuditStatus::Failure, &owner.org_id, &meta)
                 .target(&owner.user_id)
                 .details(json!({ "reason": "suppressed", "suppressed_for": suppression.reason, "email": template }));
-            app.audit().record(&entry).await.map_err(store)?;
+            app.services().audit().record(&entry).await.map_err(store)?;
         }
         tracing::warn!(email = ?template, "address suppressed; email not sent");
         return Ok(Sent::Skipped("suppressed"));
@@ -266,17 +266,20 @@ async fn send_email(app: &App, template: EmailKind, to: &str, context: &Value) -
             // Non-essential mail only ever goes to account holders.
             return Ok(Sent::Skipped("no_account"));
         };
-        if !allowed(app, &owner.user_id, Channel::Email, category).await? {
+        if !allowed(app.services(), &owner.user_id, Channel::Email, category).await? {
             return Ok(Sent::Skipped("preference"));
         }
-        let signer = unsubscribe::signer(app).await.map_err(|e| NotifyError::Task(e.to_string()))?;
+        let signer = unsubscribe::signer(app.services()).await.map_err(|e| NotifyError::Task(e.to_string()))?;
         let token = unsubscribe::issue(&signer, &owner.user_id, Channel::Email, category);
         if let Some(fields) = context.as_object_mut() {
             // In the fragment: it never reaches a server log or a Referer.
-            let link = format!("{}/unsubscribe#token={token}", app.settings().frontend_url);
+            let link = format!("{}/unsubscribe#token={token}", app.services().settings().frontend_url);
             fields.insert("unsubscribe_link".into(), Value::String(link));
-            let one_click =
-                format!("{}{}?token={token}", app.settings().api_url(), crate::http::routes::ONE_CLICK_UNSUBSCRIBE);
+            let one_click = format!(
+                "{}{}?token={token}",
+                app.services().settings().api_url(),
+                crate::http::routes::ONE_CLICK_UNSUBSCRIBE
+            );
             fields.insert("one_click_unsubscribe".into(), Value::String(one_click));
         }
     }
@@ -313,7 +316,7 @@ fn failure(sequence_number: Option<String>) -> DynamoDbBatchItemFailure {
 /// One batch from the stream: new audit entries are counted toward the audit totals (all
 /// together), and every outbox item is delivered (or found delivered). Records that fail are
 /// reported by sequence number, so only they are retried.
-pub async fn handle_batch(app: &App, event: Event) -> DynamoDbEventResponse {
+pub async fn handle_batch(app: &dyn Channels, event: Event) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
     let mut entries = Vec::new();
     for record in &event.records {
@@ -327,7 +330,7 @@ pub async fn handle_batch(app: &App, event: Event) -> DynamoDbEventResponse {
             }
         }
     }
-    for sequence in crate::audit::totals::count(app.table(), entries).await {
+    for sequence in crate::audit::totals::count(app.services().table(), entries).await {
         response.batch_item_failures.push(failure(Some(sequence.to_owned())));
     }
     for record in &event.records {

@@ -23,3 +23,16 @@ pub use preferences::{Category, Channel, Preferences};
 pub use templates::EmailKind;
 #[cfg(feature = "mail")]
 pub use templates::render;
+
+/// What notification code sends through, beyond the services every function has: a
+/// function's `App` provides it, with the clients its features link.
+#[cfg(feature = "sns")]
+pub trait Channels: Sync {
+    fn services(&self) -> &crate::services::Services;
+    #[cfg(feature = "mail")]
+    fn mailer(&self) -> &Mailer;
+    /// Domain events and SMS.
+    fn events(&self) -> &EventPublisher;
+    /// Push endpoints.
+    fn sns(&self) -> &aws_sdk_sns::Client;
+}

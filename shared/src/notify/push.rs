@@ -9,8 +9,8 @@ use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Channels;
 use super::NotifyError;
-use crate::App;
 use crate::{
     http::{ApiError, FieldError},
     services::Services,
@@ -127,14 +127,14 @@ impl Device {
     /// `POST /notifications/devices`: an SNS platform endpoint for the token, recorded for
     /// the user. Registering the same token again returns the same device (and turns its
     /// endpoint back on if SNS had disabled it).
-    pub async fn register(app: &App, user_id: &str, token: &DeviceToken) -> Result<Device, ApiError> {
-        let Some(application) = token.platform.application_arn(app) else {
+    pub async fn register(app: &dyn Channels, user_id: &str, token: &DeviceToken) -> Result<Device, ApiError> {
+        let Some(application) = token.platform.application_arn(app.services()) else {
             return Err(ApiError::Validation(vec![FieldError::new(
                 "platform",
                 "push to this platform is not configured on this deployment",
             )]));
         };
-        let table = app.table();
+        let table = app.services().table();
         let device_id = token.device_id(user_id);
         let existing = Self::list(table, user_id).await?;
         if existing.len() >= MAX_DEVICES && !existing.iter().any(|d| d.device_id == device_id) {
@@ -177,8 +177,8 @@ impl Device {
 
     /// `DELETE /notifications/devices/{device_id}`: the endpoint and the record; 404 for a
     /// device the user does not have.
-    pub async fn remove(app: &App, user_id: &str, device_id: &str) -> Result<(), ApiError> {
-        let table = app.table();
+    pub async fn remove(app: &dyn Channels, user_id: &str, device_id: &str) -> Result<(), ApiError> {
+        let table = app.services().table();
         let pk = keys::user(user_id);
         let sk = format!("{DEVICE_PREFIX}{device_id}");
         let Some(device) = table.get::<Device>(&pk, &sk).await? else {
@@ -189,15 +189,16 @@ impl Device {
 
     /// Deletes the endpoint (idempotent at SNS), then the record: a failure in between
     /// leaves a record whose next push finds the endpoint gone and removes it.
-    pub(crate) async fn forget(&self, app: &App) -> Result<(), NotifyError> {
+    pub(crate) async fn forget(&self, app: &dyn Channels) -> Result<(), NotifyError> {
         app.sns()
             .delete_endpoint()
             .endpoint_arn(&self.endpoint_arn)
             .send()
             .await
             .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?;
-        app.table()
-            .transact(vec![app.table().delete(Change::new(&self.pk, &self.sk)).map_err(store)?])
+        app.services()
+            .table()
+            .transact(vec![app.services().table().delete(Change::new(&self.pk, &self.sk)).map_err(store)?])
             .await
             .map_err(store)?;
         Ok(())
@@ -221,13 +222,13 @@ pub struct PushOutcome {
 /// uninstalled, the token expired) or no longer knows are removed; any other failure is an
 /// error, so the outbox item is retried.
 pub async fn send_to_user(
-    app: &App,
+    app: &dyn Channels,
     user_id: &str,
     title: &str,
     body: &str,
     data: &serde_json::Value,
 ) -> Result<PushOutcome, NotifyError> {
-    let devices = Device::list(app.table(), user_id).await.map_err(store)?;
+    let devices = Device::list(app.services().table(), user_id).await.map_err(store)?;
     let payload = payload(title, body, data);
     let mut outcome = PushOutcome::default();
     for device in devices {

@@ -1,35 +1,32 @@
-//! What payment code takes: the services every function has, and the Stripe client built
-//! from the secret. A payments function's `App` holds this in place of the bare services.
+//! What payment code takes: the services every function has (with the account code's), and
+//! the Stripe client built from the secret. A payments function's `App` holds this in place of the bare services.
 
 use std::{ops::Deref, sync::Arc};
 
 use super::{Gateway, gateway::Stripe};
 use crate::{
-    config::Settings,
-    deadline::Deadline,
-    http::ApiError,
-    secrets::Part,
-    services::{DerivedFromSecret, Services},
+    config::Settings, deadline::Deadline, http::ApiError, identity::IdentityServices, secrets::Part,
+    services::DerivedFromSecret,
 };
 
 pub struct PaymentServices {
-    services: Services,
+    services: IdentityServices,
     /// `None` inside: the Stripe secret holds no key.
     gateway: DerivedFromSecret<Option<Arc<Gateway>>>,
 }
 
 impl Deref for PaymentServices {
-    type Target = Services;
+    type Target = IdentityServices;
 
-    fn deref(&self) -> &Services {
+    fn deref(&self) -> &IdentityServices {
         &self.services
     }
 }
 
 impl PaymentServices {
-    /// See [`Services::new`]; Stripe is built on first use.
+    /// See [`crate::services::Services::new`]; Stripe is built on first use.
     pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Self {
-        Self { services: Services::new(settings, sdk), gateway: DerivedFromSecret::new() }
+        Self { services: IdentityServices::new(settings, sdk), gateway: DerivedFromSecret::new() }
     }
 
     /// These services reading only `parts` of the secrets: what one function declares.

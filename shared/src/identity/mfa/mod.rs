@@ -31,8 +31,8 @@ use super::{
     auth::Principal,
     session::{self, IssuedTokens, SessionFamily},
 };
-use crate::App;
 use crate::audit::Audit;
+use crate::identity::IdentityServices;
 use crate::seal::Sealer;
 use crate::{
     audit::{AuditEntry, AuditStatus},
@@ -459,7 +459,7 @@ impl Spent {
 /// The second step of a login: the `mfa_token` and a code (or a recovery code) for tokens.
 #[tracing::instrument(skip_all)]
 pub async fn complete_login(
-    app: &App,
+    app: &IdentityServices,
     mfa_token: &str,
     proof: Proof,
     meta: &RequestMeta,
