@@ -235,7 +235,7 @@ mod tests {
             Message::event(&event),
             Message::Task(AccountTask::SendPasswordReset {
                 email: "a@example.com".into(),
-                origin: crate::http::Origin {
+                origin: crate::caller::Origin {
                     request_id: "r1".into(),
                     client_request_id: None,
                     source_ip: Some("192.0.2.1".into()),

@@ -5,6 +5,7 @@
 //! Nothing here names an HTTP type or a domain: the domains depend on the kernel, never the
 //! other way round, and cargo refuses the other way.
 
+pub mod caller;
 pub mod config;
 pub mod deadline;
 pub mod metrics;

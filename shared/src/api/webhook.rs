@@ -5,10 +5,9 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::audit::Audit;
 use crate::{
     App,
-    audit::{AuditEntry, AuditStatus},
+    audit::{Audit, AuditEntry, AuditStatus},
     http::{ApiError, ApiResponse, Browser, RequestMeta, serve},
     webhook::{
         process::{Outcome, StripeEvent, process},

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    http::RequestMeta,
+    caller::RequestMeta,
     store::{StoreError, Table, keys},
 };
 

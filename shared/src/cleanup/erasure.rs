@@ -13,12 +13,11 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::App;
-use crate::audit::Audit;
+use super::CleanupServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
     deadline::Deadline,
-    http::RequestMeta,
     identity::{Membership, Org, Role, User, account::DELETION_INDEX_KEY},
     notify::{DomainEvent, EmailKind, push::Device},
     outbox::{self, Message},
@@ -86,7 +85,12 @@ pub async fn due(table: &Table, limit: i32) -> Result<Vec<String>, StoreError> {
 
 /// Erases `user_id` if it is due and no other run holds it.
 #[tracing::instrument(skip(app, meta, deadline))]
-pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadline) -> Result<Erased, ErasureError> {
+pub async fn erase(
+    app: &dyn CleanupServices,
+    user_id: &str,
+    meta: &RequestMeta,
+    deadline: Deadline,
+) -> Result<Erased, ErasureError> {
     let table = app.table();
     let Some(user) = User::find(table, user_id).await? else {
         return Ok(Erased::Skipped);
@@ -142,7 +146,7 @@ pub async fn erase(app: &App, user_id: &str, meta: &RequestMeta, deadline: Deadl
 /// deletion was scheduled; `DELETE /auth/me` refuses while one is) is refunded in full to the
 /// payer first. One mid-release or mid-refund, a disputed one, or a refund whose outcome is
 /// unknown makes the erasure wait for a later run.
-async fn refund_held_payments(app: &App, user: &User, meta: &RequestMeta) -> Result<(), ErasureError> {
+async fn refund_held_payments(app: &dyn CleanupServices, user: &User, meta: &RequestMeta) -> Result<(), ErasureError> {
     let table = app.table();
     let waiting = |why: &str| ErasureError::Stripe(format!("a payment of theirs {why}; the erasure waits"));
     if !table.payments_of_party(&user.user_id, &["releasing", "refunding"]).await?.is_empty() {
@@ -175,7 +179,7 @@ async fn refund_held_payments(app: &App, user: &User, meta: &RequestMeta) -> Res
 /// The user's Stripe customer (their email there, and the card on file) is deleted, which
 /// also ends their subscriptions: nobody is left to cancel them, and billing an erased person
 /// must stop. Stripe failing leaves the erasure for the next run.
-async fn forget_at_stripe(app: &App, user: &User, deadline: Deadline) -> Result<(), ErasureError> {
+async fn forget_at_stripe(app: &dyn CleanupServices, user: &User, deadline: Deadline) -> Result<(), ErasureError> {
     let Some(customer) = &user.stripe_customer_id else {
         return Ok(());
     };
@@ -188,7 +192,7 @@ async fn forget_at_stripe(app: &App, user: &User, deadline: Deadline) -> Result<
 
 /// Everything of the user but the profile: their partition's items (SNS endpoints of
 /// devices first) and the tokens the profile points at.
-async fn remove_belongings(app: &App, user: &User) -> Result<(), ErasureError> {
+async fn remove_belongings(app: &dyn CleanupServices, user: &User) -> Result<(), ErasureError> {
     let table = app.table();
     let pk = keys::user(&user.user_id);
     for device in Device::list(table, &user.user_id).await? {

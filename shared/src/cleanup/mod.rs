@@ -11,19 +11,27 @@ pub mod erasure;
 pub mod expired;
 pub mod undelivered;
 
-use std::time::Duration;
+use std::{ops::Deref, time::Duration};
 
 use serde::Serialize;
 
 use self::drain::Due;
-use crate::App;
 use crate::{
-    http::RequestMeta,
+    caller::RequestMeta,
+    notify::Channels,
     payments::{
+        PaymentServices,
         payment::{REFUNDING_QUEUE, RELEASING_QUEUE},
         reconcile::{self, Reconciled},
     },
 };
+
+/// What the cleanup runs on: the payment services (with the account code's and the
+/// services every function has) and the notification channels. The cleanup function's
+/// `App` is one.
+pub trait CleanupServices: Channels + Deref<Target = PaymentServices> {}
+
+impl<T: Channels + Deref<Target = PaymentServices>> CleanupServices for T {}
 
 /// Left unused at the end of a run: what one more item could take, plus the summary.
 pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(30);
@@ -103,7 +111,7 @@ impl Summary {
 }
 
 /// One cleanup run, within `meta.deadline`.
-pub async fn run(app: &App, meta: &RequestMeta) -> Summary {
+pub async fn run(app: &dyn CleanupServices, meta: &RequestMeta) -> Summary {
     let mut summary = Summary::default();
     let out_of_time = || meta.deadline.remaining().is_some_and(|left| left < STOP_BEFORE_DEADLINE);
 

@@ -4,8 +4,8 @@
 //! try is delivered from here, through the same delivery record, so it still goes out at
 //! most once. One the outbox is about to forget (its TTL) is given up on loudly.
 
+use super::CleanupServices;
 use super::drain::Due;
-use crate::App;
 use crate::{
     notify::delivery,
     outbox::{self, OutboxItem},
@@ -29,7 +29,7 @@ pub struct Redelivered {
 }
 
 /// Delivers what is due on the unsent queue, until done or `out_of_time`.
-pub async fn redeliver(app: &App, out_of_time: impl Fn() -> bool) -> Redelivered {
+pub async fn redeliver(app: &dyn CleanupServices, out_of_time: impl Fn() -> bool) -> Redelivered {
     let mut done = Redelivered::default();
     let table = app.table();
     let cutoff = time::rfc3339(time::now() - AFTER);
@@ -73,7 +73,7 @@ enum Outcome {
     Gone,
 }
 
-async fn redeliver_one(app: &App, pk: &str, give_up_before: &str) -> Result<Outcome, String> {
+async fn redeliver_one(app: &dyn CleanupServices, pk: &str, give_up_before: &str) -> Result<Outcome, String> {
     let table = app.table();
     let item = match table.get::<OutboxItem>(pk, outbox::SK).await {
         Ok(Some(item)) => item,

@@ -65,7 +65,7 @@ where
     F: FnOnce(Request, RequestMeta) -> Fut,
     Fut: Future<Output = Result<ApiResponse, ApiError>>,
 {
-    let meta = RequestMeta::from_request(&req);
+    let meta = super::request::request_meta(&req);
     let span = tracing::info_span!(
         "request",
         request_id = %meta.request_id,

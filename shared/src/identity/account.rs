@@ -7,11 +7,11 @@ use super::{
     Email, Membership, Password, PasswordHash, Role, User, attempts, auth::Principal, invitations, mfa,
     model::adjust_admin_count,
 };
-use crate::audit::Audit;
-use crate::identity::IdentityServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
+    identity::IdentityServices,
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message},
     services::Services,

@@ -28,11 +28,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Email, User};
-use crate::audit::Audit;
-use crate::identity::IdentityServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
+    identity::IdentityServices,
     rate_limit::Rule,
     services::Services,
     store::{Change, StoreError, av, expiry, keys},

@@ -5,12 +5,12 @@ use lambda_http::Request;
 use subtle::ConstantTimeEq;
 
 use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
-use crate::identity::IdentityServices;
 use crate::{
     http::{
         ApiError,
         browser::{is_unsafe, origin_allowed},
     },
+    identity::IdentityServices,
     services::Services,
 };
 

@@ -10,10 +10,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Email, Membership, OneTimeToken, OpaqueToken, Org, Role, TokenKind, User, auth::Principal};
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     notify::EmailKind,
     outbox::{self, Message},
     services::Services,

@@ -6,11 +6,11 @@
 use serde_json::json;
 
 use super::{Email, Password, PasswordHash, User, attempts, mfa, session};
-use crate::audit::Audit;
-use crate::identity::IdentityServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
+    identity::IdentityServices,
     services::Services,
     store::{Change, av},
 };

@@ -12,10 +12,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{User, auth::Principal};
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::{ApiError, FieldError},
     notify::Category,
     outbox::{self, Message},
     rate_limit::Rule,

@@ -10,10 +10,10 @@ use super::{
     AccountTask, Email, EmailGuard, Membership, OneTimeToken, OpaqueToken, Org, Password, PasswordError, PasswordHash,
     Role, TokenKind, User,
 };
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, Origin, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::{Origin, RequestMeta},
+    http::ApiError,
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message, OutboxItem},
     services::Services,

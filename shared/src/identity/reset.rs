@@ -4,13 +4,13 @@
 use serde_json::json;
 
 use super::{AccountTask, Email, OneTimeToken, OpaqueToken, Password, PasswordHash, TokenKind, User};
-use crate::audit::Audit;
-use crate::seal::Sealer;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, Origin, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::{Origin, RequestMeta},
+    http::{ApiError, FieldError},
     notify::EmailKind,
     outbox::{self, Message, OutboxItem},
+    seal::Sealer,
     services::Services,
     store::{Change, av},
     time,

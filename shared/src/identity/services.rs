@@ -5,9 +5,10 @@ use std::{ops::Deref, sync::Arc, sync::OnceLock};
 
 use super::jwt::KeySet;
 use crate::{
+    caller::RequestMeta,
     captcha::CaptchaVerifier,
     config::Settings,
-    http::{ApiError, RequestMeta},
+    http::ApiError,
     secrets::Part,
     services::{DerivedFromSecret, Services},
 };

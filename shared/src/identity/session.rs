@@ -15,11 +15,11 @@ use super::{
     OpaqueToken, User,
     jwt::{AccessClaims, TOKEN_USE_ACCESS},
 };
-use crate::audit::Audit;
-use crate::identity::IdentityServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
+    identity::IdentityServices,
     services::Services,
     store::{Change, StoreError, av, keys},
     time,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::Origin;
+use crate::caller::Origin;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]

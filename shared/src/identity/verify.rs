@@ -3,10 +3,10 @@
 use serde_json::json;
 
 use super::{AccountTask, Email, OneTimeToken, OpaqueToken, TokenKind, User, register::VERIFY_TOKEN_HOURS};
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message, OutboxItem},
     services::Services,

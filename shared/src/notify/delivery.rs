@@ -26,10 +26,9 @@ use super::{
     suppression::Suppression,
     unsubscribe,
 };
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::RequestMeta,
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
     identity::User,
     outbox::{self, Message, OutboxItem},
     services::Services,

@@ -9,10 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::RequestMeta,
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
     identity::{Email, User},
     services::Services,
     store::{StoreError, Table},

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 pub(crate) use super::intent::{IntentOutcome, apply_intent_outcome};
 use super::stripe_event::{Effect, StripeEvent};
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     notify::DomainEvent,
     outbox::{self, Message},
+    payments::PaymentServices,
     payments::{
         payment::{Payment, PaymentStatus, RefundFailure, number_is, refund_failed_notice},
         recovery::{self, Cause, CauseKind},

@@ -12,11 +12,7 @@ use super::{
     release::{already, disputed, release_held},
     unsettled,
 };
-use crate::payments::PaymentServices;
-use crate::{
-    http::{ApiError, RequestMeta},
-    identity::auth::Principal,
-};
+use crate::{caller::RequestMeta, http::ApiError, identity::auth::Principal, payments::PaymentServices};
 
 /// `POST /payments/{id}/release`.
 pub async fn release(

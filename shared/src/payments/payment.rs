@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Amount, Currency, gateway::Stripe, provider::Provider};
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
     config::PlatformFee,
-    http::{ApiError, FieldError, RequestMeta},
+    http::{ApiError, FieldError},
     identity::{Role, User, auth::Principal},
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av, keys},
     time,
@@ -602,7 +602,7 @@ pub(super) fn refunded_elsewhere(
     amount: i64,
     total: i64,
     found: &str,
-    meta: &crate::http::RequestMeta,
+    meta: &crate::caller::RequestMeta,
 ) -> (AuditEntry, crate::outbox::Message) {
     let entry = AuditEntry::new("payment.refunded", AuditStatus::Success, &payment.payer_org_id, meta).details(json!({
         "payment_id": payment.payment_id, "amount": amount, "amount_refunded": total,
@@ -665,7 +665,7 @@ pub(crate) struct RefundFailure<'a> {
 pub(crate) fn refund_failed_notice(
     payment: &Payment,
     failure: &RefundFailure<'_>,
-    meta: &crate::http::RequestMeta,
+    meta: &crate::caller::RequestMeta,
 ) -> (AuditEntry, Vec<crate::outbox::Message>) {
     use crate::{notify::Category, outbox::Message};
     let RefundFailure { refund_id, amount, total, unsettled, failure_reason, found } = *failure;

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::gateway::Stripe;
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::{ApiError, FieldError},
     identity::{Role, auth::Principal},
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av, keys},
     time,

@@ -28,12 +28,12 @@ use super::{
     refund::{Refunded, finish_refund, legacy_key, make_refund, refund_failed},
     release::{Transferred, charge_of, finish_release, transfer},
 };
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     outbox,
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
     time,

@@ -27,13 +27,13 @@ use super::{
     payment::{Payment, SK},
     provider::Provider,
 };
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     notify::DomainEvent,
     outbox::{self, Message},
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
     time,

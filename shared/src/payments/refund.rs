@@ -28,13 +28,13 @@ use super::{
         refunded_elsewhere, return_to_succeeded, transition,
     },
 };
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::{ApiError, FieldError},
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentServices,
     services::Services,
     store::{StoreError, av},
     time,

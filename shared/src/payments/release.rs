@@ -23,14 +23,14 @@ use super::{
     },
     provider::Provider,
 };
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     identity::auth::Principal,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentServices,
     services::Services,
     store::{StoreError, av},
     time,

@@ -15,13 +15,13 @@ use serde_json::json;
 
 pub use super::proration::Proration;
 use super::{gateway::SubscriptionState, payment::customer_for};
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::{ApiError, FieldError},
     identity::{Role, auth::Principal},
     notify::DomainEvent,
+    payments::PaymentServices,
     services::Services,
     store::{Change, av, keys},
     time,

@@ -32,13 +32,13 @@ use super::{
     provider::Provider,
     recovery::provider_share_of,
 };
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::{ApiError, FieldError},
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
     time,

@@ -11,12 +11,13 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::payments::PaymentServices;
 pub use crate::payments::stripe_event::{Effect, StripeEvent};
 use crate::{
-    http::{ApiError, RequestMeta},
+    caller::RequestMeta,
+    http::ApiError,
     notify::DomainEvent,
     outbox::{self, Message},
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
     time,

@@ -31,14 +31,14 @@ use super::{
     auth::Principal,
     session::{self, IssuedTokens, SessionFamily},
 };
-use crate::audit::Audit;
-use crate::identity::IdentityServices;
-use crate::seal::Sealer;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, FieldError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::{ApiError, FieldError},
+    identity::IdentityServices,
     notify::EmailKind,
     outbox::{self, Message},
+    seal::Sealer,
     services::Services,
     store::{Change, StoreError, Table, av, keys},
     time,

@@ -7,10 +7,10 @@
 use serde_json::json;
 
 use super::SORT_KEY;
-use crate::audit::Audit;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     identity::{OneTimeToken, OpaqueToken, TokenKind, User, reset},
     services::Services,
     store::{Change, av},

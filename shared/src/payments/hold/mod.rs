@@ -15,13 +15,13 @@ use super::{
     payment::{Payment, PaymentStatus},
     refund::{RefundOutcome, refund_held},
 };
-use crate::audit::Audit;
-use crate::payments::PaymentServices;
 use crate::{
-    audit::{AuditEntry, AuditStatus},
-    http::{ApiError, RequestMeta},
+    audit::{Audit, AuditEntry, AuditStatus},
+    caller::RequestMeta,
+    http::ApiError,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
     time,
