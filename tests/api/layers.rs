@@ -65,3 +65,16 @@ fn the_import_checker_passes_layers_that_point_one_way() {
     assert!(passed, "{output}");
     assert!(output.contains("0 cycle(s)"), "{output}");
 }
+
+#[test]
+fn the_import_checker_refuses_a_domain_module_that_names_the_app() {
+    let (passed, output) = check(&[
+        ("lib.rs", "pub mod app;\npub mod identity;\npub use app::App;\n"),
+        ("app.rs", "pub struct App;\n"),
+        // Through the root's re-export, as `use crate::App` would.
+        ("identity.rs", "pub fn login(_: &crate::App) {}\n"),
+    ]);
+    assert!(!passed, "{output}");
+    assert!(output.contains("LAYER: identity imports the edge's app"), "{output}");
+}
+
