@@ -36,12 +36,8 @@ ALLOWED: list[set[str]] = []
 EDGE = {"app", "api", "http"}
 
 # Domain modules that still import the edge, and what of it: `http::problem` is `ApiError`
-# (domain errors still to be made domain types), `http::cursor` the signed page cursors,
-# `http::routes` a path an email links, `http::browser` the CSRF rule of a cookie.
+# (domain errors still to be made domain types), `http::browser` the CSRF rule of a cookie.
 EDGE_IMPORTS_LEFT: dict[str, set[str]] = {
-    "audit::filter": {"http", "http::cursor"},
-    "audit::query": {"http::cursor", "http::problem"},
-    "captcha": {"http"},
     "identity": {"http::problem"},
     "identity::account": {"http::problem"},
     "identity::attempts": {"http::problem"},
@@ -58,11 +54,7 @@ EDGE_IMPORTS_LEFT: dict[str, set[str]] = {
     "identity::services": {"http::problem"},
     "identity::session": {"http::problem"},
     "identity::verify": {"http::problem"},
-    "notify::delivery": {"http::routes"},
-    "notify::preferences": {"http::problem"},
-    "notify::push": {"http::problem"},
-    "notify::unsubscribe": {"http::problem"},
-    "payments::history": {"http::cursor", "http::problem"},
+    "payments::history": {"http::problem"},
     "payments::hold": {"http::problem"},
     "payments::idempotency": {"http::problem"},
     "payments::intent": {"http::problem"},

@@ -8,7 +8,7 @@ use std::{sync::OnceLock, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiError, FieldError};
+use crate::invalid::Invalid;
 
 /// Turnstile's own bound on a token's length; anything longer is not a token.
 const MAX_TOKEN_BYTES: usize = 2048;
@@ -17,10 +17,10 @@ const CALLS: usize = 2;
 
 /// `captcha_token` as sent: longer than any provider's token is an input error, whether or
 /// not CAPTCHA is on.
-pub fn token_field(value: Option<String>) -> Result<Option<String>, ApiError> {
+pub fn token_field(value: Option<String>) -> Result<Option<String>, Invalid> {
     match value {
         Some(token) if token.chars().count() > MAX_TOKEN_BYTES => {
-            Err(ApiError::Validation(vec![FieldError::new("captcha_token", "must be at most 2048 characters")]))
+            Err(Invalid::field("captcha_token", "must be at most 2048 characters"))
         }
         other => Ok(other),
     }
@@ -34,18 +34,6 @@ pub enum CaptchaError {
     /// The provider could not give an answer (down, or our secret is wrong).
     #[error("the CAPTCHA service gave no answer: {0}")]
     Unavailable(String),
-}
-
-impl From<CaptchaError> for ApiError {
-    fn from(error: CaptchaError) -> Self {
-        match error {
-            CaptchaError::Required => ApiError::CaptchaRequired,
-            CaptchaError::Unavailable(reason) => {
-                tracing::error!(%reason, "CAPTCHA check failed; refusing the request");
-                ApiError::CaptchaUnavailable
-            }
-        }
-    }
 }
 
 #[derive(Serialize)]

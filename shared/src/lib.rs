@@ -19,4 +19,6 @@ pub mod webhook;
 
 pub use app::App;
 // The kernel's modules, at the paths the rest of the backend has always named them by.
-pub use kernel::{caller, config, deadline, metrics, rate_limit, seal, secrets, services, store, telemetry, time};
+pub use kernel::{
+    caller, config, cursor, deadline, invalid, metrics, rate_limit, seal, secrets, services, store, telemetry, time,
+};

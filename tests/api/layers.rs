@@ -77,4 +77,3 @@ fn the_import_checker_refuses_a_domain_module_that_names_the_app() {
     assert!(!passed, "{output}");
     assert!(output.contains("LAYER: identity imports the edge's app"), "{output}");
 }
-

@@ -7,7 +7,9 @@
 
 pub mod caller;
 pub mod config;
+pub mod cursor;
 pub mod deadline;
+pub mod invalid;
 pub mod metrics;
 pub mod rate_limit;
 pub mod seal;

@@ -68,7 +68,8 @@ async fn put_preferences(app: &App, req: &Request) -> Result<ApiResponse, ApiErr
     let body = parse_json::<serde_json::Value>(req)?;
     // Checked once before touching the table, so bad input changes nothing.
     Preferences::default().apply(&body)?;
-    let preferences = Preferences::update(app.table(), principal.user_id(), |p| p.apply(&body)).await?;
+    let preferences =
+        Preferences::update(app.table(), principal.user_id(), |p| p.apply(&body).map_err(ApiError::from)).await?;
     Ok(ApiResponse::json(StatusCode::OK, preferences))
 }
 
@@ -99,11 +100,11 @@ async fn one_click_unsubscribe(app: &App, req: &Request, meta: &RequestMeta) -> 
     };
     let done = match unsubscribe::unsubscribe(app, &token).await {
         Ok(done) => done,
-        Err(ApiError::TokenInvalid) => {
+        Err(unsubscribe::UnsubscribeError::TokenInvalid) => {
             app.rate_limit(Rule::Unsubscribe, &meta.client_key()).await?;
             return Err(ApiError::TokenInvalid);
         }
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     };
     Ok(ApiResponse::json(
         StatusCode::OK,

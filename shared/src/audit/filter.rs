@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use crate::http::{ApiError, FieldError, cursor::fingerprint};
+use crate::{
+    cursor::{fingerprint, page_limit},
+    invalid::{FieldError, Invalid},
+};
 
 pub const DEFAULT_LIMIT: i32 = 50;
 pub const MAX_LIMIT: i32 = 100;
@@ -27,7 +30,7 @@ fn plain(value: &str) -> bool {
 
 impl AuditFilter {
     /// From the query string; every problem reported at once.
-    pub fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+    pub fn parse(query: &HashMap<String, String>) -> Result<Self, Invalid> {
         let mut errors = Vec::new();
         let mut text = |name: &str| -> Option<String> {
             let value = query.get(name).filter(|v| !v.is_empty())?.clone();
@@ -66,16 +69,11 @@ impl AuditFilter {
         {
             errors.push(FieldError::new("since", "must not be after `until`"));
         }
-        let limit = crate::http::cursor::page_limit(
-            query.get("limit").map(String::as_str),
-            DEFAULT_LIMIT,
-            MAX_LIMIT,
-            &mut errors,
-        );
+        let limit = page_limit(query.get("limit").map(String::as_str), DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
         if errors.is_empty() {
             Ok(Self { action, status, actor_user_id, target_user_id, since, until, limit, cursor })
         } else {
-            Err(ApiError::Validation(errors))
+            Err(Invalid(errors))
         }
     }
 

@@ -17,12 +17,11 @@ use serde::Serialize;
 
 use super::{AuditEntry, AuditFilter};
 use crate::{
-    http::{
-        ApiError,
-        cursor::{Cursors, Key},
-    },
+    cursor::{Cursors, Key},
+    invalid::Invalid,
+    seal::CipherError,
     services::Services,
-    store::av,
+    store::{StoreError, av},
 };
 
 #[derive(Debug, Serialize)]
@@ -103,9 +102,21 @@ fn plan(org_id: &str, f: &AuditFilter) -> Plan {
     }
 }
 
-pub async fn query(app: &Services, org_id: &str, filter: &AuditFilter) -> Result<AuditPage, ApiError> {
+/// Why a page of the log could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The cursor is not one this query issued.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("cursor keys: {0}")]
+    Keys(#[from] CipherError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn query(app: &Services, org_id: &str, filter: &AuditFilter) -> Result<AuditPage, QueryError> {
     let fingerprint = filter.fingerprint(org_id);
-    let cursors = Cursors::for_app(app, "audit-cursor").await?;
+    let cursors = Cursors::for_listing(app, "audit-cursor").await?;
     let start = filter.cursor.as_deref().map(|c| cursors.decode(&fingerprint, c)).transpose()?;
     let plan = plan(org_id, filter);
 
@@ -149,9 +160,7 @@ pub async fn query(app: &Services, org_id: &str, filter: &AuditFilter) -> Result
             .set_filter_expression(filter_expression.clone())
             .scan_index_forward(false)
     };
-    let dynamo = |e: aws_sdk_dynamodb::error::SdkError<_, _>| {
-        ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(e))
-    };
+    let dynamo = crate::store::dynamo_error;
 
     // The page: one Query, newest first (more only when filters thin a page out).
     let mut items = Vec::new();
@@ -167,7 +176,7 @@ pub async fn query(app: &Services, org_id: &str, filter: &AuditFilter) -> Result
             .map_err(dynamo)?;
         page_read_units += out.consumed_capacity.as_ref().and_then(|c| c.capacity_units).unwrap_or(0.0);
         for item in out.items.unwrap_or_default() {
-            items.push(AuditItem::from(serde_dynamo::from_item::<_, AuditEntry>(item).map_err(ApiError::internal)?));
+            items.push(AuditItem::from(serde_dynamo::from_item::<_, AuditEntry>(item).map_err(StoreError::from)?));
         }
         let last = out.last_evaluated_key;
         if items.len() as i32 >= filter.limit || last.is_none() {

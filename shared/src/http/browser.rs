@@ -22,7 +22,7 @@ pub enum Browser<'a> {
 /// Routes that take a form body from any origin, each because a standard says so and each
 /// able to do only one harmless thing: RFC 8058 one-click unsubscribe (mail clients post
 /// `List-Unsubscribe=One-Click`; it only turns a switch off, idempotently).
-pub const FORM_ROUTES: &[(&str, &str)] = &[("POST", super::routes::ONE_CLICK_UNSUBSCRIBE)];
+pub const FORM_ROUTES: &[(&str, &str)] = &[("POST", crate::notify::unsubscribe::ONE_CLICK_PATH)];
 
 pub fn is_unsafe(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)

@@ -3,7 +3,8 @@
 //! `Result` into a response with `X-Request-Id`.
 
 pub mod browser;
-pub mod cursor;
+mod domain_errors;
+pub use crate::cursor;
 mod problem;
 mod request;
 mod response;

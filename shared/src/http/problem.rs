@@ -1,40 +1,9 @@
-//! Errors as RFC 9457 problem documents. This is the one place where errors become HTTP:
-//! every domain error converts into [`ApiError`], and only `ApiError` knows statuses.
+//! Errors as RFC 9457 problem documents. Only [`ApiError`] knows statuses: the kernel's errors
+//! convert into it here, and each domain's in `domain_errors`.
 
 use lambda_http::{Body, Response, http::StatusCode};
-use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
-
-/// A required field through its parser: the value, or `None` with the problem added to
-/// `errors`, so a handler can report every bad field at once.
-pub fn required_field<T, E: Into<String>>(
-    field: &str,
-    parsed: Option<Result<T, E>>,
-    errors: &mut Vec<FieldError>,
-) -> Option<T> {
-    match parsed {
-        None => {
-            errors.push(FieldError::new(field, "is required"));
-            None
-        }
-        Some(Err(message)) => {
-            errors.push(FieldError::new(field, message));
-            None
-        }
-        Some(Ok(value)) => Some(value),
-    }
-}
+pub use crate::invalid::{FieldError, required_field};
 
 /// Every error a client can see. `code` strings are part of the contract (API.md).
 #[derive(Debug, thiserror::Error)]
@@ -247,20 +216,6 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// Stripe's failures, as the caller sees them: unknown (or not tried) is 503, a refusal is
-/// the payment provider's error.
-#[cfg(feature = "payments")]
-impl From<crate::payments::gateway::GatewayError> for ApiError {
-    fn from(error: crate::payments::gateway::GatewayError) -> Self {
-        use crate::payments::gateway::GatewayError;
-        tracing::error!(%error, "Stripe call failed");
-        match error {
-            GatewayError::Unavailable(_) | GatewayError::NotSent(_) => ApiError::PaymentsUnavailable,
-            GatewayError::Refused { message, .. } => ApiError::PaymentProvider(message),
-        }
-    }
-}
-
 impl From<crate::rate_limit::RateLimitError> for ApiError {
     fn from(error: crate::rate_limit::RateLimitError) -> Self {
         use crate::rate_limit::RateLimitError;
@@ -268,6 +223,13 @@ impl From<crate::rate_limit::RateLimitError> for ApiError {
             RateLimitError::Limited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
             RateLimitError::Store(error) => ApiError::internal(error),
         }
+    }
+}
+
+/// Fields that do not parse: 400 `validation_failed`, naming each.
+impl From<crate::invalid::Invalid> for ApiError {
+    fn from(invalid: crate::invalid::Invalid) -> Self {
+        ApiError::Validation(invalid.0)
     }
 }
 

@@ -72,10 +72,6 @@ pub struct Route {
     endpoint: for<'a> fn(&'a str) -> Endpoint<'a>,
 }
 
-/// The route a mail client posts a one-click unsubscribe to (RFC 8058): emails link it, and
-/// it takes a form where every other route takes JSON.
-pub const ONE_CLICK_UNSUBSCRIBE: &str = "/notifications/unsubscribe/one-click";
-
 /// Every route of the HTTP API (the Stripe webhook is a function URL, not a route).
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/auth/register", function: "register", endpoint: |_| Endpoint::Register },
@@ -191,7 +187,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
-        path: ONE_CLICK_UNSUBSCRIBE,
+        path: crate::notify::unsubscribe::ONE_CLICK_PATH,
         function: "notifications",
         endpoint: |_| Endpoint::OneClickUnsubscribe,
     },

@@ -274,11 +274,8 @@ async fn send_email(app: &dyn Channels, template: EmailKind, to: &str, context: 
             // In the fragment: it never reaches a server log or a Referer.
             let link = format!("{}/unsubscribe#token={token}", app.services().settings().frontend_url);
             fields.insert("unsubscribe_link".into(), Value::String(link));
-            let one_click = format!(
-                "{}{}?token={token}",
-                app.services().settings().api_url(),
-                crate::http::routes::ONE_CLICK_UNSUBSCRIBE
-            );
+            let one_click =
+                format!("{}{}?token={token}", app.services().settings().api_url(), unsubscribe::ONE_CLICK_PATH);
             fields.insert("one_click_unsubscribe".into(), Value::String(one_click));
         }
     }

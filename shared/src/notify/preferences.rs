@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    http::{ApiError, FieldError},
+    invalid::{FieldError, Invalid},
     store::{StoreError, Table, av, keys},
 };
 
@@ -119,9 +119,9 @@ impl Preferences {
 
     /// Applies a `PUT` body: any subset of the switches, each a boolean; anything else in it
     /// is a 400 naming the field, and nothing changes.
-    pub fn apply(&mut self, body: &serde_json::Value) -> Result<(), ApiError> {
+    pub fn apply(&mut self, body: &serde_json::Value) -> Result<(), Invalid> {
         let Some(channels) = body.as_object() else {
-            return Err(invalid("body", "must be an object of channels"));
+            return Err(Invalid::field("body", "must be an object of channels"));
         };
         let mut next = *self;
         let mut errors = Vec::new();
@@ -149,9 +149,7 @@ impl Preferences {
                 }
             }
         }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+        Invalid::check(errors)?;
         *self = next;
         Ok(())
     }
@@ -165,12 +163,13 @@ impl Preferences {
     }
 
     /// Reads, changes with `edit` and writes back, on a version check so that two edits at
-    /// once (a `PUT` and an unsubscribe link) both land; the result.
-    pub async fn update(
+    /// once (a `PUT` and an unsubscribe link) both land; the result. An edit's refusal is
+    /// the update's, and nothing is written.
+    pub async fn update<E: From<StoreError>>(
         table: &Table,
         user_id: &str,
-        edit: impl Fn(&mut Preferences) -> Result<(), ApiError>,
-    ) -> Result<Self, ApiError> {
+        edit: impl Fn(&mut Preferences) -> Result<(), E>,
+    ) -> Result<Self, E> {
         for _ in 0..5 {
             let (mut preferences, version) = Self::load_versioned(table, user_id).await?;
             edit(&mut preferences)?;
@@ -192,12 +191,9 @@ impl Preferences {
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(ApiError::internal("preferences kept changing under the update"))
+        tracing::error!(user_id, "preferences kept changing under the update");
+        Err(StoreError::TransactionConditionsFailed(vec![0]).into())
     }
-}
-
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Validation(vec![FieldError::new(field, message)])
 }
 
 #[cfg(test)]
@@ -230,7 +226,7 @@ mod tests {
             (json!([1]), "body"),
         ] {
             match p.apply(&body) {
-                Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, field, "{body}"),
+                Err(Invalid(errors)) => assert_eq!(errors[0].field, field, "{body}"),
                 other => panic!("{body}: {other:?}"),
             }
             assert_eq!(p, Preferences::default(), "{body}");

@@ -9,10 +9,9 @@ use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Channels;
-use super::NotifyError;
+use super::{Channels, NotifyError};
 use crate::{
-    http::{ApiError, FieldError},
+    invalid::{FieldError, Invalid},
     services::Services,
     store::{Change, StoreError, Table, av, dynamo_error, keys},
     time,
@@ -57,8 +56,24 @@ pub struct DeviceToken {
     token: String,
 }
 
+/// Why a device was not registered or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The user has [`MAX_DEVICES`] already.
+    #[error("a user has at most {MAX_DEVICES} devices; remove one first")]
+    TooMany,
+    #[error("no such device")]
+    NotFound,
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl DeviceToken {
-    pub fn parse(platform: Option<&str>, token: Option<&str>) -> Result<Self, ApiError> {
+    pub fn parse(platform: Option<&str>, token: Option<&str>) -> Result<Self, Invalid> {
         let mut errors = Vec::new();
         let platform = Platform::parse(platform).map_err(|e| errors.push(e)).ok();
         let token = match token.map(str::trim) {
@@ -82,7 +97,7 @@ impl DeviceToken {
         };
         match (platform, token) {
             (Some(platform), Some(token)) if errors.is_empty() => Ok(Self { platform, token }),
-            _ => Err(ApiError::Validation(errors)),
+            _ => Err(Invalid(errors)),
         }
     }
 
@@ -127,18 +142,15 @@ impl Device {
     /// `POST /notifications/devices`: an SNS platform endpoint for the token, recorded for
     /// the user. Registering the same token again returns the same device (and turns its
     /// endpoint back on if SNS had disabled it).
-    pub async fn register(app: &dyn Channels, user_id: &str, token: &DeviceToken) -> Result<Device, ApiError> {
+    pub async fn register(app: &dyn Channels, user_id: &str, token: &DeviceToken) -> Result<Device, DeviceError> {
         let Some(application) = token.platform.application_arn(app.services()) else {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "platform",
-                "push to this platform is not configured on this deployment",
-            )]));
+            return Err(Invalid::field("platform", "push to this platform is not configured on this deployment").into());
         };
         let table = app.services().table();
         let device_id = token.device_id(user_id);
         let existing = Self::list(table, user_id).await?;
         if existing.len() >= MAX_DEVICES && !existing.iter().any(|d| d.device_id == device_id) {
-            return Err(ApiError::Conflict(format!("a user has at most {MAX_DEVICES} devices; remove one first")));
+            return Err(DeviceError::TooMany);
         }
         // SNS answers the existing endpoint for a token it knows (same attributes), so this is
         // safe to repeat.
@@ -149,16 +161,16 @@ impl Device {
             .token(&token.token)
             .send()
             .await
-            .map_err(|e| ApiError::internal(DisplayErrorContext(&e)))?
+            .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?
             .endpoint_arn
-            .ok_or_else(|| ApiError::internal("SNS returned no endpoint ARN"))?;
+            .ok_or_else(|| NotifyError::Sns("SNS returned no endpoint ARN".into()))?;
         sns.set_endpoint_attributes()
             .endpoint_arn(&endpoint_arn)
             .attributes("Enabled", "true")
             .attributes("CustomUserData", user_id)
             .send()
             .await
-            .map_err(|e| ApiError::internal(DisplayErrorContext(&e)))?;
+            .map_err(|e| NotifyError::Sns(DisplayErrorContext(&e).to_string()))?;
         let device = Device {
             pk: keys::user(user_id),
             sk: format!("{DEVICE_PREFIX}{device_id}"),
@@ -177,14 +189,14 @@ impl Device {
 
     /// `DELETE /notifications/devices/{device_id}`: the endpoint and the record; 404 for a
     /// device the user does not have.
-    pub async fn remove(app: &dyn Channels, user_id: &str, device_id: &str) -> Result<(), ApiError> {
+    pub async fn remove(app: &dyn Channels, user_id: &str, device_id: &str) -> Result<(), DeviceError> {
         let table = app.services().table();
         let pk = keys::user(user_id);
         let sk = format!("{DEVICE_PREFIX}{device_id}");
         let Some(device) = table.get::<Device>(&pk, &sk).await? else {
-            return Err(ApiError::NotFound);
+            return Err(DeviceError::NotFound);
         };
-        device.forget(app).await.map_err(ApiError::internal)
+        Ok(device.forget(app).await?)
     }
 
     /// Deletes the endpoint (idempotent at SNS), then the record: a failure in between
@@ -283,12 +295,12 @@ mod tests {
             (Some("apns"), Some("not-hex"), "token"),
         ] {
             match DeviceToken::parse(platform, token) {
-                Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, field, "{platform:?} {token:?}"),
+                Err(Invalid(errors)) => assert_eq!(errors[0].field, field, "{platform:?} {token:?}"),
                 other => panic!("{platform:?} {token:?}: {other:?}"),
             }
         }
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert!(matches!(DeviceToken::parse(Some("fcm"), Some(&long)), Err(ApiError::Validation(_))));
+        assert!(matches!(DeviceToken::parse(Some("fcm"), Some(&long)), Err(Invalid(_))));
     }
 
     #[test]

@@ -6,7 +6,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::preferences::{Category, Channel, Preferences};
-use crate::{http::ApiError, seal::Signer, services::Services, time};
+use crate::{
+    seal::{CipherError, Signer},
+    services::Services,
+    store::StoreError,
+    time,
+};
 
 /// Long enough for old newsletters; keys rotate more slowly than this.
 const LIFETIME_DAYS: i64 = 180;
@@ -21,10 +26,26 @@ struct Claims {
     category: Category,
 }
 
+/// The route a mail client posts a one-click unsubscribe to (RFC 8058): emails link it, and
+/// it takes a form where every other route takes JSON.
+pub const ONE_CLICK_PATH: &str = "/notifications/unsubscribe/one-click";
+
+/// Why an unsubscribe did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsubscribeError {
+    /// Malformed, forged, expired, for an erased account, or for a switch there is not.
+    #[error("the unsubscribe token is invalid")]
+    TokenInvalid,
+    #[error("unsubscribe keys: {0}")]
+    Keys(#[from] CipherError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What signs and checks unsubscribe tokens.
-pub async fn signer(app: &Services) -> Result<Signer, ApiError> {
-    let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
-    Ok(Signer::from_secrets(&secrets, crate::seal::UNSUBSCRIBE)?)
+pub async fn signer(app: &Services) -> Result<Signer, CipherError> {
+    let secrets = app.secrets().get().await.map_err(|e| CipherError::KeysUnavailable(e.to_string()))?;
+    Signer::from_secrets(&secrets, crate::seal::UNSUBSCRIBE)
 }
 
 /// A token that turns `channel`/`category` off for `user_id`.
@@ -47,22 +68,22 @@ pub struct Unsubscribed {
 
 /// `POST /notifications/unsubscribe`: turns off the switch the token names. Idempotent; a
 /// token that is malformed, forged, expired or for anything else is 400 `token_invalid`.
-pub async fn unsubscribe(app: &Services, token: &str) -> Result<Unsubscribed, ApiError> {
+pub async fn unsubscribe(app: &Services, token: &str) -> Result<Unsubscribed, UnsubscribeError> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(ApiError::TokenInvalid);
+        return Err(UnsubscribeError::TokenInvalid);
     }
-    let payload = signer(app).await?.verify(token).ok_or(ApiError::TokenInvalid)?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| ApiError::TokenInvalid)?;
+    let payload = signer(app).await?.verify(token).ok_or(UnsubscribeError::TokenInvalid)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| UnsubscribeError::TokenInvalid)?;
     if claims.exp <= time::now().unix_timestamp() {
-        return Err(ApiError::TokenInvalid);
+        return Err(UnsubscribeError::TokenInvalid);
     }
     let table = app.table();
     // An erased account keeps no preferences.
     if crate::identity::User::find(table, &claims.sub).await?.is_none() {
-        return Err(ApiError::TokenInvalid);
+        return Err(UnsubscribeError::TokenInvalid);
     }
     Preferences::update(table, &claims.sub, |p| {
-        if p.switch_off(claims.channel, claims.category) { Ok(()) } else { Err(ApiError::TokenInvalid) }
+        if p.switch_off(claims.channel, claims.category) { Ok(()) } else { Err(UnsubscribeError::TokenInvalid) }
     })
     .await?;
     tracing::info!(user_id = %claims.sub, channel = ?claims.channel, category = ?claims.category, "unsubscribed");

@@ -152,7 +152,7 @@ impl HistoryPage {
 /// One page of the caller's list: one Query on the side's index, newest first.
 pub async fn page(app: &Services, principal: &Principal, query: &HistoryQuery) -> Result<HistoryPage, ApiError> {
     let fingerprint = query.fingerprint(principal.user_id());
-    let cursors = Cursors::for_app(app, CURSOR_PURPOSE).await?;
+    let cursors = Cursors::for_listing(app, CURSOR_PURPOSE).await?;
     let start = query.cursor.as_deref().map(|c| cursors.decode(&fingerprint, c)).transpose()?;
     let table = app.table();
     let mut request = table

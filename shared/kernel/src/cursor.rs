@@ -12,8 +12,12 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, FieldError};
-use crate::{services::Services, store::av};
+use crate::{
+    invalid::{FieldError, Invalid},
+    seal::CipherError,
+    services::Services,
+    store::av,
+};
 
 /// A page's last key: attribute name → value (string keys only, as all of ours are).
 pub type Key = HashMap<String, AttributeValue>;
@@ -24,7 +28,7 @@ pub struct Cursors {
 }
 
 impl Cursors {
-    /// Cursors signed with `key` (tests; see [`Cursors::for_app`]).
+    /// Cursors signed with `key` (tests; see [`Cursors::for_listing`]).
     pub fn with_key(key: &[u8]) -> Self {
         Self { key: key.to_vec() }
     }
@@ -33,8 +37,8 @@ impl Cursors {
     /// derived from the current cursor key (`cursor_signing_keys`, a key of its own), so every
     /// instance agrees on it and it rotates with that key (cursors are short-lived anyway);
     /// `purpose` keeps one listing's cursors from being valid in another.
-    pub async fn for_app(app: &Services, purpose: &str) -> Result<Self, ApiError> {
-        let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
+    pub async fn for_listing(services: &Services, purpose: &str) -> Result<Self, CipherError> {
+        let secrets = services.secrets().get().await.map_err(|e| CipherError::KeysUnavailable(e.to_string()))?;
         let signer = crate::seal::Signer::from_secrets(&secrets, crate::seal::CURSOR)?;
         let key = Sha256::digest([purpose.as_bytes(), b"|", signer.current_key()].concat());
         Ok(Self { key: key.to_vec() })
@@ -59,8 +63,8 @@ impl Cursors {
 
     /// The key a cursor from [`Cursors::encode`] for the same query holds; anything else is
     /// 400 `validation_failed` on `cursor`.
-    pub fn decode(&self, fingerprint: &str, cursor: &str) -> Result<Key, ApiError> {
-        let invalid = || ApiError::Validation(vec![FieldError::new("cursor", "is not a cursor this query issued")]);
+    pub fn decode(&self, fingerprint: &str, cursor: &str) -> Result<Key, Invalid> {
+        let invalid = || Invalid::field("cursor", "is not a cursor this query issued");
         let (payload, mac) = cursor.split_once('.').ok_or_else(invalid)?;
         let payload =
             String::from_utf8(URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?).map_err(|_| invalid())?;

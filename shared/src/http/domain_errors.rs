@@ -1,0 +1,70 @@
+//! How each domain's errors are answered: the one place a domain error becomes an
+//! [`ApiError`] (and so a status and a `code`). Domains know nothing of HTTP; the edge
+//! maps them here, once.
+
+use super::ApiError;
+
+/// Stripe's failures, as the caller sees them: unknown (or not tried) is 503, a refusal is
+/// the payment provider's error.
+#[cfg(feature = "payments")]
+impl From<crate::payments::gateway::GatewayError> for ApiError {
+    fn from(error: crate::payments::gateway::GatewayError) -> Self {
+        use crate::payments::gateway::GatewayError;
+        tracing::error!(%error, "Stripe call failed");
+        match error {
+            GatewayError::Unavailable(_) | GatewayError::NotSent(_) => ApiError::PaymentsUnavailable,
+            GatewayError::Refused { message, .. } => ApiError::PaymentProvider(message),
+        }
+    }
+}
+
+impl From<crate::audit::query::QueryError> for ApiError {
+    fn from(error: crate::audit::query::QueryError) -> Self {
+        use crate::audit::query::QueryError;
+        match error {
+            QueryError::Invalid(invalid) => invalid.into(),
+            QueryError::Keys(error) => ApiError::internal(error),
+            QueryError::Store(error) => ApiError::internal(error),
+        }
+    }
+}
+
+impl From<crate::notify::unsubscribe::UnsubscribeError> for ApiError {
+    fn from(error: crate::notify::unsubscribe::UnsubscribeError) -> Self {
+        use crate::notify::unsubscribe::UnsubscribeError;
+        match error {
+            UnsubscribeError::TokenInvalid => ApiError::TokenInvalid,
+            UnsubscribeError::Keys(error) => ApiError::internal(error),
+            UnsubscribeError::Store(error) => ApiError::internal(error),
+        }
+    }
+}
+
+#[cfg(feature = "sns")]
+impl From<crate::notify::push::DeviceError> for ApiError {
+    fn from(error: crate::notify::push::DeviceError) -> Self {
+        use crate::notify::push::DeviceError;
+        match error {
+            DeviceError::Invalid(invalid) => invalid.into(),
+            DeviceError::TooMany => ApiError::Conflict(error.to_string()),
+            DeviceError::NotFound => ApiError::NotFound,
+            DeviceError::Notify(error) => ApiError::internal(error),
+            DeviceError::Store(error) => ApiError::internal(error),
+        }
+    }
+}
+
+/// A CAPTCHA not solved is the caller's to fix (400); one the provider could not check is
+/// refused, not waved through (503).
+impl From<crate::captcha::CaptchaError> for ApiError {
+    fn from(error: crate::captcha::CaptchaError) -> Self {
+        use crate::captcha::CaptchaError;
+        match error {
+            CaptchaError::Required => ApiError::CaptchaRequired,
+            CaptchaError::Unavailable(reason) => {
+                tracing::error!(%reason, "CAPTCHA check failed; refusing the request");
+                ApiError::CaptchaUnavailable
+            }
+        }
+    }
+}
