@@ -282,6 +282,37 @@ fn every_relative_link_resolves_to_a_file_and_heading() {
     assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
 }
 
+/// The repository paths a document names in code spans (`shared/src/...`), with their lines.
+fn named_paths(markdown: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (n, line) in markdown.lines().enumerate() {
+        for (i, span) in line.split('`').enumerate() {
+            let top = span.split('/').next().unwrap_or_default();
+            if i % 2 == 1
+                && ["shared", "functions", "infra", "tests", "events", "benches", "docs"].contains(&top)
+                && span.contains('/')
+                && !span.contains(['<', '{', '*', ' '])
+            {
+                found.push((n + 1, span.trim_end_matches(['.', ',', ':']).to_owned()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_path_the_docs_name_exists() {
+    let mut missing = Vec::new();
+    for (path, text) in documents() {
+        for (line, named) in named_paths(&text) {
+            if !root().join(&named).exists() {
+                missing.push(format!("{}:{line}: {named}", path.display()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "the docs name paths that are not in the repository:\n{}", missing.join("\n"));
+}
+
 #[test]
 fn no_link_leaves_the_repository() {
     let mut problems = Vec::new();
