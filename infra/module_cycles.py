@@ -38,22 +38,7 @@ EDGE = {"app", "api", "http"}
 # Domain modules that still import the edge, and what of it: `http::problem` is `ApiError`
 # (domain errors still to be made domain types), `http::browser` the CSRF rule of a cookie.
 EDGE_IMPORTS_LEFT: dict[str, set[str]] = {
-    "identity": {"http::problem"},
-    "identity::account": {"http::problem"},
-    "identity::attempts": {"http::problem"},
-    "identity::auth": {"http::browser", "http::problem"},
-    "identity::invitations": {"http::problem"},
-    "identity::login": {"http::problem"},
-    "identity::mfa": {"http::problem"},
-    "identity::mfa::revoke": {"http::problem"},
-    "identity::model": {"http::problem"},
-    "identity::orgs": {"http::problem"},
-    "identity::phone": {"http::problem"},
-    "identity::register": {"http::problem"},
-    "identity::reset": {"http::problem"},
-    "identity::services": {"http::problem"},
-    "identity::session": {"http::problem"},
-    "identity::verify": {"http::problem"},
+    "identity::auth": {"http::browser"},
     "payments::history": {"http::problem"},
     "payments::hold": {"http::problem"},
     "payments::idempotency": {"http::problem"},

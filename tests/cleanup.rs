@@ -68,7 +68,10 @@ async fn an_account_past_its_grace_is_erased_once_by_two_concurrent_runs_and_its
     let first = tokio::spawn(async move { cleanup::run(app, &run_meta()).await });
     let second = tokio::spawn(async move { cleanup::run(app, &run_meta()).await });
     let (a, b) = (first.await.unwrap(), second.await.unwrap());
-    assert_eq!(a.accounts_failed + b.accounts_failed, 0, "{a:?} {b:?}");
+    // Their counts include other tests' accounts due in the shared table (one whose erasure
+    // needs Stripe fails in this app, which has none), so what is asserted is this account:
+    // gone, once, below.
+    assert!(a.accounts_erased + b.accounts_erased >= 1, "{a:?} {b:?}");
     let user_pk = format!("USER#{admin_id}");
     assert!(t.partition(&user_pk).await.is_empty(), "every item of the user is gone");
     assert!(t.item(&format!("EMAIL#{admin_email}"), "EMAIL").await.is_none());

@@ -113,7 +113,7 @@ impl App {
         let (keys, ()) = tokio::join!(
             async {
                 if token_keys {
-                    self.keys().await.map(drop)
+                    self.keys().await.map(drop).map_err(crate::http::ApiError::from)
                 } else if !self.parts().is_empty() {
                     self.secrets().get().await.map(drop).map_err(crate::http::ApiError::internal)
                 } else {

@@ -3,6 +3,38 @@
 //! maps them here, once.
 
 use super::ApiError;
+use crate::identity::{AccountError, RegisterError};
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::Invalid(invalid) => invalid.into(),
+            AccountError::TokenInvalid => ApiError::TokenInvalid,
+            AccountError::InvalidCredentials => ApiError::InvalidCredentials,
+            AccountError::Unauthorized => ApiError::Unauthorized,
+            AccountError::TokenReused => ApiError::TokenReused,
+            AccountError::MfaRequired => ApiError::MfaRequired,
+            AccountError::EmailNotVerified => ApiError::EmailNotVerified,
+            AccountError::Forbidden => ApiError::Forbidden,
+            AccountError::ForbiddenBecause(reason) => ApiError::ForbiddenBecause(reason),
+            AccountError::CsrfFailed => ApiError::CsrfFailed,
+            AccountError::NotFound => ApiError::NotFound,
+            AccountError::Conflict(reason) => ApiError::Conflict(reason),
+            AccountError::RateLimited(error) => error.into(),
+            AccountError::Captcha(error) => error.into(),
+            AccountError::Store(error) => error.into(),
+            AccountError::Seal(error) => error.into(),
+            AccountError::Config(error) => error.into(),
+            AccountError::Internal(reason) => ApiError::Internal(reason),
+        }
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(error: RegisterError) -> Self {
+        AccountError::from(error).into()
+    }
+}
 
 /// Stripe's failures, as the caller sees them: unknown (or not tried) is 503, a refusal is
 /// the payment provider's error.

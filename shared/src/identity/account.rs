@@ -10,7 +10,7 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     identity::IdentityServices,
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message},
@@ -30,18 +30,18 @@ pub async fn schedule_deletion(
     principal: &Principal,
     password: &str,
     meta: &RequestMeta,
-) -> Result<String, ApiError> {
+) -> Result<String, AccountError> {
     let user = &principal.user;
     // A stolen access token must not make this a password oracle: login's count and lock.
     let attempt = attempts::reserve(app, &user.user_id, &meta.client_key()).await?;
     let stored = PasswordHash::from_stored(&user.password_hash);
-    if !stored.verify(Password::presented(password)).await.map_err(ApiError::internal)? {
+    if !stored.verify(Password::presented(password)).await.map_err(AccountError::internal)? {
         attempt.failed(app, Some(user), "account.deletion_scheduled", meta).await;
-        return Err(ApiError::InvalidCredentials);
+        return Err(AccountError::InvalidCredentials);
     }
     attempt.succeeded(app).await;
     if holds_money(app, &user.user_id).await? {
-        return Err(ApiError::Conflict(
+        return Err(AccountError::Conflict(
             "money is held in a payment you made or are owed (succeeded, releasing or refunding); release or \
              refund it first"
                 .into(),
@@ -91,7 +91,7 @@ pub async fn schedule_deletion(
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::Conflict("the account is already scheduled for deletion".into())).await?;
+    table.transact_or(items, AccountError::Conflict("the account is already scheduled for deletion".into())).await?;
     if let Err(error) = abandon_unpaid(app, &user.user_id).await {
         tracing::warn!(%error, "unpaid payments not marked for cancel; they are canceled once abandoned");
     }
@@ -101,7 +101,7 @@ pub async fn schedule_deletion(
 /// Whether `user_id` is the payer or the provider's owner of a payment that holds money
 /// (`succeeded`, `releasing` or `refunding`, or `released` with money that came back
 /// unsettled): erasing them would leave it with nobody to move it.
-async fn holds_money(app: &Services, user_id: &str) -> Result<bool, ApiError> {
+async fn holds_money(app: &Services, user_id: &str) -> Result<bool, AccountError> {
     let table = app.table();
     let (holding, unsettled) = tokio::try_join!(
         table.payments_of_party(user_id, &["succeeded", "releasing", "refunding"]),
@@ -115,7 +115,7 @@ async fn holds_money(app: &Services, user_id: &str) -> Result<bool, ApiError> {
 /// as abandoned ones are), so nothing is paid into an account about to go. One paid
 /// meanwhile is held, and refunded at the erasure; one not marked (a fault here) is canceled
 /// after `PAYMENT_ABANDON_DAYS` anyway.
-async fn abandon_unpaid(app: &Services, user_id: &str) -> Result<(), ApiError> {
+async fn abandon_unpaid(app: &Services, user_id: &str) -> Result<(), AccountError> {
     let table = app.table();
     for pk in table.payments_of_party(user_id, &["requires_payment", "failed"]).await? {
         let mark = Change::new(&pk, "PAYMENT")
@@ -137,7 +137,7 @@ async fn abandon_unpaid(app: &Services, user_id: &str) -> Result<(), ApiError> {
 
 /// The deletion was cancelled: the user's unpaid payments marked to be canceled are kept again
 /// (due for the cleanup's usual look now), unless the other party is leaving too.
-async fn keep_unpaid(app: &Services, user_id: &str) -> Result<(), ApiError> {
+async fn keep_unpaid(app: &Services, user_id: &str) -> Result<(), AccountError> {
     #[derive(serde::Deserialize)]
     struct Parties {
         payer_user_id: String,
@@ -179,23 +179,23 @@ pub async fn restore(
     captcha_token: Option<&str>,
     second_factor: Option<mfa::Proof>,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     // A password check like login's: the same limits, CAPTCHA, count and lock, audited.
     let (user, attempt) = attempts::begin(app, email, captcha_token, meta).await?;
     let table = app.table();
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
-    let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
+    let matches = stored.verify(Password::presented(password)).await.map_err(AccountError::internal)?;
     let user = match user {
         Some(user) if matches => user,
         user => {
             attempt.failed(app, user.as_ref(), "account.restored", meta).await;
-            return Err(ApiError::InvalidCredentials);
+            return Err(AccountError::InvalidCredentials);
         }
     };
     attempt.succeeded(app).await;
     let now = time::rfc3339(time::now());
     let Some(scheduled) = user.deletion_scheduled_at.clone().filter(|at| *at > now) else {
-        return Err(ApiError::Conflict("the account is not scheduled for deletion".into()));
+        return Err(AccountError::Conflict("the account is not scheduled for deletion".into()));
     };
     // With MFA on, the password alone must not undo what the owner asked for.
     let proven = mfa::prove(app, &user, second_factor, "account.restored", meta).await?;
@@ -235,9 +235,9 @@ pub async fn restore(
             }
             Ok(())
         }
-        Err(StoreError::TransactionConditionsFailed(_)) => {
-            Err(ApiError::Conflict("the account is not scheduled for deletion, or the code was used meanwhile".into()))
-        }
+        Err(StoreError::TransactionConditionsFailed(_)) => Err(AccountError::Conflict(
+            "the account is not scheduled for deletion, or the code was used meanwhile".into(),
+        )),
         Err(other) => Err(other.into()),
     }
 }
@@ -250,13 +250,16 @@ pub async fn change_role(
     target_user_id: &str,
     role: Role,
     meta: &RequestMeta,
-) -> Result<Membership, ApiError> {
+) -> Result<Membership, AccountError> {
     principal.require_admin()?;
     let table = app.table();
     let org_pk = keys::org(principal.org_id());
     let member_sk = keys::member(target_user_id);
-    let mut member =
-        table.get::<Membership>(&org_pk, &member_sk).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
+    let mut member = table
+        .get::<Membership>(&org_pk, &member_sk)
+        .await
+        .map_err(AccountError::internal)?
+        .ok_or(AccountError::NotFound)?;
     let previous = member.role;
     if previous == role {
         return Ok(member);
@@ -309,7 +312,7 @@ pub async fn change_role(
             let message = "the member's role changed concurrently; read it again and retry";
             return Err(refused(app, principal, target_user_id, previous, role, message, meta).await);
         }
-        Err(other) => return Err(ApiError::internal(other)),
+        Err(other) => return Err(AccountError::internal(other)),
     }
     member.role = role;
     Ok(member)
@@ -324,7 +327,7 @@ async fn last_admin(
     from: Role,
     to: Role,
     meta: &RequestMeta,
-) -> ApiError {
+) -> AccountError {
     refused(app, principal, target_user_id, from, to, LAST_ADMIN, meta).await
 }
 
@@ -337,11 +340,11 @@ async fn refused(
     to: Role,
     message: &str,
     meta: &RequestMeta,
-) -> ApiError {
+) -> AccountError {
     let entry = AuditEntry::new("org.role_changed", AuditStatus::Failure, principal.org_id(), meta)
         .actor(principal.user_id())
         .target(target_user_id)
         .details(json!({ "from": from.as_str(), "to": to.as_str(), "reason": message }));
     app.audit().record_or_log(&entry).await;
-    ApiError::Conflict(message.into())
+    AccountError::Conflict(message.into())
 }

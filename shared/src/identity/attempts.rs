@@ -31,8 +31,9 @@ use super::{Email, User};
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     identity::IdentityServices,
+    rate_limit::RateLimitError,
     rate_limit::Rule,
     services::Services,
     store::{Change, StoreError, av, expiry, keys},
@@ -87,7 +88,7 @@ pub struct Attempt {
 
 /// The rate limits every password attempt spends, whatever the route: per client address,
 /// and per account *from* that address (so nobody else can spend the owner's).
-async fn limit(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn limit(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), AccountError> {
     app.rate_limit(Rule::Login, &meta.client_key()).await?;
     Ok(app.rate_limit(Rule::LoginAccount, &format!("{}\n{}", email.as_str(), meta.client_key())).await?)
 }
@@ -100,7 +101,7 @@ pub async fn begin(
     email: &Email,
     captcha_token: Option<&str>,
     meta: &RequestMeta,
-) -> Result<(Option<User>, Attempt), ApiError> {
+) -> Result<(Option<User>, Attempt), AccountError> {
     limit(app, email, meta).await?;
     let (user, subject) = subject(app, email).await?;
     if app.captcha_configured().await? {
@@ -120,7 +121,7 @@ async fn challenge(
     subject: &str,
     captcha_token: Option<&str>,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     let now = time::now().unix_timestamp();
     let today: Option<DayCount> = app.table().get(&keys::user(subject), &day_sort_key(now)).await?;
     if today.is_some_and(|day| day.failures >= app.settings().captcha.after_failures) {
@@ -131,7 +132,7 @@ async fn challenge(
 
 /// Without CAPTCHA: an attempt from an address `subject` does not know spends the account's
 /// count of such attempts this minute (429 once spent); one from a known address does not.
-async fn slow_down(app: &Services, subject: &str, client: &str) -> Result<(), ApiError> {
+async fn slow_down(app: &Services, subject: &str, client: &str) -> Result<(), AccountError> {
     let known: Option<KnownClient> = app.table().get(&keys::user(subject), &known_sort_key(client)).await?;
     if known.is_some_and(|k| k.ttl > time::now().unix_timestamp()) {
         return Ok(());
@@ -175,7 +176,7 @@ fn known_sort_key(client: &str) -> String {
 /// addresses take the same path as known ones, against a stand-in subject: the same reads,
 /// the same Argon2 work, the same counting and locks. Neither timing nor a lock tells an
 /// attacker whether the address has an account.
-async fn subject(app: &Services, email: &Email) -> Result<(Option<User>, String), ApiError> {
+async fn subject(app: &Services, email: &Email) -> Result<(Option<User>, String), AccountError> {
     let table = app.table();
     let user = User::find_by_email(table, email.as_str()).await?;
     let subject = match &user {
@@ -191,7 +192,7 @@ async fn subject(app: &Services, email: &Email) -> Result<(Option<User>, String)
 
 /// Reserves an attempt on `subject` (a user id, or an unknown address's stand-in) from
 /// `client`, or answers 429 with the time left while the pair is locked.
-pub async fn reserve(app: &Services, subject: &str, client: &str) -> Result<Attempt, ApiError> {
+pub async fn reserve(app: &Services, subject: &str, client: &str) -> Result<Attempt, AccountError> {
     let table = app.table();
     let pk = keys::user(subject);
     let sk = counter_sort_key(client);
@@ -199,7 +200,7 @@ pub async fn reserve(app: &Services, subject: &str, client: &str) -> Result<Atte
         let now = time::now().unix_timestamp();
         let current: Option<Counter> = table.get(&pk, &sk).await?;
         if let Some(locked_until) = current.as_ref().map(|c| c.locked_until).filter(|until| *until > now) {
-            return Err(ApiError::RateLimited { retry_after_seconds: (locked_until - now) as u64 });
+            return Err(RateLimitError::Limited { retry_after_seconds: (locked_until - now) as u64 }.into());
         }
         let failures =
             current.as_ref().filter(|c| c.last_failure > now - FAILURE_MEMORY_SECONDS).map_or(0, |c| c.failures);
@@ -233,7 +234,7 @@ pub async fn reserve(app: &Services, subject: &str, client: &str) -> Result<Atte
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::RateLimited { retry_after_seconds: 1 })
+    Err(RateLimitError::Limited { retry_after_seconds: 1 }.into())
 }
 
 impl Attempt {

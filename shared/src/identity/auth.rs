@@ -6,11 +6,8 @@ use subtle::ConstantTimeEq;
 
 use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
 use crate::{
-    http::{
-        ApiError,
-        browser::{is_unsafe, origin_allowed},
-    },
-    identity::IdentityServices,
+    http::browser::{is_unsafe, origin_allowed},
+    identity::{AccountError, IdentityServices},
     services::Services,
 };
 
@@ -36,8 +33,8 @@ impl Principal {
         &self.claims.sid
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.role() == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden) }
+    pub fn require_admin(&self) -> Result<(), AccountError> {
+        if self.role() == Role::Admin { Ok(()) } else { Err(AccountError::Forbidden) }
     }
 }
 
@@ -50,33 +47,33 @@ fn bearer(req: &Request) -> Option<&str> {
 /// A browser request (it has an `Origin`) that changes state must come from an allowed
 /// origin (which [`crate::http::browser`] checked for every route already) and prove it
 /// read the CSRF token issued with the access token.
-fn check_csrf(app: &Services, req: &Request, claims: &AccessClaims) -> Result<(), ApiError> {
+fn check_csrf(app: &Services, req: &Request, claims: &AccessClaims) -> Result<(), AccountError> {
     if !is_unsafe(req.method()) {
         return Ok(());
     }
     let Some(origin) = req.headers().get("origin") else {
         return Ok(());
     };
-    let origin = origin.to_str().map_err(|_| ApiError::CsrfFailed)?;
+    let origin = origin.to_str().map_err(|_| AccountError::CsrfFailed)?;
     if !origin_allowed(origin, &app.settings().allowed_origins) {
-        return Err(ApiError::CsrfFailed);
+        return Err(AccountError::CsrfFailed);
     }
     let presented = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(claims.csrf.as_bytes())) {
-        return Err(ApiError::CsrfFailed);
+        return Err(AccountError::CsrfFailed);
     }
     Ok(())
 }
 
-pub async fn authenticate(app: &IdentityServices, req: &Request) -> Result<Principal, ApiError> {
-    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
-    let claims = app.keys().await?.verify(token, app.settings()).ok_or(ApiError::Unauthorized)?;
+pub async fn authenticate(app: &IdentityServices, req: &Request) -> Result<Principal, AccountError> {
+    let token = bearer(req).ok_or(AccountError::Unauthorized)?;
+    let claims = app.keys().await?.verify(token, app.settings()).ok_or(AccountError::Unauthorized)?;
     check_csrf(app, req, &claims)?;
     let table = app.table();
     let (pk, sk) = User::key(&claims.sub);
     let family_sk = SessionFamily::sort_key(&claims.sid);
     let (user, family) = tokio::try_join!(table.get::<User>(&pk, &sk), table.get::<SessionFamily>(&pk, &family_sk))
-        .map_err(ApiError::internal)?;
+        .map_err(AccountError::internal)?;
     match (user, family) {
         (Some(user), Some(family))
             // The family decides, not the token's `sv`: turning MFA off moves the user's
@@ -85,6 +82,6 @@ pub async fn authenticate(app: &IdentityServices, req: &Request) -> Result<Princ
         {
             Ok(Principal { user, claims })
         }
-        _ => Err(ApiError::Unauthorized),
+        _ => Err(AccountError::Unauthorized),
     }
 }

@@ -13,7 +13,7 @@ use super::{Email, Membership, OneTimeToken, OpaqueToken, Org, Role, TokenKind, 
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     notify::EmailKind,
     outbox::{self, Message},
     services::Services,
@@ -89,14 +89,14 @@ pub async fn invite(
     email: &Email,
     role: Role,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     principal.require_admin()?;
     let table = app.table();
     let org = table
         .get::<Org>(&keys::org(principal.org_id()), keys::ORG)
         .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::internal("the caller's organisation is missing"))?;
+        .map_err(AccountError::internal)?
+        .ok_or_else(|| AccountError::internal("the caller's organisation is missing"))?;
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let mut item =
@@ -121,7 +121,7 @@ pub async fn invite(
     let items = vec![table.put_new(&item), app.audit().put(&audit), outbox::put_sealed(table, &sealer, invitation)]
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    table.transact(items).await.map_err(ApiError::internal)?;
+    table.transact(items).await.map_err(AccountError::internal)?;
     Ok(())
 }
 
@@ -154,7 +154,7 @@ async fn pending(table: &Table, org_id: &str) -> Result<Vec<OneTimeToken>, Store
     Ok(found)
 }
 
-pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<PendingInvitation>, ApiError> {
+pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<PendingInvitation>, AccountError> {
     principal.require_admin()?;
     let pending = pending(app.table(), principal.org_id()).await?;
     Ok(pending
@@ -178,14 +178,14 @@ pub async fn revoke(
     principal: &Principal,
     invitation_id: &str,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     principal.require_admin()?;
     let table = app.table();
     let invitation = pending(table, principal.org_id())
         .await?
         .into_iter()
         .find(|i| i.invitation_id.as_deref() == Some(invitation_id))
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(AccountError::NotFound)?;
     let audit = AuditEntry::new("org.invitation_revoked", AuditStatus::Success, principal.org_id(), meta)
         .actor(principal.user_id())
         .details(json!({ "invitation_id": invitation_id, "invited_by": invitation.user_id }));
@@ -198,5 +198,5 @@ pub async fn revoke(
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::NotFound).await
+    table.transact_or(items, AccountError::NotFound).await
 }

@@ -9,7 +9,7 @@ use super::{Email, Password, PasswordHash, User, attempts, mfa, session};
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     identity::IdentityServices,
     services::Services,
     store::{Change, av},
@@ -32,15 +32,15 @@ pub async fn login(
     password: &str,
     captcha_token: Option<&str>,
     meta: &RequestMeta,
-) -> Result<LoginOutcome, ApiError> {
+) -> Result<LoginOutcome, AccountError> {
     let (user, attempt) = attempts::begin(app, email, captcha_token, meta).await?;
     let stored = user.as_ref().map_or_else(PasswordHash::dummy, |u| PasswordHash::from_stored(&u.password_hash));
-    let matches = stored.verify(Password::presented(password)).await.map_err(ApiError::internal)?;
+    let matches = stored.verify(Password::presented(password)).await.map_err(AccountError::internal)?;
     let user = match user {
         Some(user) if matches => user,
         user => {
             attempt.failed(app, user.as_ref(), "auth.login", meta).await;
-            return Err(ApiError::InvalidCredentials);
+            return Err(AccountError::InvalidCredentials);
         }
     };
     attempt.succeeded(app).await;
@@ -49,10 +49,10 @@ pub async fn login(
             .actor(&user.user_id)
             .details(json!({ "reason": "email_not_verified" }));
         app.audit().record_or_log(&entry).await;
-        return Err(ApiError::EmailNotVerified);
+        return Err(AccountError::EmailNotVerified);
     }
     if user.deletion_scheduled_at.is_some() {
-        return Err(ApiError::ForbiddenBecause(
+        return Err(AccountError::ForbiddenBecause(
             "this account is scheduled for deletion; restore it with POST /auth/me/restore",
         ));
     }
@@ -68,7 +68,7 @@ pub async fn login(
         return Ok(LoginOutcome::MfaRequired(mfa::challenge(app, &user).await?));
     }
     let entry = AuditEntry::new("auth.login", AuditStatus::Success, &user.org_id, meta).actor(&user.user_id);
-    let audit = app.audit().put(&entry).map_err(ApiError::internal)?;
+    let audit = app.audit().put(&entry).map_err(AccountError::internal)?;
     let tokens = session::start(app, &user, vec![audit]).await?;
     tracing::info!(user_id = %user.user_id, "login");
     Ok(LoginOutcome::Tokens(tokens))

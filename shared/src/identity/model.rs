@@ -224,14 +224,14 @@ impl OneTimeToken {
         table: &Table,
         presented: &str,
         kind: TokenKind,
-    ) -> Result<(Self, User), crate::http::ApiError> {
-        use crate::http::ApiError;
+    ) -> Result<(Self, User), crate::identity::AccountError> {
+        use crate::identity::AccountError;
         let hash = super::OpaqueToken::from_presented(presented).hash();
         let token = match table.get::<Self>(&keys::token(hash.as_str()), keys::TOKEN).await? {
             Some(token) if token.is_live(kind) => token,
-            _ => return Err(ApiError::TokenInvalid),
+            _ => return Err(AccountError::TokenInvalid),
         };
-        let user = User::find(table, &token.user_id).await?.ok_or(ApiError::TokenInvalid)?;
+        let user = User::find(table, &token.user_id).await?.ok_or(AccountError::TokenInvalid)?;
         Ok((token, user))
     }
 

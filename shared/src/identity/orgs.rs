@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{Org, Role, User, auth::Principal, invitations};
 use crate::{
-    http::ApiError,
+    identity::AccountError,
     services::Services,
     store::{StoreError, keys},
 };
@@ -28,12 +28,12 @@ pub struct OrgView {
     pub members: Option<Vec<Member>>,
 }
 
-pub async fn view(app: &Services, principal: &Principal) -> Result<OrgView, ApiError> {
+pub async fn view(app: &Services, principal: &Principal) -> Result<OrgView, AccountError> {
     let table = app.table();
     let org = table
         .get::<Org>(&keys::org(principal.org_id()), keys::ORG)
         .await?
-        .ok_or_else(|| ApiError::internal("the caller's organisation is missing"))?;
+        .ok_or_else(|| AccountError::internal("the caller's organisation is missing"))?;
     let members = if principal.role() == Role::Admin { Some(members(app, principal.org_id()).await?) } else { None };
     Ok(OrgView { org_id: org.org_id, name: org.name, created_at: org.created_at, members })
 }

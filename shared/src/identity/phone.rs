@@ -15,7 +15,8 @@ use super::{User, auth::Principal};
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::{ApiError, FieldError},
+    identity::AccountError,
+    invalid::Invalid,
     notify::Category,
     outbox::{self, Message},
     rate_limit::Rule,
@@ -69,8 +70,8 @@ fn code_hash(hasher: &crate::seal::Signer, user_id: &str, phone: &str, code: &st
     hasher.digest(format!("{user_id}\n{phone}\n{code}").as_bytes())
 }
 
-async fn code_hasher(app: &Services) -> Result<crate::seal::Signer, ApiError> {
-    let secrets = app.secrets().get().await.map_err(ApiError::internal)?;
+async fn code_hasher(app: &Services) -> Result<crate::seal::Signer, AccountError> {
+    let secrets = app.secrets().get().await.map_err(AccountError::internal)?;
     Ok(crate::seal::Signer::from_secrets(&secrets, crate::seal::PHONE_CODE)?)
 }
 
@@ -98,7 +99,7 @@ pub async fn update_profile(
     principal: &Principal,
     change: ProfileChange,
     meta: &RequestMeta,
-) -> Result<User, ApiError> {
+) -> Result<User, AccountError> {
     let user = &principal.user;
     let table = app.table();
     let (pk, sk) = User::key(&user.user_id);
@@ -177,19 +178,24 @@ pub async fn update_profile(
     let mut items = vec![table.update(profile)?, app.audit().put(&audit)?];
     items.extend(extra);
     table.transact(items).await?;
-    User::find(table, &user.user_id).await?.ok_or(ApiError::Unauthorized)
+    User::find(table, &user.user_id).await?.ok_or(AccountError::Unauthorized)
 }
 
 /// Checks the code sent to the caller's number; right, the number is verified.
-pub async fn verify(app: &Services, principal: &Principal, code: &str, meta: &RequestMeta) -> Result<User, ApiError> {
+pub async fn verify(
+    app: &Services,
+    principal: &Principal,
+    code: &str,
+    meta: &RequestMeta,
+) -> Result<User, AccountError> {
     let user = &principal.user;
     let table = app.table();
     let (pk, sk) = User::key(&user.user_id);
     let expired =
-        || ApiError::Validation(vec![FieldError::new("code", "has expired or was tried too often; ask for a new one")]);
+        || AccountError::Invalid(Invalid::field("code", "has expired or was tried too often; ask for a new one"));
     let phone = match (&user.phone, user.phone_verified) {
         (Some(phone), false) => phone.clone(),
-        _ => return Err(ApiError::Conflict("no phone number is waiting to be verified".into())),
+        _ => return Err(AccountError::Conflict("no phone number is waiting to be verified".into())),
     };
     // Each try is counted before the code is compared, with a condition: concurrent guesses
     // get no more than [`MAX_TRIES`] between them.
@@ -206,13 +212,13 @@ pub async fn verify(app: &Services, principal: &Principal, code: &str, meta: &Re
         )
         .await;
     let pending: PendingCode = match counted {
-        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal)?,
+        Ok(item) => serde_dynamo::from_item(item).map_err(AccountError::internal)?,
         Err(StoreError::ConditionFailed) => return Err(expired()),
         Err(other) => return Err(other.into()),
     };
     let presented = code_hash(&code_hasher(app).await?, &user.user_id, &phone, code);
     if !bool::from(presented.as_bytes().ct_eq(pending.code_hash.as_bytes())) {
-        return Err(ApiError::Validation(vec![FieldError::new("code", "is not the code we sent")]));
+        return Err(AccountError::Invalid(Invalid::field("code", "is not the code we sent")));
     }
     let audit = AuditEntry::new("account.phone_verified", AuditStatus::Success, &user.org_id, meta)
         .actor(&user.user_id)
@@ -233,7 +239,7 @@ pub async fn verify(app: &Services, principal: &Principal, code: &str, meta: &Re
     ];
     // Losing means the number changed, or another request verified it, meanwhile.
     table.transact_or(items, expired()).await?;
-    User::find(table, &user.user_id).await?.ok_or(ApiError::Unauthorized)
+    User::find(table, &user.user_id).await?.ok_or(AccountError::Unauthorized)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::{Origin, RequestMeta},
-    http::ApiError,
+    identity::AccountError,
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message, OutboxItem},
     services::Services,
@@ -45,11 +45,11 @@ pub enum RegisterError {
     Seal(#[from] crate::seal::CipherError),
 }
 
-impl From<RegisterError> for ApiError {
+impl From<RegisterError> for AccountError {
     fn from(error: RegisterError) -> Self {
         match error {
-            RegisterError::InvitationInvalid => ApiError::TokenInvalid,
-            other => ApiError::internal(other),
+            RegisterError::InvitationInvalid => AccountError::TokenInvalid,
+            other => AccountError::internal(other),
         }
     }
 }
@@ -207,7 +207,7 @@ pub(super) async fn warn_account_exists(
     email: &str,
     origin: &Origin,
     attempted_user_id: &str,
-) -> Result<Vec<OutboxItem>, ApiError> {
+) -> Result<Vec<OutboxItem>, AccountError> {
     let table = app.table();
     let Some(owner) = User::find_by_email(table, email).await? else {
         return Ok(Vec::new());

@@ -7,7 +7,8 @@ use super::{AccountTask, Email, OneTimeToken, OpaqueToken, Password, PasswordHas
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::{Origin, RequestMeta},
-    http::{ApiError, FieldError},
+    identity::AccountError,
+    invalid::Invalid,
     notify::EmailKind,
     outbox::{self, Message, OutboxItem},
     seal::Sealer,
@@ -22,7 +23,7 @@ pub const RESET_TOKEN_HOURS: i64 = 1;
 /// outbox task, [`send_password_reset`]), so it does the same thing, in the same time,
 /// whether or not the address has an account.
 #[tracing::instrument(skip_all)]
-pub async fn forgot_password(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn forgot_password(app: &Services, email: &Email, meta: &RequestMeta) -> Result<(), AccountError> {
     let task = AccountTask::SendPasswordReset { email: email.as_str().to_owned(), origin: meta.origin() };
     let table = app.table();
     table.transact(vec![outbox::put(table, Message::Task(task))?]).await?;
@@ -36,7 +37,7 @@ pub(super) async fn send_password_reset(
     app: &Services,
     email: &str,
     origin: &Origin,
-) -> Result<Vec<OutboxItem>, ApiError> {
+) -> Result<Vec<OutboxItem>, AccountError> {
     let table = app.table();
     let Some(user) = User::find_by_email(table, email).await? else {
         return Ok(Vec::new());
@@ -74,7 +75,7 @@ pub(super) struct ResetLink {
     pub message: OutboxItem,
 }
 
-pub(super) fn reset_link(app: &Services, user: &User, sealer: &Sealer) -> Result<ResetLink, ApiError> {
+pub(super) fn reset_link(app: &Services, user: &User, sealer: &Sealer) -> Result<ResetLink, AccountError> {
     let token = OpaqueToken::generate();
     let hash = token.hash();
     let item = OneTimeToken::new(TokenKind::ResetPassword, &hash, &user.user_id, time::hours(RESET_TOKEN_HOURS));
@@ -93,22 +94,22 @@ pub async fn reset_password(
     presented: &str,
     new_password: &str,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     let table = app.table();
     let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::ResetPassword).await?;
     let hash = OpaqueToken::from_presented(presented).hash();
     let (user_pk, user_sk) = User::key(&user.user_id);
     if user.reset_token_hash.as_deref() != Some(hash.as_str()) {
-        return Err(ApiError::TokenInvalid);
+        return Err(AccountError::TokenInvalid);
     }
-    let email = Email::parse(&user.email).map_err(ApiError::internal)?;
+    let email = Email::parse(&user.email).map_err(AccountError::internal)?;
     let mut context = vec![email.as_str(), email.local_part()];
     if let Some(name) = &user.full_name {
         context.extend(name.split_whitespace());
     }
     let password = Password::parse(new_password, &context)
-        .map_err(|message| ApiError::Validation(vec![FieldError::new("new_password", message)]))?;
-    let password_hash = PasswordHash::compute(password).await.map_err(ApiError::internal)?;
+        .map_err(|message| AccountError::Invalid(Invalid::field("new_password", message)))?;
+    let password_hash = PasswordHash::compute(password).await.map_err(AccountError::internal)?;
 
     let now = time::rfc3339(time::now());
     let audit = AuditEntry::new("auth.password_reset", AuditStatus::Success, &user.org_id, meta)
@@ -143,7 +144,7 @@ pub async fn reset_password(
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::TokenInvalid).await?;
+    table.transact_or(items, AccountError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "password reset; all sessions revoked");
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::{
     caller::RequestMeta,
     captcha::CaptchaVerifier,
     config::Settings,
-    http::ApiError,
+    identity::AccountError,
     secrets::Part,
     services::{DerivedFromSecret, Services},
 };
@@ -40,15 +40,15 @@ impl IdentityServices {
     }
 
     /// The JWT key set for the current secret.
-    pub async fn keys(&self) -> Result<Arc<KeySet>, ApiError> {
-        let secrets = self.secrets().get().await.map_err(ApiError::internal)?;
-        self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(ApiError::internal)).await
+    pub async fn keys(&self) -> Result<Arc<KeySet>, AccountError> {
+        let secrets = self.secrets().get().await.map_err(AccountError::internal)?;
+        self.keys.get(secrets, |s| KeySet::from_secrets(s).map(Arc::new).map_err(AccountError::internal)).await
     }
 
     /// When CAPTCHA is configured, `token` must be a solved CAPTCHA: 400 `captcha_required`
     /// if not, 503 `captcha_unavailable` if the provider cannot say. Without it, nothing.
-    pub async fn require_captcha(&self, token: Option<&str>, meta: &RequestMeta) -> Result<(), ApiError> {
-        let secrets = self.secrets().get().await.map_err(ApiError::internal)?;
+    pub async fn require_captcha(&self, token: Option<&str>, meta: &RequestMeta) -> Result<(), AccountError> {
+        let secrets = self.secrets().get().await.map_err(AccountError::internal)?;
         let Some(secret) = &secrets.captcha_secret else { return Ok(()) };
         let verifier = self.captcha.get_or_init(|| CaptchaVerifier::new(&self.settings().captcha));
         Ok(verifier.verify(secret, token, meta.source_ip.as_deref()).await?)

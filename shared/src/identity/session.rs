@@ -18,7 +18,7 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     identity::IdentityServices,
     services::Services,
     store::{Change, StoreError, av, keys},
@@ -90,7 +90,7 @@ async fn access_token(
     app: &IdentityServices,
     user: &User,
     session_id: &str,
-) -> Result<(String, String, u64), ApiError> {
+) -> Result<(String, String, u64), AccountError> {
     let settings = app.settings();
     let now = time::now().unix_timestamp();
     let ttl = settings.access_token_ttl.as_secs();
@@ -109,7 +109,7 @@ async fn access_token(
         sid: session_id.to_owned(),
         sv: user.session_version,
     };
-    let token = app.keys().await?.sign(&claims).map_err(ApiError::internal)?;
+    let token = app.keys().await?.sign(&claims).map_err(AccountError::internal)?;
     Ok((token, csrf, ttl))
 }
 
@@ -133,8 +133,8 @@ pub async fn start(
     app: &IdentityServices,
     user: &User,
     extra: Vec<TransactWriteItem>,
-) -> Result<IssuedTokens, ApiError> {
-    start_guarded(app, user, extra, ApiError::InvalidCredentials).await
+) -> Result<IssuedTokens, AccountError> {
+    start_guarded(app, user, extra, AccountError::InvalidCredentials).await
 }
 
 /// [`start`], where `extra` holds conditions (a one-time token, a code) of which any failing
@@ -145,8 +145,8 @@ pub async fn start_guarded(
     app: &IdentityServices,
     user: &User,
     extra: Vec<TransactWriteItem>,
-    refused: ApiError,
-) -> Result<IssuedTokens, ApiError> {
+    refused: AccountError,
+) -> Result<IssuedTokens, AccountError> {
     let now = time::now();
     let expires = now + time::Duration::days(SESSION_LIFETIME_DAYS);
     let expires_at = time::rfc3339(expires);
@@ -179,9 +179,9 @@ pub async fn start_guarded(
         .value(":sv", av::n(user.session_version))
         .value(":mfa", av::b(user.mfa_enabled));
     let mut items = vec![
-        table.put_new(&family).map_err(ApiError::internal)?,
-        table.put_new(&record).map_err(ApiError::internal)?,
-        table.check(account).map_err(ApiError::internal)?,
+        table.put_new(&family).map_err(AccountError::internal)?,
+        table.put_new(&record).map_err(AccountError::internal)?,
+        table.check(account).map_err(AccountError::internal)?,
     ];
     items.extend(extra);
     table.transact_or(items, refused).await?;
@@ -196,7 +196,7 @@ pub async fn start_guarded(
 }
 
 /// Revokes one family. Idempotent.
-pub async fn revoke(app: &Services, user_id: &str, session_id: &str) -> Result<(), ApiError> {
+pub async fn revoke(app: &Services, user_id: &str, session_id: &str) -> Result<(), AccountError> {
     let pk = keys::user(user_id);
     let sk = SessionFamily::sort_key(session_id);
     match app
@@ -210,7 +210,7 @@ pub async fn revoke(app: &Services, user_id: &str, session_id: &str) -> Result<(
         .await
     {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(other) => Err(ApiError::internal(other)),
+        Err(other) => Err(AccountError::internal(other)),
     }
 }
 
@@ -221,7 +221,7 @@ pub async fn revoke_recorded(
     user_id: &str,
     session_id: &str,
     entry: &AuditEntry,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     let table = app.table();
     let pk = keys::user(user_id);
     let sk = SessionFamily::sort_key(session_id);
@@ -240,10 +240,13 @@ pub async fn revoke_recorded(
 }
 
 /// Revokes the family of a refresh token, if it is one of `user_id`'s.
-pub async fn revoke_by_refresh_token(app: &Services, user_id: &str, presented: &str) -> Result<(), ApiError> {
+pub async fn revoke_by_refresh_token(app: &Services, user_id: &str, presented: &str) -> Result<(), AccountError> {
     let hash = OpaqueToken::from_presented(presented).hash();
-    let record =
-        app.table().get::<RefreshRecord>(&refresh_pk(hash.as_str()), REFRESH_SK).await.map_err(ApiError::internal)?;
+    let record = app
+        .table()
+        .get::<RefreshRecord>(&refresh_pk(hash.as_str()), REFRESH_SK)
+        .await
+        .map_err(AccountError::internal)?;
     match record {
         Some(record) if record.user_id == user_id => revoke(app, user_id, &record.session_id).await,
         _ => Ok(()),
@@ -253,26 +256,33 @@ pub async fn revoke_by_refresh_token(app: &Services, user_id: &str, presented: &
 /// Exchanges a refresh token for a new pair. Exactly one of any number of concurrent
 /// exchanges of one token wins; every other presentation of it revokes the family.
 #[tracing::instrument(skip_all)]
-pub async fn refresh(app: &IdentityServices, presented: &str, meta: &RequestMeta) -> Result<IssuedTokens, ApiError> {
+pub async fn refresh(
+    app: &IdentityServices,
+    presented: &str,
+    meta: &RequestMeta,
+) -> Result<IssuedTokens, AccountError> {
     let hash = OpaqueToken::from_presented(presented).hash();
     let pk = refresh_pk(hash.as_str());
     let table = app.table();
-    let record =
-        table.get::<RefreshRecord>(&pk, REFRESH_SK).await.map_err(ApiError::internal)?.ok_or(ApiError::Unauthorized)?;
+    let record = table
+        .get::<RefreshRecord>(&pk, REFRESH_SK)
+        .await
+        .map_err(AccountError::internal)?
+        .ok_or(AccountError::Unauthorized)?;
     let (user_pk, user_sk) = User::key(&record.user_id);
     let family_sk = SessionFamily::sort_key(&record.session_id);
     let (user, family) =
         tokio::try_join!(table.get::<User>(&user_pk, &user_sk), table.get::<SessionFamily>(&user_pk, &family_sk))
-            .map_err(ApiError::internal)?;
+            .map_err(AccountError::internal)?;
     let (Some(user), Some(family)) = (user, family) else {
-        return Err(ApiError::Unauthorized);
+        return Err(AccountError::Unauthorized);
     };
     // Used, or already superseded by a concurrent refresh: either way, a replay.
     if record.used_at.is_some() || family.current_hash != hash.as_str() {
         return reuse_detected(app, &user, &record.session_id, meta).await;
     }
     if !family.is_live(&user) || user.deletion_scheduled_at.is_some() {
-        return Err(ApiError::Unauthorized);
+        return Err(AccountError::Unauthorized);
     }
 
     let now = time::rfc3339(time::now());
@@ -298,14 +308,14 @@ pub async fn refresh(app: &IdentityServices, presented: &str, meta: &RequestMeta
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
-    .map_err(ApiError::internal)?;
+    .map_err(AccountError::internal)?;
     match table.transact(items).await {
         Ok(()) => {}
         // Lost a race with another use of the same token: that is reuse too.
         Err(StoreError::TransactionConditionsFailed(_)) => {
             return reuse_detected(app, &user, &record.session_id, meta).await;
         }
-        Err(other) => return Err(ApiError::internal(other)),
+        Err(other) => return Err(AccountError::internal(other)),
     }
     let (access_token, csrf_token, expires_in) = access_token(app, &user, &family.session_id).await?;
     Ok(IssuedTokens {
@@ -322,11 +332,11 @@ async fn reuse_detected(
     user: &User,
     session_id: &str,
     meta: &RequestMeta,
-) -> Result<IssuedTokens, ApiError> {
+) -> Result<IssuedTokens, AccountError> {
     tracing::warn!(user_id = %user.user_id, %session_id, "refresh token reuse; revoking the session family");
     let entry = AuditEntry::new("auth.refresh_reuse", AuditStatus::Failure, &user.org_id, meta)
         .target(&user.user_id)
         .details(serde_json::json!({ "session_id": session_id }));
     revoke_recorded(app, &user.user_id, session_id, &entry).await?;
-    Err(ApiError::TokenReused)
+    Err(AccountError::TokenReused)
 }

@@ -6,7 +6,7 @@ use super::{AccountTask, Email, OneTimeToken, OpaqueToken, TokenKind, User, regi
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     notify::{DomainEvent, EmailKind},
     outbox::{self, Message, OutboxItem},
     services::Services,
@@ -18,7 +18,7 @@ use crate::{
 /// same transaction that marks the user verified, under conditions, so of N concurrent calls
 /// exactly one succeeds. Only the newest token of a user works.
 #[tracing::instrument(skip_all)]
-pub async fn verify_email(app: &Services, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn verify_email(app: &Services, presented: &str, meta: &RequestMeta) -> Result<(), AccountError> {
     let table = app.table();
     let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::VerifyEmail).await?;
     let hash = OpaqueToken::from_presented(presented).hash();
@@ -58,7 +58,7 @@ pub async fn verify_email(app: &Services, presented: &str, meta: &RequestMeta) -
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::TokenInvalid).await?;
+    table.transact_or(items, AccountError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "email verified");
     Ok(())
 }
@@ -67,7 +67,7 @@ pub async fn verify_email(app: &Services, presented: &str, meta: &RequestMeta) -
 /// request only hands the work to the notifier ([`send_verification`]), so it answers the
 /// same, in the same time, whatever the address.
 #[tracing::instrument(skip_all)]
-pub async fn resend_verification(app: &Services, email: &Email) -> Result<(), ApiError> {
+pub async fn resend_verification(app: &Services, email: &Email) -> Result<(), AccountError> {
     let task = AccountTask::ResendVerification { email: email.as_str().to_owned() };
     let table = app.table();
     table.transact(vec![outbox::put(table, Message::Task(task))?]).await?;
@@ -77,7 +77,7 @@ pub async fn resend_verification(app: &Services, email: &Email) -> Result<(), Ap
 /// The notifier's half of [`resend_verification`]: if `email` belongs to an account that
 /// still needs verifying, a new token replaces the user's current one (older links stop
 /// working) and is emailed. The outbox items it committed.
-pub(super) async fn send_verification(app: &Services, email: &str) -> Result<Vec<OutboxItem>, ApiError> {
+pub(super) async fn send_verification(app: &Services, email: &str) -> Result<Vec<OutboxItem>, AccountError> {
     let table = app.table();
     let Some(user) = User::find_by_email(table, email).await? else {
         return Ok(Vec::new());
@@ -111,6 +111,6 @@ pub(super) async fn send_verification(app: &Services, email: &str) -> Result<Vec
         Ok(()) => Ok(vec![message]),
         // Verified in the meantime: nothing to send.
         Err(StoreError::TransactionConditionsFailed(_)) => Ok(Vec::new()),
-        Err(other) => Err(ApiError::internal(other)),
+        Err(other) => Err(AccountError::internal(other)),
     }
 }

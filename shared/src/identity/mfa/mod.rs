@@ -34,8 +34,9 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::{ApiError, FieldError},
+    identity::AccountError,
     identity::IdentityServices,
+    invalid::Invalid,
     notify::EmailKind,
     outbox::{self, Message},
     seal::Sealer,
@@ -117,19 +118,19 @@ fn client_key(meta: &RequestMeta) -> String {
     format!("mfa\n{}", meta.client_key())
 }
 
-fn not_matching(field: &str) -> ApiError {
-    ApiError::Validation(vec![FieldError::new(field, "does not match the authenticator app; check the device's clock")])
+fn not_matching(field: &str) -> AccountError {
+    AccountError::Invalid(Invalid::field(field, "does not match the authenticator app; check the device's clock"))
 }
 
 /// Starts (or restarts) enrolment: a fresh secret, sealed, waiting for its first code.
-pub async fn enrol(app: &Services, principal: &Principal) -> Result<Enrolment, ApiError> {
+pub async fn enrol(app: &Services, principal: &Principal) -> Result<Enrolment, AccountError> {
     let user = &principal.user;
     if user.mfa_enabled {
-        return Err(ApiError::Conflict("two-step verification is already on; turn it off first".into()));
+        return Err(AccountError::Conflict("two-step verification is already on; turn it off first".into()));
     }
     let cipher = app.mfa_cipher().await?;
     let secret = TotpSecret::generate();
-    let sealed = cipher.seal(secret.expose_bytes(), &user.user_id).map_err(ApiError::internal)?;
+    let sealed = cipher.seal(secret.expose_bytes(), &user.user_id).map_err(AccountError::internal)?;
     let until = time::now().unix_timestamp() + ENROLMENT_MINUTES * 60;
     let pk = keys::user(&user.user_id);
     let started = app
@@ -146,7 +147,7 @@ pub async fn enrol(app: &Services, principal: &Principal) -> Result<Enrolment, A
     match started {
         Ok(_) => {}
         Err(StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict("two-step verification is already on; turn it off first".into()));
+            return Err(AccountError::Conflict("two-step verification is already on; turn it off first".into()));
         }
         Err(other) => return Err(other.into()),
     }
@@ -161,7 +162,7 @@ pub async fn confirm(
     password: &str,
     code: &TotpCode,
     meta: &RequestMeta,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, AccountError> {
     let user = &principal.user;
     let table = app.table();
     // The password again: an access token alone (stolen, or a device left signed in) must not
@@ -173,14 +174,14 @@ pub async fn confirm(
             sealed
         }
         Some(Factor { enabled: true, .. }) => {
-            return Err(ApiError::Conflict("two-step verification is already on".into()));
+            return Err(AccountError::Conflict("two-step verification is already on".into()));
         }
-        _ => return Err(ApiError::Conflict("no enrolment in progress; start one with POST /auth/mfa/totp".into())),
+        _ => return Err(AccountError::Conflict("no enrolment in progress; start one with POST /auth/mfa/totp".into())),
     };
     let cipher = app.mfa_cipher().await?;
-    let secret = TotpSecret::from_bytes(cipher.open(&pending, &user.user_id).map_err(ApiError::internal)?);
+    let secret = TotpSecret::from_bytes(cipher.open(&pending, &user.user_id).map_err(AccountError::internal)?);
     let step = secret.matching_step(code, now).ok_or_else(|| not_matching("code"))?;
-    let sealed = cipher.seal(secret.expose_bytes(), &user.user_id).map_err(ApiError::internal)?;
+    let sealed = cipher.seal(secret.expose_bytes(), &user.user_id).map_err(AccountError::internal)?;
     let (shown, hashes) = recovery::generate();
 
     let (pk, sk) = User::key(&user.user_id);
@@ -228,7 +229,7 @@ pub async fn confirm(
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::Conflict("the enrolment changed meanwhile; start again".into())).await?;
+    table.transact_or(items, AccountError::Conflict("the enrolment changed meanwhile; start again".into())).await?;
     tracing::info!(user_id = %user.user_id, "MFA turned on");
     Ok(shown)
 }
@@ -254,18 +255,18 @@ async fn check_password(
     password: &str,
     action: &str,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     let attempt = attempts::reserve(app, &user.user_id, &meta.client_key()).await?;
     let right = PasswordHash::from_stored(&user.password_hash)
         .verify(Password::presented(password))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(AccountError::internal)?;
     if right {
         attempt.succeeded(app).await;
         Ok(())
     } else {
         attempt.failed(app, Some(user), action, meta).await;
-        Err(ApiError::InvalidCredentials)
+        Err(AccountError::InvalidCredentials)
     }
 }
 
@@ -281,7 +282,7 @@ struct FactorAttempts {
 }
 
 impl FactorAttempts {
-    async fn reserve(app: &Services, user_id: &str, proof: &Proof, meta: &RequestMeta) -> Result<Self, ApiError> {
+    async fn reserve(app: &Services, user_id: &str, proof: &Proof, meta: &RequestMeta) -> Result<Self, AccountError> {
         let address = attempts::reserve(app, user_id, &client_key(meta)).await?;
         let account = match proof {
             // A locked account leaves this address's reservation standing: one more failure.
@@ -340,11 +341,11 @@ pub async fn prove(
     proof: Option<Proof>,
     action: &str,
     meta: &RequestMeta,
-) -> Result<Option<Proven>, ApiError> {
+) -> Result<Option<Proven>, AccountError> {
     if !user.mfa_enabled {
         return Ok(None);
     }
-    let proof = proof.ok_or(ApiError::MfaRequired)?;
+    let proof = proof.ok_or(AccountError::MfaRequired)?;
     let (attempt, _, spent) = check_proof(app, user, &proof, action, meta).await?;
     Ok(Some(Proven { spend: spent.spend(app.table(), &keys::user(&user.user_id))?, attempt }))
 }
@@ -358,7 +359,7 @@ async fn check_proof(
     proof: &Proof,
     action: &str,
     meta: &RequestMeta,
-) -> Result<(FactorAttempts, Factor, Spent), ApiError> {
+) -> Result<(FactorAttempts, Factor, Spent), AccountError> {
     let attempt = FactorAttempts::reserve(app, &user.user_id, proof, meta).await?;
     let cipher = app.mfa_cipher().await?;
     let factor = Factor::find(app.table(), &user.user_id).await?.filter(|f| f.enabled);
@@ -371,7 +372,7 @@ async fn check_proof(
         (Some(factor), Some(spent)) => Ok((attempt, factor, spent)),
         _ => {
             attempt.failed(app, user, action, meta).await;
-            Err(ApiError::InvalidCredentials)
+            Err(AccountError::InvalidCredentials)
         }
     }
 }
@@ -381,14 +382,14 @@ async fn security_notice(
     table: &Table,
     kind: EmailKind,
     user: &User,
-) -> Result<TransactWriteItem, ApiError> {
+) -> Result<TransactWriteItem, AccountError> {
     let reset_link = format!("{}/forgot-password", app.settings().frontend_url);
     let notice = Message::email(kind, &user.email, json!({ "reset_link": reset_link }));
     Ok(outbox::put_sealed(table, &app.outbox_sealer().await?, notice)?)
 }
 
 /// Issues the `mfa_token` that a right password earns when MFA is on.
-pub async fn challenge(app: &Services, user: &User) -> Result<Challenge, ApiError> {
+pub async fn challenge(app: &Services, user: &User) -> Result<Challenge, AccountError> {
     let token = OpaqueToken::generate();
     let mut item = OneTimeToken::new(
         TokenKind::MfaLogin,
@@ -417,11 +418,12 @@ impl Spent {
         user_id: &str,
         proof: &Proof,
         now: i64,
-    ) -> Result<Option<Self>, ApiError> {
+    ) -> Result<Option<Self>, AccountError> {
         Ok(match proof {
             Proof::Code(code) => {
-                let sealed = factor.secret.as_deref().ok_or_else(|| ApiError::internal("MFA on without a secret"))?;
-                let secret = TotpSecret::from_bytes(cipher.open(sealed, user_id).map_err(ApiError::internal)?);
+                let sealed =
+                    factor.secret.as_deref().ok_or_else(|| AccountError::internal("MFA on without a secret"))?;
+                let secret = TotpSecret::from_bytes(cipher.open(sealed, user_id).map_err(AccountError::internal)?);
                 secret.matching_step(code, now).filter(|step| *step > factor.last_step).map(Self::Step)
             }
             Proof::RecoveryCode(hash) => factor.recovery.contains(hash).then(|| Self::RecoveryCode(hash.clone())),
@@ -463,7 +465,7 @@ pub async fn complete_login(
     mfa_token: &str,
     proof: Proof,
     meta: &RequestMeta,
-) -> Result<IssuedTokens, ApiError> {
+) -> Result<IssuedTokens, AccountError> {
     let table = app.table();
     let token = take_try(table, mfa_token).await?;
     let user = match User::find(table, &token.user_id).await? {
@@ -476,7 +478,7 @@ pub async fn complete_login(
             user
         }
         // MFA turned off, a password reset or a deletion meanwhile: start over.
-        _ => return Err(ApiError::MfaRequired),
+        _ => return Err(AccountError::MfaRequired),
     };
     let (attempt, factor, spent) = check_proof(app, &user, &proof, "auth.login_mfa", meta).await?;
     let left = factor.recovery.len().saturating_sub(usize::from(matches!(spent, Spent::RecoveryCode(_))));
@@ -492,16 +494,16 @@ pub async fn complete_login(
         let notice = Message::email(EmailKind::MfaRecoveryUsed, &user.email, notice);
         extra.push(outbox::put_sealed(table, &app.outbox_sealer().await?, notice)?);
     }
-    match session::start_guarded(app, &user, extra, ApiError::InvalidCredentials).await {
+    match session::start_guarded(app, &user, extra, AccountError::InvalidCredentials).await {
         Ok(tokens) => {
             attempt.succeeded(app).await;
             tracing::info!(user_id = %user.user_id, method = proof.method(), "login with MFA");
             Ok(tokens)
         }
         // Another request spent the token or the code first: this one is a replay.
-        Err(ApiError::InvalidCredentials) => {
+        Err(AccountError::InvalidCredentials) => {
             attempt.failed(app, &user, "auth.login_mfa", meta).await;
-            Err(ApiError::InvalidCredentials)
+            Err(AccountError::InvalidCredentials)
         }
         Err(other) => Err(other),
     }
@@ -509,7 +511,7 @@ pub async fn complete_login(
 
 /// Counts one try against a live `mfa_token` and returns it; 401 `mfa_required` once it is
 /// spent, expired, or out of tries.
-async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, ApiError> {
+async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, AccountError> {
     let hash = OpaqueToken::from_presented(presented).hash();
     let pk = keys::token(hash.as_str());
     let result = table
@@ -528,8 +530,8 @@ async fn take_try(table: &Table, presented: &str) -> Result<OneTimeToken, ApiErr
         )
         .await;
     match result {
-        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal),
-        Err(StoreError::ConditionFailed) => Err(ApiError::MfaRequired),
+        Ok(item) => serde_dynamo::from_item(item).map_err(AccountError::internal),
+        Err(StoreError::ConditionFailed) => Err(AccountError::MfaRequired),
         Err(other) => Err(other.into()),
     }
 }
@@ -542,10 +544,10 @@ pub async fn disable(
     password: &str,
     proof: Proof,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), AccountError> {
     let user = &principal.user;
     if !user.mfa_enabled {
-        return Err(ApiError::Conflict("two-step verification is not on".into()));
+        return Err(AccountError::Conflict("two-step verification is not on".into()));
     }
     // A stolen access token must not make this a password or code oracle: both are counted.
     check_password(app, user, password, "auth.mfa_disabled", meta).await?;
@@ -579,9 +581,9 @@ pub async fn disable(
         app.audit().put(&audit)?,
         security_notice(app, table, EmailKind::MfaDisabled, user).await?,
     ];
-    if let Err(error) = table.transact_or(items, ApiError::InvalidCredentials).await {
+    if let Err(error) = table.transact_or(items, AccountError::InvalidCredentials).await {
         // A code spent meanwhile (a replay) is a failed try like any other.
-        if matches!(error, ApiError::InvalidCredentials) {
+        if matches!(error, AccountError::InvalidCredentials) {
             attempt.failed(app, user, "auth.mfa_disabled", meta).await;
         }
         return Err(error);

@@ -10,7 +10,7 @@ use super::SORT_KEY;
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
+    identity::AccountError,
     identity::{OneTimeToken, OpaqueToken, TokenKind, User, reset},
     services::Services,
     store::{Change, av},
@@ -37,10 +37,10 @@ pub(super) fn link(app: &Services, user: &User, confirmed_at: &str) -> (OneTimeT
 /// `POST /auth/factors/revoke`: the link's token turns its factor off (if it is still the
 /// one it was minted for), ends every session, and mails a reset link. Single use; any
 /// other token, or a factor since turned off or replaced, is 400 `token_invalid`.
-pub async fn revoke_by_link(app: &Services, presented: &str, meta: &RequestMeta) -> Result<(), ApiError> {
+pub async fn revoke_by_link(app: &Services, presented: &str, meta: &RequestMeta) -> Result<(), AccountError> {
     let table = app.table();
     let (token, user) = OneTimeToken::find_live(table, presented, TokenKind::FactorRevoke).await?;
-    let confirmed_at = token.factor_confirmed_at.clone().ok_or(ApiError::TokenInvalid)?;
+    let confirmed_at = token.factor_confirmed_at.clone().ok_or(AccountError::TokenInvalid)?;
     let (pk, sk) = User::key(&user.user_id);
     let now = time::rfc3339(time::now());
     let reset::ResetLink { item: reset_item, hash: reset_hash, message } =
@@ -80,7 +80,7 @@ pub async fn revoke_by_link(app: &Services, presented: &str, meta: &RequestMeta)
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    table.transact_or(items, ApiError::TokenInvalid).await?;
+    table.transact_or(items, AccountError::TokenInvalid).await?;
     tracing::info!(user_id = %user.user_id, "MFA revoked from the notice's link; all sessions ended");
     Ok(())
 }
