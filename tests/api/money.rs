@@ -715,7 +715,7 @@ async fn a_dispute_opened_during_an_unresolved_release_stops_the_retry() {
     t.stand_in().heal();
     backdate_queue(&t, &payment_id).await;
     match reconcile(&t, &payment_id).await {
-        Reconciled::ReturnedToSucceeded(error) => assert_eq!(error.code(), "conflict"),
+        Reconciled::ReturnedToSucceeded(error) => assert_eq!(shared::http::ApiError::from(error).code(), "conflict"),
         other => panic!("released a disputed charge: {other:?}"),
     }
     assert_eq!(status_of(&t, &payment_id).await, "succeeded");

@@ -10,11 +10,9 @@ use serde_json::json;
 use super::{email_field, me_body, mfa_proof, optional_text, totp_code};
 use crate::{
     App,
-    http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
+    http::{ApiError, ApiResponse, FieldError, RequestMeta, auth::authenticate, parse_json, serve},
     identity::{
-        Role, account,
-        auth::authenticate,
-        invitations, mfa, orgs,
+        Role, account, invitations, mfa, orgs,
         phone::{self, Phone, ProfileChange},
     },
     rate_limit::Rule,

@@ -8,8 +8,8 @@ use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use crate::{
     App,
     audit::{AuditFilter, query::query},
+    http::auth::authenticate,
     http::{ApiError, ApiResponse, serve},
-    identity::auth::authenticate,
 };
 
 async fn audit_logs(app: &App, req: &Request) -> Result<ApiResponse, ApiError> {

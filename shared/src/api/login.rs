@@ -11,8 +11,9 @@ use super::{email_field, me_body, token_field};
 use crate::{
     App,
     audit::{AuditEntry, AuditStatus},
+    http::auth::authenticate,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::{auth::authenticate, login, mfa, session},
+    identity::{login, mfa, session},
     rate_limit::Rule,
 };
 

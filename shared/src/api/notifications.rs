@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::{
     App,
+    http::auth::authenticate,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, serve},
-    identity::auth::authenticate,
     notify::{
         Preferences,
         push::{Device, DeviceToken},

@@ -11,8 +11,9 @@ use serde_json::json;
 
 use crate::{
     App,
+    http::auth::authenticate,
     http::{ApiError, ApiResponse, FieldError, RequestMeta, parse_json, required_field, serve},
-    identity::auth::{Principal, authenticate},
+    identity::auth::Principal,
     payments::{
         Amount, Currency,
         history::{self, HistoryQuery},
@@ -242,11 +243,11 @@ async fn refund_payment(app: &App, req: &Request, id: &str, meta: &RequestMeta) 
         (None, None) => None,
         (key, _) => match idempotency::parse_key(key) {
             Ok(key) => Some(key),
-            Err(ApiError::Validation(mut invalid)) => {
+            Err(crate::payments::PaymentError::Validation(mut invalid)) => {
                 errors.append(&mut invalid);
                 None
             }
-            Err(other) => return Err(other),
+            Err(other) => return Err(other.into()),
         },
     };
     if !errors.is_empty() {

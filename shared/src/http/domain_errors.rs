@@ -30,6 +30,33 @@ impl From<AccountError> for ApiError {
     }
 }
 
+#[cfg(feature = "payments")]
+impl From<crate::payments::PaymentError> for ApiError {
+    fn from(error: crate::payments::PaymentError) -> Self {
+        use crate::payments::PaymentError;
+        match error {
+            PaymentError::Validation(errors) => ApiError::Validation(errors),
+            PaymentError::Forbidden => ApiError::Forbidden,
+            PaymentError::NotFound => ApiError::NotFound,
+            PaymentError::Conflict(reason) => ApiError::Conflict(reason),
+            PaymentError::ReleaseInProgress => ApiError::ReleaseInProgress,
+            PaymentError::PaymentNotSucceeded => ApiError::PaymentNotSucceeded,
+            PaymentError::OnboardingRequired => ApiError::OnboardingRequired,
+            PaymentError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
+            PaymentError::IdempotencyInProgress => ApiError::IdempotencyInProgress,
+            PaymentError::PaymentProvider(reason) => ApiError::PaymentProvider(reason),
+            PaymentError::PaymentsUnavailable => ApiError::PaymentsUnavailable,
+            PaymentError::Gateway(error) => error.into(),
+            PaymentError::Account(error) => error.into(),
+            PaymentError::RateLimited(error) => error.into(),
+            PaymentError::Store(error) => error.into(),
+            PaymentError::Seal(error) => error.into(),
+            PaymentError::Config(error) => error.into(),
+            PaymentError::Internal(reason) => ApiError::Internal(reason),
+        }
+    }
+}
+
 impl From<RegisterError> for ApiError {
     fn from(error: RegisterError) -> Self {
         AccountError::from(error).into()

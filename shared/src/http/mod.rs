@@ -1,10 +1,12 @@
-//! HTTP plumbing shared by every handler: request metadata and ids, JSON parsing into
-//! validated input, problem+json errors, and the wrapper that turns a handler's
-//! `Result` into a response with `X-Request-Id`.
+//! The edge's HTTP: who asked and who is calling, read off the request (ids, address, the
+//! bearer token and the CSRF rule), JSON bodies, the browser rules, the route table,
+//! problem+json (the one place an error gets a status: the kernel's in `problem`, each
+//! domain's in `domain_errors`), and the wrapper that turns a handler's `Result` into a
+//! response with `X-Request-Id`. Nothing below the edge imports this module.
 
+pub mod auth;
 pub mod browser;
 mod domain_errors;
-pub use crate::cursor;
 mod problem;
 mod request;
 mod response;

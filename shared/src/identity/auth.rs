@@ -1,12 +1,8 @@
-//! Who is calling: the bearer access token, checked against the live session, and the CSRF
-//! rule for browser requests.
-
-use lambda_http::Request;
-use subtle::ConstantTimeEq;
+//! Who is calling: an access token's claims, checked against the live session. Reading the
+//! token off a request, and the CSRF rule for browsers, are the edge's (`http::auth`).
 
 use super::{Role, User, jwt::AccessClaims, session::SessionFamily};
 use crate::{
-    http::browser::{is_unsafe, origin_allowed},
     identity::{AccountError, IdentityServices},
     services::Services,
 };
@@ -38,37 +34,15 @@ impl Principal {
     }
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+/// The claims of a bearer access token this deployment signed and that has not expired;
+/// [`AccountError::Unauthorized`] otherwise. Says nothing yet of the session.
+pub async fn verify(app: &IdentityServices, token: &str) -> Result<AccessClaims, AccountError> {
+    app.keys().await?.verify(token, app.settings()).ok_or(AccountError::Unauthorized)
 }
 
-/// A browser request (it has an `Origin`) that changes state must come from an allowed
-/// origin (which [`crate::http::browser`] checked for every route already) and prove it
-/// read the CSRF token issued with the access token.
-fn check_csrf(app: &Services, req: &Request, claims: &AccessClaims) -> Result<(), AccountError> {
-    if !is_unsafe(req.method()) {
-        return Ok(());
-    }
-    let Some(origin) = req.headers().get("origin") else {
-        return Ok(());
-    };
-    let origin = origin.to_str().map_err(|_| AccountError::CsrfFailed)?;
-    if !origin_allowed(origin, &app.settings().allowed_origins) {
-        return Err(AccountError::CsrfFailed);
-    }
-    let presented = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(claims.csrf.as_bytes())) {
-        return Err(AccountError::CsrfFailed);
-    }
-    Ok(())
-}
-
-pub async fn authenticate(app: &IdentityServices, req: &Request) -> Result<Principal, AccountError> {
-    let token = bearer(req).ok_or(AccountError::Unauthorized)?;
-    let claims = app.keys().await?.verify(token, app.settings()).ok_or(AccountError::Unauthorized)?;
-    check_csrf(app, req, &claims)?;
+/// The caller whose verified `claims` these are, while their session lives and their
+/// account is not scheduled for deletion.
+pub async fn principal(app: &Services, claims: AccessClaims) -> Result<Principal, AccountError> {
     let table = app.table();
     let (pk, sk) = User::key(&claims.sub);
     let family_sk = SessionFamily::sort_key(&claims.sid);

@@ -16,7 +16,7 @@
 //! `limit`, even empty, with a `next_cursor`. Only a missing `next_cursor` ends the list.
 //!
 //! The cursor is the page's last key, signed and bound to the caller, the side and the
-//! status ([`crate::http::cursor`]).
+//! status ([`crate::cursor`]).
 
 use std::collections::HashMap;
 
@@ -24,11 +24,10 @@ use serde_json::json;
 
 use super::payment::{Payment, PaymentStatus};
 use crate::{
-    http::{
-        ApiError, FieldError,
-        cursor::{Cursors, fingerprint},
-    },
+    cursor::{Cursors, fingerprint},
     identity::auth::Principal,
+    invalid::FieldError,
+    payments::PaymentError,
     services::Services,
     store::{StoreError, av, dynamo_error, keys},
 };
@@ -101,7 +100,7 @@ impl HistoryQuery {
     /// From the query string; every problem reported at once. A parameter that is present
     /// must be valid (an empty `side` or `status` is not "any"); an empty `cursor` is the
     /// first page.
-    pub fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+    pub fn parse(query: &HashMap<String, String>) -> Result<Self, PaymentError> {
         let mut errors = Vec::new();
         let side = match query.get("side").map(|s| Side::parse(s)) {
             None => Side::Payer,
@@ -120,14 +119,10 @@ impl HistoryQuery {
                 None
             }
         };
-        let limit = crate::http::cursor::page_limit(
-            query.get("limit").map(String::as_str),
-            DEFAULT_LIMIT,
-            MAX_LIMIT,
-            &mut errors,
-        );
+        let limit =
+            crate::cursor::page_limit(query.get("limit").map(String::as_str), DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
         let cursor = query.get("cursor").filter(|c| !c.is_empty()).cloned();
-        if errors.is_empty() { Ok(Self { side, status, limit, cursor }) } else { Err(ApiError::Validation(errors)) }
+        if errors.is_empty() { Ok(Self { side, status, limit, cursor }) } else { Err(PaymentError::Validation(errors)) }
     }
 
     /// What a cursor is bound to: everything but the page size and the cursor itself.
@@ -150,7 +145,7 @@ impl HistoryPage {
 }
 
 /// One page of the caller's list: one Query on the side's index, newest first.
-pub async fn page(app: &Services, principal: &Principal, query: &HistoryQuery) -> Result<HistoryPage, ApiError> {
+pub async fn page(app: &Services, principal: &Principal, query: &HistoryQuery) -> Result<HistoryPage, PaymentError> {
     let fingerprint = query.fingerprint(principal.user_id());
     let cursors = Cursors::for_listing(app, CURSOR_PURPOSE).await?;
     let start = query.cursor.as_deref().map(|c| cursors.decode(&fingerprint, c)).transpose()?;
@@ -195,9 +190,9 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn fields(result: Result<HistoryQuery, ApiError>) -> Vec<String> {
+    fn fields(result: Result<HistoryQuery, PaymentError>) -> Vec<String> {
         match result {
-            Err(ApiError::Validation(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
+            Err(PaymentError::Validation(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
             other => panic!("expected a validation error, got {other:?}"),
         }
     }

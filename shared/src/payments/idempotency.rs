@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    http::{ApiError, FieldError},
+    invalid::FieldError,
+    payments::PaymentError,
     seal::Sealer,
     store::{Change, StoreError, Table, av},
     time,
@@ -58,16 +59,16 @@ pub enum Begin {
 }
 
 /// Validates the header value: 1 to 255 printable ASCII characters.
-pub fn parse_key(value: Option<&str>) -> Result<String, ApiError> {
+pub fn parse_key(value: Option<&str>) -> Result<String, PaymentError> {
     match value {
         Some(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..0x7f).contains(&b)) => {
             Ok(key.to_owned())
         }
-        Some(_) => Err(ApiError::Validation(vec![FieldError::new(
+        Some(_) => Err(PaymentError::Validation(vec![FieldError::new(
             "Idempotency-Key",
             "must be 1 to 255 printable ASCII characters",
         )])),
-        None => Err(ApiError::Validation(vec![FieldError::new("Idempotency-Key", "header is required")])),
+        None => Err(PaymentError::Validation(vec![FieldError::new("Idempotency-Key", "header is required")])),
     }
 }
 
@@ -92,7 +93,7 @@ pub async fn begin(
     scope: &str,
     key: &str,
     request_hash: &str,
-) -> Result<Begin, ApiError> {
+) -> Result<Begin, PaymentError> {
     let key_hash = hex::encode(Sha256::digest(key.as_bytes()));
     let pk = format!("IDEMP#{scope}#{key_hash}");
     let now = time::now().unix_timestamp();
@@ -118,18 +119,18 @@ pub async fn begin(
     match put {
         Ok(()) => return Ok(Begin::Proceed(Claim { pk, request_hash: request_hash.to_owned() })),
         Err(StoreError::ConditionFailed) => {}
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(PaymentError::internal(e)),
     }
-    let existing = table.get::<Record>(&pk, SK).await?.ok_or(ApiError::IdempotencyInProgress)?;
+    let existing = table.get::<Record>(&pk, SK).await?.ok_or(PaymentError::IdempotencyInProgress)?;
     if existing.request_hash != request_hash {
-        return Err(ApiError::IdempotencyMismatch);
+        return Err(PaymentError::IdempotencyMismatch);
     }
     match (existing.status.as_str(), existing.response_status, existing.response_sealed) {
         ("completed", Some(status), Some(sealed)) => {
-            let body = sealer.open(&sealed, &pk).map_err(ApiError::internal)?;
-            Ok(Begin::Replay { status, body: serde_json::from_slice(&body).map_err(ApiError::internal)? })
+            let body = sealer.open(&sealed, &pk).map_err(PaymentError::internal)?;
+            Ok(Begin::Replay { status, body: serde_json::from_slice(&body).map_err(PaymentError::internal)? })
         }
-        _ => Err(ApiError::IdempotencyInProgress),
+        _ => Err(PaymentError::IdempotencyInProgress),
     }
 }
 
@@ -141,8 +142,8 @@ impl Claim {
         sealer: &Sealer,
         status: u16,
         body: &serde_json::Value,
-    ) -> Result<(), ApiError> {
-        let sealed = sealer.seal(body.to_string().as_bytes(), &self.pk).map_err(ApiError::internal)?;
+    ) -> Result<(), PaymentError> {
+        let sealed = sealer.seal(body.to_string().as_bytes(), &self.pk).map_err(PaymentError::internal)?;
         table
             .update_item(
                 Change::new(&self.pk, SK)

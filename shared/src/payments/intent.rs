@@ -6,9 +6,9 @@ use serde_json::json;
 
 use super::stripe_event::Effect;
 use crate::{
-    http::ApiError,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentError,
     payments::{money::format_amount, payment::Payment},
     services::Services,
     store::{Change, av},
@@ -33,7 +33,7 @@ pub(crate) fn apply_intent_outcome(
     outcome: IntentOutcome,
     charge: Option<&str>,
     created: i64,
-) -> Result<Effect, ApiError> {
+) -> Result<Effect, PaymentError> {
     let pk = Payment::key(&payment.payment_id);
     let succeeded = outcome == IntentOutcome::Succeeded;
     let (to, from): (&str, &[&str]) = match outcome {

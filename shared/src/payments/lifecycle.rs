@@ -13,9 +13,9 @@ use super::stripe_event::{Effect, StripeEvent};
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
     notify::DomainEvent,
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     payments::{
         payment::{Payment, PaymentStatus, RefundFailure, number_is, refund_failed_notice},
@@ -29,14 +29,14 @@ use crate::{
 /// A released payment that lost money after its transfer (a refund in Stripe's dashboard):
 /// the provider's share of each such refund is taken back, once per refund, by Stripe's
 /// list of refunds. Any of a refund's events may bring this on; the first does the work.
-async fn recover_refunds(app: &PaymentServices, payment: &Payment, meta: &RequestMeta) -> Result<(), ApiError> {
+async fn recover_refunds(app: &PaymentServices, payment: &Payment, meta: &RequestMeta) -> Result<(), PaymentError> {
     let stripe = app.stripe(meta.deadline).await?;
     recovery::recover_refunds(app, &stripe, payment, meta).await?;
     Ok(())
 }
 
 /// The payment a Stripe object points at: by PaymentIntent (`PI#` on GSI1) or by id.
-async fn payment_by_intent(app: &Services, payment_intent: Option<&str>) -> Result<Option<Payment>, ApiError> {
+async fn payment_by_intent(app: &Services, payment_intent: Option<&str>) -> Result<Option<Payment>, PaymentError> {
     let Some(pi) = payment_intent else { return Ok(None) };
     let Some((pk, _)) = app.table().find_by_gsi1(&format!("PI#{pi}")).await? else { return Ok(None) };
     Ok(Payment::find(app, pk.trim_start_matches("PAYMENT#")).await?)
@@ -44,7 +44,7 @@ async fn payment_by_intent(app: &Services, payment_intent: Option<&str>) -> Resu
 
 /// `payment_intent.succeeded` / `payment_intent.payment_failed`: the charge's outcome, if
 /// the event is not older than the last one that wrote it.
-pub async fn intent_outcome(app: &Services, event: &StripeEvent) -> Result<Effect, ApiError> {
+pub async fn intent_outcome(app: &Services, event: &StripeEvent) -> Result<Effect, PaymentError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["id"].as_str()).await? else { return Ok(Effect::none()) };
     let outcome = match event.kind.as_str() {
@@ -63,7 +63,7 @@ pub async fn charge_refunded(
     app: &PaymentServices,
     event: &StripeEvent,
     meta: &RequestMeta,
-) -> Result<Effect, ApiError> {
+) -> Result<Effect, PaymentError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
         return Ok(Effect::none());
@@ -73,7 +73,7 @@ pub async fn charge_refunded(
         // A refund of the money that came back, made and not yet recorded, is in Stripe's
         // total: recording it counts it, so the total waits (Stripe delivers it again).
         if payment.unsettled_claims.values().any(|way| *way == crate::payments::unsettled::Way::Refund) {
-            return Err(ApiError::Conflict(
+            return Err(PaymentError::Conflict(
                 "a refund of the money that came back is unresolved; the charge's total waits for it".into(),
             ));
         }
@@ -154,7 +154,7 @@ pub async fn refund_changed(
     app: &PaymentServices,
     event: &StripeEvent,
     meta: &RequestMeta,
-) -> Result<Effect, ApiError> {
+) -> Result<Effect, PaymentError> {
     let object = &event.object;
     if !matches!(object["status"].as_str(), Some("failed" | "canceled")) {
         // A refund made (or going through) after the release: its reversal.
@@ -179,7 +179,7 @@ pub async fn refund_changed(
     match payment.status {
         PaymentStatus::Succeeded | PaymentStatus::Refunded | PaymentStatus::Released => {}
         PaymentStatus::Refunding | PaymentStatus::Releasing => {
-            return Err(ApiError::Conflict(
+            return Err(PaymentError::Conflict(
                 "a release or refund of this payment is unresolved; the refund's failure waits for it".into(),
             ));
         }
@@ -265,7 +265,7 @@ pub async fn refund_changed(
 
 /// `charge.dispute.*`: the dispute's status holds or frees the funds (see
 /// `Payment::dispute_blocks`), in event order.
-pub async fn dispute(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn dispute(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, PaymentError> {
     let object = &event.object;
     let Some(payment) = payment_by_intent(app, object["payment_intent"].as_str()).await? else {
         return Ok(Effect::none());
@@ -329,7 +329,7 @@ async fn after_transfer(
     event: &StripeEvent,
     status: &str,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), PaymentError> {
     let on_loss = app.settings().recovery.disputes_on_loss;
     let kind = event.kind.as_str();
     let takes = (kind == "charge.dispute.funds_withdrawn" && !on_loss)
@@ -341,7 +341,7 @@ async fn after_transfer(
     match payment.status {
         PaymentStatus::Released => {}
         PaymentStatus::Releasing => {
-            return Err(ApiError::Conflict(
+            return Err(PaymentError::Conflict(
                 "a release of this payment is unresolved; the dispute's funds wait for it".into(),
             ));
         }
@@ -371,7 +371,7 @@ pub async fn transfer_created(
     app: &PaymentServices,
     event: &StripeEvent,
     meta: &RequestMeta,
-) -> Result<Effect, ApiError> {
+) -> Result<Effect, PaymentError> {
     let object = &event.object;
     let (Some(payment_id), Some(transfer_id)) = (transfer_payment_id(object), object["id"].as_str()) else {
         return Ok(Effect::none());
@@ -430,7 +430,11 @@ pub async fn transfer_created(
 }
 
 /// `transfer.reversed`: how much of the transfer came back, recorded and audited.
-pub async fn transfer_reversed(app: &Services, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+pub async fn transfer_reversed(
+    app: &Services,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Effect, PaymentError> {
     let object = &event.object;
     let Some(payment_id) = transfer_payment_id(object) else { return Ok(Effect::none()) };
     let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Effect::none()) };

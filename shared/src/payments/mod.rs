@@ -3,6 +3,7 @@
 //! unresolved, the payer's and the provider's history; plus the `Idempotency-Key` building
 //! block the create routes use.
 
+mod error;
 pub mod gateway;
 pub mod history;
 pub mod hold;
@@ -24,6 +25,7 @@ pub mod stripe_event;
 pub mod subscription;
 pub mod unsettled;
 
+pub use error::PaymentError;
 pub use gateway::{Gateway, GatewayError};
 pub use money::{Amount, Currency};
 pub use services::PaymentServices;

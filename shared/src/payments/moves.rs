@@ -12,7 +12,7 @@ use super::{
     release::{already, disputed, release_held},
     unsettled,
 };
-use crate::{caller::RequestMeta, http::ApiError, identity::auth::Principal, payments::PaymentServices};
+use crate::{caller::RequestMeta, identity::auth::Principal, payments::PaymentError, payments::PaymentServices};
 
 /// `POST /payments/{id}/release`.
 pub async fn release(
@@ -20,7 +20,7 @@ pub async fn release(
     principal: &Principal,
     payment_id: &str,
     meta: &RequestMeta,
-) -> Result<ReleaseOutcome, ApiError> {
+) -> Result<ReleaseOutcome, PaymentError> {
     let payment = for_payer_side(app, principal, payment_id).await?;
     match payment.status {
         PaymentStatus::Released if unsettled::has_unsettled(&payment) => {
@@ -34,9 +34,9 @@ pub async fn release(
         PaymentStatus::Releasing => after_reconciling(app, &payment, meta).await,
         PaymentStatus::Succeeded => release_held(app, principal, payment, meta).await,
         PaymentStatus::Refunding => {
-            Err(ApiError::Conflict("a refund of this payment is unresolved; it cannot be released now".into()))
+            Err(PaymentError::Conflict("a refund of this payment is unresolved; it cannot be released now".into()))
         }
-        _ => Err(ApiError::PaymentNotSucceeded),
+        _ => Err(PaymentError::PaymentNotSucceeded),
     }
 }
 
@@ -46,16 +46,16 @@ async fn after_reconciling(
     app: &PaymentServices,
     payment: &Payment,
     meta: &RequestMeta,
-) -> Result<ReleaseOutcome, ApiError> {
+) -> Result<ReleaseOutcome, PaymentError> {
     // Boxed: reconciliation's future is large, and it nests inside this one.
     match Box::pin(reconcile::payment(app, payment, meta)).await? {
-        Reconciled::NotDue => Err(ApiError::ReleaseInProgress),
+        Reconciled::NotDue => Err(PaymentError::ReleaseInProgress),
         Reconciled::Pending => Ok(ReleaseOutcome::Pending),
         Reconciled::Released { transfer_id, found } => {
             Ok(ReleaseOutcome::Released { transfer_id, already_released: found })
         }
         Reconciled::ReturnedToSucceeded(error) => Err(error),
-        Reconciled::Settled => Err(ApiError::PaymentNotSucceeded),
+        Reconciled::Settled => Err(PaymentError::PaymentNotSucceeded),
     }
 }
 
@@ -68,7 +68,7 @@ pub async fn refund(
     reason: Option<&str>,
     request: Option<&RefundRequest>,
     meta: &RequestMeta,
-) -> Result<RefundOutcome, ApiError> {
+) -> Result<RefundOutcome, PaymentError> {
     let mut payment = get(app, principal, payment_id).await?;
     // Of a released payment, only what came back to the platform is left to refund.
     let unsettled = unsettled::has_unsettled(&payment);
@@ -80,7 +80,7 @@ pub async fn refund(
         // (a part would decide what the provider keeps).
         let owner = payment.provider_user_id == principal.user_id();
         if !owner || amount.is_some_and(|a| a != left) {
-            return Err(ApiError::Forbidden);
+            return Err(PaymentError::Forbidden);
         }
         Vec::new()
     };
@@ -94,13 +94,13 @@ pub async fn refund(
             && payment.refund_request.as_deref() == Some(request.key_digest.as_str())
         {
             if payment.refund_request_hash.as_deref() != Some(request.request_hash.as_str()) {
-                return Err(ApiError::IdempotencyMismatch);
+                return Err(PaymentError::IdempotencyMismatch);
             }
             Box::pin(reconcile::payment(app, &payment, meta)).await?;
             if let Some(answer) = RefundAnswer::replay(app, payment_id, request).await? {
                 return Ok(RefundOutcome::Replayed(answer));
             }
-            payment = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+            payment = Payment::find(app, payment_id).await?.ok_or(PaymentError::NotFound)?;
             if payment.refund_request.as_deref() == Some(request.key_digest.as_str()) {
                 return Ok(RefundOutcome::Pending(payment));
             }

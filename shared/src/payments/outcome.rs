@@ -7,7 +7,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::payment::{Payment, PaymentStatus, refund_key};
-use crate::{http::ApiError, services::Services};
+use crate::{payments::PaymentError, services::Services};
 
 /// What a release call achieved.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl RefundAnswer {
         app: &Services,
         payment_id: &str,
         request: &RefundRequest,
-    ) -> Result<Option<Self>, ApiError> {
+    ) -> Result<Option<Self>, PaymentError> {
         Ok(app.table().get(&Payment::key(payment_id), &Self::sk(&request.key_digest)).await?)
     }
 
@@ -115,10 +115,10 @@ impl RefundAnswer {
         app: &Services,
         payment_id: &str,
         request: &RefundRequest,
-    ) -> Result<Option<Self>, ApiError> {
+    ) -> Result<Option<Self>, PaymentError> {
         match Self::find(app, payment_id, request).await? {
             Some(answer) if answer.request_hash == request.request_hash => Ok(Some(answer)),
-            Some(_) => Err(ApiError::IdempotencyMismatch),
+            Some(_) => Err(PaymentError::IdempotencyMismatch),
             None => Ok(None),
         }
     }

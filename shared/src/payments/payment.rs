@@ -18,8 +18,9 @@ use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
     config::PlatformFee,
-    http::{ApiError, FieldError},
     identity::{Role, User, auth::Principal},
+    invalid::FieldError,
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av, keys},
@@ -320,7 +321,7 @@ pub struct NewPayment {
 
 /// The caller's Stripe customer, created on first use with a key that makes concurrent
 /// first uses agree on one customer.
-pub async fn customer_for(app: &Services, user: &User, stripe: &Stripe) -> Result<String, ApiError> {
+pub async fn customer_for(app: &Services, user: &User, stripe: &Stripe) -> Result<String, PaymentError> {
     if let Some(id) = &user.stripe_customer_id {
         return Ok(id.clone());
     }
@@ -347,16 +348,16 @@ pub async fn create(
     principal: &Principal,
     input: NewPayment,
     meta: &RequestMeta,
-) -> Result<(Payment, String), ApiError> {
+) -> Result<(Payment, String), PaymentError> {
     if principal.role() == Role::Viewer {
-        return Err(ApiError::Forbidden);
+        return Err(PaymentError::Forbidden);
     }
     let gateway = app.stripe(meta.deadline).await?;
     let provider = Provider::find(app, &input.provider_id)
         .await?
-        .ok_or_else(|| ApiError::Validation(vec![FieldError::new("provider_id", "no such provider")]))?;
+        .ok_or_else(|| PaymentError::Validation(vec![FieldError::new("provider_id", "no such provider")]))?;
     if provider.user_id == principal.user_id() {
-        return Err(ApiError::Validation(vec![FieldError::new("provider_id", "you cannot pay yourself")]));
+        return Err(PaymentError::Validation(vec![FieldError::new("provider_id", "you cannot pay yourself")]));
     }
     let payment_id = input.payment_id;
     if let Some(existing) = Payment::find(app, &payment_id).await? {
@@ -367,10 +368,11 @@ pub async fn create(
             && existing.currency == input.currency.as_str()
             && existing.provider_id == input.provider_id;
         if !same {
-            return Err(ApiError::IdempotencyMismatch);
+            return Err(PaymentError::IdempotencyMismatch);
         }
         let intent = gateway.payment_intent(&existing.stripe_payment_intent_id).await?;
-        let client_secret = intent.client_secret.ok_or_else(|| ApiError::internal("PaymentIntent without secret"))?;
+        let client_secret =
+            intent.client_secret.ok_or_else(|| PaymentError::internal("PaymentIntent without secret"))?;
         return Ok((existing, client_secret));
     }
     let customer = customer_for(app, &principal.user, &gateway).await?;
@@ -452,13 +454,13 @@ pub async fn create(
         // An earlier attempt with this key stored it and then failed to answer: the same
         // payment, the same PaymentIntent.
         Err(StoreError::TransactionConditionsFailed(_)) => {
-            let stored = Payment::find(app, &payment_id).await?.ok_or(ApiError::IdempotencyInProgress)?;
+            let stored = Payment::find(app, &payment_id).await?.ok_or(PaymentError::IdempotencyInProgress)?;
             if stored.payer_user_id == principal.user_id()
                 && stored.stripe_payment_intent_id == payment.stripe_payment_intent_id
             {
                 Ok((stored, intent.client_secret))
             } else {
-                Err(ApiError::internal("a payment id derived from an idempotency key is taken by another payment"))
+                Err(PaymentError::internal("a payment id derived from an idempotency key is taken by another payment"))
             }
         }
         Err(other) => Err(other.into()),
@@ -476,12 +478,12 @@ pub fn payment_id_for(scope: &str, key: &str) -> String {
 }
 
 /// The payer, the provider's owner, or an admin of the payer's org; anyone else gets 404.
-pub async fn get(app: &Services, principal: &Principal, payment_id: &str) -> Result<Payment, ApiError> {
-    let payment = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+pub async fn get(app: &Services, principal: &Principal, payment_id: &str) -> Result<Payment, PaymentError> {
+    let payment = Payment::find(app, payment_id).await?.ok_or(PaymentError::NotFound)?;
     if payment.is_payer_side(principal) || payment.provider_user_id == principal.user_id() {
         Ok(payment)
     } else {
-        Err(ApiError::NotFound)
+        Err(PaymentError::NotFound)
     }
 }
 
@@ -490,9 +492,9 @@ pub(super) async fn for_payer_side(
     app: &Services,
     principal: &Principal,
     payment_id: &str,
-) -> Result<Payment, ApiError> {
+) -> Result<Payment, PaymentError> {
     let payment = get(app, principal, payment_id).await?;
-    if payment.is_payer_side(principal) { Ok(payment) } else { Err(ApiError::Forbidden) }
+    if payment.is_payer_side(principal) { Ok(payment) } else { Err(PaymentError::Forbidden) }
 }
 
 /// Whether `principal` may move `payment`'s money now, and the checks that keep it so until
@@ -503,7 +505,7 @@ pub(super) async fn mover_checks(
     app: &Services,
     principal: &Principal,
     payment: &Payment,
-) -> Result<Vec<aws_sdk_dynamodb::types::TransactWriteItem>, ApiError> {
+) -> Result<Vec<aws_sdk_dynamodb::types::TransactWriteItem>, PaymentError> {
     use crate::{
         identity::{Membership, invitations},
         store::keys,
@@ -512,7 +514,7 @@ pub(super) async fn mover_checks(
         return Ok(Vec::new());
     }
     if !payment.is_payer_side(principal) {
-        return Err(ApiError::Forbidden);
+        return Err(PaymentError::Forbidden);
     }
     let table = app.table();
     let org = keys::org(&payment.payer_org_id);
@@ -523,11 +525,11 @@ pub(super) async fn mover_checks(
         table.get::<Membership>(&org, &admin_member_sk),
         table.get::<User>(&admin_pk, &admin_sk),
     )
-    .map_err(ApiError::from)?;
+    .map_err(PaymentError::from)?;
     let still_admin = admin_member.is_some_and(|m| m.role == Role::Admin)
         && admin.is_some_and(|a| invitations::is_active(&a) && a.org_id == payment.payer_org_id);
     if payer_member.is_none() || !still_admin {
-        return Err(ApiError::Forbidden);
+        return Err(PaymentError::Forbidden);
     }
     let mut checks = invitations::still_active_admin(table, &payment.payer_org_id, principal.user_id())?.to_vec();
     checks.push(table.check(Change::new(&org, &payer_sk).condition("attribute_exists(PK)"))?);
@@ -557,11 +559,11 @@ pub(super) async fn return_to_succeeded(
     key_attribute: &str,
     key: &str,
     refunded: Option<i64>,
-) -> Result<Option<Payment>, ApiError> {
+) -> Result<Option<Payment>, PaymentError> {
     let table = app.table();
     let pk = Payment::key(payment_id);
     for _ in 0..3 {
-        let Some(current) = Payment::find(app, payment_id).await? else { return Err(ApiError::NotFound) };
+        let Some(current) = Payment::find(app, payment_id).await? else { return Err(PaymentError::NotFound) };
         if current.status != from {
             return Ok(None);
         }
@@ -589,7 +591,7 @@ pub(super) async fn return_to_succeeded(
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::internal("the payment kept changing while being returned to succeeded"))
+    Err(PaymentError::internal("the payment kept changing while being returned to succeeded"))
 }
 
 /// The audit entry and outbox message (the `payment.refunded` event) for refunds made outside

@@ -14,8 +14,9 @@ use super::gateway::Stripe;
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::{ApiError, FieldError},
     identity::{Role, auth::Principal},
+    invalid::FieldError,
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av, keys},
@@ -91,7 +92,7 @@ impl ProviderInput {
         country: Option<String>,
         business_type: Option<String>,
         phone: Option<String>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, PaymentError> {
         let mut errors = Vec::new();
         if let Some(c) = &country
             && !ISO_3166_ALPHA2.contains(&c.as_str())
@@ -112,7 +113,11 @@ impl ProviderInput {
             }
             None => None,
         };
-        if errors.is_empty() { Ok(Self { country, business_type, phone }) } else { Err(ApiError::Validation(errors)) }
+        if errors.is_empty() {
+            Ok(Self { country, business_type, phone })
+        } else {
+            Err(PaymentError::Validation(errors))
+        }
     }
 }
 
@@ -134,7 +139,7 @@ impl Provider {
     /// last look at Stripe is a minute old or more (the look is claimed first, so concurrent
     /// releases ask once); otherwise the provider as it is. The flags read are written in
     /// event order: an `account.updated` created after the read wins.
-    pub async fn recheck_onboarding(self, app: &Services, stripe: &Stripe) -> Result<Provider, ApiError> {
+    pub async fn recheck_onboarding(self, app: &Services, stripe: &Stripe) -> Result<Provider, PaymentError> {
         let Some(account) = self.stripe_account_id.clone().filter(|_| !self.payouts_enabled) else {
             return Ok(self);
         };
@@ -164,9 +169,9 @@ impl Provider {
         match app.table().update_item(write).await {
             Ok(item) => Ok(serde_dynamo::from_item(item).map_err(StoreError::from)?),
             // An event newer than the read got there first: it is the truth.
-            Err(StoreError::ConditionFailed) => {
-                Ok(Self::find(app, &self.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?)
-            }
+            Err(StoreError::ConditionFailed) => Ok(Self::find(app, &self.provider_id)
+                .await?
+                .ok_or_else(|| PaymentError::internal("provider missing"))?),
             Err(other) => Err(other.into()),
         }
     }
@@ -198,7 +203,7 @@ pub async fn create_or_refresh(
     principal: &Principal,
     input: ProviderInput,
     meta: &RequestMeta,
-) -> Result<(Provider, String), ApiError> {
+) -> Result<(Provider, String), PaymentError> {
     let gateway = app.stripe(meta.deadline).await?;
     let table = app.table();
     let user_pk = keys::user(principal.user_id());
@@ -235,7 +240,7 @@ pub async fn create_or_refresh(
                     table
                         .get::<ProviderGuard>(&user_pk, SK)
                         .await?
-                        .ok_or_else(|| ApiError::internal("provider guard vanished"))?
+                        .ok_or_else(|| PaymentError::internal("provider guard vanished"))?
                         .provider_id
                 }
                 Err(other) => return Err(other.into()),
@@ -243,7 +248,7 @@ pub async fn create_or_refresh(
         }
     };
     let mut provider =
-        Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
+        Provider::find(app, &provider_id).await?.ok_or_else(|| PaymentError::internal("provider item missing"))?;
     if provider.stripe_account_id.is_none() {
         let account = gateway
             .create_account(
@@ -272,9 +277,10 @@ pub async fn create_or_refresh(
             Err(other) => return Err(other.into()),
         }
         provider =
-            Provider::find(app, &provider_id).await?.ok_or_else(|| ApiError::internal("provider item missing"))?;
+            Provider::find(app, &provider_id).await?.ok_or_else(|| PaymentError::internal("provider item missing"))?;
     }
-    let account = provider.stripe_account_id.clone().ok_or_else(|| ApiError::internal("provider without account"))?;
+    let account =
+        provider.stripe_account_id.clone().ok_or_else(|| PaymentError::internal("provider without account"))?;
     let base = &app.settings().frontend_url;
     let url = gateway
         .create_account_link(
@@ -288,11 +294,11 @@ pub async fn create_or_refresh(
 
 /// A provider as its owner or an admin of the owner's organisation sees it; anyone else
 /// gets 404.
-pub async fn get(app: &Services, principal: &Principal, provider_id: &str) -> Result<Provider, ApiError> {
-    let provider = Provider::find(app, provider_id).await?.ok_or(ApiError::NotFound)?;
+pub async fn get(app: &Services, principal: &Principal, provider_id: &str) -> Result<Provider, PaymentError> {
+    let provider = Provider::find(app, provider_id).await?.ok_or(PaymentError::NotFound)?;
     let owner = provider.user_id == principal.user_id();
     let org_admin = provider.org_id == principal.org_id() && principal.role() == Role::Admin;
-    if owner || org_admin { Ok(provider) } else { Err(ApiError::NotFound) }
+    if owner || org_admin { Ok(provider) } else { Err(PaymentError::NotFound) }
 }
 
 #[cfg(test)]
@@ -306,7 +312,7 @@ mod tests {
         );
         assert!(ProviderInput::parse(None, None, None).is_ok());
         match ProviderInput::parse(Some("usa".into()), Some("llc".into()), Some("555-0123".into())) {
-            Err(ApiError::Validation(errors)) => assert_eq!(errors.len(), 3),
+            Err(PaymentError::Validation(errors)) => assert_eq!(errors.len(), 3),
             other => panic!("{other:?}"),
         }
     }

@@ -31,8 +31,8 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
     outbox,
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
@@ -54,7 +54,7 @@ pub enum Reconciled {
     /// The refund was recorded, or a release was called off because refunds left nothing.
     Settled,
     /// Stripe definitely did nothing (or refused): the payment is `succeeded` again.
-    ReturnedToSucceeded(ApiError),
+    ReturnedToSucceeded(PaymentError),
 }
 
 fn cutoff() -> String {
@@ -63,7 +63,7 @@ fn cutoff() -> String {
 
 /// Reconciles `payment` if it is due.
 #[tracing::instrument(skip_all, fields(payment_id = %payment.payment_id, status = ?payment.status))]
-pub async fn payment(app: &PaymentServices, payment: &Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+pub async fn payment(app: &PaymentServices, payment: &Payment, meta: &RequestMeta) -> Result<Reconciled, PaymentError> {
     if !matches!(payment.status, PaymentStatus::Releasing | PaymentStatus::Refunding) {
         return Ok(Reconciled::NotDue);
     }
@@ -86,7 +86,7 @@ pub async fn payment(app: &PaymentServices, payment: &Payment, meta: &RequestMet
         .value(":now", av::s(&now))
         .value(":cutoff", av::s(&cutoff));
     let leased: Payment = match app.table().update_item(lease).await {
-        Ok(item) => serde_dynamo::from_item(item).map_err(ApiError::internal)?,
+        Ok(item) => serde_dynamo::from_item(item).map_err(PaymentError::internal)?,
         Err(StoreError::ConditionFailed) => return Ok(Reconciled::NotDue),
         Err(other) => return Err(other.into()),
     };
@@ -102,7 +102,7 @@ pub async fn payment_by_id(
     app: &PaymentServices,
     payment_id: &str,
     meta: &RequestMeta,
-) -> Result<Reconciled, ApiError> {
+) -> Result<Reconciled, PaymentError> {
     match Payment::find(app, payment_id).await? {
         Some(found) => payment(app, &found, meta).await,
         None => Ok(Reconciled::NotDue),
@@ -111,13 +111,13 @@ pub async fn payment_by_id(
 
 /// Ids of payments on `queue` ([`RELEASING_QUEUE`] or [`REFUNDING_QUEUE`]) that are due,
 /// oldest first, at most `limit`.
-pub async fn due(app: &Services, queue: &str, limit: i32) -> Result<Vec<String>, ApiError> {
+pub async fn due(app: &Services, queue: &str, limit: i32) -> Result<Vec<String>, PaymentError> {
     debug_assert!(queue == RELEASING_QUEUE || queue == REFUNDING_QUEUE);
     due_before(app, queue, &cutoff(), limit).await
 }
 
 /// Ids of payments on `queue` last driven before `cutoff` (RFC 3339), oldest first.
-async fn due_before(app: &Services, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, ApiError> {
+async fn due_before(app: &Services, queue: &str, cutoff: &str, limit: i32) -> Result<Vec<String>, PaymentError> {
     let keys = app.table().queue_due(queue, cutoff, limit).await?;
     Ok(keys.iter().filter_map(|pk| pk.strip_prefix("PAYMENT#").map(str::to_owned)).collect())
 }
@@ -127,7 +127,7 @@ async fn release(
     stripe: &Stripe,
     payment: Payment,
     meta: &RequestMeta,
-) -> Result<Reconciled, ApiError> {
+) -> Result<Reconciled, PaymentError> {
     let payment_id = payment.payment_id.clone();
     let transfers = match stripe.transfers_for(&payment_id).await {
         Ok(found) => found,
@@ -174,7 +174,7 @@ async fn release(
     let left = payment.provider_share(refunded);
     if left <= 0 {
         return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &old_key, None).await?;
-        return Ok(Reconciled::ReturnedToSucceeded(ApiError::Conflict(
+        return Ok(Reconciled::ReturnedToSucceeded(PaymentError::Conflict(
             "the platform fee takes all that refunds left, so there is nothing to transfer; refund it instead".into(),
         )));
     }
@@ -236,7 +236,7 @@ async fn release(
     let provider = Provider::find(app, &payment.provider_id).await?;
     let Some(destination) = provider.and_then(|p| p.stripe_account_id.filter(|_| p.payouts_enabled)) else {
         return_to_succeeded(app, &payment_id, PaymentStatus::Releasing, "release_key", &key, None).await?;
-        return Ok(Reconciled::ReturnedToSucceeded(ApiError::OnboardingRequired));
+        return Ok(Reconciled::ReturnedToSucceeded(PaymentError::OnboardingRequired));
     };
     let payment = match charge_of(stripe, &payment).await {
         Ok(charge) => Payment { stripe_charge_id: Some(charge), ..payment },
@@ -260,7 +260,7 @@ async fn cancel_release(
     payment: &Payment,
     key: &str,
     meta: &RequestMeta,
-) -> Result<Reconciled, ApiError> {
+) -> Result<Reconciled, PaymentError> {
     let table = app.table();
     let pk = Payment::key(&payment.payment_id);
     let now = time::rfc3339(time::now());
@@ -296,7 +296,12 @@ async fn cancel_release(
     }
 }
 
-async fn refund(app: &Services, stripe: &Stripe, payment: Payment, meta: &RequestMeta) -> Result<Reconciled, ApiError> {
+async fn refund(
+    app: &Services,
+    stripe: &Stripe,
+    payment: Payment,
+    meta: &RequestMeta,
+) -> Result<Reconciled, PaymentError> {
     let key = payment.refund_key.clone().unwrap_or_else(|| legacy_key(&payment));
     let refunds = match stripe.refunds_for(&payment.stripe_payment_intent_id).await {
         Ok(found) => found,
@@ -319,7 +324,7 @@ async fn refund(app: &Services, stripe: &Stripe, payment: Payment, meta: &Reques
         if !found.counts() {
             let reason = format!("the refund {} at Stripe", found.status);
             refund_failed(app, &payment, &key, &reason, Some(at_stripe), None, meta).await?;
-            return Ok(Reconciled::ReturnedToSucceeded(ApiError::PaymentProvider(reason)));
+            return Ok(Reconciled::ReturnedToSucceeded(PaymentError::PaymentProvider(reason)));
         }
         finish_refund(app, &payment, found, Some(at_stripe), None, meta).await?;
         return Ok(Reconciled::Settled);
@@ -350,7 +355,7 @@ pub enum Awaited {
 
 /// Payments waiting for the payer (`requires_payment`, or `failed` and payable again with
 /// another card) for over an hour, oldest first.
-pub async fn awaiting_payment_due(app: &Services, limit: i32) -> Result<Vec<String>, ApiError> {
+pub async fn awaiting_payment_due(app: &Services, limit: i32) -> Result<Vec<String>, PaymentError> {
     due_before(app, AWAITING_PAYMENT_QUEUE, &time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER), limit).await
 }
 
@@ -370,7 +375,7 @@ pub async fn awaiting_payment(
     app: &PaymentServices,
     payment_id: &str,
     meta: &RequestMeta,
-) -> Result<Awaited, ApiError> {
+) -> Result<Awaited, PaymentError> {
     let Some(payment) = Payment::find(app, payment_id).await? else { return Ok(Awaited::NotDue) };
     let cutoff = time::rfc3339(time::now() - AWAITING_PAYMENT_AFTER);
     if !matches!(payment.status, PaymentStatus::RequiresPayment | PaymentStatus::Failed)
@@ -399,7 +404,7 @@ pub async fn awaiting_payment(
         Err(other) => return Err(other.into()),
     }
     let intent_id = payment.stripe_payment_intent_id.as_str();
-    let mut intent = stripe.payment_intent(intent_id).await.map_err(ApiError::from)?;
+    let mut intent = stripe.payment_intent(intent_id).await.map_err(PaymentError::from)?;
     let created = time::parse_rfc3339(&payment.created_at).unwrap_or(now);
     let abandoned =
         payment.abandon_requested || now - created > time::Duration::days(app.settings().payment_abandon_days);
@@ -409,7 +414,7 @@ pub async fn awaiting_payment(
             // Refused: it moved on (paid, say). What it is now decides.
             Err(error) if error.is_definite() => {
                 tracing::warn!(%error, "cancel refused; reading the PaymentIntent again");
-                stripe.payment_intent(intent_id).await.map_err(ApiError::from)?
+                stripe.payment_intent(intent_id).await.map_err(PaymentError::from)?
             }
             // Unknown: the next run asks again (the same key replays a cancel that happened).
             Err(error) => return Err(error.into()),

@@ -30,9 +30,9 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
     notify::DomainEvent,
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
@@ -150,7 +150,7 @@ pub async fn recover_refunds(
     stripe: &Stripe,
     payment: &Payment,
     meta: &RequestMeta,
-) -> Result<Vec<Recovered>, ApiError> {
+) -> Result<Vec<Recovered>, PaymentError> {
     if payment.settled_refund_ids.is_none() {
         return Ok(Vec::new()); // released before the release kept its refunds: nothing to tell apart
     }
@@ -171,7 +171,7 @@ pub async fn recover(
     cause: &Cause,
     retry: bool,
     meta: &RequestMeta,
-) -> Result<Recovered, ApiError> {
+) -> Result<Recovered, PaymentError> {
     if payment.reversal_causes.contains(&cause.id) {
         return Ok(Recovered::Before);
     }
@@ -184,7 +184,7 @@ pub async fn recover(
         return Ok(Recovered::Before);
     }
     let Some(transfer_id) = payment.transfer_id.as_deref() else {
-        return Err(ApiError::internal("recovery for a payment without a transfer"));
+        return Err(PaymentError::internal("recovery for a payment without a transfer"));
     };
     let sent = payment.transfer_amount.or(payment.release_amount).unwrap_or(0);
     let queued = app.table().get::<Unrecovered>(&Unrecovered::key(&payment.payment_id, &cause.id), QUEUE_SK).await?;
@@ -219,7 +219,7 @@ pub async fn recover(
         // The key was first used for another amount (another cause was reversed between two
         // attempts): unknown, not refused; the key expires and a later attempt decides.
         Err(GatewayError::Refused { message, .. }) if message.contains("idempotent requests") => {
-            Err(ApiError::PaymentsUnavailable)
+            Err(PaymentError::PaymentsUnavailable)
         }
         Err(error @ GatewayError::Refused { .. }) => {
             tracing::error!(%error, payment_id = %payment.payment_id, cause = %cause.id, "Stripe refused a reversal");
@@ -239,7 +239,7 @@ async fn record(
     amount: i64,
     total: i64,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), PaymentError> {
     let table = app.table();
     let pk = Payment::key(&payment.payment_id);
     let mark = cause_added(&pk, REVERSED, &cause.id);
@@ -265,11 +265,11 @@ async fn record(
 }
 
 /// Takes a cause off the retry queue (it was recovered, or no longer needs to be).
-async fn resolve(app: &Services, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
+async fn resolve(app: &Services, payment_id: &str, cause_id: &str) -> Result<(), PaymentError> {
     resolve_item(app, &Unrecovered::key(payment_id, cause_id)).await
 }
 
-async fn resolve_item(app: &Services, pk: &str) -> Result<(), ApiError> {
+async fn resolve_item(app: &Services, pk: &str) -> Result<(), PaymentError> {
     let done = Change::new(pk, QUEUE_SK)
         .update("SET resolved_at = :now REMOVE GSI2PK, GSI2SK")
         .condition("attribute_exists(GSI2PK)")
@@ -279,7 +279,7 @@ async fn resolve_item(app: &Services, pk: &str) -> Result<(), ApiError> {
 
 /// Marks a cause as needing no reversal (a dispute won before its funds' withdrawal was
 /// handled), without an audit entry: nothing was taken from anyone.
-async fn settle_without_reversal(app: &Services, payment_id: &str, cause_id: &str) -> Result<(), ApiError> {
+async fn settle_without_reversal(app: &Services, payment_id: &str, cause_id: &str) -> Result<(), PaymentError> {
     let pk = Payment::key(payment_id);
     ignore_condition(app.table().update_item(cause_added(&pk, REVERSED, cause_id)).await)
 }
@@ -305,7 +305,7 @@ fn cause_added<'a>(pk: &'a str, (update, condition): (&'a str, &'a str), cause: 
         .value(":id", av::s(cause))
 }
 
-fn ignore_condition<T>(result: Result<T, StoreError>) -> Result<(), ApiError> {
+fn ignore_condition<T>(result: Result<T, StoreError>) -> Result<(), PaymentError> {
     match result {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(other) => Err(other.into()),
@@ -324,7 +324,7 @@ async fn unrecovered(
     amount: i64,
     reason: &str,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), PaymentError> {
     let entry = AuditEntry::new("payment.transfer_reversed", AuditStatus::Failure, &payment.payer_org_id, meta)
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment.payment_id, "transfer_id": payment.transfer_id, "cause": cause.id,
@@ -391,7 +391,7 @@ pub async fn repay_dispute(
     dispute_id: &str,
     retry: bool,
     meta: &RequestMeta,
-) -> Result<Repaid, ApiError> {
+) -> Result<Repaid, PaymentError> {
     let queued = Unrecovered::repay_key(&payment.payment_id, dispute_id);
     if payment.repaid_causes.iter().any(|c| c == dispute_id) {
         resolve_item(app, &queued).await?;
@@ -416,9 +416,9 @@ pub async fn repay_dispute(
         None => {
             let provider = Provider::find(app, &payment.provider_id)
                 .await?
-                .ok_or_else(|| ApiError::internal("provider missing"))?;
-            let destination = provider.stripe_account_id.ok_or(ApiError::OnboardingRequired)?;
-            let currency = Currency::parse(&payment.currency).map_err(ApiError::internal)?;
+                .ok_or_else(|| PaymentError::internal("provider missing"))?;
+            let destination = provider.stripe_account_id.ok_or(PaymentError::OnboardingRequired)?;
+            let currency = Currency::parse(&payment.currency).map_err(PaymentError::internal)?;
             let request = NewTransfer {
                 payment_id: &payment.payment_id,
                 amount: owed,
@@ -468,7 +468,7 @@ async fn unrepaid(
     owed: i64,
     reason: &str,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), PaymentError> {
     let entry = AuditEntry::new("payment.repaid", AuditStatus::Failure, &payment.payer_org_id, meta)
         .target(&payment.provider_user_id)
         .details(json!({ "payment_id": payment.payment_id, "dispute_id": dispute_id, "amount": owed,
@@ -548,7 +548,7 @@ async fn retry_one(
     pk: &str,
     cutoff: &str,
     meta: &RequestMeta,
-) -> Result<Option<Recovered>, ApiError> {
+) -> Result<Option<Recovered>, PaymentError> {
     let now = time::rfc3339(time::now());
     let Some(item) = app.table().lease_queued::<Unrecovered>(pk, QUEUE_SK, UNRECOVERED_QUEUE, cutoff, &now).await?
     else {

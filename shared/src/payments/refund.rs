@@ -31,9 +31,10 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::{ApiError, FieldError},
+    invalid::FieldError,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{StoreError, av},
@@ -44,8 +45,8 @@ pub use super::outcome::{RefundAnswer, RefundOutcome, RefundRequest};
 
 /// Another refund of the payment is unresolved: this call's refund is another one, for the
 /// caller to ask again once the payment shows the outcome.
-pub(super) fn in_progress() -> ApiError {
-    ApiError::Conflict("another refund of this payment is in progress; read it again".into())
+pub(super) fn in_progress() -> PaymentError {
+    PaymentError::Conflict("another refund of this payment is in progress; read it again".into())
 }
 
 /// Refunds `amount` (default: all that is left) of a held payment, for `actor` (`None`: the
@@ -61,45 +62,47 @@ pub(super) async fn refund_held(
     still_may_move: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<RefundOutcome, ApiError> {
+) -> Result<RefundOutcome, PaymentError> {
     let payment_id = payment.payment_id.clone();
     let payment_id = payment_id.as_str();
     match payment.status {
         PaymentStatus::Refunded if amount.is_none() => return Ok(RefundOutcome::Done(payment)),
-        PaymentStatus::Refunded => return Err(ApiError::Conflict("the payment is already fully refunded".into())),
+        PaymentStatus::Refunded => return Err(PaymentError::Conflict("the payment is already fully refunded".into())),
         PaymentStatus::Succeeded => {}
         PaymentStatus::Released => {
-            return Err(ApiError::Conflict(
+            return Err(PaymentError::Conflict(
                 "the payment has been released to the provider and can no longer be refunded".into(),
             ));
         }
         PaymentStatus::Releasing => {
-            return Err(ApiError::Conflict(
+            return Err(PaymentError::Conflict(
                 "a release of this payment is unresolved; it cannot be refunded now".into(),
             ));
         }
         // Another refund is unresolved (the route drives it first, `super::moves::refund`).
         PaymentStatus::Refunding => return Err(in_progress()),
-        _ => return Err(ApiError::PaymentNotSucceeded),
+        _ => return Err(PaymentError::PaymentNotSucceeded),
     }
     if payment.dispute_blocks() {
-        return Err(ApiError::Conflict("the charge is disputed; Stripe settles it through the dispute".into()));
+        return Err(PaymentError::Conflict("the charge is disputed; Stripe settles it through the dispute".into()));
     }
     let left = payment.releasable_amount();
     let amount = amount.unwrap_or(left);
     if amount > left {
-        return Err(ApiError::Validation(vec![FieldError::new(
+        return Err(PaymentError::Validation(vec![FieldError::new(
             "amount",
             format!("is more than is left to refund ({left})"),
         )]));
     }
     // Stripe refunds in the steps it charges in (tens of a three-decimal currency).
     if let Ok(currency) = super::Currency::parse(&payment.currency) {
-        currency.check_step(amount).map_err(|reason| ApiError::Validation(vec![FieldError::new("amount", reason)]))?;
+        currency
+            .check_step(amount)
+            .map_err(|reason| PaymentError::Validation(vec![FieldError::new("amount", reason)]))?;
     }
     let stripe = app.stripe(meta.deadline).await?;
     if !stripe.has_time() {
-        return Err(ApiError::PaymentsUnavailable);
+        return Err(PaymentError::PaymentsUnavailable);
     }
 
     // 1. succeeded → refunding, for this amount on top of this total, under a key of its own.
@@ -154,8 +157,8 @@ pub(super) async fn refund_held(
     match claimed {
         Ok(()) => {}
         Err(StoreError::ConditionFailed | StoreError::TransactionConditionsFailed(_)) => {
-            let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
-            return Err(ApiError::Conflict(match current.status {
+            let current = Payment::find(app, payment_id).await?.ok_or(PaymentError::NotFound)?;
+            return Err(PaymentError::Conflict(match current.status {
                 PaymentStatus::Refunding => "a refund of this payment is in progress".into(),
                 PaymentStatus::Releasing | PaymentStatus::Released => {
                     "the payment is being released to the provider and can no longer be refunded".into()
@@ -190,7 +193,7 @@ pub(super) enum Refunded {
     /// Unknown at Stripe, or not recorded: left `refunding` for reconciliation.
     Unknown,
     /// Stripe definitely did nothing; the payment is `succeeded` again.
-    Refused(ApiError),
+    Refused(PaymentError),
 }
 
 /// The Stripe refund for a payment this caller holds in `refunding`, then the final write.
@@ -200,7 +203,7 @@ pub(super) async fn make_refund(
     payment: &Payment,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Refunded, ApiError> {
+) -> Result<Refunded, PaymentError> {
     let payment_id = payment.payment_id.as_str();
     let key = payment.refund_key.clone().unwrap_or_else(|| legacy_key(payment));
     let request = NewRefund {
@@ -251,7 +254,7 @@ pub(super) async fn refund_failed(
     at_stripe: Option<i64>,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), PaymentError> {
     let before =
         return_to_succeeded(app, &payment.payment_id, PaymentStatus::Refunding, "refund_key", key, at_stripe).await?;
     let entry = AuditEntry::new("payment.refunded", AuditStatus::Failure, &payment.payer_org_id, meta)
@@ -281,19 +284,19 @@ pub async fn finish_refund(
     at_stripe: Option<i64>,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Payment, ApiError> {
+) -> Result<Payment, PaymentError> {
     let table = app.table();
     let payment_id = claimed.payment_id.as_str();
     let key = claimed.refund_key.clone().unwrap_or_else(|| legacy_key(claimed));
     let pk = Payment::key(payment_id);
     for _ in 0..5 {
-        let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+        let current = Payment::find(app, payment_id).await?.ok_or(PaymentError::NotFound)?;
         if current.refund_ids.contains(&refund.id) {
             return Ok(current); // recorded by another finisher
         }
         let ours_key = current.refund_key.clone().unwrap_or_else(|| legacy_key(&current));
         if current.status != PaymentStatus::Refunding || ours_key != key {
-            return Err(ApiError::internal("refund finished against a payment not refunding under its key"));
+            return Err(PaymentError::internal("refund finished against a payment not refunding under its key"));
         }
         let ours = current.refund_base.unwrap_or(current.amount_refunded) + refund.amount;
         let total = current.amount_refunded.max(ours).max(at_stripe.unwrap_or(0)).min(current.amount);
@@ -382,5 +385,5 @@ pub async fn finish_refund(
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::internal("the payment kept changing while its refund was recorded"))
+    Err(PaymentError::internal("the payment kept changing while its refund was recorded"))
 }

@@ -26,10 +26,10 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
     identity::auth::Principal,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{StoreError, av},
@@ -45,7 +45,7 @@ pub(super) async fn release_held(
     principal: &Principal,
     payment: Payment,
     meta: &RequestMeta,
-) -> Result<ReleaseOutcome, ApiError> {
+) -> Result<ReleaseOutcome, PaymentError> {
     let payment_id = payment.payment_id.clone();
     let payment_id = payment_id.as_str();
     if payment.dispute_blocks() {
@@ -53,20 +53,20 @@ pub(super) async fn release_held(
     }
     let still_may_move = mover_checks(app, principal, &payment).await?;
     let provider =
-        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
+        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| PaymentError::internal("provider missing"))?;
     if provider.stripe_account_id.is_none() {
-        return Err(ApiError::OnboardingRequired);
+        return Err(PaymentError::OnboardingRequired);
     }
     let stripe = app.stripe(meta.deadline).await?;
     if !stripe.has_time() {
-        return Err(ApiError::PaymentsUnavailable);
+        return Err(PaymentError::PaymentsUnavailable);
     }
     let provider = provider.recheck_onboarding(app, &stripe).await?;
     let Some(destination) = provider.payout_destination().map(str::to_owned) else {
-        return Err(ApiError::OnboardingRequired);
+        return Err(PaymentError::OnboardingRequired);
     };
     if !stripe.has_time() {
-        return Err(ApiError::PaymentsUnavailable);
+        return Err(PaymentError::PaymentsUnavailable);
     }
     // Stripe's list of refunds is the truth: one made in the dashboard counts before its
     // webhook arrives, one that failed no longer counts, and one still pending holds the
@@ -76,10 +76,10 @@ pub(super) async fn release_held(
     let (found, refunds) = tokio::try_join!(stripe.charge_with_fee(pi), stripe.refunds_for(pi))?;
     let stripe_fee = found.stripe_fee;
     let (true, Some(charge)) = (found.succeeded, found.charge.or_else(|| payment.stripe_charge_id.clone())) else {
-        return Err(ApiError::PaymentNotSucceeded);
+        return Err(PaymentError::PaymentNotSucceeded);
     };
     if refunds.iter().any(RefundRecord::is_pending) {
-        return Err(ApiError::Conflict(
+        return Err(PaymentError::Conflict(
             "a refund of this payment is still pending at Stripe; release it once the refund settles".into(),
         ));
     }
@@ -88,11 +88,13 @@ pub(super) async fn release_held(
         refunds.iter().filter(|r| !r.counts() && !payment.failed_refund_ids.contains(&r.id)).collect();
     let net = payment.amount - refunded;
     if net <= 0 {
-        return Err(ApiError::Conflict("the payment has been refunded in full; there is nothing to release".into()));
+        return Err(PaymentError::Conflict(
+            "the payment has been refunded in full; there is nothing to release".into(),
+        ));
     }
     let amount = payment.provider_share(refunded);
     if amount <= 0 {
-        return Err(ApiError::Conflict(
+        return Err(PaymentError::Conflict(
             "the platform fee takes all that refunds left, so there is nothing to transfer; refund it instead".into(),
         ));
     }
@@ -100,7 +102,7 @@ pub(super) async fn release_held(
 
     // The reads above may have taken a while: claim only if the transfer can still be made.
     if !stripe.has_time() {
-        return Err(ApiError::PaymentsUnavailable);
+        return Err(PaymentError::PaymentsUnavailable);
     }
 
     // 1. succeeded → releasing, for this amount under a key of its own.
@@ -188,15 +190,17 @@ pub(super) async fn release_held(
     match table.transact(items).await {
         Ok(()) => {}
         Err(StoreError::TransactionConditionsFailed(_)) => {
-            let current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+            let current = Payment::find(app, payment_id).await?.ok_or(PaymentError::NotFound)?;
             return match current.status {
                 PaymentStatus::Released => Ok(already(&current)),
-                PaymentStatus::Releasing => Err(ApiError::ReleaseInProgress),
-                PaymentStatus::Succeeded => Err(ApiError::Conflict(
+                PaymentStatus::Releasing => Err(PaymentError::ReleaseInProgress),
+                PaymentStatus::Succeeded => Err(PaymentError::Conflict(
                     "the payment changed (a refund or a dispute) while releasing; read it again".into(),
                 )),
-                PaymentStatus::Refunding => Err(ApiError::Conflict("a refund of this payment is in progress".into())),
-                _ => Err(ApiError::PaymentNotSucceeded),
+                PaymentStatus::Refunding => {
+                    Err(PaymentError::Conflict("a refund of this payment is in progress".into()))
+                }
+                _ => Err(PaymentError::PaymentNotSucceeded),
             };
         }
         Err(other) => return Err(other.into()),
@@ -226,20 +230,20 @@ pub(super) fn already(payment: &Payment) -> ReleaseOutcome {
     ReleaseOutcome::Released { transfer_id: payment.transfer_id.clone().unwrap_or_default(), already_released: true }
 }
 
-pub(super) fn disputed() -> ApiError {
-    ApiError::Conflict("the charge is disputed; it can be released once the dispute is won".into())
+pub(super) fn disputed() -> PaymentError {
+    PaymentError::Conflict("the charge is disputed; it can be released once the dispute is won".into())
 }
 
 /// The charge whose funds the transfer draws on: known from `payment_intent.succeeded`, or
 /// looked up on the PaymentIntent. Without one, the payment has not really succeeded.
-pub(super) async fn charge_of(stripe: &Stripe, payment: &Payment) -> Result<String, ApiError> {
+pub(super) async fn charge_of(stripe: &Stripe, payment: &Payment) -> Result<String, PaymentError> {
     if let Some(charge) = &payment.stripe_charge_id {
         return Ok(charge.clone());
     }
     let intent = stripe.payment_intent(&payment.stripe_payment_intent_id).await?;
     match (intent.status.as_str(), intent.latest_charge) {
         ("succeeded", Some(charge)) => Ok(charge),
-        _ => Err(ApiError::PaymentNotSucceeded),
+        _ => Err(PaymentError::PaymentNotSucceeded),
     }
 }
 
@@ -252,7 +256,7 @@ pub enum Transferred {
     /// Unknown at Stripe, or not recorded: left `releasing` for reconciliation.
     Unknown,
     /// Stripe definitely did nothing; the payment is `succeeded` again.
-    Refused(ApiError),
+    Refused(PaymentError),
 }
 
 /// The Stripe transfer for a payment this caller holds in `releasing` (with its amount and
@@ -264,10 +268,10 @@ pub(super) async fn transfer(
     destination: &str,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Transferred, ApiError> {
+) -> Result<Transferred, PaymentError> {
     let payment_id = payment.payment_id.as_str();
-    let key = payment.release_key.as_deref().ok_or_else(|| ApiError::internal("releasing without a key"))?;
-    let currency = Currency::parse(&payment.currency).map_err(ApiError::internal)?;
+    let key = payment.release_key.as_deref().ok_or_else(|| PaymentError::internal("releasing without a key"))?;
+    let currency = Currency::parse(&payment.currency).map_err(PaymentError::internal)?;
     let request = NewTransfer {
         payment_id,
         amount: payment.release_amount.unwrap_or_else(|| payment.provider_share(payment.amount_refunded)),
@@ -301,7 +305,7 @@ async fn finish_or_leave(
     transfer_id: &str,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Transferred, ApiError> {
+) -> Result<Transferred, PaymentError> {
     match finish_release(app, payment, transfer_id, actor, meta).await {
         Ok(finished) => Ok(finished),
         Err(error) => {
@@ -320,7 +324,7 @@ pub async fn finish_release(
     transfer_id: &str,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Transferred, ApiError> {
+) -> Result<Transferred, PaymentError> {
     let table = app.table();
     let now = time::rfc3339(time::now());
     let pk = Payment::key(&payment.payment_id);
@@ -358,10 +362,10 @@ pub async fn finish_release(
             Ok(Transferred::Now(transfer_id.to_owned()))
         }
         Err(StoreError::TransactionConditionsFailed(_)) => {
-            let current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
+            let current = Payment::find(app, &payment.payment_id).await?.ok_or(PaymentError::NotFound)?;
             match (current.status, current.transfer_id) {
                 (PaymentStatus::Released, Some(stored)) => Ok(Transferred::Before(stored)),
-                _ => Err(ApiError::internal("payment left releasing in an unexpected state")),
+                _ => Err(PaymentError::internal("payment left releasing in an unexpected state")),
             }
         }
         Err(other) => Err(other.into()),
@@ -381,7 +385,7 @@ pub(crate) async fn release_messages(
     payment: &Payment,
     amount: i64,
     transfer_id: &str,
-) -> Result<Vec<TransactWriteItem>, ApiError> {
+) -> Result<Vec<TransactWriteItem>, PaymentError> {
     let event = DomainEvent::new(
         "payment.released",
         json!({ "payment_id": payment.payment_id, "provider_id": payment.provider_id, "transfer_id": transfer_id,

@@ -5,7 +5,7 @@ use std::{ops::Deref, sync::Arc};
 
 use super::{Gateway, gateway::Stripe};
 use crate::{
-    config::Settings, deadline::Deadline, http::ApiError, identity::IdentityServices, secrets::Part,
+    config::Settings, deadline::Deadline, identity::IdentityServices, payments::PaymentError, secrets::Part,
     services::DerivedFromSecret,
 };
 
@@ -38,14 +38,14 @@ impl PaymentServices {
     /// The Stripe client, for calls made within `deadline`. Without a Stripe key in its
     /// secret: 503 `payments_unavailable` (production functions that take payments refuse to
     /// start instead).
-    pub async fn stripe(&self, deadline: Deadline) -> Result<Stripe, ApiError> {
-        let secrets = self.secrets().get().await.map_err(ApiError::internal)?;
+    pub async fn stripe(&self, deadline: Deadline) -> Result<Stripe, PaymentError> {
+        let secrets = self.secrets().get().await.map_err(PaymentError::internal)?;
         let gateway = self
             .gateway
             .get(secrets, |s| {
-                Gateway::from_config(self.settings(), s).map(|g| g.map(Arc::new)).map_err(ApiError::internal)
+                Gateway::from_config(self.settings(), s).map(|g| g.map(Arc::new)).map_err(PaymentError::internal)
             })
             .await?;
-        gateway.map(|g| g.within(deadline)).ok_or(ApiError::PaymentsUnavailable)
+        gateway.map(|g| g.within(deadline)).ok_or(PaymentError::PaymentsUnavailable)
     }
 }

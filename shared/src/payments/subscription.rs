@@ -18,9 +18,10 @@ use super::{gateway::SubscriptionState, payment::customer_for};
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::{ApiError, FieldError},
     identity::{Role, auth::Principal},
+    invalid::FieldError,
     notify::DomainEvent,
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, av, keys},
@@ -110,7 +111,7 @@ pub struct PlanChange {
 
 impl PlanChange {
     /// Every problem reported at once.
-    pub fn parse(price_id: Option<String>, proration_behavior: Option<String>) -> Result<Self, ApiError> {
+    pub fn parse(price_id: Option<String>, proration_behavior: Option<String>) -> Result<Self, PaymentError> {
         let mut errors = Vec::new();
         match &price_id {
             None => errors.push(FieldError::new("price_id", "is required")),
@@ -129,7 +130,7 @@ impl PlanChange {
         };
         match price_id {
             Some(price_id) if errors.is_empty() => Ok(Self { price_id, proration }),
-            _ => Err(ApiError::Validation(errors)),
+            _ => Err(PaymentError::Validation(errors)),
         }
     }
 }
@@ -141,7 +142,7 @@ pub async fn start(
     price_id: &str,
     request_key: &str,
     meta: &RequestMeta,
-) -> Result<(Subscription, Option<String>), ApiError> {
+) -> Result<(Subscription, Option<String>), PaymentError> {
     let gateway = app.stripe(meta.deadline).await?;
     let customer = customer_for(app, &principal.user, &gateway).await?;
     let state: SubscriptionState =
@@ -159,14 +160,14 @@ pub async fn start(
         // here first: what is stored is as new or newer than Stripe's answer to the create.
         Err(crate::store::StoreError::TransactionConditionsFailed(_)) => {
             let stored =
-                table.get::<Subscription>(&subscription.pk, &subscription.sk).await?.ok_or(ApiError::NotFound)?;
+                table.get::<Subscription>(&subscription.pk, &subscription.sk).await?.ok_or(PaymentError::NotFound)?;
             Ok((stored, state.client_secret))
         }
         Err(other) => Err(other.into()),
     }
 }
 
-pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<Subscription>, ApiError> {
+pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<Subscription>, PaymentError> {
     let table = app.table();
     let out = table
         .client()
@@ -177,11 +178,11 @@ pub async fn list(app: &Services, principal: &Principal) -> Result<Vec<Subscript
         .expression_attribute_values(":prefix", av::s("SUBSCRIPTION#"))
         .send()
         .await
-        .map_err(|e| ApiError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+        .map_err(|e| PaymentError::internal(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
     out.items
         .unwrap_or_default()
         .into_iter()
-        .map(|item| serde_dynamo::from_item(item).map_err(ApiError::internal))
+        .map(|item| serde_dynamo::from_item(item).map_err(PaymentError::internal))
         .collect()
 }
 
@@ -191,11 +192,11 @@ pub async fn cancel(
     subscription_id: &str,
     at_period_end: bool,
     meta: &RequestMeta,
-) -> Result<Subscription, ApiError> {
+) -> Result<Subscription, PaymentError> {
     let table = app.table();
     let pk = keys::user(principal.user_id());
     let sk = sort_key(subscription_id);
-    let existing = table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)?;
+    let existing = table.get::<Subscription>(&pk, &sk).await?.ok_or(PaymentError::NotFound)?;
     let gateway = app.stripe(meta.deadline).await?;
     let state = gateway.cancel_subscription(&existing.subscription_id, at_period_end).await?;
     let now = time::rfc3339(time::now());
@@ -227,7 +228,7 @@ pub async fn cancel(
         Err(crate::store::StoreError::TransactionConditionsFailed(_)) => app.audit().record_or_log(&audit).await,
         Err(other) => return Err(other.into()),
     }
-    table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
+    table.get::<Subscription>(&pk, &sk).await?.ok_or(PaymentError::NotFound)
 }
 
 /// Moves the caller's subscription to another price. Stripe is asked for the subscription
@@ -243,15 +244,15 @@ pub async fn change_plan(
     subscription_id: &str,
     change: &PlanChange,
     meta: &RequestMeta,
-) -> Result<Subscription, ApiError> {
+) -> Result<Subscription, PaymentError> {
     if principal.role() == Role::Viewer {
-        return Err(ApiError::Forbidden);
+        return Err(PaymentError::Forbidden);
     }
     let table = app.table();
     let pk = keys::user(principal.user_id());
     let sk = sort_key(subscription_id);
-    let existing = table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)?;
-    let ended = || ApiError::Conflict("the subscription has ended; start a new one".into());
+    let existing = table.get::<Subscription>(&pk, &sk).await?.ok_or(PaymentError::NotFound)?;
+    let ended = || PaymentError::Conflict("the subscription has ended; start a new one".into());
     if has_ended(&existing.status) {
         return Err(ended());
     }
@@ -270,7 +271,7 @@ pub async fn change_plan(
     match claimed {
         Ok(_) => {}
         Err(crate::store::StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict("another plan change of this subscription is in progress".into()));
+            return Err(PaymentError::Conflict("another plan change of this subscription is in progress".into()));
         }
         Err(other) => return Err(other.into()),
     }
@@ -283,7 +284,7 @@ pub async fn change_plan(
         tracing::info!(%error, "plan change lease left to expire");
     }
     changed?;
-    table.get::<Subscription>(&pk, &sk).await?.ok_or(ApiError::NotFound)
+    table.get::<Subscription>(&pk, &sk).await?.ok_or(PaymentError::NotFound)
 }
 
 /// How long a plan change holds its subscription: longer than a request can run.
@@ -296,11 +297,11 @@ async fn ask_stripe_and_note(
     existing: &Subscription,
     change: &PlanChange,
     meta: &RequestMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), PaymentError> {
     let table = app.table();
     let pk = keys::user(principal.user_id());
     let sk = sort_key(&existing.subscription_id);
-    let ended = || ApiError::Conflict("the subscription has ended; start a new one".into());
+    let ended = || PaymentError::Conflict("the subscription has ended; start a new one".into());
     let gateway = app.stripe(meta.deadline).await?;
     let current = gateway.subscription(&existing.subscription_id).await?;
     if has_ended(&current.status) {
@@ -309,7 +310,7 @@ async fn ask_stripe_and_note(
     // Already on that price at Stripe (a retry after an answer that was lost, say): asking
     // again would be a second change, so only the note is made.
     if current.price_id.as_deref() != Some(change.price_id.as_str()) {
-        let item = current.item_id.ok_or_else(|| ApiError::internal("a Stripe subscription without items"))?;
+        let item = current.item_id.ok_or_else(|| PaymentError::internal("a Stripe subscription without items"))?;
         let key = format!("plan-change:{}:{}", existing.subscription_id, uuid::Uuid::new_v4());
         gateway
             .change_subscription_price(&key, &existing.subscription_id, &item, &change.price_id, change.proration)
@@ -367,9 +368,9 @@ fn announce(
 mod tests {
     use super::*;
 
-    fn fields(result: Result<PlanChange, ApiError>) -> Vec<String> {
+    fn fields(result: Result<PlanChange, PaymentError>) -> Vec<String> {
         match result {
-            Err(ApiError::Validation(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
+            Err(PaymentError::Validation(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
             other => panic!("expected a validation error, got {other:?}"),
         }
     }

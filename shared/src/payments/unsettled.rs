@@ -35,9 +35,10 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::{ApiError, FieldError},
+    invalid::FieldError,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
@@ -112,15 +113,15 @@ pub async fn release(
     still_may_move: Vec<TransactWriteItem>,
     actor: &str,
     meta: &RequestMeta,
-) -> Result<ReleaseOutcome, ApiError> {
+) -> Result<ReleaseOutcome, PaymentError> {
     let provider =
-        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| ApiError::internal("provider missing"))?;
+        Provider::find(app, &payment.provider_id).await?.ok_or_else(|| PaymentError::internal("provider missing"))?;
     if provider.payout_destination().is_none() {
-        return Err(ApiError::OnboardingRequired);
+        return Err(PaymentError::OnboardingRequired);
     }
     let stripe = app.stripe(meta.deadline).await?;
     if !stripe.has_time() {
-        return Err(ApiError::PaymentsUnavailable);
+        return Err(PaymentError::PaymentsUnavailable);
     }
     let claimed = claim(app, &payment, Way::Release, None, still_may_move).await?;
     match drive(app, &stripe, &claimed, Some(actor), meta).await? {
@@ -142,17 +143,17 @@ pub async fn refund(
     still_may_move: Vec<TransactWriteItem>,
     actor: &str,
     meta: &RequestMeta,
-) -> Result<RefundOutcome, ApiError> {
+) -> Result<RefundOutcome, PaymentError> {
     let left = payment.amount_unsettled;
     match amount {
         Some(amount) if amount > left => {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(PaymentError::Validation(vec![FieldError::new(
                 "amount",
                 format!("is more than is left to refund ({left})"),
             )]));
         }
         Some(amount) if amount < left => {
-            return Err(ApiError::Conflict(format!(
+            return Err(PaymentError::Conflict(format!(
                 "the payment has been released; only the {left} that came back to the platform may be \
                  refunded, all of it together"
             )));
@@ -161,7 +162,7 @@ pub async fn refund(
     }
     let stripe = app.stripe(meta.deadline).await?;
     if !stripe.has_time() {
-        return Err(ApiError::PaymentsUnavailable);
+        return Err(PaymentError::PaymentsUnavailable);
     }
     let claimed = claim(app, &payment, Way::Refund, request, still_may_move).await?;
     match drive(app, &stripe, &claimed, Some(actor), meta).await? {
@@ -173,7 +174,7 @@ pub async fn refund(
 /// What came back goes back to the payer, by the platform: at the erasure of a party to it,
 /// or `HOLD_MAX_DAYS` after it came back. `Ok(false)` while it is being released, or Stripe's
 /// answer is unknown (a later run tries again).
-pub async fn refund_all(app: &PaymentServices, payment: Payment, meta: &RequestMeta) -> Result<bool, ApiError> {
+pub async fn refund_all(app: &PaymentServices, payment: Payment, meta: &RequestMeta) -> Result<bool, PaymentError> {
     if !has_unsettled(&payment) {
         return Ok(true);
     }
@@ -193,9 +194,9 @@ async fn claim(
     way: Way,
     request: Option<&RefundRequest>,
     still_may_move: Vec<TransactWriteItem>,
-) -> Result<Payment, ApiError> {
+) -> Result<Payment, PaymentError> {
     if payment.unsettled_claims.values().any(|claimed| *claimed != way) {
-        return Err(ApiError::Conflict(
+        return Err(PaymentError::Conflict(
             "the money that came back is being settled the other way; read the payment again".into(),
         ));
     }
@@ -204,7 +205,7 @@ async fn claim(
             return Err(super::refund::in_progress());
         }
         if payment.refund_request_hash.as_deref() != Some(request.request_hash()) {
-            return Err(ApiError::IdempotencyMismatch);
+            return Err(PaymentError::IdempotencyMismatch);
         }
     }
     let mut claims = payment.unsettled_claims.clone();
@@ -251,7 +252,7 @@ async fn claim(
             ..payment.clone()
         }),
         Err(StoreError::ConditionFailed | StoreError::TransactionConditionsFailed(_)) => {
-            Err(ApiError::Conflict("the payment changed while settling what came back; read it again".into()))
+            Err(PaymentError::Conflict("the payment changed while settling what came back; read it again".into()))
         }
         Err(other) => Err(other.into()),
     }
@@ -273,7 +274,7 @@ async fn drive(
     payment: &Payment,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Driven, ApiError> {
+) -> Result<Driven, PaymentError> {
     let mut current = payment.clone();
     let mut last = None;
     for (refund_id, way) in payment.unsettled_claims.clone() {
@@ -416,14 +417,14 @@ async fn finish(
     moved: i64,
     actor: Option<&str>,
     meta: &RequestMeta,
-) -> Result<Payment, ApiError> {
+) -> Result<Payment, PaymentError> {
     let table = app.table();
     let pk = Payment::key(payment_id);
     for _ in 0..5 {
-        let mut current = Payment::find(app, payment_id).await?.ok_or(ApiError::NotFound)?;
+        let mut current = Payment::find(app, payment_id).await?.ok_or(PaymentError::NotFound)?;
         let Some(amount) = current.unsettled_refunds.remove(refund_id) else { return Ok(current) };
         if current.unsettled_claims.remove(refund_id) != Some(way) {
-            return Err(ApiError::internal("an unsettled refund finished another way than it was claimed"));
+            return Err(PaymentError::internal("an unsettled refund finished another way than it was claimed"));
         }
         let unsettled = (current.amount_unsettled - amount).max(0);
         let total = if way == Way::Refund {
@@ -549,14 +550,14 @@ async fn finish(
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::internal("the payment kept changing while what came back was settled"))
+    Err(PaymentError::internal("the payment kept changing while what came back was settled"))
 }
 
 /// Stripe definitely refused settling `refund_id`: its claim is lifted, so either way is open
 /// again.
-async fn lift(app: &Services, payment: &Payment, refund_id: &str) -> Result<(), ApiError> {
+async fn lift(app: &Services, payment: &Payment, refund_id: &str) -> Result<(), PaymentError> {
     for _ in 0..5 {
-        let mut current = Payment::find(app, &payment.payment_id).await?.ok_or(ApiError::NotFound)?;
+        let mut current = Payment::find(app, &payment.payment_id).await?.ok_or(PaymentError::NotFound)?;
         if current.unsettled_claims.remove(refund_id).is_none() {
             return Ok(());
         }
@@ -574,7 +575,7 @@ async fn lift(app: &Services, payment: &Payment, refund_id: &str) -> Result<(), 
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::internal("the payment kept changing while a refused settlement was lifted"))
+    Err(PaymentError::internal("the payment kept changing while a refused settlement was lifted"))
 }
 
 async fn audit_refusal(
@@ -660,7 +661,7 @@ async fn look_at(
     pk: &str,
     now: ::time::OffsetDateTime,
     meta: &RequestMeta,
-) -> Result<(u32, bool), ApiError> {
+) -> Result<(u32, bool), PaymentError> {
     let payment_id = pk.strip_prefix("PAYMENT#").unwrap_or(pk);
     let Some(mut payment) = Payment::find(app, payment_id).await? else { return Ok((0, false)) };
     let mut settled = 0;
@@ -720,7 +721,7 @@ async fn look_at(
 }
 
 /// When the cleanup looks at an unsettled payment next (nothing, once it is off the queue).
-async fn next_look(app: &Services, pk: &str, at: ::time::OffsetDateTime) -> Result<(), ApiError> {
+async fn next_look(app: &Services, pk: &str, at: ::time::OffsetDateTime) -> Result<(), PaymentError> {
     let change = Change::new(pk, SK)
         .update("SET GSI2SK = :next")
         .condition("GSI2PK = :queue")

@@ -14,9 +14,9 @@ use serde_json::json;
 pub use crate::payments::stripe_event::{Effect, StripeEvent};
 use crate::{
     caller::RequestMeta,
-    http::ApiError,
     notify::DomainEvent,
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
@@ -86,7 +86,11 @@ enum Endpoint {
 }
 
 /// The effect of `event`, or `None` for a type we don't handle.
-async fn effect_of(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Option<Effect>, ApiError> {
+async fn effect_of(
+    app: &PaymentServices,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Option<Effect>, PaymentError> {
     use crate::payments::lifecycle as payments;
     let Some(&(_, _, handler)) = HANDLED.iter().find(|(kind, ..)| *kind == event.kind) else {
         return Ok(None);
@@ -109,7 +113,11 @@ fn same_second(last_written: Option<i64>, event: &StripeEvent) -> bool {
     last_written == Some(event.created)
 }
 
-async fn account_updated(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Effect, ApiError> {
+async fn account_updated(
+    app: &PaymentServices,
+    event: &StripeEvent,
+    meta: &RequestMeta,
+) -> Result<Effect, PaymentError> {
     let object = &event.object;
     let Some(account) = object["id"].as_str() else { return Ok(Effect::none()) };
     // A connected account's flags come only from the Connect endpoint, about that account
@@ -158,7 +166,7 @@ async fn subscription_changed(
     app: &PaymentServices,
     event: &StripeEvent,
     meta: &RequestMeta,
-) -> Result<Effect, ApiError> {
+) -> Result<Effect, PaymentError> {
     use crate::payments::subscription::{Subscription, has_ended};
     let object = &event.object;
     let Some(id) = object["id"].as_str().filter(|id| id.starts_with("sub_") && id.len() <= 255) else {
@@ -284,7 +292,7 @@ fn marker(app: &Services, event: &StripeEvent, outcome: &str) -> Result<Transact
 const EFFECT_ATTEMPTS: usize = 3;
 
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.kind))]
-pub async fn process(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, ApiError> {
+pub async fn process(app: &PaymentServices, event: &StripeEvent, meta: &RequestMeta) -> Result<Outcome, PaymentError> {
     if !event.applies() {
         tracing::info!(account = event.account.as_deref(), "a connected account's event other than account.*; ignored");
         return mark_only(app, event, Outcome::Ignored).await;
@@ -319,7 +327,7 @@ pub async fn process(app: &PaymentServices, event: &StripeEvent, meta: &RequestM
         }
     }
     if contended {
-        return Err(ApiError::internal("the state kept changing under the event; Stripe will deliver it again"));
+        return Err(PaymentError::internal("the state kept changing under the event; Stripe will deliver it again"));
     }
     tracing::info!("event older than the state it would change; skipped");
     mark_only(app, event, Outcome::Skipped).await
@@ -327,7 +335,7 @@ pub async fn process(app: &PaymentServices, event: &StripeEvent, meta: &RequestM
 
 /// Marks the event seen without changing anything else: `outcome`, or `Duplicate` if it
 /// was already marked.
-async fn mark_only(app: &Services, event: &StripeEvent, outcome: Outcome) -> Result<Outcome, ApiError> {
+async fn mark_only(app: &Services, event: &StripeEvent, outcome: Outcome) -> Result<Outcome, PaymentError> {
     let label = match outcome {
         Outcome::Ignored => "ignored",
         _ => "skipped",

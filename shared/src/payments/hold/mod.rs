@@ -18,9 +18,9 @@ use super::{
 use crate::{
     audit::{Audit, AuditEntry, AuditStatus},
     caller::RequestMeta,
-    http::ApiError,
     notify::{Category, DomainEvent},
     outbox::{self, Message},
+    payments::PaymentError,
     payments::PaymentServices,
     services::Services,
     store::{Change, StoreError, av},
@@ -84,7 +84,7 @@ enum Stepped {
 }
 
 /// One due timer, leased. `None`: another run holds it.
-async fn step(app: &PaymentServices, pk: &str, now: &str, meta: &RequestMeta) -> Result<Option<Stepped>, ApiError> {
+async fn step(app: &PaymentServices, pk: &str, now: &str, meta: &RequestMeta) -> Result<Option<Stepped>, PaymentError> {
     let later = time::rfc3339(time::now() + LEASE);
     let Some(timer) = app.table().lease_queued::<Timer>(pk, SK, HOLD_QUEUE, now, &later).await? else {
         return Ok(None);
@@ -104,7 +104,7 @@ async fn step(app: &PaymentServices, pk: &str, now: &str, meta: &RequestMeta) ->
             return Ok(Some(Stepped::Done));
         }
     }
-    let refund_at = ::time::OffsetDateTime::from_unix_timestamp(timer.held_since).map_err(ApiError::internal)?
+    let refund_at = ::time::OffsetDateTime::from_unix_timestamp(timer.held_since).map_err(PaymentError::internal)?
         + time::Duration::days(app.settings().hold_max_days);
     match timer.step {
         Step::Warn => {
@@ -134,7 +134,7 @@ pub(crate) async fn auto_refund(
     payment: Payment,
     why: &str,
     meta: &RequestMeta,
-) -> Result<bool, ApiError> {
+) -> Result<bool, PaymentError> {
     let before = payment.amount_refunded;
     let (org, payer, payment_id, currency) = (
         payment.payer_org_id.clone(),
@@ -158,7 +158,12 @@ pub(crate) async fn auto_refund(
 
 /// Tells both sides the payment will be refunded at `refund_at`, and moves the timer to the
 /// refund, in one transaction.
-async fn warn(app: &Services, payment: &Payment, pk: &str, refund_at: ::time::OffsetDateTime) -> Result<(), ApiError> {
+async fn warn(
+    app: &Services,
+    payment: &Payment,
+    pk: &str,
+    refund_at: ::time::OffsetDateTime,
+) -> Result<(), PaymentError> {
     let table = app.table();
     let date = refund_at.date().to_string();
     let amount = super::money::format_amount(payment.amount - payment.amount_refunded, &payment.currency);
@@ -205,7 +210,7 @@ async fn warn(app: &Services, payment: &Payment, pk: &str, refund_at: ::time::Of
 }
 
 /// The timer is done: off the queue (kept, small, as the record that it ran).
-async fn finish(app: &Services, pk: &str) -> Result<(), ApiError> {
+async fn finish(app: &Services, pk: &str) -> Result<(), PaymentError> {
     let done = Change::new(pk, SK).update("REMOVE GSI2PK, GSI2SK").condition("attribute_exists(PK)");
     match app.table().update_item(done).await {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
