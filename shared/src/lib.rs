@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod app;
-pub mod audit;
 pub mod captcha;
 #[cfg(all(feature = "payments", feature = "mail", feature = "sns"))]
 pub mod cleanup;
@@ -18,6 +17,7 @@ pub mod payments;
 pub mod webhook;
 
 pub use app::App;
+pub use audit_log as audit;
 // The kernel's modules, at the paths the rest of the backend has always named them by.
 pub use kernel::{
     caller, config, cursor, deadline, invalid, metrics, rate_limit, seal, secrets, services, store, telemetry, time,

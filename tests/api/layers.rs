@@ -1,28 +1,41 @@
 //! Layers point one way. Across crates cargo enforces it; these read what cargo resolves
-//! (the kernel links no HTTP and no domain service) and check the import checker that keeps
-//! modules inside a crate acyclic, on fixtures it must refuse and pass.
+//! (the kernel links no HTTP and no domain service, the audit log only the kernel) and check
+//! the import checker that keeps modules inside a crate acyclic and below its edge, on
+//! fixtures it must refuse and pass.
 
 use std::{path::Path, process::Command};
 
-fn linked_by_kernel() -> String {
+fn linked_by(package: &str) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["tree", "--locked", "--offline", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", "kernel"])
+        .args(["tree", "--locked", "--offline", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", package])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "cargo tree -p kernel: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// What no crate below the facade may link: HTTP, and the facade itself.
+const EDGE: &[&str] = &["lambda_http", "aws_lambda_events", "shared "];
+/// The clients of the services only some domains use.
+const SERVICES: &[&str] = &["async-stripe", "aws-sdk-sesv2", "aws-sdk-sns", "minijinja"];
+
 #[test]
 fn the_kernel_links_no_http_no_domain_service_and_no_crate_above_it() {
-    let linked = linked_by_kernel();
+    let linked = linked_by("kernel");
     assert!(linked.contains("aws-sdk-dynamodb"), "the graph was read: {linked}");
-    for above in
-        ["lambda_http", "aws_lambda_events", "async-stripe", "aws-sdk-sesv2", "aws-sdk-sns", "minijinja", "shared "]
-    {
+    for above in EDGE.iter().chain(SERVICES).chain(&["audit-log "]) {
         assert!(!linked.lines().any(|line| line.starts_with(above)), "the kernel links {above}");
+    }
+}
+
+#[test]
+fn the_audit_log_stands_on_the_kernel_alone() {
+    let linked = linked_by("audit-log");
+    assert!(linked.lines().any(|line| line.starts_with("kernel ")), "the graph was read: {linked}");
+    for above in EDGE.iter().chain(SERVICES) {
+        assert!(!linked.lines().any(|line| line.starts_with(above)), "the audit log links {above}");
     }
 }
 

@@ -147,7 +147,7 @@ async fn count_chunk(table: &Table, chunk: &mut Vec<(&str, AuditEntry)>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{audit::AuditStatus, caller::RequestMeta};
+    use crate::{AuditStatus, caller::RequestMeta};
 
     fn filter(pairs: &[(&str, &str)]) -> AuditFilter {
         let query = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -18,6 +18,9 @@ pub use filter::AuditFilter;
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
 
+// The kernel's modules, at the paths this code names them by.
+use kernel::{caller, cursor, invalid, seal, services, store, time};
+
 use crate::{
     caller::RequestMeta,
     store::{StoreError, Table, keys},
