@@ -27,7 +27,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// The crates `package` links (normal dependencies, its own features only).
-fn linked_crates(package: &str) -> BTreeSet<String> {
+pub(crate) fn linked_crates(package: &str) -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["tree", "--locked", "--offline", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", package])
