@@ -46,7 +46,7 @@ impl From<crate::payments::PaymentError> for ApiError {
             PaymentError::IdempotencyInProgress => ApiError::IdempotencyInProgress,
             PaymentError::PaymentProvider(reason) => ApiError::PaymentProvider(reason),
             PaymentError::PaymentsUnavailable => ApiError::PaymentsUnavailable,
-            PaymentError::Gateway(error) => error.into(),
+            PaymentError::Gateway(error) => gateway_answer(error),
             PaymentError::Account(error) => error.into(),
             PaymentError::RateLimited(error) => error.into(),
             PaymentError::Store(error) => error.into(),
@@ -68,12 +68,18 @@ impl From<RegisterError> for ApiError {
 #[cfg(feature = "payments")]
 impl From<crate::payments::gateway::GatewayError> for ApiError {
     fn from(error: crate::payments::gateway::GatewayError) -> Self {
-        use crate::payments::gateway::GatewayError;
         tracing::error!(%error, "Stripe call failed");
-        match error {
-            GatewayError::Unavailable(_) | GatewayError::NotSent(_) => ApiError::PaymentsUnavailable,
-            GatewayError::Refused { message, .. } => ApiError::PaymentProvider(message),
-        }
+        gateway_answer(error)
+    }
+}
+
+/// Stripe's failure as the caller sees it (logged where it was made).
+#[cfg(feature = "payments")]
+fn gateway_answer(error: crate::payments::gateway::GatewayError) -> ApiError {
+    use crate::payments::gateway::GatewayError;
+    match error {
+        GatewayError::Unavailable(_) | GatewayError::NotSent(_) => ApiError::PaymentsUnavailable,
+        GatewayError::Refused { message, .. } => ApiError::PaymentProvider(message),
     }
 }
 

@@ -41,7 +41,7 @@ pub enum PaymentError {
     #[error("payments are not available")]
     PaymentsUnavailable,
     #[error(transparent)]
-    Gateway(#[from] GatewayError),
+    Gateway(GatewayError),
     #[error(transparent)]
     Account(#[from] AccountError),
     #[error(transparent)]
@@ -60,6 +60,15 @@ pub enum PaymentError {
 impl PaymentError {
     pub fn internal(error: impl std::fmt::Display) -> Self {
         Self::Internal(error.to_string())
+    }
+}
+
+/// Logged where it happens, as before it was answered: background work (the cleanup's
+/// reconciliation) may drop the error after counting it, and the log is then all there is.
+impl From<GatewayError> for PaymentError {
+    fn from(error: GatewayError) -> Self {
+        tracing::error!(%error, "Stripe call failed");
+        Self::Gateway(error)
     }
 }
 

@@ -56,24 +56,24 @@ enum Handler {
 const HANDLED: &[(&str, Endpoint, Handler)] = {
     use {Endpoint::*, Handler::*};
     &[
-        ("payment_intent.succeeded", Services, IntentOutcome),
-        ("payment_intent.payment_failed", Services, IntentOutcome),
-        ("payment_intent.canceled", Services, IntentOutcome),
-        ("charge.refunded", Services, ChargeRefunded),
-        ("refund.created", Services, RefundChanged),
-        ("refund.updated", Services, RefundChanged),
-        ("refund.failed", Services, RefundChanged),
-        ("charge.refund.updated", Services, RefundChanged),
-        ("charge.dispute.created", Services, Dispute),
-        ("charge.dispute.updated", Services, Dispute),
-        ("charge.dispute.closed", Services, Dispute),
-        ("charge.dispute.funds_withdrawn", Services, Dispute),
-        ("charge.dispute.funds_reinstated", Services, Dispute),
-        ("transfer.created", Services, TransferCreated),
-        ("transfer.reversed", Services, TransferReversed),
-        ("customer.subscription.created", Services, SubscriptionChanged),
-        ("customer.subscription.updated", Services, SubscriptionChanged),
-        ("customer.subscription.deleted", Services, SubscriptionChanged),
+        ("payment_intent.succeeded", Platform, IntentOutcome),
+        ("payment_intent.payment_failed", Platform, IntentOutcome),
+        ("payment_intent.canceled", Platform, IntentOutcome),
+        ("charge.refunded", Platform, ChargeRefunded),
+        ("refund.created", Platform, RefundChanged),
+        ("refund.updated", Platform, RefundChanged),
+        ("refund.failed", Platform, RefundChanged),
+        ("charge.refund.updated", Platform, RefundChanged),
+        ("charge.dispute.created", Platform, Dispute),
+        ("charge.dispute.updated", Platform, Dispute),
+        ("charge.dispute.closed", Platform, Dispute),
+        ("charge.dispute.funds_withdrawn", Platform, Dispute),
+        ("charge.dispute.funds_reinstated", Platform, Dispute),
+        ("transfer.created", Platform, TransferCreated),
+        ("transfer.reversed", Platform, TransferReversed),
+        ("customer.subscription.created", Platform, SubscriptionChanged),
+        ("customer.subscription.updated", Platform, SubscriptionChanged),
+        ("customer.subscription.deleted", Platform, SubscriptionChanged),
         ("account.updated", Connect, AccountUpdated),
     ]
 };
@@ -81,7 +81,7 @@ const HANDLED: &[(&str, Endpoint, Handler)] = {
 /// The endpoint an event type is subscribed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
-    Services,
+    Platform,
     Connect,
 }
 
@@ -378,7 +378,7 @@ mod tests {
         let handled = |endpoint: Endpoint| -> BTreeSet<&str> {
             HANDLED.iter().filter(|(_, e, _)| *e == endpoint).map(|(kind, ..)| *kind).collect()
         };
-        assert_eq!(platform, handled(Endpoint::Services), "the platform endpoint's list in docs/deploy.md");
+        assert_eq!(platform, handled(Endpoint::Platform), "the platform endpoint's list in docs/deploy.md");
         assert_eq!(connect, handled(Endpoint::Connect), "the Connect endpoint's list in docs/deploy.md");
     }
 
